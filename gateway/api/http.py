@@ -1,0 +1,81 @@
+"""Raw ASGI request and response helpers for the hot path: no Request/Response objects per call."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import orjson
+
+from gateway.errors import GatewayError, InvalidRequest, RequestTooLarge
+from gateway.types import Headers, Receive, Scope, Send
+
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
+JSON_TYPE = (b"content-type", b"application/json")
+
+
+def request_id_of(scope: Scope) -> str:
+    """The client's X-Request-ID when it is sane, else a new one."""
+    for key, value in scope["headers"]:
+        if key == b"x-request-id":
+            if _REQUEST_ID.fullmatch(value):
+                return str(value.decode())
+            break
+    return os.urandom(12).hex()
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            if value.isdigit() and int(value) > limit:
+                raise _too_large(limit)
+            break
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body"):
+        if len(body) > limit:
+            raise _too_large(limit)
+        return body
+    parts = [body]
+    size = len(body)
+    while message.get("more_body"):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _too_large(limit: int) -> RequestTooLarge:
+    return RequestTooLarge(f"The request body is larger than the limit of {limit / 1_048_576:g} MB.")
+
+
+def parse_json_object(raw: bytes) -> dict[str, object]:
+    if not raw:
+        raise InvalidRequest("The request body is empty: send a JSON object.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        # orjson rejects invalid UTF-8 too, and says so in its message.
+        raise InvalidRequest(f"We could not parse the JSON body of your request: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return body
+
+
+def encode_headers(headers: dict[str, str]) -> Headers:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
+async def send_json(send: Send, status: int, body: bytes, headers: Headers) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, exc: GatewayError, request_id: str) -> None:
+    headers = [JSON_TYPE, (b"x-request-id", request_id.encode()), *encode_headers(exc.headers)]
+    await send_json(send, exc.status_code, exc.to_json(), headers)

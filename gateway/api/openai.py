@@ -1,0 +1,126 @@
+"""The OpenAI-compatible surface: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models.
+
+Every completion-like endpoint is one `CompletionEndpoint`, so every one of them runs the same pipeline.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from gateway.api.http import JSON_TYPE, encode_headers, parse_json_object, read_body, request_id_of, send_json
+from gateway.api.streaming import relay
+from gateway.api.validation import validate
+from gateway.context import RequestContext
+from gateway.errors import GatewayError, ModelNotFound
+from gateway.pipeline import Reply
+from gateway.types import Headers, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
+
+
+class CompletionEndpoint:
+    """A raw ASGI endpoint: read and check the body once, run the pipeline, answer whole or streamed."""
+
+    def __init__(self, gateway: Gateway, endpoint: str) -> None:
+        self.gateway = gateway
+        self.endpoint = endpoint
+        self.max_body = int(gateway.config.server.max_body_mb * 1_048_576)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter_ns()
+        gateway = self.gateway
+        request_id = request_id_of(scope)
+        client = scope.get("client")
+        raw = b""
+        body: dict[str, Any] = {}
+        error: GatewayError | None = None
+        try:
+            raw = await read_body(scope, receive, self.max_body)
+            body = parse_json_object(raw)
+            validate(self.endpoint, body)
+        except GatewayError as exc:
+            error = exc
+        ctx = RequestContext(
+            request_id=request_id,
+            endpoint=self.endpoint,
+            headers=scope["headers"],
+            raw_body=raw,
+            body=body,
+            client_ip=client[0] if client else "",
+            started_ns=started,
+        )
+        gateway.metrics.in_flight.inc()
+        try:
+            if error is not None:
+                ctx.error = error
+                await self._answer(ctx, Reply.from_error(error), send)
+                return
+            reply, entered = await gateway.pipeline.run(ctx)
+            if reply.stream is None:
+                reply = await gateway.pipeline.complete(ctx, reply, entered)
+                await self._answer(ctx, reply, send)
+            else:
+                await relay(
+                    ctx,
+                    reply.stream,
+                    send,
+                    receive,
+                    response_headers(ctx, reply),
+                    gateway.pipeline.chunk_filters,
+                    gateway.idle_timeout_s(ctx),
+                )
+                await gateway.pipeline.complete(ctx, reply, entered)
+        finally:
+            gateway.metrics.in_flight.dec()
+            gateway.recorder.finish(ctx)
+
+    async def _answer(self, ctx: RequestContext, reply: Reply, send: Send) -> None:
+        ctx.status = reply.status
+        await send_json(send, reply.status, reply.body, response_headers(ctx, reply))
+
+
+def response_headers(ctx: RequestContext, reply: Reply) -> Headers:
+    headers: Headers = [] if reply.stream is not None else [JSON_TYPE]
+    headers.append((b"x-request-id", ctx.request_id.encode()))
+    if ctx.provider:
+        headers.append((b"x-gateway-provider", ctx.provider.encode()))
+        model = ctx.served_model or (ctx.deployment.model if ctx.deployment else "")
+        headers.append((b"x-gateway-model", model.encode("latin-1", "replace")))
+    headers.append((b"x-gateway-overhead-ms", b"%.3f" % (ctx.overhead_ns(time.perf_counter_ns()) / 1e6)))
+    for name, value in reply.headers.items():
+        if name != "content-type":
+            headers.append((name.encode("latin-1"), value.encode("latin-1")))
+    return headers
+
+
+class ModelsEndpoint:
+    """GET /v1/models and /v1/models/{id}: the model groups a caller may use."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def _entry(self, name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": self.gateway.started_at, "owned_by": "gateway"}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = request_id_of(scope)
+        ctx = RequestContext(request_id=request_id, endpoint="models", headers=scope["headers"], raw_body=b"", body={})
+        headers = [JSON_TYPE, (b"x-request-id", request_id.encode())]
+        try:
+            await self.gateway.authenticate(ctx)
+            model_id = scope.get("path_params", {}).get("model_id")
+            if model_id is None:
+                data = [self._entry(name) for name in self.gateway.models]
+                body = orjson.dumps({"object": "list", "data": data})
+            elif model_id in self.gateway.models:
+                body = orjson.dumps(self._entry(model_id))
+            else:
+                raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
+        except GatewayError as exc:
+            await send_json(send, exc.status_code, exc.to_json(), headers + encode_headers(exc.headers))
+            return
+        await send_json(send, 200, body, headers)

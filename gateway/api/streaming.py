@@ -1,0 +1,157 @@
+"""The relay of a streamed answer: chunk by chunk to the client, never buffered whole.
+
+It records usage and the first token, removes the usage chunk the gateway asked for on the client's behalf,
+runs the filters' on_chunk hooks, and ends every stream properly: an upstream that fails or goes silent for the
+idle timeout ends the client's stream with an error event in OpenAI's shape and `[DONE]`, never a hang.
+A client that disconnects cancels the relay, which closes the upstream request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from gateway.context import RequestContext, Usage
+from gateway.errors import GatewayError, InternalError, UpstreamRejected, UpstreamTimeout
+from gateway.pipeline import ChunkFilter
+from gateway.providers.sse import DONE, DONE_FRAME, frame
+from gateway.tasks import spawn
+from gateway.types import Headers, Receive, Send
+
+SSE_HEADERS: Headers = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class ClientDisconnected(Exception):
+    pass
+
+
+async def relay(
+    ctx: RequestContext,
+    stream: AsyncIterator[bytes],
+    send: Send,
+    receive: Receive,
+    headers: Headers,
+    chunk_filters: tuple[ChunkFilter, ...],
+    idle_s: float,
+) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
+    ctx.status = 200
+    ctx.completion_text = []
+    task = asyncio.current_task()
+    assert task is not None
+    disconnected = asyncio.Event()
+    watcher = spawn(_watch_disconnect(receive, task, disconnected), name="disconnect-watcher")
+    try:
+        await _forward(ctx, stream, send, chunk_filters, idle_s)
+    except asyncio.CancelledError:
+        if not disconnected.is_set():
+            raise
+        task.uncancel()
+        ctx.status = 499  # the client closed the connection (nginx's convention)
+    finally:
+        watcher.cancel()
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any], disconnected: asyncio.Event) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            disconnected.set()
+            task.cancel()
+            return
+
+
+async def _forward(
+    ctx: RequestContext,
+    stream: AsyncIterator[bytes],
+    send: Send,
+    chunk_filters: tuple[ChunkFilter, ...],
+    idle_s: float,
+) -> None:
+    strip_usage = not ctx.client_wants_usage
+    loop = asyncio.get_running_loop()
+    error: GatewayError | None = None
+    try:
+        async with asyncio.timeout(idle_s) as deadline:
+            async for payload in stream:
+                if payload == DONE:
+                    break
+                data = _process(ctx, payload, strip_usage, chunk_filters)
+                if data is not None:
+                    await send({"type": "http.response.body", "body": frame(data), "more_body": True})
+                if ctx.error is not None:
+                    break
+                deadline.reschedule(loop.time() + idle_s)
+    except TimeoutError:
+        error = UpstreamTimeout(
+            f"The upstream stream sent nothing for {idle_s:g} s.", provider=ctx.provider, code="stream_idle_timeout"
+        )
+    except GatewayError as exc:
+        error = exc
+    except (ValueError, TypeError, KeyError):
+        error = InternalError("The gateway could not relay the upstream stream.")
+    if error is not None:
+        ctx.error = error
+        await send({"type": "http.response.body", "body": frame(error.to_json()), "more_body": True})
+    await send({"type": "http.response.body", "body": DONE_FRAME, "more_body": False})
+
+
+def _process(
+    ctx: RequestContext, payload: bytes, strip_usage: bool, chunk_filters: tuple[ChunkFilter, ...]
+) -> bytes | None:
+    """What to send for one upstream payload (None: nothing), noting usage, first token and errors."""
+    try:
+        chunk = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return payload
+    if not isinstance(chunk, dict):
+        return payload
+    error = chunk.get("error")
+    if error:
+        # An error event inside a 200 stream: recorded as an error, forwarded as it came.
+        info = error if isinstance(error, dict) else {"message": str(error)}
+        ctx.error = UpstreamRejected(
+            str(info.get("message") or "The upstream stream failed."),
+            status=502,
+            provider=ctx.provider,
+            error_type=info.get("type") if isinstance(info.get("type"), str) else None,
+        )
+        return payload
+    usage = chunk.get("usage")
+    choices = chunk.get("choices")
+    if usage:
+        ctx.usage = Usage.from_openai(usage)
+        if strip_usage and not choices:
+            return None
+    if choices:
+        delta = choices[0].get("delta") if isinstance(choices[0], dict) else None
+        if isinstance(delta, dict):
+            content = delta.get("content")
+            if content:
+                if ctx.completion_text is not None:
+                    ctx.completion_text.append(content)
+                if not ctx.first_token_ns:
+                    ctx.first_token_ns = time.perf_counter_ns()
+            elif delta.get("tool_calls") and not ctx.first_token_ns:
+                ctx.first_token_ns = time.perf_counter_ns()
+    if chunk_filters:
+        original = chunk
+        for stage in chunk_filters:
+            result = stage.on_chunk(ctx, chunk)
+            if result is None:
+                return None
+            chunk = result
+        if chunk is not original:
+            return orjson.dumps(chunk)
+    return payload

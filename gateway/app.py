@@ -1,0 +1,105 @@
+"""build_app(config) -> the ASGI application. The lifespan opens the Gateway's components and closes them."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.api.health import MetricsEndpoint, Ready, live
+from gateway.api.http import request_id_of
+from gateway.api.openai import CompletionEndpoint, ModelsEndpoint
+from gateway.config import GatewayConfig, load_config
+from gateway.errors import GatewayError, InternalError, InvalidRequest, MethodNotAllowed, NotFound
+from gateway.runtime import Gateway
+
+logger = logging.getLogger("gateway")
+
+
+def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> Starlette:
+    gateway = Gateway(config, access_log_stream=access_log_stream)
+    models = ModelsEndpoint(gateway)
+    routes = [
+        Route("/v1/chat/completions", CompletionEndpoint(gateway, "chat/completions"), methods=["POST"]),
+        Route("/v1/completions", CompletionEndpoint(gateway, "completions"), methods=["POST"]),
+        Route("/v1/embeddings", CompletionEndpoint(gateway, "embeddings"), methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", models, methods=["GET"]),
+        Route("/health/live", live, methods=["GET"]),
+        Route("/health/ready", Ready(gateway), methods=["GET"]),
+        Route("/metrics", MetricsEndpoint(gateway), methods=["GET"]),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.open()
+        restore = _drain_on_sigterm(gateway)
+        try:
+            yield
+        finally:
+            gateway.draining = True
+            restore()
+            await gateway.close()
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+    )
+    app.state.gateway = gateway
+    return app
+
+
+def _drain_on_sigterm(gateway: Gateway) -> Any:
+    """Turn /health/ready to 503 as soon as SIGTERM arrives, then let uvicorn's own handler stop the server."""
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except ValueError:
+        return lambda: None
+
+    def handler(signum: int, frame: Any) -> None:
+        gateway.draining = True
+        logger.info("SIGTERM: draining")
+        if callable(previous):
+            previous(signum, frame)
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (an embedding test, say): nothing to hook
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def _reply(request: Request, exc: GatewayError) -> Response:
+    headers = {"x-request-id": request_id_of(request.scope), **exc.headers}
+    return Response(exc.to_json(), status_code=exc.status_code, headers=headers, media_type="application/json")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        error: GatewayError = NotFound(f"Unknown request URL: {request.method} {request.url.path}.")
+    elif exc.status_code == 405:
+        error = MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}.")
+    else:
+        error = InvalidRequest(str(exc.detail))
+    return _reply(request, error)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _reply(request, InternalError())
+
+
+def app_from_env() -> Starlette:
+    """The factory that uvicorn's workers import: the config path comes from GATEWAY_CONFIG."""
+    return build_app(load_config(os.environ.get("GATEWAY_CONFIG", "gateway.yaml")))

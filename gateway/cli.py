@@ -1,0 +1,95 @@
+"""The command line: `gateway serve` and `gateway check`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+
+from gateway import __version__
+from gateway.config import ConfigError, GatewayConfig, load_config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gateway", description="A drop-in, OpenAI-compatible LLM gateway.")
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("-c", "--config", default="gateway.yaml", help="config file (default: gateway.yaml)")
+    serve.add_argument("--host", help="listen address (default: server.host)")
+    serve.add_argument("--port", type=int, help="listen port (default: server.port)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: server.workers)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    check = commands.add_parser("check", help="validate a config file and print every problem")
+    check.add_argument("-c", "--config", default="gateway.yaml", help="config file (default: gateway.yaml)")
+
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) in {args.config}", file=sys.stderr)
+        return 2
+    if args.command == "check":
+        _check_runtime(config)
+        print(f"{args.config}: ok ({len(config.models)} models, {len(config.providers)} providers)")
+        return 0
+    return serve_command(config, args)
+
+
+def _check_runtime(config: GatewayConfig) -> None:
+    # Loading the pricing file is part of a check: its errors name its own file and key path.
+    from gateway.telemetry.pricing import PriceTable
+
+    path = config.resolve_path(config.telemetry.pricing_file)
+    if path.is_file():
+        try:
+            PriceTable.load(path)
+        except ConfigError as exc:
+            for line in exc.lines():
+                print(line, file=sys.stderr)
+            raise SystemExit(2) from None
+
+
+def serve_command(config: GatewayConfig, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    host = args.host or config.server.host
+    port = args.port or config.server.port
+    workers = args.workers or config.server.workers
+    options = {
+        "host": host,
+        "port": port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "log_level": "warning",
+        "access_log": False,  # the gateway writes its own JSON access log, batched off the request path
+        "server_header": False,
+        "timeout_graceful_shutdown": config.server.drain_timeout_s,
+    }
+    logging.getLogger("gateway").info(
+        "gateway %s listening on http://%s:%d (%d worker(s))", __version__, host, port, workers
+    )
+    if workers == 1:
+        from gateway.app import build_app
+
+        uvicorn.run(build_app(config), **options)  # type: ignore[arg-type]
+        return 0
+    # Several workers: each imports the app from the config file, and /metrics aggregates them all.
+    metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    os.environ["GATEWAY_CONFIG"] = os.path.abspath(args.config)
+    try:
+        uvicorn.run("gateway.app:app_from_env", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0

@@ -1,0 +1,171 @@
+"""RequestContext: everything one request carries through the pipeline, and its record when it ends."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.config import Deployment, ModelGroup
+    from gateway.errors import GatewayError
+
+
+@dataclass(slots=True)
+class Principal:
+    """Who is calling. The identity issue grows this; filters and records read it."""
+
+    name: str
+    key_id: str = ""
+    project: str = "default"
+    team: str = ""
+    user: str = ""
+    role: str = "developer"
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+ANONYMOUS = Principal(name="anonymous", role="developer")
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cache_write_tokens: int = 0
+    # "upstream" when the provider reported it, "tiktoken" or "estimate" when the gateway counted it.
+    source: str = "upstream"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def from_openai(cls, usage: dict[str, Any]) -> Usage:
+        prompt_details = usage.get("prompt_tokens_details") or {}
+        completion_details = usage.get("completion_tokens_details") or {}
+        return cls(
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            cached_tokens=int(prompt_details.get("cached_tokens") or 0),
+            reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+        )
+
+
+@dataclass(slots=True)
+class Span:
+    name: str
+    start_ns: int  # from the start of the request
+    duration_ns: int
+
+
+class RequestContext:
+    """Created by the endpoint handler once the body is parsed; filters share state only through it."""
+
+    __slots__ = (
+        "request_id",
+        "endpoint",
+        "started_at",
+        "started_ns",
+        "headers",
+        "client_ip",
+        "raw_body",
+        "body",
+        "body_changed",
+        "model",
+        "stream",
+        "client_wants_usage",
+        "principal",
+        "group",
+        "deployment",
+        "provider",
+        "served_model",
+        "usage",
+        "cost_usd",
+        "status",
+        "error",
+        "spans",
+        "upstream_start_ns",
+        "upstream_headers_ns",
+        "first_token_ns",
+        "upstream_end_ns",
+        "finished_ns",
+        "tags",
+        "completion_text",
+    )
+
+    def __init__(
+        self,
+        *,
+        request_id: str,
+        endpoint: str,
+        headers: list[tuple[bytes, bytes]],
+        raw_body: bytes,
+        body: dict[str, Any],
+        client_ip: str = "",
+        started_ns: int | None = None,
+    ) -> None:
+        self.request_id = request_id
+        self.endpoint = endpoint
+        self.started_at = time.time()
+        self.started_ns = started_ns if started_ns is not None else time.perf_counter_ns()
+        self.headers = headers
+        self.client_ip = client_ip
+        self.raw_body = raw_body
+        self.body = body
+        self.body_changed = False
+        self.model: str = body.get("model", "")
+        self.stream: bool = body.get("stream") is True
+        options = body.get("stream_options")
+        self.client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+        self.principal: Principal = ANONYMOUS
+        self.group: ModelGroup | None = None
+        self.deployment: Deployment | None = None
+        self.provider = ""
+        self.served_model = ""
+        self.usage: Usage | None = None
+        self.cost_usd: float | None = None
+        self.status = 0
+        self.error: GatewayError | None = None
+        self.spans: list[Span] = []
+        self.upstream_start_ns = 0
+        self.upstream_headers_ns = 0
+        self.first_token_ns = 0
+        self.upstream_end_ns = 0
+        self.finished_ns = 0
+        self.tags: dict[str, str] = {}
+        # Pieces of a streamed answer, kept only when the upstream sends no usage, to count them later.
+        self.completion_text: list[str] | None = None
+
+    def header(self, name: bytes) -> str | None:
+        """A request header by its lower-case name."""
+        for key, value in self.headers:
+            if key == name:
+                return value.decode("latin-1")
+        return None
+
+    def set_field(self, key: str, value: Any) -> None:
+        """Change the request body; the upstream then gets it re-serialised instead of the original bytes."""
+        self.body[key] = value
+        self.body_changed = True
+
+    def add_span(self, name: str, start_ns: int, end_ns: int | None = None) -> None:
+        end = end_ns if end_ns is not None else time.perf_counter_ns()
+        self.spans.append(Span(name, start_ns - self.started_ns, end - start_ns))
+
+    @property
+    def upstream_ns(self) -> int:
+        if not self.upstream_start_ns:
+            return 0
+        end = self.upstream_end_ns or self.upstream_headers_ns
+        return max(0, end - self.upstream_start_ns) if end else 0
+
+    @property
+    def total_ns(self) -> int:
+        return (self.finished_ns or time.perf_counter_ns()) - self.started_ns
+
+    def overhead_ns(self, now_ns: int | None = None) -> int:
+        """The gateway's own time: everything but the wait for the upstream."""
+        end = now_ns or self.finished_ns or time.perf_counter_ns()
+        return max(0, end - self.started_ns - self.upstream_ns)

@@ -1,0 +1,186 @@
+"""The errors a client can see, each rendered as OpenAI's error JSON with the status the SDK maps.
+
+    GatewayError                      status, type, code, param, headers, domain, retryable
+    ├── ClientError                   domain=client: never retried
+    │   ├── InvalidRequest            400 invalid_request_error (bad JSON/UTF-8, wrong types; param names the field)
+    │   ├── AuthenticationFailed      401 authentication_error, code=invalid_api_key
+    │   ├── PermissionDenied          403 permission_error
+    │   ├── NotFound                  404 invalid_request_error
+    │   │   └── ModelNotFound         404 code=model_not_found
+    │   ├── MethodNotAllowed          405 invalid_request_error
+    │   ├── RequestTooLarge           413 invalid_request_error
+    │   └── RateLimited               429 rate_limit_error + Retry-After
+    ├── UpstreamError                 domain=provider: carries the provider
+    │   ├── UpstreamTimeout           504 connect / first byte / idle / total   retryable
+    │   ├── UpstreamUnavailable       502 connection error, reset, 5xx          retryable
+    │   └── UpstreamRejected          the provider's own status and message, passed through
+    └── InternalError                 domain=gateway: 500, a generic message; details only in logs
+
+Errors are raised where they are detected and rendered in one place: `GatewayError.to_json()`.
+`ConfigError` (config.py) is not a GatewayError: it never reaches a client.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import orjson
+
+Domain = Literal["client", "provider", "gateway"]
+
+
+class GatewayError(Exception):
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "api_error"
+    default_code: ClassVar[str | None] = None
+    domain: ClassVar[Domain] = "gateway"
+    retryable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code if code is not None else self.default_code
+        self.param = param
+        self.headers = headers or {}
+
+    @property
+    def status_code(self) -> int:
+        return self.status
+
+    @property
+    def error_type(self) -> str:
+        """The closed vocabulary used as a metric label and in the request's record."""
+        return type(self).__name__
+
+    def to_dict(self) -> dict[str, object]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+
+class ClientError(GatewayError):
+    domain = "client"
+    status = 400
+    type = "invalid_request_error"
+
+
+class InvalidRequest(ClientError):
+    pass
+
+
+class AuthenticationFailed(ClientError):
+    status = 401
+    type = "authentication_error"
+    default_code = "invalid_api_key"
+
+
+class PermissionDenied(ClientError):
+    status = 403
+    type = "permission_error"
+
+
+class NotFound(ClientError):
+    status = 404
+
+
+class ModelNotFound(NotFound):
+    default_code = "model_not_found"
+
+
+class MethodNotAllowed(ClientError):
+    status = 405
+
+
+class RequestTooLarge(ClientError):
+    status = 413
+    default_code = "request_too_large"
+
+
+class RateLimited(ClientError):
+    status = 429
+    type = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None, code: str | None = None) -> None:
+        headers = {"retry-after": str(max(1, round(retry_after_s)))} if retry_after_s is not None else None
+        super().__init__(message, code=code, headers=headers)
+
+
+class UpstreamError(GatewayError):
+    domain = "provider"
+    status = 502
+
+    def __init__(self, message: str, *, provider: str = "", **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.provider = provider
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    type = "timeout_error"
+    default_code = "upstream_timeout"
+    retryable = True
+
+
+class UpstreamUnavailable(UpstreamError):
+    status = 502
+    default_code = "upstream_unavailable"
+    retryable = True
+
+
+class UpstreamRejected(UpstreamError):
+    """The provider answered with an error: its status and message go to the client unchanged."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        provider: str = "",
+        error_type: str | None = None,
+        code: str | None = None,
+        param: str | None = None,
+        retry_after: str | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            provider=provider,
+            code=code,
+            param=param,
+            headers={"retry-after": retry_after} if retry_after else None,
+        )
+        self.upstream_status = status
+        self.upstream_type = error_type or _type_for_status(status)
+        self.retryable = status in (408, 429, 500, 502, 503, 504)  # type: ignore[misc]
+
+    @property
+    def status_code(self) -> int:
+        return self.upstream_status
+
+    def to_dict(self) -> dict[str, object]:
+        return {"error": {"message": self.message, "type": self.upstream_type, "param": self.param, "code": self.code}}
+
+
+class InternalError(GatewayError):
+    def __init__(self, message: str = "The gateway failed to handle the request.") -> None:
+        super().__init__(message, code="internal_error")
+
+
+def _type_for_status(status: int) -> str:
+    if status == 401:
+        return "authentication_error"
+    if status == 403:
+        return "permission_error"
+    if status == 429:
+        return "rate_limit_error"
+    if status < 500:
+        return "invalid_request_error"
+    return "api_error"

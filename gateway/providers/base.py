@@ -1,0 +1,86 @@
+"""The Provider protocol, the registry of provider types, and the mapping of transport errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+
+from gateway.config import Deployment, ProviderConfig, Timeouts
+from gateway.context import RequestContext
+from gateway.errors import UpstreamRejected, UpstreamTimeout, UpstreamUnavailable
+from gateway.pipeline import Reply
+
+
+class Provider(Protocol):
+    """Turns the canonical request (OpenAI's format, in ctx) into an upstream call and back.
+
+    `send` returns a Reply: a whole JSON body in OpenAI's format (and sets ctx.usage), or for a streamed request a
+    Reply whose `stream` yields OpenAI `chat.completion.chunk` payloads. It sets ctx.upstream_* timings and raises
+    only UpstreamError subclasses.
+    """
+
+    name: str
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def send(self, ctx: RequestContext, deployment: Deployment, timeouts: Timeouts) -> Reply: ...
+
+
+PROVIDERS: dict[str, str] = {
+    "openai": "gateway.providers.openai:OpenAIProvider",
+    "azure": "gateway.providers.openai:OpenAIProvider",
+    "mock": "gateway.providers.mock:MockProvider",
+}
+
+
+def build_provider(name: str, config: ProviderConfig) -> Provider:
+    module_name, _, class_name = PROVIDERS[config.type].partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    provider: Provider = cls(name, config)
+    return provider
+
+
+@contextlib.contextmanager
+def map_transport_errors(provider: str) -> Iterator[None]:
+    """Translate the upstream client's exceptions into UpstreamError, most specific first."""
+    try:
+        yield
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise UpstreamTimeout(f"The upstream provider {provider!r} timed out.", provider=provider) from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamUnavailable(f"Cannot connect to the upstream provider {provider!r}.", provider=provider) from exc
+    except (aiohttp.ClientError, ConnectionError) as exc:
+        raise UpstreamUnavailable(
+            f"The connection to the upstream provider {provider!r} failed: {type(exc).__name__}.", provider=provider
+        ) from exc
+
+
+def rejected_from_body(provider: str, status: int, body: bytes, retry_after: str | None) -> UpstreamRejected:
+    """An upstream error answer, with its status and, when it is OpenAI-shaped, its message, type and code."""
+    error: Any = None
+    with contextlib.suppress(orjson.JSONDecodeError):
+        error = orjson.loads(body).get("error") if body else None
+    if isinstance(error, dict):
+        return UpstreamRejected(
+            str(error.get("message") or f"The upstream provider answered {status}."),
+            status=status,
+            provider=provider,
+            error_type=error.get("type") if isinstance(error.get("type"), str) else None,
+            code=str(error["code"]) if error.get("code") is not None else None,
+            param=error.get("param") if isinstance(error.get("param"), str) else None,
+            retry_after=retry_after,
+        )
+    message = error if isinstance(error, str) else f"The upstream provider {provider!r} answered {status}."
+    return UpstreamRejected(message, status=status, provider=provider, retry_after=retry_after)
+
+
+def sleep_forever() -> asyncio.Future[None]:
+    return asyncio.get_running_loop().create_future()

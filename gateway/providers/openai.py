@@ -1,0 +1,133 @@
+"""OpenAI and every OpenAI-compatible server (vLLM, Ollama, Groq, Together...), and Azure OpenAI.
+
+One aiohttp ClientSession per provider, made at start-up: on this machine aiohttp's client costs about a tenth of
+httpx's default transport per request (see ../shared/bench/README.md), and the upstream client is most of what a
+Python gateway spends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import orjson
+
+from gateway.config import Deployment, ProviderConfig, Timeouts
+from gateway.context import RequestContext, Usage
+from gateway.errors import UpstreamUnavailable
+from gateway.pipeline import Reply
+from gateway.providers.base import map_transport_errors, rejected_from_body
+from gateway.providers.sse import SSEDecoder
+
+_JSON = {"content-type": "application/json"}
+
+
+class OpenAIProvider:
+    def __init__(self, name: str, config: ProviderConfig) -> None:
+        self.name = name
+        self.config = config
+        self.azure = config.type == "azure"
+        self.base_url = config.base_url.rstrip("/")
+        headers = {"content-type": "application/json", **config.headers}
+        if config.api_key:
+            if self.azure:
+                headers["api-key"] = config.api_key
+            else:
+                headers["authorization"] = f"Bearer {config.api_key}"
+        self.headers = headers
+        # Azure and recent OpenAI-compatible servers accept stream_options; an older server may not.
+        self.stream_usage = True
+        self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
+
+    async def open(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self.config.max_connections, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def url(self, endpoint: str, deployment: Deployment) -> str:
+        if self.azure:
+            deployment_url = f"{self.base_url}/openai/deployments/{deployment.model}"
+            return f"{deployment_url}/{endpoint}?api-version={self.config.api_version}"
+        return f"{self.base_url}/{endpoint}"
+
+    def _timeout(self, timeouts: Timeouts) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(timeouts)
+        if timeout is None:
+            # sock_read bounds the wait for the first byte (and any single read); the idle time between stream
+            # chunks is enforced by the relay, which knows where events begin and end.
+            timeout = aiohttp.ClientTimeout(
+                total=timeouts.total_s, sock_connect=timeouts.connect_s, sock_read=timeouts.first_byte_s
+            )
+            self._timeouts[timeouts] = timeout
+        return timeout
+
+    def request_body(self, ctx: RequestContext, deployment: Deployment) -> bytes:
+        if ctx.model != deployment.model:
+            ctx.set_field("model", deployment.model)
+        if ctx.stream and self.stream_usage and not ctx.client_wants_usage:
+            options = ctx.body.get("stream_options")
+            ctx.set_field("stream_options", {**(options if isinstance(options, dict) else {}), "include_usage": True})
+        return orjson.dumps(ctx.body) if ctx.body_changed else ctx.raw_body
+
+    async def send(self, ctx: RequestContext, deployment: Deployment, timeouts: Timeouts) -> Reply:
+        session = self._session
+        if session is None:
+            raise UpstreamUnavailable(f"The provider {self.name!r} is not open.", provider=self.name)
+        body = self.request_body(ctx, deployment)
+        ctx.upstream_start_ns = time.perf_counter_ns()
+        with map_transport_errors(self.name):
+            response = await session.post(
+                self.url(ctx.endpoint, deployment), data=body, headers=self.headers, timeout=self._timeout(timeouts)
+            )
+            ctx.upstream_headers_ns = time.perf_counter_ns()
+            if response.status >= 400:
+                content = await response.read()
+                response.release()
+                ctx.upstream_end_ns = time.perf_counter_ns()
+                raise rejected_from_body(self.name, response.status, content, response.headers.get("retry-after"))
+            if ctx.stream and response.content_type == "text/event-stream":
+                return Reply(status=response.status, stream=self._events(ctx, response))
+            content = await response.read()
+            response.release()
+        ctx.upstream_end_ns = time.perf_counter_ns()
+        read_usage(ctx, content)
+        return Reply(status=response.status, body=content, headers=_JSON)
+
+    async def _events(self, ctx: RequestContext, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        decoder = SSEDecoder()
+        finished = False
+        try:
+            with map_transport_errors(self.name):
+                async for chunk in response.content.iter_any():
+                    for payload in decoder.feed(chunk):
+                        yield payload
+                for payload in decoder.flush():
+                    yield payload
+            finished = True
+        finally:
+            ctx.upstream_end_ns = time.perf_counter_ns()
+            # A stream left early (client gone, idle timeout) closes its connection instead of pooling it.
+            if finished:
+                response.release()
+            else:
+                response.close()
+
+
+def read_usage(ctx: RequestContext, content: bytes) -> None:
+    try:
+        data = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return
+    if not isinstance(data, dict):
+        return
+    usage = data.get("usage")
+    if isinstance(usage, dict):
+        ctx.usage = Usage.from_openai(usage)
+    model = data.get("model")
+    if isinstance(model, str):
+        ctx.served_model = model

@@ -1,0 +1,122 @@
+"""Gateway: the components of one running gateway, built from the config, opened in order, closed in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import sys
+import time
+from typing import Any
+
+from gateway.config import GatewayConfig, ModelGroup
+from gateway.context import RequestContext
+from gateway.filters.auth import AuthFilter
+from gateway.pipeline import Pipeline, build_filter
+from gateway.providers.base import Provider, build_provider
+from gateway.state.base import StateBackend, open_state
+from gateway.store.base import Store, open_store
+from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.pricing import PriceTable
+from gateway.telemetry.queue import Sink, TelemetryQueue
+from gateway.telemetry.recorder import AccessLog, Recorder
+from gateway.telemetry.tokens import TokenCounter
+
+logger = logging.getLogger("gateway")
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, *, access_log_stream: Any = None) -> None:
+        self.config = config
+        self.started_at = int(time.time())
+        self.draining = False
+        self.metrics = Metrics()
+        enabled = config.enabled_providers()
+        for name in config.providers.keys() - enabled.keys():
+            logger.warning("provider %s is optional and has no api_key: its deployments are left out", name)
+        self.providers: dict[str, Provider] = {name: build_provider(name, p) for name, p in enabled.items()}
+        self.models: dict[str, ModelGroup] = {}
+        for name, group in config.models.items():
+            deployments = [d for d in group.deployments if d.provider in enabled]
+            if deployments:
+                self.models[name] = dataclasses.replace(group, deployments=deployments)
+        self.state: StateBackend = open_state(config.state.backend)
+        self.store: Store | None = open_store(config.telemetry.store)
+        self.recorder = Recorder(self.metrics, self._load_prices(), self._token_counter())
+        sinks: list[Sink] = []
+        if self.store is not None:
+            sinks.append(self.store)
+        if config.server.access_log:
+            sinks.append(AccessLog(access_log_stream or sys.stdout.buffer))
+        telemetry = config.telemetry
+        self.queue = TelemetryQueue(
+            metrics=self.metrics,
+            to_record=self.recorder.to_record,
+            sinks=sinks,
+            maxsize=telemetry.queue_size,
+            batch_size=telemetry.batch_size,
+            flush_interval_s=telemetry.flush_interval_ms / 1000,
+        )
+        self.recorder.queue = self.queue
+        self.pipeline = Pipeline([build_filter(name, self) for name in config.pipeline])
+        auth = [f for f in self.pipeline.filters if isinstance(f, AuthFilter)]
+        self.auth: AuthFilter | None = auth[0] if auth else None
+
+    def _load_prices(self) -> PriceTable:
+        path = self.config.resolve_path(self.config.telemetry.pricing_file)
+        if not path.is_file():
+            logger.warning("pricing file %s not found: costs are recorded as unknown", path)
+            return PriceTable.empty()
+        return PriceTable.load(path)
+
+    def _token_counter(self) -> TokenCounter:
+        fallbacks = self.metrics.token_fallbacks
+        return TokenCounter(self.config.telemetry.tiktoken_cache_dir, on_fallback=lambda r: fallbacks.labels(r).inc())
+
+    def idle_timeout_s(self, ctx: RequestContext) -> float:
+        deployment = ctx.deployment
+        timeouts = (deployment.timeouts if deployment else None) or self.config.routing.timeouts
+        return timeouts.idle_s
+
+    async def authenticate(self, ctx: RequestContext) -> None:
+        """For endpoints outside the completion pipeline (models list): the same auth as the pipeline."""
+        if self.auth is not None:
+            await self.auth.on_request(ctx)
+
+    async def open(self) -> None:
+        for provider in self.providers.values():
+            await provider.open()
+        await self.state.open()
+        if self.store is not None:
+            try:
+                await self.store.open()
+            except Exception as exc:  # noqa: BLE001 - a store that is down degrades; readiness reports it
+                logger.error(
+                    "store %s cannot be opened, records wait in the queue: %s", self.config.telemetry.store, exc
+                )
+        self.queue.start()
+
+    async def close(self) -> None:
+        await self.queue.close(deadline_s=self.config.server.drain_timeout_s)
+        for provider in self.providers.values():
+            await provider.close()
+        if self.store is not None:
+            await self.store.close()
+        await self.state.close()
+
+    async def readiness(self) -> tuple[bool, dict[str, str]]:
+        checks: dict[str, str] = {}
+        ready = not self.draining
+        checks["draining"] = "yes" if self.draining else "no"
+        for name, component in (("state", self.state), ("store", self.store)):
+            if component is None:
+                checks[name] = "disabled"
+                continue
+            try:
+                async with asyncio.timeout(1.0):
+                    await component.ping()
+                checks[name] = "ok"
+            except Exception as exc:  # noqa: BLE001 - any failure is a failed check, described
+                ready = False
+                checks[name] = f"unavailable: {type(exc).__name__}"
+        return ready, checks

@@ -1,0 +1,40 @@
+"""The StateBackend protocol: counters and small values shared by every worker (memory) or replica (Redis).
+
+Rate limits, budgets and breaker state build on it; each backend keeps one network round trip per operation.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class StateUnavailable(Exception):
+    """The backend cannot be reached; callers degrade as configured."""
+
+
+class StateBackend(Protocol):
+    name: str
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise StateUnavailable if the backend cannot answer."""
+
+    async def incr(self, key: str, amount: int = 1, ttl_s: float | None = None) -> int:
+        """Add to a counter and return its new value; a new counter expires after ttl_s."""
+
+    async def get(self, key: str) -> str | None: ...
+
+    async def set(self, key: str, value: str, ttl_s: float | None = None) -> None: ...
+
+
+def open_state(url: str) -> StateBackend:
+    if url == "memory":
+        from gateway.state.memory import MemoryState
+
+        return MemoryState()
+    from gateway.state.redis import RedisState
+
+    return RedisState(url)

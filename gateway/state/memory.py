@@ -1,0 +1,48 @@
+"""State in this process only: right for one worker, or for limits that need not be shared."""
+
+from __future__ import annotations
+
+import time
+
+
+class MemoryState:
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._values: dict[str, tuple[str, float | None]] = {}
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._values.clear()
+
+    async def ping(self) -> None:
+        return None
+
+    def _live(self, key: str) -> str | None:
+        item = self._values.get(key)
+        if item is None:
+            return None
+        value, expires = item
+        if expires is not None and expires <= time.monotonic():
+            del self._values[key]
+            return None
+        return value
+
+    async def incr(self, key: str, amount: int = 1, ttl_s: float | None = None) -> int:
+        current = self._live(key)
+        if current is None:
+            expires = time.monotonic() + ttl_s if ttl_s else None
+            value = amount
+        else:
+            expires = self._values[key][1]
+            value = int(current) + amount
+        self._values[key] = (str(value), expires)
+        return value
+
+    async def get(self, key: str) -> str | None:
+        return self._live(key)
+
+    async def set(self, key: str, value: str, ttl_s: float | None = None) -> None:
+        self._values[key] = (value, time.monotonic() + ttl_s if ttl_s else None)

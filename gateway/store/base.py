@@ -1,0 +1,49 @@
+"""The Store protocol: where records end up. SQLite is the embedded default; PostgreSQL comes with telemetry."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+Record = dict[str, Any]
+
+# The columns of model_cost_logs, in the order stores write them; JSON columns are serialised by the store.
+RECORD_COLUMNS = (
+    "id", "ts", "endpoint", "key_name", "key_id", "project", "team", "user_id", "model_requested", "model_served",
+    "provider", "deployment", "status", "error_type", "error_domain", "stream", "latency_ms", "upstream_ms", "ttfb_ms",
+    "ttft_ms", "overhead_ms", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens",
+    "total_tokens", "cost_usd", "usage_source", "spans", "tags",
+)  # fmt: skip
+JSON_COLUMNS = frozenset({"spans", "tags"})
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached; callers degrade (the queue keeps records, readiness reports it)."""
+
+
+class Store(Protocol):
+    name: str
+
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable if the store cannot answer."""
+
+    async def write(self, records: Sequence[Record]) -> None:
+        """Write one batch in one transaction."""
+
+    async def recent(self, *, limit: int = 100, project: str | None = None) -> list[Record]:
+        """The newest records first, optionally of one project only."""
+
+
+def open_store(url: str) -> Store | None:
+    if url in ("", "none"):
+        return None
+    if url.startswith("sqlite://"):
+        from gateway.store.sqlite import SQLiteStore
+
+        return SQLiteStore(url.removeprefix("sqlite://").removeprefix("/") or ":memory:")
+    raise ValueError(f"unsupported store {url!r}")

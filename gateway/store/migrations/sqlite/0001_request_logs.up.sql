@@ -1,0 +1,35 @@
+CREATE TABLE model_cost_logs (
+    id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    endpoint TEXT NOT NULL,
+    key_name TEXT NOT NULL DEFAULT '',
+    key_id TEXT NOT NULL DEFAULT '',
+    project TEXT NOT NULL DEFAULT '',
+    team TEXT NOT NULL DEFAULT '',
+    user_id TEXT NOT NULL DEFAULT '',
+    model_requested TEXT NOT NULL DEFAULT '',
+    model_served TEXT NOT NULL DEFAULT '',
+    provider TEXT NOT NULL DEFAULT '',
+    deployment TEXT NOT NULL DEFAULT '',
+    status INTEGER NOT NULL,
+    error_type TEXT NOT NULL DEFAULT '',
+    error_domain TEXT NOT NULL DEFAULT '',
+    stream INTEGER NOT NULL DEFAULT 0,
+    latency_ms REAL NOT NULL,
+    upstream_ms REAL NOT NULL DEFAULT 0,
+    ttfb_ms REAL,
+    ttft_ms REAL,
+    overhead_ms REAL NOT NULL DEFAULT 0,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    cached_tokens INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+    total_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL,
+    usage_source TEXT NOT NULL DEFAULT '',
+    spans TEXT NOT NULL DEFAULT '[]',
+    tags TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX model_cost_logs_ts ON model_cost_logs (ts);
+CREATE INDEX model_cost_logs_project_ts ON model_cost_logs (project, ts);
+CREATE INDEX model_cost_logs_id ON model_cost_logs (id);

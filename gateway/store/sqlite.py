@@ -1,0 +1,153 @@
+"""The embedded store: SQLite in WAL mode, written in batches from one thread so the event loop never blocks.
+
+`telemetry.store: sqlite:///gateway.db` is a path relative to the working directory; `sqlite:////var/lib/x.db` is
+absolute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from typing import Any, TypeVar
+
+import orjson
+
+from gateway.store.base import JSON_COLUMNS, RECORD_COLUMNS, Record, StoreUnavailable
+
+T = TypeVar("T")
+
+_INSERT = f"INSERT INTO model_cost_logs ({', '.join(RECORD_COLUMNS)}) VALUES ({', '.join('?' for _ in RECORD_COLUMNS)})"
+
+
+def migrations(kind: str = "sqlite") -> list[tuple[int, str, str, str]]:
+    """(version, name, up_sql, down_sql) in order, from gateway/store/migrations/<kind>/NNNN_name.up.sql."""
+    folder = resources.files("gateway.store").joinpath("migrations", kind)
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".up.sql"):
+            stem = entry.name.removesuffix(".up.sql")
+            version, _, name = stem.partition("_")
+            down = folder.joinpath(f"{stem}.down.sql")
+            found.append((int(version), name, entry.read_text(), down.read_text() if down.is_file() else ""))
+    return sorted(found)
+
+
+class SQLiteStore:
+    name = "store"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        # One thread owns the connection: sqlite3 objects must stay on the thread that made them.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"sqlite {self.path}: {exc}") from exc
+
+    async def open(self) -> None:
+        await self._call(self._open)
+
+    def _open(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        # Several workers share one file: wait for another's write instead of failing.
+        conn.execute("PRAGMA busy_timeout=5000")
+        self._conn = conn
+        self._migrate_up(conn)
+
+    def _migrate_up(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)"
+        )
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+            for version, name, up, _ in migrations():
+                if version not in applied:
+                    _run_script(conn, up)
+                    conn.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, time.time()))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def migrate_down(self, to_version: int = 0) -> None:
+        def down() -> None:
+            conn = self._require()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+                for version, _, _, down_sql in reversed(migrations()):
+                    if version in applied and version > to_version:
+                        _run_script(conn, down_sql)
+                        conn.execute("DELETE FROM schema_migrations WHERE version = ?", (version,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._call(down)
+
+    def _require(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise sqlite3.OperationalError("store is not open")
+        return self._conn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+        self._executor.shutdown(wait=False)
+
+    async def ping(self) -> None:
+        await self._call(lambda: self._require().execute("SELECT 1").fetchone())
+
+    async def write(self, records: Sequence[Record]) -> None:
+        rows = [
+            tuple(orjson.dumps(r[c]).decode() if c in JSON_COLUMNS else r[c] for c in RECORD_COLUMNS) for r in records
+        ]
+
+        def insert() -> None:
+            conn = self._require()
+            conn.execute("BEGIN")
+            try:
+                conn.executemany(_INSERT, rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._call(insert)
+
+    async def recent(self, *, limit: int = 100, project: str | None = None) -> list[Record]:
+        def query() -> list[Record]:
+            conn = self._require()
+            sql = f"SELECT {', '.join(RECORD_COLUMNS)} FROM model_cost_logs"
+            args: list[Any] = []
+            if project is not None:
+                sql += " WHERE project = ?"
+                args.append(project)
+            sql += " ORDER BY ts DESC LIMIT ?"
+            args.append(limit)
+            rows = conn.execute(sql, args).fetchall()
+            return [
+                {c: orjson.loads(v) if c in JSON_COLUMNS else v for c, v in zip(RECORD_COLUMNS, row, strict=True)}
+                for row in rows
+            ]
+
+        return await self._call(query)
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    # executescript would COMMIT the open transaction; run the statements one by one inside it instead.
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)

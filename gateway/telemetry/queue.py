@@ -1,0 +1,138 @@
+"""The telemetry queue: bounded, never blocking the request path, drained in batches by one background writer.
+
+The request path only appends a finished RequestContext (`put`). The writer turns each batch into records and
+hands the batch to every sink (the store, the access log). A sink that fails is retried with backoff while the
+batch stays at the head of the queue; what arrives while the queue is full is dropped and counted, never waited on.
+Shutdown (`close`) flushes what is queued, up to a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from gateway.context import RequestContext
+from gateway.tasks import cancel, spawn
+from gateway.telemetry.metrics import Metrics
+
+logger = logging.getLogger("gateway.telemetry")
+
+Record = dict[str, Any]
+
+
+class Sink(Protocol):
+    name: str
+
+    async def write(self, records: Sequence[Record]) -> None:
+        """Write a batch, or raise: the writer retries the same batch later."""
+
+
+class TelemetryQueue:
+    def __init__(
+        self,
+        *,
+        metrics: Metrics,
+        to_record: Callable[[RequestContext], Record],
+        sinks: Sequence[Sink],
+        maxsize: int = 100_000,
+        batch_size: int = 1000,
+        flush_interval_s: float = 0.2,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        self.metrics = metrics
+        self.to_record = to_record
+        self.sinks = list(sinks)
+        self.maxsize = maxsize
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self.max_backoff_s = max_backoff_s
+        self._items: deque[RequestContext] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        # Batches taken off the queue but not yet written by every sink: (records, sinks still to write).
+        self._pending: list[tuple[list[Record], list[Sink]]] = []
+        self.dropped = 0
+        self.written = 0
+
+    def put(self, ctx: RequestContext) -> bool:
+        """Never blocks, never raises. False when the record was dropped (queue full)."""
+        if len(self._items) >= self.maxsize:
+            self.dropped += 1
+            self.metrics.queue_dropped.inc()
+            return False
+        self._items.append(ctx)
+        if len(self._items) >= self.batch_size:
+            self._wakeup.set()
+        return True
+
+    def __len__(self) -> int:
+        return len(self._items) + sum(len(records) for records, _ in self._pending)
+
+    def start(self) -> None:
+        self._task = spawn(self._run(), name="telemetry-writer")
+
+    async def _run(self) -> None:
+        backoff = 0.0
+        while True:
+            if backoff:
+                await asyncio.sleep(backoff)
+            else:
+                try:
+                    async with asyncio.timeout(self.flush_interval_s):
+                        await self._wakeup.wait()
+                except TimeoutError:
+                    pass
+            self._wakeup.clear()
+            ok = await self.flush_once()
+            backoff = 0.0 if ok else min(self.max_backoff_s, max(0.1, backoff * 2)) * (0.5 + random.random() / 2)
+
+    async def flush_once(self) -> bool:
+        """Write everything queued now, batch by batch. False if a sink failed (its batch is kept)."""
+        while True:
+            if not self._pending:
+                if not self._items:
+                    break
+                batch = [self._items.popleft() for _ in range(min(self.batch_size, len(self._items)))]
+                self._pending.append((self._records(batch), list(self.sinks)))
+            records, sinks = self._pending[0]
+            for sink in list(sinks):
+                try:
+                    await sink.write(records)
+                except Exception as exc:  # noqa: BLE001 - any sink failure keeps the batch for a retry
+                    self.metrics.sink_errors.labels(sink.name).inc()
+                    logger.warning("telemetry sink %s failed, will retry: %s", sink.name, exc)
+                    self.metrics.queue_depth.set(len(self))
+                    return False
+                sinks.remove(sink)
+                self.metrics.records_written.labels(sink.name).inc(len(records))
+            self._pending.pop(0)
+            self.written += len(records)
+        self.metrics.queue_depth.set(len(self))
+        return True
+
+    def _records(self, batch: list[RequestContext]) -> list[Record]:
+        records = []
+        for ctx in batch:
+            try:
+                records.append(self.to_record(ctx))
+            except Exception:  # one malformed record must not stop the others
+                logger.exception("cannot build the telemetry record of request %s", ctx.request_id)
+        return records
+
+    async def close(self, deadline_s: float = 10.0) -> None:
+        """Stop the writer and flush what is left, trying until the deadline."""
+        self._closing = True
+        await cancel(self._task)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline_s
+        while len(self) and loop.time() < end:
+            if await self.flush_once():
+                break
+            await asyncio.sleep(min(0.5, max(0.0, end - loop.time())))
+        if len(self):
+            logger.error("telemetry: %d records could not be written before shutdown", len(self))

@@ -1,0 +1,114 @@
+"""The end of every request: cost, metrics, and one record on the telemetry queue — nothing here awaits."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from gateway.context import RequestContext, Usage
+from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.pricing import PriceTable, cost_usd
+from gateway.telemetry.tokens import TokenCounter
+
+if TYPE_CHECKING:
+    from gateway.telemetry.queue import Record, TelemetryQueue
+
+
+class Recorder:
+    def __init__(self, metrics: Metrics, prices: PriceTable, tokens: TokenCounter) -> None:
+        self.metrics = metrics
+        self.prices = prices
+        self.tokens = tokens
+        self.queue: TelemetryQueue | None = None
+
+    def finish(self, ctx: RequestContext) -> None:
+        ctx.finished_ns = time.perf_counter_ns()
+        if ctx.usage is not None:
+            ctx.cost_usd = self.cost(ctx, ctx.usage)
+        self.metrics.observe(ctx)
+        if self.queue is not None:
+            self.queue.put(ctx)
+
+    def cost(self, ctx: RequestContext, usage: Usage) -> float | None:
+        deployment = ctx.deployment
+        if deployment is None:
+            return None
+        price = deployment.price or self.prices.price_for(ctx.served_model or deployment.model)
+        if price is None:
+            price = self.prices.price_for(deployment.model)
+        return cost_usd(usage, price) if price is not None else None
+
+    def count_usage(self, ctx: RequestContext) -> Usage:
+        """Usage for an answer whose upstream sent none: counted with tiktoken, off the request path."""
+        model = ctx.served_model or (ctx.deployment.model if ctx.deployment else ctx.model)
+        prompt = self.tokens.count_prompt(ctx.endpoint, model, ctx.body)
+        completion = self.tokens.count_text(model, "".join(ctx.completion_text or ()))
+        # How exact the count was (exact encoding, approximate one, or estimate) is in gateway_token_count_fallbacks.
+        return Usage(prompt_tokens=prompt, completion_tokens=completion, source="counted")
+
+    def to_record(self, ctx: RequestContext) -> Record:
+        if ctx.usage is None and ctx.deployment is not None and ctx.status < 400 and ctx.upstream_start_ns:
+            ctx.usage = self.count_usage(ctx)
+            ctx.cost_usd = self.cost(ctx, ctx.usage)
+            self.metrics.usage_counted.inc()
+        usage = ctx.usage or Usage(source="none")
+        principal = ctx.principal
+        error = ctx.error
+        deployment = ctx.deployment
+        start = ctx.started_ns
+        return {
+            "id": ctx.request_id,
+            "ts": ctx.started_at,
+            "endpoint": ctx.endpoint,
+            "key_name": principal.name,
+            "key_id": principal.key_id,
+            "project": principal.project,
+            "team": principal.team,
+            "user_id": principal.user,
+            "model_requested": ctx.model,
+            "model_served": ctx.served_model or (deployment.model if deployment else ""),
+            "provider": ctx.provider,
+            "deployment": f"{deployment.provider}/{deployment.model}" if deployment else "",
+            "status": ctx.status,
+            "error_type": error.error_type if error else "",
+            "error_domain": error.domain if error else "",
+            "stream": ctx.stream,
+            "latency_ms": ctx.total_ns / 1e6,
+            "upstream_ms": ctx.upstream_ns / 1e6,
+            "ttfb_ms": (ctx.upstream_headers_ns - start) / 1e6 if ctx.upstream_headers_ns else None,
+            "ttft_ms": (ctx.first_token_ns - start) / 1e6 if ctx.first_token_ns else None,
+            "overhead_ms": ctx.overhead_ns() / 1e6,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "cached_tokens": usage.cached_tokens,
+            "reasoning_tokens": usage.reasoning_tokens,
+            "total_tokens": usage.total_tokens,
+            "cost_usd": ctx.cost_usd,
+            "usage_source": usage.source,
+            "spans": [{"name": s.name, "start_ms": s.start_ns / 1e6, "ms": s.duration_ns / 1e6} for s in ctx.spans],
+            "tags": ctx.tags,
+        }
+
+
+ACCESS_LOG_FIELDS = (
+    "ts", "id", "endpoint", "status", "model_requested", "model_served", "provider", "key_name", "project",
+    "latency_ms", "overhead_ms", "prompt_tokens", "completion_tokens", "cost_usd", "error_type", "stream",
+)  # fmt: skip
+
+
+class AccessLog:
+    """One JSON line per request, written a batch at a time so that the request path never does I/O."""
+
+    name = "access_log"
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    async def write(self, records: Any) -> None:
+        lines = b"".join(
+            orjson.dumps({"log": "access", **{k: r[k] for k in ACCESS_LOG_FIELDS}}) + b"\n" for r in records
+        )
+        self.stream.write(lines)
+        self.stream.flush()
