@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -15,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.api.health import MetricsEndpoint, Ready, live
+from gateway.api.health import Live, MetricsEndpoint, Ready
 from gateway.api.http import request_id_of
 from gateway.api.openai import CompletionEndpoint, ModelsEndpoint
 from gateway.config import GatewayConfig, load_config
@@ -34,7 +35,7 @@ def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> Starle
         Route("/v1/embeddings", CompletionEndpoint(gateway, "embeddings"), methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", models, methods=["GET"]),
-        Route("/health/live", live, methods=["GET"]),
+        Route("/health/live", Live(), methods=["GET"]),
         Route("/health/ready", Ready(gateway), methods=["GET"]),
         Route("/metrics", MetricsEndpoint(gateway), methods=["GET"]),
     ]
@@ -60,16 +61,26 @@ def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> Starle
 
 
 def _drain_on_sigterm(gateway: Gateway) -> Any:
-    """Turn /health/ready to 503 as soon as SIGTERM arrives, then let uvicorn's own handler stop the server."""
+    """Turn /health/ready to 503 as soon as SIGTERM arrives; after server.drain_delay_s (time for a load balancer
+    to see it), let uvicorn's own handler stop accepting and wait for in-flight requests up to drain_timeout_s."""
     try:
         previous = signal.getsignal(signal.SIGTERM)
     except ValueError:
         return lambda: None
+    loop = asyncio.get_running_loop()
+    delay = gateway.config.server.drain_delay_s
 
     def handler(signum: int, frame: Any) -> None:
+        if not callable(previous):
+            return
+        if gateway.draining:  # a second SIGTERM: stop now
+            previous(signum, frame)
+            return
         gateway.draining = True
-        logger.info("SIGTERM: draining")
-        if callable(previous):
+        logger.info("SIGTERM: draining (ready is 503), stopping in %g s", delay)
+        if delay > 0:
+            loop.call_later(delay, previous, signum, frame)
+        else:
             previous(signum, frame)
 
     try:

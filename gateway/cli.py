@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -76,6 +77,10 @@ def serve_command(config: GatewayConfig, args: argparse.Namespace) -> int:
         "server_header": False,
         "timeout_graceful_shutdown": config.server.drain_timeout_s,
     }
+    # uvicorn re-raises the stop signal once it has shut down gracefully; with these handlers in place that
+    # re-raise returns here instead of killing the process, so a drained gateway exits 0.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda signum, frame: None)
     logging.getLogger("gateway").info(
         "gateway %s listening on http://%s:%d (%d worker(s))", __version__, host, port, workers
     )

@@ -32,6 +32,7 @@ class ServerConfig:
     workers: int = 1
     max_body_mb: float = 16.0
     drain_timeout_s: float = 30.0
+    drain_delay_s: float = 0.0
     access_log: bool = True
 
 

@@ -13,8 +13,9 @@ if TYPE_CHECKING:
     from gateway.runtime import Gateway
 
 
-async def live(scope: Scope, receive: Receive, send: Send) -> None:
-    await send_json(send, 200, b'{"status":"ok"}', [JSON_TYPE])
+class Live:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_json(send, 200, b'{"status":"ok"}', [JSON_TYPE])
 
 
 class Ready:

@@ -156,8 +156,8 @@ class TokenCounter:
         self._lock = threading.Lock()
 
     def warm(self) -> None:
-        """Load every encoding now: loading o200k_base takes about a second, better spent at start-up than on the
-        first request. Safe to run in a worker thread."""
+        """Load every encoding now: reading a BPE file takes a quarter to half a second, better spent at start-up
+        than on the first request. Safe to run in a worker thread."""
         for encoding in _SPECS:
             self._counter_for_encoding(encoding)
 

@@ -1,0 +1,117 @@
+"""Helpers shared by the integration tests: SDK clients, SSE parsing, polling, reading the telemetry store."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import orjson
+from starlette.requests import Request
+
+from tests.conftest import KEY
+from tests.servers import Upstream
+
+
+@dataclass
+class RawUpstream(Upstream):
+    """The test upstream that also keeps the exact bytes of each request body."""
+
+    raw_bodies: list[bytes] = field(default_factory=list)
+
+    async def _record(self, request: Request) -> dict[str, Any]:
+        self.raw_bodies.append(await request.body())
+        return await super()._record(request)
+
+
+def sdk_client(url: str, key: str = KEY, **options: Any) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=10, **options)
+
+
+def async_sdk_client(url: str, key: str = KEY, **options: Any) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=10, **options)
+
+
+def user(text: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": text}]
+
+
+def sse_payloads(text: str) -> list[str]:
+    """The `data:` payloads of an SSE body, in order ([DONE] included)."""
+    return [event[len("data: ") :] for event in text.split("\n\n") if event.startswith("data: ")]
+
+
+def json_events(text: str) -> list[dict[str, Any]]:
+    return [orjson.loads(p) for p in sse_payloads(text) if p != "[DONE]"]
+
+
+def assert_error_shape(response: httpx.Response, status: int, *, code: str | None = None) -> dict[str, Any]:
+    """The response is OpenAI's error JSON with this status; returns the `error` object."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert "Traceback" not in response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    error = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    assert isinstance(error["type"], str)
+    if code is not None:
+        assert error["code"] == code
+    return dict(error)
+
+
+def assert_sdk_error(exc: openai.APIStatusError, status: int) -> dict[str, Any]:
+    """The SDK's exception carries the status and OpenAI's error object (the SDK unwraps `error` into body)."""
+    assert exc.status_code == status
+    assert "Traceback" not in exc.response.text
+    assert set(exc.response.json()) == {"error"}
+    body = exc.body
+    assert isinstance(body, dict)
+    assert set(body) == {"message", "type", "param", "code"}
+    assert exc.message == body["message"] or body["message"] in exc.message
+    return body
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def record_of(db_path: Path, request_id: str, timeout: float = 3.0) -> dict[str, Any]:
+    """The telemetry record of one request, read from the SQLite file once the queue has flushed it."""
+    found: dict[str, Any] = {}
+
+    def look() -> bool:
+        if not db_path.exists():
+            return False
+        with contextlib.closing(sqlite3.connect(db_path)) as conn:
+            conn.row_factory = sqlite3.Row
+            try:
+                row = conn.execute("SELECT * FROM model_cost_logs WHERE id = ?", (request_id,)).fetchone()
+            except sqlite3.OperationalError:  # the table is not there yet
+                return False
+        if row is None:
+            return False
+        found.update(dict(row))
+        return True
+
+    assert wait_until(look, timeout), f"no record of {request_id} in {db_path}"
+    return found
+
+
+@contextlib.contextmanager
+def elapsed() -> Iterator[Callable[[], float]]:
+    start = time.monotonic()
+    yield lambda: time.monotonic() - start

@@ -1,0 +1,40 @@
+"""Real Redis and PostgreSQL for their backends: skipped with a reason where none answers, unless
+GATEWAY_TEST_SERVICES=required (set by .ci/run), which turns the skip into a failure."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def require(service: str, host: str, port: int) -> None:
+    if _answers(host, port):
+        return
+    message = f"{service} does not answer on {host}:{port}"
+    if os.environ.get("GATEWAY_TEST_SERVICES") == "required":
+        pytest.fail(f"{message} and GATEWAY_TEST_SERVICES=required")
+    pytest.skip(message)
+
+
+def require_redis() -> str:
+    require("Redis", "127.0.0.1", 6379)
+    return REDIS_URL
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from gateway.store.base import RECORD_COLUMNS
+from gateway.store.sqlite import SQLiteStore, migrations
+
+
+def record(i: int, project: str = "p1") -> dict:
+    base = {c: 0 for c in RECORD_COLUMNS}
+    base.update(
+        id=f"r{i}", ts=1000.0 + i, endpoint="chat/completions", project=project, status=200,
+        model_requested="demo", spans=[{"name": "auth", "ms": 0.01}], tags={"k": "v"}, cost_usd=None,
+        stream=False, error_type="", usage_source="upstream",
+    )  # fmt: skip
+    for column in ("key_name", "key_id", "team", "user_id", "model_served", "provider", "deployment", "error_domain"):
+        base[column] = ""
+    return base
+
+
+@pytest.mark.anyio
+async def test_migrations_write_and_read_back(tmp_path):
+    store = SQLiteStore(str(tmp_path / "g.db"))
+    await store.open()
+    await store.write([record(1), record(2, "p2"), record(3)])
+    newest = await store.recent(limit=10, project="p1")
+    assert [r["id"] for r in newest] == ["r3", "r1"]
+    assert newest[0]["spans"] == [{"name": "auth", "ms": 0.01}]
+    assert newest[0]["tags"] == {"k": "v"}
+    await store.ping()
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_reopening_applies_nothing_twice_and_down_migrations_drop_the_schema(tmp_path):
+    path = str(tmp_path / "g.db")
+    for _ in range(2):
+        store = SQLiteStore(path)
+        await store.open()
+        await store.close()
+    conn = sqlite3.connect(path)
+    versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
+    assert versions == [m[0] for m in migrations()]
+    store = SQLiteStore(path)
+    await store.open()
+    await store.migrate_down(0)
+    await store.close()
+    tables = {row[0] for row in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "model_cost_logs" not in tables
+
+
+@pytest.mark.anyio
+async def test_a_failed_batch_leaves_nothing_half_written(tmp_path):
+    store = SQLiteStore(str(tmp_path / "g.db"))
+    await store.open()
+    bad = record(2)
+    bad["status"] = None  # NOT NULL: the whole batch must roll back
+    with pytest.raises(Exception, match="NOT NULL"):
+        await store.write([record(1), bad])
+    assert await store.recent() == []
+    await store.close()

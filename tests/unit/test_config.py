@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from gateway.config import ConfigError, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+MINIMAL = """
+providers:
+  mock: {type: mock}
+models:
+  demo: {deployments: [{provider: mock, model: demo-1}]}
+"""
+
+
+def problems(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, source="g.yaml", env=env or {})
+    return info.value.lines()
+
+
+def test_the_shipped_gateway_yaml_runs_as_is_without_keys():
+    config = load_config(ROOT / "gateway.yaml", env={})
+    assert "demo" in config.models
+    assert config.enabled_providers().keys() == {"mock"}
+
+
+def test_openai_is_enabled_when_its_key_is_set():
+    config = load_config(ROOT / "gateway.yaml", env={"OPENAI_API_KEY": "sk-x"})
+    assert config.enabled_providers()["openai"].api_key == "sk-x"
+
+
+def test_unknown_provider_names_the_file_and_key_path():
+    text = MINIMAL.replace("{provider: mock, model: demo-1}", "{provider: opena, model: demo-1}")
+    assert problems(text) == ["g.yaml: models.demo.deployments[0].provider: unknown provider 'opena'"]
+
+
+def test_unknown_keys_are_errors_at_every_depth():
+    lines = problems(MINIMAL + "serverr: {}\nrouting: {timeouts: {idle: 3}}\n")
+    assert any(line.startswith("g.yaml: serverr: unknown key") for line in lines)
+    assert any(line.startswith("g.yaml: routing.timeouts.idle: unknown key") for line in lines)
+
+
+def test_every_problem_is_reported_at_once():
+    lines = problems(MINIMAL + "server: {port: abc, access_log: maybe}\nauth: {mode: open}\n")
+    assert "g.yaml: server.port: expected int, got 'abc'" in lines
+    assert "g.yaml: server.access_log: expected bool, got 'maybe'" in lines
+    assert "g.yaml: auth.mode: must be one of 'none', 'keys', got 'open'" in lines
+    # Cross-references are checked once every value has its type.
+    lines = problems(MINIMAL + "server: {workers: 0}\npipeline: [auth, nope, route]\n")
+    assert "g.yaml: server.workers: must be at least 1" in lines
+    assert any(line.startswith("g.yaml: pipeline[1]: unknown filter 'nope'") for line in lines)
+
+
+def test_interpolation_with_defaults_and_type_coercion():
+    text = MINIMAL + "server: {port: '${PORT:-9000}', max_body_mb: '${MB}'}\n"
+    config = parse_config(text, env={"MB": "2.5"})
+    assert config.server.port == 9000
+    assert config.server.max_body_mb == 2.5
+
+
+def test_an_unset_variable_without_default_is_an_error():
+    assert problems(MINIMAL + "auth: {admin_key: '${ADMIN}'}\n") == [
+        "g.yaml: auth.admin_key: environment variable ADMIN is not set (use ${ADMIN:-default})"
+    ]
+
+
+def test_secrets_are_never_printed():
+    lines = problems(MINIMAL + "auth: {admin_key: [sk-very-secret]}\nproviders: {mock: {type: mock, api_key: 42.5}}\n")
+    assert not any("sk-very-secret" in line for line in lines)
+    assert "g.yaml: auth.admin_key: expected str, got (hidden)" in lines
+
+
+def test_route_must_end_the_pipeline():
+    assert "g.yaml: pipeline: must end with 'route', the stage that calls the upstream" in problems(
+        MINIMAL + "pipeline: [route, auth]\n"
+    )
+
+
+def test_invalid_yaml_names_line_and_column():
+    (line,) = problems("models: [\n")
+    assert line.startswith("g.yaml: invalid YAML: line 2")
+
+
+def test_azure_needs_an_api_version():
+    text = MINIMAL + "providers: {az: {type: azure, base_url: 'http://x'}}\n"
+    assert "g.yaml: providers.az.api_version: required for type 'azure'" in problems(text)
+
+
+def test_check_command_prints_each_error_and_fails(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(MINIMAL.replace("provider: mock,", "provider: opena,") + "pipeline: [auth, route, nope]\n")
+    assert main(["check", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: models.demo.deployments[0].provider: unknown provider 'opena'" in err
+    assert f"{bad}: pipeline[2]: unknown filter 'nope'" in err
+
+
+def test_check_command_accepts_the_shipped_config(capsys):
+    assert main(["check", "--config", str(ROOT / "gateway.yaml")]) == 0
+    assert "ok" in capsys.readouterr().out
+
+
+def test_check_command_on_a_missing_file(tmp_path, capsys):
+    assert main(["check", "--config", str(tmp_path / "none.yaml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
