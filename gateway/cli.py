@@ -75,6 +75,8 @@ def serve_command(config: GatewayConfig, args: argparse.Namespace) -> int:
         "log_level": "warning",
         "access_log": False,  # the gateway writes its own JSON access log, batched off the request path
         "server_header": False,
+        # X-Forwarded-For is trusted only from configured proxies, by the gateway itself, not by uvicorn.
+        "proxy_headers": False,
         "timeout_graceful_shutdown": config.server.drain_timeout_s,
     }
     # uvicorn re-raises the stop signal once it has shut down gracefully; with these handlers in place that

@@ -51,7 +51,7 @@ class Gateway:
         telemetry = config.telemetry
         self.queue = TelemetryQueue(
             metrics=self.metrics,
-            to_record=self.recorder.to_record,
+            to_records=self.recorder.to_records,
             sinks=sinks,
             maxsize=telemetry.queue_size,
             batch_size=telemetry.batch_size,

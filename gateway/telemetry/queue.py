@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from gateway.context import RequestContext
@@ -36,7 +36,7 @@ class TelemetryQueue:
         self,
         *,
         metrics: Metrics,
-        to_record: Callable[[RequestContext], Record],
+        to_records: Callable[[list[RequestContext]], Awaitable[list[Record]]],
         sinks: Sequence[Sink],
         maxsize: int = 100_000,
         batch_size: int = 1000,
@@ -44,7 +44,7 @@ class TelemetryQueue:
         max_backoff_s: float = 30.0,
     ) -> None:
         self.metrics = metrics
-        self.to_record = to_record
+        self.to_records = to_records
         self.sinks = list(sinks)
         self.maxsize = maxsize
         self.batch_size = batch_size
@@ -98,7 +98,7 @@ class TelemetryQueue:
                 if not self._items:
                     break
                 batch = [self._items.popleft() for _ in range(min(self.batch_size, len(self._items)))]
-                self._pending.append((self._records(batch), list(self.sinks)))
+                self._pending.append((await self.to_records(batch), list(self.sinks)))
             records, sinks = self._pending[0]
             for sink in list(sinks):
                 try:
@@ -114,15 +114,6 @@ class TelemetryQueue:
             self.written += len(records)
         self.metrics.queue_depth.set(len(self))
         return True
-
-    def _records(self, batch: list[RequestContext]) -> list[Record]:
-        records = []
-        for ctx in batch:
-            try:
-                records.append(self.to_record(ctx))
-            except Exception:  # one malformed record must not stop the others
-                logger.exception("cannot build the telemetry record of request %s", ctx.request_id)
-        return records
 
     async def close(self, deadline_s: float = 10.0) -> None:
         """Stop the writer and flush what is left, trying until the deadline."""

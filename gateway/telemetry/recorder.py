@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +16,8 @@ from gateway.telemetry.tokens import TokenCounter
 
 if TYPE_CHECKING:
     from gateway.telemetry.queue import Record, TelemetryQueue
+
+logger = logging.getLogger("gateway.telemetry")
 
 
 class Recorder:
@@ -48,11 +52,26 @@ class Recorder:
         # How exact the count was (exact encoding, approximate one, or estimate) is in gateway_token_count_fallbacks.
         return Usage(prompt_tokens=prompt, completion_tokens=completion, source="counted")
 
-    def to_record(self, ctx: RequestContext) -> Record:
-        if ctx.usage is None and ctx.deployment is not None and ctx.status < 400 and ctx.upstream_start_ns:
+    async def to_records(self, batch: list[RequestContext]) -> list[Record]:
+        """The records of a batch. Counting missing usage runs in a thread: the first count loads an encoding."""
+        uncounted = [c for c in batch if c.usage is None and c.deployment is not None and c.status < 400]
+        if uncounted:
+            await asyncio.to_thread(self._count_missing_usage, uncounted)
+        records = []
+        for ctx in batch:
+            try:
+                records.append(self.to_record(ctx))
+            except Exception:  # one malformed record must not stop the others
+                logger.exception("cannot build the telemetry record of request %s", ctx.request_id)
+        return records
+
+    def _count_missing_usage(self, batch: list[RequestContext]) -> None:
+        for ctx in batch:
             ctx.usage = self.count_usage(ctx)
             ctx.cost_usd = self.cost(ctx, ctx.usage)
             self.metrics.usage_counted.inc()
+
+    def to_record(self, ctx: RequestContext) -> Record:
         usage = ctx.usage or Usage(source="none")
         principal = ctx.principal
         error = ctx.error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sqlite3
 import subprocess
@@ -32,6 +33,7 @@ def gateway_process(tmp_path: Path, *args: str, **overrides: object) -> Iterator
         [sys.executable, "-m", "gateway", "serve", "-c", str(config), "--port", str(port), *args],
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: the workers of --workers go with it
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -46,7 +48,13 @@ def gateway_process(tmp_path: Path, *args: str, **overrides: object) -> Iterator
         yield url, proc
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left
         proc.wait(timeout=10)
         log.close()
 

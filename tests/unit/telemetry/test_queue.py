@@ -29,7 +29,10 @@ class Sink:
 
 def make_queue(sink: Sink, **options) -> tuple[TelemetryQueue, Metrics]:
     metrics = Metrics()
-    queue = TelemetryQueue(metrics=metrics, to_record=lambda c: {"id": c.request_id}, sinks=[sink], **options)
+    async def to_records(batch):
+        return [{"id": c.request_id} for c in batch]
+
+    queue = TelemetryQueue(metrics=metrics, to_records=to_records, sinks=[sink], **options)
     return queue, metrics
 
 
