@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -22,17 +23,20 @@ from gateway.api.openai import CompletionEndpoint, ModelsEndpoint
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import GatewayError, InternalError, InvalidRequest, MethodNotAllowed, NotFound
 from gateway.runtime import Gateway
+from gateway.types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger("gateway")
 
 
-def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> Starlette:
+def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> FastRoutes:
     gateway = Gateway(config, access_log_stream=access_log_stream)
     models = ModelsEndpoint(gateway)
+    completions: dict[str, ASGIApp] = {
+        f"/v1/{endpoint}": CompletionEndpoint(gateway, endpoint)
+        for endpoint in ("chat/completions", "completions", "embeddings")
+    }
     routes = [
-        Route("/v1/chat/completions", CompletionEndpoint(gateway, "chat/completions"), methods=["POST"]),
-        Route("/v1/completions", CompletionEndpoint(gateway, "completions"), methods=["POST"]),
-        Route("/v1/embeddings", CompletionEndpoint(gateway, "embeddings"), methods=["POST"]),
+        *(Route(path, endpoint, methods=["POST"]) for path, endpoint in completions.items()),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", models, methods=["GET"]),
         Route("/health/live", Live(), methods=["GET"]),
@@ -43,6 +47,8 @@ def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> Starle
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.open()
+        # Everything made at start-up lives as long as the process: keep it out of the collector's full passes.
+        gc.freeze()
         restore = _drain_on_sigterm(gateway)
         try:
             yield
@@ -57,7 +63,26 @@ def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> Starle
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
     )
     app.state.gateway = gateway
-    return app
+    return FastRoutes(app, completions)
+
+
+class FastRoutes:
+    """Sends POST requests on the completion endpoints straight to their handler, past Starlette's router and
+    its two error middlewares (about a tenth of the gateway's own time per request); everything else, the
+    lifespan included, goes to the Starlette app. The completion endpoints guard their own errors."""
+
+    def __init__(self, app: Starlette, routes: dict[str, ASGIApp]) -> None:
+        self.app = app
+        self.routes = routes
+        self.state = app.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self.routes.get(scope["path"])
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _drain_on_sigterm(gateway: Gateway) -> Any:
@@ -111,6 +136,6 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return _reply(request, InternalError())
 
 
-def app_from_env() -> Starlette:
+def app_from_env() -> FastRoutes:
     """The factory that uvicorn's workers import: the config path comes from GATEWAY_CONFIG."""
     return build_app(load_config(os.environ.get("GATEWAY_CONFIG", "gateway.yaml")))

@@ -5,6 +5,7 @@ Every completion-like endpoint is one `CompletionEndpoint`, so every one of them
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -14,12 +15,14 @@ from gateway.api.http import JSON_TYPE, encode_headers, parse_json_object, read_
 from gateway.api.streaming import relay
 from gateway.api.validation import validate
 from gateway.context import RequestContext
-from gateway.errors import GatewayError, ModelNotFound
+from gateway.errors import GatewayError, InternalError, ModelNotFound
 from gateway.pipeline import Reply
 from gateway.types import Headers, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
+
+logger = logging.getLogger("gateway")
 
 
 class CompletionEndpoint:
@@ -74,6 +77,13 @@ class CompletionEndpoint:
                     gateway.idle_timeout_s(ctx),
                 )
                 await gateway.pipeline.complete(ctx, reply, entered)
+        except Exception:
+            # The endpoint is its own last guard (the app routes it past Starlette's error middleware): a bug
+            # becomes a 500 in OpenAI's shape, never a stack trace.
+            logger.exception("unhandled error in %s, request %s", self.endpoint, ctx.request_id)
+            ctx.error = InternalError()
+            if not ctx.status:
+                await self._answer(ctx, Reply.from_error(ctx.error), send)
         finally:
             gateway.metrics.in_flight.dec()
             gateway.recorder.finish(ctx)

@@ -134,17 +134,18 @@ def _process(
         ctx.usage = Usage.from_openai(usage)
         if strip_usage and not choices:
             return None
-    if choices:
-        delta = choices[0].get("delta") if isinstance(choices[0], dict) else None
-        if isinstance(delta, dict):
-            content = delta.get("content")
-            if content:
-                if ctx.completion_text is not None:
-                    ctx.completion_text.append(content)
-                if not ctx.first_token_ns:
-                    ctx.first_token_ns = time.perf_counter_ns()
-            elif delta.get("tool_calls") and not ctx.first_token_ns:
+    if choices and isinstance(choices[0], dict):
+        choice = choices[0]
+        delta = choice.get("delta")
+        # chat chunks carry delta.content (or tool calls); legacy completion chunks carry text
+        content = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+        if content and isinstance(content, str):
+            if ctx.completion_text is not None:
+                ctx.completion_text.append(content)
+            if not ctx.first_token_ns:
                 ctx.first_token_ns = time.perf_counter_ns()
+        elif isinstance(delta, dict) and delta.get("tool_calls") and not ctx.first_token_ns:
+            ctx.first_token_ns = time.perf_counter_ns()
     if chunk_filters:
         original = chunk
         for stage in chunk_filters:

@@ -67,7 +67,8 @@ def rejected_from_body(provider: str, status: int, body: bytes, retry_after: str
     """An upstream error answer, with its status and, when it is OpenAI-shaped, its message, type and code."""
     error: Any = None
     with contextlib.suppress(orjson.JSONDecodeError):
-        error = orjson.loads(body).get("error") if body else None
+        parsed = orjson.loads(body) if body else None
+        error = parsed.get("error") if isinstance(parsed, dict) else None
     if isinstance(error, dict):
         return UpstreamRejected(
             str(error.get("message") or f"The upstream provider answered {status}."),

@@ -94,21 +94,25 @@ class MockProvider:
         if ctx.endpoint == "embeddings":
             body = embeddings(ctx.body, model)
         elif ctx.endpoint == "completions":
+            if ctx.stream:
+                return Reply(stream=self._stream(ctx, model, fault, completion_chunks(ctx, model)))
             body = completion(ctx, model)
         else:
             if ctx.stream:
-                return Reply(stream=self._stream(ctx, model, fault))
+                return Reply(stream=self._stream(ctx, model, fault, chat_chunks(ctx, model)))
             body = chat_completion(ctx, model)
         ctx.usage = Usage.from_openai(body["usage"])
         ctx.served_model = model
         ctx.upstream_end_ns = time.perf_counter_ns()
         return Reply(body=orjson.dumps(body), headers=_JSON)
 
-    async def _stream(self, ctx: RequestContext, model: str, fault: Fault) -> AsyncIterator[bytes]:
+    async def _stream(
+        self, ctx: RequestContext, model: str, fault: Fault, chunks: list[dict[str, Any]]
+    ) -> AsyncIterator[bytes]:
         ctx.served_model = model
         finished = False
         try:
-            for index, chunk in enumerate(chat_chunks(ctx, model)):
+            for index, chunk in enumerate(chunks):
                 if fault.kind in ("reset", "stall", "errorevent") and index == fault.number:
                     if fault.kind == "reset":
                         raise UpstreamUnavailable("Mock fault: connection reset mid-stream.", provider=self.name)
@@ -120,6 +124,7 @@ class MockProvider:
                     await asyncio.sleep(self.chunk_delay_s)
                 yield orjson.dumps(chunk)
             else:
+                finished = True  # all sent: the consumer may close us at [DONE] without reading past it
                 yield b"[DONE]"
             finished = True
         finally:
@@ -255,6 +260,19 @@ def completion(ctx: RequestContext, model: str) -> dict[str, Any]:
         "choices": [{"index": 0, "text": "".join(pieces), "logprobs": None, "finish_reason": "stop"}],
         "usage": _usage(_prompt_tokens(text), len(pieces)),
     }
+
+
+def completion_chunks(ctx: RequestContext, model: str) -> list[dict[str, Any]]:
+    whole = completion(ctx, model)
+    head = {"id": whole["id"], "object": "text_completion", "created": whole["created"], "model": model}
+    pieces = whole["choices"][0]["text"].split(" ")
+    texts = [p if i == 0 else " " + p for i, p in enumerate(pieces)]
+    chunks: list[dict[str, Any]] = [
+        {**head, "choices": [{"index": 0, "text": t, "logprobs": None, "finish_reason": None}]} for t in texts
+    ]
+    chunks.append({**head, "choices": [{"index": 0, "text": "", "logprobs": None, "finish_reason": "stop"}]})
+    chunks.append({**head, "choices": [], "usage": whole["usage"]})
+    return chunks
 
 
 def embed(text: str, dimensions: int) -> list[float]:

@@ -95,7 +95,7 @@ class OpenAIProvider:
             content = await response.read()
             response.release()
         ctx.upstream_end_ns = time.perf_counter_ns()
-        read_usage(ctx, content)
+        read_answer(ctx, content, self.name)
         return Reply(status=response.status, body=content, headers=_JSON)
 
     async def _events(self, ctx: RequestContext, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
@@ -118,13 +118,18 @@ class OpenAIProvider:
                 response.close()
 
 
-def read_usage(ctx: RequestContext, content: bytes) -> None:
+def read_answer(ctx: RequestContext, content: bytes, provider: str) -> None:
+    """Note the usage and served model of a whole answer; an answer that is not a JSON object is a 502."""
     try:
         data = orjson.loads(content)
     except orjson.JSONDecodeError:
-        return
+        data = None
     if not isinstance(data, dict):
-        return
+        raise UpstreamUnavailable(
+            f"The upstream provider {provider!r} answered with a body that is not a JSON object.",
+            provider=provider,
+            code="invalid_upstream_response",
+        )
     usage = data.get("usage")
     if isinstance(usage, dict):
         ctx.usage = Usage.from_openai(usage)

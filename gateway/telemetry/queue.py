@@ -1,8 +1,9 @@
 """The telemetry queue: bounded, never blocking the request path, drained in batches by one background writer.
 
-The request path only appends a finished RequestContext (`put`). The writer turns each batch into records and
-hands the batch to every sink (the store, the access log). A sink that fails is retried with backoff while the
-batch stays at the head of the queue; what arrives while the queue is full is dropped and counted, never waited on.
+The request path only appends a finished request's record (`put`). The writer completes the batch's records
+(token counts the upstream did not give) and hands the batch to every sink (the store, the access log). A sink
+that fails is retried with backoff while the batch stays at the head of the queue; what arrives while the queue
+is full is dropped and counted, never waited on.
 Shutdown (`close`) flushes what is queued, up to a deadline.
 """
 
@@ -22,6 +23,8 @@ from gateway.telemetry.metrics import Metrics
 logger = logging.getLogger("gateway.telemetry")
 
 Record = dict[str, Any]
+# A record, or a request whose record needs work off the request path first (counting its tokens).
+Item = Record | RequestContext
 
 
 class Sink(Protocol):
@@ -36,7 +39,7 @@ class TelemetryQueue:
         self,
         *,
         metrics: Metrics,
-        to_records: Callable[[list[RequestContext]], Awaitable[list[Record]]],
+        to_records: Callable[[list[Item]], Awaitable[list[Record]]],
         sinks: Sequence[Sink],
         maxsize: int = 100_000,
         batch_size: int = 1000,
@@ -50,7 +53,7 @@ class TelemetryQueue:
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.max_backoff_s = max_backoff_s
-        self._items: deque[RequestContext] = deque()
+        self._items: deque[Item] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -59,13 +62,13 @@ class TelemetryQueue:
         self.dropped = 0
         self.written = 0
 
-    def put(self, ctx: RequestContext) -> bool:
+    def put(self, item: Item) -> bool:
         """Never blocks, never raises. False when the record was dropped (queue full)."""
         if len(self._items) >= self.maxsize:
             self.dropped += 1
             self.metrics.queue_dropped.inc()
             return False
-        self._items.append(ctx)
+        self._items.append(item)
         if len(self._items) >= self.batch_size:
             self._wakeup.set()
         return True

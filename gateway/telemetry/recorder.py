@@ -33,7 +33,14 @@ class Recorder:
             ctx.cost_usd = self.cost(ctx, ctx.usage)
         self.metrics.observe(ctx)
         if self.queue is not None:
-            self.queue.put(ctx)
+            # The record is built now so that the context (body and all) is freed at once: contexts kept alive
+            # until the next flush made the garbage collector's work grow with the request rate. Only a request
+            # whose usage must be counted waits in the queue as it is.
+            self.queue.put(ctx if self._needs_count(ctx) else self.to_record(ctx))
+
+    @staticmethod
+    def _needs_count(ctx: RequestContext) -> bool:
+        return ctx.usage is None and ctx.deployment is not None and ctx.status < 400 and bool(ctx.upstream_start_ns)
 
     def cost(self, ctx: RequestContext, usage: Usage) -> float | None:
         deployment = ctx.deployment
@@ -52,17 +59,21 @@ class Recorder:
         # How exact the count was (exact encoding, approximate one, or estimate) is in gateway_token_count_fallbacks.
         return Usage(prompt_tokens=prompt, completion_tokens=completion, source="counted")
 
-    async def to_records(self, batch: list[RequestContext]) -> list[Record]:
+    async def to_records(self, batch: list[Record | RequestContext]) -> list[Record]:
         """The records of a batch. Counting missing usage runs in a thread: the first count loads an encoding."""
-        uncounted = [c for c in batch if c.usage is None and c.deployment is not None and c.status < 400]
-        if uncounted:
-            await asyncio.to_thread(self._count_missing_usage, uncounted)
+        uncounted = [item for item in batch if isinstance(item, RequestContext)]
+        if not uncounted:
+            return batch  # type: ignore[return-value]
+        await asyncio.to_thread(self._count_missing_usage, uncounted)
         records = []
-        for ctx in batch:
+        for item in batch:
+            if not isinstance(item, RequestContext):
+                records.append(item)
+                continue
             try:
-                records.append(self.to_record(ctx))
+                records.append(self.to_record(item))
             except Exception:  # one malformed record must not stop the others
-                logger.exception("cannot build the telemetry record of request %s", ctx.request_id)
+                logger.exception("cannot build the telemetry record of request %s", item.request_id)
         return records
 
     def _count_missing_usage(self, batch: list[RequestContext]) -> None:
