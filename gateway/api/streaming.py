@@ -9,6 +9,7 @@ A client that disconnects cancels the relay, which closes the upstream request.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,6 +22,8 @@ from gateway.pipeline import ChunkFilter
 from gateway.providers.sse import DONE, DONE_FRAME, frame
 from gateway.tasks import spawn
 from gateway.types import Headers, Receive, Send
+
+logger = logging.getLogger("gateway")
 
 SSE_HEADERS: Headers = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -99,7 +102,8 @@ async def _forward(
         )
     except GatewayError as exc:
         error = exc
-    except (ValueError, TypeError, KeyError):
+    except Exception:  # a bug in a provider or filter: the client still gets an error event and [DONE]
+        logger.exception("stream of request %s failed", ctx.request_id)
         error = InternalError("The gateway could not relay the upstream stream.")
     if error is not None:
         ctx.error = error

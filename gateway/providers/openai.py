@@ -18,7 +18,7 @@ from gateway.context import RequestContext, Usage
 from gateway.errors import UpstreamUnavailable
 from gateway.pipeline import Reply
 from gateway.providers.base import map_transport_errors, rejected_from_body
-from gateway.providers.sse import SSEDecoder
+from gateway.providers.sse import DONE, SSEDecoder
 
 _JSON = {"content-type": "application/json"}
 
@@ -105,6 +105,9 @@ class OpenAIProvider:
             with map_transport_errors(self.name):
                 async for chunk in response.content.iter_any():
                     for payload in decoder.feed(chunk):
+                        if payload == DONE:
+                            # The answer is whole: the consumer may stop here, and the connection is reusable.
+                            finished = True
                         yield payload
                 for payload in decoder.flush():
                     yield payload

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
+import yaml
 
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, parse_config
 from gateway.runtime import Gateway
-from tests.conftest import running
+from tests.conftest import ROOT, base_config, running
 from tests.integration.helpers import RawUpstream, sdk_client
 from tests.servers import serve
 
@@ -25,6 +27,8 @@ UPSTREAM_MODELS = {
     "badjson": "badjson",
     "nousage": "nousage",
     "stream-delay-20": "stream-delay-20",
+    "oddbody-503": "oddbody-503",
+    "oddbody-200": "oddbody-200",
 }
 
 
@@ -32,7 +36,9 @@ def upstream_overrides(url: str, provider: dict[str, Any] | None = None) -> dict
     """Config overrides that add a provider `up` pointing at the upstream, and UPSTREAM_MODELS on it."""
     return {
         "providers": {"up": provider or {"type": "openai", "base_url": f"{url}/v1", "api_key": "sk-upstream"}},
-        "models": {name: {"deployments": [{"provider": "up", "model": model}]} for name, model in UPSTREAM_MODELS.items()},
+        "models": {
+            name: {"deployments": [{"provider": "up", "model": model}]} for name, model in UPSTREAM_MODELS.items()
+        },
     }
 
 
@@ -51,6 +57,15 @@ def proxied(
     up_url, up = raw_upstream
     with running(make_config(**upstream_overrides(up_url))) as (url, gateway):
         yield url, gateway, up
+
+
+@pytest.fixture(scope="module")
+def shared_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Gateway]]:
+    """One gateway with the base config for a whole module, for the many small checks that change nothing."""
+    data = base_config(tmp_path_factory.mktemp("shared"))
+    config = parse_config(yaml.safe_dump(data), source="test.yaml", env=os.environ, base_dir=str(ROOT))
+    with running(config) as server:
+        yield server
 
 
 @pytest.fixture

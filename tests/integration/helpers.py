@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,9 @@ from typing import Any
 import httpx
 import openai
 import orjson
+from openai.types.chat import ChatCompletionMessageParam
 from starlette.requests import Request
+from starlette.responses import Response
 
 from tests.conftest import KEY
 from tests.servers import Upstream
@@ -29,6 +31,16 @@ class RawUpstream(Upstream):
         self.raw_bodies.append(await request.body())
         return await super()._record(request)
 
+    async def chat(self, request: Request) -> Response:
+        """Also `oddbody-<status>`: an answer with that status whose body is JSON but not an object."""
+        model = orjson.loads(await request.body()).get("model", "")
+        if model.startswith("oddbody-"):
+            await self._record(request)
+            return Response(
+                b'["upstream overloaded"]', status_code=int(model.split("-")[1]), media_type="application/json"
+            )
+        return await super().chat(request)
+
 
 def sdk_client(url: str, key: str = KEY, **options: Any) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=10, **options)
@@ -38,7 +50,7 @@ def async_sdk_client(url: str, key: str = KEY, **options: Any) -> openai.AsyncOp
     return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=10, **options)
 
 
-def user(text: str) -> list[dict[str, Any]]:
+def user(text: str) -> list[ChatCompletionMessageParam]:
     return [{"role": "user", "content": text}]
 
 
@@ -109,9 +121,3 @@ def record_of(db_path: Path, request_id: str, timeout: float = 3.0) -> dict[str,
 
     assert wait_until(look, timeout), f"no record of {request_id} in {db_path}"
     return found
-
-
-@contextlib.contextmanager
-def elapsed() -> Iterator[Callable[[], float]]:
-    start = time.monotonic()
-    yield lambda: time.monotonic() - start

@@ -217,9 +217,16 @@ def test_legacy_completions(client: openai.OpenAI) -> None:
     assert completion.choices[0].text == "Mock answer: you said say this"
     assert completion.choices[0].finish_reason == "stop"
     assert completion.usage is not None
-    assert completion.usage.completion_tokens == 5
+    assert completion.usage.completion_tokens == 6  # one token a word
     assert raw.headers["x-gateway-provider"] == "mock"
     assert completion.id == f"cmpl-{raw.headers['x-request-id']}"
+
+
+def test_streamed_legacy_completions(client: openai.OpenAI) -> None:
+    chunks = list(client.completions.create(model="demo", prompt="say this", stream=True))
+    assert len(chunks) > 1
+    assert all(c.object == "text_completion" for c in chunks)
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == "Mock answer: you said say this"
 
 
 @pytest.mark.anyio
@@ -248,8 +255,9 @@ def test_embeddings_float_and_base64_agree(client: openai.OpenAI) -> None:
         assert len(f.embedding) == 24
         assert len(d.embedding) == 24
         assert d.embedding == pytest.approx(f.embedding, abs=1e-6)
-        assert isinstance(e.embedding, str)  # asked for explicitly: the SDK leaves it as it came
-        values = struct.unpack("<24f", base64.b64decode(e.embedding))
+        encoded: object = e.embedding  # typed as floats, but asked for explicitly the SDK leaves it as it came
+        assert isinstance(encoded, str)
+        values = struct.unpack("<24f", base64.b64decode(encoded))
         assert list(values) == pytest.approx(f.embedding, abs=1e-6)
     assert floats.data[0].embedding != floats.data[1].embedding  # derived from the text
     assert sum(v * v for v in floats.data[0].embedding) == pytest.approx(1.0)

@@ -80,7 +80,9 @@ def test_sigterm_drains_in_flight_streams_and_flushes_telemetry(tmp_path):
         assert proc.wait(timeout=10) == 0
     assert received[-1] == "data: [DONE]"
     assert not any('"error"' in line for line in received)
-    rows = sqlite3.connect(tmp_path / "gateway.db").execute("SELECT model_requested, status, stream FROM model_cost_logs")
+    rows = sqlite3.connect(tmp_path / "gateway.db").execute(
+        "SELECT model_requested, status, stream FROM model_cost_logs"
+    )
     assert ("slow-stream", 200, 1) in rows.fetchall()
 
 

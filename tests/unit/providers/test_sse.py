@@ -10,7 +10,7 @@ def test_events_split_across_chunks_are_reassembled():
 
 def test_crlf_comments_event_names_and_multiline_data():
     decoder = SSEDecoder()
-    stream = b": keep-alive\r\n\r\nevent: error\r\ndata: {\"x\":\r\ndata: 1}\r\n\r\ndata:no-space\r\n\r\n"
+    stream = b': keep-alive\r\n\r\nevent: error\r\ndata: {"x":\r\ndata: 1}\r\n\r\ndata:no-space\r\n\r\n'
     assert decoder.feed(stream) == [b'{"x":\n1}', b"no-space"]
 
 

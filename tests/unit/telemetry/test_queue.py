@@ -29,6 +29,7 @@ class Sink:
 
 def make_queue(sink: Sink, **options) -> tuple[TelemetryQueue, Metrics]:
     metrics = Metrics()
+
     async def to_records(batch):
         return [{"id": c.request_id} for c in batch]
 
