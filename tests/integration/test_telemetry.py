@@ -1,0 +1,128 @@
+"""What each request leaves behind: its record (tokens, cost, latencies, spans), the access log, the metrics."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.config import GatewayConfig
+from tests.conftest import KEY, running
+from tests.integration.conftest import upstream_overrides
+from tests.integration.helpers import RawUpstream, record_of, wait_until
+from tests.services import free_port, require_redis
+
+HEADERS = {"authorization": f"Bearer {KEY}"}
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "price me"}]}
+
+
+def test_the_record_carries_usage_cost_latencies_and_spans(
+    make_config: Callable[..., GatewayConfig], raw_upstream: tuple[str, RawUpstream], db_path: Path
+) -> None:
+    with running(make_config(**upstream_overrides(raw_upstream[0]))) as (url, _):
+        response = httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers={**HEADERS, "x-request-id": "rec-1"})
+        assert response.status_code == 200
+        record = record_of(db_path, "rec-1")
+    # The upstream reports 11 prompt tokens of which 5 cached, 3 completion tokens of which 1 reasoning;
+    # gpt-4o-mini is priced at 0.15 input, 0.075 cached input, 0.60 output per million.
+    assert (record["prompt_tokens"], record["cached_tokens"]) == (11, 5)
+    assert (record["completion_tokens"], record["reasoning_tokens"]) == (3, 1)
+    assert record["cost_usd"] == pytest.approx((6 * 0.15 + 5 * 0.075 + 3 * 0.60) / 1e6)
+    assert record["usage_source"] == "upstream"
+    assert (record["key_name"], record["project"], record["team"]) == ("tester", "p1", "t1")
+    assert (record["model_requested"], record["model_served"], record["provider"]) == ("gpt-4o-mini",) * 2 + ("up",)
+    assert record["deployment"] == "up/gpt-4o-mini"
+    assert record["status"] == 200 and record["error_type"] == ""
+    assert record["latency_ms"] >= record["upstream_ms"] > 0
+    assert record["overhead_ms"] == pytest.approx(record["latency_ms"] - record["upstream_ms"], abs=0.01)
+    assert record["ttfb_ms"] > 0
+    assert [span["name"] for span in json.loads(record["spans"])] == ["auth", "route"]
+
+
+def test_a_deployment_price_overrides_the_table(
+    make_config: Callable[..., GatewayConfig], raw_upstream: tuple[str, RawUpstream], db_path: Path
+) -> None:
+    overrides = upstream_overrides(raw_upstream[0])
+    overrides["models"]["gpt-4o-mini"]["deployments"][0]["price"] = {"input": 1.0, "output": 2.0}
+    with running(make_config(**overrides)) as (url, _):
+        httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers={**HEADERS, "x-request-id": "rec-2"})
+        record = record_of(db_path, "rec-2")
+    assert record["cost_usd"] == pytest.approx((11 * 1.0 + 3 * 2.0) / 1e6)  # no cached price: input's
+
+
+def test_an_unpriced_model_is_recorded_with_no_cost(gateway_server, db_path: Path) -> None:
+    url, _ = gateway_server
+    body = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
+    httpx.post(f"{url}/v1/chat/completions", json=body, headers={**HEADERS, "x-request-id": "rec-3"})
+    record = record_of(db_path, "rec-3")
+    assert record["cost_usd"] is None
+    assert record["prompt_tokens"] > 0
+
+
+def test_access_log_has_one_json_line_per_request_and_no_secret(make_config: Callable[..., GatewayConfig]) -> None:
+    from gateway.app import build_app
+    from tests.servers import serve
+
+    log = io.BytesIO()
+    app = build_app(make_config(server={"access_log": True}), access_log_stream=log)
+    with serve(app) as url:
+        body = {"model": "demo", "messages": [{"role": "user", "content": "secret prompt text"}]}
+        httpx.post(f"{url}/v1/chat/completions", json=body, headers={**HEADERS, "x-request-id": "log-1"})
+        httpx.post(f"{url}/v1/chat/completions", json=body, headers={"authorization": "Bearer sk-wrong-key"})
+        assert wait_until(lambda: log.getvalue().count(b"\n") == 2)
+    lines = [json.loads(line) for line in log.getvalue().splitlines()]
+    assert [(line["id"] == "log-1", line["status"]) for line in lines] == [(True, 200), (False, 401)]
+    assert lines[1]["error_type"] == "AuthenticationFailed"
+    text = log.getvalue().decode()
+    assert KEY not in text and "sk-wrong-key" not in text and "secret prompt text" not in text
+
+
+def test_metrics_count_requests_tokens_and_errors_with_bounded_labels(gateway_server) -> None:
+    url, _ = gateway_server
+    ok = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
+    for _ in range(3):
+        assert httpx.post(f"{url}/v1/chat/completions", json=ok, headers=HEADERS).status_code == 200
+    unknown = {"model": "no-such-model-1234", "messages": [{"role": "user", "content": "hi"}]}
+    assert httpx.post(f"{url}/v1/chat/completions", json=unknown, headers=HEADERS).status_code == 404
+    text = httpx.get(f"{url}/metrics").text
+    assert (
+        'gateway_requests_total{endpoint="chat/completions",model="demo",provider="mock",status_class="2xx"} 3.0'
+        in text
+    )
+    assert 'model="unknown",provider="none",status_class="4xx"} 1.0' in text
+    assert 'gateway_errors_total{domain="client",type="ModelNotFound"} 1.0' in text
+    assert 'gateway_tokens_total{endpoint="chat/completions",kind="prompt",model="demo",provider="mock"}' in text
+    assert 'gateway_filter_duration_seconds_count{filter="auth"} 4.0' in text
+    assert "gateway_overhead_seconds_bucket" in text and "gateway_requests_in_flight 0.0" in text
+    assert "no-such-model-1234" not in text and KEY not in text
+
+
+def test_ready_reports_each_backend(make_config: Callable[..., GatewayConfig]) -> None:
+    with running(make_config()) as (url, _):
+        response = httpx.get(f"{url}/health/ready")
+        assert response.status_code == 200
+        assert response.json()["checks"] == {"draining": "no", "state": "ok", "store": "ok"}
+        assert httpx.get(f"{url}/health/live").json() == {"status": "ok"}
+
+
+def test_ready_is_503_while_redis_is_unreachable(make_config: Callable[..., GatewayConfig]) -> None:
+    config = make_config(state={"backend": f"redis://127.0.0.1:{free_port()}/0"})
+    with running(config) as (url, _):
+        response = httpx.get(f"{url}/health/ready")
+        assert response.status_code == 503
+        assert response.json()["checks"]["state"].startswith("unavailable")
+        # The proxy itself keeps serving: state is not on this request path yet.
+        body = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
+        assert httpx.post(f"{url}/v1/chat/completions", json=body, headers=HEADERS).status_code == 200
+
+
+@pytest.mark.redis
+def test_ready_with_a_real_redis(make_config: Callable[..., GatewayConfig]) -> None:
+    with running(make_config(state={"backend": require_redis()})) as (url, _):
+        response = httpx.get(f"{url}/health/ready")
+        assert response.status_code == 200
+        assert response.json()["checks"]["state"] == "ok"
