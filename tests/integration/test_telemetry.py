@@ -36,7 +36,8 @@ def test_the_record_carries_usage_cost_latencies_and_spans(
     assert (record["key_name"], record["project"], record["team"]) == ("tester", "p1", "t1")
     assert (record["model_requested"], record["model_served"], record["provider"]) == ("gpt-4o-mini",) * 2 + ("up",)
     assert record["deployment"] == "up/gpt-4o-mini"
-    assert record["status"] == 200 and record["error_type"] == ""
+    assert record["status"] == 200
+    assert record["error_type"] == ""
     assert record["latency_ms"] >= record["upstream_ms"] > 0
     assert record["overhead_ms"] == pytest.approx(record["latency_ms"] - record["upstream_ms"], abs=0.01)
     assert record["ttfb_ms"] > 0
@@ -78,7 +79,9 @@ def test_access_log_has_one_json_line_per_request_and_no_secret(make_config: Cal
     assert [(line["id"] == "log-1", line["status"]) for line in lines] == [(True, 200), (False, 401)]
     assert lines[1]["error_type"] == "AuthenticationFailed"
     text = log.getvalue().decode()
-    assert KEY not in text and "sk-wrong-key" not in text and "secret prompt text" not in text
+    assert KEY not in text
+    assert "sk-wrong-key" not in text
+    assert "secret prompt text" not in text
 
 
 def test_metrics_count_requests_tokens_and_errors_with_bounded_labels(gateway_server) -> None:
@@ -97,8 +100,10 @@ def test_metrics_count_requests_tokens_and_errors_with_bounded_labels(gateway_se
     assert 'gateway_errors_total{domain="client",type="ModelNotFound"} 1.0' in text
     assert 'gateway_tokens_total{endpoint="chat/completions",kind="prompt",model="demo",provider="mock"}' in text
     assert 'gateway_filter_duration_seconds_count{filter="auth"} 4.0' in text
-    assert "gateway_overhead_seconds_bucket" in text and "gateway_requests_in_flight 0.0" in text
-    assert "no-such-model-1234" not in text and KEY not in text
+    assert "gateway_overhead_seconds_bucket" in text
+    assert "gateway_requests_in_flight 0.0" in text
+    assert "no-such-model-1234" not in text
+    assert KEY not in text
 
 
 def test_ready_reports_each_backend(make_config: Callable[..., GatewayConfig]) -> None:
