@@ -16,10 +16,11 @@ from gateway.pipeline import Pipeline, build_filter
 from gateway.providers.base import Provider, build_provider
 from gateway.state.base import StateBackend, open_state
 from gateway.store.base import Store, open_store
+from gateway.telemetry.access_log import AccessLog
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.pricing import PriceTable
 from gateway.telemetry.queue import Sink, TelemetryQueue
-from gateway.telemetry.recorder import AccessLog, Recorder
+from gateway.telemetry.recorder import Recorder
 from gateway.telemetry.tokens import TokenCounter
 
 logger = logging.getLogger("gateway")
@@ -57,7 +58,8 @@ class Gateway:
             batch_size=telemetry.batch_size,
             flush_interval_s=telemetry.flush_interval_ms / 1000,
         )
-        self.recorder.queue = self.queue
+        if sinks:  # with no sink, no record is built at all
+            self.recorder.queue = self.queue
         self.pipeline = Pipeline([build_filter(name, self) for name in config.pipeline])
         auth = [f for f in self.pipeline.filters if isinstance(f, AuthFilter)]
         self.auth: AuthFilter | None = auth[0] if auth else None

@@ -132,6 +132,9 @@ def _process(
             error_type=info.get("type") if isinstance(info.get("type"), str) else None,
         )
         return payload
+    model = chunk.get("model")
+    if model and model != ctx.served_model and isinstance(model, str):
+        ctx.served_model = model  # what the upstream says served it, as for whole answers
     usage = chunk.get("usage")
     choices = chunk.get("choices")
     if usage:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import orjson
 
 from gateway.store.base import JSON_COLUMNS, RECORD_COLUMNS, Record, StoreUnavailable
+from gateway.telemetry.queue import map_in_slices
 
 T = TypeVar("T")
 
@@ -111,9 +112,7 @@ class SQLiteStore:
         await self._call(lambda: self._require().execute("SELECT 1").fetchone())
 
     async def write(self, records: Sequence[Record]) -> None:
-        rows = [
-            tuple(orjson.dumps(r[c]).decode() if c in JSON_COLUMNS else r[c] for c in RECORD_COLUMNS) for r in records
-        ]
+        rows = await map_in_slices(_row, records)
 
         def insert() -> None:
             conn = self._require()
@@ -144,6 +143,10 @@ class SQLiteStore:
             ]
 
         return await self._call(query)
+
+
+def _row(record: Record) -> tuple[Any, ...]:
+    return tuple(orjson.dumps(record[c]).decode() if c in JSON_COLUMNS else record[c] for c in RECORD_COLUMNS)
 
 
 def _run_script(conn: sqlite3.Connection, script: str) -> None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
-
-import orjson
+from typing import TYPE_CHECKING
 
 from gateway.context import RequestContext, Usage
 from gateway.telemetry.metrics import Metrics
@@ -120,25 +118,3 @@ class Recorder:
             "spans": [{"name": s.name, "start_ms": s.start_ns / 1e6, "ms": s.duration_ns / 1e6} for s in ctx.spans],
             "tags": ctx.tags,
         }
-
-
-ACCESS_LOG_FIELDS = (
-    "ts", "id", "endpoint", "status", "model_requested", "model_served", "provider", "key_name", "project",
-    "latency_ms", "overhead_ms", "prompt_tokens", "completion_tokens", "cost_usd", "error_type", "stream",
-)  # fmt: skip
-
-
-class AccessLog:
-    """One JSON line per request, written a batch at a time so that the request path never does I/O."""
-
-    name = "access_log"
-
-    def __init__(self, stream: Any) -> None:
-        self.stream = stream
-
-    async def write(self, records: Any) -> None:
-        lines = b"".join(
-            orjson.dumps({"log": "access", **{k: r[k] for k in ACCESS_LOG_FIELDS}}) + b"\n" for r in records
-        )
-        self.stream.write(lines)
-        self.stream.flush()
