@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.api.admin import DeploymentsEndpoint
 from gateway.api.health import Live, MetricsEndpoint, Ready
 from gateway.api.http import request_id_of
 from gateway.api.openai import CompletionEndpoint, ModelsEndpoint
@@ -31,6 +32,7 @@ logger = logging.getLogger("gateway")
 def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> FastRoutes:
     gateway = Gateway(config, access_log_stream=access_log_stream)
     models = ModelsEndpoint(gateway)
+    deployments = DeploymentsEndpoint(gateway)
     completions: dict[str, ASGIApp] = {
         f"/v1/{endpoint}": CompletionEndpoint(gateway, endpoint)
         for endpoint in ("chat/completions", "completions", "embeddings")
@@ -39,6 +41,8 @@ def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> FastRo
         *(Route(path, endpoint, methods=["POST"]) for path, endpoint in completions.items()),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", models, methods=["GET"]),
+        Route("/admin/deployments", deployments, methods=["GET"]),
+        Route("/admin/deployments/{deployment_id:path}/{action}", deployments, methods=["POST"]),
         Route("/health/live", Live(), methods=["GET"]),
         Route("/health/ready", Ready(gateway), methods=["GET"]),
         Route("/metrics", MetricsEndpoint(gateway), methods=["GET"]),

@@ -23,6 +23,7 @@ import yaml
 ProviderType = Literal["openai", "azure", "mock"]
 AuthMode = Literal["none", "keys"]
 Role = Literal["admin", "developer", "viewer", "billing"]
+Strategy = Literal["weighted", "round-robin", "least-in-flight", "lowest-latency", "lowest-cost"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,16 +77,66 @@ class Deployment:
     tags: list[str] = field(default_factory=list)
     price: Price | None = None
     timeouts: Timeouts | None = None
+    rpm: int = 0  # capacity: requests per minute it may take from this gateway (0: no limit)
+    tpm: int = 0  # capacity: tokens per minute (0: no limit)
+    max_input_tokens: int = 0  # context window, for context-window fallback (0: unknown)
+
+    @property
+    def id(self) -> str:
+        """One upstream target, whichever groups list it: its health is shared by them all."""
+        return f"{self.provider}/{self.model}"
 
 
 @dataclass(frozen=True, slots=True)
 class ModelGroup:
     deployments: list[Deployment]
+    strategy: Strategy | None = None  # default: routing.strategy
+    fallbacks: list[str] = field(default_factory=list)
+    context_window_fallback: str = ""
+    content_policy_fallback: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    base_s: float = 0.25
+    max_s: float = 8.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBudget:
+    ratio: float = 0.2  # retries may be at most this share of a deployment's requests...
+    min_per_s: float = 1.0  # ...plus this many per second, so that a quiet deployment can still retry
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerConfig:
+    consecutive_failures: int = 5
+    error_rate: float = 0.5
+    window_s: float = 30.0
+    min_requests: int = 20
+    cooldown_s: float = 10.0
+    max_cooldown_s: float = 300.0
+    sync_interval_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    url: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    batch_size: int = 100
+    flush_interval_ms: int = 1000
+    timeout_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
 class RoutingConfig:
+    strategy: Strategy = "weighted"
     timeouts: Timeouts = field(default_factory=Timeouts)
+    retries: int = 2
+    backoff: Backoff = field(default_factory=Backoff)
+    retry_budget: RetryBudget = field(default_factory=RetryBudget)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    events_webhook: WebhookConfig = field(default_factory=WebhookConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +377,14 @@ def _check_references(config: GatewayConfig, problems: list[tuple[str, str]]) ->
     for name, group in config.models.items():
         if not group.deployments:
             problems.append((f"models.{name}.deployments", "at least one deployment is needed"))
+        if name.count("*") > 1 or ("*" in name and not name.endswith("*")):
+            problems.append((f"models.{name}", "a wildcard model is a prefix ending in a single *"))
+        chain = [(f"fallbacks[{i}]", n) for i, n in enumerate(group.fallbacks)]
+        chain += [("context_window_fallback", group.context_window_fallback)]
+        chain += [("content_policy_fallback", group.content_policy_fallback)]
+        for key_path, target in chain:
+            if target and (target not in config.models or target == name):
+                problems.append((f"models.{name}.{key_path}", f"unknown model {target!r}"))
         for i, dep in enumerate(group.deployments):
             if dep.provider not in config.providers:
                 problems.append((f"models.{name}.deployments[{i}].provider", f"unknown provider {dep.provider!r}"))
@@ -339,6 +398,12 @@ def _check_references(config: GatewayConfig, problems: list[tuple[str, str]]) ->
     for i, key in enumerate(config.auth.keys):
         if bool(key.key) == bool(key.key_sha256):
             problems.append((f"auth.keys[{i}]", "give exactly one of key and key_sha256"))
+    if config.routing.retries < 0:
+        problems.append(("routing.retries", "must not be negative"))
+    if not 0 <= config.routing.retry_budget.ratio <= 1:
+        problems.append(("routing.retry_budget.ratio", "must be between 0 and 1"))
+    if not 0 < config.routing.breaker.error_rate <= 1:
+        problems.append(("routing.breaker.error_rate", "must be in (0, 1]"))
     if config.server.max_body_mb <= 0:
         problems.append(("server.max_body_mb", "must be positive"))
     if config.server.workers < 1:

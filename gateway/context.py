@@ -28,6 +28,15 @@ ANONYMOUS = Principal(name="anonymous", role="developer")
 
 
 @dataclass(slots=True)
+class RouteConstraints:
+    """Limits on where a request may go; empty means no limit. Constraints from several sources intersect."""
+
+    regions: frozenset[str] = frozenset()
+    providers: frozenset[str] = frozenset()
+    tags: frozenset[str] = frozenset()  # a deployment must carry all of these
+
+
+@dataclass(slots=True)
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -93,6 +102,9 @@ class RequestContext:
         "finished_ns",
         "tags",
         "completion_text",
+        "attempts",
+        "route_reason",
+        "constraints",
     )
 
     def __init__(
@@ -137,6 +149,9 @@ class RequestContext:
         self.tags: dict[str, str] = {}
         # Pieces of a streamed answer, kept only when the upstream sends no usage, to count them later.
         self.completion_text: list[str] | None = None
+        self.attempts = 0  # upstream attempts made, retries and fallbacks included
+        self.route_reason = ""  # why the router chose the deployment that served
+        self.constraints: RouteConstraints | None = None  # set by a policy or the request's headers
 
     def header(self, name: bytes) -> str | None:
         """A request header by its lower-case name."""

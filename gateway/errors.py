@@ -13,7 +13,8 @@
     ├── UpstreamError                 domain=provider: carries the provider
     │   ├── UpstreamTimeout           504 connect / first byte / idle / total   retryable
     │   ├── UpstreamUnavailable       502 connection error, reset, 5xx          retryable
-    │   └── UpstreamRejected          the provider's own status and message, passed through
+    │   ├── UpstreamRejected          the provider's own status and message, passed through
+    │   └── NoDeploymentAvailable     503 every deployment of the model is drained, open or over capacity
     └── InternalError                 domain=gateway: 500, a generic message; details only in logs
 
 Errors are raised where they are detected and rendered in one place: `GatewayError.to_json()`.
@@ -167,6 +168,12 @@ class UpstreamRejected(UpstreamError):
 
     def to_dict(self) -> dict[str, object]:
         return {"error": {"message": self.message, "type": self.upstream_type, "param": self.param, "code": self.code}}
+
+
+class NoDeploymentAvailable(UpstreamError):
+    status = 503
+    type = "service_unavailable"
+    default_code = "no_healthy_deployment"
 
 
 class InternalError(GatewayError):

@@ -16,7 +16,10 @@ from gateway.pipeline import Pipeline, build_filter
 from gateway.providers.base import Provider, build_provider
 from gateway.state.base import StateBackend, open_state
 from gateway.store.base import Store, open_store
+from gateway.routing.health import HealthRegistry
+from gateway.routing.router import Router
 from gateway.telemetry.access_log import AccessLog
+from gateway.telemetry.events import EventLogSink, Events, WebhookSink, passthrough
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.pricing import PriceTable
 from gateway.telemetry.queue import Sink, TelemetryQueue
@@ -43,7 +46,8 @@ class Gateway:
                 self.models[name] = dataclasses.replace(group, deployments=deployments)
         self.state: StateBackend = open_state(config.state.backend)
         self.store: Store | None = open_store(config.telemetry.store)
-        self.recorder = Recorder(self.metrics, self._load_prices(), self._token_counter())
+        prices = self._load_prices()
+        self.recorder = Recorder(self.metrics, prices, self._token_counter())
         sinks: list[Sink] = []
         if self.store is not None:
             sinks.append(self.store)
@@ -60,9 +64,42 @@ class Gateway:
         )
         if sinks:  # with no sink, no record is built at all
             self.recorder.queue = self.queue
+        self.events, self.event_queue = self._events()
+        self.health = HealthRegistry(
+            (d for g in self.models.values() for d in g.deployments), config.routing, self.state, self.events
+        )
+        self.router = Router(
+            models=self.models,
+            providers=self.providers,
+            config=config.routing,
+            health=self.health,
+            events=self.events,
+            metrics=self.metrics,
+            prices=prices,
+            tokens=self.recorder.tokens,
+        )
         self.pipeline = Pipeline([build_filter(name, self) for name in config.pipeline])
         auth = [f for f in self.pipeline.filters if isinstance(f, AuthFilter)]
         self.auth: AuthFilter | None = auth[0] if auth else None
+
+    def _events(self) -> tuple[Events, TelemetryQueue | None]:
+        sinks: list[Sink] = []
+        if self.store is not None:
+            sinks.append(EventLogSink(self.store))
+        webhook = self.config.routing.events_webhook
+        if webhook.url:
+            sinks.append(WebhookSink(webhook))
+        if not sinks:
+            return Events(self.metrics), None
+        queue = TelemetryQueue(
+            metrics=self.metrics,
+            to_records=passthrough,
+            sinks=sinks,
+            maxsize=10_000,
+            batch_size=webhook.batch_size,
+            flush_interval_s=webhook.flush_interval_ms / 1000,
+        )
+        return Events(self.metrics, queue), queue
 
     def _load_prices(self) -> PriceTable:
         path = self.config.resolve_path(self.config.telemetry.pricing_file)
@@ -97,9 +134,18 @@ class Gateway:
                     "store %s cannot be opened, records wait in the queue: %s", self.config.telemetry.store, exc
                 )
         self.queue.start()
+        if self.event_queue is not None:
+            self.event_queue.start()
+        self.health.start()
 
     async def close(self) -> None:
+        await self.health.close()
         await self.queue.close(deadline_s=self.config.server.drain_timeout_s)
+        if self.event_queue is not None:
+            await self.event_queue.close(deadline_s=min(5.0, self.config.server.drain_timeout_s))
+            for sink in self.event_queue.sinks:
+                if isinstance(sink, WebhookSink):
+                    await sink.close()
         for provider in self.providers.values():
             await provider.close()
         if self.store is not None:

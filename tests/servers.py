@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import uvicorn
+import yaml
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -38,6 +45,48 @@ def serve(app: Any, **options: Any) -> Iterator[str]:
         thread.join(timeout=15)
 
 
+@contextlib.contextmanager
+def gateway_process(
+    tmp_path: Path, *args: str, name: str = "gateway", **overrides: object
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`gateway serve` in a process of its own, on a free port, with base_config plus overrides."""
+    from tests.conftest import base_config, merge
+    from tests.services import free_port
+
+    config = tmp_path / f"{name}.yaml"
+    config.write_text(yaml.safe_dump(merge(base_config(tmp_path), overrides)))
+    port = free_port()
+    log = (tmp_path / f"{name}.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "-c", str(config), "--port", str(port), *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: the workers of --workers go with it
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health/live", timeout=1).status_code == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((tmp_path / f"{name}.log").read_text())
+            time.sleep(0.05)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left
+        proc.wait(timeout=10)
+        log.close()
+
+
 @dataclass
 class Upstream:
     """An OpenAI-compatible upstream that records what it receives.
@@ -47,6 +96,7 @@ class Upstream:
     """
 
     requests: list[dict[str, Any]] = field(default_factory=list)
+    failing: bool = False  # model `toggle` answers 500 while this is set
     cancelled_streams: int = 0
     finished_streams: int = 0
 
@@ -80,6 +130,8 @@ class Upstream:
             headers = {"retry-after": "2"} if status == 429 else {}
             error = {"message": f"upstream says {status}", "type": "upstream_type", "param": None, "code": "up_code"}
             return JSONResponse({"error": error}, status_code=status, headers=headers)
+        if model == "toggle" and self.failing:
+            return JSONResponse({"error": {"message": "toggled down", "type": "server_error"}}, status_code=500)
         if model == "badjson":
             return Response(b"<html>bad gateway</html>", status_code=502, media_type="text/html")
         if model.startswith("slow-"):

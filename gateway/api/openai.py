@@ -100,6 +100,11 @@ def response_headers(ctx: RequestContext, reply: Reply) -> Headers:
         headers.append((b"x-gateway-provider", ctx.provider.encode()))
         model = ctx.served_model or (ctx.deployment.model if ctx.deployment else "")
         headers.append((b"x-gateway-model", model.encode("latin-1", "replace")))
+        headers.append((b"x-gateway-attempts", b"%d" % ctx.attempts))
+        if ctx.route_reason:
+            headers.append((b"x-gateway-route", ctx.route_reason.encode("latin-1", "replace")))
+        if "fallback" in ctx.tags:
+            headers.append((b"x-gateway-fallback", ctx.tags["fallback"].encode("latin-1", "replace")))
     headers.append((b"x-gateway-overhead-ms", b"%.3f" % (ctx.overhead_ns(time.perf_counter_ns()) / 1e6)))
     for name, value in reply.headers.items():
         if name != "content-type":

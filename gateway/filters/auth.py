@@ -54,6 +54,11 @@ class AuthFilter:
             digest = key_digest(config.admin_key)
             self.principals[digest] = Principal(name="admin", key_id=digest[:12], role="admin")
 
+    def identify(self, ctx: RequestContext) -> Principal | None:
+        """The principal of the presented key, whatever the mode (admin endpoints always need a key)."""
+        key = presented_key(ctx)
+        return self.principals.get(key_digest(key)) if key else None
+
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         if self.mode == "none":
             return None

@@ -10,12 +10,17 @@ Faults are chosen by the deployment's model name, so one config can hold healthy
     <name>-reset-<n>         streams <n> chunks, then the connection breaks
     <name>-stall-<n>         streams <n> chunks, then goes silent: the idle timeout fires
     <name>-errorevent-<n>    streams <n> chunks, then an error event inside the 200 stream
+    <name>-flaky-<n>         the first <n> calls answer 500, then it is healthy
+    <name>-flakyrl-<n>       the first <n> calls answer 429 with Retry-After: 1, then it is healthy
+    <name>-refuse            answers 400 content_policy_violation (a refusal on policy grounds)
+    <name>-ctx               answers 400 context_length_exceeded
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import hashlib
 import re
 import struct
@@ -32,7 +37,7 @@ from gateway.errors import UpstreamRejected, UpstreamTimeout, UpstreamUnavailabl
 from gateway.pipeline import Reply
 from gateway.providers.base import sleep_forever
 
-_FAULT = re.compile(r"-(error|hang|slow|reset|stall|errorevent)(?:-(\d+))?$")
+_FAULT = re.compile(r"-(error|hang|slow|reset|stall|errorevent|flaky|flakyrl|refuse|ctx)(?:-(\d+))?$")
 _JSON = {"content-type": "application/json"}
 
 
@@ -50,6 +55,8 @@ class MockProvider:
         self.latency_s = config.latency_ms / 1000
         self.chunk_delay_s = config.chunk_delay_ms / 1000
         self._faults: dict[str, Fault] = {}
+        # Calls by deployment model: the flaky faults count them, and tests read them.
+        self.calls: collections.Counter[str] = collections.Counter()
         # How many streams ended because their consumer went away (a client disconnect); tests read it.
         self.cancelled_streams = 0
 
@@ -69,6 +76,7 @@ class MockProvider:
 
     async def send(self, ctx: RequestContext, deployment: Deployment, timeouts: Timeouts) -> Reply:
         fault = self.fault(deployment.model)
+        self.calls[deployment.model] += 1
         ctx.upstream_start_ns = time.perf_counter_ns()
         delay = fault.number / 1000 if fault.kind == "slow" else self.latency_s
         if fault.kind == "hang" or delay:
@@ -81,9 +89,21 @@ class MockProvider:
                     provider=self.name,
                 ) from None
         ctx.upstream_headers_ns = time.perf_counter_ns()
-        if fault.kind == "error":
+        if fault.kind in ("refuse", "ctx"):
+            ctx.upstream_end_ns = ctx.upstream_headers_ns
+            refuse = fault.kind == "refuse"
+            raise UpstreamRejected(
+                "Mock fault: " + ("refused on policy grounds." if refuse else "the prompt is too long."),
+                status=400,
+                provider=self.name,
+                code="content_policy_violation" if refuse else "context_length_exceeded",
+            )
+        failing = fault.kind in ("flaky", "flakyrl") and self.calls[deployment.model] <= fault.number
+        if fault.kind == "error" or failing:
             ctx.upstream_end_ns = ctx.upstream_headers_ns
             status = fault.number or 500
+            if failing:
+                status = 429 if fault.kind == "flakyrl" else 500
             raise UpstreamRejected(
                 f"Mock fault: the upstream answered {status}.",
                 status=status,

@@ -29,6 +29,13 @@ class StateBackend(Protocol):
 
     async def set(self, key: str, value: str, ttl_s: float | None = None) -> None: ...
 
+    async def delete(self, key: str) -> None: ...
+
+    async def hset(self, key: str, values: dict[str, str], ttl_s: float | None = None) -> None:
+        """Set fields of a hash; with ttl_s, the whole hash expires then."""
+
+    async def hgetall(self, key: str) -> dict[str, str]: ...
+
 
 def open_state(url: str) -> StateBackend:
     if url == "memory":

@@ -10,12 +10,14 @@ class MemoryState:
 
     def __init__(self) -> None:
         self._values: dict[str, tuple[str, float | None]] = {}
+        self._hashes: dict[str, tuple[dict[str, str], float | None]] = {}
 
     async def open(self) -> None:
         return None
 
     async def close(self) -> None:
         self._values.clear()
+        self._hashes.clear()
 
     async def ping(self) -> None:
         return None
@@ -46,3 +48,25 @@ class MemoryState:
 
     async def set(self, key: str, value: str, ttl_s: float | None = None) -> None:
         self._values[key] = (value, time.monotonic() + ttl_s if ttl_s else None)
+
+    async def delete(self, key: str) -> None:
+        self._values.pop(key, None)
+        self._hashes.pop(key, None)
+
+    async def hset(self, key: str, values: dict[str, str], ttl_s: float | None = None) -> None:
+        fields = self._live_hash(key) or {}
+        fields.update(values)
+        self._hashes[key] = (fields, time.monotonic() + ttl_s if ttl_s else None)
+
+    async def hgetall(self, key: str) -> dict[str, str]:
+        return dict(self._live_hash(key) or {})
+
+    def _live_hash(self, key: str) -> dict[str, str] | None:
+        item = self._hashes.get(key)
+        if item is None:
+            return None
+        fields, expires = item
+        if expires is not None and expires <= time.monotonic():
+            del self._hashes[key]
+            return None
+        return fields

@@ -48,8 +48,35 @@ class RedisState:
             raise StateUnavailable(f"redis: {exc}") from exc
         return value.decode() if isinstance(value, bytes) else value
 
+    async def delete(self, key: str) -> None:
+        try:
+            await self._client.delete(key)
+        except (RedisError, OSError) as exc:
+            raise StateUnavailable(f"redis: {exc}") from exc
+
+    async def hset(self, key: str, values: dict[str, str], ttl_s: float | None = None) -> None:
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hset(key, mapping=values)  # type: ignore[arg-type]
+                if ttl_s:
+                    pipe.pexpire(key, int(ttl_s * 1000))
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StateUnavailable(f"redis: {exc}") from exc
+
+    async def hgetall(self, key: str) -> dict[str, str]:
+        try:
+            raw = await self._client.hgetall(key)
+        except (RedisError, OSError) as exc:
+            raise StateUnavailable(f"redis: {exc}") from exc
+        return {_text(k): _text(v) for k, v in raw.items()}
+
     async def set(self, key: str, value: str, ttl_s: float | None = None) -> None:
         try:
             await self._client.set(key, value, px=int(ttl_s * 1000) if ttl_s else None)
         except (RedisError, OSError) as exc:
             raise StateUnavailable(f"redis: {exc}") from exc
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

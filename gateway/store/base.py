@@ -12,7 +12,7 @@ RECORD_COLUMNS = (
     "id", "ts", "endpoint", "key_name", "key_id", "project", "team", "user_id", "model_requested", "model_served",
     "provider", "deployment", "status", "error_type", "error_domain", "stream", "latency_ms", "upstream_ms", "ttfb_ms",
     "ttft_ms", "overhead_ms", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens",
-    "total_tokens", "cost_usd", "usage_source", "spans", "tags",
+    "total_tokens", "cost_usd", "usage_source", "spans", "tags", "attempts", "route_reason",
 )  # fmt: skip
 JSON_COLUMNS = frozenset({"spans", "tags"})
 
@@ -34,6 +34,9 @@ class Store(Protocol):
 
     async def write(self, records: Sequence[Record]) -> None:
         """Write one batch in one transaction."""
+
+    async def write_events(self, events: Sequence[Record]) -> None:
+        """Write gateway events (id, ts, type, attrs) to the event log."""
 
     async def recent(self, *, limit: int = 100, project: str | None = None) -> list[Record]:
         """The newest records first, optionally of one project only."""

@@ -126,6 +126,32 @@ class SQLiteStore:
 
         await self._call(insert)
 
+    async def write_events(self, events: Sequence[Record]) -> None:
+        rows = [(e["id"], e["ts"], e["type"], orjson.dumps(e["attrs"]).decode()) for e in events]
+
+        def insert() -> None:
+            conn = self._require()
+            conn.execute("BEGIN")
+            try:
+                conn.executemany("INSERT INTO event_logs (id, ts, type, attrs) VALUES (?, ?, ?, ?)", rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._call(insert)
+
+    async def events(self, *, limit: int = 100) -> list[Record]:
+        def query() -> list[Record]:
+            rows = (
+                self._require()
+                .execute("SELECT id, ts, type, attrs FROM event_logs ORDER BY ts DESC LIMIT ?", (limit,))
+                .fetchall()
+            )
+            return [{"id": i, "ts": ts, "type": t, "attrs": orjson.loads(a)} for i, ts, t, a in rows]
+
+        return await self._call(query)
+
     async def recent(self, *, limit: int = 100, project: str | None = None) -> list[Record]:
         def query() -> list[Record]:
             conn = self._require()

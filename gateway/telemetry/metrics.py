@@ -80,6 +80,12 @@ class Metrics:
             "gateway_usage_counted", "Requests whose usage the gateway counted itself (no usage upstream).",
             registry=r,
         )  # fmt: skip
+        self.events = Counter("gateway_events", "Gateway events (breaker, fallback, retry budget...).", ["type"],
+                              registry=r)  # fmt: skip
+        self.attempts = Counter(
+            "gateway_upstream_attempts", "Upstream attempts by outcome (ok, retry, failed).", ["provider", "outcome"],
+            registry=r,
+        )  # fmt: skip
         self._children: dict[tuple[str, str, str], tuple[Any, ...]] = {}
         self._status: dict[tuple[str, str, str, int], Any] = {}
         self._filters: dict[str, Any] = {}

@@ -117,4 +117,6 @@ class Recorder:
             "usage_source": usage.source,
             "spans": [{"name": s.name, "start_ms": s.start_ns / 1e6, "ms": s.duration_ns / 1e6} for s in ctx.spans],
             "tags": ctx.tags,
+            "attempts": ctx.attempts,
+            "route_reason": ctx.route_reason,
         }

@@ -2,61 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
-from tests.conftest import KEY, base_config, merge
-from tests.services import free_port
+from tests.conftest import KEY
+from tests.servers import gateway_process
 
 HEADERS = {"authorization": f"Bearer {KEY}"}
-
-
-@contextlib.contextmanager
-def gateway_process(tmp_path: Path, *args: str, **overrides: object) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    config = tmp_path / "gateway.yaml"
-    config.write_text(yaml.safe_dump(merge(base_config(tmp_path), overrides)))
-    port = free_port()
-    log = (tmp_path / "gateway.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "-c", str(config), "--port", str(port), *args],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: the workers of --workers go with it
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health/live", timeout=1).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((tmp_path / "gateway.log").read_text())
-            time.sleep(0.05)
-        yield url, proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left
-        proc.wait(timeout=10)
-        log.close()
 
 
 def test_sigterm_drains_in_flight_streams_and_flushes_telemetry(tmp_path):

@@ -1,0 +1,229 @@
+"""The router: model name -> group -> deployment, with retries, fallbacks and breakers.
+
+For one request: the group's healthy deployments (not drained, breaker closed or probing, under capacity, within
+the request's constraints) are ranked by the group's strategy; an attempt that fails with a retryable error
+(connection, timeout before the first byte, 429, 500, 502, 503, 504) is retried after a backoff with full jitter
+that honours Retry-After, preferring a deployment not yet tried, while the deployment's retry budget allows.
+When the group is exhausted, its fallback chain is tried in order. A prompt longer than every deployment's
+context window goes to the group's context_window_fallback before any call; a refusal on policy grounds goes
+to its content_policy_fallback. Nothing is retried once a stream has started: attempts happen before the reply
+exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from gateway.config import Deployment, ModelGroup, RoutingConfig
+from gateway.context import RequestContext, RouteConstraints
+from gateway.errors import ModelNotFound, NoDeploymentAvailable, UpstreamError
+from gateway.pipeline import Reply
+from gateway.routing import strategies
+from gateway.routing.health import DeploymentHealth, HealthRegistry
+from gateway.routing.retry import backoff_delay, retry_after_seconds
+
+if TYPE_CHECKING:
+    from gateway.providers.base import Provider
+    from gateway.telemetry.events import Events
+    from gateway.telemetry.metrics import Metrics
+    from gateway.telemetry.pricing import PriceTable
+    from gateway.telemetry.tokens import TokenCounter
+
+Pick = Callable[[Sequence[DeploymentHealth], RequestContext], tuple[DeploymentHealth, str]]
+CONTEXT_LENGTH_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
+CONTENT_POLICY_CODES = frozenset({"content_policy_violation", "content_filter"})
+
+
+class Router:
+    def __init__(
+        self,
+        *,
+        models: dict[str, ModelGroup],
+        providers: dict[str, Provider],
+        config: RoutingConfig,
+        health: HealthRegistry,
+        events: Events,
+        metrics: Metrics,
+        prices: PriceTable,
+        tokens: TokenCounter,
+    ) -> None:
+        self.models = models
+        self.providers = providers
+        self.config = config
+        self.health = health
+        self.events = events
+        self.metrics = metrics
+        self.tokens = tokens
+        self.wildcards = sorted(((n[:-1], g) for n, g in models.items() if n.endswith("*")), key=lambda x: -len(x[0]))
+        self.strategies: dict[str, Pick] = {
+            "weighted": strategies.weighted,
+            "round-robin": strategies.round_robin,
+            "least-in-flight": strategies.least_in_flight,
+            "lowest-latency": strategies.lowest_latency,
+            "lowest-cost": strategies.lowest_cost(prices),
+        }
+
+    def resolve(self, name: str) -> ModelGroup | None:
+        group = self.models.get(name)
+        if group is not None or not self.wildcards:
+            return group
+        for prefix, pattern in self.wildcards:
+            if name.startswith(prefix) and len(name) > len(prefix):
+                rest = name[len(prefix) :]
+                deployments = [_with_model(d, rest) for d in pattern.deployments]
+                return ModelGroup(deployments=deployments, strategy=pattern.strategy, fallbacks=pattern.fallbacks)
+        return None
+
+    async def send(self, ctx: RequestContext) -> Reply:
+        group = self.resolve(ctx.model)
+        if group is None:
+            raise ModelNotFound(
+                f"The model `{ctx.model}` does not exist or you do not have access to it.", param="model"
+            )
+        ctx.group = group
+        chain: list[tuple[str, ModelGroup]] = [(ctx.model, group)]
+        if group.context_window_fallback in self.models and self._too_long(ctx, group):
+            chain = [(group.context_window_fallback, self.models[group.context_window_fallback])]
+            self._fallback(ctx, ctx.model, group.context_window_fallback, "context_window")
+        chain += [(name, self.models[name]) for name in group.fallbacks if name in self.models]
+        last: UpstreamError | None = None
+        position = 0
+        while position < len(chain):
+            name, current = chain[position]
+            if position and chain[position - 1][0] != name:
+                self._fallback(ctx, chain[position - 1][0], name, type(last).__name__ if last else "unavailable")
+            try:
+                return await self._send_to_group(ctx, current)
+            except UpstreamError as exc:
+                last = exc
+                special = _special_fallback(exc, current)
+                if special and special in self.models and all(special != n for n, _ in chain[position + 1 :]):
+                    chain.insert(position + 1, (special, self.models[special]))
+                elif not exc.retryable and not isinstance(exc, NoDeploymentAvailable):
+                    raise
+            position += 1
+        assert last is not None
+        raise last
+
+    async def _send_to_group(self, ctx: RequestContext, group: ModelGroup) -> Reply:
+        pick = self.strategies[group.strategy or self.config.strategy]
+        tried: set[str] = set()
+        retries = 0
+        while True:
+            now = time.monotonic()
+            candidates = [
+                h
+                for d in group.deployments
+                if _allowed(d, ctx.constraints) and (h := self.health.get(d)).available(now)
+            ]
+            if not candidates:
+                raise NoDeploymentAvailable(
+                    f"No deployment of `{ctx.model}` is available (drained, circuit open, over capacity or outside "
+                    "the request's constraints)."
+                )
+            fresh = [h for h in candidates if h.deployment.id not in tried] or candidates
+            health, reason = pick(fresh, ctx)
+            if not health.breaker.allow(now):  # the probe slot went to another request since available()
+                continue
+            tried.add(health.deployment.id)
+            try:
+                reply = await self._attempt(ctx, health)
+            except UpstreamError as exc:
+                self.health.failed(health, type(exc).__name__)
+                provider = health.deployment.provider
+                if not exc.retryable or retries >= self.config.retries:
+                    self.metrics.attempts.labels(provider, "failed").inc()
+                    raise
+                if not health.budget.withdraw(time.monotonic()):
+                    self.metrics.attempts.labels(provider, "failed").inc()
+                    self.events.emit("retry_budget_exhausted", deployment=health.deployment.id)
+                    raise
+                self.metrics.attempts.labels(provider, "retry").inc()
+                retries += 1
+                delay = backoff_delay(retries, self.config.backoff, retry_after_seconds(exc.headers.get("retry-after")))
+                if delay > self.config.backoff.max_s and len(group.deployments) == 1:
+                    raise  # the upstream asks for a longer wait than we may hold the client: fall back instead
+                await asyncio.sleep(min(delay, self.config.backoff.max_s))
+                continue
+            ctx.route_reason = reason
+            self.metrics.attempts.labels(health.deployment.provider, "ok").inc()
+            return reply
+
+    async def _attempt(self, ctx: RequestContext, health: DeploymentHealth) -> Reply:
+        deployment = health.deployment
+        ctx.attempts += 1
+        ctx.deployment = deployment
+        ctx.provider = deployment.provider
+        ctx.served_model = ""
+        health.budget.deposit()
+        health.started(time.monotonic())
+        try:
+            reply = await self.providers[deployment.provider].send(
+                ctx, deployment, deployment.timeouts or self.config.timeouts
+            )
+        except BaseException:
+            health.in_flight -= 1
+            raise
+        if reply.stream is None:
+            health.in_flight -= 1
+            if ctx.usage is not None:
+                health.used_tokens(ctx.usage.total_tokens)
+            self.health.succeeded(health, latency_s=ctx.upstream_ns / 1e9)
+        # A stream's in-flight count, time to first token and outcome are settled by finished() when it ends.
+        return reply
+
+    def finished(self, ctx: RequestContext) -> None:
+        """After a stream has ended: the deployment's in-flight count, time to first token, and its outcome."""
+        deployment = ctx.deployment
+        if deployment is None or not ctx.stream or not ctx.upstream_headers_ns:
+            return
+        health = self.health.get(deployment)
+        health.in_flight -= 1
+        if ctx.usage is not None:
+            health.used_tokens(ctx.usage.total_tokens)
+        if isinstance(ctx.error, UpstreamError):
+            self.health.failed(health, type(ctx.error).__name__)
+        else:
+            ttft = (ctx.first_token_ns - ctx.upstream_start_ns) / 1e9 if ctx.first_token_ns else 0.0
+            self.health.succeeded(health, ttft_s=ttft)
+
+    def _too_long(self, ctx: RequestContext, group: ModelGroup) -> bool:
+        limits = [d.max_input_tokens for d in group.deployments if d.max_input_tokens]
+        if not limits:
+            return False
+        limit = max(limits)
+        # Four bytes a token or more for any real text: a body under that bound cannot be too long, and only the
+        # rare long prompt pays for an exact count.
+        if len(ctx.raw_body) / 4 < limit * 0.5:
+            return False
+        return self.tokens.count_prompt(ctx.endpoint, group.deployments[0].model, ctx.body) > limit
+
+    def _fallback(self, ctx: RequestContext, source: str, target: str, reason: str) -> None:
+        ctx.tags["fallback"] = f"{source}->{target}"
+        self.events.emit("fallback_used", model=source, fallback=target, reason=reason)
+
+
+def _special_fallback(exc: UpstreamError, group: ModelGroup) -> str:
+    if exc.code in CONTEXT_LENGTH_CODES:
+        return group.context_window_fallback
+    if exc.code in CONTENT_POLICY_CODES:
+        return group.content_policy_fallback
+    return ""
+
+
+def _allowed(deployment: Deployment, constraints: RouteConstraints | None) -> bool:
+    if constraints is None:
+        return True
+    if constraints.regions and deployment.region not in constraints.regions:
+        return False
+    if constraints.providers and deployment.provider not in constraints.providers:
+        return False
+    return not constraints.tags or constraints.tags.issubset(deployment.tags)
+
+
+def _with_model(deployment: Deployment, model: str) -> Deployment:
+    return dataclasses.replace(deployment, model=model if deployment.model == "*" else deployment.model + model)

@@ -1,0 +1,263 @@
+"""Routing and resilience through the real app: retries, fallbacks, breakers, the retry budget, admin actions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from gateway.config import GatewayConfig
+from tests.conftest import KEY, running
+from tests.integration.helpers import RawUpstream, wait_until
+from tests.servers import serve
+
+HEADERS = {"authorization": f"Bearer {KEY}"}
+ADMIN = "sk-admin-test"
+QUIET_BREAKER = {"consecutive_failures": 1000, "min_requests": 100000}
+
+
+def chat(url: str, model: str, content: str = "hello", **extra: Any) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+    return httpx.post(f"{url}/v1/chat/completions", json=body, headers=HEADERS, timeout=20)
+
+
+def mock_group(*models: str, **group: Any) -> dict[str, Any]:
+    return {"deployments": [{"provider": "mock", "model": m} for m in models], **group}
+
+
+def routing(**options: Any) -> dict[str, Any]:
+    return {"backoff": {"base_s": 0.01, "max_s": 2.0}, **options}
+
+
+def test_a_500_then_success_is_retried(make_config: Callable[..., GatewayConfig]) -> None:
+    config = make_config(models={"flaky": mock_group("m-flaky-1")}, routing=routing())
+    with running(config) as (url, gateway):
+        response = chat(url, "flaky")
+        assert response.status_code == 200
+        assert response.headers["x-gateway-attempts"] == "2"
+        assert gateway.providers["mock"].calls["m-flaky-1"] == 2  # type: ignore[attr-defined]
+
+
+def test_a_429_with_retry_after_waits_and_succeeds(make_config: Callable[..., GatewayConfig]) -> None:
+    config = make_config(models={"limited": mock_group("m-flakyrl-1")}, routing=routing())
+    with running(config) as (url, _):
+        started = time.monotonic()
+        response = chat(url, "limited")
+        assert response.status_code == 200
+        assert time.monotonic() - started >= 1.0  # Retry-After: 1 honoured
+
+
+def test_a_hang_times_out_at_the_first_byte_timeout_and_falls_back(make_config: Callable[..., GatewayConfig]) -> None:
+    models = {"hangs": mock_group("m-hang", fallbacks=["demo"])}
+    timeouts = {"first_byte_s": 0.2, "connect_s": 1, "idle_s": 1, "total_s": 5}
+    with running(make_config(models=models, routing=routing(retries=0, timeouts=timeouts))) as (url, gateway):
+        started = time.monotonic()
+        response = chat(url, "hangs")
+        elapsed = time.monotonic() - started
+        assert response.status_code == 200
+        assert 0.2 <= elapsed < 1.5
+        assert response.headers["x-gateway-fallback"] == "hangs->demo"
+        assert response.headers["x-gateway-model"] == "demo-1"
+        assert gateway.metrics.registry.get_sample_value("gateway_events_total", {"type": "fallback_used"}) == 1
+
+
+def test_retries_only_what_is_safe(make_config: Callable[..., GatewayConfig]) -> None:
+    models = {"bad-request": mock_group("m-error-400"), "resets": mock_group("m-reset-2")}
+    with running(make_config(models=models, routing=routing())) as (url, gateway):
+        assert chat(url, "bad-request").status_code == 400
+        calls = gateway.providers["mock"].calls  # type: ignore[attr-defined]
+        assert calls["m-error-400"] == 1  # a client error is never retried
+        body = {"model": "resets", "stream": True, "messages": [{"role": "user", "content": "a b c d"}]}
+        text = httpx.post(f"{url}/v1/chat/completions", json=body, headers=HEADERS).text
+        assert '"error"' in text
+        assert text.rstrip().endswith("data: [DONE]")
+        assert calls["m-reset-2"] == 1  # the stream had started: not retried
+
+
+def test_the_retry_budget_caps_retries_during_a_full_outage(make_config: Callable[..., GatewayConfig]) -> None:
+    config = make_config(
+        models={"down": mock_group("m-error-503")},
+        routing=routing(retries=3, retry_budget={"ratio": 0.1, "min_per_s": 0}, breaker=QUIET_BREAKER),
+    )
+    with running(config) as (url, gateway):
+        for _ in range(40):
+            assert chat(url, "down").status_code == 503
+        calls = gateway.providers["mock"].calls["m-error-503"]  # type: ignore[attr-defined]
+        # Without the budget: 40 requests x 4 attempts = 160 calls. With it: about 10% more than the requests.
+        assert 40 < calls <= 40 + 0.1 * calls + 2
+        exhausted = gateway.metrics.registry.get_sample_value(
+            "gateway_events_total", {"type": "retry_budget_exhausted"}
+        )
+        assert exhausted
+        assert exhausted >= 30
+
+
+def test_context_window_and_content_policy_fallbacks(make_config: Callable[..., GatewayConfig]) -> None:
+    models = {
+        "small": {
+            "deployments": [{"provider": "mock", "model": "small-1", "max_input_tokens": 20}],
+            "context_window_fallback": "demo",
+        },
+        "prudish": mock_group("p-refuse", content_policy_fallback="demo"),
+        "short": mock_group("s-ctx", context_window_fallback="demo"),
+    }
+    with running(make_config(models=models, routing=routing())) as (url, gateway):
+        calls = gateway.providers["mock"].calls  # type: ignore[attr-defined]
+        assert chat(url, "small", "short").headers["x-gateway-model"] == "small-1"
+        long = chat(url, "small", "word " * 200)  # decided before the call, from the token count
+        assert long.headers["x-gateway-model"] == "demo-1"
+        assert calls["small-1"] == 1
+        refused = chat(url, "prudish")
+        assert refused.status_code == 200
+        assert refused.headers["x-gateway-fallback"] == "prudish->demo"
+        assert chat(url, "short").headers["x-gateway-model"] == "demo-1"  # the upstream said: too long
+
+
+def test_a_wildcard_model_passes_a_family_through(make_config: Callable[..., GatewayConfig]) -> None:
+    models = {"mock/*": {"deployments": [{"provider": "mock", "model": "*"}]}}
+    with running(make_config(models=models)) as (url, _):
+        response = chat(url, "mock/any-model-7")
+        assert response.status_code == 200
+        assert response.json()["model"] == "any-model-7"
+        assert chat(url, "mock/").status_code == 404
+
+
+@pytest.fixture
+def toggled(
+    make_config: Callable[..., GatewayConfig], raw_upstream: tuple[str, RawUpstream]
+) -> Iterator[tuple[str, Any, RawUpstream]]:
+    up_url, up = raw_upstream
+    config = make_config(
+        providers={"up": {"type": "openai", "base_url": f"{up_url}/v1", "api_key": "k"}},
+        models={
+            "pair": {
+                "deployments": [{"provider": "up", "model": "toggle"}, {"provider": "up", "model": "gpt-4o-mini"}],
+                "strategy": "round-robin",
+            }
+        },
+        routing=routing(retries=0, breaker={"consecutive_failures": 2, "cooldown_s": 0.3, "sync_interval_s": 0.1}),
+        auth={"admin_key": ADMIN},
+    )
+    with running(config) as (url, gateway):
+        yield url, gateway, up
+
+
+def toggle_calls(up: RawUpstream) -> int:
+    return sum(1 for r in up.requests if r["body"].get("model") == "toggle")
+
+
+def test_a_failing_deployment_opens_its_breaker_is_probed_with_backoff_and_recovers(toggled) -> None:
+    url, gateway, up = toggled
+    up.failing = True
+    statuses = [chat(url, "pair").status_code for _ in range(4)]
+    assert statuses.count(500) == 2  # round robin sent two to the failing one: then the breaker opened
+    assert toggle_calls(up) == 2
+    health = gateway.health.deployments["up/toggle"]
+    assert health.breaker.state == "open"
+    assert all(chat(url, "pair").status_code == 200 for _ in range(6))
+    assert toggle_calls(up) == 2  # no traffic while open
+    time.sleep(0.35)
+    [chat(url, "pair") for _ in range(3)]  # one of these is the probe, and it fails
+    assert toggle_calls(up) == 3
+    assert health.breaker.cooldown_s() == pytest.approx(0.6)  # backoff between failed probes
+    up.failing = False
+    time.sleep(0.65)
+    assert all(chat(url, "pair").status_code == 200 for _ in range(4))
+    assert health.breaker.state == "closed"
+    assert toggle_calls(up) >= 5  # back in rotation
+    events = gateway.metrics.registry
+    assert events.get_sample_value("gateway_events_total", {"type": "breaker_open"}) == 2
+    assert events.get_sample_value("gateway_events_total", {"type": "breaker_close"}) == 1
+
+
+def test_admin_lists_drains_undrains_and_resets(toggled) -> None:
+    url, gateway, up = toggled
+    admin = {"authorization": f"Bearer {ADMIN}"}
+    assert httpx.get(f"{url}/admin/deployments", headers=HEADERS).status_code == 403
+    listing = httpx.get(f"{url}/admin/deployments", headers=admin).json()["data"]
+    by_id = {d["id"]: d for d in listing}
+    assert by_id["up/toggle"]["models"] == ["pair"]
+    assert by_id["up/gpt-4o-mini"]["models"] == ["pair"]
+    assert by_id["up/toggle"]["state"] == "closed"
+    drained = httpx.post(f"{url}/admin/deployments/up/toggle/drain", headers=admin)
+    assert drained.json()["state"] == "drained"
+    before = toggle_calls(up)
+    assert all(chat(url, "pair").status_code == 200 for _ in range(4))
+    assert toggle_calls(up) == before
+    httpx.post(f"{url}/admin/deployments/up/toggle/undrain", headers=admin)
+    [chat(url, "pair") for _ in range(4)]
+    assert toggle_calls(up) > before
+    gateway.health.deployments["up/toggle"].breaker.force_open(time.monotonic() + 60, 0)
+    assert httpx.post(f"{url}/admin/deployments/up/toggle/reset", headers=admin).json()["breaker"] == "closed"
+    assert httpx.post(f"{url}/admin/deployments/nope/x/drain", headers=admin).status_code == 404
+
+
+def test_events_are_posted_in_batches_to_the_webhook(
+    make_config: Callable[..., GatewayConfig], raw_upstream: tuple[str, RawUpstream]
+) -> None:
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: Request) -> JSONResponse:
+        received.append({"headers": dict(request.headers), "body": await request.json()})
+        return JSONResponse({"ok": True})
+
+    with serve(Starlette(routes=[Route("/hook", hook, methods=["POST"])])) as hook_url:
+        config = make_config(
+            models={"broken": mock_group("m-error-500")},
+            routing=routing(
+                retries=0,
+                breaker={"consecutive_failures": 2, "cooldown_s": 30},
+                events_webhook={
+                    "url": f"{hook_url}/hook",
+                    "headers": {"St2-Api-Key": "s3cret"},
+                    "flush_interval_ms": 50,
+                },
+            ),  # fmt: skip
+        )
+        with running(config) as (url, _):
+            for _ in range(3):
+                chat(url, "broken")
+            assert wait_until(lambda: any(received), timeout=3)
+    events = [e for batch in received for e in batch["body"]["events"]]
+    opened = [e for e in events if e["type"] == "breaker_open"]
+    assert opened
+    assert opened[0]["attrs"]["deployment"] == "mock/m-error-500"
+    assert received[0]["headers"]["st2-api-key"] == "s3cret"
+
+
+@pytest.mark.redis
+def test_a_breaker_opened_by_one_process_is_respected_by_another(tmp_path, raw_upstream) -> None:
+    from tests.servers import gateway_process
+    from tests.services import require_redis
+
+    redis_url = require_redis()
+    up_url, up = raw_upstream
+    key_prefix_clear = __import__("redis").Redis.from_url(redis_url)
+    key_prefix_clear.delete("gw:brk:up/toggle", "gw:drain:up/toggle", "gw:lat:up/toggle")
+    overrides: dict[str, Any] = {
+        "providers": {"up": {"type": "openai", "base_url": f"{up_url}/v1", "api_key": "k"}},
+        "models": {"solo": {"deployments": [{"provider": "up", "model": "toggle"}]}},
+        "routing": routing(retries=0, breaker={"consecutive_failures": 2, "cooldown_s": 30, "sync_interval_s": 0.1}),
+        "state": {"backend": redis_url},
+    }
+    with (
+        gateway_process(tmp_path, name="a", **overrides) as (url_a, _),
+        gateway_process(tmp_path, name="b", **overrides) as (url_b, _),
+    ):
+        up.failing = True
+        assert [chat(url_a, "solo").status_code for _ in range(2)] == [500, 500]
+        assert chat(url_a, "solo").status_code == 503  # open in A
+        before = toggle_calls(up)
+        time.sleep(0.5)  # B syncs every 0.1 s
+        response = chat(url_b, "solo")
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "no_healthy_deployment"
+        assert toggle_calls(up) == before  # B never called the upstream
+    key_prefix_clear.delete("gw:brk:up/toggle")
