@@ -14,10 +14,10 @@ from gateway.context import RequestContext
 from gateway.filters.auth import AuthFilter
 from gateway.pipeline import Pipeline, build_filter
 from gateway.providers.base import Provider, build_provider
-from gateway.state.base import StateBackend, open_state
-from gateway.store.base import Store, open_store
 from gateway.routing.health import HealthRegistry
 from gateway.routing.router import Router
+from gateway.state.base import StateBackend, open_state
+from gateway.store.base import Store, open_store
 from gateway.telemetry.access_log import AccessLog
 from gateway.telemetry.events import EventLogSink, Events, WebhookSink, passthrough
 from gateway.telemetry.metrics import Metrics
