@@ -105,6 +105,7 @@ class RequestContext:
         "attempts",
         "route_reason",
         "constraints",
+        "open_stream",
     )
 
     def __init__(
@@ -152,6 +153,7 @@ class RequestContext:
         self.attempts = 0  # upstream attempts made, retries and fallbacks included
         self.route_reason = ""  # why the router chose the deployment that served
         self.constraints: RouteConstraints | None = None  # set by a policy or the request's headers
+        self.open_stream = False  # the router's stream whose end it has yet to account for
 
     def header(self, name: bytes) -> str | None:
         """A request header by its lower-case name."""

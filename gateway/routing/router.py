@@ -133,7 +133,8 @@ class Router:
             try:
                 reply = await self._attempt(ctx, health)
             except UpstreamError as exc:
-                self.health.failed(health, type(exc).__name__)
+                if exc.retryable:  # a client's bad request says nothing about the deployment's health
+                    self.health.failed(health, type(exc).__name__)
                 provider = health.deployment.provider
                 if not exc.retryable or retries >= self.config.retries:
                     self.metrics.attempts.labels(provider, "failed").inc()
@@ -168,7 +169,9 @@ class Router:
         except BaseException:
             health.in_flight -= 1
             raise
-        if reply.stream is None:
+        if reply.stream is not None:
+            ctx.open_stream = True
+        else:
             health.in_flight -= 1
             if ctx.usage is not None:
                 health.used_tokens(ctx.usage.total_tokens)
@@ -179,13 +182,14 @@ class Router:
     def finished(self, ctx: RequestContext) -> None:
         """After a stream has ended: the deployment's in-flight count, time to first token, and its outcome."""
         deployment = ctx.deployment
-        if deployment is None or not ctx.stream or not ctx.upstream_headers_ns:
+        if deployment is None or not ctx.open_stream:
             return
+        ctx.open_stream = False
         health = self.health.get(deployment)
         health.in_flight -= 1
         if ctx.usage is not None:
             health.used_tokens(ctx.usage.total_tokens)
-        if isinstance(ctx.error, UpstreamError):
+        if isinstance(ctx.error, UpstreamError) and ctx.error.retryable:
             self.health.failed(health, type(ctx.error).__name__)
         else:
             ttft = (ctx.first_token_ns - ctx.upstream_start_ns) / 1e9 if ctx.first_token_ns else 0.0

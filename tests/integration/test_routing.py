@@ -261,3 +261,19 @@ def test_a_breaker_opened_by_one_process_is_respected_by_another(tmp_path, raw_u
         assert response.json()["error"]["code"] == "no_healthy_deployment"
         assert toggle_calls(up) == before  # B never called the upstream
     key_prefix_clear.delete("gw:brk:up/toggle")
+
+
+def test_client_errors_do_not_open_the_breaker_and_in_flight_returns_to_zero(
+    make_config: Callable[..., GatewayConfig],
+) -> None:
+    models = {"picky": mock_group("m-error-400"), "streams": mock_group("s-1"), "flaky-stream": mock_group("f-flaky-1")}
+    config = make_config(models=models, routing=routing(breaker={"consecutive_failures": 2}))
+    with running(config) as (url, gateway):
+        for _ in range(4):
+            assert chat(url, "picky").status_code == 400
+        assert gateway.health.deployments["mock/m-error-400"].breaker.state == "closed"
+        for model in ("streams", "flaky-stream"):  # the second fails once before its stream starts
+            body = {"model": model, "stream": True, "messages": [{"role": "user", "content": "a b"}]}
+            assert httpx.post(f"{url}/v1/chat/completions", json=body, headers=HEADERS).text.endswith("[DONE]\n\n")
+        assert all(h.in_flight == 0 for h in gateway.health.deployments.values())
+        assert gateway.health.deployments["mock/s-1"].ttft_s > 0
