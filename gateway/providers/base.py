@@ -37,6 +37,7 @@ class Provider(Protocol):
 PROVIDERS: dict[str, str] = {
     "openai": "gateway.providers.openai:OpenAIProvider",
     "azure": "gateway.providers.openai:OpenAIProvider",
+    "anthropic": "gateway.providers.anthropic:AnthropicProvider",
     "mock": "gateway.providers.mock:MockProvider",
 }
 
