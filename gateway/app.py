@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.api.admin import DeploymentsEndpoint
+from gateway.api.anthropic import MessagesEndpoint
 from gateway.api.health import Live, MetricsEndpoint, Ready
 from gateway.api.http import request_id_of
 from gateway.api.openai import CompletionEndpoint, ModelsEndpoint
@@ -37,6 +38,7 @@ def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> FastRo
         f"/v1/{endpoint}": CompletionEndpoint(gateway, endpoint)
         for endpoint in ("chat/completions", "completions", "embeddings")
     }
+    completions["/v1/messages"] = MessagesEndpoint(gateway)  # Anthropic's Messages API, same pipeline
     routes = [
         *(Route(path, endpoint, methods=["POST"]) for path, endpoint in completions.items()),
         Route("/v1/models", models, methods=["GET"]),

@@ -4,6 +4,9 @@ It records usage and the first token, removes the usage chunk the gateway asked 
 runs the filters' on_chunk hooks, and ends every stream properly: an upstream that fails or goes silent for the
 idle timeout ends the client's stream with an error event in OpenAI's shape and `[DONE]`, never a hang.
 A client that disconnects cancels the relay, which closes the upstream request.
+
+What the client receives is written by an Encoder: OpenAI's SSE framing by default, or another wire format
+(Anthropic's Messages events) that an ingress endpoint passes in. Tracking stays here, so it is the same for all.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -36,6 +39,38 @@ class ClientDisconnected(Exception):
     pass
 
 
+class Encoder(Protocol):
+    """Writes the client's side of a relayed stream. Each method returns the bytes to send, framing included."""
+
+    def chunk(self, payload: bytes, parsed: dict[str, Any] | None) -> bytes | None:
+        """One upstream payload (after usage stripping and chunk filters), parsed when it is a JSON object.
+        None: send nothing for it."""
+
+    def error(self, exc: GatewayError) -> bytes:
+        """The stream failed (upstream error, idle timeout, a bug): the last event before `end`."""
+
+    def end(self) -> bytes:
+        """The stream is over, whole or failed: the closing bytes, possibly empty."""
+
+
+class OpenAIEncoder:
+    """OpenAI's framing: each payload as it came in a `data:` event, errors in OpenAI's shape, then `[DONE]`."""
+
+    __slots__ = ()
+
+    def chunk(self, payload: bytes, parsed: dict[str, Any] | None) -> bytes | None:
+        return frame(payload)
+
+    def error(self, exc: GatewayError) -> bytes:
+        return frame(exc.to_json())
+
+    def end(self) -> bytes:
+        return DONE_FRAME
+
+
+OPENAI_ENCODER = OpenAIEncoder()
+
+
 async def relay(
     ctx: RequestContext,
     stream: AsyncIterator[bytes],
@@ -44,6 +79,7 @@ async def relay(
     headers: Headers,
     chunk_filters: tuple[ChunkFilter, ...],
     idle_s: float,
+    encoder: Encoder = OPENAI_ENCODER,
 ) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
     ctx.status = 200
@@ -53,7 +89,7 @@ async def relay(
     disconnected = asyncio.Event()
     watcher = spawn(_watch_disconnect(receive, task, disconnected), name="disconnect-watcher")
     try:
-        await _forward(ctx, stream, send, chunk_filters, idle_s)
+        await _forward(ctx, stream, send, chunk_filters, idle_s, encoder)
     except asyncio.CancelledError:
         if not disconnected.is_set():
             raise
@@ -81,6 +117,7 @@ async def _forward(
     send: Send,
     chunk_filters: tuple[ChunkFilter, ...],
     idle_s: float,
+    encoder: Encoder,
 ) -> None:
     strip_usage = not ctx.client_wants_usage
     loop = asyncio.get_running_loop()
@@ -90,9 +127,9 @@ async def _forward(
             async for payload in stream:
                 if payload == DONE:
                     break
-                data = _process(ctx, payload, strip_usage, chunk_filters)
-                if data is not None:
-                    await send({"type": "http.response.body", "body": frame(data), "more_body": True})
+                data = _process(ctx, payload, strip_usage, chunk_filters, encoder)
+                if data:
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
                 if ctx.error is not None:
                     break
                 deadline.reschedule(loop.time() + idle_s)
@@ -107,20 +144,24 @@ async def _forward(
         error = InternalError("The gateway could not relay the upstream stream.")
     if error is not None:
         ctx.error = error
-        await send({"type": "http.response.body", "body": frame(error.to_json()), "more_body": True})
-    await send({"type": "http.response.body", "body": DONE_FRAME, "more_body": False})
+        await send({"type": "http.response.body", "body": encoder.error(error), "more_body": True})
+    await send({"type": "http.response.body", "body": encoder.end(), "more_body": False})
 
 
 def _process(
-    ctx: RequestContext, payload: bytes, strip_usage: bool, chunk_filters: tuple[ChunkFilter, ...]
+    ctx: RequestContext,
+    payload: bytes,
+    strip_usage: bool,
+    chunk_filters: tuple[ChunkFilter, ...],
+    encoder: Encoder,
 ) -> bytes | None:
     """What to send for one upstream payload (None: nothing), noting usage, first token and errors."""
     try:
         chunk = orjson.loads(payload)
     except orjson.JSONDecodeError:
-        return payload
+        return encoder.chunk(payload, None)
     if not isinstance(chunk, dict):
-        return payload
+        return encoder.chunk(payload, None)
     error = chunk.get("error")
     if error:
         # An error event inside a 200 stream: recorded as an error, forwarded as it came.
@@ -131,7 +172,7 @@ def _process(
             provider=ctx.provider,
             error_type=info.get("type") if isinstance(info.get("type"), str) else None,
         )
-        return payload
+        return encoder.chunk(payload, chunk)
     model = chunk.get("model")
     if model and model != ctx.served_model and isinstance(model, str):
         ctx.served_model = model  # what the upstream says served it, as for whole answers
@@ -161,5 +202,5 @@ def _process(
                 return None
             chunk = result
         if chunk is not original:
-            return orjson.dumps(chunk)
-    return payload
+            return encoder.chunk(orjson.dumps(chunk), chunk)
+    return encoder.chunk(payload, chunk)

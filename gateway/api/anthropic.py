@@ -1,0 +1,146 @@
+"""POST /v1/messages: Anthropic's Messages API, so that Anthropic's SDKs work against the gateway.
+
+The request is translated once, at the door, into the canonical OpenAI chat request: from there it runs the
+same pipeline as /v1/chat/completions (ctx.endpoint is "chat/completions") and can be served by any provider.
+The answer is translated back: a whole answer into a Message, a stream through the relay with the Anthropic
+encoder. Every error this endpoint answers goes through `send_error`, in Anthropic's shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from gateway.api.http import parse_json_object, read_body, request_id_of, send_json
+from gateway.api.openai import response_headers
+from gateway.api.streaming import relay
+from gateway.context import RequestContext
+from gateway.errors import GatewayError, InternalError, UpstreamUnavailable
+from gateway.pipeline import Reply
+from gateway.translate.anthropic_answer import error_json, openai_error_message, to_message
+from gateway.translate.anthropic_ingress import to_chat_request
+from gateway.translate.anthropic_stream import AnthropicEncoder
+from gateway.types import Headers, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
+
+logger = logging.getLogger("gateway")
+
+
+class MessagesEndpoint:
+    """A raw ASGI endpoint, its own last error guard like CompletionEndpoint (the app routes it past Starlette)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.max_body = int(gateway.config.server.max_body_mb * 1_048_576)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter_ns()
+        gateway = self.gateway
+        client = scope.get("client")
+        raw = b""
+        body: dict[str, Any] = {}
+        error: GatewayError | None = None
+        try:
+            raw = await read_body(scope, receive, self.max_body)
+            body = to_chat_request(parse_json_object(raw))
+            # Providers forward ctx.raw_body when no filter changed the request: it must be the canonical body.
+            raw = orjson.dumps(body)
+        except GatewayError as exc:
+            error = exc
+        ctx = RequestContext(
+            request_id=request_id_of(scope),
+            endpoint="chat/completions",
+            headers=with_api_key(scope["headers"]),
+            raw_body=raw,
+            body=body,
+            client_ip=client[0] if client else "",
+            started_ns=started,
+        )
+        ctx.tags["api"] = "anthropic"
+        gateway.metrics.in_flight.inc()
+        try:
+            if error is not None:
+                ctx.error = error
+                await send_error(ctx, send, error.status_code, error.message, error.headers)
+                return
+            reply, entered = await gateway.pipeline.run(ctx)
+            if reply.stream is None:
+                reply = await gateway.pipeline.complete(ctx, reply, entered)
+                await self._answer(ctx, reply, send)
+            else:
+                encoder = AnthropicEncoder(message_id(ctx), ctx.model, ctx.request_id)
+                await relay(
+                    ctx,
+                    reply.stream,
+                    send,
+                    receive,
+                    _headers(ctx, reply),
+                    gateway.pipeline.chunk_filters,
+                    gateway.idle_timeout_s(ctx),
+                    encoder,
+                )
+                await gateway.pipeline.complete(ctx, reply, entered)
+        except Exception:
+            logger.exception("unhandled error in messages, request %s", ctx.request_id)
+            ctx.error = InternalError()
+            if not ctx.status:
+                await send_error(ctx, send, ctx.error.status_code, ctx.error.message, {})
+        finally:
+            gateway.metrics.in_flight.dec()
+            gateway.recorder.finish(ctx)
+
+    async def _answer(self, ctx: RequestContext, reply: Reply, send: Send) -> None:
+        if reply.status >= 400:
+            # The pipeline's error replies carry OpenAI's JSON; the error itself, when known, says it best.
+            error = ctx.error
+            if error is not None and error.status_code == reply.status:
+                message = error.message
+            else:
+                message = openai_error_message(reply.body)
+            await send_error(ctx, send, reply.status, message, reply.headers)
+            return
+        try:
+            answer = orjson.loads(reply.body)
+        except orjson.JSONDecodeError:
+            answer = None
+        if not isinstance(answer, dict):
+            ctx.error = UpstreamUnavailable(
+                "The upstream answer could not be read as a chat completion.", provider=ctx.provider
+            )
+            await send_error(ctx, send, ctx.error.status_code, ctx.error.message, {})
+            return
+        translated = to_message(answer, message_id=message_id(ctx), model=ctx.model, usage=ctx.usage)
+        ctx.status = reply.status
+        await send_json(send, reply.status, orjson.dumps(translated), _headers(ctx, reply))
+
+
+def message_id(ctx: RequestContext) -> str:
+    """Anthropic's ids begin msg_; this one names the request, as x-request-id and request-id do."""
+    return f"msg_{ctx.request_id}"
+
+
+def with_api_key(headers: Headers) -> Headers:
+    """Anthropic's SDKs send the key as `x-api-key`: put it first as a Bearer token, so the auth filter (which
+    reads the first Authorization header) takes it over any other."""
+    for name, value in headers:
+        if name == b"x-api-key":
+            return [(b"authorization", b"Bearer " + value.strip()), *headers]
+    return headers
+
+
+def _headers(ctx: RequestContext, reply: Reply) -> Headers:
+    headers = response_headers(ctx, reply)
+    headers.append((b"request-id", ctx.request_id.encode()))  # where Anthropic's SDKs look for the request id
+    return headers
+
+
+async def send_error(ctx: RequestContext, send: Send, status: int, message: str, extra: dict[str, str]) -> None:
+    """The one place that answers this endpoint's errors: Anthropic's JSON, the gateway's status, Retry-After kept."""
+    ctx.status = status
+    headers = _headers(ctx, Reply(status=status, headers=extra))
+    await send_json(send, status, error_json(status, message, ctx.request_id), headers)
