@@ -21,6 +21,7 @@ from gateway.api.admin import DeploymentsEndpoint
 from gateway.api.anthropic import MessagesEndpoint
 from gateway.api.health import Live, MetricsEndpoint, Ready
 from gateway.api.http import request_id_of
+from gateway.api.keys import KeysEndpoint
 from gateway.api.openai import CompletionEndpoint, ModelsEndpoint
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import GatewayError, InternalError, InvalidRequest, MethodNotAllowed, NotFound
@@ -34,6 +35,7 @@ def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> FastRo
     gateway = Gateway(config, access_log_stream=access_log_stream)
     models = ModelsEndpoint(gateway)
     deployments = DeploymentsEndpoint(gateway)
+    keys = KeysEndpoint(gateway)
     completions: dict[str, ASGIApp] = {
         f"/v1/{endpoint}": CompletionEndpoint(gateway, endpoint)
         for endpoint in ("chat/completions", "completions", "embeddings")
@@ -45,6 +47,8 @@ def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> FastRo
         Route("/v1/models/{model_id:path}", models, methods=["GET"]),
         Route("/admin/deployments", deployments, methods=["GET"]),
         Route("/admin/deployments/{deployment_id:path}/{action}", deployments, methods=["POST"]),
+        Route("/admin/keys", keys, methods=["GET", "POST"]),
+        Route("/admin/keys/{key_id}/{action}", keys, methods=["POST"]),
         Route("/health/live", Live(), methods=["GET"]),
         Route("/health/ready", Ready(gateway), methods=["GET"]),
         Route("/metrics", MetricsEndpoint(gateway), methods=["GET"]),

@@ -1,4 +1,4 @@
-"""The command line: `gateway serve` and `gateway check`."""
+"""The command line: `gateway serve`, `gateway check` and `gateway keys ...` (cli_keys.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-from gateway import __version__
+from gateway import __version__, cli_keys
 from gateway.config import ConfigError, GatewayConfig, load_config
 
 
@@ -29,6 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     check = commands.add_parser("check", help="validate a config file and print every problem")
     check.add_argument("-c", "--config", default="gateway.yaml", help="config file (default: gateway.yaml)")
+    cli_keys.add_parser(commands)
 
     args = parser.parse_args(argv)
     try:
@@ -38,6 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(line, file=sys.stderr)
         print(f"{len(exc.problems)} problem(s) in {args.config}", file=sys.stderr)
         return 2
+    if args.command == "keys":
+        return cli_keys.run(config, args)
     if args.command == "check":
         _check_runtime(config)
         print(f"{args.config}: ok ({len(config.models)} models, {len(config.providers)} providers)")

@@ -35,6 +35,8 @@ class ServerConfig:
     drain_timeout_s: float = 30.0
     drain_delay_s: float = 0.0
     access_log: bool = True
+    # CIDRs of the proxies whose X-Forwarded-For is believed (per-IP limits); empty: the peer address only.
+    trusted_proxies: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,15 +154,77 @@ class KeyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class JwtClaims:
+    """Which claim of a token carries each attribute of the caller."""
+
+    user: str = "sub"
+    team: str = "team"
+    project: str = "project"
+    role: str = "role"
+
+
+@dataclass(frozen=True, slots=True)
+class JwtConfig:
+    hs256_secret: str = ""
+    jwks_url: str = ""
+    issuer: str = ""
+    audience: str = ""
+    leeway_s: float = 30.0
+    claims: JwtClaims = field(default_factory=JwtClaims)
+    required_claims: list[str] = field(default_factory=lambda: ["exp", "sub"])
+    jwks_cache_s: float = 300.0
+    jwks_min_refresh_s: float = 5.0  # an unknown kid refetches the JWKS at most this often
+    jwks_timeout_s: float = 5.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.hs256_secret or self.jwks_url)
+
+
+@dataclass(frozen=True, slots=True)
 class AuthConfig:
     mode: AuthMode = "keys"
     keys: list[KeyConfig] = field(default_factory=list)
     admin_key: str = ""
+    cache_ttl_s: float = 10.0  # how long a worker trusts a virtual key it has read: revocation lags this much
+    negative_cache_ttl_s: float = 2.0  # unknown keys, so that a flood of bad keys cannot hammer the store
+    jwt: JwtConfig = field(default_factory=JwtConfig)
 
 
 @dataclass(frozen=True, slots=True)
 class StateConfig:
     backend: str = "memory"
+
+
+LimitScope = Literal["key", "user", "team", "project", "model", "global", "ip"]
+BudgetPeriod = Literal["day", "month"]
+
+
+@dataclass(frozen=True, slots=True)
+class LimitRule:
+    """One rule of `limits.rules`; 0 means no limit of that kind. See README, "Rate limits and budgets"."""
+
+    scope: LimitScope
+    match: str = ""  # only the key/user/team/project/model (or ip) of this name; empty: each one its own counter
+    rpm: int = 0
+    tpm: int = 0
+    burst: int = 0  # token bucket capacity in requests (default: rpm)
+    burst_tokens: int = 0  # token bucket capacity in tokens (default: tpm)
+    concurrency: int = 0  # requests in flight
+    budget_usd: float = 0.0  # key, team and project scopes only
+    period: BudgetPeriod = "month"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    backend: str = "memory"  # or redis://host:port/db
+    algorithm: Literal["token-bucket", "sliding-window"] = "token-bucket"
+    fail: Literal["open", "closed"] = "open"  # when Redis is unreachable
+    default_completion_tokens: int = 1000  # the reservation when a request sets no max_tokens
+    soft_pct: float = 80.0  # a budget past this share of its cap emits budget_soft_limit
+    retry_interval_s: float = 2.0  # after a Redis failure, per-process limits for this long, then Redis again
+    timeout_ms: float = 250.0  # Redis connect and read timeout
+    rules: list[LimitRule] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +246,7 @@ class GatewayConfig:
     pipeline: list[str] = field(default_factory=lambda: ["auth", "route"])
     auth: AuthConfig = field(default_factory=AuthConfig)
     state: StateConfig = field(default_factory=StateConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     # Where the file was read from: relative paths inside it (pricing_file) resolve against its folder.
     base_dir: str = "."
@@ -398,6 +463,13 @@ def _check_references(config: GatewayConfig, problems: list[tuple[str, str]]) ->
     for i, key in enumerate(config.auth.keys):
         if bool(key.key) == bool(key.key_sha256):
             problems.append((f"auth.keys[{i}]", "give exactly one of key and key_sha256"))
+    if config.auth.cache_ttl_s < 0 or config.auth.negative_cache_ttl_s < 0:
+        problems.append(("auth.cache_ttl_s", "must not be negative"))
+    jwt = config.auth.jwt
+    if jwt.jwks_url and not jwt.jwks_url.startswith(("https://", "http://")):
+        problems.append(("auth.jwt.jwks_url", "must be an http(s) URL"))
+    if jwt.hs256_secret and len(jwt.hs256_secret) < 32:
+        problems.append(("auth.jwt.hs256_secret", "must be at least 32 characters (RFC 7518 3.2)"))
     if config.routing.retries < 0:
         problems.append(("routing.retries", "must not be negative"))
     if not 0 <= config.routing.retry_budget.ratio <= 1:
@@ -412,3 +484,29 @@ def _check_references(config: GatewayConfig, problems: list[tuple[str, str]]) ->
         problems.append(("telemetry.store", "supported: sqlite:///path, or none"))
     if not (config.state.backend == "memory" or config.state.backend.startswith(("redis://", "rediss://"))):
         problems.append(("state.backend", "supported: memory, redis://host:port/db"))
+    _check_limits(config, problems)
+
+
+def _check_limits(config: GatewayConfig, problems: list[tuple[str, str]]) -> None:
+    import ipaddress
+
+    limits = config.limits
+    if not (limits.backend == "memory" or limits.backend.startswith(("redis://", "rediss://"))):
+        problems.append(("limits.backend", "supported: memory, redis://host:port/db"))
+    if not 0 < limits.soft_pct <= 100:
+        problems.append(("limits.soft_pct", "must be in (0, 100]"))
+    if limits.default_completion_tokens < 0:
+        problems.append(("limits.default_completion_tokens", "must not be negative"))
+    for i, rule in enumerate(limits.rules):
+        path = f"limits.rules[{i}]"
+        if rule.budget_usd and rule.scope not in ("key", "team", "project"):
+            problems.append((f"{path}.budget_usd", "budgets apply to the key, team and project scopes only"))
+        if min(rule.rpm, rule.tpm, rule.burst, rule.burst_tokens, rule.concurrency) < 0 or rule.budget_usd < 0:
+            problems.append((path, "limits must not be negative"))
+        if not (rule.rpm or rule.tpm or rule.concurrency or rule.budget_usd):
+            problems.append((path, "sets no limit (rpm, tpm, concurrency or budget_usd)"))
+    for i, cidr in enumerate(config.server.trusted_proxies):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            problems.append((f"server.trusted_proxies[{i}]", f"not an address or CIDR: {cidr!r}"))

@@ -22,6 +22,14 @@ class Principal:
     user: str = ""
     role: str = "developer"
     metadata: dict[str, str] = field(default_factory=dict)
+    # Set by virtual keys (and read by ratelimit): empty or 0 means no limit of the key's own.
+    allowed_models: frozenset[str] = frozenset()
+    rpm: int = 0
+    tpm: int = 0
+    budget_usd: float = 0.0
+    budget_period: str = "month"
+    expires_at: float = 0.0  # epoch seconds; 0: never
+    source: str = "config"  # config | virtual | jwt | anonymous
 
 
 ANONYMOUS = Principal(name="anonymous", role="developer")
@@ -106,6 +114,8 @@ class RequestContext:
         "route_reason",
         "constraints",
         "open_stream",
+        "limit_headers",
+        "limit_reservation",
     )
 
     def __init__(
@@ -154,6 +164,9 @@ class RequestContext:
         self.route_reason = ""  # why the router chose the deployment that served
         self.constraints: RouteConstraints | None = None  # set by a policy or the request's headers
         self.open_stream = False  # the router's stream whose end it has yet to account for
+        # Set by ratelimit: the x-ratelimit-* headers of every answer a limit applied to, and what it reserved.
+        self.limit_headers: list[tuple[bytes, bytes]] | None = None
+        self.limit_reservation: Any = None
 
     def header(self, name: bytes) -> str | None:
         """A request header by its lower-case name."""

@@ -10,11 +10,13 @@
     │   ├── MethodNotAllowed          405 invalid_request_error
     │   ├── RequestTooLarge           413 invalid_request_error
     │   └── RateLimited               429 rate_limit_error + Retry-After
+    │       └── BudgetExceeded        429 insufficient_quota, code=budget_exceeded, x-should-retry: false
     ├── UpstreamError                 domain=provider: carries the provider
     │   ├── UpstreamTimeout           504 connect / first byte / idle / total   retryable
     │   ├── UpstreamUnavailable       502 connection error, reset, 5xx          retryable
     │   ├── UpstreamRejected          the provider's own status and message, passed through
     │   └── NoDeploymentAvailable     503 every deployment of the model is drained, open or over capacity
+    ├── ServiceUnavailable            domain=gateway: 503, a component the request needs is down (the key store)
     └── InternalError                 domain=gateway: 500, a generic message; details only in logs
 
 Errors are raised where they are detected and rendered in one place: `GatewayError.to_json()`.
@@ -115,6 +117,14 @@ class RateLimited(ClientError):
         super().__init__(message, code=code, headers=headers)
 
 
+class BudgetExceeded(RateLimited):
+    """A spend cap is reached. `insufficient_quota` is the type OpenAI gives an exhausted quota: clients that
+    tell it apart from a rate limit (LangChain, LiteLLM, the SDK's own docs) stop retrying on it."""
+
+    type = "insufficient_quota"
+    default_code = "budget_exceeded"
+
+
 class UpstreamError(GatewayError):
     domain = "provider"
     status = 502
@@ -174,6 +184,12 @@ class NoDeploymentAvailable(UpstreamError):
     status = 503
     type = "service_unavailable"
     default_code = "no_healthy_deployment"
+
+
+class ServiceUnavailable(GatewayError):
+    status = 503
+    type = "service_unavailable"
+    default_code = "service_unavailable"
 
 
 class InternalError(GatewayError):

@@ -12,12 +12,13 @@ from typing import Any
 from gateway.config import GatewayConfig, ModelGroup
 from gateway.context import RequestContext
 from gateway.filters.auth import AuthFilter
+from gateway.identity.authenticator import Authenticator
 from gateway.pipeline import Pipeline, build_filter
 from gateway.providers.base import Provider, build_provider
 from gateway.routing.health import HealthRegistry
 from gateway.routing.router import Router
 from gateway.state.base import StateBackend, open_state
-from gateway.store.base import Store, open_store
+from gateway.store.base import Store, key_store, open_store
 from gateway.telemetry.access_log import AccessLog
 from gateway.telemetry.events import EventLogSink, Events, WebhookSink, passthrough
 from gateway.telemetry.metrics import Metrics
@@ -78,6 +79,8 @@ class Gateway:
             prices=prices,
             tokens=self.recorder.tokens,
         )
+        # Built whatever the pipeline: the admin endpoints authenticate with it in every auth mode.
+        self.identity = Authenticator(config.auth, key_store(self.store))
         self.pipeline = Pipeline([build_filter(name, self) for name in config.pipeline])
         auth = [f for f in self.pipeline.filters if isinstance(f, AuthFilter)]
         self.auth: AuthFilter | None = auth[0] if auth else None
@@ -133,6 +136,7 @@ class Gateway:
                 logger.error(
                     "store %s cannot be opened, records wait in the queue: %s", self.config.telemetry.store, exc
                 )
+        await self.identity.open()
         self.queue.start()
         if self.event_queue is not None:
             self.event_queue.start()
@@ -140,6 +144,10 @@ class Gateway:
 
     async def close(self) -> None:
         await self.health.close()
+        for stage in self.pipeline.filters:  # filters holding connections or background work (ratelimit)
+            closer = getattr(stage, "close", None)
+            if closer is not None:
+                await closer()
         await self.queue.close(deadline_s=self.config.server.drain_timeout_s)
         if self.event_queue is not None:
             await self.event_queue.close(deadline_s=min(5.0, self.config.server.drain_timeout_s))
@@ -148,6 +156,7 @@ class Gateway:
                     await sink.close()
         for provider in self.providers.values():
             await provider.close()
+        await self.identity.close()
         if self.store is not None:
             await self.store.close()
         await self.state.close()

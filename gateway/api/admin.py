@@ -3,7 +3,7 @@
     GET  /admin/deployments
     POST /admin/deployments/{id}/drain | /undrain | /reset       (id: provider/model, as the list shows it)
 
-Only a key with the admin role may call them, whatever the auth mode.
+Who may call them is gateway/roles.py's matrix (viewers may list), whatever the auth mode.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from gateway.api.access import authorize
 from gateway.api.http import JSON_TYPE, encode_headers, request_id_of, send_json
-from gateway.context import RequestContext
-from gateway.errors import GatewayError, NotFound, PermissionDenied
+from gateway.errors import GatewayError, NotFound
 from gateway.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -32,19 +32,18 @@ class DeploymentsEndpoint:
         request_id = request_id_of(scope)
         headers = [JSON_TYPE, (b"x-request-id", request_id.encode())]
         try:
-            await self._require_admin(scope, request_id)
+            await authorize(self.gateway, scope, self._route(scope))
             body = await self._handle(scope)
         except GatewayError as exc:
             await send_json(send, exc.status_code, exc.to_json(), headers + encode_headers(exc.headers))
             return
         await send_json(send, 200, body, headers)
 
-    async def _require_admin(self, scope: Scope, request_id: str) -> None:
-        ctx = RequestContext(request_id=request_id, endpoint="admin", headers=scope["headers"], raw_body=b"", body={})
-        auth = self.gateway.auth
-        principal = auth.identify(ctx) if auth is not None else None
-        if principal is None or principal.role != "admin":
-            raise PermissionDenied("This endpoint needs a key with the admin role.")
+    @staticmethod
+    def _route(scope: Scope) -> str:
+        if scope["method"] == "GET":
+            return "GET /admin/deployments"
+        return "POST /admin/deployments/{id}/{action}"
 
     async def _handle(self, scope: Scope) -> bytes:
         health = self.gateway.health

@@ -1,29 +1,27 @@
-"""auth: who is calling. Mode `none` lets everyone in as `anonymous`; mode `keys` accepts the keys in the config.
-
-Keys are held only as SHA-256 digests. A presented key is hashed and looked up by digest, so the lookup's timing
-depends on the digest, never on how much of a real key the caller guessed.
+"""auth: who is calling, and may they call this. Mode `none` lets everyone in as `anonymous`; mode `keys` needs
+a config key, a virtual key or a JWT (gateway/identity/). Then the role matrix (gateway/roles.py) and the key's
+allowed models are checked, before any later filter spends anything on the request.
 """
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING
 
-from gateway.context import Principal, RequestContext
-from gateway.errors import AuthenticationFailed
+from gateway import roles
+from gateway.context import RequestContext
+from gateway.errors import PermissionDenied
+from gateway.identity.keys import key_digest
 from gateway.pipeline import Reply
 
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
 
-
-def key_digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+__all__ = ["AuthFilter", "key_digest", "presented_key"]
 
 
-def presented_key(ctx: RequestContext) -> str | None:
+def presented_key(headers: list[tuple[bytes, bytes]]) -> str | None:
     """The key from `Authorization: Bearer ...`, or from `api-key` as Azure OpenAI clients send it."""
-    for name, value in ctx.headers:
+    for name, value in headers:
         if name == b"authorization":
             scheme, _, token = value.decode("latin-1").partition(" ")
             return token.strip() if scheme.lower() == "bearer" and token.strip() else None
@@ -36,42 +34,20 @@ class AuthFilter:
     name = "auth"
 
     def __init__(self, gateway: Gateway) -> None:
-        config = gateway.config.auth
-        self.mode = config.mode
-        self.principals: dict[str, Principal] = {}
-        for key in config.keys:
-            digest = key.key_sha256.lower() if key.key_sha256 else key_digest(key.key)
-            self.principals[digest] = Principal(
-                name=key.name,
-                key_id=digest[:12],
-                project=key.project,
-                team=key.team,
-                user=key.user,
-                role=key.role,
-                metadata=dict(key.metadata),
-            )
-        if config.admin_key:
-            digest = key_digest(config.admin_key)
-            self.principals[digest] = Principal(name="admin", key_id=digest[:12], role="admin")
-
-    def identify(self, ctx: RequestContext) -> Principal | None:
-        """The principal of the presented key, whatever the mode (admin endpoints always need a key)."""
-        key = presented_key(ctx)
-        return self.principals.get(key_digest(key)) if key else None
+        self.mode = gateway.config.auth.mode
+        self.identity = gateway.identity
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         if self.mode == "none":
             return None
-        key = presented_key(ctx)
-        if key is None:
-            raise AuthenticationFailed(
-                "You didn't provide an API key. You need to provide your API key in an Authorization header using "
-                "Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
-            )
-        principal = self.principals.get(key_digest(key))
-        if principal is None:
-            raise AuthenticationFailed("Incorrect API key provided.")
+        principal = await self.identity.identify(presented_key(ctx.headers))
         ctx.principal = principal
+        roles.require(roles.V1_ROUTES.get(ctx.endpoint, ctx.endpoint), principal)
+        allowed = principal.allowed_models
+        if allowed and ctx.endpoint != "models" and ctx.model not in allowed:
+            raise PermissionDenied(
+                f"This key may not use the model {ctx.model!r}.", code="model_not_allowed", param="model"
+            )
         return None
 
     async def on_response(self, ctx: RequestContext, reply: Reply) -> Reply | None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from gateway.identity.keys import VirtualKey
 
 Record = dict[str, Any]
 
@@ -40,6 +43,31 @@ class Store(Protocol):
 
     async def recent(self, *, limit: int = 100, project: str | None = None) -> list[Record]:
         """The newest records first, optionally of one project only."""
+
+
+@runtime_checkable
+class KeyStore(Protocol):
+    """The virtual keys a store keeps (gateway/identity/keys.py); the key itself is never stored, only its digest."""
+
+    async def create_key(self, key: VirtualKey) -> None: ...
+
+    async def key_by_hash(self, key_hash: str) -> VirtualKey | None: ...
+
+    async def get_key(self, key_id: str) -> VirtualKey | None: ...
+
+    async def list_keys(self, *, project: str | None = None) -> list[VirtualKey]:
+        """Newest first; of one project when given."""
+
+    async def revoke_key(self, key_id: str, *, at: float) -> VirtualKey | None:
+        """Revoked from `at` on (an earlier revocation stands); None if there is no such key."""
+
+    async def rotate_key(self, key_id: str, new: VirtualKey, *, revoke_at: float) -> VirtualKey | None:
+        """Insert `new` and revoke the old key at `revoke_at`, atomically; None if there is no such key."""
+
+
+def key_store(store: Store | None) -> KeyStore | None:
+    """The store's virtual keys, if it keeps them."""
+    return store if isinstance(store, KeyStore) else None
 
 
 def open_store(url: str) -> Store | None:

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import orjson
 
+from gateway.identity.keys import VirtualKey
+from gateway.store import sqlite_keys
 from gateway.store.base import JSON_COLUMNS, RECORD_COLUMNS, Record, StoreUnavailable
 from gateway.telemetry.queue import map_in_slices
 
@@ -169,6 +171,25 @@ class SQLiteStore:
             ]
 
         return await self._call(query)
+
+    # Virtual keys (gateway/store/sqlite_keys.py holds the SQL).
+    async def create_key(self, key: VirtualKey) -> None:
+        await self._call(lambda: sqlite_keys.create(self._require(), key))
+
+    async def key_by_hash(self, key_hash: str) -> VirtualKey | None:
+        return await self._call(lambda: sqlite_keys.by_hash(self._require(), key_hash))
+
+    async def get_key(self, key_id: str) -> VirtualKey | None:
+        return await self._call(lambda: sqlite_keys.by_id(self._require(), key_id))
+
+    async def list_keys(self, *, project: str | None = None) -> list[VirtualKey]:
+        return await self._call(lambda: sqlite_keys.listing(self._require(), project))
+
+    async def revoke_key(self, key_id: str, *, at: float) -> VirtualKey | None:
+        return await self._call(lambda: sqlite_keys.revoke(self._require(), key_id, at))
+
+    async def rotate_key(self, key_id: str, new: VirtualKey, *, revoke_at: float) -> VirtualKey | None:
+        return await self._call(lambda: sqlite_keys.rotate(self._require(), key_id, new, revoke_at))
 
 
 def _row(record: Record) -> tuple[Any, ...]:

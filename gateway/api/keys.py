@@ -1,0 +1,125 @@
+"""Admin endpoints for virtual keys. The key itself is in the answer to create and rotate, and nowhere else.
+
+GET  /admin/keys                 list (no secrets); a non-admin sees its own project only
+POST /admin/keys                 create: {name, project, team, user, role, allowed_models, rpm, tpm,
+                                  budget_usd ("50/month" or a number), budget_period, expires_days, metadata}
+POST /admin/keys/{id}/rotate     a new key with the same attributes; the old one is revoked after
+                                  {"grace_s": N} (default 0: at once, at most a week)
+POST /admin/keys/{id}/revoke     revoked at once; other workers drop it within auth.cache_ttl_s
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from gateway.api.access import authorize
+from gateway.api.http import JSON_TYPE, encode_headers, parse_json_object, read_body, request_id_of, send_json
+from gateway.errors import GatewayError, InvalidRequest, NotFound, ServiceUnavailable
+from gateway.identity.keys import issue, successor
+from gateway.store.base import KeyStore, StoreUnavailable, key_store
+from gateway.types import Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from gateway.context import Principal
+    from gateway.runtime import Gateway
+
+MAX_GRACE_S = 7 * 86400
+_MAX_BODY = 64 * 1024
+
+
+class KeysEndpoint:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [JSON_TYPE, (b"x-request-id", request_id_of(scope).encode())]
+        try:
+            status, body = await self._handle(scope, receive)
+        except StoreUnavailable:
+            exc: GatewayError = ServiceUnavailable("The key store cannot be reached; try again shortly.")
+            await send_json(send, exc.status_code, exc.to_json(), headers)
+            return
+        except GatewayError as exc:
+            await send_json(send, exc.status_code, exc.to_json(), headers + encode_headers(exc.headers))
+            return
+        await send_json(send, status, orjson.dumps(body), headers)
+
+    async def _handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
+        params = scope.get("path_params", {})
+        key_id, action = params.get("key_id"), params.get("action")
+        if scope["method"] == "GET":
+            principal = await authorize(self.gateway, scope, "GET /admin/keys")
+            return 200, await self._list(scope, principal)
+        if key_id is None:
+            await authorize(self.gateway, scope, "POST /admin/keys")
+            return 201, await self._create(await self._body(scope, receive))
+        if action not in ("rotate", "revoke"):
+            raise NotFound(f"Unknown action {action!r}: use rotate or revoke.")
+        await authorize(self.gateway, scope, f"POST /admin/keys/{{id}}/{action}")
+        body = await self._body(scope, receive, optional=True)
+        if action == "revoke":
+            return 200, await self._revoke(key_id)
+        return 200, await self._rotate(key_id, body)
+
+    def _store(self) -> KeyStore:
+        store = key_store(self.gateway.store)
+        if store is None:
+            raise InvalidRequest("Virtual keys need a store: set telemetry.store.")
+        return store
+
+    async def _body(self, scope: Scope, receive: Receive, *, optional: bool = False) -> dict[str, Any]:
+        raw = await read_body(scope, receive, _MAX_BODY)
+        if optional and not raw.strip():
+            return {}
+        return parse_json_object(raw)
+
+    async def _list(self, scope: Scope, principal: Principal) -> dict[str, Any]:
+        asked = _query(scope).get("project")
+        # Project isolation: only an admin chooses the project; everyone else reads their own.
+        project = asked if principal.role == "admin" else principal.project
+        keys = await self._store().list_keys(project=project)
+        return {"object": "list", "data": [k.public() for k in keys]}
+
+    async def _create(self, fields: dict[str, Any]) -> dict[str, Any]:
+        key, row = issue(fields)
+        await self._store().create_key(row)
+        return {**row.public(), "key": key}
+
+    async def _revoke(self, key_id: str) -> dict[str, Any]:
+        store = self._store()
+        row = await store.revoke_key(key_id, at=time.time())
+        if row is None:
+            raise NotFound(f"No key {key_id!r}.")
+        self._forget(row.key_hash)
+        return row.public()
+
+    async def _rotate(self, key_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        grace = body.get("grace_s", 0)
+        if isinstance(grace, bool) or not isinstance(grace, int | float) or not 0 <= grace <= MAX_GRACE_S:
+            raise InvalidRequest(f"grace_s must be a number of seconds from 0 to {MAX_GRACE_S}.", param="grace_s")
+        store = self._store()
+        old = await store.get_key(key_id)
+        if old is None:
+            raise NotFound(f"No key {key_id!r}.")
+        if old.revoked_at is not None and old.revoked_at <= time.time():
+            raise InvalidRequest(f"The key {key_id!r} is revoked: create a new one instead.")
+        key, new = successor(old)
+        if await store.rotate_key(key_id, new, revoke_at=time.time() + grace) is None:
+            raise NotFound(f"No key {key_id!r}.")
+        self._forget(old.key_hash)
+        return {**new.public(), "key": key}
+
+    def _forget(self, digest: str) -> None:
+        # This worker sees the change at once; the others within auth.cache_ttl_s.
+        cache = self.gateway.identity.cache
+        if cache is not None:
+            cache.invalidate(digest)
+
+
+def _query(scope: Scope) -> dict[str, str]:
+    from urllib.parse import parse_qsl
+
+    return dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))

@@ -1,0 +1,78 @@
+"""Authenticator: a bearer token to a Principal — a key from the config, a virtual key, or a JWT.
+
+Config keys are a dict by SHA-256 digest, so the lookup's timing depends on the digest, never on how much of a
+real key the caller guessed. Virtual keys come from the store through the per-worker KeyCache; JWTs (three
+base64url parts) go to the JwtValidator. Every failure is an AuthenticationFailed with a code of its own.
+"""
+
+from __future__ import annotations
+
+import time
+
+from gateway.config import AuthConfig
+from gateway.context import Principal
+from gateway.errors import AuthenticationFailed, ServiceUnavailable
+from gateway.identity.jwt import JwtValidator, looks_like_jwt
+from gateway.identity.keys import KeyCache, key_digest
+from gateway.store.base import KeyStore, StoreUnavailable
+
+NO_KEY = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization header using "
+    "Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+)
+
+
+class Authenticator:
+    def __init__(self, config: AuthConfig, keys: KeyStore | None) -> None:
+        self.principals: dict[str, Principal] = {}
+        for key in config.keys:
+            digest = key.key_sha256.lower() if key.key_sha256 else key_digest(key.key)
+            self.principals[digest] = Principal(
+                name=key.name,
+                key_id=digest[:12],
+                project=key.project,
+                team=key.team,
+                user=key.user,
+                role=key.role,
+                metadata=dict(key.metadata),
+            )
+        if config.admin_key:
+            digest = key_digest(config.admin_key)
+            self.principals[digest] = Principal(name="admin", key_id=digest[:12], role="admin")
+        self.store = keys
+        self.cache = (
+            KeyCache(keys, ttl_s=config.cache_ttl_s, negative_ttl_s=config.negative_cache_ttl_s) if keys else None
+        )
+        self.jwt = JwtValidator(config.jwt) if config.jwt.enabled else None
+
+    async def open(self) -> None:
+        if self.jwt is not None:
+            await self.jwt.open()
+
+    async def close(self) -> None:
+        if self.jwt is not None:
+            await self.jwt.close()
+
+    async def identify(self, token: str | None) -> Principal:
+        if not token:
+            raise AuthenticationFailed(NO_KEY)
+        if self.jwt is not None and looks_like_jwt(token):
+            return await self.jwt.validate(token)
+        digest = key_digest(token)
+        principal = self.principals.get(digest)
+        if principal is not None:
+            return principal
+        if self.cache is not None:
+            try:
+                lookup = await self.cache.get(digest)
+            except StoreUnavailable:
+                raise ServiceUnavailable("The key store cannot be reached; try again shortly.") from None
+            now = time.time()
+            if lookup.revoked_at is not None and lookup.revoked_at <= now:
+                raise AuthenticationFailed("This API key has been revoked.", code="key_revoked")
+            principal = lookup.principal
+            if principal is not None:
+                if principal.expires_at and principal.expires_at <= now:
+                    raise AuthenticationFailed("This API key has expired.", code="key_expired")
+                return principal
+        raise AuthenticationFailed("Incorrect API key provided.")

@@ -1,0 +1,53 @@
+"""Who may call what: the permission matrix, one route to the roles allowed on it.
+
+A route missing from the matrix is open to admins only, so a new endpoint is closed until someone decides.
+README.md's "Identity and roles" shows this table; tests/integration/test_roles.py checks it route by route.
+"""
+
+from __future__ import annotations
+
+from gateway.context import Principal
+from gateway.errors import PermissionDenied
+
+ADMIN = frozenset({"admin"})
+DEVELOPER = frozenset({"admin", "developer"})
+READERS = frozenset({"admin", "viewer"})
+BILLING = frozenset({"admin", "billing"})
+EVERY_ROLE = frozenset({"admin", "developer", "viewer", "billing"})
+
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "POST /v1/chat/completions": DEVELOPER,
+    "POST /v1/completions": DEVELOPER,
+    "POST /v1/embeddings": DEVELOPER,
+    "POST /v1/messages": DEVELOPER,
+    "GET /v1/models": DEVELOPER,
+    "GET /admin/deployments": READERS,
+    "POST /admin/deployments/{id}/{action}": ADMIN,
+    # Non-admins see their own project's keys only (without secrets): viewers audit, billing maps spend to keys.
+    "GET /admin/keys": EVERY_ROLE - {"developer"},
+    "POST /admin/keys": ADMIN,
+    "POST /admin/keys/{id}/rotate": ADMIN,
+    "POST /admin/keys/{id}/revoke": ADMIN,
+    # Reads that the budgets and tracing work adds; listed now so that they are not admin-only by accident.
+    "GET /admin/usage": BILLING,
+    "GET /admin/logs": READERS | BILLING,
+    "GET /admin/traces": READERS,
+}
+
+# RequestContext.endpoint of the pipeline's routes -> their matrix entry.
+V1_ROUTES: dict[str, str] = {
+    "chat/completions": "POST /v1/chat/completions",
+    "completions": "POST /v1/completions",
+    "embeddings": "POST /v1/embeddings",
+    "messages": "POST /v1/messages",
+    "models": "GET /v1/models",
+}
+
+
+def allows(route: str, role: str) -> bool:
+    return role in PERMISSIONS.get(route, ADMIN)
+
+
+def require(route: str, principal: Principal) -> None:
+    if not allows(route, principal.role):
+        raise PermissionDenied(f"The role {principal.role!r} may not call {route}.", code="role_not_allowed")
