@@ -59,6 +59,7 @@ class ChunkFilter(Protocol):
 # name -> "module:Class", imported when a pipeline names it.
 FILTERS: dict[str, str] = {
     "auth": "gateway.filters.auth:AuthFilter",
+    "ratelimit": "gateway.filters.ratelimit:RateLimitFilter",
     "route": "gateway.filters.route:RouteFilter",
 }
 TERMINAL_FILTER = "route"

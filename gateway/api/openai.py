@@ -106,6 +106,8 @@ def response_headers(ctx: RequestContext, reply: Reply) -> Headers:
         if "fallback" in ctx.tags:
             headers.append((b"x-gateway-fallback", ctx.tags["fallback"].encode("latin-1", "replace")))
     headers.append((b"x-gateway-overhead-ms", b"%.3f" % (ctx.overhead_ns(time.perf_counter_ns()) / 1e6)))
+    if ctx.limit_headers:
+        headers += ctx.limit_headers
     for name, value in reply.headers.items():
         if name != "content-type":
             headers.append((name.encode("latin-1"), value.encode("latin-1")))

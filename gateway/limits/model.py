@@ -1,0 +1,66 @@
+"""What one request asks of the limiters: a list of Checks, each one counter to check and reserve against.
+
+Both backends (memory.py in-process, redis.py with reserve.lua) implement the same four kinds with the same
+arithmetic, so that a gateway that falls back from Redis to memory keeps the same semantics:
+
+    BUCKET       token bucket: `capacity` (the burst) refills at `limit` per minute; a request takes `cost`
+    WINDOW       sliding window (two fixed windows of `window_ms`, the older weighted by its remaining overlap)
+    CONCURRENCY  requests in flight, released when the request ends; the counter expires after `window_ms`
+                 so that slots a crashed process held come back
+    BUDGET       US dollars spent in a period (day or month, in the key's name); `window_ms` is the time to the
+                 period's end, `soft` the spend at which the soft threshold fires (once per period)
+
+Reserving is all or nothing: if any check fails, nothing is taken. Settling applies a signed `delta` to each
+counter afterwards (a token overshoot, the unused part of a reservation, a released slot).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+BUCKET, WINDOW, CONCURRENCY, BUDGET = 1, 2, 3, 4
+# Which x-ratelimit-* triple a check feeds.
+NO_HEADER, REQUESTS, TOKENS = 0, 1, 2
+
+
+@dataclass(slots=True)
+class Check:
+    key: str
+    kind: int
+    limit: float  # per minute (BUCKET, WINDOW), slots (CONCURRENCY) or US dollars (BUDGET)
+    capacity: float  # BUCKET: the burst; others: equal to limit
+    window_ms: int  # WINDOW: window; CONCURRENCY: lease; BUDGET: time to the period's end
+    cost: float  # what this request takes
+    header: int = NO_HEADER
+    label: str = ""  # names the limit in a 429's message: "tpm of team t1"
+    soft: float = 0.0  # BUDGET: spend that fires the soft threshold; 0: none
+
+    def args(self, amount: float) -> list[float | int]:
+        """The six script arguments of this check, with `amount` as the cost (reserve) or delta (settle)."""
+        return [self.kind, self.limit, self.capacity, self.window_ms, amount, self.soft]
+
+
+@dataclass(slots=True)
+class Outcome:
+    ok: bool
+    failed: int = -1  # index of the check that failed
+    retry_ms: float = 0.0  # when the failed check could admit this request
+    remaining: list[float] = field(default_factory=list)  # per check, after the reservation
+    reset_ms: list[float] = field(default_factory=list)  # per check: until the counter is back to empty
+    soft_crossed: list[int] = field(default_factory=list)  # indexes of budgets that crossed `soft` just now
+
+
+class LimiterUnavailable(Exception):
+    """The backend cannot be reached; the failover decides between per-process limits and a 503."""
+
+
+class Limiter(Protocol):
+    name: str
+
+    async def reserve(self, checks: list[Check]) -> Outcome: ...
+
+    def settle(self, items: list[tuple[Check, float]]) -> None:
+        """Apply deltas. Never awaits: a backend that needs the network sends them in the background."""
+
+    async def close(self) -> None: ...

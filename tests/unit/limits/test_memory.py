@@ -1,0 +1,104 @@
+"""The memory limiter: the same arithmetic as limits.lua, driven with an explicit clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.filters.ratelimit import format_reset
+from gateway.limits.clientip import ClientAddress
+from gateway.limits.memory import MemoryLimiter
+from gateway.limits.model import BUCKET, BUDGET, CONCURRENCY, REQUESTS, TOKENS, WINDOW, Check
+
+
+def rpm(limit: int, kind: int = BUCKET, capacity: int | None = None, key: str = "k:rpm") -> Check:
+    return Check(key, kind, limit, capacity or limit, 60_000, 1.0, REQUESTS)
+
+
+def test_token_bucket_admits_the_burst_then_refills_at_the_rate() -> None:
+    limiter = MemoryLimiter()
+    check = rpm(60, capacity=3)  # one a second, three at once
+    assert [limiter.reserve_now([check], now_ms=0).ok for _ in range(4)] == [True, True, True, False]
+    refused = limiter.reserve_now([check], now_ms=0)
+    assert refused.failed == 0
+    assert refused.retry_ms == pytest.approx(1000)
+    assert limiter.reserve_now([check], now_ms=999).ok is False
+    outcome = limiter.reserve_now([check], now_ms=1000)
+    assert outcome.ok
+    assert outcome.remaining == [pytest.approx(0)]
+    assert outcome.reset_ms == [pytest.approx(3000)]
+
+
+def test_sliding_window_weights_the_previous_window() -> None:
+    limiter = MemoryLimiter()
+    check = rpm(10, kind=WINDOW)
+    for _ in range(10):
+        assert limiter.reserve_now([check], now_ms=30_000).ok
+    assert not limiter.reserve_now([check], now_ms=59_999).ok
+    # 15 s into the next window, 75 % of the previous 10 still count: 7.5 used, room for 2
+    assert limiter.reserve_now([check], now_ms=75_000).ok
+    assert limiter.reserve_now([check], now_ms=75_000).ok
+    refused = limiter.reserve_now([check], now_ms=75_000)
+    assert not refused.ok
+    # 7.5 + 2 + 1 > 10: wait until the old share is 7 -> 30 % of the window is gone, i.e. at 78 s
+    assert refused.retry_ms == pytest.approx(3000)
+    assert limiter.reserve_now([check], now_ms=200_000).ok  # two windows later, nothing is left
+
+
+def test_all_or_nothing_and_settlement() -> None:
+    limiter = MemoryLimiter()
+    requests = rpm(100)
+    tokens = Check("k:tpm", BUCKET, 1000, 1000, 60_000, 600.0, TOKENS)
+    assert limiter.reserve_now([requests, tokens], now_ms=0).ok
+    refused = limiter.reserve_now([requests, tokens], now_ms=0)  # 600 more tokens do not fit
+    assert (refused.ok, refused.failed) == (False, 1)
+    assert limiter.reserve_now([requests], now_ms=0).remaining == [98]  # the refusal took no request
+    limiter.settle([(tokens, 100 - 600)], now_ms=0)  # used 100 of the 600 reserved
+    small = Check("k:tpm", BUCKET, 1000, 1000, 60_000, 900.0, TOKENS)
+    assert limiter.reserve_now([small], now_ms=0).ok
+    limiter.settle([(small, 200)], now_ms=0)  # an overshoot is debt: the next request waits for it
+    assert limiter.reserve_now([Check("k:tpm", BUCKET, 1000, 1000, 60_000, 1.0, TOKENS)], now_ms=0).ok is False
+
+
+def test_concurrency_slots_are_released() -> None:
+    limiter = MemoryLimiter()
+    slot = Check("k:cc", CONCURRENCY, 2, 2, 600_000, 1.0)
+    assert [limiter.reserve_now([slot], now_ms=0).ok for _ in range(3)] == [True, True, False]
+    limiter.settle([(slot, -1)], now_ms=1)
+    assert limiter.reserve_now([slot], now_ms=2).ok
+    assert limiter.reserve_now([slot], now_ms=600_003).ok  # a lost slot comes back when its lease lapses
+
+
+def test_budget_reserves_settles_and_fires_the_soft_threshold_once() -> None:
+    limiter = MemoryLimiter()
+
+    def spend(cost: float) -> Check:
+        return Check("b:usd:2025-01", BUDGET, 1.0, 1.0, 3_600_000, cost, soft=0.8)
+
+    assert limiter.reserve_now([spend(0.5)], now_ms=0).soft_crossed == []
+    first = limiter.reserve_now([spend(0.4)], now_ms=0)
+    assert first.soft_crossed == [0]
+    assert first.remaining == [pytest.approx(0.1)]
+    refused = limiter.reserve_now([spend(0.2)], now_ms=0)
+    assert not refused.ok
+    assert refused.retry_ms == 3_600_000  # the period's end
+    limiter.settle([(spend(0), -0.4)], now_ms=0)  # the second request cost nothing after all
+    again = limiter.reserve_now([spend(0.4)], now_ms=0)
+    assert again.ok
+    assert again.soft_crossed == []  # once per period
+
+
+@pytest.mark.parametrize(
+    ("ms", "text"),
+    [(0, "0ms"), (17.2, "18ms"), (1000, "1s"), (1500, "1.5s"), (360_000, "6m0s"), (3_723_000, "1h2m3s")],
+)
+def test_reset_is_formatted_like_openai(ms: float, text: str) -> None:
+    assert format_reset(ms) == text
+
+
+def test_forwarded_for_is_believed_only_from_trusted_proxies() -> None:
+    headers = [(b"x-forwarded-for", b"6.6.6.6, 203.0.113.9, 10.0.0.2")]
+    assert ClientAddress([]).of("10.0.0.1", headers) == "10.0.0.1"
+    assert ClientAddress(["10.0.0.0/8"]).of("192.0.2.1", headers) == "192.0.2.1"  # not from a proxy
+    # the rightmost address no trusted proxy vouches for; the forged 6.6.6.6 left of it is ignored
+    assert ClientAddress(["10.0.0.0/8"]).of("10.0.0.1", headers) == "203.0.113.9"
+    assert ClientAddress(["10.0.0.0/8"]).of("10.0.0.1", [(b"x-forwarded-for", b"junk")]) == "10.0.0.1"
