@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
-ProviderType = Literal["openai", "azure", "anthropic", "mock"]
+ProviderType = Literal["openai", "azure", "anthropic", "gemini", "mock"]
 AuthMode = Literal["none", "keys"]
 Role = Literal["admin", "developer", "viewer", "billing"]
 Strategy = Literal["weighted", "round-robin", "least-in-flight", "lowest-latency", "lowest-cost"]

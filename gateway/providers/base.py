@@ -38,6 +38,7 @@ PROVIDERS: dict[str, str] = {
     "openai": "gateway.providers.openai:OpenAIProvider",
     "azure": "gateway.providers.openai:OpenAIProvider",
     "anthropic": "gateway.providers.anthropic:AnthropicProvider",
+    "gemini": "gateway.providers.gemini:GeminiProvider",
     "mock": "gateway.providers.mock:MockProvider",
 }
 

@@ -345,7 +345,7 @@ def test_slow_upstream_hits_first_byte_timeout(make_config: Callable[..., Gatewa
     config = make_config(
         providers={"up": {"type": "openai", "base_url": f"{up_url}/v1", "api_key": "sk-upstream"}},
         models={"slow": {"deployments": [{"provider": "up", "model": "slow-600"}]}},
-        routing={"timeouts": {"first_byte_s": 0.15}},
+        routing={"timeouts": {"first_byte_s": 0.15}, "retries": 0},  # a retry would be a second wait
     )
     with running(config) as (url, _), sdk_client(url) as client:
         started = time.monotonic()
