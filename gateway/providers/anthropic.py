@@ -26,7 +26,7 @@ from gateway.providers.anthropic_translate import (
     to_openai,
     usage_of,
 )
-from gateway.providers.base import map_transport_errors
+from gateway.providers.base import HTTPProvider, map_transport_errors
 from gateway.providers.sse import DONE, SSEDecoder
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -42,10 +42,9 @@ _ERROR_TYPES = {
 }
 
 
-class AnthropicProvider:
+class AnthropicProvider(HTTPProvider):
     def __init__(self, name: str, config: ProviderConfig) -> None:
-        self.name = name
-        self.config = config
+        super().__init__(name, config)
         base = (config.base_url or DEFAULT_BASE_URL).rstrip("/")
         # Accept both https://api.anthropic.com and https://api.anthropic.com/v1 as the base URL.
         self.url = f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
@@ -54,26 +53,6 @@ class AnthropicProvider:
         if config.api_key:
             headers["x-api-key"] = config.api_key
         self.headers = headers
-        self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
-
-    async def open(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self.config.max_connections, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    def _timeout(self, timeouts: Timeouts) -> aiohttp.ClientTimeout:
-        timeout = self._timeouts.get(timeouts)
-        if timeout is None:
-            # As in openai.py: sock_read bounds the wait for the first byte; the relay bounds the idle time.
-            timeout = aiohttp.ClientTimeout(
-                total=timeouts.total_s, sock_connect=timeouts.connect_s, sock_read=timeouts.first_byte_s
-            )
-            self._timeouts[timeouts] = timeout
-        return timeout
 
     def translate(self, ctx: RequestContext, deployment: Deployment) -> AnthropicRequest:
         if ctx.endpoint != "chat/completions":
@@ -98,7 +77,7 @@ class AnthropicProvider:
         body = orjson.dumps(request.body)
         ctx.upstream_start_ns = time.perf_counter_ns()
         with map_transport_errors(self.name):
-            response = await session.post(self.url, data=body, headers=self.headers, timeout=self._timeout(timeouts))
+            response = await session.post(self.url, data=body, headers=self.headers, timeout=self.timeout(timeouts))
             ctx.upstream_headers_ns = time.perf_counter_ns()
             if response.status >= 400:
                 content = await response.read()

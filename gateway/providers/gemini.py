@@ -41,7 +41,7 @@ from gateway.config import Deployment, ProviderConfig, Timeouts
 from gateway.context import RequestContext, Usage
 from gateway.errors import UpstreamRejected, UpstreamUnavailable
 from gateway.pipeline import Reply
-from gateway.providers.base import map_transport_errors
+from gateway.providers.base import HTTPProvider, map_transport_errors
 from gateway.providers.gemini_translate import (
     UnsupportedRequest,
     content_of,
@@ -64,10 +64,9 @@ def is_vertex(base_url: str) -> bool:
     return (parts.hostname or "").endswith("aiplatform.googleapis.com") or "/publishers/google" in parts.path
 
 
-class GeminiProvider:
+class GeminiProvider(HTTPProvider):
     def __init__(self, name: str, config: ProviderConfig) -> None:
-        self.name = name
-        self.config = config
+        super().__init__(name, config)
         self.base_url = (config.base_url or DEFAULT_BASE_URL).rstrip("/")
         self.vertex = is_vertex(self.base_url)
         headers = {"content-type": "application/json", **{k.lower(): v for k, v in config.headers.items()}}
@@ -77,29 +76,9 @@ class GeminiProvider:
             else:
                 headers["x-goog-api-key"] = config.api_key
         self.headers = headers
-        self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
-
-    async def open(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self.config.max_connections, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
 
     def url(self, model: str, method: str) -> str:
         return f"{self.base_url}/models/{model.removeprefix('models/')}:{method}"
-
-    def _timeout(self, timeouts: Timeouts) -> aiohttp.ClientTimeout:
-        timeout = self._timeouts.get(timeouts)
-        if timeout is None:
-            # As in openai.py: sock_read bounds the wait for the first byte; the relay bounds the idle time.
-            timeout = aiohttp.ClientTimeout(
-                total=timeouts.total_s, sock_connect=timeouts.connect_s, sock_read=timeouts.first_byte_s
-            )
-            self._timeouts[timeouts] = timeout
-        return timeout
 
     async def send(self, ctx: RequestContext, deployment: Deployment, timeouts: Timeouts) -> Reply:
         if ctx.endpoint == "embeddings":
@@ -141,7 +120,7 @@ class GeminiProvider:
             raise UpstreamUnavailable(f"The provider {self.name!r} is not open.", provider=self.name)
         ctx.upstream_start_ns = time.perf_counter_ns()
         with map_transport_errors(self.name):
-            response = await session.post(url, data=body, headers=self.headers, timeout=self._timeout(timeouts))
+            response = await session.post(url, data=body, headers=self.headers, timeout=self.timeout(timeouts))
             ctx.upstream_headers_ns = time.perf_counter_ns()
             if response.status >= 400:
                 content = await response.read()

@@ -1,9 +1,4 @@
-"""OpenAI and every OpenAI-compatible server (vLLM, Ollama, Groq, Together...), and Azure OpenAI.
-
-One aiohttp ClientSession per provider, made at start-up: on this machine aiohttp's client costs about a tenth of
-httpx's default transport per request (see ../shared/bench/README.md), and the upstream client is most of what a
-Python gateway spends.
-"""
+"""OpenAI and every OpenAI-compatible server (vLLM, Ollama, Groq, Together...), and Azure OpenAI."""
 
 from __future__ import annotations
 
@@ -17,16 +12,15 @@ from gateway.config import Deployment, ProviderConfig, Timeouts
 from gateway.context import RequestContext, Usage
 from gateway.errors import UpstreamUnavailable
 from gateway.pipeline import Reply
-from gateway.providers.base import map_transport_errors, rejected_from_body
+from gateway.providers.base import HTTPProvider, map_transport_errors, rejected_from_body
 from gateway.providers.sse import DONE, SSEDecoder
 
 _JSON = {"content-type": "application/json"}
 
 
-class OpenAIProvider:
+class OpenAIProvider(HTTPProvider):
     def __init__(self, name: str, config: ProviderConfig) -> None:
-        self.name = name
-        self.config = config
+        super().__init__(name, config)
         self.azure = config.type == "azure"
         self.base_url = config.base_url.rstrip("/")
         headers = {"content-type": "application/json", **config.headers}
@@ -38,33 +32,12 @@ class OpenAIProvider:
         self.headers = headers
         # Azure and recent OpenAI-compatible servers accept stream_options; an older server may not.
         self.stream_usage = True
-        self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
-
-    async def open(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self.config.max_connections, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
 
     def url(self, endpoint: str, deployment: Deployment) -> str:
         if self.azure:
             deployment_url = f"{self.base_url}/openai/deployments/{deployment.model}"
             return f"{deployment_url}/{endpoint}?api-version={self.config.api_version}"
         return f"{self.base_url}/{endpoint}"
-
-    def _timeout(self, timeouts: Timeouts) -> aiohttp.ClientTimeout:
-        timeout = self._timeouts.get(timeouts)
-        if timeout is None:
-            # sock_read bounds the wait for the first byte (and any single read); the idle time between stream
-            # chunks is enforced by the relay, which knows where events begin and end.
-            timeout = aiohttp.ClientTimeout(
-                total=timeouts.total_s, sock_connect=timeouts.connect_s, sock_read=timeouts.first_byte_s
-            )
-            self._timeouts[timeouts] = timeout
-        return timeout
 
     def request_body(self, ctx: RequestContext, deployment: Deployment) -> bytes:
         if ctx.model != deployment.model:
@@ -82,7 +55,7 @@ class OpenAIProvider:
         ctx.upstream_start_ns = time.perf_counter_ns()
         with map_transport_errors(self.name):
             response = await session.post(
-                self.url(ctx.endpoint, deployment), data=body, headers=self.headers, timeout=self._timeout(timeouts)
+                self.url(ctx.endpoint, deployment), data=body, headers=self.headers, timeout=self.timeout(timeouts)
             )
             ctx.upstream_headers_ns = time.perf_counter_ns()
             if response.status >= 400:
