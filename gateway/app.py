@@ -23,6 +23,7 @@ from gateway.api.health import Live, MetricsEndpoint, Ready
 from gateway.api.http import request_id_of
 from gateway.api.keys import KeysEndpoint
 from gateway.api.openai import CompletionEndpoint, ModelsEndpoint
+from gateway.api.usage import UsageEndpoint
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import GatewayError, InternalError, InvalidRequest, MethodNotAllowed, NotFound
 from gateway.runtime import Gateway
@@ -49,6 +50,7 @@ def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> FastRo
         Route("/admin/deployments/{deployment_id:path}/{action}", deployments, methods=["POST"]),
         Route("/admin/keys", keys, methods=["GET", "POST"]),
         Route("/admin/keys/{key_id}/{action}", keys, methods=["POST"]),
+        Route("/admin/usage", UsageEndpoint(gateway), methods=["GET"]),
         Route("/health/live", Live(), methods=["GET"]),
         Route("/health/ready", Ready(gateway), methods=["GET"]),
         Route("/metrics", MetricsEndpoint(gateway), methods=["GET"]),

@@ -130,10 +130,14 @@ class ModelsEndpoint:
         try:
             await self.gateway.authenticate(ctx)
             model_id = scope.get("path_params", {}).get("model_id")
+            # A key limited to some models sees only those: the rest do not exist for it, as on OpenAI, where a
+            # project's model list leaves out what the project may not use.
+            allowed = ctx.principal.allowed_models
+            visible = [name for name in self.gateway.models if not allowed or name in allowed]
             if model_id is None:
-                data = [self._entry(name) for name in self.gateway.models]
+                data = [self._entry(name) for name in visible]
                 body = orjson.dumps({"object": "list", "data": data})
-            elif model_id in self.gateway.models:
+            elif model_id in visible:
                 body = orjson.dumps(self._entry(model_id))
             else:
                 raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")

@@ -144,16 +144,25 @@ class RateLimitFilter:
             ident = _identity(rule, ctx, principal, anonymous, ip)
             if ident and (not rule.match or rule.match == ident):
                 self._add(found, rule.scope, ident, rule)
-        if not anonymous and (principal.rpm or principal.tpm or principal.budget_usd):
-            own = LimitRule(
-                scope="key",
-                rpm=principal.rpm,
-                tpm=principal.tpm,
-                budget_usd=principal.budget_usd,
-                period="day" if principal.budget_period == "day" else "month",
-            )
-            self._add(found, "key", principal.key_id or principal.name, own)
+        if not anonymous:
+            own = own_rule(principal)
+            if own is not None:
+                self._add(found, "key", principal.key_id or principal.name, own)
         return list(found.values())
+
+    async def usage(self, scope: str, ident: str, own: LimitRule | None) -> list[tuple[Check, str, float]]:
+        """(check, budget period or "", taken now) for every limit on one key, team or project: the counters
+        that requests of that key, team or project reserve against, built by the same code (GET /admin/usage)."""
+        found: dict[str, Check] = {}
+        periods: dict[str, str] = {}
+        rules = [r for r in self.rules if r.scope == scope and (not r.match or r.match == ident)]
+        for rule in [*rules, own] if own is not None else rules:
+            self._add(found, scope, ident, rule)
+            if rule.budget_usd:
+                periods[f"{PREFIX}{scope}:{ident}:usd:{self._period(rule.period)[0]}"] = rule.period
+        checks = list(found.values())
+        taken = await self.limits.peek(checks) if checks else []
+        return [(check, periods.get(check.key, ""), used) for check, used in zip(checks, taken, strict=True)]
 
     def _add(self, found: dict[str, Check], scope: str, ident: str, rule: LimitRule) -> None:
         base = f"{PREFIX}{scope}:{ident}:"
@@ -267,6 +276,19 @@ class RateLimitFilter:
                 (f"x-ratelimit-reset-{what}".encode(), format_reset(outcome.retry_ms).encode()),
             ]
         raise error
+
+
+def own_rule(principal: Principal) -> LimitRule | None:
+    """A virtual key's own rpm, tpm and budget as a rule of scope key; None if it has none."""
+    if not (principal.rpm or principal.tpm or principal.budget_usd):
+        return None
+    return LimitRule(
+        scope="key",
+        rpm=principal.rpm,
+        tpm=principal.tpm,
+        budget_usd=principal.budget_usd,
+        period="day" if principal.budget_period == "day" else "month",
+    )
 
 
 def _identity(rule: LimitRule, ctx: RequestContext, principal: Principal, anonymous: bool, ip: str) -> str:

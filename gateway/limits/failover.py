@@ -50,6 +50,18 @@ class Failover:
             raise ServiceUnavailable("Rate limits cannot be checked now.", code="ratelimit_unavailable")
         return self.local.reserve_now(checks), self.local
 
+    async def peek(self, checks: list[Check]) -> list[float]:
+        """The counters that admission uses right now: Redis's, or this process's own while degraded."""
+        primary = self.primary
+        if primary is not None and (not self.degraded or time.monotonic() >= self._retry_at):
+            try:
+                return await primary.peek(checks)
+            except LimiterUnavailable as exc:
+                self._failed(exc)
+        if primary is not None and not self.fail_open:
+            raise ServiceUnavailable("Usage cannot be read now: the rate-limit backend is unreachable.")
+        return self.local.peek_now(checks)
+
     def backend_error(self) -> None:
         self._errors.inc()
 

@@ -1,6 +1,7 @@
 -- The rate limits and budgets of one request, in one round trip, atomically (memory.py mirrors this file).
 -- KEYS: one counter (a hash: a, b, c) per check, all in one hash slot ({gw:rl}) so that Redis Cluster runs it.
--- ARGV[1]: "r" to check and reserve (all or nothing), "s" to settle (apply signed deltas).
+-- ARGV[1]: "r" to check and reserve (all or nothing), "s" to settle (apply signed deltas), "p" to peek
+-- (read only: what each counter has taken, as memory.py's _used computes it).
 -- Then 6 ARGV per check (model.py Check.args): kind, limit, capacity, window_ms, amount, soft.
 -- Kinds: 1 token bucket, 2 sliding window, 3 concurrency, 4 budget.
 -- "r" returns {1, remaining..., reset_ms..., crossed budgets...} or {0, failed check (1-based), retry_ms}.
@@ -67,6 +68,19 @@ local function apply(i, kind, limit, cap, win, s, amount)
   end
   redis.call('HSET', KEYS[i], 'a', tostring(s[1]), 'b', tostring(s[2]), 'c', tostring(s[3]))
   redis.call('PEXPIRE', KEYS[i], math.ceil(ttl))
+end
+
+if ARGV[1] == 'p' then
+  local out = {}
+  for i = 1, n do
+    local kind, limit, cap, win = arg(i, 1), arg(i, 2), arg(i, 3), arg(i, 4)
+    local s = current(i, kind, limit, cap, win)
+    local used = s[1]
+    if kind == 1 then used = cap - s[1]
+    elseif kind == 2 then used = s[2] * (1 - (now - s[3] * win) / win) + s[1] end
+    out[i] = tostring(used)
+  end
+  return out
 end
 
 if ARGV[1] == 's' then

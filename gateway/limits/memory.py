@@ -47,6 +47,14 @@ class MemoryLimiter:
             self._state[check.key] = state
         return Outcome(ok=True, remaining=remaining, reset_ms=reset, soft_crossed=crossed)
 
+    async def peek(self, checks: list[Check]) -> list[float]:
+        return self.peek_now(checks)
+
+    def peek_now(self, checks: list[Check], now_ms: float | None = None) -> list[float]:
+        now = time.time() * 1000 if now_ms is None else now_ms
+        # _current works on a copy (or a fresh counter) and nothing is stored back: a read leaves no trace.
+        return [_used(check, self._current(check, now), now) for check in checks]
+
     def settle(self, items: list[tuple[Check, float]], now_ms: float | None = None) -> None:
         now = time.time() * 1000 if now_ms is None else now_ms
         for check, delta in items:
@@ -112,6 +120,16 @@ def _try(check: Check, state: list[float], now: float, cost: float) -> tuple[boo
     if state[0] >= check.limit or state[0] + cost > check.limit:
         return False, float(check.window_ms), 0.0, 0.0
     return True, 0.0, check.limit - state[0] - cost, float(check.window_ms)
+
+
+def _used(check: Check, state: list[float], now: float) -> float:
+    """What a current counter has taken (Model.peek); limits.lua's "p" mode computes the same."""
+    if check.kind == BUCKET:
+        return check.capacity - state[0]
+    if check.kind == WINDOW:
+        into = now - state[2] * check.window_ms
+        return state[1] * (1 - into / check.window_ms) + state[0]
+    return state[0]
 
 
 def _apply(check: Check, state: list[float], now: float, amount: float) -> None:

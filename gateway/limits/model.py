@@ -60,6 +60,12 @@ class Limiter(Protocol):
 
     async def reserve(self, checks: list[Check]) -> Outcome: ...
 
+    async def peek(self, checks: list[Check]) -> list[float]:
+        """How much of each counter is taken now, without taking anything (GET /admin/usage): the spend
+        (BUDGET), the requests or tokens used (BUCKET: capacity minus what is left; WINDOW: the weighted count)
+        or the requests in flight (CONCURRENCY). One round trip on a networked backend."""
+        ...
+
     def settle(self, items: list[tuple[Check, float]]) -> None:
         """Apply deltas. Never awaits: a backend that needs the network sends them in the background."""
 

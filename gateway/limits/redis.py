@@ -52,6 +52,18 @@ class RedisLimiter:
             soft_crossed=[int(v) - 1 for v in raw[2 * n + 1 :]],
         )
 
+    async def peek(self, checks: list[Check]) -> list[float]:
+        if not checks:
+            return []
+        args: list[float | int | str] = ["p"]
+        for check in checks:
+            args += check.args(0.0)
+        try:
+            raw = await self._script(keys=[c.key for c in checks], args=args)
+        except (RedisError, OSError) as exc:
+            raise LimiterUnavailable(f"redis: {exc}") from exc
+        return [float(v) for v in raw]
+
     def settle(self, items: list[tuple[Check, float]]) -> None:
         self._pending.extend(items)
         self._idle.clear()

@@ -23,6 +23,7 @@ CALLS = [
     ("POST", "/admin/deployments/mock/demo-1/reset", None, "POST /admin/deployments/{id}/{action}"),
     ("GET", "/admin/keys", None, "GET /admin/keys"),
     ("POST", "/admin/keys", {"project": "p1"}, "POST /admin/keys"),
+    ("GET", "/admin/usage", None, "GET /admin/usage"),
 ]  # fmt: skip
 
 

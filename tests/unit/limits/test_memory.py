@@ -102,3 +102,17 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies() -> None:
     # the rightmost address no trusted proxy vouches for; the forged 6.6.6.6 left of it is ignored
     assert ClientAddress(["10.0.0.0/8"]).of("10.0.0.1", headers) == "203.0.113.9"
     assert ClientAddress(["10.0.0.0/8"]).of("10.0.0.1", [(b"x-forwarded-for", b"junk")]) == "10.0.0.1"
+
+
+def test_peek_reads_what_each_counter_took_and_changes_nothing() -> None:
+    limiter = MemoryLimiter()
+    bucket = rpm(60, capacity=10)
+    window = rpm(10, kind=WINDOW, key="k:w")
+    budget = Check("k:usd", BUDGET, 5.0, 5.0, 3_600_000, 1.5)
+    assert limiter.peek_now([bucket, window, budget], now_ms=0) == [0, 0, 0]  # absent: nothing taken
+    assert limiter._state == {}  # a read of an absent counter does not create it
+    for _ in range(2):
+        assert limiter.reserve_now([bucket, window, budget], now_ms=0).ok
+    taken = limiter.peek_now([bucket, window, budget], now_ms=1000)
+    assert taken == [pytest.approx(1), pytest.approx(2), pytest.approx(3.0)]  # one request refilled in a second
+    assert limiter.peek_now([bucket, window, budget], now_ms=1000) == taken

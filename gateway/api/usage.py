@@ -1,0 +1,122 @@
+"""GET /admin/usage?scope=key|team|project&id=...: the spend of the current period against each budget, and what is
+left of the rate limits, for one key, team or project — read from the ratelimit filter's own counters without
+reserving anything. Without `id`, the caller's own key, team or project; `scope` defaults to project.
+
+Admins read any scope. Everyone else the matrix lets in stays in their own project: their project, their own
+team (a team's counters are not tied to a project, so another team's name proves nothing) or a key of their
+project.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from gateway.api.access import authorize
+from gateway.api.http import JSON_TYPE, encode_headers, request_id_of, send_json
+from gateway.config import LimitRule
+from gateway.errors import GatewayError, InvalidRequest, NotFound, PermissionDenied, ServiceUnavailable
+from gateway.filters.ratelimit import RateLimitFilter, own_rule
+from gateway.limits.model import BUDGET, CONCURRENCY, REQUESTS, TOKENS
+from gateway.store.base import StoreUnavailable, key_store
+from gateway.types import Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from gateway.context import Principal
+    from gateway.runtime import Gateway
+
+SCOPES = ("key", "team", "project")
+
+
+class UsageEndpoint:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        found = [f for f in gateway.pipeline.filters if isinstance(f, RateLimitFilter)]
+        self.limits = found[0] if found else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [JSON_TYPE, (b"x-request-id", request_id_of(scope).encode())]
+        try:
+            body = await self._handle(scope)
+        except StoreUnavailable:
+            exc: GatewayError = ServiceUnavailable("The key store cannot be reached; try again shortly.")
+            await send_json(send, exc.status_code, exc.to_json(), headers)
+            return
+        except GatewayError as exc:
+            await send_json(send, exc.status_code, exc.to_json(), headers + encode_headers(exc.headers))
+            return
+        await send_json(send, 200, orjson.dumps(body), headers)
+
+    async def _handle(self, scope: Scope) -> dict[str, Any]:
+        principal = await authorize(self.gateway, scope, "GET /admin/usage")
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        which = query.get("scope", "project")
+        if which not in SCOPES:
+            raise InvalidRequest(f"scope must be one of {', '.join(SCOPES)}, not {which!r}.", param="scope")
+        ident = query.get("id") or _own(principal, which)
+        if not ident:
+            raise InvalidRequest(f"The caller has no {which}: pass id.", param="id")
+        own = await self._authorize(principal, which, ident)
+        now = time.time()
+        budgets: list[dict[str, Any]] = []
+        rate_limits: list[dict[str, Any]] = []
+        # Without the ratelimit filter nothing is capped or counted: empty lists say exactly that.
+        counters = await self.limits.usage(which, ident, own) if self.limits is not None else []
+        for check, period, taken in counters:
+            if check.kind == BUDGET:
+                budgets.append({
+                    "period": period,
+                    "spend_usd": round(taken, 6),
+                    "cap_usd": check.limit,
+                    # Settling the real cost can take a request past the cap; what is left is then nothing.
+                    "remaining_usd": round(max(0.0, check.limit - taken), 6),
+                    "resets_at": round(now + check.window_ms / 1000),
+                })  # fmt: skip
+            else:
+                name = {REQUESTS: "rpm", TOKENS: "tpm"}.get(check.header, "concurrency")
+                capacity = check.limit if check.kind == CONCURRENCY else check.capacity
+                rate_limits.append(
+                    {"name": name, "limit": check.limit, "remaining": max(0, math.floor(capacity - taken))}
+                )
+        return {"object": "usage", "scope": which, "id": ident, "budgets": budgets, "rate_limits": rate_limits}
+
+    async def _authorize(self, principal: Principal, which: str, ident: str) -> LimitRule | None:
+        """PermissionDenied outside the caller's project (unless admin); for a key, its own limits as a rule."""
+        admin = principal.role == "admin"
+        if which == "project":
+            if not admin and ident != principal.project:
+                raise _other_project(which, ident)
+            return None
+        if which == "team":
+            if not admin and ident != principal.team:
+                raise _other_project(which, ident)
+            return None
+        if ident == (principal.key_id or principal.name):
+            return own_rule(principal)
+        # Another key: its row says which project it is in and what budget it carries. Config keys have none.
+        store = key_store(self.gateway.store)
+        row = await store.get_key(ident) if store is not None else None
+        if row is not None:
+            if not admin and row.project != principal.project:
+                raise _other_project(which, ident)
+            return own_rule(row.principal())
+        config_key = next((p for p in self.gateway.identity.principals.values() if p.key_id == ident), None)
+        if config_key is None:
+            raise NotFound(f"No key {ident!r}.", param="id")
+        if not admin and config_key.project != principal.project:
+            raise _other_project(which, ident)
+        return None
+
+
+def _own(principal: Principal, which: str) -> str:
+    if which == "key":
+        return principal.key_id or principal.name
+    return principal.team if which == "team" else principal.project
+
+
+def _other_project(which: str, ident: str) -> PermissionDenied:
+    return PermissionDenied(f"The {which} {ident!r} is outside your project.", code="project_not_allowed")
