@@ -5,12 +5,17 @@ Admin endpoints need a key or token whatever `auth.mode` says: mode `none` opens
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from gateway import roles
+from gateway.api.http import JSON_TYPE, encode_headers, request_id_of, send_json
 from gateway.context import Principal
+from gateway.errors import GatewayError, ServiceUnavailable
 from gateway.filters.auth import presented_key
-from gateway.types import Scope
+from gateway.store.base import StoreUnavailable
+from gateway.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
@@ -21,3 +26,27 @@ async def authorize(gateway: Gateway, scope: Scope, route: str) -> Principal:
     principal = await gateway.identity.identify(presented_key(scope["headers"]))
     roles.require(route, principal)
     return principal
+
+
+class AdminEndpoint:
+    """An endpoint outside the pipeline: `handle` returns a status and a JSON-able body, or raises a
+    GatewayError; both are rendered here, in one place, with the request id."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [JSON_TYPE, (b"x-request-id", request_id_of(scope).encode())]
+        try:
+            status, body = await self.handle(scope, receive)
+        except StoreUnavailable:
+            error: GatewayError = ServiceUnavailable("The store cannot be reached; try again shortly.")
+            await send_json(send, error.status_code, error.to_json(), headers)
+            return
+        except GatewayError as exc:
+            await send_json(send, exc.status_code, exc.to_json(), headers + encode_headers(exc.headers))
+            return
+        await send_json(send, status, orjson.dumps(body), headers)
+
+    async def handle(self, scope: Scope, receive: Receive) -> tuple[int, Any]:
+        raise NotImplementedError

@@ -13,41 +13,22 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from gateway.api.access import authorize
-from gateway.api.http import JSON_TYPE, encode_headers, parse_json_object, read_body, request_id_of, send_json
-from gateway.errors import GatewayError, InvalidRequest, NotFound, ServiceUnavailable
+from gateway.api.access import AdminEndpoint, authorize
+from gateway.api.http import parse_json_object, read_body
+from gateway.errors import InvalidRequest, NotFound
 from gateway.identity.keys import issue, successor
-from gateway.store.base import KeyStore, StoreUnavailable, key_store
-from gateway.types import Receive, Scope, Send
+from gateway.store.base import KeyStore, key_store
+from gateway.types import Receive, Scope
 
 if TYPE_CHECKING:
     from gateway.context import Principal
-    from gateway.runtime import Gateway
 
 MAX_GRACE_S = 7 * 86400
 _MAX_BODY = 64 * 1024
 
 
-class KeysEndpoint:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = [JSON_TYPE, (b"x-request-id", request_id_of(scope).encode())]
-        try:
-            status, body = await self._handle(scope, receive)
-        except StoreUnavailable:
-            exc: GatewayError = ServiceUnavailable("The key store cannot be reached; try again shortly.")
-            await send_json(send, exc.status_code, exc.to_json(), headers)
-            return
-        except GatewayError as exc:
-            await send_json(send, exc.status_code, exc.to_json(), headers + encode_headers(exc.headers))
-            return
-        await send_json(send, status, orjson.dumps(body), headers)
-
-    async def _handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
+class KeysEndpoint(AdminEndpoint):
+    async def handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
         params = scope.get("path_params", {})
         key_id, action = params.get("key_id"), params.get("action")
         if scope["method"] == "GET":

@@ -14,16 +14,13 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-import orjson
-
-from gateway.api.access import authorize
-from gateway.api.http import JSON_TYPE, encode_headers, request_id_of, send_json
+from gateway.api.access import AdminEndpoint, authorize
 from gateway.config import LimitRule
-from gateway.errors import GatewayError, InvalidRequest, NotFound, PermissionDenied, ServiceUnavailable
+from gateway.errors import InvalidRequest, NotFound, PermissionDenied
 from gateway.filters.ratelimit import RateLimitFilter, own_rule
 from gateway.limits.model import BUDGET, CONCURRENCY, REQUESTS, TOKENS
-from gateway.store.base import StoreUnavailable, key_store
-from gateway.types import Receive, Scope, Send
+from gateway.store.base import key_store
+from gateway.types import Receive, Scope
 
 if TYPE_CHECKING:
     from gateway.context import Principal
@@ -32,26 +29,16 @@ if TYPE_CHECKING:
 SCOPES = ("key", "team", "project")
 
 
-class UsageEndpoint:
+class UsageEndpoint(AdminEndpoint):
     def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+        super().__init__(gateway)
         found = [f for f in gateway.pipeline.filters if isinstance(f, RateLimitFilter)]
         self.limits = found[0] if found else None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = [JSON_TYPE, (b"x-request-id", request_id_of(scope).encode())]
-        try:
-            body = await self._handle(scope)
-        except StoreUnavailable:
-            exc: GatewayError = ServiceUnavailable("The key store cannot be reached; try again shortly.")
-            await send_json(send, exc.status_code, exc.to_json(), headers)
-            return
-        except GatewayError as exc:
-            await send_json(send, exc.status_code, exc.to_json(), headers + encode_headers(exc.headers))
-            return
-        await send_json(send, 200, orjson.dumps(body), headers)
+    async def handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
+        return 200, await self._usage(scope)
 
-    async def _handle(self, scope: Scope) -> dict[str, Any]:
+    async def _usage(self, scope: Scope) -> dict[str, Any]:
         principal = await authorize(self.gateway, scope, "GET /admin/usage")
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         which = query.get("scope", "project")
