@@ -34,11 +34,11 @@ from gateway.providers.gemini import (
     rejected,
     vertex_embed_request,
 )
+from gateway.providers.gemini_schema import gemini_schema
 from gateway.providers.gemini_translate import (
     SKIP_SIGNATURE,
     UnsupportedRequest,
     finish_reason,
-    gemini_schema,
     prompt_block,
     signature_of,
     to_gemini,
