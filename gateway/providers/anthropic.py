@@ -26,7 +26,7 @@ from gateway.providers.anthropic_translate import (
     to_openai,
     usage_of,
 )
-from gateway.providers.base import HTTPProvider, map_transport_errors
+from gateway.providers.base import HTTPProvider, end_stream, json_answer, map_transport_errors
 from gateway.providers.sse import DONE, SSEDecoder
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -93,16 +93,7 @@ class AnthropicProvider(HTTPProvider):
         return Reply(status=200, body=self._answer(ctx, content, request.answer_tool), headers=_JSON)
 
     def _answer(self, ctx: RequestContext, content: bytes, answer_tool: str | None) -> bytes:
-        try:
-            message = orjson.loads(content)
-        except orjson.JSONDecodeError:
-            message = None
-        if not isinstance(message, dict):
-            raise UpstreamUnavailable(
-                f"The upstream provider {self.name!r} answered with a body that is not a JSON object.",
-                provider=self.name,
-                code="invalid_upstream_response",
-            )
+        message = json_answer(content, self.name)
         answer = to_openai(message, answer_tool, int(ctx.started_at))
         usage = message.get("usage")
         if isinstance(usage, dict):
@@ -141,12 +132,7 @@ class AnthropicProvider(HTTPProvider):
             finished = True
             yield DONE
         finally:
-            ctx.upstream_end_ns = time.perf_counter_ns()
-            # A stream left early (client gone, idle timeout, error) closes its connection instead of pooling it.
-            if finished:
-                response.release()
-            else:
-                response.close()
+            end_stream(ctx, response, finished)
 
 
 class StreamTranslator:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -113,6 +114,31 @@ def rejected_from_body(provider: str, status: int, body: bytes, retry_after: str
         )
     message = error if isinstance(error, str) else f"The upstream provider {provider!r} answered {status}."
     return UpstreamRejected(message, status=status, provider=provider, retry_after=retry_after)
+
+
+def json_answer(content: bytes, provider: str) -> dict[str, Any]:
+    """A whole answer's JSON object. Anything else is the upstream's fault: a 502, never a crash."""
+    try:
+        data = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        raise UpstreamUnavailable(
+            f"The upstream provider {provider!r} answered with a body that is not a JSON object.",
+            provider=provider,
+            code="invalid_upstream_response",
+        )
+    return data
+
+
+def end_stream(ctx: RequestContext, response: aiohttp.ClientResponse, finished: bool) -> None:
+    """A stream's last word: its end time, and its connection back to the pool only if it was read whole — one
+    left early (client gone, idle timeout, error) is closed instead."""
+    ctx.upstream_end_ns = time.perf_counter_ns()
+    if finished:
+        response.release()
+    else:
+        response.close()
 
 
 def sleep_forever() -> asyncio.Future[None]:

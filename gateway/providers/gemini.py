@@ -41,7 +41,7 @@ from gateway.config import Deployment, ProviderConfig, Timeouts
 from gateway.context import RequestContext, Usage
 from gateway.errors import UpstreamRejected, UpstreamUnavailable
 from gateway.pipeline import Reply
-from gateway.providers.base import HTTPProvider, map_transport_errors
+from gateway.providers.base import HTTPProvider, end_stream, json_answer, map_transport_errors
 from gateway.providers.gemini_translate import (
     UnsupportedRequest,
     content_of,
@@ -100,7 +100,7 @@ class GeminiProvider(HTTPProvider):
         if ctx.stream:
             translator = StreamTranslator(deployment.model, int(ctx.started_at), token)
             return Reply(status=200, stream=self._events(ctx, response, translator))
-        answer = _json_object(await self._read(ctx, response), self.name)
+        answer = json_answer(await self._read(ctx, response), self.name)
         block = prompt_block(answer)
         if block is not None:
             raise UpstreamRejected(block, status=400, provider=self.name, code="content_policy_violation")
@@ -169,12 +169,7 @@ class GeminiProvider(HTTPProvider):
             finished = True
             yield DONE
         finally:
-            ctx.upstream_end_ns = time.perf_counter_ns()
-            # A stream left early (client gone, idle timeout, error) closes its connection instead of pooling it.
-            if finished:
-                response.release()
-            else:
-                response.close()
+            end_stream(ctx, response, finished)
 
     async def _embed(self, ctx: RequestContext, deployment: Deployment, timeouts: Timeouts) -> Reply:
         try:
@@ -191,7 +186,7 @@ class GeminiProvider(HTTPProvider):
                 embed_request(texts, deployment.model, dimensions),
             )
         response = await self._post(ctx, url, orjson.dumps(request), timeouts)
-        content = _json_object(await self._read(ctx, response), self.name)
+        content = json_answer(await self._read(ctx, response), self.name)
         with unreadable_as_malformed(self.name):
             vectors, tokens = embeddings_of(content)
             if len(vectors) != len(texts):
@@ -208,16 +203,6 @@ class GeminiProvider(HTTPProvider):
 
 def unsupported(provider: str, exc: UnsupportedRequest) -> UpstreamRejected:
     return UpstreamRejected(exc.message, status=400, provider=provider, param=exc.param, code="unsupported_parameter")
-
-
-def _json_object(content: bytes, provider: str) -> dict[str, Any]:
-    try:
-        data = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        data = None
-    if not isinstance(data, dict):
-        raise malformed(provider, "a body that is not a JSON object")
-    return data
 
 
 def malformed(provider: str, what: str) -> UpstreamUnavailable:

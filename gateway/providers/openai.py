@@ -12,7 +12,7 @@ from gateway.config import Deployment, ProviderConfig, Timeouts
 from gateway.context import RequestContext, Usage
 from gateway.errors import UpstreamUnavailable
 from gateway.pipeline import Reply
-from gateway.providers.base import HTTPProvider, map_transport_errors, rejected_from_body
+from gateway.providers.base import HTTPProvider, end_stream, json_answer, map_transport_errors, rejected_from_body
 from gateway.providers.sse import DONE, SSEDecoder
 
 _JSON = {"content-type": "application/json"}
@@ -86,26 +86,12 @@ class OpenAIProvider(HTTPProvider):
                     yield payload
             finished = True
         finally:
-            ctx.upstream_end_ns = time.perf_counter_ns()
-            # A stream left early (client gone, idle timeout) closes its connection instead of pooling it.
-            if finished:
-                response.release()
-            else:
-                response.close()
+            end_stream(ctx, response, finished)
 
 
 def read_answer(ctx: RequestContext, content: bytes, provider: str) -> None:
     """Note the usage and served model of a whole answer; an answer that is not a JSON object is a 502."""
-    try:
-        data = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        data = None
-    if not isinstance(data, dict):
-        raise UpstreamUnavailable(
-            f"The upstream provider {provider!r} answered with a body that is not a JSON object.",
-            provider=provider,
-            code="invalid_upstream_response",
-        )
+    data = json_answer(content, provider)
     usage = data.get("usage")
     if isinstance(usage, dict):
         ctx.usage = Usage.from_openai(usage)
