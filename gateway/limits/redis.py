@@ -10,11 +10,9 @@ import logging
 from collections.abc import Callable
 from importlib import resources
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from gateway import tasks
 from gateway.limits.model import Check, LimiterUnavailable, Outcome
+from gateway.limits.resp import RedisUnavailable, RespClient, Script
 
 logger = logging.getLogger("gateway.limits")
 
@@ -25,8 +23,8 @@ class RedisLimiter:
     name = "redis"
 
     def __init__(self, url: str, *, timeout_s: float = 0.25, on_error: Callable[[], None] | None = None) -> None:
-        self._client = aioredis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
-        self._script = self._client.register_script(_SCRIPT)
+        self._client = RespClient(url, timeout_s=timeout_s)
+        self._script = Script(self._client, _SCRIPT)
         self._on_error = on_error
         self._pending: list[tuple[Check, float]] = []
         self._wake = asyncio.Event()
@@ -40,7 +38,7 @@ class RedisLimiter:
             args += check.args(check.cost)
         try:
             raw = await self._script(keys=[c.key for c in checks], args=args)
-        except (RedisError, OSError) as exc:
+        except RedisUnavailable as exc:
             raise LimiterUnavailable(f"redis: {exc}") from exc
         if int(raw[0]) == 0:
             return Outcome(ok=False, failed=int(raw[1]) - 1, retry_ms=float(raw[2]))
@@ -60,7 +58,7 @@ class RedisLimiter:
             args += check.args(0.0)
         try:
             raw = await self._script(keys=[c.key for c in checks], args=args)
-        except (RedisError, OSError) as exc:
+        except RedisUnavailable as exc:
             raise LimiterUnavailable(f"redis: {exc}") from exc
         return [float(v) for v in raw]
 
@@ -90,7 +88,7 @@ class RedisLimiter:
             args += check.args(delta)
         try:
             await self._script(keys=[c.key for c, _ in batch], args=args)
-        except (RedisError, OSError) as exc:
+        except RedisUnavailable as exc:
             # Lost settlements leave a reservation standing: tokens come back as the bucket refills, a
             # concurrency slot when its lease expires. Counted, not retried, so a dead Redis cannot pile them up.
             logger.debug("ratelimit settlements dropped: %s", exc)
@@ -105,4 +103,4 @@ class RedisLimiter:
             except TimeoutError:
                 pass
         await tasks.cancel(self._flusher)
-        await self._client.aclose()
+        await self._client.close()

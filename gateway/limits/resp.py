@@ -1,0 +1,180 @@
+"""A lean, pipelined Redis connection for the rate limiter: one script call per request sits on the hot path.
+
+redis-py's asyncio client spent about a third of the event loop's time under the limiter (py-spy: pool checkout,
+retry wrapper, Python command packing, per-call locks). This connection is one socket per process: every
+request writes its command at once (hiredis packs it), replies come back in order and resolve futures FIFO,
+so concurrent requests share the socket with no pool and no lock. One timer per connection, not per call,
+enforces the timeout: when the oldest call is overdue the connection is dropped and every call on it fails,
+which is what the limiter's failover needs to know.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ssl
+import time
+from collections import deque
+from typing import Any, cast
+
+import hiredis
+from redis.asyncio.connection import SSLConnection, parse_url
+
+
+def _pack(args: tuple[str | bytes | int | float, ...]) -> bytes:
+    # hiredis's stubs type the argument as a one-element tuple; it takes any number.
+    packed: bytes = hiredis.pack_command(cast(Any, args))
+    return packed
+
+
+class RedisUnavailable(Exception):
+    """The connection could not be made, was lost, timed out, or Redis answered with an error."""
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.loop = asyncio.get_running_loop()
+        self.reader = hiredis.Reader()
+        self.waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self.transport: asyncio.Transport | None = None
+        self.lost: Exception | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+
+    def data_received(self, data: bytes) -> None:
+        reader = self.reader
+        try:
+            reader.feed(data)
+            reply = reader.gets()
+            while reply is not False:
+                future, _ = self.waiting.popleft()
+                if not future.done():  # a caller that gave up (its request was cancelled) no longer listens
+                    future.set_result(reply)
+                reply = reader.gets()
+        except (hiredis.ProtocolError, IndexError) as exc:  # garbage, or a reply nobody asked for
+            self.fail(RedisUnavailable(f"redis protocol error: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail(RedisUnavailable(f"redis connection lost: {exc or 'closed'}"))
+
+    def request(self, packed: bytes) -> asyncio.Future[Any]:
+        if self.lost is not None or self.transport is None:
+            raise RedisUnavailable(str(self.lost or "redis: not connected"))
+        future = self.loop.create_future()
+        self.waiting.append((future, time.monotonic() + self.timeout_s))
+        self.transport.write(packed)
+        if self.timer is None:
+            self.timer = self.loop.call_later(self.timeout_s, self._check_overdue)
+        return future
+
+    def _check_overdue(self) -> None:
+        self.timer = None
+        if not self.waiting:
+            return
+        left = self.waiting[0][1] - time.monotonic()
+        if left <= 0:
+            self.fail(RedisUnavailable(f"redis: no answer within {self.timeout_s * 1000:.0f} ms"))
+        else:
+            self.timer = self.loop.call_later(left, self._check_overdue)
+
+    def fail(self, exc: Exception) -> None:
+        if self.lost is None:
+            self.lost = exc
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        while self.waiting:
+            future, _ = self.waiting.popleft()
+            if not future.done():
+                future.set_exception(exc)
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class RespClient:
+    """One pipelined connection to the Redis of `url` (redis://, rediss://, unix://), made on first use and
+    again after a failure."""
+
+    def __init__(self, url: str, *, timeout_s: float) -> None:
+        self.params = parse_url(url)
+        self.timeout_s = timeout_s
+        self._protocol: _Protocol | None = None
+        self._connecting: asyncio.Future[_Protocol] | None = None
+
+    async def call(self, *args: str | bytes | int | float) -> Any:
+        """One command; Redis's error replies raise RedisUnavailable with Redis's message."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None:
+            protocol = await self._connect()
+        reply = await protocol.request(_pack(args))
+        if isinstance(reply, hiredis.ReplyError):
+            raise RedisUnavailable(f"redis: {reply}")
+        return reply
+
+    async def close(self) -> None:
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.close()
+
+    async def _connect(self) -> _Protocol:
+        # Requests that arrive while the connection is being made wait for the same attempt.
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._open())
+        connecting = self._connecting
+        try:
+            return await asyncio.shield(connecting)
+        finally:
+            if connecting.done() and self._connecting is connecting:
+                self._connecting = None
+
+    async def _open(self) -> _Protocol:
+        params = self.params
+        loop = asyncio.get_running_loop()
+        protocol = _Protocol(self.timeout_s)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                if "path" in params:
+                    await loop.create_unix_connection(lambda: protocol, params["path"])
+                else:
+                    tls = ssl.create_default_context() if params.get("connection_class") is SSLConnection else None
+                    await loop.create_connection(
+                        lambda: protocol, params.get("host", "localhost"), params.get("port", 6379), ssl=tls
+                    )
+                if params.get("password"):
+                    credentials = [params["username"]] if params.get("username") else []
+                    await self._setup(protocol, "AUTH", *credentials, params["password"])
+                if params.get("db"):
+                    await self._setup(protocol, "SELECT", params["db"])
+        except (OSError, TimeoutError) as exc:
+            protocol.fail(RedisUnavailable(f"redis: cannot connect: {exc or 'timed out'}"))
+            raise RedisUnavailable(f"redis: cannot connect: {exc or 'timed out'}") from exc
+        self._protocol = protocol
+        return protocol
+
+    @staticmethod
+    async def _setup(protocol: _Protocol, *args: str | int) -> None:
+        reply = await protocol.request(_pack(args))
+        if isinstance(reply, hiredis.ReplyError):
+            protocol.fail(RedisUnavailable(f"redis: {args[0]} failed: {reply}"))
+            raise RedisUnavailable(f"redis: {args[0]} failed: {reply}")
+
+
+class Script:
+    """A Lua script run by its SHA; loaded again (EVAL) when Redis does not know it (after a restart or a
+    SCRIPT FLUSH)."""
+
+    def __init__(self, client: RespClient, source: str) -> None:
+        self.client = client
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def __call__(self, keys: list[str], args: list[str | int | float]) -> Any:
+        try:
+            return await self.client.call("EVALSHA", self.sha, len(keys), *keys, *args)
+        except RedisUnavailable as exc:
+            if "NOSCRIPT" not in str(exc):
+                raise
+        return await self.client.call("EVAL", self.source, len(keys), *keys, *args)
