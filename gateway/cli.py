@@ -11,7 +11,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-from gateway import __version__, cli_keys
+from gateway import __version__, cli_keys, cli_policy
 from gateway.config import ConfigError, GatewayConfig, load_config
 
 
@@ -30,8 +30,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = commands.add_parser("check", help="validate a config file and print every problem")
     check.add_argument("-c", "--config", default="gateway.yaml", help="config file (default: gateway.yaml)")
     cli_keys.add_parser(commands)
+    cli_policy.add_parser(commands)
 
     args = parser.parse_args(argv)
+    if args.command == "policy":  # policy files stand alone: no gateway.yaml needed
+        return cli_policy.run(args)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -60,11 +63,22 @@ def _check_runtime(config: GatewayConfig) -> None:
             for line in exc.lines():
                 print(line, file=sys.stderr)
             raise SystemExit(2) from None
+    # So are the policy files: a gateway does not start on a policy set it cannot load.
+    from gateway.policy import PolicyError, load_policies
+
+    if config.policies.paths:
+        try:
+            load_policies([config.resolve_path(p) for p in config.policies.paths])
+        except PolicyError as exc:
+            for line in exc.lines():
+                print(line, file=sys.stderr)
+            raise SystemExit(2) from None
 
 
 def serve_command(config: GatewayConfig, args: argparse.Namespace) -> int:
     import uvicorn
 
+    _check_runtime(config)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host = args.host or config.server.host
     port = args.port or config.server.port

@@ -238,6 +238,19 @@ class TelemetryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PoliciesConfig:
+    paths: list[str] = field(default_factory=list)  # policy files or folders of them (*.yaml; tests/ skipped)
+    reload: bool = True  # pick up changed files (and API-created policies) without a restart
+    poll_interval_s: float = 1.0  # how often files' mtimes and the store's policy revision are checked
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailsConfig:
+    stream_holdback_chars: int = 64  # streamed answers: text held back so that a match split across chunks is seen
+    abuse_prompts_file: str = "config/abuse_prompts.txt"  # known abuse prompts for the `abuse` check
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
@@ -248,6 +261,8 @@ class GatewayConfig:
     state: StateConfig = field(default_factory=StateConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    policies: PoliciesConfig = field(default_factory=PoliciesConfig)
+    guardrails: GuardrailsConfig = field(default_factory=GuardrailsConfig)
     # Where the file was read from: relative paths inside it (pricing_file) resolve against its folder.
     base_dir: str = "."
 
@@ -439,6 +454,15 @@ def _check_references(config: GatewayConfig, problems: list[tuple[str, str]]) ->
         problems.append(("pipeline", "a filter is named twice"))
     if not config.pipeline or config.pipeline[-1] != TERMINAL_FILTER:
         problems.append(("pipeline", f"must end with {TERMINAL_FILTER!r}, the stage that calls the upstream"))
+    order = {name: i for i, name in enumerate(config.pipeline)}
+    if "guardrails" in order and order.get("policy", len(order)) > order["guardrails"]:
+        problems.append(("pipeline", "guardrails needs policy before it: policies choose which checks run"))
+    if "policy" in order and order["policy"] > order.get("ratelimit", len(order)):
+        problems.append(("pipeline", "policy must come before ratelimit, so that its `limit` actions apply"))
+    if config.policies.poll_interval_s <= 0:
+        problems.append(("policies.poll_interval_s", "must be positive"))
+    if config.guardrails.stream_holdback_chars < 0:
+        problems.append(("guardrails.stream_holdback_chars", "must not be negative"))
     for name, group in config.models.items():
         if not group.deployments:
             problems.append((f"models.{name}.deployments", "at least one deployment is needed"))

@@ -1,0 +1,135 @@
+"""The JSON-schema check: does a model's answer parse as JSON and satisfy the request's schema?
+
+The schema comes with each request (`response_format`), so checks are built per request; the costly part, the
+validator, is cached by the schema's canonical JSON in a small LRU, and most traffic reuses a few schemas.
+
+The check's message is written for the model as much as for a person: on a failed answer the gateway retries with
+"your previous answer failed validation: <message>", so it names each error's JSON path and what was wrong
+("$.items[0].price: 'abc' is not of type 'number'"), at most three of them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from itertools import islice
+from typing import Any
+
+import orjson
+
+# No type stubs are installed for jsonschema (types-jsonschema is not a dev dependency).
+from jsonschema import Draft202012Validator, SchemaError, ValidationError  # type: ignore[import-untyped]
+
+from gateway.guardrails.base import CheckResult, Finding
+
+__all__ = ["JsonSchemaCheck", "schema_from_response_format", "validator_for"]
+
+MAX_ERRORS_SHOWN = 3
+# Errors counted for "and N more"; a broken answer to a big schema can have thousands.
+MAX_ERRORS_COUNTED = 100
+# An error message quotes the offending value, which can be a whole object.
+MAX_ERROR_CHARS = 200
+CACHE_SIZE = 256
+
+
+class _ValidatorCache:
+    """Validators by canonical schema JSON, least recently used evicted first. The lock makes it safe to share
+    with worker threads; on the event loop it is never contended."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._items: OrderedDict[bytes, Draft202012Validator] = OrderedDict()
+
+    def get(self, schema: Mapping[str, Any]) -> Draft202012Validator:
+        try:
+            key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+        except TypeError as exc:
+            raise ValueError(f"the JSON schema is not JSON: {exc}") from None
+        with self._lock:
+            validator = self._items.get(key)
+            if validator is not None:
+                self._items.move_to_end(key)
+                return validator
+        # Built outside the lock: checking a schema can take a while, and two threads building the same one is
+        # harmless.
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            raise ValueError(f"invalid JSON schema: {exc.message}") from None
+        validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+        with self._lock:
+            self._items[key] = validator
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return validator
+
+
+_CACHE = _ValidatorCache(CACHE_SIZE)
+
+
+def validator_for(schema: Mapping[str, Any]) -> Draft202012Validator:
+    """The cached Draft 2020-12 validator for `schema` (formats checked); ValueError if it is no valid schema."""
+    return _CACHE.get(schema)
+
+
+def schema_from_response_format(response_format: Any) -> dict[str, Any] | None:
+    """The schema of an OpenAI `response_format` of type `json_schema`
+    (`{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}, "strict": ...}}`); None for
+    `json_object`, `text`, no response_format, or a json_schema without a schema."""
+    if not isinstance(response_format, Mapping) or response_format.get("type") != "json_schema":
+        return None
+    spec = response_format.get("json_schema")
+    if not isinstance(spec, Mapping):
+        return None
+    schema = spec.get("schema")
+    return dict(schema) if isinstance(schema, Mapping) else None
+
+
+def _path_key(error: ValidationError) -> tuple[tuple[int, int | str], ...]:
+    # In document order: list indices numerically, so [2] comes before [10].
+    return tuple((0, p) if isinstance(p, int) else (1, str(p)) for p in error.absolute_path)
+
+
+def _describe(error: ValidationError) -> str:
+    message = error.message
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[: MAX_ERROR_CHARS - 3] + "..."
+    return f"{error.json_path}: {message}"
+
+
+class JsonSchemaCheck:
+    """Validates an answer (a string that should be JSON) against `schema`; triggered when it does not parse or
+    does not validate. ValueError at construction if `schema` is not a valid JSON Schema."""
+
+    name = "json_schema"
+
+    def __init__(self, schema: Mapping[str, Any]) -> None:
+        self._validator = validator_for(schema)
+
+    def check(self, text: str) -> CheckResult:
+        try:
+            document = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            return CheckResult(
+                self.name,
+                score=1.0,
+                findings=[Finding("json_schema.parse", 0, len(text))],
+                triggered=True,
+                message=f"the answer is not valid JSON: {exc}",
+            )
+        errors = sorted(islice(self._validator.iter_errors(document), MAX_ERRORS_COUNTED), key=_path_key)
+        if not errors:
+            return CheckResult(self.name)
+        message = "; ".join(_describe(e) for e in errors[:MAX_ERRORS_SHOWN])
+        if len(errors) > MAX_ERRORS_SHOWN:
+            more = len(errors) - MAX_ERRORS_SHOWN
+            message += f" (and {more}{'+' if len(errors) == MAX_ERRORS_COUNTED else ''} more)"
+        return CheckResult(
+            self.name,
+            score=1.0,
+            findings=[Finding("json_schema.invalid", 0, len(text))],
+            triggered=True,
+            message=message,
+        )
