@@ -22,6 +22,8 @@ lint: $(STAMP)
 
 check: $(STAMP)
 	$(BIN)/gateway check --config gateway.yaml
+	$(BIN)/gateway policy check policies/
+	$(BIN)/gateway policy test policies/
 
 test: lint check
 	$(BIN)/pytest -q

@@ -23,6 +23,7 @@ from gateway.api.health import Live, MetricsEndpoint, Ready
 from gateway.api.http import request_id_of
 from gateway.api.keys import KeysEndpoint
 from gateway.api.openai import CompletionEndpoint, ModelsEndpoint
+from gateway.api.policies import PoliciesEndpoint
 from gateway.api.usage import UsageEndpoint
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import GatewayError, InternalError, InvalidRequest, MethodNotAllowed, NotFound
@@ -37,6 +38,7 @@ def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> FastRo
     models = ModelsEndpoint(gateway)
     deployments = DeploymentsEndpoint(gateway)
     keys = KeysEndpoint(gateway)
+    policies = PoliciesEndpoint(gateway)
     completions: dict[str, ASGIApp] = {
         f"/v1/{endpoint}": CompletionEndpoint(gateway, endpoint)
         for endpoint in ("chat/completions", "completions", "embeddings")
@@ -51,6 +53,9 @@ def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> FastRo
         Route("/admin/keys", keys, methods=["GET", "POST"]),
         Route("/admin/keys/{key_id}/{action}", keys, methods=["POST"]),
         Route("/admin/usage", UsageEndpoint(gateway), methods=["GET"]),
+        Route("/api/v1/policies", policies, methods=["GET", "POST"]),
+        Route("/api/v1/policies/{name}", policies, methods=["GET", "POST", "PUT", "DELETE"]),
+        Route("/api/v1/policies/{name}/{action}", policies, methods=["GET", "POST"]),
         Route("/health/live", Live(), methods=["GET"]),
         Route("/health/ready", Ready(gateway), methods=["GET"]),
         Route("/metrics", MetricsEndpoint(gateway), methods=["GET"]),

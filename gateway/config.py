@@ -504,8 +504,11 @@ def _check_references(config: GatewayConfig, problems: list[tuple[str, str]]) ->
         problems.append(("server.max_body_mb", "must be positive"))
     if config.server.workers < 1:
         problems.append(("server.workers", "must be at least 1"))
-    if not (config.telemetry.store.startswith("sqlite://") or config.telemetry.store in ("", "none")):
-        problems.append(("telemetry.store", "supported: sqlite:///path, or none"))
+    if not (
+        config.telemetry.store.startswith(("sqlite://", "postgres://", "postgresql://"))
+        or config.telemetry.store in ("", "none")
+    ):
+        problems.append(("telemetry.store", "supported: sqlite:///path, postgresql://user@host:5432/db, or none"))
     if not (config.state.backend == "memory" or config.state.backend.startswith(("redis://", "rediss://"))):
         problems.append(("state.backend", "supported: memory, redis://host:port/db"))
     _check_limits(config, problems)

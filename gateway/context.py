@@ -116,6 +116,9 @@ class RequestContext:
         "open_stream",
         "limit_headers",
         "limit_reservation",
+        "policy",
+        "guardrails",
+        "stream_guard",
     )
 
     def __init__(
@@ -167,6 +170,12 @@ class RequestContext:
         # Set by ratelimit: the x-ratelimit-* headers of every answer a limit applied to, and what it reserved.
         self.limit_headers: list[tuple[bytes, bytes]] | None = None
         self.limit_reservation: Any = None
+        # Set by the policy filter when a policy matched (gateway.policy.Decision); read by ratelimit, guardrails,
+        # route and the record.
+        self.policy: Any = None
+        # Set by the guardrails filter: what each check found, as plain dicts (types and positions, never text).
+        self.guardrails: list[dict[str, Any]] | None = None
+        self.stream_guard: Any = None  # the guardrails' hold-back windows of a streamed answer
 
     def header(self, name: bytes) -> str | None:
         """A request header by its lower-case name."""

@@ -5,6 +5,8 @@
     │   ├── InvalidRequest            400 invalid_request_error (bad JSON/UTF-8, wrong types; param names the field)
     │   ├── AuthenticationFailed      401 authentication_error, code=invalid_api_key
     │   ├── PermissionDenied          403 permission_error
+    │   │   └── PolicyDenied          a policy's deny: its own status (403 by default) and code; names the policy
+    │   ├── GuardrailBlocked          400 code=guardrail_blocked: a check blocked the prompt or the answer
     │   ├── NotFound                  404 invalid_request_error
     │   │   └── ModelNotFound         404 code=model_not_found
     │   ├── MethodNotAllowed          405 invalid_request_error
@@ -88,6 +90,39 @@ class AuthenticationFailed(ClientError):
 class PermissionDenied(ClientError):
     status = 403
     type = "permission_error"
+
+
+class PolicyDenied(PermissionDenied):
+    """A policy refused the request. The status is the policy's own (403 unless it says otherwise), so that a
+    policy can answer as OpenAI would (400 for a prompt too long, 404 for a model a plan may not use)."""
+
+    default_code = "policy_denied"
+
+    def __init__(self, message: str, *, policy: str, status: int = 403, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.policy = policy
+        self._status = status
+
+    @property
+    def status_code(self) -> int:
+        return self._status
+
+    def to_dict(self) -> dict[str, object]:
+        body = super().to_dict()
+        body["error"]["type"] = _type_for_status(self._status)  # type: ignore[index]
+        return body
+
+
+class GuardrailBlocked(ClientError):
+    """A guardrail check blocked the prompt or the answer. The message names the check and what kind of thing it
+    found, never the matched text."""
+
+    default_code = "guardrail_blocked"
+
+    def __init__(self, message: str, *, check: str, stage: str) -> None:
+        super().__init__(message)
+        self.check = check
+        self.stage = stage
 
 
 class NotFound(ClientError):

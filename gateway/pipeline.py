@@ -59,7 +59,9 @@ class ChunkFilter(Protocol):
 # name -> "module:Class", imported when a pipeline names it.
 FILTERS: dict[str, str] = {
     "auth": "gateway.filters.auth:AuthFilter",
+    "policy": "gateway.filters.policy:PolicyFilter",
     "ratelimit": "gateway.filters.ratelimit:RateLimitFilter",
+    "guardrails": "gateway.filters.guardrails:GuardrailsFilter",
     "route": "gateway.filters.route:RouteFilter",
 }
 TERMINAL_FILTER = "route"

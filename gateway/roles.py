@@ -32,6 +32,15 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "GET /admin/usage": BILLING,
     "GET /admin/logs": READERS | BILLING,
     "GET /admin/traces": READERS,
+    # Policies: viewers audit what is in force (their project's and the global ones); only admins change them.
+    "GET /api/v1/policies": READERS,
+    "GET /api/v1/policies/{name}": READERS,
+    "GET /api/v1/policies/{name}/versions": READERS,
+    "POST /api/v1/policies/evaluate": READERS,
+    "POST /api/v1/policies": ADMIN,
+    "PUT /api/v1/policies/{name}": ADMIN,
+    "DELETE /api/v1/policies/{name}": ADMIN,
+    "POST /api/v1/policies/{name}/rollback": ADMIN,
 }
 
 # RequestContext.endpoint of the pipeline's routes -> their matrix entry.

@@ -12,13 +12,15 @@ from typing import Any
 from gateway.config import GatewayConfig, ModelGroup
 from gateway.context import RequestContext
 from gateway.filters.auth import AuthFilter
+from gateway.guardrails.build import CheckEnv
 from gateway.identity.authenticator import Authenticator
 from gateway.pipeline import Pipeline, build_filter
+from gateway.policy.registry import PolicyRegistry
 from gateway.providers.base import Provider, build_provider
 from gateway.routing.health import HealthRegistry
 from gateway.routing.router import Router
 from gateway.state.base import StateBackend, open_state
-from gateway.store.base import Store, key_store, open_store
+from gateway.store.base import Store, key_store, open_store, policy_store
 from gateway.telemetry.access_log import AccessLog
 from gateway.telemetry.events import EventLogSink, Events, WebhookSink, passthrough
 from gateway.telemetry.metrics import Metrics
@@ -79,6 +81,13 @@ class Gateway:
             prices=prices,
             tokens=self.recorder.tokens,
         )
+        self.policies = PolicyRegistry(
+            config.policies,
+            resolve=config.resolve_path,
+            store=policy_store(self.store),
+            registry=self.metrics.registry,
+            check_env=self._check_env(),
+        )
         # Built whatever the pipeline: the admin endpoints authenticate with it in every auth mode.
         self.identity = Authenticator(config.auth, key_store(self.store))
         self.pipeline = Pipeline([build_filter(name, self) for name in config.pipeline])
@@ -103,6 +112,17 @@ class Gateway:
             flush_interval_s=webhook.flush_interval_ms / 1000,
         )
         return Events(self.metrics, queue), queue
+
+    def _check_env(self) -> CheckEnv:
+        """What guardrail checks share: token counting and the known abuse prompts (read once)."""
+        tokens = self.recorder.tokens
+        path = self.config.resolve_path(self.config.guardrails.abuse_prompts_file)
+        prompts: list[str] = []
+        if path.is_file():
+            from gateway.guardrails.abuse import load_prompts
+
+            prompts = load_prompts(path)
+        return CheckEnv(count_tokens=lambda text: tokens.count_text("", text), abuse_prompts=prompts)
 
     def _load_prices(self) -> PriceTable:
         path = self.config.resolve_path(self.config.telemetry.pricing_file)
@@ -137,6 +157,7 @@ class Gateway:
                     "store %s cannot be opened, records wait in the queue: %s", self.config.telemetry.store, exc
                 )
         await self.identity.open()
+        await self.policies.open()
         self.queue.start()
         if self.event_queue is not None:
             self.event_queue.start()
@@ -144,6 +165,7 @@ class Gateway:
 
     async def close(self) -> None:
         await self.health.close()
+        await self.policies.close()
         for stage in self.pipeline.filters:  # filters holding connections or background work (ratelimit)
             closer = getattr(stage, "close", None)
             if closer is not None:
@@ -176,4 +198,7 @@ class Gateway:
             except Exception as exc:  # noqa: BLE001 - any failure is a failed check, described
                 ready = False
                 checks[name] = f"unavailable: {type(exc).__name__}"
+        # A broken policy file leaves the previous set in force: serving stays safe, so readiness holds, but the
+        # details say so until the file is fixed.
+        checks["policies"] = f"failed to reload: {self.policies.error}" if self.policies.error else "ok"
         return ready, checks

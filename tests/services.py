@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import socket
+from urllib.parse import urlsplit
 
 import pytest
 
 REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS", "redis://127.0.0.1:6379/15")
+POSTGRES_DSN = os.environ.get("GATEWAY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def _answers(host: str, port: int) -> bool:
@@ -31,6 +33,13 @@ def require(service: str, host: str, port: int) -> None:
 def require_redis() -> str:
     require("Redis", "127.0.0.1", 6379)
     return REDIS_URL
+
+
+def require_postgres() -> str:
+    """The DSN of a PostgreSQL to test against; tests make a schema of their own in it and drop it after."""
+    url = urlsplit(POSTGRES_DSN)
+    require("PostgreSQL", url.hostname or "127.0.0.1", url.port or 5432)
+    return POSTGRES_DSN
 
 
 def free_port() -> int:

@@ -25,6 +25,7 @@ from gateway.limits.model import BUCKET, BUDGET, CONCURRENCY, REQUESTS, TOKENS, 
 from gateway.pipeline import Reply
 
 if TYPE_CHECKING:
+    from gateway.policy.model import Limit as PolicyLimit
     from gateway.runtime import Gateway
 
 # One hash tag for every counter: a request's counters (its key, team, project, model, global...) must share a
@@ -145,7 +146,7 @@ class RateLimitFilter:
             if ident and (not rule.match or rule.match == ident):
                 self._add(found, rule.scope, ident, rule)
         if not anonymous:
-            own = own_rule(principal)
+            own = own_rule(principal, ctx.policy.limit if ctx.policy is not None else None)
             if own is not None:
                 self._add(found, "key", principal.key_id or principal.name, own)
         return list(found.values())
@@ -278,17 +279,18 @@ class RateLimitFilter:
         raise error
 
 
-def own_rule(principal: Principal) -> LimitRule | None:
-    """A virtual key's own rpm, tpm and budget as a rule of scope key; None if it has none."""
-    if not (principal.rpm or principal.tpm or principal.budget_usd):
+def own_rule(principal: Principal, override: PolicyLimit | None = None) -> LimitRule | None:
+    """A virtual key's own rpm, tpm and budget as a rule of scope key; None if it has none. A policy's `limit`
+    action replaces them field by field for the requests it matches (same counters: the key's)."""
+    rpm, tpm, budget, period = principal.rpm, principal.tpm, principal.budget_usd, principal.budget_period
+    if override is not None:
+        rpm = override.rpm if override.rpm is not None else rpm
+        tpm = override.tpm if override.tpm is not None else tpm
+        budget = override.budget_usd if override.budget_usd is not None else budget
+        period = override.budget_period or period
+    if not (rpm or tpm or budget):
         return None
-    return LimitRule(
-        scope="key",
-        rpm=principal.rpm,
-        tpm=principal.tpm,
-        budget_usd=principal.budget_usd,
-        period="day" if principal.budget_period == "day" else "month",
-    )
+    return LimitRule(scope="key", rpm=rpm, tpm=tpm, budget_usd=budget, period="day" if period == "day" else "month")
 
 
 def _identity(rule: LimitRule, ctx: RequestContext, principal: Principal, anonymous: bool, ip: str) -> str:

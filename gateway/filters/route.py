@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gateway.context import RequestContext
+from gateway.errors import NoDeploymentAvailable, PolicyDenied
 from gateway.pipeline import Reply
 
 if TYPE_CHECKING:
@@ -19,8 +20,30 @@ class RouteFilter:
         self.router = gateway.router
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
-        return await self.router.send(ctx)
+        try:
+            return await self.router.send(ctx)
+        except NoDeploymentAvailable:
+            decision = ctx.policy
+            if decision is None or decision.route_constraints() is None:
+                raise
+            # A compliance constraint (EU data stays in the EU) is not an outage to wait out: say which policy
+            # kept the request from going anywhere else.
+            raise PolicyDenied(
+                f"No deployment of `{ctx.model}` that policy {', '.join(decision.matched)} allows "
+                f"({_describe(ctx)}) is available now; the request was not sent elsewhere.",
+                policy=",".join(decision.matched),
+                code="no_compliant_deployment",
+            ) from None
 
     async def on_response(self, ctx: RequestContext, reply: Reply) -> Reply | None:
         self.router.finished(ctx)
         return None
+
+
+def _describe(ctx: RequestContext) -> str:
+    c = ctx.constraints
+    if c is None:
+        return "no constraint"
+    parts = [f"{what}: {', '.join(sorted(values))}" for what, values in
+             (("regions", c.regions), ("providers", c.providers), ("tags", c.tags)) if values]  # fmt: skip
+    return "; ".join(parts)

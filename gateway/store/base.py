@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -15,9 +16,9 @@ RECORD_COLUMNS = (
     "id", "ts", "endpoint", "key_name", "key_id", "project", "team", "user_id", "model_requested", "model_served",
     "provider", "deployment", "status", "error_type", "error_domain", "stream", "latency_ms", "upstream_ms", "ttfb_ms",
     "ttft_ms", "overhead_ms", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens",
-    "total_tokens", "cost_usd", "usage_source", "spans", "tags", "attempts", "route_reason",
+    "total_tokens", "cost_usd", "usage_source", "spans", "tags", "attempts", "route_reason", "guardrails",
 )  # fmt: skip
-JSON_COLUMNS = frozenset({"spans", "tags"})
+JSON_COLUMNS = frozenset({"spans", "tags", "guardrails"})
 
 
 class StoreUnavailable(Exception):
@@ -65,6 +66,50 @@ class KeyStore(Protocol):
         """Insert `new` and revoke the old key at `revoke_at`, atomically; None if there is no such key."""
 
 
+@dataclass(frozen=True, slots=True)
+class PolicyVersion:
+    """One saved version of a policy created through the API. A deletion is a version too (`deleted`), so that
+    the history stays whole and a rollback can bring a deleted policy back."""
+
+    name: str
+    version: int  # 1, 2, ... per name
+    source: str  # the policy as YAML (one mapping), exactly as saved
+    author: str
+    created_at: float  # epoch seconds
+    deleted: bool = False
+
+
+class PolicyConflict(Exception):
+    """A save named the version it meant to replace, and the policy has moved on since (or does not exist)."""
+
+
+@runtime_checkable
+class PolicyStore(Protocol):
+    """The policies created through the API (files are read from disk, never stored), versioned."""
+
+    async def save_policy(
+        self, name: str, source: str, *, author: str, expected_version: int | None = None
+    ) -> PolicyVersion:
+        """A new version (the latest + 1). expected_version: the latest version the caller saw (0: the policy
+        must not exist yet); a mismatch raises PolicyConflict. None: no check."""
+
+    async def delete_policy(self, name: str, *, author: str) -> PolicyVersion | None:
+        """Saves a deletion; None if there is no such live policy."""
+
+    async def live_policies(self) -> list[PolicyVersion]:
+        """The latest version of each policy whose latest version is not a deletion, by name."""
+
+    async def policy_history(self, name: str) -> list[PolicyVersion]:
+        """Every version of one policy, newest first; empty if it never existed."""
+
+    async def policies_revision(self) -> int:
+        """A number that grows whenever any policy is saved or deleted: cheap enough to poll every second."""
+
+
+def policy_store(store: Store | None) -> PolicyStore | None:
+    return store if isinstance(store, PolicyStore) else None
+
+
 def key_store(store: Store | None) -> KeyStore | None:
     """The store's virtual keys, if it keeps them."""
     return store if isinstance(store, KeyStore) else None
@@ -77,4 +122,8 @@ def open_store(url: str) -> Store | None:
         from gateway.store.sqlite import SQLiteStore
 
         return SQLiteStore(url.removeprefix("sqlite://").removeprefix("/") or ":memory:")
+    if url.startswith(("postgres://", "postgresql://")):
+        from gateway.store.postgres import PostgresStore
+
+        return PostgresStore(url)
     raise ValueError(f"unsupported store {url!r}")

@@ -17,12 +17,13 @@ from typing import Any, TypeVar
 import orjson
 
 from gateway.identity.keys import VirtualKey
-from gateway.store import sqlite_keys
-from gateway.store.base import JSON_COLUMNS, RECORD_COLUMNS, Record, StoreUnavailable
+from gateway.store import sqlite_keys, sqlite_policies
+from gateway.store.base import JSON_COLUMNS, RECORD_COLUMNS, PolicyVersion, Record, StoreUnavailable
 from gateway.telemetry.queue import map_in_slices
 
 T = TypeVar("T")
 
+RETENTION_TABLES = frozenset({"model_cost_logs", "event_logs"})
 _INSERT = f"INSERT INTO model_cost_logs ({', '.join(RECORD_COLUMNS)}) VALUES ({', '.join('?' for _ in RECORD_COLUMNS)})"
 
 
@@ -172,6 +173,17 @@ class SQLiteStore:
 
         return await self._call(query)
 
+    async def retention(self, table: str, max_age_s: float) -> int:
+        """Delete the rows of model_cost_logs or event_logs older than max_age_s; the number deleted."""
+        if table not in RETENTION_TABLES:
+            raise ValueError(f"no retention for table {table!r}: one of {sorted(RETENTION_TABLES)}")
+        cutoff = time.time() - max_age_s
+
+        def delete() -> int:
+            return self._require().execute(f"DELETE FROM {table} WHERE ts < ?", (cutoff,)).rowcount
+
+        return await self._call(delete)
+
     # Virtual keys (gateway/store/sqlite_keys.py holds the SQL).
     async def create_key(self, key: VirtualKey) -> None:
         await self._call(lambda: sqlite_keys.create(self._require(), key))
@@ -190,6 +202,24 @@ class SQLiteStore:
 
     async def rotate_key(self, key_id: str, new: VirtualKey, *, revoke_at: float) -> VirtualKey | None:
         return await self._call(lambda: sqlite_keys.rotate(self._require(), key_id, new, revoke_at))
+
+    # Policies created through the API (gateway/store/sqlite_policies.py holds the SQL).
+    async def save_policy(
+        self, name: str, source: str, *, author: str, expected_version: int | None = None
+    ) -> PolicyVersion:
+        return await self._call(lambda: sqlite_policies.save(self._require(), name, source, author, expected_version))
+
+    async def delete_policy(self, name: str, *, author: str) -> PolicyVersion | None:
+        return await self._call(lambda: sqlite_policies.delete(self._require(), name, author))
+
+    async def live_policies(self) -> list[PolicyVersion]:
+        return await self._call(lambda: sqlite_policies.live(self._require()))
+
+    async def policy_history(self, name: str) -> list[PolicyVersion]:
+        return await self._call(lambda: sqlite_policies.history(self._require(), name))
+
+    async def policies_revision(self) -> int:
+        return await self._call(lambda: sqlite_policies.revision(self._require()))
 
 
 def _row(record: Record) -> tuple[Any, ...]:

@@ -119,4 +119,6 @@ class Recorder:
             "tags": ctx.tags,
             "attempts": ctx.attempts,
             "route_reason": ctx.route_reason,
+            # What each guardrail check found: types and positions, never the text.
+            "guardrails": ctx.guardrails or [],
         }

@@ -110,7 +110,7 @@ def test_ready_reports_each_backend(make_config: Callable[..., GatewayConfig]) -
     with running(make_config()) as (url, _):
         response = httpx.get(f"{url}/health/ready")
         assert response.status_code == 200
-        assert response.json()["checks"] == {"draining": "no", "state": "ok", "store": "ok"}
+        assert response.json()["checks"] == {"draining": "no", "state": "ok", "store": "ok", "policies": "ok"}
         assert httpx.get(f"{url}/health/live").json() == {"status": "ok"}
 
 

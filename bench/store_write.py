@@ -1,0 +1,73 @@
+"""Write rate of the stores: N records in batches of B through Store.write, as the telemetry writer calls it.
+
+    .venv/bin/python bench/store_write.py [--records 50000] [--batch 500] [--dsn postgresql://postgres@127.0.0.1/test]
+
+PostgreSQL runs in a schema of its own, dropped at the end; SQLite in a temporary file (WAL, synchronous=NORMAL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from gateway.store.base import RECORD_COLUMNS, Store
+from gateway.store.postgres import PostgresStore
+from gateway.store.sqlite import SQLiteStore
+
+
+def record(i: int, now: float) -> dict[str, Any]:
+    """A record shaped like the recorder's: three spans, a couple of tags."""
+    out: dict[str, Any] = {c: "" for c in RECORD_COLUMNS}
+    out.update(
+        id=uuid.uuid4().hex, ts=now + i / 1000, endpoint="chat/completions", key_name="bench", key_id="k1",
+        project=f"p{i % 10}", team="t1", model_requested="gpt-4o-mini", model_served="gpt-4o-mini-2024-07-18",
+        provider="openai", deployment="openai/gpt-4o-mini", status=200, stream=i % 2 == 0, latency_ms=812.5,
+        upstream_ms=801.25, ttfb_ms=120.0, ttft_ms=130.5, overhead_ms=1.25, prompt_tokens=120, completion_tokens=80,
+        cached_tokens=0, reasoning_tokens=0, total_tokens=200, cost_usd=0.00012, usage_source="upstream",
+        spans=[{"name": n, "start_ms": 0.1, "ms": 0.05} for n in ("auth", "ratelimit", "route")],
+        tags={"env": "bench", "app": "store_write"}, attempts=1, route_reason="weighted",
+    )  # fmt: skip
+    return out
+
+
+async def run(store: Store, records: list[dict[str, Any]], batch: int) -> float:
+    await store.open()
+    try:
+        started = time.perf_counter()
+        for start in range(0, len(records), batch):
+            await store.write(records[start : start + batch])
+        return len(records) / (time.perf_counter() - started)
+    finally:
+        await store.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=50_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/test")
+    args = parser.parse_args()
+    now = time.time()
+    records = [record(i, now) for i in range(args.records)]
+    schema = f"gw_bench_{uuid.uuid4().hex[:8]}"
+    try:
+        rate = await run(PostgresStore(args.dsn, schema=schema), records, args.batch)
+        print(f"postgres  {args.records} records, batches of {args.batch}: {rate:,.0f} records/s")
+    finally:
+        conn = await asyncpg.connect(args.dsn)
+        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await conn.close()
+    with tempfile.TemporaryDirectory() as folder:
+        rate = await run(SQLiteStore(str(Path(folder) / "bench.db")), records, args.batch)
+        print(f"sqlite    {args.records} records, batches of {args.batch}: {rate:,.0f} records/s")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,284 @@
+"""guardrails: the checks that the matching policies attach (ctx.policy.guardrails), on the prompt before the
+call and on the answer after it — whole, or streamed through a hold-back window.
+
+Actions: `block` refuses (400 guardrail_blocked; mid-stream, an error event and [DONE]); `redact` rewrites the
+text with typed placeholders (pii; keywords get [REDACTED]); `log` only records. `redact` on a check that cannot
+redact (length, injection, abuse) blocks: the operator asked for the text not to pass as it is. json_schema's
+`retry` asks the model once more, telling it what failed; a second failure blocks.
+
+Every check run leaves its score and findings (types and positions, never text) in the request's record, and
+counts in gateway_guardrail_checks by check, stage and outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from prometheus_client import Counter
+
+from gateway.context import RequestContext, Usage
+from gateway.errors import GuardrailBlocked
+from gateway.guardrails.base import CheckResult, Finding
+from gateway.guardrails.build import Check, build_check
+from gateway.guardrails.text import Slot, answer_slots, joined, prompt_slots
+from gateway.pipeline import Reply
+
+if TYPE_CHECKING:
+    from gateway.policy.decision import GuardrailSpec
+    from gateway.runtime import Gateway
+
+logger = logging.getLogger("gateway.guardrails")
+
+KEYWORD_PLACEHOLDER = "[REDACTED]"
+
+
+class GuardrailsFilter:
+    name = "guardrails"
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.router = gateway.router
+        self.env = gateway.policies.check_env
+        self.holdback = gateway.config.guardrails.stream_holdback_chars
+        self._built: dict[tuple[str, str, bytes], Check] = {}
+        self._checks = Counter(
+            "gateway_guardrail_checks", "Guardrail checks run, by check, stage and outcome (pass or the action).",
+            ["check", "stage", "outcome"], registry=gateway.metrics.registry,
+        )  # fmt: skip
+        self._findings = Counter(
+            "gateway_guardrail_findings", "What guardrail checks found, by check and finding type.",
+            ["check", "type"], registry=gateway.metrics.registry,
+        )  # fmt: skip
+
+    # -- input ----------------------------------------------------------------------------------------------------
+
+    async def on_request(self, ctx: RequestContext) -> Reply | None:
+        decision = ctx.policy
+        if decision is None or not decision.guardrails:
+            return None
+        specs: Mapping[str, GuardrailSpec] = decision.guardrails
+        for spec in specs.values():
+            if "input" in spec.stages and spec.name != "json_schema":
+                self._input(ctx, spec)
+        if ctx.stream and any("output" in s.stages and s.name in ("pii", "keywords") for s in specs.values()):
+            from gateway.guardrails.stream import StreamGuard
+
+            ctx.stream_guard = StreamGuard(self, ctx, specs, self.holdback)
+        return None
+
+    def _input(self, ctx: RequestContext, spec: GuardrailSpec) -> None:
+        if spec.name == "length":  # the whole prompt counts, the application's own parts included
+            slots = prompt_slots(ctx.endpoint, ctx.body, every_role=True)
+        else:
+            slots = prompt_slots(ctx.endpoint, ctx.body)
+        if not slots:
+            return
+        check = self.check_for(spec)
+        if spec.name == "pii" and spec.action == "redact":
+            self._redact_slots(ctx, spec, check, slots, "input")
+            return
+        if spec.name == "keywords" and spec.action == "redact":
+            self._redact_slots(ctx, spec, check, slots, "input")
+            return
+        result = check.check(joined(slots))
+        self.outcome(ctx, spec, result, "input")
+
+    def _redact_slots(
+        self, ctx: RequestContext, spec: GuardrailSpec, check: Check, slots: list[Slot], stage: str
+    ) -> None:
+        """Redact each text in place; the record's positions are those in the joined text."""
+        total = CheckResult(spec.name)
+        offset = 0
+        for slot in slots:
+            text = slot.text
+            result = check.check(text)
+            if result.findings:
+                slot.replace(redact(check, text, result.findings))
+                total.findings += [Finding(f.type, f.start + offset, f.end + offset, f.score) for f in result.findings]
+                total.triggered = total.triggered or result.triggered
+                total.score = max(total.score, result.score)
+            offset += len(text) + 1
+        if total.findings and stage == "input":
+            ctx.body_changed = True
+        self.outcome(ctx, spec, total, stage)
+
+    def on_chunk(self, ctx: RequestContext, chunk: dict[str, Any]) -> dict[str, Any] | None:
+        guard = ctx.stream_guard
+        if guard is None:
+            return chunk
+        result: dict[str, Any] | None = guard.on_chunk(chunk)
+        return result
+
+    # -- output, whole answers ------------------------------------------------------------------------------------
+
+    async def on_response(self, ctx: RequestContext, reply: Reply) -> Reply | None:
+        decision = ctx.policy
+        if decision is None or not decision.guardrails or reply.stream is not None:
+            guard = ctx.stream_guard
+            if guard is not None:
+                guard.finish()
+            return None
+        if reply.status != 200 or ctx.endpoint == "embeddings":
+            return None
+        specs = [s for s in decision.guardrails.values() if "output" in s.stages]
+        if not specs:
+            return None
+        try:
+            answer = orjson.loads(reply.body)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(answer, dict):
+            return None
+        changed = False
+        for spec in specs:
+            if spec.name == "json_schema":
+                replaced = await self._json_schema(ctx, spec, answer)
+                if replaced is not None:
+                    answer, changed = replaced, True
+                continue
+            slots = answer_slots(answer)
+            if not slots:
+                continue
+            check = self.check_for(spec)
+            if spec.action == "redact" and spec.name in ("pii", "keywords"):
+                before = [s.text for s in slots]
+                self._redact_slots(ctx, spec, check, slots, "output")
+                changed |= before != [s.text for s in slots]
+            else:
+                self.outcome(ctx, spec, check.check(joined(slots)), "output")
+        if not changed:
+            return None
+        return Reply(status=reply.status, body=orjson.dumps(answer), headers=reply.headers)
+
+    async def _json_schema(
+        self, ctx: RequestContext, spec: GuardrailSpec, answer: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Validate; on `retry`, ask once more. Returns the new answer when a retry produced one."""
+        from gateway.guardrails.json_schema import JsonSchemaCheck, schema_from_response_format
+
+        schema = spec.settings.get("schema") or schema_from_response_format(ctx.body.get("response_format"))
+        slots = answer_slots(answer)
+        if not schema or not slots:
+            return None
+        check = JsonSchemaCheck(schema)
+        result = check.check(slots[0].text)
+        if not result.triggered:
+            self.outcome(ctx, spec, result, "output")
+            return None
+        if spec.action != "retry":
+            self.outcome(ctx, spec, result, "output")
+            return None
+        self._count(spec, "output", "retry", result)
+        _record(ctx, spec, result, "output", "retry")
+        retried = await self._retry(ctx, slots[0].text, result.message)
+        if retried is None:
+            raise GuardrailBlocked(
+                "The answer failed the response schema and the retry did not produce one.",
+                check="json_schema", stage="output",
+            )  # fmt: skip
+        second = answer_slots(retried)
+        again = check.check(second[0].text) if second else result
+        if again.triggered:
+            self._count(spec, "output", "block", again)
+            _record(ctx, spec, again, "output", "block")
+            raise GuardrailBlocked(
+                f"The answer failed the response schema twice: {again.message}", check="json_schema", stage="output"
+            )
+        self.outcome(ctx, spec, again, "output")
+        ctx.tags["json_schema_retry"] = "repaired"
+        return retried
+
+    async def _retry(self, ctx: RequestContext, bad: str, why: str) -> dict[str, Any] | None:
+        messages = ctx.body.get("messages")
+        if not isinstance(messages, list):
+            return None
+        first_usage = ctx.usage
+        ctx.set_field("messages", [
+            *messages,
+            {"role": "assistant", "content": bad},
+            {"role": "user", "content": f"Your previous answer failed validation: {why}. Answer again with JSON "
+                                        "that matches the schema exactly, and nothing else."},
+        ])  # fmt: skip
+        reply = await self.router.send(ctx)
+        self.router.finished(ctx)
+        ctx.usage = _add(first_usage, ctx.usage)
+        if reply.status != 200 or reply.stream is not None:
+            return None
+        try:
+            answer = orjson.loads(reply.body)
+        except orjson.JSONDecodeError:
+            return None
+        return answer if isinstance(answer, dict) else None
+
+    # -- shared ---------------------------------------------------------------------------------------------------
+
+    def check_for(self, spec: GuardrailSpec) -> Check:
+        key = (spec.name, spec.policy, orjson.dumps(dict(spec.settings), option=orjson.OPT_SORT_KEYS))
+        check = self._built.get(key)
+        if check is None:
+            check = build_check(spec.name, spec.settings, self.env)
+            if len(self._built) < 1024:
+                self._built[key] = check
+        return check
+
+    def outcome(self, ctx: RequestContext, spec: GuardrailSpec, result: CheckResult, stage: str) -> None:
+        """Record a result and act on it: block raises; redact without a way to redact blocks too."""
+        action = spec.action if result.triggered else "pass"
+        if action == "redact" and spec.name not in ("pii", "keywords"):
+            action = "block"
+        self._count(spec, stage, action, result)
+        _record(ctx, spec, result, stage, action)
+        if action == "block":
+            raise GuardrailBlocked(_message(spec, result, stage), check=spec.name, stage=stage)
+
+    def _count(self, spec: GuardrailSpec, stage: str, outcome: str, result: CheckResult) -> None:
+        self._checks.labels(spec.name, stage, outcome).inc()
+        for finding in result.findings:
+            self._findings.labels(spec.name, finding.type).inc()
+
+
+def redact(check: Check, text: str, findings: list[Finding]) -> str:
+    redactor = getattr(check, "redact", None)
+    if redactor is not None:
+        out: str = redactor(text, findings)
+        return out
+    parts, at = [], 0
+    for finding in sorted(findings, key=lambda f: f.start):
+        if finding.start < at:
+            continue
+        parts += [text[at : finding.start], KEYWORD_PLACEHOLDER]
+        at = finding.end
+    parts.append(text[at:])
+    return "".join(parts)
+
+
+def _record(ctx: RequestContext, spec: GuardrailSpec, result: CheckResult, stage: str, action: str) -> None:
+    entry = result.to_dict()
+    entry.update(stage=stage, action=action, policy=spec.policy)
+    if ctx.guardrails is None:
+        ctx.guardrails = [entry]
+    else:
+        ctx.guardrails.append(entry)
+
+
+def _message(spec: GuardrailSpec, result: CheckResult, stage: str) -> str:
+    what = "prompt" if stage == "input" else "answer"
+    kinds = sorted({f.type for f in result.findings})
+    found = f" ({', '.join(kinds)})" if kinds else ""
+    reason = f": {result.message}" if result.message else ""
+    return f"The {what} was blocked by the {spec.name} guardrail{found}{reason}."
+
+
+def _add(first: Usage | None, second: Usage | None) -> Usage | None:
+    if first is None or second is None:
+        return second or first
+    return Usage(
+        prompt_tokens=first.prompt_tokens + second.prompt_tokens,
+        completion_tokens=first.completion_tokens + second.completion_tokens,
+        cached_tokens=first.cached_tokens + second.cached_tokens,
+        reasoning_tokens=first.reasoning_tokens + second.reasoning_tokens,
+        cache_write_tokens=first.cache_write_tokens + second.cache_write_tokens,
+        source=second.source,
+    )

@@ -1,0 +1,104 @@
+"""policy: evaluate the policies in force on the request's facts and apply what they decided.
+
+Deny answers at once (the policy's status and code, the policy named). Otherwise the decision is applied in
+place: a forced model (the original kept in the record), route constraints intersected with any already set,
+the body rewritten. Its `limit` and `guardrails` parts are read later by the ratelimit and guardrails filters
+from `ctx.policy`. With no policy matching, the request pays for one evaluation and nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter
+
+from gateway.context import RequestContext, RouteConstraints
+from gateway.errors import PolicyDenied
+from gateway.pipeline import Reply
+from gateway.policy.decision import NO_DECISION, Decision
+from gateway.policy.facts import Facts, request_metadata
+from gateway.policy.rewrite import apply_rewrite
+
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
+
+
+class PolicyFilter:
+    name = "policy"
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.registry = gateway.policies
+        self.tokens = gateway.recorder.tokens
+        self._decisions = Counter(
+            "gateway_policy_decisions",
+            "Policies that matched a request, by policy and outcome (deny, applied, shadow).",
+            ["policy", "outcome"],
+            registry=gateway.metrics.registry,
+        )
+
+    async def on_request(self, ctx: RequestContext) -> Reply | None:
+        policies = self.registry.current
+        if not len(policies):
+            return None
+        tokens = self.tokens.count_prompt(ctx.endpoint, ctx.model, ctx.body) if policies.needs_tokens else 0
+        metadata = request_metadata(ctx.body, ctx.headers)
+        facts = Facts.from_request(ctx.body, ctx.endpoint, ctx.principal, tokens, metadata)
+        decision = policies.evaluate(facts)
+        if decision is NO_DECISION:
+            return None
+        ctx.policy = decision
+        self._record(ctx, decision)
+        deny = decision.deny
+        if deny is not None:
+            raise PolicyDenied(deny.message, policy=deny.policy, status=deny.status, code=deny.code)
+        if decision.model and decision.model != ctx.model:
+            ctx.tags["model_original"] = ctx.model
+            ctx.model = decision.model
+            ctx.set_field("model", decision.model)
+        constraints = decision.route_constraints()
+        if constraints is not None:
+            merged = _intersect(ctx.constraints, constraints)
+            if merged is None:
+                raise PolicyDenied(
+                    "The policies' route constraints leave no region or provider the request already allows.",
+                    policy=",".join(decision.matched),
+                    code="no_deployment_allowed",
+                )
+            ctx.constraints = merged
+        if decision.rewrite and apply_rewrite(ctx.body, decision, ctx.endpoint):
+            ctx.body_changed = True
+        return None
+
+    async def on_response(self, ctx: RequestContext, reply: Reply) -> Reply | None:
+        return None
+
+    def _record(self, ctx: RequestContext, decision: Decision) -> None:
+        tags = ctx.tags
+        for name, value in decision.labels.items():
+            tags.setdefault(name, value)
+        if decision.matched:
+            tags["policies"] = ",".join(decision.matched)
+        if decision.shadow:
+            tags["policies_shadow"] = ",".join(s.policy for s in decision.shadow)
+        outcome = "deny" if decision.deny is not None else "applied"
+        for name in decision.matched:
+            self._decisions.labels(name, "deny" if decision.deny and decision.deny.policy == name else outcome).inc()
+        for shadow in decision.shadow:
+            self._decisions.labels(shadow.policy, "shadow").inc()
+
+
+def _intersect(current: RouteConstraints | None, new: RouteConstraints) -> RouteConstraints | None:
+    """Constraints from two sources: both must hold (an empty set means no constraint of that kind). None when
+    they contradict each other (no region, or no provider, satisfies both)."""
+    if current is None:
+        return new
+    regions, providers = _both(current.regions, new.regions), _both(current.providers, new.providers)
+    if regions is None or providers is None:
+        return None
+    return RouteConstraints(regions=regions, providers=providers, tags=current.tags | new.tags)
+
+
+def _both(a: frozenset[str], b: frozenset[str]) -> frozenset[str] | None:
+    if a and b:
+        return (a & b) or None
+    return a or b

@@ -1,0 +1,83 @@
+"""Where the text of a request or an answer sits, as slots a check can read and a redaction can rewrite in place.
+
+Input checks read what the caller controls: user, tool and function messages (and the legacy prompt, and
+embeddings input). The system prompt and earlier assistant turns are the application's own; scanning them for
+injection would flag every "You are a helpful assistant", so only `length` counts them (see all_prompt_slots).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+UNTRUSTED_ROLES = frozenset({"user", "tool", "function"})
+
+
+@dataclass(slots=True)
+class Slot:
+    holder: Any  # the dict or list that holds the text
+    key: Any  # its key or index there
+    role: str
+
+    @property
+    def text(self) -> str:
+        value: str = self.holder[self.key]
+        return value
+
+    def replace(self, text: str) -> None:
+        self.holder[self.key] = text
+
+
+def prompt_slots(endpoint: str, body: dict[str, Any], *, every_role: bool = False) -> list[Slot]:
+    """The request's text slots: untrusted roles only unless `every_role`."""
+    slots: list[Slot] = []
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for message in messages:
+            if not isinstance(message, dict):
+                continue
+            role = message.get("role")
+            role = role if isinstance(role, str) else ""
+            if not every_role and role not in UNTRUSTED_ROLES:
+                continue
+            _content_slots(message, "content", role, slots)
+        return slots
+    for field in ("prompt", "input"):  # legacy completions, embeddings
+        value = body.get(field)
+        if isinstance(value, str):
+            slots.append(Slot(body, field, "user"))
+        elif isinstance(value, list):
+            slots += [Slot(value, i, "user") for i, item in enumerate(value) if isinstance(item, str)]
+    return slots
+
+
+def answer_slots(answer: dict[str, Any]) -> list[Slot]:
+    """The text of a whole answer: each choice's message content (chat) or text (legacy completions)."""
+    slots: list[Slot] = []
+    choices = answer.get("choices")
+    if not isinstance(choices, list):
+        return slots
+    for choice in choices:
+        if not isinstance(choice, dict):
+            continue
+        message = choice.get("message")
+        if isinstance(message, dict):
+            _content_slots(message, "content", "assistant", slots)
+        elif isinstance(choice.get("text"), str):
+            slots.append(Slot(choice, "text", "assistant"))
+    return slots
+
+
+def _content_slots(holder: dict[str, Any], key: str, role: str, slots: list[Slot]) -> None:
+    content = holder.get(key)
+    if isinstance(content, str):
+        if content:
+            slots.append(Slot(holder, key, role))
+    elif isinstance(content, list):  # content parts: only the text ones
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+                slots.append(Slot(part, "text", role))
+
+
+def joined(slots: list[Slot]) -> str:
+    return "\n".join(slot.text for slot in slots)

@@ -1,0 +1,198 @@
+"""PolicyRegistry: the PolicySet in force, rebuilt when a policy file changes or a policy is saved through the API.
+
+Files are polled (their paths, mtimes and sizes) rather than watched: polling works the same on every platform,
+in containers and on network mounts, and one stat per file per second costs nothing. API-created policies live
+in the store; each process polls the store's policy revision, so a policy saved through one replica is in force
+everywhere within a poll interval or two.
+
+A rebuild compiles a whole new PolicySet and swaps one reference: a request reads `current` once and never sees
+half a set. A rebuild that fails (a broken file, a name used twice) keeps the last good set, logs the problems,
+sets gateway_policy_reload_failed and shows in /health/ready's details until a later rebuild succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from gateway import tasks
+from gateway.config import PoliciesConfig
+from gateway.guardrails.build import CheckEnv, build_check, check_settings
+from gateway.policy.evaluate import PolicySet
+from gateway.policy.loader import load_policies, parse_policies, policy_files
+from gateway.policy.model import Policy
+from gateway.policy.problems import PolicyError, Problem
+from gateway.store.base import PolicyStore, PolicyVersion, StoreUnavailable
+
+logger = logging.getLogger("gateway.policy")
+
+
+class PolicyRegistry:
+    def __init__(
+        self,
+        config: PoliciesConfig,
+        *,
+        resolve: Callable[[str], Path],
+        store: PolicyStore | None,
+        registry: CollectorRegistry,
+        check_env: CheckEnv | None = None,
+    ) -> None:
+        self.config = config
+        self.check_env = check_env or CheckEnv()
+        self.paths = [resolve(p) for p in config.paths]
+        self.store = store
+        self.current = PolicySet()
+        self.file_policies: tuple[Policy, ...] = ()
+        self.api_versions: dict[str, PolicyVersion] = {}
+        self.error = ""  # the last failed rebuild's problems; empty when the set in force is the latest
+        self.loaded_at = 0.0
+        self._files_seen: tuple[tuple[str, int, int], ...] = ()
+        self._revision_seen = -1
+        self._poller: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._failed = Gauge(
+            "gateway_policy_reload_failed", "1 while the latest policy files or API policies fail to load.",
+            registry=registry, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self._reloads = Counter(
+            "gateway_policy_reloads", "Policy set rebuilds, by outcome.", ["outcome"], registry=registry
+        )
+        self._count = Gauge("gateway_policies", "Policies in force.", registry=registry, multiprocess_mode="livemax")
+
+    # -- life cycle -----------------------------------------------------------------------------------------------
+
+    def load_files_now(self) -> None:
+        """Load the files at start-up; a broken file here stops the gateway (raises PolicyError)."""
+        policy_set = load_policies(self.paths) if self.paths else PolicySet()
+        self.check_guardrails(policy_set.policies)
+        self.file_policies = policy_set.policies
+        self._files_seen = self._file_signature()
+        self._install(policy_set)
+
+    async def open(self) -> None:
+        self.load_files_now()
+        await self._sync_store(force=True)
+        if self.config.reload or self.store is not None:
+            self._poller = tasks.spawn(self._poll(), name="policy-reload")
+
+    async def close(self) -> None:
+        await tasks.cancel(self._poller)
+
+    async def refresh(self) -> None:
+        """Check files and the store now (the poller's one step; the API calls it after a save)."""
+        async with self._lock:
+            if self.config.reload:
+                signature = self._file_signature()
+                if signature != self._files_seen:
+                    self._files_seen = signature
+                    try:
+                        policies = load_policies(self.paths).policies if self.paths else ()
+                        self.check_guardrails(policies)
+                        self.file_policies = policies
+                    except PolicyError as exc:
+                        self._failed_rebuild(exc.problems)
+                        return
+                    self._rebuild()
+            await self._sync_store(force=False)
+
+    # -- building -------------------------------------------------------------------------------------------------
+
+    def compose(self, api_versions: dict[str, PolicyVersion]) -> PolicySet:
+        """The set that the files in force plus these API policies make (raises PolicyError). The API uses it to
+        refuse a policy that would not load, before saving it."""
+        policies = list(self.file_policies)
+        for version in api_versions.values():
+            policies += parse_policies(version.source, f"api:{version.name}")
+        files = tuple(str(p) for p in policy_files(self.paths, []))
+        policy_set = PolicySet(policies, files=files)
+        self.check_guardrails(policies)
+        return policy_set
+
+    def check_guardrails(self, policies: list[Policy] | tuple[Policy, ...]) -> None:
+        """Build every guardrail the policies name, so that a bad setting fails the load, not a request."""
+        problems: list[Problem] = []
+        for policy in policies:
+            for guardrail in policy.actions.guardrails:
+                where = f"{policy.path}.actions.guardrails.{guardrail.name}" if policy.path else guardrail.name
+                issues = check_settings(guardrail.name, guardrail.settings)
+                if not issues and (guardrail.name != "json_schema" or "schema" in guardrail.settings):
+                    try:
+                        build_check(guardrail.name, guardrail.settings, self.check_env)
+                    except ValueError as exc:
+                        issues = [str(exc)]
+                problems += [Problem(policy.source, policy.line, where, issue) for issue in issues]
+        if problems:
+            raise PolicyError(problems)
+
+    def _rebuild(self) -> None:
+        try:
+            policy_set = self.compose(self.api_versions)
+        except PolicyError as exc:
+            self._failed_rebuild(exc.problems)
+            return
+        self._install(policy_set)
+
+    def _install(self, policy_set: PolicySet) -> None:
+        self.current = policy_set
+        self.loaded_at = time.time()
+        if self.error:
+            logger.warning("policies load again: %d in force", len(policy_set))
+        self.error = ""
+        self._failed.set(0)
+        self._reloads.labels("ok").inc()
+        self._count.set(len(policy_set))
+
+    def _failed_rebuild(self, problems: list[Problem]) -> None:
+        text = "; ".join(str(p) for p in problems[:5]) + (
+            f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        )
+        if text != self.error:
+            logger.error("policies not reloaded, the previous set stays in force: %s", text)
+        self.error = text
+        self._failed.set(1)
+        self._reloads.labels("failed").inc()
+
+    async def _sync_store(self, *, force: bool) -> None:
+        if self.store is None:
+            return
+        try:
+            revision = await self.store.policies_revision()
+            if revision == self._revision_seen and not force:
+                return
+            live = await self.store.live_policies()
+        except StoreUnavailable as exc:
+            logger.warning("policies in the store cannot be read now: %s", exc)
+            return
+        self._revision_seen = revision
+        self.api_versions = {v.name: v for v in live}
+        self._rebuild()
+
+    def _file_signature(self) -> tuple[tuple[str, int, int], ...]:
+        signature = []
+        for file in policy_files(self.paths, []):
+            try:
+                stat = os.stat(file)
+            except OSError:
+                continue
+            signature.append((str(file), stat.st_mtime_ns, stat.st_size))
+        for path in self.paths:  # a file added to or removed from a folder changes the folder's mtime
+            try:
+                signature.append((str(path), os.stat(path).st_mtime_ns, -1))
+            except OSError:
+                signature.append((str(path), 0, -1))
+        return tuple(signature)
+
+    async def _poll(self) -> None:
+        interval = self.config.poll_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.refresh()
+            except Exception:  # a bug here must not stop reloading for good
+                logger.exception("policy reload failed")

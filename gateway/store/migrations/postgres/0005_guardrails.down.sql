@@ -1,0 +1,1 @@
+ALTER TABLE model_cost_logs DROP COLUMN guardrails;

@@ -1,0 +1,1 @@
+ALTER TABLE model_cost_logs ADD COLUMN guardrails jsonb NOT NULL DEFAULT '[]';

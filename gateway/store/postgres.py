@@ -1,0 +1,361 @@
+"""The PostgreSQL store: asyncpg, a small pool, and one COPY per batch.
+
+`telemetry.store: postgresql://user:password@host:5432/db` (or `postgres://`). The store connects at open and
+applies pending migrations (gateway/store/migrations/postgres) under a transaction-scoped advisory lock, so that
+gateways starting together never race. A store that cannot connect at open keeps trying on its next call, and a
+connection the server closed (a restart, a failover, pg_terminate_backend) is replaced and the call tried once more.
+Every failure comes out as StoreUnavailable.
+
+model_cost_logs is range-partitioned by UTC day on `ts`: open() and ensure_partitions() create the days ahead, and
+retention() drops whole days. Rows no day holds yet go to the DEFAULT partition, so a missing day never fails a
+write; ensure_partitions() moves them into their day when it creates it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import asyncpg  # type: ignore[import-untyped]
+import orjson
+
+from gateway.identity.keys import VirtualKey
+from gateway.store import postgres_keys, postgres_policies
+from gateway.store.base import RECORD_COLUMNS, PolicyVersion, Record, StoreUnavailable
+from gateway.store.sqlite import RETENTION_TABLES, migrations
+from gateway.telemetry.queue import map_in_slices
+
+T = TypeVar("T")
+logger = logging.getLogger("gateway.store")
+
+_DAY = 86_400
+_EVENT_COLUMNS = ("id", "ts", "type", "attrs")
+_SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_PARTITION = re.compile(r"model_cost_logs_p(\d{8})")
+_PARTITIONS = (
+    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+    " WHERE i.inhparent = 'model_cost_logs'::regclass"
+)
+# One lock per schema for schema changes: migrations, partitions created or dropped.
+_LOCK = "SELECT pg_advisory_xact_lock(hashtext('gateway.schema:' || coalesce($1::text, current_schema(), '')))"
+# The server closed the connection. InternalClientError: the server's goodbye arrived and was read, but the socket's
+# end was not yet, so the connection still looks open and refuses the next query with "another operation in progress".
+_LOST = (
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    ConnectionError,
+)
+_FAILED = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
+
+
+class PostgresStore:
+    """Store, KeyStore and PolicyStore on PostgreSQL. `schema`: a schema of its own (created at open, and made the
+    search path); None keeps the DSN's search path (usually `public`)."""
+
+    name = "store"
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str | None = None,
+        max_size: int = 4,
+        connect_timeout_s: float = 5.0,
+        command_timeout_s: float = 60.0,
+        ping_timeout_s: float = 2.0,
+        application_name: str = "gateway",
+    ) -> None:
+        if schema is not None and not _SCHEMA.fullmatch(schema):
+            raise ValueError(f"schema {schema!r}: lower-case letters, digits and _ only")
+        self.dsn = dsn
+        self.schema = schema
+        self.max_size = max_size
+        self.connect_timeout_s = connect_timeout_s
+        self.command_timeout_s = command_timeout_s
+        self.ping_timeout_s = ping_timeout_s
+        self.application_name = application_name
+        url = urlsplit(dsn)
+        # For messages: never the password.
+        self.where = f"{url.hostname or 'localhost'}:{url.port or 5432}{url.path}" + (f" ({schema})" if schema else "")
+        self._pool: Any = None
+        self._opening = asyncio.Lock()
+        self._closed = False
+
+    # -- connection -------------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._closed = False
+        await self._ready()
+
+    async def close(self) -> None:
+        self._closed = True
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), timeout=10)
+            except (TimeoutError, *_FAILED):
+                pool.terminate()
+
+    async def ping(self) -> None:
+        try:
+            async with asyncio.timeout(self.ping_timeout_s):
+                await self._run(lambda conn: conn.fetchval("SELECT 1"))
+        except TimeoutError as exc:
+            raise StoreUnavailable(f"postgres {self.where}: no answer within {self.ping_timeout_s}s") from exc
+
+    async def _ready(self) -> Any:
+        if self._pool is not None:
+            return self._pool
+        if self._closed:
+            raise StoreUnavailable(f"postgres {self.where}: the store is closed")
+        async with self._opening:
+            if self._pool is None:
+                self._pool = await self._connect()
+        return self._pool
+
+    async def _connect(self) -> Any:
+        settings = {"application_name": self.application_name}  # as pg_stat_activity shows the connections
+        if self.schema:
+            settings["search_path"] = self.schema
+        try:
+            pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=1,
+                max_size=self.max_size,
+                timeout=self.connect_timeout_s,
+                command_timeout=self.command_timeout_s,
+                server_settings=settings,
+                init=_init_connection,
+            )
+        except _FAILED as exc:
+            raise StoreUnavailable(f"postgres {self.where}: cannot connect: {_describe(exc)}") from exc
+        ready = False
+        try:
+            async with pool.acquire() as conn:
+                await self._migrate_up(conn)
+                try:
+                    await _ensure_partitions(conn, self.schema, 2, time.time())
+                except asyncpg.PostgresError as exc:  # rows go to the default partition meanwhile
+                    logger.warning("postgres %s: day partitions not created: %s", self.where, _describe(exc))
+            ready = True
+        except _FAILED as exc:
+            raise StoreUnavailable(f"postgres {self.where}: cannot migrate: {_describe(exc)}") from exc
+        finally:
+            if not ready:
+                pool.terminate()
+        return pool
+
+    async def _run(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """fn on a pooled connection. A connection the server had closed is dropped and the call tried on another
+        (after a restart every idle connection in the pool is dead: at most max_size of them)."""
+        pool = await self._ready()
+        attempt = 0
+        try:
+            while True:
+                async with pool.acquire() as conn:
+                    try:
+                        return await fn(conn)
+                    except _LOST as exc:
+                        with contextlib.suppress(asyncpg.InterfaceError):  # the pool may have dropped it already
+                            conn.terminate()
+                        attempt += 1
+                        if attempt > self.max_size:
+                            raise
+                        logger.info("postgres %s: connection lost (%s), trying a new one", self.where, _describe(exc))
+        except _FAILED as exc:
+            raise StoreUnavailable(f"postgres {self.where}: {_describe(exc)}") from exc
+
+    # -- migrations -------------------------------------------------------------------------------------------
+
+    async def _migrate_up(self, conn: Any) -> None:
+        async with conn.transaction():
+            await conn.execute(_LOCK, self.schema)
+            if self.schema:
+                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations"
+                " (version integer PRIMARY KEY, name text NOT NULL, applied_at double precision NOT NULL)"
+            )
+            applied = {row[0] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+            for version, name, up, _ in migrations("postgres"):
+                if version not in applied:
+                    await conn.execute(up)
+                    await conn.execute("INSERT INTO schema_migrations VALUES ($1, $2, $3)", version, name, time.time())
+
+    async def migrate_down(self, to_version: int = 0) -> None:
+        async def down(conn: Any) -> None:
+            async with conn.transaction():
+                await conn.execute(_LOCK, self.schema)
+                applied = {row[0] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+                for version, _, _, down_sql in reversed(migrations("postgres")):
+                    if version in applied and version > to_version:
+                        await conn.execute(down_sql)
+                        await conn.execute("DELETE FROM schema_migrations WHERE version = $1", version)
+
+        await self._run(down)
+
+    # -- records and events -----------------------------------------------------------------------------------
+
+    async def write(self, records: Sequence[Record]) -> None:
+        """One COPY: the whole batch or nothing."""
+        if not records:
+            return
+        rows = await map_in_slices(_row, records)
+        await self._run(
+            lambda conn: conn.copy_records_to_table("model_cost_logs", records=rows, columns=RECORD_COLUMNS)
+        )
+
+    async def write_events(self, events: Sequence[Record]) -> None:
+        if not events:
+            return
+        rows = [(e["id"], e["ts"], e["type"], e["attrs"]) for e in events]
+        await self._run(lambda conn: conn.copy_records_to_table("event_logs", records=rows, columns=_EVENT_COLUMNS))
+
+    async def events(self, *, limit: int = 100) -> list[Record]:
+        sql = f"SELECT {', '.join(_EVENT_COLUMNS)} FROM event_logs ORDER BY ts DESC LIMIT $1"
+        rows = await self._run(lambda conn: conn.fetch(sql, limit))
+        return [dict(row.items()) for row in rows]
+
+    async def recent(self, *, limit: int = 100, project: str | None = None) -> list[Record]:
+        sql = f"SELECT {', '.join(RECORD_COLUMNS)} FROM model_cost_logs"
+        args: list[Any] = []
+        if project is not None:
+            sql += " WHERE project = $1"
+            args.append(project)
+        sql += f" ORDER BY ts DESC LIMIT ${len(args) + 1}"
+        args.append(limit)
+        rows = await self._run(lambda conn: conn.fetch(sql, *args))
+        return [dict(row.items()) for row in rows]
+
+    # -- partitions and retention -----------------------------------------------------------------------------
+
+    async def ensure_partitions(self, days_ahead: int = 2, *, now: float | None = None) -> list[str]:
+        """Create the day partitions of model_cost_logs from yesterday to `days_ahead` days on (UTC), moving rows
+        the default partition holds for those days; the names created. Run at open and then daily."""
+        at = time.time() if now is None else now
+        return await self._run(lambda conn: _ensure_partitions(conn, self.schema, days_ahead, at))
+
+    async def retention(self, table: str, max_age_s: float, *, now: float | None = None) -> int:
+        """Remove the rows of model_cost_logs or event_logs older than max_age_s; the number removed. Whole days of
+        model_cost_logs are dropped, then older rows left in the rest deleted."""
+        if table not in RETENTION_TABLES:
+            raise ValueError(f"no retention for table {table!r}: one of {sorted(RETENTION_TABLES)}")
+        cutoff = (time.time() if now is None else now) - max_age_s
+
+        async def remove(conn: Any) -> int:
+            removed = 0
+            async with conn.transaction():
+                if table == "model_cost_logs":
+                    await conn.execute(_LOCK, self.schema)
+                    for name, day in await _partitions(conn):
+                        if (day + 1) * _DAY <= cutoff:
+                            removed += await conn.fetchval(f"SELECT count(*) FROM {name}")
+                            await conn.execute(f"DROP TABLE {name}")
+                status = await conn.execute(f"DELETE FROM {table} WHERE ts < $1", cutoff)
+            return removed + int(status.split()[-1])
+
+        return await self._run(remove)
+
+    # -- virtual keys (gateway/store/postgres_keys.py holds the SQL) ------------------------------------------
+
+    async def create_key(self, key: VirtualKey) -> None:
+        await self._run(lambda conn: postgres_keys.create(conn, key))
+
+    async def key_by_hash(self, key_hash: str) -> VirtualKey | None:
+        return await self._run(lambda conn: postgres_keys.by_hash(conn, key_hash))
+
+    async def get_key(self, key_id: str) -> VirtualKey | None:
+        return await self._run(lambda conn: postgres_keys.by_id(conn, key_id))
+
+    async def list_keys(self, *, project: str | None = None) -> list[VirtualKey]:
+        return await self._run(lambda conn: postgres_keys.listing(conn, project))
+
+    async def revoke_key(self, key_id: str, *, at: float) -> VirtualKey | None:
+        return await self._run(lambda conn: postgres_keys.revoke(conn, key_id, at))
+
+    async def rotate_key(self, key_id: str, new: VirtualKey, *, revoke_at: float) -> VirtualKey | None:
+        return await self._run(lambda conn: postgres_keys.rotate(conn, key_id, new, revoke_at))
+
+    # -- policies (gateway/store/postgres_policies.py holds the SQL) ------------------------------------------
+
+    async def save_policy(
+        self, name: str, source: str, *, author: str, expected_version: int | None = None
+    ) -> PolicyVersion:
+        return await self._run(lambda conn: postgres_policies.save(conn, name, source, author, expected_version))
+
+    async def delete_policy(self, name: str, *, author: str) -> PolicyVersion | None:
+        return await self._run(lambda conn: postgres_policies.delete(conn, name, author))
+
+    async def live_policies(self) -> list[PolicyVersion]:
+        return await self._run(postgres_policies.live)
+
+    async def policy_history(self, name: str) -> list[PolicyVersion]:
+        return await self._run(lambda conn: postgres_policies.history(conn, name))
+
+    async def policies_revision(self) -> int:
+        return await self._run(postgres_policies.revision)
+
+
+async def _init_connection(conn: Any) -> None:
+    # jsonb in binary: a version byte (1), then the JSON text.
+    await conn.set_type_codec(
+        "jsonb",
+        schema="pg_catalog",
+        format="binary",
+        encoder=lambda value: b"\x01" + orjson.dumps(value),
+        decoder=lambda data: orjson.loads(data[1:]),
+    )
+
+
+def _row(record: Record) -> tuple[Any, ...]:
+    return tuple(record[c] for c in RECORD_COLUMNS)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _day_name(day: int) -> str:
+    return "model_cost_logs_p" + time.strftime("%Y%m%d", time.gmtime(day * _DAY))
+
+
+async def _partitions(conn: Any) -> list[tuple[str, int]]:
+    """The day partitions of model_cost_logs: (name, UTC day number), oldest first."""
+    found = []
+    for row in await conn.fetch(_PARTITIONS):
+        if match := _PARTITION.fullmatch(row[0]):
+            found.append((row[0], calendar.timegm(time.strptime(match[1], "%Y%m%d")) // _DAY))
+    return sorted(found, key=lambda item: item[1])
+
+
+async def _ensure_partitions(conn: Any, schema: str | None, days_ahead: int, now: float) -> list[str]:
+    today = int(now // _DAY)
+    created = []
+    async with conn.transaction():
+        await conn.execute(_LOCK, schema)
+        existing = {day for _, day in await _partitions(conn)}
+        for day in range(today - 1, today + days_ahead + 1):
+            if day in existing:
+                continue
+            name, low, high = _day_name(day), float(day * _DAY), float((day + 1) * _DAY)
+            # Made apart, filled with the default partition's rows for the day, then attached: attaching checks
+            # that the default partition holds none of the day's rows any more.
+            await conn.execute(f"CREATE TABLE {name} (LIKE model_cost_logs INCLUDING DEFAULTS)")
+            await conn.execute(
+                f"WITH moved AS (DELETE FROM model_cost_logs_default WHERE ts >= {low!r} AND ts < {high!r}"
+                f" RETURNING *) INSERT INTO {name} SELECT * FROM moved"
+            )
+            bounds = f"FROM ({low!r}) TO ({high!r})"
+            await conn.execute(f"ALTER TABLE model_cost_logs ATTACH PARTITION {name} FOR VALUES {bounds}")
+            created.append(name)
+    return created

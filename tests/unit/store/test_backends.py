@@ -1,0 +1,101 @@
+"""What every store does the same way, on SQLite and on PostgreSQL: records, events, virtual keys, retention."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from gateway.identity.keys import VirtualKey
+from gateway.store.base import KeyStore, PolicyStore, StoreUnavailable
+from tests.unit.store.conftest import record
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_batch_reads_back_newest_first_with_its_json_columns(store):
+    await store.write([record(1), record(2, "p2"), record(3)])
+    await store.write([])
+    newest = await store.recent(limit=10, project="p1")
+    assert [r["id"] for r in newest] == ["r3", "r1"]
+    first = newest[0]
+    assert list(first) == list(record(3))
+    assert first["spans"] == [{"name": "auth", "ms": 0.01}]
+    assert first["tags"] == {"k": "v"}
+    assert (first["stream"], first["cost_usd"], first["ttfb_ms"], first["total_tokens"]) == (0, None, None, 15)
+    assert first["route_reason"] == "weighted"
+    assert [r["id"] for r in await store.recent(limit=2)] == ["r3", "r2"]
+    await store.ping()
+
+
+async def test_a_failed_batch_leaves_nothing_half_written(store):
+    bad = record(2)
+    bad["status"] = None  # NOT NULL: the whole batch must roll back
+    with pytest.raises(StoreUnavailable, match="(?i)not.null"):
+        await store.write([record(1), bad])
+    assert await store.recent() == []
+
+
+async def test_events_read_back_newest_first(store):
+    events = [{"id": f"e{i}", "ts": 100.0 + i, "type": "breaker.open", "attrs": {"n": i, "d": "a/b"}} for i in range(3)]
+    await store.write_events(events)
+    await store.write_events([])
+    back = await store.events(limit=2)
+    assert back == [events[2], events[1]]
+
+
+async def test_retention_removes_old_rows_only(store):
+    now = time.time()
+    await store.write([record(1, ts=now - 7200), record(2, ts=now - 10), record(3, ts=now)])
+    await store.write_events([{"id": "old", "ts": now - 7200, "type": "t", "attrs": {}}])
+    await store.write_events([{"id": "new", "ts": now, "type": "t", "attrs": {}}])
+    assert await store.retention("model_cost_logs", 3600) == 1
+    assert [r["id"] for r in await store.recent()] == ["r3", "r2"]
+    assert await store.retention("event_logs", 3600) == 1
+    assert [e["id"] for e in await store.events()] == ["new"]
+    with pytest.raises(ValueError, match="virtual_keys"):
+        await store.retention("virtual_keys", 1)
+
+
+def key(key_id: str, project: str = "p1", created_at: float = 1.0, **fields) -> VirtualKey:
+    fields.setdefault("key_hash", f"hash-{key_id}")
+    return VirtualKey(id=key_id, key_prefix="sk-gw-abc", project=project, created_at=created_at, **fields)
+
+
+async def test_keys_are_found_by_hash_and_id_and_listed_by_project(store):
+    assert isinstance(store, KeyStore)
+    assert isinstance(store, PolicyStore)
+    full = key("k1", allowed_models=["gpt-4o", "demo"], metadata={"owner": "ann"}, rpm=60, budget_usd=2.5)
+    await store.create_key(full)
+    await store.create_key(key("k2", created_at=2.0))
+    await store.create_key(key("k3", project="p2", created_at=3.0))
+    assert await store.key_by_hash("hash-k1") == full
+    assert await store.get_key("k1") == full
+    assert await store.key_by_hash("nope") is None
+    assert await store.get_key("nope") is None
+    assert [k.id for k in await store.list_keys()] == ["k3", "k2", "k1"]
+    assert [k.id for k in await store.list_keys(project="p1")] == ["k2", "k1"]
+    with pytest.raises(StoreUnavailable):
+        await store.create_key(key("k1"))  # the same id and digest
+
+
+async def test_an_earlier_revocation_stands(store):
+    await store.create_key(key("k1"))
+    assert (await store.revoke_key("k1", at=100.0)).revoked_at == 100.0
+    assert (await store.revoke_key("k1", at=200.0)).revoked_at == 100.0
+    assert (await store.revoke_key("k1", at=50.0)).revoked_at == 50.0
+    assert await store.revoke_key("nope", at=1.0) is None
+
+
+async def test_rotation_adds_the_successor_and_schedules_the_old_keys_end(store):
+    await store.create_key(key("k1"))
+    new = key("k2", created_at=2.0, rotated_from="k1")
+    assert await store.rotate_key("k1", new, revoke_at=500.0) == new
+    assert (await store.get_key("k1")).revoked_at == 500.0
+    assert await store.get_key("k2") == new
+    assert await store.rotate_key("nope", key("k3"), revoke_at=1.0) is None
+    assert await store.get_key("k3") is None
+    with pytest.raises(StoreUnavailable):  # the successor's digest is taken: nothing changes
+        await store.rotate_key("k1", key("k4", key_hash="hash-k2"), revoke_at=100.0)
+    assert (await store.get_key("k1")).revoked_at == 500.0
+    assert await store.get_key("k4") is None
