@@ -42,7 +42,8 @@ class GuardrailsFilter:
         self.router = gateway.router
         self.env = gateway.policies.check_env
         self.holdback = gateway.config.guardrails.stream_holdback_chars
-        self._built: dict[tuple[str, str, bytes], Check] = {}
+        self._built: dict[tuple[str, str, int], tuple[Mapping[str, Any], Check]] = {}
+        self._children: dict[tuple[str, ...], Any] = {}
         self._checks = Counter(
             "gateway_guardrail_checks", "Guardrail checks run, by check, stage and outcome (pass or the action).",
             ["check", "stage", "outcome"], registry=gateway.metrics.registry,
@@ -59,36 +60,34 @@ class GuardrailsFilter:
         if decision is None or not decision.guardrails:
             return None
         specs: Mapping[str, GuardrailSpec] = decision.guardrails
+        prompt = _Prompt(ctx)
         for spec in specs.values():
             if "input" in spec.stages and spec.name != "json_schema":
-                self._input(ctx, spec)
+                self._input(ctx, spec, prompt)
         if ctx.stream and any("output" in s.stages and s.name in ("pii", "keywords") for s in specs.values()):
             from gateway.guardrails.stream import StreamGuard
 
             ctx.stream_guard = StreamGuard(self, ctx, specs, self.holdback)
         return None
 
-    def _input(self, ctx: RequestContext, spec: GuardrailSpec) -> None:
+    def _input(self, ctx: RequestContext, spec: GuardrailSpec, prompt: _Prompt) -> None:
+        check = self.check_for(spec)
         if spec.name == "length":  # the whole prompt counts, the application's own parts included
-            slots = prompt_slots(ctx.endpoint, ctx.body, every_role=True)
-        else:
-            slots = prompt_slots(ctx.endpoint, ctx.body)
+            self.outcome(ctx, spec, check.check(prompt.everything()), "input")
+            return
+        slots = prompt.slots()
         if not slots:
             return
-        check = self.check_for(spec)
-        if spec.name == "pii" and spec.action == "redact":
-            self._redact_slots(ctx, spec, check, slots, "input")
+        if spec.action == "redact" and spec.name in ("pii", "keywords"):
+            if self._redact_slots(ctx, spec, check, slots, "input"):
+                prompt.changed()
             return
-        if spec.name == "keywords" and spec.action == "redact":
-            self._redact_slots(ctx, spec, check, slots, "input")
-            return
-        result = check.check(joined(slots))
-        self.outcome(ctx, spec, result, "input")
+        self.outcome(ctx, spec, check.check(prompt.text()), "input")
 
     def _redact_slots(
         self, ctx: RequestContext, spec: GuardrailSpec, check: Check, slots: list[Slot], stage: str
-    ) -> None:
-        """Redact each text in place; the record's positions are those in the joined text."""
+    ) -> bool:
+        """Redact each text in place (True if any changed); the record's positions are those in the joined text."""
         total = CheckResult(spec.name)
         offset = 0
         for slot in slots:
@@ -103,6 +102,7 @@ class GuardrailsFilter:
         if total.findings and stage == "input":
             ctx.body_changed = True
         self.outcome(ctx, spec, total, stage)
+        return bool(total.findings)
 
     def on_chunk(self, ctx: RequestContext, chunk: dict[str, Any]) -> dict[str, Any] | None:
         guard = ctx.stream_guard
@@ -215,13 +215,15 @@ class GuardrailsFilter:
     # -- shared ---------------------------------------------------------------------------------------------------
 
     def check_for(self, spec: GuardrailSpec) -> Check:
-        key = (spec.name, spec.policy, orjson.dumps(dict(spec.settings), option=orjson.OPT_SORT_KEYS))
-        check = self._built.get(key)
-        if check is None:
-            check = build_check(spec.name, spec.settings, self.env)
-            if len(self._built) < 1024:
-                self._built[key] = check
-        return check
+        """The check a spec names, built once per policy set: a spec's settings are its policy's own object."""
+        key = (spec.name, spec.policy, id(spec.settings))
+        entry = self._built.get(key)
+        if entry is None or entry[0] is not spec.settings:  # an id reused by a newer set's settings
+            entry = (spec.settings, build_check(spec.name, spec.settings, self.env))
+            if len(self._built) >= 1024:
+                self._built.clear()
+            self._built[key] = entry
+        return entry[1]
 
     def outcome(self, ctx: RequestContext, spec: GuardrailSpec, result: CheckResult, stage: str) -> None:
         """Record a result and act on it: block raises; redact without a way to redact blocks too."""
@@ -229,14 +231,52 @@ class GuardrailsFilter:
         if action == "redact" and spec.name not in ("pii", "keywords"):
             action = "block"
         self._count(spec, stage, action, result)
-        _record(ctx, spec, result, stage, action)
+        if action != "pass" or result.score or result.findings:  # a clean pass is implied by the policy's record
+            _record(ctx, spec, result, stage, action)
         if action == "block":
             raise GuardrailBlocked(_message(spec, result, stage), check=spec.name, stage=stage)
 
     def _count(self, spec: GuardrailSpec, stage: str, outcome: str, result: CheckResult) -> None:
-        self._checks.labels(spec.name, stage, outcome).inc()
+        self._child(self._checks, spec.name, stage, outcome).inc()
         for finding in result.findings:
-            self._findings.labels(spec.name, finding.type).inc()
+            self._child(self._findings, spec.name, finding.type).inc()
+
+    def _child(self, metric: Counter, *labels: str) -> Any:
+        key = (str(id(metric)), *labels)
+        child = self._children.get(key)
+        if child is None:  # labels() costs a lock and a dict lookup per call: keep the children
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+
+class _Prompt:
+    """The request's text, gathered once for all the checks of a request (again after a redaction)."""
+
+    __slots__ = ("_everything", "_slots", "_text", "ctx")
+
+    def __init__(self, ctx: RequestContext) -> None:
+        self.ctx = ctx
+        self._slots: list[Slot] | None = None
+        self._text: str | None = None
+        self._everything: str | None = None
+
+    def slots(self) -> list[Slot]:
+        if self._slots is None:
+            self._slots = prompt_slots(self.ctx.endpoint, self.ctx.body)
+        return self._slots
+
+    def text(self) -> str:
+        if self._text is None:
+            self._text = joined(self.slots())
+        return self._text
+
+    def everything(self) -> str:
+        if self._everything is None:
+            self._everything = joined(prompt_slots(self.ctx.endpoint, self.ctx.body, every_role=True))
+        return self._everything
+
+    def changed(self) -> None:
+        self._text = self._everything = None
 
 
 def redact(check: Check, text: str, findings: list[Finding]) -> str:

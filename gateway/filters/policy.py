@@ -8,7 +8,7 @@ from `ctx.policy`. With no policy matching, the request pays for one evaluation 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
 
@@ -35,14 +35,21 @@ class PolicyFilter:
             ["policy", "outcome"],
             registry=gateway.metrics.registry,
         )
+        self._children: dict[tuple[str, str], Any] = {}
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         policies = self.registry.current
         if not len(policies):
             return None
-        tokens = self.tokens.count_prompt(ctx.endpoint, ctx.model, ctx.body) if policies.needs_tokens else 0
+        count = None
+        if policies.needs_tokens:
+            tokens, endpoint, model, body = self.tokens, ctx.endpoint, ctx.model, ctx.body
+
+            def count() -> int:
+                return tokens.count_prompt(endpoint, model, body)
+
         metadata = request_metadata(ctx.body, ctx.headers)
-        facts = Facts.from_request(ctx.body, ctx.endpoint, ctx.principal, tokens, metadata)
+        facts = Facts.from_request(ctx.body, ctx.endpoint, ctx.principal, 0, metadata, count_tokens=count)
         decision = policies.evaluate(facts)
         if decision is NO_DECISION:
             return None
@@ -82,9 +89,15 @@ class PolicyFilter:
             tags["policies_shadow"] = ",".join(s.policy for s in decision.shadow)
         outcome = "deny" if decision.deny is not None else "applied"
         for name in decision.matched:
-            self._decisions.labels(name, "deny" if decision.deny and decision.deny.policy == name else outcome).inc()
+            self._count(name, "deny" if decision.deny and decision.deny.policy == name else outcome)
         for shadow in decision.shadow:
-            self._decisions.labels(shadow.policy, "shadow").inc()
+            self._count(shadow.policy, "shadow")
+
+    def _count(self, policy: str, outcome: str) -> None:
+        child = self._children.get((policy, outcome))
+        if child is None:  # labels() costs a lock and a dict lookup per call: keep the children
+            child = self._children[(policy, outcome)] = self._decisions.labels(policy, outcome)
+        child.inc()
 
 
 def _intersect(current: RouteConstraints | None, new: RouteConstraints) -> RouteConstraints | None:

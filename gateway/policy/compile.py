@@ -28,6 +28,7 @@ _COMPARE: dict[str, tuple[Callable[[Any, Any], bool], str]] = {
 _ABSENT = (None, "")
 # Cheap checks run first, so that a policy that does not apply is usually dismissed by a set lookup.
 _COST = {"glob": 1, "regex": 2}
+_FIELD_COST = {"tokens": 3}  # reading tokens may count them: after every other field
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +48,7 @@ def compile_policy(policy: Policy) -> tuple[Check, ...]:
 
 def compile_node(node: Node) -> Check:
     if isinstance(node, Condition):
-        return Check(_test(node), _why(node), _COST.get(node.op, 0))
+        return Check(_test(node), _why(node), max(_COST.get(node.op, 0), _FIELD_COST.get(node.field, 0)))
     if isinstance(node, NotOf):
         return _not(node)
     children = tuple(compile_node(item) for item in node.items)
@@ -99,6 +100,8 @@ def _getter(name: str) -> Callable[[Facts], Any]:
     if name.startswith("metadata."):
         key = name[len("metadata.") :]
         return lambda facts: facts.metadata.get(key)
+    if name == "tokens":
+        return Facts.prompt_tokens  # counted on first read
     return operator.attrgetter(name)
 
 

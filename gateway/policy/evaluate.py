@@ -43,6 +43,8 @@ from gateway.policy.facts import Facts
 from gateway.policy.model import ACTION_STRICTNESS, Deny, Limit, Policy
 from gateway.policy.problems import PolicyError, duplicate_problems
 
+_MAX_CACHED_DECISIONS = 4096
+
 
 class _Compiled:
     __slots__ = ("checks", "policy", "shadow", "summary", "tests")
@@ -58,7 +60,7 @@ class _Compiled:
 class PolicySet:
     """Policies in evaluation order, compiled. Raises PolicyError when two share a name."""
 
-    __slots__ = ("_compiled", "files", "needs_tokens", "policies")
+    __slots__ = ("_compiled", "_decisions", "files", "needs_tokens", "policies")
 
     def __init__(self, policies: Iterable[Policy] = (), files: Sequence[str] = ()) -> None:
         given = list(policies)
@@ -70,6 +72,9 @@ class PolicySet:
         self._compiled = tuple(_Compiled(p) for p in self.policies if p.mode != "off")
         # Counting a prompt's tokens costs time per request: the filter does it only when a policy reads them.
         self.needs_tokens = any("tokens" in c.policy.fields() for c in self._compiled)
+        # The decision depends only on which policies matched, and traffic matches few combinations: combining
+        # once per combination saves building a Decision on every request.
+        self._decisions: dict[tuple[_Compiled, ...], Decision] = {}
 
     def __len__(self) -> int:
         return len(self.policies)
@@ -88,10 +93,17 @@ class PolicySet:
                     matched.append(compiled)
         if matched is None:
             return NO_DECISION
-        return combine(
-            [c.policy for c in matched if not c.shadow],
-            [ShadowOutcome(c.policy.name, c.summary) for c in matched if c.shadow],
-        )
+        key = tuple(matched)
+        decision = self._decisions.get(key)
+        if decision is None:
+            decision = combine(
+                [c.policy for c in matched if not c.shadow],
+                [ShadowOutcome(c.policy.name, c.summary) for c in matched if c.shadow],
+            )
+            if len(self._decisions) >= _MAX_CACHED_DECISIONS:
+                self._decisions.clear()
+            self._decisions[key] = decision
+        return decision
 
     def explain(self, facts: Facts) -> Explanation:
         """Every policy in order, matched or not and why, and the decision evaluate() gives for these facts."""

@@ -6,7 +6,7 @@ policy) and keeps what a policy can depend on small and documented.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,16 @@ class Facts:
     has_tools: bool = False
     tokens: int = 0  # the prompt's token estimate; 0 unless some policy reads it (PolicySet.needs_tokens)
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # Counts `tokens` the first time a condition reads them: most requests never reach a token condition (its
+    # policy's plan or model does not match first), and counting costs more than evaluating every policy.
+    count_tokens: Callable[[], int] | None = field(default=None, repr=False, compare=False)
+
+    def prompt_tokens(self) -> int:
+        count = self.count_tokens
+        if count is not None:
+            self.tokens = count()
+            self.count_tokens = None
+        return self.tokens
 
     @classmethod
     def from_request(
@@ -47,6 +57,7 @@ class Facts:
         principal: Principal,
         tokens: int = 0,
         request_metadata: Mapping[str, str] | None = None,
+        count_tokens: Callable[[], int] | None = None,
     ) -> Facts:
         meta = principal.metadata
         if request_metadata:
@@ -70,12 +81,13 @@ class Facts:
             has_tools=bool(body.get("tools") or body.get("functions")),
             tokens=tokens,
             metadata=meta,
+            count_tokens=count_tokens,
         )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Facts:
         """Facts from plain values (tests, explain, the admin API). Unknown names raise ValueError."""
-        names = set(cls.__dataclass_fields__)
+        names = set(_NAMES)
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"unknown fact(s): {', '.join(unknown)} (known: {', '.join(sorted(names))})")
@@ -91,10 +103,12 @@ class Facts:
         """A fact by its policy name, `metadata.<name>` included; None when the metadata key is absent."""
         if name.startswith("metadata."):
             return self.metadata.get(name[9:])
+        if name == "tokens":
+            return self.prompt_tokens()
         return getattr(self, name)
 
 
-_NAMES = tuple(Facts.__dataclass_fields__)
+_NAMES = tuple(name for name in Facts.__dataclass_fields__ if name != "count_tokens")
 
 
 _HEADER_PREFIX = b"x-gateway-metadata-"

@@ -1,10 +1,11 @@
 """The PostgreSQL store: asyncpg, a small pool, and one COPY per batch.
 
-`telemetry.store: postgresql://user:password@host:5432/db` (or `postgres://`). The store connects at open and
-applies pending migrations (gateway/store/migrations/postgres) under a transaction-scoped advisory lock, so that
-gateways starting together never race. A store that cannot connect at open keeps trying on its next call, and a
-connection the server closed (a restart, a failover, pg_terminate_backend) is replaced and the call tried once more.
-Every failure comes out as StoreUnavailable.
+`telemetry.store: postgresql://user:password@host:5432/db` (or `postgres://`; `?schema=name` keeps the tables in a
+schema of their own, created if need be). The store connects at open and applies pending migrations
+(gateway/store/migrations/postgres) under a transaction-scoped advisory lock, so that gateways starting together
+never race. A store that cannot connect at open tries again on its next call, and a connection the server closed (a
+restart, a failover, pg_terminate_backend) is dropped and the call tried again on another. Every failure comes out
+as StoreUnavailable.
 
 model_cost_logs is range-partitioned by UTC day on `ts`: open() and ensure_partitions() create the days ahead, and
 retention() drops whole days. Rows no day holds yet go to the DEFAULT partition, so a missing day never fails a
@@ -21,7 +22,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg  # type: ignore[import-untyped]
 import orjson
@@ -75,6 +76,11 @@ class PostgresStore:
         ping_timeout_s: float = 2.0,
         application_name: str = "gateway",
     ) -> None:
+        url = urlsplit(dsn)
+        query = parse_qsl(url.query, keep_blank_values=True)
+        if any(k == "schema" for k, _ in query):  # ?schema=name: ours, not a server setting for asyncpg to pass on
+            schema = schema or [v for k, v in query if k == "schema"][-1]
+            dsn = urlunsplit(url._replace(query=urlencode([(k, v) for k, v in query if k != "schema"])))
         if schema is not None and not _SCHEMA.fullmatch(schema):
             raise ValueError(f"schema {schema!r}: lower-case letters, digits and _ only")
         self.dsn = dsn
@@ -84,7 +90,6 @@ class PostgresStore:
         self.command_timeout_s = command_timeout_s
         self.ping_timeout_s = ping_timeout_s
         self.application_name = application_name
-        url = urlsplit(dsn)
         # For messages: never the password.
         self.where = f"{url.hostname or 'localhost'}:{url.port or 5432}{url.path}" + (f" ({schema})" if schema else "")
         self._pool: Any = None
@@ -254,14 +259,15 @@ class PostgresStore:
 
         async def remove(conn: Any) -> int:
             removed = 0
-            async with conn.transaction():
-                if table == "model_cost_logs":
-                    await conn.execute(_LOCK, self.schema)
-                    for name, day in await _partitions(conn):
-                        if (day + 1) * _DAY <= cutoff:
-                            removed += await conn.fetchval(f"SELECT count(*) FROM {name}")
-                            await conn.execute(f"DROP TABLE {name}")
-                status = await conn.execute(f"DELETE FROM {table} WHERE ts < $1", cutoff)
+            if table == "model_cost_logs":
+                old = [name for name, day in await _partitions(conn) if (day + 1) * _DAY <= cutoff]
+                for name in old:  # counted before the drops: each holds a lock on the table that stops writes
+                    removed += await conn.fetchval(f"SELECT count(*) FROM {name}")
+                if old:
+                    async with conn.transaction():
+                        await conn.execute(_LOCK, self.schema)
+                        await conn.execute(f"DROP TABLE IF EXISTS {', '.join(old)}")
+            status = await conn.execute(f"DELETE FROM {table} WHERE ts < $1", cutoff)
             return removed + int(status.split()[-1])
 
         return await self._run(remove)

@@ -80,6 +80,9 @@ def test_each_type_is_found(text: str, kind: str) -> None:
         "666-12-3456 and 000-12-3456 were never issued",
         "12345678A has the wrong letter",
         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa and ThisIsJustAVeryLongCamelCaseIdentifierName",
+        "xs[::2], xs[1::3], std::vector<int>, fe80::1 and ::1, at 12:30:45, mac 00:1a:2b:3c:4d:5e",
+        "@app.route('/x') and @decorator and user@ and @ alone",
+        "def handler(event):\n    return compute_totals(event['items'], tax_rate=0.21)",
     ],
 )
 def test_look_alikes_are_not_found(text: str) -> None:
@@ -116,3 +119,25 @@ def test_checksums() -> None:
     assert not luhn_ok("79927398710")
     assert iban_ok("DE89370400440532013000")
     assert not iban_ok("DE88370400440532013000")
+
+
+def test_offsets_are_exact_for_every_type() -> None:
+    values = {
+        "email": "a.b@example.org",
+        "phone": "(415) 555-2671",
+        "card": "5555 5555 5555 4444",
+        "iban": "DE89 3704 0044 0532 0130 00",
+        "national_id": "RSSMRA85T10A562S",
+        "ip": "2001:db8:85a3::8a2e:370:7334",
+        "secret": "ghp_" + "aB3dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5",
+    }
+    text = "Start. " + ", then ".join(f"{kind} is {value}" for kind, value in values.items()) + ". End."
+    findings = PiiDetector().detect(text)
+    assert [(f.type, text[f.start : f.end]) for f in findings] == list(values.items())
+    assert PiiDetector().redact(text).count("[") == len(values)
+
+
+def test_adjacent_addresses_and_sentence_ends() -> None:
+    text = "a@x.io,b@y.io; host 10.0.0.1. Next 2001:db8::7:1."
+    findings = PiiDetector().detect(text)
+    assert [text[f.start : f.end] for f in findings] == ["a@x.io", "b@y.io", "10.0.0.1", "2001:db8::7:1"]

@@ -39,7 +39,7 @@ class PostgresSchemas:
         return self.names[-1]
 
     def store(self, schema: str | None = None, **options: object) -> PostgresStore:
-        store = PostgresStore(self.dsn, schema=schema or self.new_schema(), **options)  # type: ignore[arg-type]
+        store = PostgresStore(self.dsn, schema=schema or self.new_schema(), **options)
         self.stores.append(store)
         return store
 

@@ -6,11 +6,14 @@ import asyncio
 import time
 import uuid
 
+import httpx
+import orjson
 import pytest
 
 from gateway.store.base import StoreUnavailable, open_store
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import migrations
+from tests.conftest import KEY, running
 from tests.services import free_port
 from tests.unit.store.conftest import PostgresSchemas, record
 
@@ -163,3 +166,29 @@ def test_store_urls_and_schema_names():
     assert isinstance(open_store("postgres://u@h/db"), PostgresStore)
     with pytest.raises(ValueError, match="schema"):
         PostgresStore("postgresql://u@h/db", schema="Bad-Name; DROP")
+
+
+def test_a_schema_can_be_named_in_the_url():
+    store = PostgresStore("postgresql://u:pw@h:6543/db?schema=gw&sslmode=disable")
+    assert (store.schema, store.dsn) == ("gw", "postgresql://u:pw@h:6543/db?sslmode=disable")
+    assert store.where == "h:6543/db (gw)"
+
+
+def test_the_gateway_writes_its_records_to_postgres(pg, make_config):
+    schema = pg.new_schema()
+    config = make_config(telemetry={"store": f"{pg.dsn}?schema={schema}"})
+    with running(config) as (url, gateway):
+        assert isinstance(gateway.store, PostgresStore)
+        reply = httpx.post(
+            f"{url}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {KEY}"},
+            json={"model": "demo", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert reply.status_code == 200
+        deadline = time.monotonic() + 5
+        while not (rows := asyncio.run(pg.fetch(f"SELECT * FROM {schema}.model_cost_logs"))):
+            assert time.monotonic() < deadline, "the record never reached PostgreSQL"
+            time.sleep(0.05)
+    (row,) = rows
+    assert (row["project"], row["model_requested"], row["status"], row["stream"]) == ("p1", "demo", 200, 0)
+    assert [span["name"] for span in orjson.loads(row["spans"])][:1] == ["auth"]
