@@ -64,7 +64,9 @@ def test_virtual_keys_policies_and_records_on_postgres(make_config, schema):
         answer = httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers=auth(key))
         assert answer.status_code == 200
         request_id = answer.headers["x-request-id"]
-        assert wait_until(lambda: bool(fetch(dsn, f"SELECT 1 FROM {name}.model_cost_logs WHERE id = '{request_id}'")), 3)
+        assert wait_until(
+            lambda: bool(fetch(dsn, f"SELECT 1 FROM {name}.model_cost_logs WHERE id = '{request_id}'")), 3
+        )
         record = fetch(dsn, f"SELECT project, key_id, guardrails FROM {name}.model_cost_logs WHERE id = '{request_id}'")
         assert (record[0]["project"], record[0]["key_id"]) == ("pg", key_id)
 
