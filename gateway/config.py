@@ -235,6 +235,9 @@ class TelemetryConfig:
     flush_interval_ms: int = 200
     pricing_file: str = "config/pricing.yaml"
     tiktoken_cache_dir: str = ""
+    # Days to keep, per table (model_cost_logs, event_logs); a table not named is kept for ever.
+    retention_days: dict[str, float] = field(default_factory=dict)
+    maintenance_interval_s: float = 3600.0  # how often retention (and PostgreSQL's day partitions) run
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,6 +512,13 @@ def _check_references(config: GatewayConfig, problems: list[tuple[str, str]]) ->
         or config.telemetry.store in ("", "none")
     ):
         problems.append(("telemetry.store", "supported: sqlite:///path, postgresql://user@host:5432/db, or none"))
+    for table, days in config.telemetry.retention_days.items():
+        if table not in ("model_cost_logs", "event_logs"):
+            problems.append((f"telemetry.retention_days.{table}", "no such table (model_cost_logs, event_logs)"))
+        elif days <= 0:
+            problems.append((f"telemetry.retention_days.{table}", "must be positive"))
+    if config.telemetry.maintenance_interval_s <= 0:
+        problems.append(("telemetry.maintenance_interval_s", "must be positive"))
     if not (config.state.backend == "memory" or config.state.backend.startswith(("redis://", "rediss://"))):
         problems.append(("state.backend", "supported: memory, redis://host:port/db"))
     _check_limits(config, problems)

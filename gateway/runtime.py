@@ -21,6 +21,7 @@ from gateway.routing.health import HealthRegistry
 from gateway.routing.router import Router
 from gateway.state.base import StateBackend, open_state
 from gateway.store.base import Store, key_store, open_store, policy_store
+from gateway.store.maintenance import StoreMaintenance
 from gateway.telemetry.access_log import AccessLog
 from gateway.telemetry.events import EventLogSink, Events, WebhookSink, passthrough
 from gateway.telemetry.metrics import Metrics
@@ -49,6 +50,9 @@ class Gateway:
                 self.models[name] = dataclasses.replace(group, deployments=deployments)
         self.state: StateBackend = open_state(config.state.backend)
         self.store: Store | None = open_store(config.telemetry.store)
+        self.maintenance = (
+            StoreMaintenance(self.store, config.telemetry, self.metrics.registry) if self.store is not None else None
+        )
         prices = self._load_prices()
         self.recorder = Recorder(self.metrics, prices, self._token_counter())
         sinks: list[Sink] = []
@@ -158,6 +162,8 @@ class Gateway:
                 )
         await self.identity.open()
         await self.policies.open()
+        if self.maintenance is not None:
+            self.maintenance.start()
         self.queue.start()
         if self.event_queue is not None:
             self.event_queue.start()
@@ -166,6 +172,8 @@ class Gateway:
     async def close(self) -> None:
         await self.health.close()
         await self.policies.close()
+        if self.maintenance is not None:
+            await self.maintenance.close()
         for stage in self.pipeline.filters:  # filters holding connections or background work (ratelimit)
             closer = getattr(stage, "close", None)
             if closer is not None:
