@@ -119,6 +119,7 @@ class RequestContext:
         "policy",
         "guardrails",
         "stream_guard",
+        "_trace",
     )
 
     def __init__(
@@ -176,6 +177,23 @@ class RequestContext:
         # Set by the guardrails filter: what each check found, as plain dicts (types and positions, never text).
         self.guardrails: list[dict[str, Any]] | None = None
         self.stream_guard: Any = None  # the guardrails' hold-back windows of a streamed answer
+        self._trace: tuple[str, str] | None = None
+
+    @property
+    def trace_id(self) -> str:
+        """The W3C trace this request belongs to: the client's (traceparent) or a new one."""
+        if self._trace is None:
+            from gateway.telemetry.tracing import incoming
+
+            self._trace = incoming(self.headers)
+        return self._trace[0]
+
+    @property
+    def parent_span_id(self) -> str:
+        """The client's span that made this request, from its traceparent; "" when it sent none."""
+        self.trace_id  # noqa: B018 - reads the header once
+        assert self._trace is not None
+        return self._trace[1]
 
     def header(self, name: bytes) -> str | None:
         """A request header by its lower-case name."""

@@ -28,6 +28,7 @@ from gateway.providers.anthropic_translate import (
 )
 from gateway.providers.base import HTTPProvider, end_stream, json_answer, map_transport_errors
 from gateway.providers.sse import DONE, SSEDecoder
+from gateway.telemetry.tracing import upstream_headers
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_VERSION = "2023-06-01"
@@ -77,7 +78,12 @@ class AnthropicProvider(HTTPProvider):
         body = orjson.dumps(request.body)
         ctx.upstream_start_ns = time.perf_counter_ns()
         with map_transport_errors(self.name):
-            response = await session.post(self.url, data=body, headers=self.headers, timeout=self.timeout(timeouts))
+            response = await session.post(
+                self.url,
+                data=body,
+                headers=upstream_headers(self.headers, ctx.trace_id),
+                timeout=self.timeout(timeouts),
+            )
             ctx.upstream_headers_ns = time.perf_counter_ns()
             if response.status >= 400:
                 content = await response.read()

@@ -53,6 +53,7 @@ from gateway.providers.gemini_translate import (
     usage_of,
 )
 from gateway.providers.sse import DONE
+from gateway.telemetry.tracing import upstream_headers
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 _JSON = {"content-type": "application/json"}
@@ -120,7 +121,9 @@ class GeminiProvider(HTTPProvider):
             raise UpstreamUnavailable(f"The provider {self.name!r} is not open.", provider=self.name)
         ctx.upstream_start_ns = time.perf_counter_ns()
         with map_transport_errors(self.name):
-            response = await session.post(url, data=body, headers=self.headers, timeout=self.timeout(timeouts))
+            response = await session.post(
+                url, data=body, headers=upstream_headers(self.headers, ctx.trace_id), timeout=self.timeout(timeouts)
+            )
             ctx.upstream_headers_ns = time.perf_counter_ns()
             if response.status >= 400:
                 content = await response.read()

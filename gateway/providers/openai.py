@@ -14,6 +14,7 @@ from gateway.errors import UpstreamUnavailable
 from gateway.pipeline import Reply
 from gateway.providers.base import HTTPProvider, end_stream, json_answer, map_transport_errors, rejected_from_body
 from gateway.providers.sse import DONE, SSEDecoder
+from gateway.telemetry.tracing import upstream_headers
 
 _JSON = {"content-type": "application/json"}
 
@@ -55,7 +56,10 @@ class OpenAIProvider(HTTPProvider):
         ctx.upstream_start_ns = time.perf_counter_ns()
         with map_transport_errors(self.name):
             response = await session.post(
-                self.url(ctx.endpoint, deployment), data=body, headers=self.headers, timeout=self.timeout(timeouts)
+                self.url(ctx.endpoint, deployment),
+                data=body,
+                headers=upstream_headers(self.headers, ctx.trace_id),
+                timeout=self.timeout(timeouts),
             )
             ctx.upstream_headers_ns = time.perf_counter_ns()
             if response.status >= 400:

@@ -121,4 +121,6 @@ class Recorder:
             "route_reason": ctx.route_reason,
             # What each guardrail check found: types and positions, never the text.
             "guardrails": ctx.guardrails or [],
+            "trace_id": ctx.trace_id,
+            "parent_span_id": ctx.parent_span_id,
         }

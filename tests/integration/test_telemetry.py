@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 
 from gateway.config import GatewayConfig
@@ -131,3 +132,30 @@ def test_ready_with_a_real_redis(make_config: Callable[..., GatewayConfig]) -> N
         response = httpx.get(f"{url}/health/ready")
         assert response.status_code == 200
         assert response.json()["checks"]["state"] == "ok"
+
+
+def test_traceparent_is_accepted_recorded_and_propagated_upstream(make_config, upstream, tmp_path: Path) -> None:
+    url_up, up = upstream
+    config = make_config(
+        providers={"up": {"type": "openai", "base_url": f"{url_up}/v1", "api_key": "sk-up"}},
+        models={"gpt-4o": {"deployments": [{"provider": "up", "model": "gpt-4o"}]}},
+    )
+    trace, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    with running(config) as (url, _):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"traceparent": f"00-{trace}-{parent}-01"},
+        )  # fmt: skip
+        sent = up.requests[-1]["headers"]["traceparent"]
+        assert sent.startswith(f"00-{trace}-")
+        assert not sent.endswith(f"{parent}-01")
+        record = record_of(tmp_path / "gateway.db", raw.headers["x-request-id"])
+        assert (record["trace_id"], record["parent_span_id"]) == (trace, parent)
+        other = client.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+        )
+        new_trace = record_of(tmp_path / "gateway.db", other.headers["x-request-id"])["trace_id"]
+        assert len(new_trace) == 32
+        assert new_trace != trace
+        assert up.requests[-1]["headers"]["traceparent"].startswith(f"00-{new_trace}-")
