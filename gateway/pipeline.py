@@ -9,16 +9,19 @@ happens once the stream has ended, so that usage is known. Each stage is timed i
 from __future__ import annotations
 
 import importlib
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from gateway.context import RequestContext
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, InternalError
 
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
+
+logger = logging.getLogger("gateway")
 
 
 @dataclass(slots=True)
@@ -111,6 +114,10 @@ class Pipeline:
             except GatewayError as exc:
                 ctx.error = exc
                 replaced = Reply.from_error(exc)
+            except Exception:  # a bug in one stage must not skip the others' settlement (a held rate-limit slot)
+                logger.exception("%s.on_response failed for request %s", stage.name, ctx.request_id)
+                ctx.error = InternalError()
+                replaced = Reply.from_error(ctx.error)
             if replaced is not None and reply.stream is None:
                 reply = replaced
         return reply

@@ -17,6 +17,7 @@ already uses) is refused with every problem, and nothing is stored.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -55,10 +56,12 @@ class PoliciesEndpoint(AdminEndpoint):
             principal = await authorize(self.gateway, scope, "POST /api/v1/policies")
             return 201, await self._save(None, await self._body(scope, receive), principal.name)
         if name == "evaluate" and method == "POST" and action is None:
-            await authorize(self.gateway, scope, "POST /api/v1/policies/evaluate")
-            return 200, self._evaluate(await self._body(scope, receive))
+            principal = await authorize(self.gateway, scope, "POST /api/v1/policies/evaluate")
+            return 200, self._evaluate(await self._body(scope, receive), principal)
         if action == "versions" and method == "GET":
-            await authorize(self.gateway, scope, "GET /api/v1/policies/{name}/versions")
+            principal = await authorize(self.gateway, scope, "GET /api/v1/policies/{name}/versions")
+            if principal.role != "admin":
+                self._one(name, principal)  # 404 unless the policy is in force and visible to the caller
             return 200, {"object": "list", "data": [_version(v) for v in await self._store().policy_history(name)]}
         if action == "rollback" and method == "POST":
             principal = await authorize(self.gateway, scope, "POST /api/v1/policies/{name}/rollback")
@@ -108,11 +111,13 @@ class PoliciesEndpoint(AdminEndpoint):
             out["source"] = version.source
         return out
 
-    def _evaluate(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _evaluate(self, body: dict[str, Any], caller: Principal) -> dict[str, Any]:
         request = body.get("request")
         if not isinstance(request, dict):
             raise InvalidRequest("`request` must be an object: the request body to evaluate.", param="request")
         principal = _principal(body.get("principal") or {})
+        if caller.role != "admin":  # a dry run as someone of the caller's own project only
+            principal = dataclasses.replace(principal, project=caller.project)
         metadata = body.get("metadata") or {}
         tokens = body.get("tokens", 0)
         if not isinstance(metadata, dict) or isinstance(tokens, bool) or not isinstance(tokens, int):
@@ -121,7 +126,11 @@ class PoliciesEndpoint(AdminEndpoint):
         merged = {**request_metadata(request), **{str(k): str(v) for k, v in metadata.items()}}
         facts = Facts.from_request(request, str(endpoint), principal, tokens, merged)
         explanation = self.gateway.policies.current.explain(facts)
-        return {"facts": facts.to_dict(), **explanation.to_dict()}
+        out = {"facts": facts.to_dict(), **explanation.to_dict()}
+        if caller.role != "admin":
+            visible = {p.name for p in self.gateway.policies.current.policies if _visible(p, caller)}
+            out["steps"] = [step for step in out.get("steps", []) if step.get("policy") in visible]
+        return out
 
     # -- writes ---------------------------------------------------------------------------------------------------
 
@@ -242,13 +251,22 @@ def _principal(data: Any) -> Principal:
 
 
 def _visible(policy: Policy, principal: Principal) -> bool:
-    """Project isolation: an admin sees every policy; others see global ones and those naming their project."""
+    """Project isolation: an admin sees every policy; others see global ones and those whose `match` names their
+    project exactly. A policy that reads the project any other way (a glob, a `when` condition) is admin-only:
+    which projects it concerns cannot be told without evaluating it."""
     if principal.role == "admin":
         return True
-    projects = [c.value for c in policy.match if c.field == "project"]
-    if not projects:
+    if "project" not in policy.fields():
         return True
-    return any(principal.project == v or (isinstance(v, tuple) and principal.project in v) for v in projects)
+    if "project" in dataclasses.replace(policy, match=()).fields():
+        return False
+    for condition in policy.match:
+        if condition.field != "project":
+            continue
+        values = condition.value if isinstance(condition.value, tuple) else (condition.value,)
+        if condition.op not in ("eq", "in") or principal.project not in values:
+            return False
+    return True
 
 
 def _version(version: PolicyVersion) -> dict[str, Any]:

@@ -133,6 +133,9 @@ async def _forward(
                 if ctx.error is not None:
                     break
                 deadline.reschedule(loop.time() + idle_s)
+            if ctx.error is None:
+                for data in _ending(ctx, chunk_filters, encoder):
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
     except TimeoutError:
         error = UpstreamTimeout(
             f"The upstream stream sent nothing for {idle_s:g} s.", provider=ctx.provider, code="stream_idle_timeout"
@@ -146,6 +149,19 @@ async def _forward(
         ctx.error = error
         await send({"type": "http.response.body", "body": encoder.error(error), "more_body": True})
     await send({"type": "http.response.body", "body": encoder.end(), "more_body": False})
+
+
+def _ending(ctx: RequestContext, chunk_filters: tuple[ChunkFilter, ...], encoder: Encoder) -> list[bytes]:
+    """What filters still hold when the upstream's stream ends (text a guardrail held back), as chunks."""
+    out = []
+    for stage in chunk_filters:
+        on_end = getattr(stage, "on_stream_end", None)
+        if on_end is not None:
+            for chunk in on_end(ctx):
+                data = encoder.chunk(orjson.dumps(chunk), chunk)
+                if data:
+                    out.append(data)
+    return out
 
 
 def _process(

@@ -20,13 +20,14 @@ import orjson
 from prometheus_client import Counter
 
 from gateway.context import RequestContext, Usage
-from gateway.errors import GuardrailBlocked
+from gateway.errors import GuardrailBlocked, InvalidRequest
 from gateway.guardrails.base import CheckResult, Finding
 from gateway.guardrails.build import Check, build_check
-from gateway.guardrails.text import Slot, answer_slots, joined, prompt_slots
+from gateway.guardrails.text import Slot, answer_slots, has_token_arrays, joined, prompt_slots
 from gateway.pipeline import Reply
 
 if TYPE_CHECKING:
+    from gateway.guardrails.json_schema import JsonSchemaCheck
     from gateway.policy.decision import GuardrailSpec
     from gateway.runtime import Gateway
 
@@ -60,6 +61,14 @@ class GuardrailsFilter:
         if decision is None or not decision.guardrails:
             return None
         specs: Mapping[str, GuardrailSpec] = decision.guardrails
+        schema_spec = specs.get("json_schema")
+        if schema_spec is not None and "output" in schema_spec.stages:
+            _schema_check(ctx, schema_spec)  # a schema that cannot be used fails now, before the upstream call
+        if has_token_arrays(ctx.body) and any("input" in s.stages and s.name != "json_schema" for s in specs.values()):
+            raise InvalidRequest(
+                "This request's prompt is token ids, which the guardrails that apply to it cannot read: send text.",
+                code="guardrail_unreadable_input",
+            )
         prompt = _Prompt(ctx)
         for spec in specs.values():
             if "input" in spec.stages and spec.name != "json_schema":
@@ -75,14 +84,17 @@ class GuardrailsFilter:
         if spec.name == "length":  # the whole prompt counts, the application's own parts included
             self.outcome(ctx, spec, check.check(prompt.everything()), "input")
             return
-        slots = prompt.slots()
-        if not slots:
+        if spec.name in ("pii", "keywords"):  # data checks read every role: a client writes them all
+            slots = prompt.slots(every_role=True)
+            if spec.action == "redact":
+                if slots and self._redact_slots(ctx, spec, check, slots, "input"):
+                    prompt.changed()
+                return
+            if slots:
+                self.outcome(ctx, spec, check.check(joined(slots)), "input")
             return
-        if spec.action == "redact" and spec.name in ("pii", "keywords"):
-            if self._redact_slots(ctx, spec, check, slots, "input"):
-                prompt.changed()
-            return
-        self.outcome(ctx, spec, check.check(prompt.text()), "input")
+        if prompt.slots():
+            self.outcome(ctx, spec, check.check(prompt.text()), "input")
 
     def _redact_slots(
         self, ctx: RequestContext, spec: GuardrailSpec, check: Check, slots: list[Slot], stage: str
@@ -103,6 +115,13 @@ class GuardrailsFilter:
             ctx.body_changed = True
         self.outcome(ctx, spec, total, stage)
         return bool(total.findings)
+
+    def on_stream_end(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        guard = ctx.stream_guard
+        if guard is None:
+            return []
+        chunks: list[dict[str, Any]] = guard.end_chunks()
+        return chunks
 
     def on_chunk(self, ctx: RequestContext, chunk: dict[str, Any]) -> dict[str, Any] | None:
         guard = ctx.stream_guard
@@ -132,6 +151,8 @@ class GuardrailsFilter:
         if not isinstance(answer, dict):
             return None
         changed = False
+        if any(s.name in ("pii", "keywords") and s.action in ("redact", "block") for s in specs):
+            changed = _drop_logprobs(answer)  # token by token, logprobs would spell out what is redacted
         for spec in specs:
             if spec.name == "json_schema":
                 replaced = await self._json_schema(ctx, spec, answer)
@@ -156,14 +177,14 @@ class GuardrailsFilter:
         self, ctx: RequestContext, spec: GuardrailSpec, answer: dict[str, Any]
     ) -> dict[str, Any] | None:
         """Validate; on `retry`, ask once more. Returns the new answer when a retry produced one."""
-        from gateway.guardrails.json_schema import JsonSchemaCheck, schema_from_response_format
-
-        schema = spec.settings.get("schema") or schema_from_response_format(ctx.body.get("response_format"))
+        check = _schema_check(ctx, spec)
         slots = answer_slots(answer)
-        if not schema or not slots:
+        if check is None or not slots:
             return None
-        check = JsonSchemaCheck(schema)
-        result = check.check(slots[0].text)
+        try:
+            result = check.check(slots[0].text)
+        except ValueError as exc:
+            raise InvalidRequest(f"response_format's schema cannot be used: {exc}", param="response_format") from None
         if not result.triggered:
             self.outcome(ctx, spec, result, "output")
             return None
@@ -172,7 +193,7 @@ class GuardrailsFilter:
             return None
         self._count(spec, "output", "retry", result)
         _record(ctx, spec, result, "output", "retry")
-        retried = await self._retry(ctx, slots[0].text, result.message)
+        retried = await self._retry(ctx, slots[0].text, check.retry_hint(slots[0].text))
         if retried is None:
             raise GuardrailBlocked(
                 "The answer failed the response schema and the retry did not produce one.",
@@ -194,7 +215,7 @@ class GuardrailsFilter:
         messages = ctx.body.get("messages")
         if not isinstance(messages, list):
             return None
-        first_usage = ctx.usage
+        first_usage, ctx.usage = ctx.usage, None  # the retry's own usage, added to the first's below
         ctx.set_field("messages", [
             *messages,
             {"role": "assistant", "content": bad},
@@ -249,6 +270,28 @@ class GuardrailsFilter:
         return child
 
 
+def _drop_logprobs(answer: dict[str, Any]) -> bool:
+    dropped = False
+    for choice in answer.get("choices") or ():
+        if isinstance(choice, dict) and choice.get("logprobs") is not None:
+            choice["logprobs"] = None
+            dropped = True
+    return dropped
+
+
+def _schema_check(ctx: RequestContext, spec: GuardrailSpec) -> JsonSchemaCheck | None:
+    """The json_schema check of this request: the policy's schema, else the request's response_format's."""
+    from gateway.guardrails.json_schema import JsonSchemaCheck, schema_from_response_format
+
+    schema = spec.settings.get("schema") or schema_from_response_format(ctx.body.get("response_format"))
+    if not schema:
+        return None
+    try:
+        return JsonSchemaCheck(schema)
+    except ValueError as exc:
+        raise InvalidRequest(f"response_format's schema cannot be used: {exc}", param="response_format") from None
+
+
 class _Prompt:
     """The request's text, gathered once for all the checks of a request (again after a redaction)."""
 
@@ -260,7 +303,9 @@ class _Prompt:
         self._text: str | None = None
         self._everything: str | None = None
 
-    def slots(self) -> list[Slot]:
+    def slots(self, every_role: bool = False) -> list[Slot]:
+        if every_role:
+            return prompt_slots(self.ctx.endpoint, self.ctx.body, every_role=True)
         if self._slots is None:
             self._slots = prompt_slots(self.ctx.endpoint, self.ctx.body)
         return self._slots

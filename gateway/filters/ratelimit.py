@@ -168,18 +168,18 @@ class RateLimitFilter:
     def _add(self, found: dict[str, Check], scope: str, ident: str, rule: LimitRule) -> None:
         base = f"{PREFIX}{scope}:{ident}:"
         kind, letter = (WINDOW, "w") if self.sliding else (BUCKET, "b")
+        # One counter per scope, identity and kind, whatever its limit: a policy's `limit` or a changed rule then
+        # applies to the requests already counted, and two rules on one counter keep the stricter.
         if rule.rpm:
             cap = float(rule.burst or rule.rpm) if kind == BUCKET else float(rule.rpm)
-            key = f"{base}rpm{rule.rpm}.{int(cap)}{letter}"
-            found[key] = Check(
-                key, kind, rule.rpm, cap, 60_000, 1.0, REQUESTS, f"requests per min (RPM) of {scope} {ident}"
-            )
+            key = f"{base}rpm.{letter}"
+            label = f"requests per min (RPM) of {scope} {ident}"
+            _keep_strictest(found, Check(key, kind, rule.rpm, cap, 60_000, 1.0, REQUESTS, label))
         if rule.tpm:
             cap = float(rule.burst_tokens or rule.tpm) if kind == BUCKET else float(rule.tpm)
-            key = f"{base}tpm{rule.tpm}.{int(cap)}{letter}"
-            found[key] = Check(
-                key, kind, rule.tpm, cap, 60_000, 0.0, TOKENS, f"tokens per min (TPM) of {scope} {ident}"
-            )
+            key = f"{base}tpm.{letter}"
+            label = f"tokens per min (TPM) of {scope} {ident}"
+            _keep_strictest(found, Check(key, kind, rule.tpm, cap, 60_000, 0.0, TOKENS, label))
         if rule.concurrency:
             key = f"{base}cc"
             check = Check(key, CONCURRENCY, rule.concurrency, rule.concurrency, self.lease_ms, 1.0,

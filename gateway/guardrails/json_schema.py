@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from itertools import islice
 from typing import Any
 
@@ -92,6 +92,19 @@ def _path_key(error: ValidationError) -> tuple[tuple[int, int | str], ...]:
     return tuple((0, p) if isinstance(p, int) else (1, str(p)) for p in error.absolute_path)
 
 
+def _summary(errors: list[ValidationError], describe: Callable[[ValidationError], str]) -> str:
+    text = "; ".join(describe(e) for e in errors[:MAX_ERRORS_SHOWN])
+    if len(errors) > MAX_ERRORS_SHOWN:
+        more = len(errors) - MAX_ERRORS_SHOWN
+        text += f" (and {more}{'+' if len(errors) == MAX_ERRORS_COUNTED else ''} more)"
+    return text
+
+
+def _locate(error: ValidationError) -> str:
+    """Where and which keyword failed: no value of the answer (it may hold personal data)."""
+    return f"{error.json_path}: fails {error.validator!r}"
+
+
 def _describe(error: ValidationError) -> str:
     message = error.message
     if len(message) > MAX_ERROR_CHARS:
@@ -119,13 +132,12 @@ class JsonSchemaCheck:
                 triggered=True,
                 message=f"the answer is not valid JSON: {exc}",
             )
-        errors = sorted(islice(self._validator.iter_errors(document), MAX_ERRORS_COUNTED), key=_path_key)
+        errors = self._errors(document)
         if not errors:
             return CheckResult(self.name)
-        message = "; ".join(_describe(e) for e in errors[:MAX_ERRORS_SHOWN])
-        if len(errors) > MAX_ERRORS_SHOWN:
-            more = len(errors) - MAX_ERRORS_SHOWN
-            message += f" (and {more}{'+' if len(errors) == MAX_ERRORS_COUNTED else ''} more)"
+        # Records and errors name where and which keyword failed, never the answer's values (they may hold
+        # personal data); retry_hint() gives the model the full messages.
+        message = _summary(errors, _locate)
         return CheckResult(
             self.name,
             score=1.0,
@@ -133,3 +145,17 @@ class JsonSchemaCheck:
             triggered=True,
             message=message,
         )
+
+    def retry_hint(self, text: str) -> str:
+        """What failed, with the offending values, for the model to fix in a retry (never recorded)."""
+        try:
+            document = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            return f"the answer is not valid JSON: {exc}"
+        return _summary(self._errors(document), _describe)
+
+    def _errors(self, document: Any) -> list[ValidationError]:
+        try:
+            return sorted(islice(self._validator.iter_errors(document), MAX_ERRORS_COUNTED), key=_path_key)
+        except Exception as exc:  # noqa: BLE001 - an unresolvable $ref and the like: the schema is at fault
+            raise ValueError(f"the schema cannot be applied: {type(exc).__name__}") from None

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from gateway.policy.decision import GuardrailSpec
 
 
+WindowKey = tuple[int, str, int]  # (choice index, content | refusal | tool | text, tool call index)
+
+
 class _Redactors:
     """The checks that redact, seen by the window as one detector: findings of all, placeholders of each."""
 
@@ -71,19 +74,21 @@ class StreamGuard:
         self.blocking = [(s, owner.check_for(s)) for s in output if s.action == "block"]
         self.logging = [(s, owner.check_for(s)) for s in output if s.action == "log"]
         self.holdback = holdback
-        self.windows: dict[int, HoldbackWindow] = {}
-        self.texts: dict[int, list[str]] = {}  # the whole answer, for `log` checks at the end
+        self.windows: dict[WindowKey, HoldbackWindow] = {}
+        self.flushed: list[HoldbackWindow] = []  # windows of ended choices, for their findings
+        self.texts: dict[WindowKey, list[str]] = {}  # the whole answer, for `log` checks at the end
+        self.last: dict[str, Any] | None = None  # the latest chunk with choices: id, model, created for end_chunks
         self.blocked_by: GuardrailSpec | None = None
         self.finished = False
 
-    def _window(self, index: int) -> HoldbackWindow:
-        window = self.windows.get(index)
+    def _window(self, key: WindowKey) -> HoldbackWindow:
+        window = self.windows.get(key)
         if window is None:
             from gateway.guardrails.window import HoldbackWindow
 
             detector = cast("PiiDetector", _Redactors(self.redacting)) if self.redacting else None
             block = self._block if self.blocking else None
-            window = self.windows[index] = HoldbackWindow(detector, holdback=self.holdback, block=block)
+            window = self.windows[key] = HoldbackWindow(detector, holdback=self.holdback, block=block)
         return window
 
     def _block(self, text: str) -> CheckResult | None:
@@ -99,6 +104,7 @@ class StreamGuard:
         choices = chunk.get("choices")
         if not isinstance(choices, list) or not choices:
             return chunk
+        self.last = chunk
         # A changed copy: the relay sends the upstream's own bytes for a chunk it gets back unchanged (the same
         # object), so the redacted text must come back as a new one.
         chunk = {**chunk, "choices": [_copy(c) for c in choices]}
@@ -108,28 +114,66 @@ class StreamGuard:
                 continue
             index = choice.get("index", 0)
             index = index if isinstance(index, int) else 0
-            delta = choice.get("delta")
-            holder, key = (delta, "content") if isinstance(delta, dict) else (choice, "text")
-            content = holder.get(key)
-            window = self._window(index)
-            released = ""
-            if isinstance(content, str) and content:
-                if self.logging:
-                    self.texts.setdefault(index, []).append(content)
-                released = window.feed(content)
-                if window.blocked is not None:
-                    self._blocked(window.blocked)
-            if choice.get("finish_reason") is not None:
-                released += window.flush()
-                if window.blocked is not None:
-                    self._blocked(window.blocked)
-            if isinstance(content, str) or released:
-                holder[key] = released
-            # A chunk that carried only text that is now held back is dropped; one with a role, tool calls or
-            # a finish reason still goes out.
-            if released or choice.get("finish_reason") is not None or _has_more_than_text(holder, key):
+            if choice.get("logprobs") is not None:
+                choice["logprobs"] = None  # token by token, logprobs would spell out what is redacted
+            finished = choice.get("finish_reason") is not None
+            for key, holder, field in _text_fields(index, choice):
+                content = holder.get(field)
+                released = ""
+                if isinstance(content, str) and content:
+                    if self.logging:
+                        self.texts.setdefault(key, []).append(content)
+                    window = self._window(key)
+                    released = window.feed(content)
+                    if window.blocked is not None:
+                        self._blocked(window.blocked)
+                if isinstance(content, str):
+                    holder[field] = released
+                if released:
+                    keep = True
+            if finished:
+                self._flush_into(index, choice)
+                keep = True
+            elif _has_more_than_text(choice):
                 keep = True
         return chunk if keep or chunk.get("usage") else None
+
+    def _flush_into(self, index: int, choice: dict[str, Any]) -> None:
+        """The end of one choice: what its windows still hold goes out with its finish chunk."""
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            delta = None
+        for key in [k for k in self.windows if k[0] == index]:
+            window = self.windows.pop(key)
+            rest = window.flush()
+            self.flushed.append(window)
+            if window.blocked is not None:
+                self._blocked(window.blocked)
+            if not rest:
+                continue
+            kind, sub = key[1], key[2]
+            if kind == "text" or delta is None:
+                choice["text"] = (choice.get("text") or "") + rest
+            elif kind == "tool":
+                calls = delta.setdefault("tool_calls", [])
+                calls.append({"index": sub, "function": {"arguments": rest}})
+            else:
+                delta[kind] = (delta.get(kind) or "") + rest
+
+    def end_chunks(self) -> list[dict[str, Any]]:
+        """The stream ended with text still held (no finish chunk came): it goes out in one last chunk."""
+        if not self.windows or self.last is None:
+            return []
+        indexes = sorted({key[0] for key in self.windows})
+        choices: list[dict[str, Any]] = []
+        for index in indexes:
+            choice: dict[str, Any] = {"index": index, "finish_reason": None}
+            if "delta" in (self.last.get("choices") or [{}])[0]:
+                choice["delta"] = {}
+            self._flush_into(index, choice)
+            choices.append(choice)
+        base = {k: v for k, v in self.last.items() if k not in ("choices", "usage")}
+        return [{**base, "choices": choices}]
 
     def _blocked(self, result: CheckResult) -> None:
         spec = self.blocked_by
@@ -143,11 +187,11 @@ class StreamGuard:
             return
         self.finished = True
         for spec, _ in self.redacting:
-            findings = [f for w in self.windows.values() for f in w.findings]
+            findings = [f for w in [*self.flushed, *self.windows.values()] for f in w.findings]
             mine = [f for f in findings if _belongs(f.type, spec.name)]
             self.owner.outcome(self.ctx, spec, CheckResult(spec.name, 1.0 if mine else 0.0, mine, bool(mine)), "output")
         for spec, check in self.logging:
-            text = "\n".join("".join(parts) for parts in self.texts.values())
+            text = "\n".join("".join(parts) for parts in self.texts.values())  # every field of every choice
             self.owner.outcome(self.ctx, spec, check.check(text), "output")
 
 
@@ -157,8 +201,40 @@ def _belongs(kind: str, check: str) -> bool:
     return (kind in pii.PII_TYPES) == (check == "pii")
 
 
-def _has_more_than_text(holder: dict[str, Any], key: str) -> bool:
-    return any(k != key and v is not None for k, v in holder.items())
+def _text_fields(index: int, choice: dict[str, Any]) -> list[tuple[WindowKey, dict[str, Any], str]]:
+    """Where a streamed choice carries text a client reads: content, refusal, each tool call's arguments (chat),
+    or text (legacy completions)."""
+    delta = choice.get("delta")
+    if not isinstance(delta, dict):
+        return [((index, "text", 0), choice, "text")]
+    fields: list[tuple[WindowKey, dict[str, Any], str]] = [((index, "content", 0), delta, "content")]
+    if isinstance(delta.get("refusal"), str):
+        fields.append(((index, "refusal", 0), delta, "refusal"))
+    calls = delta.get("tool_calls")
+    if isinstance(calls, list):
+        copied = []
+        for call in calls:
+            if isinstance(call, dict) and isinstance(call.get("function"), dict):
+                call = {**call, "function": dict(call["function"])}
+                sub = call.get("index", 0)
+                fields.append(((index, "tool", sub if isinstance(sub, int) else 0), call["function"], "arguments"))
+            copied.append(call)
+        delta["tool_calls"] = copied
+    return fields
+
+
+def _has_more_than_text(choice: dict[str, Any]) -> bool:
+    """A choice whose chunk carries more than held-back text (a role, a tool call's id and name) still goes out."""
+    delta = choice.get("delta")
+    if not isinstance(delta, dict):
+        return False
+    for key, value in delta.items():
+        if key == "tool_calls" and isinstance(value, list):
+            if any(isinstance(c, dict) and (c.get("id") or (c.get("function") or {}).get("name")) for c in value):
+                return True
+        elif key not in ("content", "refusal") and value is not None:
+            return True
+    return False
 
 
 def _copy(choice: Any) -> Any:

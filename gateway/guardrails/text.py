@@ -1,8 +1,9 @@
 """Where the text of a request or an answer sits, as slots a check can read and a redaction can rewrite in place.
 
-Input checks read what the caller controls: user, tool and function messages (and the legacy prompt, and
-embeddings input). The system prompt and earlier assistant turns are the application's own; scanning them for
-injection would flag every "You are a helpful assistant", so only `length` counts them (see all_prompt_slots).
+Injection and abuse checks read the turns an end user can write: user, developer, tool and function messages
+(and the legacy prompt, and embeddings input). The system prompt and earlier assistant turns are usually the
+application's own, and scanning them for injection would flag every "You are a helpful assistant". Checks that
+protect data (pii, keywords) and `length` read every role: a client can put anything anywhere.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-UNTRUSTED_ROLES = frozenset({"user", "tool", "function"})
+UNTRUSTED_ROLES = frozenset({"user", "developer", "tool", "function"})
 
 
 @dataclass(slots=True)
@@ -51,6 +52,15 @@ def prompt_slots(endpoint: str, body: dict[str, Any], *, every_role: bool = Fals
     return slots
 
 
+def has_token_arrays(body: dict[str, Any]) -> bool:
+    """A legacy prompt or an embeddings input given as token ids: text no check can read."""
+    for field in ("prompt", "input"):
+        value = body.get(field)
+        if isinstance(value, list) and any(not isinstance(item, str) for item in value):
+            return True
+    return False
+
+
 def answer_slots(answer: dict[str, Any]) -> list[Slot]:
     """The text of a whole answer: each choice's message content (chat) or text (legacy completions)."""
     slots: list[Slot] = []
@@ -63,6 +73,12 @@ def answer_slots(answer: dict[str, Any]) -> list[Slot]:
         message = choice.get("message")
         if isinstance(message, dict):
             _content_slots(message, "content", "assistant", slots)
+            if isinstance(message.get("refusal"), str) and message["refusal"]:
+                slots.append(Slot(message, "refusal", "assistant"))
+            for call in message.get("tool_calls") or ():  # arguments a client acts on are answer text too
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                    slots.append(Slot(function, "arguments", "assistant"))
         elif isinstance(choice.get("text"), str):
             slots.append(Slot(choice, "text", "assistant"))
     return slots

@@ -121,14 +121,19 @@ class RespClient:
 
     async def _connect(self) -> _Protocol:
         # Requests that arrive while the connection is being made wait for the same attempt.
-        if self._connecting is None:
-            self._connecting = asyncio.ensure_future(self._open())
         connecting = self._connecting
-        try:
-            return await asyncio.shield(connecting)
-        finally:
-            if connecting.done() and self._connecting is connecting:
-                self._connecting = None
+        if connecting is None:
+            connecting = self._connecting = asyncio.ensure_future(self._open())
+            # Cleared when the attempt ends, whoever still waits: a caller cancelled meanwhile must not leave a
+            # finished attempt for the next caller to inherit (its failure would be stale).
+            connecting.add_done_callback(self._connected)
+        return await asyncio.shield(connecting)
+
+    def _connected(self, attempt: asyncio.Future[_Protocol]) -> None:
+        if self._connecting is attempt:
+            self._connecting = None
+        if not attempt.cancelled():
+            attempt.exception()  # retrieved: a failure nobody awaited is not reported as never retrieved
 
     async def _open(self) -> _Protocol:
         params = self.params
@@ -149,8 +154,8 @@ class RespClient:
                 if params.get("db"):
                     await self._setup(protocol, "SELECT", params["db"])
         except (OSError, TimeoutError) as exc:
-            protocol.fail(RedisUnavailable(f"redis: cannot connect: {exc or 'timed out'}"))
-            raise RedisUnavailable(f"redis: cannot connect: {exc or 'timed out'}") from exc
+            protocol.fail(RedisUnavailable(f"redis: cannot connect: {str(exc) or 'timed out'}"))
+            raise RedisUnavailable(f"redis: cannot connect: {str(exc) or 'timed out'}") from exc
         self._protocol = protocol
         return protocol
 

@@ -50,7 +50,8 @@ class PolicyRegistry:
         self.current = PolicySet()
         self.file_policies: tuple[Policy, ...] = ()
         self.api_versions: dict[str, PolicyVersion] = {}
-        self.error = ""  # the last failed rebuild's problems; empty when the set in force is the latest
+        self.error = ""  # what keeps the set in force from being the latest (files, store, set); empty when none
+        self._errors: dict[str, str] = {}
         self.loaded_at = 0.0
         self._files_seen: tuple[tuple[str, int, int], ...] = ()
         self._revision_seen = -1
@@ -94,11 +95,12 @@ class PolicyRegistry:
                     try:
                         policies = load_policies(self.paths).policies if self.paths else ()
                         self.check_guardrails(policies)
-                        self.file_policies = policies
                     except PolicyError as exc:
-                        self._failed_rebuild(exc.problems)
-                        return
-                    self._rebuild()
+                        self._set_error("files", _summary(exc.problems))
+                    else:
+                        self.file_policies = policies
+                        self._set_error("files", "")
+                        self._rebuild()
             await self._sync_store(force=False)
 
     # -- building -------------------------------------------------------------------------------------------------
@@ -134,29 +136,32 @@ class PolicyRegistry:
         try:
             policy_set = self.compose(self.api_versions)
         except PolicyError as exc:
-            self._failed_rebuild(exc.problems)
+            self._set_error("set", _summary(exc.problems))
             return
+        self._set_error("set", "")
         self._install(policy_set)
 
     def _install(self, policy_set: PolicySet) -> None:
         self.current = policy_set
         self.loaded_at = time.time()
-        if self.error:
-            logger.warning("policies load again: %d in force", len(policy_set))
-        self.error = ""
-        self._failed.set(0)
         self._reloads.labels("ok").inc()
         self._count.set(len(policy_set))
 
-    def _failed_rebuild(self, problems: list[Problem]) -> None:
-        text = "; ".join(str(p) for p in problems[:5]) + (
-            f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-        )
-        if text != self.error:
-            logger.error("policies not reloaded, the previous set stays in force: %s", text)
-        self.error = text
-        self._failed.set(1)
-        self._reloads.labels("failed").inc()
+    def _set_error(self, source: str, text: str) -> None:
+        """What is wrong, by source (files, the store, the set they make together), until that source is fixed:
+        an unrelated successful reload does not clear another source's failure."""
+        before = self._errors.get(source, "")
+        if text == before:
+            return
+        if text:
+            self._errors[source] = text
+            self._reloads.labels("failed").inc()
+            logger.error("policies (%s) not reloaded, the previous set stays in force: %s", source, text)
+        else:
+            self._errors.pop(source, None)
+            logger.warning("policies (%s) load again: %d in force", source, len(self.current))
+        self.error = "; ".join(self._errors.values())
+        self._failed.set(1 if self._errors else 0)
 
     async def _sync_store(self, *, force: bool) -> None:
         if self.store is None:
@@ -167,8 +172,9 @@ class PolicyRegistry:
                 return
             live = await self.store.live_policies()
         except StoreUnavailable as exc:
-            logger.warning("policies in the store cannot be read now: %s", exc)
+            self._set_error("store", f"policies in the store cannot be read: {exc}")
             return
+        self._set_error("store", "")
         self._revision_seen = revision
         self.api_versions = {v.name: v for v in live}
         self._rebuild()
@@ -196,3 +202,8 @@ class PolicyRegistry:
                 await self.refresh()
             except Exception:  # a bug here must not stop reloading for good
                 logger.exception("policy reload failed")
+
+
+def _summary(problems: list[Problem]) -> str:
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    return "; ".join(str(p) for p in problems[:5]) + more

@@ -187,3 +187,26 @@ def test_a_changed_file_applies_within_two_seconds_under_load_and_a_broken_one_k
         (folder / "cap.yaml").write_text(POLICY_V1)
         assert wait_until(lambda: gateway.policies.error == "", 2.0)
         assert "gateway_policy_reload_failed 0.0" in httpx.get(f"{url}/metrics").text
+
+
+def test_a_policy_limit_replaces_the_key_limit_on_the_same_counter(make_config, tmp_path: Path):
+    folder = tmp_path / "limit-policies"
+    folder.mkdir()
+    (folder / "limit.yaml").write_text(
+        "policies: [{name: demo-cap, match: {model: demo}, actions: {limit: {rpm: 2}}}]\n"
+    )
+    admin = "sk-admin-bootstrap"
+    config = make_config(
+        pipeline=["auth", "policy", "ratelimit", "route"],
+        auth={"admin_key": admin},
+        policies={"paths": [str(folder)]},
+    )
+    with running(config) as (url, _):
+        made = httpx.post(f"{url}/admin/keys", json={"project": "p1", "rpm": 3},
+                          headers={"Authorization": f"Bearer {admin}"})  # fmt: skip
+        client = sdk_client(url, key=made.json()["key"])
+        for _ in range(2):  # the policy's 2 a minute, on the key's own counter
+            client.chat.completions.create(model="demo", messages=user("hi"))
+        # the same counter, now under the key's own 3 a minute: what the policy's requests took is taken
+        with pytest.raises(openai.RateLimitError):
+            client.chat.completions.create(model="slow-stream", messages=user("hi"))

@@ -39,6 +39,8 @@ def config(make_config, tmp_path: Path):
         "policies:\n"
         "  - {name: from-file, actions: {tag: {origin: file}}}\n"
         "  - {name: project-a-only, match: {project: a}, actions: {tag: {p: a}}}\n"
+        "  - {name: project-b-only, match: {project: b}, actions: {deny: {message: b secret}}}\n"
+        "  - {name: b-by-when, when: {field: project, eq: b}, actions: {tag: {p: b}}}\n"
     )
     return make_config(
         pipeline=["auth", "policy", "route"],
@@ -114,8 +116,16 @@ def test_roles_and_project_isolation(config):
         seen_a = {p["name"] for p in httpx.get(api, headers=headers(VIEWER_A)).json()["data"]}
         seen_b = {p["name"] for p in httpx.get(api, headers=headers(VIEWER_B)).json()["data"]}
         assert seen_a == {"from-file", "project-a-only"}
-        assert seen_b == {"from-file"}
+        assert seen_b == {"from-file", "project-b-only"}  # b-by-when reads the project in `when`: admin only
         assert_error_shape(httpx.get(f"{api}/project-a-only", headers=headers(VIEWER_B)), 404)
+        assert_error_shape(httpx.get(f"{api}/project-b-only/versions", headers=headers(VIEWER_A)), 404)
+        # a dry run is made as someone of the caller's own project, and shows only what the caller may see
+        probe = httpx.post(f"{api}/evaluate", headers=headers(VIEWER_A),
+                           json={"request": CHAT, "principal": {"project": "b"}}).json()  # fmt: skip
+        assert probe["facts"]["project"] == "a"
+        assert probe["decision"]["deny"] is None
+        assert "b secret" not in str(probe)
+        assert {s["policy"] for s in probe["steps"]} <= seen_a
         dry = httpx.post(f"{api}/evaluate", headers=headers(VIEWER_A),
                          json={"request": CHAT, "principal": {"project": "a"}})  # fmt: skip
         assert dry.status_code == 200

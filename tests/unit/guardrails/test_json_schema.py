@@ -49,7 +49,8 @@ def test_invalid_answer_names_paths() -> None:
     assert result.triggered
     [finding] = result.findings
     assert (finding.type, finding.start, finding.end) == ("json_schema.invalid", 0, len(text))
-    assert result.message == "$.items[0].price: 'abc' is not of type 'number'"
+    assert result.message == "$.items[0].price: fails 'type'"  # no value of the answer: records keep this
+    assert JsonSchemaCheck(ORDER).retry_hint(text) == "$.items[0].price: 'abc' is not of type 'number'"
 
 
 def test_at_most_three_errors_in_document_order() -> None:
@@ -65,20 +66,21 @@ def test_at_most_three_errors_in_document_order() -> None:
 
 def test_long_values_are_cut_in_the_message() -> None:
     schema = {"type": "object", "properties": {"a": {"type": "number"}}}
-    result = JsonSchemaCheck(schema).check('{"a": "' + "x" * 1000 + '"}')
-    assert len(result.message) < 250
-    assert result.message.endswith("...")
+    hint = JsonSchemaCheck(schema).retry_hint('{"a": "' + "x" * 1000 + '"}')
+    assert len(hint) < 250
+    assert hint.endswith("...")
 
 
 def test_formats_are_checked() -> None:
-    result = JsonSchemaCheck(ORDER).check('{"customer": "Ada", "email": "not-an-email", "items": []}')
-    assert result.message == "$.email: 'not-an-email' is not a 'email'"
+    answer = '{"customer": "Ada", "email": "not-an-email", "items": []}'
+    assert JsonSchemaCheck(ORDER).check(answer).message == "$.email: fails 'format'"
+    assert JsonSchemaCheck(ORDER).retry_hint(answer) == "$.email: 'not-an-email' is not a 'email'"
 
 
 def test_answer_may_be_any_json_value() -> None:
     check = JsonSchemaCheck({"type": "array", "items": {"type": "integer"}})
     assert not check.check("[1, 2, 3]").triggered
-    assert check.check("[1, 2.5]").message == "$[1]: 2.5 is not of type 'integer'"
+    assert check.retry_hint("[1, 2.5]") == "$[1]: 2.5 is not of type 'integer'"
 
 
 def test_validators_are_cached_by_content() -> None:

@@ -105,3 +105,19 @@ async def test_a_lost_connection_fails_its_calls_and_recovers() -> None:
         assert await client.call("CLIENT", "ID") != own_id
     finally:
         await client.close()
+
+
+async def test_a_cancelled_connect_leaves_no_stale_failure_behind() -> None:
+    async def slow_then_refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(slow_then_refuse, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()  # nothing listens now: connecting fails
+    client = RespClient(f"redis://127.0.0.1:{port}/0", timeout_s=0.2)
+    waiter = asyncio.ensure_future(client.call("PING"))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    await asyncio.sleep(0.05)  # the attempt ends with nobody waiting
+    assert client._connecting is None
