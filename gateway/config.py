@@ -254,6 +254,17 @@ class GuardrailsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SimilarityConfig:
+    enabled: bool = False  # embed each prompt off the request path and log its nearest earlier prompts
+    window: int = 2000  # recent prompts kept per project to compare with
+    k: int = 5  # nearest matches logged
+    near_duplicate_threshold: float = 0.92  # cosine at and above which a prompt counts as a near duplicate
+    max_projects: int = 32  # projects with a window in memory (least recently used dropped)
+    queue_size: int = 10_000  # prompts waiting; beyond, dropped and counted
+    max_chars: int = 4000  # prompt text compared, at most
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
@@ -266,6 +277,7 @@ class GatewayConfig:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     policies: PoliciesConfig = field(default_factory=PoliciesConfig)
     guardrails: GuardrailsConfig = field(default_factory=GuardrailsConfig)
+    similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
     # Where the file was read from: relative paths inside it (pricing_file) resolve against its folder.
     base_dir: str = "."
 
@@ -513,10 +525,20 @@ def _check_references(config: GatewayConfig, problems: list[tuple[str, str]]) ->
     ):
         problems.append(("telemetry.store", "supported: sqlite:///path, postgresql://user@host:5432/db, or none"))
     for table, days in config.telemetry.retention_days.items():
-        if table not in ("model_cost_logs", "event_logs"):
-            problems.append((f"telemetry.retention_days.{table}", "no such table (model_cost_logs, event_logs)"))
+        if table not in ("model_cost_logs", "event_logs", "prompt_similarity_logs"):
+            problems.append(
+                (
+                    f"telemetry.retention_days.{table}",
+                    "no such table (model_cost_logs, event_logs, prompt_similarity_logs)",
+                )
+            )
         elif days <= 0:
             problems.append((f"telemetry.retention_days.{table}", "must be positive"))
+    similarity = config.similarity
+    if min(similarity.window, similarity.k, similarity.max_projects, similarity.queue_size, similarity.max_chars) < 1:
+        problems.append(("similarity", "window, k, max_projects, queue_size and max_chars must be at least 1"))
+    if not 0 < similarity.near_duplicate_threshold <= 1:
+        problems.append(("similarity.near_duplicate_threshold", "must be in (0, 1]"))
     if config.telemetry.maintenance_interval_s <= 0:
         problems.append(("telemetry.maintenance_interval_s", "must be positive"))
     if not (config.state.backend == "memory" or config.state.backend.startswith(("redis://", "rediss://"))):

@@ -32,6 +32,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "GET /admin/usage": BILLING,
     "GET /admin/logs": READERS | BILLING,
     "GET /admin/traces": READERS,
+    # What an exact or semantic cache would have served, from the prompt-similarity log (own project).
+    "GET /api/v1/analytics/similarity": READERS | BILLING,
     # Policies: viewers audit what is in force (their project's and the global ones); only admins change them.
     "GET /api/v1/policies": READERS,
     "GET /api/v1/policies/{name}": READERS,

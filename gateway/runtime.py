@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, cast
 
 from gateway.config import GatewayConfig, ModelGroup
 from gateway.context import RequestContext
@@ -28,6 +28,7 @@ from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.pricing import PriceTable
 from gateway.telemetry.queue import Sink, TelemetryQueue
 from gateway.telemetry.recorder import Recorder
+from gateway.telemetry.similarity import SimilarityStore, SimilarityWorker
 from gateway.telemetry.tokens import TokenCounter
 
 logger = logging.getLogger("gateway")
@@ -55,6 +56,8 @@ class Gateway:
         )
         prices = self._load_prices()
         self.recorder = Recorder(self.metrics, prices, self._token_counter())
+        self.similarity = self._similarity()
+        self.recorder.similarity = self.similarity
         sinks: list[Sink] = []
         if self.store is not None:
             sinks.append(self.store)
@@ -117,6 +120,21 @@ class Gateway:
         )
         return Events(self.metrics, queue), queue
 
+    def _similarity(self) -> SimilarityWorker | None:
+        settings = self.config.similarity
+        if not settings.enabled or self.store is None:
+            return None
+        return SimilarityWorker(
+            store=cast(SimilarityStore, self.store),
+            registry=self.metrics.registry,
+            window=settings.window,
+            k=settings.k,
+            near_duplicate_threshold=settings.near_duplicate_threshold,
+            max_projects=settings.max_projects,
+            queue_size=settings.queue_size,
+            max_chars=settings.max_chars,
+        )
+
     def _check_env(self) -> CheckEnv:
         """What guardrail checks share: token counting and the known abuse prompts (read once)."""
         tokens = self.recorder.tokens
@@ -164,6 +182,8 @@ class Gateway:
         await self.policies.open()
         if self.maintenance is not None:
             self.maintenance.start()
+        if self.similarity is not None:
+            self.similarity.start()
         self.queue.start()
         if self.event_queue is not None:
             self.event_queue.start()
@@ -187,6 +207,8 @@ class Gateway:
         for provider in self.providers.values():
             await provider.close()
         await self.identity.close()
+        if self.similarity is not None:
+            await self.similarity.close(deadline_s=min(5.0, self.config.server.drain_timeout_s))
         if self.store is not None:
             await self.store.close()
         await self.state.close()

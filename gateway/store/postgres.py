@@ -28,7 +28,7 @@ import asyncpg  # type: ignore[import-untyped]
 import orjson
 
 from gateway.identity.keys import VirtualKey
-from gateway.store import postgres_keys, postgres_policies
+from gateway.store import postgres_keys, postgres_policies, similarity_sql
 from gateway.store.base import RECORD_COLUMNS, PolicyVersion, Record, StoreUnavailable
 from gateway.store.sqlite import RETENTION_TABLES, migrations
 from gateway.telemetry.queue import map_in_slices
@@ -310,6 +310,26 @@ class PostgresStore:
 
     async def policies_revision(self) -> int:
         return await self._run(postgres_policies.revision)
+
+    # -- prompt similarity (gateway/telemetry/similarity.py; gateway/store/similarity_sql.py holds the SQL) --
+
+    async def write_similarity(self, rows: Sequence[Record]) -> None:
+        """One COPY: the whole batch or nothing."""
+        if not rows:
+            return
+        values = [similarity_sql.postgres_row(r) for r in rows]
+        await self._run(
+            lambda conn: conn.copy_records_to_table(
+                "prompt_similarity_logs", records=values, columns=similarity_sql.SIMILARITY_COLUMNS
+            )
+        )
+
+    async def similarity_stats(self, project: str | None, since: float) -> dict[str, float]:
+        """Requests compared since `since` (of one project, or all), their duplicates, and the hit rates an exact
+        and a semantic cache would have had."""
+        sql, args = similarity_sql.stats_query(project, since, "$")
+        row = await self._run(lambda conn: conn.fetchrow(sql, *args))
+        return similarity_sql.stats(row)
 
 
 async def _init_connection(conn: Any) -> None:

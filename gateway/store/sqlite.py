@@ -17,13 +17,13 @@ from typing import Any, TypeVar
 import orjson
 
 from gateway.identity.keys import VirtualKey
-from gateway.store import sqlite_keys, sqlite_policies
+from gateway.store import similarity_sql, sqlite_keys, sqlite_policies
 from gateway.store.base import JSON_COLUMNS, RECORD_COLUMNS, PolicyVersion, Record, StoreUnavailable
 from gateway.telemetry.queue import map_in_slices
 
 T = TypeVar("T")
 
-RETENTION_TABLES = frozenset({"model_cost_logs", "event_logs"})
+RETENTION_TABLES = frozenset({"model_cost_logs", "event_logs", "prompt_similarity_logs"})
 _INSERT = f"INSERT INTO model_cost_logs ({', '.join(RECORD_COLUMNS)}) VALUES ({', '.join('?' for _ in RECORD_COLUMNS)})"
 
 
@@ -220,6 +220,31 @@ class SQLiteStore:
 
     async def policies_revision(self) -> int:
         return await self._call(lambda: sqlite_policies.revision(self._require()))
+
+    # Prompt similarity (gateway/telemetry/similarity.py; gateway/store/similarity_sql.py holds the SQL).
+    async def write_similarity(self, rows: Sequence[Record]) -> None:
+        if not rows:
+            return
+        values = [similarity_sql.sqlite_row(r) for r in rows]
+
+        def insert() -> None:
+            conn = self._require()
+            conn.execute("BEGIN")
+            try:
+                conn.executemany(similarity_sql.SQLITE_INSERT, values)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._call(insert)
+
+    async def similarity_stats(self, project: str | None, since: float) -> dict[str, float]:
+        """Requests compared since `since` (of one project, or all), their duplicates, and the hit rates an exact
+        and a semantic cache would have had."""
+        sql, args = similarity_sql.stats_query(project, since, "?")
+        row = await self._call(lambda: self._require().execute(sql, args).fetchone())
+        return similarity_sql.stats(row)
 
 
 def _row(record: Record) -> tuple[Any, ...]:

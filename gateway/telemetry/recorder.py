@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING
 from gateway.context import RequestContext, Usage
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.pricing import PriceTable, cost_usd
+from gateway.telemetry.similarity import SimilarityItem, prompt_text
 from gateway.telemetry.tokens import TokenCounter
 
 if TYPE_CHECKING:
     from gateway.telemetry.queue import Record, TelemetryQueue
+    from gateway.telemetry.similarity import SimilarityWorker
 
 logger = logging.getLogger("gateway.telemetry")
 
@@ -24,12 +26,17 @@ class Recorder:
         self.prices = prices
         self.tokens = tokens
         self.queue: TelemetryQueue | None = None
+        self.similarity: SimilarityWorker | None = None  # prompt similarity, when enabled
 
     def finish(self, ctx: RequestContext) -> None:
         ctx.finished_ns = time.perf_counter_ns()
         if ctx.usage is not None:
             ctx.cost_usd = self.cost(ctx, ctx.usage)
         self.metrics.observe(ctx)
+        similarity = self.similarity
+        if similarity is not None and ctx.status < 400:
+            text = prompt_text(ctx.endpoint, ctx.body, similarity.max_chars)
+            similarity.offer(SimilarityItem(ctx.request_id, ctx.started_at, ctx.principal.project, ctx.model, text))
         if self.queue is not None:
             # The record is built now so that the context (body and all) is freed at once: contexts kept alive
             # until the next flush made the garbage collector's work grow with the request rate. Only a request
