@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.api.admin import DeploymentsEndpoint
-from gateway.api.analytics import SimilarityAnalyticsEndpoint
+from gateway.api.analytics import SimilarityAnalyticsEndpoint, TelemetryStatusEndpoint
 from gateway.api.anthropic import MessagesEndpoint
 from gateway.api.health import Live, MetricsEndpoint, Ready
 from gateway.api.http import request_id_of
@@ -55,6 +55,7 @@ def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> FastRo
         Route("/admin/keys/{key_id}/{action}", keys, methods=["POST"]),
         Route("/admin/usage", UsageEndpoint(gateway), methods=["GET"]),
         Route("/api/v1/analytics/similarity", SimilarityAnalyticsEndpoint(gateway), methods=["GET"]),
+        Route("/api/v1/telemetry/status", TelemetryStatusEndpoint(gateway), methods=["GET"]),
         Route("/api/v1/policies", policies, methods=["GET", "POST"]),
         Route("/api/v1/policies/{name}", policies, methods=["GET", "POST", "PUT", "DELETE"]),
         Route("/api/v1/policies/{name}/{action}", policies, methods=["GET", "POST"]),

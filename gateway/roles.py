@@ -34,6 +34,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "GET /admin/traces": READERS,
     # What an exact or semantic cache would have served, from the prompt-similarity log (own project).
     "GET /api/v1/analytics/similarity": READERS | BILLING,
+    "GET /api/v1/telemetry/status": READERS,
     # Policies: viewers audit what is in force (their project's and the global ones); only admins change them.
     "GET /api/v1/policies": READERS,
     "GET /api/v1/policies/{name}": READERS,

@@ -34,3 +34,19 @@ class SimilarityAnalyticsEndpoint(AdminEndpoint):
             raise InvalidRequest("Prompt similarity is off: set similarity.enabled and telemetry.store.")
         figures: dict[str, Any] = await stats(project, since)
         return 200, {"object": "similarity_stats", "project": project, "since": since, **figures}
+
+
+class TelemetryStatusEndpoint(AdminEndpoint):
+    """GET /api/v1/telemetry/status: the telemetry queues — records waiting, written, dropped — and the
+    similarity worker, so that an operator sees a sink falling behind before records are lost."""
+
+    async def handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
+        await authorize(self.gateway, scope, "GET /api/v1/telemetry/status")
+        gateway = self.gateway
+        status: dict[str, Any] = {"object": "telemetry_status", "records": gateway.queue.stats()}
+        if gateway.event_queue is not None:
+            status["events"] = gateway.event_queue.stats()
+        worker = gateway.similarity
+        if worker is not None:
+            status["similarity"] = {"processed": worker.processed, "dropped": worker.dropped}
+        return 200, status

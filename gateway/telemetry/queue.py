@@ -73,6 +73,7 @@ class TelemetryQueue:
         self._pending: list[tuple[list[Record], list[Sink]]] = []
         self.dropped = 0
         self.written = 0
+        self.last_error = ""  # the failing sink's latest error, until it writes again
 
     def put(self, item: Item) -> bool:
         """Never blocks, never raises. False when the record was dropped (queue full)."""
@@ -84,6 +85,17 @@ class TelemetryQueue:
         if len(self._items) >= self.batch_size:
             self._wakeup.set()
         return True
+
+    def stats(self) -> dict[str, object]:
+        """What /api/v1/telemetry/status shows of this queue."""
+        return {
+            "queued": len(self),
+            "capacity": self.maxsize,
+            "written": self.written,
+            "dropped": self.dropped,
+            "sinks": [sink.name for sink in self.sinks],
+            "last_error": self.last_error or None,
+        }
 
     def __len__(self) -> int:
         return len(self._items) + sum(len(records) for records, _ in self._pending)
@@ -121,12 +133,14 @@ class TelemetryQueue:
                 except Exception as exc:  # noqa: BLE001 - any sink failure keeps the batch for a retry
                     self.metrics.sink_errors.labels(sink.name).inc()
                     logger.warning("telemetry sink %s failed, will retry: %s", sink.name, exc)
+                    self.last_error = f"{sink.name}: {type(exc).__name__}"
                     self.metrics.queue_depth.set(len(self))
                     return False
                 sinks.remove(sink)
                 self.metrics.records_written.labels(sink.name).inc(len(records))
             self._pending.pop(0)
             self.written += len(records)
+            self.last_error = ""
         self.metrics.queue_depth.set(len(self))
         return True
 

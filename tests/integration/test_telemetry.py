@@ -159,3 +159,20 @@ def test_traceparent_is_accepted_recorded_and_propagated_upstream(make_config, u
         assert len(new_trace) == 32
         assert new_trace != trace
         assert up.requests[-1]["headers"]["traceparent"].startswith(f"00-{new_trace}-")
+
+
+def test_telemetry_status_shows_the_queues(make_config) -> None:
+    admin = "sk-admin-bootstrap"
+    with running(make_config(auth={"admin_key": admin})) as (url, gateway):
+        httpx.post(f"{url}/v1/chat/completions", json={"model": "demo", "messages": [{"role": "user", "content": "x"}]},
+                   headers={"Authorization": f"Bearer {KEY}"})  # fmt: skip
+        assert wait_until(lambda: gateway.queue.written >= 1, 3)
+        status = httpx.get(f"{url}/api/v1/telemetry/status", headers={"Authorization": f"Bearer {admin}"}).json()
+        records = status["records"]
+        assert records["written"] >= 1
+        assert records["dropped"] == 0
+        assert records["capacity"] == gateway.config.telemetry.queue_size
+        assert records["sinks"] == ["store"]
+        assert records["last_error"] is None
+        developer = httpx.get(f"{url}/api/v1/telemetry/status", headers={"Authorization": f"Bearer {KEY}"})
+        assert developer.status_code == 403
