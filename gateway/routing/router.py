@@ -162,13 +162,17 @@ class Router:
         ctx.served_model = ""
         health.budget.deposit()
         health.started(time.monotonic())
+        start = time.perf_counter_ns()
         try:
             reply = await self.providers[deployment.provider].send(
                 ctx, deployment, deployment.timeouts or self.config.timeouts
             )
         except BaseException:
             health.in_flight -= 1
+            ctx.add_span(f"attempt:{deployment.id}:failed", start)
             raise
+        # One span per attempt, in the record's spans beside the filters' (for a stream: until its headers).
+        ctx.add_span(f"attempt:{deployment.id}", start)
         if reply.stream is not None:
             ctx.open_stream = True
         else:

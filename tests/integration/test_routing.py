@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -277,3 +278,20 @@ def test_client_errors_do_not_open_the_breaker_and_in_flight_returns_to_zero(
             assert httpx.post(f"{url}/v1/chat/completions", json=body, headers=HEADERS).text.endswith("[DONE]\n\n")
         assert all(h.in_flight == 0 for h in gateway.health.deployments.values())
         assert gateway.health.deployments["mock/s-1"].ttft_s > 0
+
+
+def test_each_attempt_is_a_span_of_the_record(make_config, tmp_path) -> None:
+    from tests.integration.helpers import record_of, sdk_client, user
+
+    config = make_config(
+        models={"demo": {"strategy": "lowest-cost", "deployments": [
+            {"provider": "mock", "model": "demo-error-503", "price": {"input": 0.1, "output": 0.1}},
+            {"provider": "mock", "model": "demo-1", "price": {"input": 1.0, "output": 1.0}}]}},
+        routing={"retries": 2, "backoff": {"base_s": 0.001, "max_s": 0.001}},
+    )  # fmt: skip
+    with running(config) as (url, _):
+        raw = sdk_client(url).chat.completions.with_raw_response.create(model="demo", messages=user("hi"))
+        spans = [
+            s["name"] for s in json.loads(record_of(tmp_path / "gateway.db", raw.headers["x-request-id"])["spans"])
+        ]
+        assert spans[-3:] == ["attempt:mock/demo-error-503:failed", "attempt:mock/demo-1", "route"]

@@ -42,7 +42,7 @@ def test_the_record_carries_usage_cost_latencies_and_spans(
     assert record["latency_ms"] >= record["upstream_ms"] > 0
     assert record["overhead_ms"] == pytest.approx(record["latency_ms"] - record["upstream_ms"], abs=0.01)
     assert record["ttfb_ms"] > 0
-    assert [span["name"] for span in json.loads(record["spans"])] == ["auth", "route"]
+    assert [span["name"] for span in json.loads(record["spans"])] == ["auth", "attempt:up/gpt-4o-mini", "route"]
 
 
 def test_a_deployment_price_overrides_the_table(
