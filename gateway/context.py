@@ -182,18 +182,19 @@ class RequestContext:
     @property
     def trace_id(self) -> str:
         """The W3C trace this request belongs to: the client's (traceparent) or a new one."""
-        if self._trace is None:
-            from gateway.telemetry.tracing import incoming
-
-            self._trace = incoming(self.headers)
-        return self._trace[0]
+        return self._trace_context()[0]
 
     @property
     def parent_span_id(self) -> str:
         """The client's span that made this request, from its traceparent; "" when it sent none."""
-        self.trace_id  # noqa: B018 - reads the header once
-        assert self._trace is not None
-        return self._trace[1]
+        return self._trace_context()[1]
+
+    def _trace_context(self) -> tuple[str, str]:
+        if self._trace is None:  # read from the headers once, when first needed
+            from gateway.telemetry.tracing import incoming
+
+            self._trace = incoming(self.headers)
+        return self._trace
 
     def header(self, name: bytes) -> str | None:
         """A request header by its lower-case name."""

@@ -10,6 +10,7 @@
     │   ├── NotFound                  404 invalid_request_error
     │   │   └── ModelNotFound         404 code=model_not_found
     │   ├── MethodNotAllowed          405 invalid_request_error
+    │   ├── Conflict                  409 code=conflict: a change raced another (a stale expected_version)
     │   ├── RequestTooLarge           413 invalid_request_error
     │   └── RateLimited               429 rate_limit_error + Retry-After
     │       └── BudgetExceeded        429 insufficient_quota, code=budget_exceeded, x-should-retry: false
@@ -135,6 +136,11 @@ class ModelNotFound(NotFound):
 
 class MethodNotAllowed(ClientError):
     status = 405
+
+
+class Conflict(ClientError):
+    status = 409
+    default_code = "conflict"
 
 
 class RequestTooLarge(ClientError):

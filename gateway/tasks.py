@@ -32,3 +32,13 @@ async def cancel(task: asyncio.Task[Any] | None) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def wait_for_wakeup(event: asyncio.Event, timeout_s: float) -> None:
+    """A background writer's pause: until `event` is set (work arrived) or `timeout_s` passes; then clears it."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    except TimeoutError:
+        pass
+    event.clear()

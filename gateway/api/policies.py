@@ -25,7 +25,7 @@ import yaml
 from gateway.api.access import AdminEndpoint, authorize
 from gateway.api.http import parse_json_object, read_body
 from gateway.context import Principal
-from gateway.errors import InvalidRequest, NotFound
+from gateway.errors import Conflict, InvalidRequest, NotFound
 from gateway.policy.facts import Facts, request_metadata
 from gateway.policy.model import Policy
 from gateway.policy.problems import PolicyError
@@ -36,11 +36,6 @@ if TYPE_CHECKING:
     from gateway.policy.evaluate import PolicySet
 
 _MAX_BODY = 256 * 1024
-
-
-class Conflict(InvalidRequest):
-    status = 409
-    default_code = "conflict"
 
 
 class PoliciesEndpoint(AdminEndpoint):

@@ -21,7 +21,7 @@ from prometheus_client import Counter
 
 from gateway.context import RequestContext, Usage
 from gateway.errors import GuardrailBlocked, InvalidRequest
-from gateway.guardrails.base import CheckResult, Finding
+from gateway.guardrails.base import REDACTED, CheckResult, Finding, replace_spans
 from gateway.guardrails.build import Check, build_check
 from gateway.guardrails.text import Slot, answer_slots, has_token_arrays, joined, prompt_slots
 from gateway.pipeline import Reply
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
     from gateway.runtime import Gateway
 
 logger = logging.getLogger("gateway.guardrails")
-
-KEYWORD_PLACEHOLDER = "[REDACTED]"
 
 
 class GuardrailsFilter:
@@ -164,9 +162,7 @@ class GuardrailsFilter:
                 continue
             check = self.check_for(spec)
             if spec.action == "redact" and spec.name in ("pii", "keywords"):
-                before = [s.text for s in slots]
-                self._redact_slots(ctx, spec, check, slots, "output")
-                changed |= before != [s.text for s in slots]
+                changed |= self._redact_slots(ctx, spec, check, slots, "output")
             else:
                 self.outcome(ctx, spec, check.check(joined(slots)), "output")
         if not changed:
@@ -325,18 +321,12 @@ class _Prompt:
 
 
 def redact(check: Check, text: str, findings: list[Finding]) -> str:
+    """A check's own redaction (typed placeholders) when it has one, else [REDACTED] over each finding."""
     redactor = getattr(check, "redact", None)
     if redactor is not None:
         out: str = redactor(text, findings)
         return out
-    parts, at = [], 0
-    for finding in sorted(findings, key=lambda f: f.start):
-        if finding.start < at:
-            continue
-        parts += [text[at : finding.start], KEYWORD_PLACEHOLDER]
-        at = finding.end
-    parts.append(text[at:])
-    return "".join(parts)
+    return replace_spans(text, findings, lambda _kind: REDACTED)
 
 
 def _record(ctx: RequestContext, spec: GuardrailSpec, result: CheckResult, stage: str, action: str) -> None:

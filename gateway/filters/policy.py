@@ -48,7 +48,7 @@ class PolicyFilter:
             def count() -> int:
                 return tokens.count_prompt(endpoint, model, body)
 
-        metadata = request_metadata(ctx.body, ctx.headers)
+        metadata = request_metadata(ctx.body, ctx.headers) if policies.needs_metadata else None
         facts = Facts.from_request(ctx.body, ctx.endpoint, ctx.principal, 0, metadata, count_tokens=count)
         decision = policies.evaluate(facts)
         if decision is NO_DECISION:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+REDACTED = "[REDACTED]"  # the placeholder of a finding with no typed one (a keyword)
 
 # The strictest wins when two policies name the same check.
 ACTIONS = ("block", "redact", "log")
@@ -47,3 +50,19 @@ class CheckResult:
 
 def strictest(a: str, b: str) -> str:
     return a if _STRICTNESS.get(a, 0) >= _STRICTNESS.get(b, 0) else b
+
+
+def replace_spans(text: str, findings: list[Finding], placeholder: Callable[[str], str]) -> str:
+    """`text` with each finding's span replaced by the placeholder of its type; a span overlapping an earlier
+    one is skipped. The one redaction every check and the stream window use."""
+    if not findings:
+        return text
+    parts: list[str] = []
+    at = 0
+    for finding in sorted(findings, key=lambda f: f.start):
+        if finding.start < at:
+            continue
+        parts += [text[at : finding.start], placeholder(finding.type)]
+        at = finding.end
+    parts.append(text[at:])
+    return "".join(parts)

@@ -27,10 +27,16 @@ import re
 import string
 from collections.abc import Callable, Iterable, Iterator
 
-from gateway.guardrails.base import CheckResult, Finding
+from gateway.guardrails.base import REDACTED, CheckResult, Finding, replace_spans
 
 PII_TYPES = ("email", "phone", "card", "iban", "national_id", "ip", "secret")
 PLACEHOLDERS = {kind: f"[{kind.upper()}]" for kind in PII_TYPES}
+
+
+def placeholder(kind: str) -> str:
+    """[EMAIL], [PHONE]... for personal data; [REDACTED] for anything else (a keyword)."""
+    return PLACEHOLDERS.get(kind, REDACTED)
+
 
 # Lower wins an overlap.
 _RANK = {"secret": 0, "email": 1, "iban": 2, "card": 3, "national_id": 4, "ip": 5, "phone": 6}
@@ -165,19 +171,7 @@ class PiiDetector:
         )
 
     def redact(self, text: str, findings: list[Finding] | None = None) -> str:
-        if findings is None:
-            findings = self.detect(text)
-        if not findings:
-            return text
-        parts: list[str] = []
-        at = 0
-        for finding in sorted(findings, key=lambda f: f.start):
-            if finding.start < at:
-                continue
-            parts += [text[at : finding.start], PLACEHOLDERS.get(finding.type, "[REDACTED]")]
-            at = finding.end
-        parts.append(text[at:])
-        return "".join(parts)
+        return replace_spans(text, self.detect(text) if findings is None else findings, placeholder)
 
     def _secrets(self, text: str, long_words: list[tuple[int, str]]) -> Iterator[Span]:
         spans: list[Span] = []

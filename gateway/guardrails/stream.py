@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from gateway.errors import GuardrailBlocked
-from gateway.guardrails.base import CheckResult, Finding
+from gateway.guardrails.base import CheckResult, Finding, replace_spans
 
 if TYPE_CHECKING:
     from gateway.context import RequestContext
@@ -44,23 +44,9 @@ class _Redactors:
         return kept
 
     def redact(self, text: str, findings: list[Finding] | None = None) -> str:
-        from gateway.filters.guardrails import KEYWORD_PLACEHOLDER
+        from gateway.guardrails.pii import placeholder
 
-        findings = self.detect(text) if findings is None else findings
-        parts, at = [], 0
-        for finding in findings:
-            parts += [text[at : finding.start], _placeholder(finding.type, KEYWORD_PLACEHOLDER)]
-            at = finding.end
-        parts.append(text[at:])
-        return "".join(parts)
-
-
-def _placeholder(kind: str, default: str) -> str:
-    from gateway.guardrails import pii
-
-    if kind in pii.PII_TYPES:
-        return f"[{kind.upper()}]"
-    return default
+        return replace_spans(text, self.detect(text) if findings is None else findings, placeholder)
 
 
 class StreamGuard:

@@ -60,7 +60,7 @@ class _Compiled:
 class PolicySet:
     """Policies in evaluation order, compiled. Raises PolicyError when two share a name."""
 
-    __slots__ = ("_compiled", "_decisions", "files", "needs_tokens", "policies")
+    __slots__ = ("_compiled", "_decisions", "files", "needs_metadata", "needs_tokens", "policies")
 
     def __init__(self, policies: Iterable[Policy] = (), files: Sequence[str] = ()) -> None:
         given = list(policies)
@@ -72,6 +72,8 @@ class PolicySet:
         self._compiled = tuple(_Compiled(p) for p in self.policies if p.mode != "off")
         # Counting a prompt's tokens costs time per request: the filter does it only when a policy reads them.
         self.needs_tokens = any("tokens" in c.policy.fields() for c in self._compiled)
+        # Likewise the request's own metadata (body and headers): gathered only when some policy reads metadata.
+        self.needs_metadata = any(f.startswith("metadata.") for c in self._compiled for f in c.policy.fields())
         # The decision depends only on which policies matched, and traffic matches few combinations: combining
         # once per combination saves building a Decision on every request.
         self._decisions: dict[tuple[_Compiled, ...], Decision] = {}

@@ -46,6 +46,9 @@ class Store(Protocol):
     async def recent(self, *, limit: int = 100, project: str | None = None) -> list[Record]:
         """The newest records first, optionally of one project only."""
 
+    async def retention(self, table: str, max_age_s: float) -> int:
+        """Remove the rows of `table` older than max_age_s; how many."""
+
 
 @runtime_checkable
 class KeyStore(Protocol):

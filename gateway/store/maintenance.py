@@ -50,10 +50,7 @@ class StoreMaintenance:
             await ensure()
         removed: dict[str, int] = {}
         for table, days in self.retention.items():
-            retention = getattr(self.store, "retention", None)
-            if retention is None:
-                break
-            removed[table] = await retention(table, days * _DAY_S)
+            removed[table] = await self.store.retention(table, days * _DAY_S)
             if removed[table]:
                 self._removed.labels(table).inc(removed[table])
                 logger.info("removed %d rows of %s older than %g days", removed[table], table, days)

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from gateway.context import RequestContext
-from gateway.tasks import cancel, spawn
+from gateway.tasks import cancel, spawn, wait_for_wakeup
 from gateway.telemetry.metrics import Metrics
 
 logger = logging.getLogger("gateway.telemetry")
@@ -109,11 +109,7 @@ class TelemetryQueue:
             if backoff:
                 await asyncio.sleep(backoff)
             else:
-                try:
-                    async with asyncio.timeout(self.flush_interval_s):
-                        await self._wakeup.wait()
-                except TimeoutError:
-                    pass
+                await wait_for_wakeup(self._wakeup, self.flush_interval_s)
             self._wakeup.clear()
             ok = await self.flush_once()
             backoff = 0.0 if ok else min(self.max_backoff_s, max(0.1, backoff * 2)) * (0.5 + random.random() / 2)

@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter
 
-from gateway.tasks import cancel, spawn
+from gateway.tasks import cancel, spawn, wait_for_wakeup
 from gateway.telemetry.embedding import LocalEmbedding
 
 __all__ = [
@@ -237,12 +237,7 @@ class SimilarityWorker:
 
     async def _run(self) -> None:
         while True:
-            try:
-                async with asyncio.timeout(self.flush_interval_s):
-                    await self._wakeup.wait()
-            except TimeoutError:
-                pass
-            self._wakeup.clear()
+            await wait_for_wakeup(self._wakeup, self.flush_interval_s)
             await self.flush()
             if self._closing:
                 return
