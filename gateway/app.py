@@ -15,17 +15,21 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from gateway.api.admin import DeploymentsEndpoint
-from gateway.api.analytics import SimilarityAnalyticsEndpoint, TelemetryStatusEndpoint
+from gateway.api.analytics import SimilarityAnalyticsEndpoint, TelemetryStatusEndpoint, TimeseriesEndpoint
 from gateway.api.anthropic import MessagesEndpoint
+from gateway.api.features import FeaturesEndpoint
 from gateway.api.health import Live, MetricsEndpoint, Ready
 from gateway.api.http import request_id_of
 from gateway.api.keys import KeysEndpoint
 from gateway.api.openai import CompletionEndpoint, ModelsEndpoint
 from gateway.api.policies import PoliciesEndpoint
+from gateway.api.tail import TailEndpoint
+from gateway.api.traces import TraceExportEndpoint, TracesEndpoint
 from gateway.api.usage import UsageEndpoint
+from gateway.api.usage_report import UsageReportEndpoint
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import GatewayError, InternalError, InvalidRequest, MethodNotAllowed, NotFound
 from gateway.runtime import Gateway
@@ -39,7 +43,9 @@ def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> FastRo
     models = ModelsEndpoint(gateway)
     deployments = DeploymentsEndpoint(gateway)
     keys = KeysEndpoint(gateway)
+    traces, export = TracesEndpoint(gateway), TraceExportEndpoint(gateway)
     policies = PoliciesEndpoint(gateway)
+    features = FeaturesEndpoint(gateway)
     completions: dict[str, ASGIApp] = {
         f"/v1/{endpoint}": CompletionEndpoint(gateway, endpoint)
         for endpoint in ("chat/completions", "completions", "embeddings")
@@ -55,7 +61,16 @@ def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> FastRo
         Route("/admin/keys/{key_id}/{action}", keys, methods=["POST"]),
         Route("/admin/usage", UsageEndpoint(gateway), methods=["GET"]),
         Route("/api/v1/analytics/similarity", SimilarityAnalyticsEndpoint(gateway), methods=["GET"]),
+        Route("/api/v1/analytics/{kind}", TimeseriesEndpoint(gateway), methods=["GET"]),  # after similarity
+        Route("/api/v1/usage", UsageReportEndpoint(gateway), methods=["GET"]),
+        Route("/api/v1/traces", traces, methods=["GET"]),
+        Route("/api/v1/traces/export", export, methods=["GET"]),  # before /api/v1/traces/{id}
+        Route("/api/v1/traces/{id}", traces, methods=["GET"]),
+        Route("/api/v1/traces/{id}/export", export, methods=["GET"]),
         Route("/api/v1/telemetry/status", TelemetryStatusEndpoint(gateway), methods=["GET"]),
+        WebSocketRoute("/api/v1/traces/tail", TailEndpoint(gateway)),
+        Route("/api/v1/features", features, methods=["GET"]),
+        Route("/api/v1/features/{flag}", features, methods=["PUT", "DELETE"]),
         Route("/api/v1/policies", policies, methods=["GET", "POST"]),
         Route("/api/v1/policies/{name}", policies, methods=["GET", "POST", "PUT", "DELETE"]),
         Route("/api/v1/policies/{name}/{action}", policies, methods=["GET", "POST"]),

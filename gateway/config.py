@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 import yaml
 
+from gateway.telemetry.settings import FeaturesConfig, SimilarityConfig, TelemetryConfig, check_telemetry
+
 ProviderType = Literal["openai", "azure", "anthropic", "gemini", "mock"]
 AuthMode = Literal["none", "keys"]
 Role = Literal["admin", "developer", "viewer", "billing"]
@@ -228,19 +230,6 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class TelemetryConfig:
-    store: str = "sqlite:///gateway.db"
-    queue_size: int = 100_000
-    batch_size: int = 1000
-    flush_interval_ms: int = 200
-    pricing_file: str = "config/pricing.yaml"
-    tiktoken_cache_dir: str = ""
-    # Days to keep, per table (model_cost_logs, event_logs); a table not named is kept for ever.
-    retention_days: dict[str, float] = field(default_factory=dict)
-    maintenance_interval_s: float = 3600.0  # how often retention (and PostgreSQL's day partitions) run
-
-
-@dataclass(frozen=True, slots=True)
 class PoliciesConfig:
     paths: list[str] = field(default_factory=list)  # policy files or folders of them (*.yaml; tests/ skipped)
     reload: bool = True  # pick up changed files (and API-created policies) without a restart
@@ -251,17 +240,6 @@ class PoliciesConfig:
 class GuardrailsConfig:
     stream_holdback_chars: int = 64  # streamed answers: text held back so that a match split across chunks is seen
     abuse_prompts_file: str = "config/abuse_prompts.txt"  # known abuse prompts for the `abuse` check
-
-
-@dataclass(frozen=True, slots=True)
-class SimilarityConfig:
-    enabled: bool = False  # embed each prompt off the request path and log its nearest earlier prompts
-    window: int = 2000  # recent prompts kept per project to compare with
-    k: int = 5  # nearest matches logged
-    near_duplicate_threshold: float = 0.92  # cosine at and above which a prompt counts as a near duplicate
-    max_projects: int = 32  # projects with a window in memory (least recently used dropped)
-    queue_size: int = 10_000  # prompts waiting; beyond, dropped and counted
-    max_chars: int = 4000  # prompt text compared, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +256,7 @@ class GatewayConfig:
     policies: PoliciesConfig = field(default_factory=PoliciesConfig)
     guardrails: GuardrailsConfig = field(default_factory=GuardrailsConfig)
     similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
     # Where the file was read from: relative paths inside it (pricing_file) resolve against its folder.
     base_dir: str = "."
 
@@ -426,6 +405,15 @@ def _convert(tp: Any, value: Any, path: str, problems: list[tuple[str, str]]) ->
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
+        if len(args) > 1:  # a union of scalars (FlagValue): the first type the value spells
+            for arg in args:
+                scratch: list[tuple[str, str]] = []
+                converted = _convert(arg, value, path, scratch)
+                if not scratch and (arg is not str or isinstance(value, str)):
+                    return converted
+            names = " or ".join(getattr(a, "__name__", str(a)) for a in args)
+            problems.append((path, f"expected {names}, got {_show(path, value)}"))
+            return _NO_VALUE
         return _convert(args[0], value, path, problems)
     return _scalar(tp, value, path, problems)
 
@@ -478,6 +466,7 @@ def _check_references(config: GatewayConfig, problems: list[tuple[str, str]]) ->
         problems.append(("policies.poll_interval_s", "must be positive"))
     if config.guardrails.stream_holdback_chars < 0:
         problems.append(("guardrails.stream_holdback_chars", "must not be negative"))
+    check_telemetry(config, problems)
     for name, group in config.models.items():
         if not group.deployments:
             problems.append((f"models.{name}.deployments", "at least one deployment is needed"))

@@ -110,6 +110,7 @@ class RequestContext:
         "finished_ns",
         "tags",
         "completion_text",
+        "response_body",
         "attempts",
         "route_reason",
         "constraints",
@@ -164,6 +165,7 @@ class RequestContext:
         self.tags: dict[str, str] = {}
         # Pieces of a streamed answer, kept only when the upstream sends no usage, to count them later.
         self.completion_text: list[str] | None = None
+        self.response_body: bytes | None = None  # the whole answer sent (not streamed), for content logging
         self.attempts = 0  # upstream attempts made, retries and fallbacks included
         self.route_reason = ""  # why the router chose the deployment that served
         self.constraints: RouteConstraints | None = None  # set by a policy or the request's headers

@@ -35,7 +35,21 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # What an exact or semantic cache would have served, from the prompt-similarity log (own project).
     "GET /api/v1/analytics/similarity": READERS | BILLING,
     "GET /api/v1/telemetry/status": READERS,
+    # Traces carry prompts and answers (content logging): readers only, own project. Not developers: a developer key
+    # is an application's credential, and a leaked one must not read what every other user of the project sent.
+    "GET /api/v1/traces": READERS,
+    "GET /api/v1/traces/{id}": READERS,
+    "GET /api/v1/traces/{id}/export": READERS,
+    "GET /api/v1/traces/export": READERS,
+    # Figures without content (costs, tokens, latency, errors): readers and billing, own project.
+    "GET /api/v1/analytics/{kind}": READERS | BILLING,
+    "GET /api/v1/usage": READERS | BILLING,
     # Policies: viewers audit what is in force (their project's and the global ones); only admins change them.
+    "GET /api/v1/traces/tail": READERS,  # the live tail (WebSocket), with the filters of GET /api/v1/traces
+    # Feature flags: readers see their project's values; only admins switch a capability.
+    "GET /api/v1/features": READERS,
+    "PUT /api/v1/features/{flag}": ADMIN,
+    "DELETE /api/v1/features/{flag}": ADMIN,
     "GET /api/v1/policies": READERS,
     "GET /api/v1/policies/{name}": READERS,
     "GET /api/v1/policies/{name}/versions": READERS,

@@ -23,12 +23,18 @@ from gateway.state.base import StateBackend, open_state
 from gateway.store.base import Store, key_store, open_store, policy_store
 from gateway.store.maintenance import StoreMaintenance
 from gateway.telemetry.access_log import AccessLog
+from gateway.telemetry.content import ContentLogger
 from gateway.telemetry.events import EventLogSink, Events, WebhookSink, passthrough
+from gateway.telemetry.features import Features, FlagStore, ProjectGate
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.outbox import BatchSink, Outbox
 from gateway.telemetry.pricing import PriceTable
 from gateway.telemetry.queue import Sink, TelemetryQueue
 from gateway.telemetry.recorder import Recorder
 from gateway.telemetry.similarity import SimilarityStore, SimilarityWorker
+from gateway.telemetry.sinks import build_sink
+from gateway.telemetry.spool import Spool
+from gateway.telemetry.tail import TraceTail
 from gateway.telemetry.tokens import TokenCounter
 
 logger = logging.getLogger("gateway")
@@ -55,15 +61,40 @@ class Gateway:
             StoreMaintenance(self.store, config.telemetry, self.metrics.registry) if self.store is not None else None
         )
         prices = self._load_prices()
-        self.recorder = Recorder(self.metrics, prices, self._token_counter())
+        telemetry = config.telemetry
+        self.features = Features(
+            config.features,
+            content_mode=telemetry.content.mode,
+            sinks=telemetry.sinks,
+            store=self.store if isinstance(self.store, FlagStore) else None,
+        )
+        content = ContentLogger(telemetry.content.max_chars)
+        self.recorder = Recorder(self.metrics, prices, self._token_counter(), self.features, content)
         self.similarity = self._similarity()
         self.recorder.similarity = self.similarity
+        # The store and each sink get an outbox of their own: one that is down or slow holds back no other, and
+        # what it cannot take waits on disk.
+        self.outboxes: list[Outbox] = []
         sinks: list[Sink] = []
         if self.store is not None:
-            sinks.append(self.store)
+            spool_mb = telemetry.store_spool_max_mb
+            sinks.append(
+                self._outbox(
+                    self.store, telemetry.queue_size, telemetry.batch_size, telemetry.flush_interval_ms, 30.0, spool_mb
+                )
+            )
+        for name, sink_config in telemetry.sinks.items():
+            sink = build_sink(name, sink_config)
+            outbox = self._outbox(
+                sink, sink_config.queue_size, sink_config.batch_size, sink_config.flush_interval_ms,
+                sink_config.max_backoff_s, sink_config.spool_max_mb,
+            )  # fmt: skip
+            sinks.append(ProjectGate(outbox, self.features, f"sink.{name}"))
+        self.tail = TraceTail()
+        if sinks:  # the live tail shows what is written somewhere
+            sinks.append(self.tail)
         if config.server.access_log:
             sinks.append(AccessLog(access_log_stream or sys.stdout.buffer))
-        telemetry = config.telemetry
         self.queue = TelemetryQueue(
             metrics=self.metrics,
             to_records=self.recorder.to_records,
@@ -88,6 +119,7 @@ class Gateway:
             prices=prices,
             tokens=self.recorder.tokens,
         )
+        self._embed_through_router()
         self.policies = PolicyRegistry(
             config.policies,
             resolve=config.resolve_path,
@@ -100,6 +132,25 @@ class Gateway:
         self.pipeline = Pipeline([build_filter(name, self) for name in config.pipeline])
         auth = [f for f in self.pipeline.filters if isinstance(f, AuthFilter)]
         self.auth: AuthFilter | None = auth[0] if auth else None
+
+    def _outbox(
+        self, sink: BatchSink, queue_size: int, batch_size: int, flush_ms: int, max_backoff_s: float, spool_mb: float
+    ) -> Outbox:
+        spool_dir = self.config.telemetry.spool_dir
+        spool = None
+        if spool_dir and spool_mb > 0:
+            spool = Spool(self.config.resolve_path(spool_dir) / sink.name, max_bytes=int(spool_mb * 1_048_576))
+        outbox = Outbox(
+            sink,
+            registry=self.metrics.registry,
+            queue_size=queue_size,
+            batch_size=batch_size,
+            flush_interval_s=flush_ms / 1000,
+            max_backoff_s=max_backoff_s,
+            spool=spool,
+        )
+        self.outboxes.append(outbox)
+        return outbox
 
     def _events(self) -> tuple[Events, TelemetryQueue | None]:
         sinks: list[Sink] = []
@@ -134,6 +185,13 @@ class Gateway:
             queue_size=settings.queue_size,
             max_chars=settings.max_chars,
         )
+
+    def _embed_through_router(self) -> None:
+        model = self.config.similarity.embedding_model
+        if self.similarity is not None and model:
+            from gateway.telemetry.embed_deployment import deployment_embedder
+
+            self.similarity.embed_fn = deployment_embedder(self.router, model)
 
     def _check_env(self) -> CheckEnv:
         """What guardrail checks share: token counting and the known abuse prompts (read once)."""
@@ -179,11 +237,14 @@ class Gateway:
                     "store %s cannot be opened, records wait in the queue: %s", self.config.telemetry.store, exc
                 )
         await self.identity.open()
+        await self.features.open()
         await self.policies.open()
         if self.maintenance is not None:
             self.maintenance.start()
         if self.similarity is not None:
             self.similarity.start()
+        for outbox in self.outboxes:
+            outbox.start()
         self.queue.start()
         if self.event_queue is not None:
             self.event_queue.start()
@@ -199,6 +260,13 @@ class Gateway:
             if closer is not None:
                 await closer()
         await self.queue.close(deadline_s=self.config.server.drain_timeout_s)
+        # What a sink could not take by now goes to its spool, to be sent after the restart.
+        await asyncio.gather(*(o.close(deadline_s=min(5.0, self.config.server.drain_timeout_s)) for o in self.outboxes))
+        for outbox in self.outboxes:
+            closer = getattr(outbox.sink, "close", None)
+            if closer is not None and outbox.sink is not self.store:
+                await closer()
+        await self.features.close()
         if self.event_queue is not None:
             await self.event_queue.close(deadline_s=min(5.0, self.config.server.drain_timeout_s))
             for sink in self.event_queue.sinks:

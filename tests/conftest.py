@@ -37,6 +37,7 @@ def base_config(tmp_path: Path) -> dict[str, Any]:
         "telemetry": {
             "store": f"sqlite:///{tmp_path / 'gateway.db'}",
             "flush_interval_ms": 20,
+            "spool_dir": str(tmp_path / "spool"),
             "pricing_file": str(ROOT / "config" / "pricing.yaml"),
         },
     }

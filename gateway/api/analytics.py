@@ -1,5 +1,6 @@
 """GET /api/v1/analytics/similarity?project=&since=: how many requests repeated an earlier prompt exactly or nearly,
-that is, what an exact or a semantic cache would have served, from the prompt-similarity log.
+that is, what an exact or a semantic cache would have served, from the prompt-similarity log. And
+GET /api/v1/analytics/{costs,usage,performance,errors,models}: the records as time series (TimeseriesEndpoint).
 
 Admins read any project (or all, without `project`); everyone else the matrix lets in reads their own project.
 `since` is epoch seconds (default: the last 24 hours).
@@ -8,12 +9,17 @@ Admins read any project (or all, without `project`); everyone else the matrix le
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast, get_args
 from urllib.parse import parse_qsl
 
 from gateway.api.access import AdminEndpoint, authorize
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, NotFound
+from gateway.store.base import trace_store
+from gateway.store.trace_query import MAX_BUCKETS, GroupBy, Kind, parse_interval
 from gateway.types import Receive, Scope
+
+if TYPE_CHECKING:
+    from gateway.context import Principal
 
 _DAY_S = 86_400.0
 
@@ -44,9 +50,72 @@ class TelemetryStatusEndpoint(AdminEndpoint):
         await authorize(self.gateway, scope, "GET /api/v1/telemetry/status")
         gateway = self.gateway
         status: dict[str, Any] = {"object": "telemetry_status", "records": gateway.queue.stats()}
+        # Each of the store and the sinks: its own queue, its spool, what it sent, retried and dropped.
+        status["sinks"] = {outbox.name: outbox.stats() for outbox in gateway.outboxes}
+        status["features"] = {"error": gateway.features.error or None}
         if gateway.event_queue is not None:
             status["events"] = gateway.event_queue.stats()
         worker = gateway.similarity
         if worker is not None:
             status["similarity"] = {"processed": worker.processed, "dropped": worker.dropped}
         return 200, status
+
+
+class TimeseriesEndpoint(AdminEndpoint):
+    """GET /api/v1/analytics/{kind}?interval=&group_by=&since=&until=&project=: the records summed per time bucket
+    (floor(ts / interval) * interval) and group. kind: costs, usage, performance (avg, max, p50 and p95 latency),
+    errors, models. interval: 1m, 5m, 1h, 1d or seconds (default 1h); since/until: epoch seconds (default: the
+    last 24 hours). Project isolation as for the similarity figures."""
+
+    async def handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
+        principal = await authorize(self.gateway, scope, "GET /api/v1/analytics/{kind}")
+        kind = scope.get("path_params", {}).get("kind", "")
+        if kind not in get_args(Kind):
+            raise NotFound(f"No analytics {kind!r}: one of similarity, {', '.join(get_args(Kind))}.", param="kind")
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        project = own_project(principal, query.get("project") or None)
+        since, until = time_range(query)
+        interval_s = parse_interval(query.get("interval") or "1h")
+        if (until - since) / interval_s > MAX_BUCKETS:
+            raise InvalidRequest(f"More than {MAX_BUCKETS} buckets: widen the interval.", param="interval")
+        group_by = cast(GroupBy, query.get("group_by") or "none")
+        if group_by not in get_args(GroupBy):
+            raise InvalidRequest(f"group_by must be one of {', '.join(get_args(GroupBy))}.", param="group_by")
+        store = trace_store(self.gateway.store)
+        if store is None:
+            raise InvalidRequest("No store keeps the records: set telemetry.store.")
+        data = await store.timeseries(
+            kind, interval_s=interval_s, group_by=group_by, since=since, until=until, project=project
+        )
+        return 200, {
+            "object": "analytics.timeseries",
+            "kind": kind,
+            "interval": interval_s,
+            "group_by": group_by,
+            "project": project,
+            "since": since,
+            "until": until,
+            "data": data,
+        }
+
+
+def own_project(principal: Principal, asked: str | None) -> str | None:
+    """Project isolation: an admin chooses (None: every project); everyone else reads their own."""
+    return asked if principal.role == "admin" else principal.project
+
+
+def time_range(query: dict[str, str]) -> tuple[float, float]:
+    """since and until (epoch seconds) from the query; the last 24 hours by default."""
+    now = time.time()
+    bounds = []
+    for name, default in (("since", now - _DAY_S), ("until", now)):
+        try:
+            value = float(query.get(name) or default)
+        except ValueError:
+            raise InvalidRequest(f"{name} must be epoch seconds.", param=name) from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise InvalidRequest(f"{name} must be epoch seconds.", param=name)
+        bounds.append(value)
+    if bounds[1] <= bounds[0]:
+        raise InvalidRequest("until must be after since.", param="until")
+    return bounds[0], bounds[1]

@@ -116,6 +116,7 @@ class MessagesEndpoint:
             return
         translated = to_message(answer, message_id=message_id(ctx), model=ctx.model, usage=ctx.usage)
         ctx.status = reply.status
+        ctx.response_body = reply.body  # the answer in OpenAI's shape: what content logging reads
         await send_json(send, reply.status, orjson.dumps(translated), _headers(ctx, reply))
 
 

@@ -90,6 +90,7 @@ class CompletionEndpoint:
 
     async def _answer(self, ctx: RequestContext, reply: Reply, send: Send) -> None:
         ctx.status = reply.status
+        ctx.response_body = reply.body
         await send_json(send, reply.status, reply.body, response_headers(ctx, reply))
 
 

@@ -41,6 +41,7 @@ class GuardrailsFilter:
         self.router = gateway.router
         self.env = gateway.policies.check_env
         self.holdback = gateway.config.guardrails.stream_holdback_chars
+        self.features = gateway.features
         self._built: dict[tuple[str, str, int], tuple[Mapping[str, Any], Check]] = {}
         self._children: dict[tuple[str, ...], Any] = {}
         self._checks = Counter(
@@ -52,13 +53,21 @@ class GuardrailsFilter:
             ["check", "type"], registry=gateway.metrics.registry,
         )  # fmt: skip
 
+    def _active(self, ctx: RequestContext, specs: Mapping[str, GuardrailSpec]) -> Mapping[str, GuardrailSpec]:
+        """The checks the policies attached, less those the project's guardrail.<check> flags turn off."""
+        features = self.features
+        if not features.any_off("guardrail."):
+            return specs
+        project = ctx.principal.project
+        return {name: spec for name, spec in specs.items() if features.enabled(f"guardrail.{name}", project)}
+
     # -- input ----------------------------------------------------------------------------------------------------
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         decision = ctx.policy
         if decision is None or not decision.guardrails:
             return None
-        specs: Mapping[str, GuardrailSpec] = decision.guardrails
+        specs = self._active(ctx, decision.guardrails)
         schema_spec = specs.get("json_schema")
         if schema_spec is not None and "output" in schema_spec.stages:
             _schema_check(ctx, schema_spec)  # a schema that cannot be used fails now, before the upstream call
@@ -139,7 +148,7 @@ class GuardrailsFilter:
             return None
         if reply.status != 200 or ctx.endpoint == "embeddings":
             return None
-        specs = [s for s in decision.guardrails.values() if "output" in s.stages]
+        specs = [s for s in self._active(ctx, decision.guardrails).values() if "output" in s.stages]
         if not specs:
             return None
         try:

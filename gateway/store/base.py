@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from gateway.identity.keys import VirtualKey
+    from gateway.store.trace_query import GroupBy, Kind, TraceQuery, UsageBy
 
 Record = dict[str, Any]
 
@@ -17,9 +18,9 @@ RECORD_COLUMNS = (
     "provider", "deployment", "status", "error_type", "error_domain", "stream", "latency_ms", "upstream_ms", "ttfb_ms",
     "ttft_ms", "overhead_ms", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens",
     "total_tokens", "cost_usd", "usage_source", "spans", "tags", "attempts", "route_reason", "guardrails",
-    "trace_id", "parent_span_id",
+    "trace_id", "parent_span_id", "content_input", "content_output", "metadata",
 )  # fmt: skip
-JSON_COLUMNS = frozenset({"spans", "tags", "guardrails"})
+JSON_COLUMNS = frozenset({"spans", "tags", "guardrails", "metadata"})
 
 
 class StoreUnavailable(Exception):
@@ -108,6 +109,39 @@ class PolicyStore(Protocol):
 
     async def policies_revision(self) -> int:
         """A number that grows whenever any policy is saved or deleted: cheap enough to poll every second."""
+
+
+@runtime_checkable
+class TraceStore(Protocol):
+    """Records read back as traces, time series and usage sums (gateway/store/trace_query.py builds the SQL)."""
+
+    async def query_traces(self, q: TraceQuery) -> tuple[list[Record], str | None]:
+        """One page of the records the query selects, and the cursor of the next page (None: the last)."""
+
+    async def get_trace(self, record_id: str, *, project: str | None = None) -> Record | None:
+        """One record with its spans; None if there is none (or it is of another project than `project`)."""
+
+    async def timeseries(
+        self,
+        kind: Kind,
+        *,
+        interval_s: int,
+        group_by: GroupBy = "none",
+        since: float | None = None,
+        until: float | None = None,
+        project: str | None = None,
+    ) -> list[Record]:
+        """{"bucket", "group", ...figures} by bucket then group."""
+
+    async def usage_summary(
+        self, by: UsageBy, *, since: float | None = None, until: float | None = None, project: str | None = None
+    ) -> list[Record]:
+        """{"group", "requests", tokens, "cost_usd", "errors"} per key, team or project, the costliest first."""
+
+
+def trace_store(store: Store | None) -> TraceStore | None:
+    """The store's records as traces, if it can read them back."""
+    return store if isinstance(store, TraceStore) else None
 
 
 def policy_store(store: Store | None) -> PolicyStore | None:

@@ -28,10 +28,24 @@ import asyncpg  # type: ignore[import-untyped]
 import orjson
 
 from gateway.identity.keys import VirtualKey
-from gateway.store import postgres_keys, postgres_policies, similarity_sql
+from gateway.store import postgres_flags, postgres_keys, postgres_policies, similarity_sql
 from gateway.store.base import RECORD_COLUMNS, PolicyVersion, Record, StoreUnavailable
 from gateway.store.sqlite import RETENTION_TABLES, migrations
+from gateway.store.trace_query import (
+    GroupBy,
+    Kind,
+    TraceQuery,
+    UsageBy,
+    build_select,
+    build_timeseries,
+    build_usage,
+    page,
+    timeseries_rows,
+    usage_rows,
+)
+from gateway.telemetry.features import FlagOverride
 from gateway.telemetry.queue import map_in_slices
+from gateway.telemetry.settings import FlagValue
 
 T = TypeVar("T")
 logger = logging.getLogger("gateway.store")
@@ -311,6 +325,17 @@ class PostgresStore:
     async def policies_revision(self) -> int:
         return await self._run(postgres_policies.revision)
 
+    # -- feature flags set through the API (gateway/telemetry/features.py; gateway/store/postgres_flags.py) ----
+
+    async def feature_flags(self) -> list[FlagOverride]:
+        return await self._run(postgres_flags.overrides)
+
+    async def set_feature_flag(self, project: str, flag: str, value: FlagValue | None, *, author: str) -> None:
+        await self._run(lambda conn: postgres_flags.set_value(conn, project, flag, value, author))
+
+    async def feature_flags_revision(self) -> int:
+        return await self._run(postgres_flags.revision)
+
     # -- prompt similarity (gateway/telemetry/similarity.py; gateway/store/similarity_sql.py holds the SQL) --
 
     async def write_similarity(self, rows: Sequence[Record]) -> None:
@@ -330,6 +355,39 @@ class PostgresStore:
         sql, args = similarity_sql.stats_query(project, since, "$")
         row = await self._run(lambda conn: conn.fetchrow(sql, *args))
         return similarity_sql.stats(row)
+
+    # -- trace queries (gateway/store/trace_query.py builds the SQL) -------------------------------------------
+
+    async def query_traces(self, q: TraceQuery) -> tuple[list[Record], str | None]:
+        sql, args = build_select(q, "postgres")
+        rows = await self._run(lambda conn: conn.fetch(sql, *args))
+        return page([dict(row.items()) for row in rows], q)
+
+    async def get_trace(self, record_id: str, *, project: str | None = None) -> Record | None:
+        q = TraceQuery(ids=(record_id,), project=project, limit=1)
+        rows, _ = await self.query_traces(q)
+        return rows[0] if rows else None
+
+    async def timeseries(
+        self,
+        kind: Kind,
+        *,
+        interval_s: int,
+        group_by: GroupBy = "none",
+        since: float | None = None,
+        until: float | None = None,
+        project: str | None = None,
+    ) -> list[Record]:
+        sql, args = build_timeseries(kind, interval_s, group_by, since, until, project, "postgres")
+        rows = await self._run(lambda conn: conn.fetch(sql, *args))
+        return timeseries_rows(kind, group_by, (dict(row.items()) for row in rows))
+
+    async def usage_summary(
+        self, by: UsageBy, *, since: float | None = None, until: float | None = None, project: str | None = None
+    ) -> list[Record]:
+        sql, args = build_usage(by, since, until, project, "postgres")
+        rows = await self._run(lambda conn: conn.fetch(sql, *args))
+        return usage_rows(dict(row.items()) for row in rows)
 
 
 async def _init_connection(conn: Any) -> None:

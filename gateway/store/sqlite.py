@@ -17,9 +17,24 @@ from typing import Any, TypeVar
 import orjson
 
 from gateway.identity.keys import VirtualKey
-from gateway.store import similarity_sql, sqlite_keys, sqlite_policies
+from gateway.store import similarity_sql, sqlite_flags, sqlite_keys, sqlite_policies
 from gateway.store.base import JSON_COLUMNS, RECORD_COLUMNS, PolicyVersion, Record, StoreUnavailable
+from gateway.store.trace_query import (
+    GroupBy,
+    Kind,
+    TraceQuery,
+    UsageBy,
+    build_select,
+    build_timeseries,
+    build_usage,
+    decode_row,
+    page,
+    timeseries_rows,
+    usage_rows,
+)
+from gateway.telemetry.features import FlagOverride
 from gateway.telemetry.queue import map_in_slices
+from gateway.telemetry.settings import FlagValue
 
 T = TypeVar("T")
 
@@ -221,6 +236,16 @@ class SQLiteStore:
     async def policies_revision(self) -> int:
         return await self._call(lambda: sqlite_policies.revision(self._require()))
 
+    # Feature flags set through the API (gateway/telemetry/features.py; gateway/store/sqlite_flags.py).
+    async def feature_flags(self) -> list[FlagOverride]:
+        return await self._call(lambda: sqlite_flags.overrides(self._require()))
+
+    async def set_feature_flag(self, project: str, flag: str, value: FlagValue | None, *, author: str) -> None:
+        await self._call(lambda: sqlite_flags.set_value(self._require(), project, flag, value, author))
+
+    async def feature_flags_revision(self) -> int:
+        return await self._call(lambda: sqlite_flags.revision(self._require()))
+
     # Prompt similarity (gateway/telemetry/similarity.py; gateway/store/similarity_sql.py holds the SQL).
     async def write_similarity(self, rows: Sequence[Record]) -> None:
         if not rows:
@@ -245,6 +270,45 @@ class SQLiteStore:
         sql, args = similarity_sql.stats_query(project, since, "?")
         row = await self._call(lambda: self._require().execute(sql, args).fetchone())
         return similarity_sql.stats(row)
+
+    # -- trace queries (gateway/store/trace_query.py builds the SQL) -------------------------------------------
+
+    async def query_traces(self, q: TraceQuery) -> tuple[list[Record], str | None]:
+        sql, args = build_select(q, "sqlite")
+        rows = await self._call(lambda: self._require().execute(sql, args).fetchall())
+        return page([decode_row(row) for row in rows], q)
+
+    async def get_trace(self, record_id: str, *, project: str | None = None) -> Record | None:
+        q = TraceQuery(ids=(record_id,), project=project, limit=1)
+        rows, _ = await self.query_traces(q)
+        return rows[0] if rows else None
+
+    async def timeseries(
+        self,
+        kind: Kind,
+        *,
+        interval_s: int,
+        group_by: GroupBy = "none",
+        since: float | None = None,
+        until: float | None = None,
+        project: str | None = None,
+    ) -> list[Record]:
+        sql, args = build_timeseries(kind, interval_s, group_by, since, until, project, "sqlite")
+        return timeseries_rows(kind, group_by, await self._named(sql, args))
+
+    async def usage_summary(
+        self, by: UsageBy, *, since: float | None = None, until: float | None = None, project: str | None = None
+    ) -> list[Record]:
+        sql, args = build_usage(by, since, until, project, "sqlite")
+        return usage_rows(await self._named(sql, args))
+
+    async def _named(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:
+        def query() -> list[dict[str, Any]]:
+            cursor = self._require().execute(sql, args)
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+        return await self._call(query)
 
 
 def _row(record: Record) -> tuple[Any, ...]:

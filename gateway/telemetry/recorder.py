@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.context import RequestContext, Usage
+from gateway.telemetry.content import ContentLogger, input_text, output_text
+from gateway.telemetry.features import Features
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.pricing import PriceTable, cost_usd
+from gateway.telemetry.settings import FeaturesConfig
 from gateway.telemetry.similarity import SimilarityItem, prompt_text
 from gateway.telemetry.tokens import TokenCounter
 
@@ -21,27 +24,39 @@ logger = logging.getLogger("gateway.telemetry")
 
 
 class Recorder:
-    def __init__(self, metrics: Metrics, prices: PriceTable, tokens: TokenCounter) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        prices: PriceTable,
+        tokens: TokenCounter,
+        features: Features | None = None,
+        content: ContentLogger | None = None,
+    ) -> None:
         self.metrics = metrics
         self.prices = prices
         self.tokens = tokens
+        self.features = features or Features(FeaturesConfig())
+        self.content = content or ContentLogger(8192)
         self.queue: TelemetryQueue | None = None
         self.similarity: SimilarityWorker | None = None  # prompt similarity, when enabled
 
     def finish(self, ctx: RequestContext) -> None:
         ctx.finished_ns = time.perf_counter_ns()
-        if ctx.usage is not None:
+        project = ctx.principal.project
+        features = self.features
+        if ctx.usage is not None and features.enabled("cost_tracking", project):
             ctx.cost_usd = self.cost(ctx, ctx.usage)
         self.metrics.observe(ctx)
         similarity = self.similarity
-        if similarity is not None and ctx.status < 400:
+        if similarity is not None and ctx.status < 400 and features.enabled("similarity", project):
             text = prompt_text(ctx.endpoint, ctx.body, similarity.max_chars)
-            similarity.offer(SimilarityItem(ctx.request_id, ctx.started_at, ctx.principal.project, ctx.model, text))
+            similarity.offer(SimilarityItem(ctx.request_id, ctx.started_at, project, ctx.model, text))
         if self.queue is not None:
             # The record is built now so that the context (body and all) is freed at once: contexts kept alive
             # until the next flush made the garbage collector's work grow with the request rate. Only a request
-            # whose usage must be counted waits in the queue as it is.
-            self.queue.put(ctx if self._needs_count(ctx) else self.to_record(ctx))
+            # whose usage must be counted, or whose content is logged, waits in the queue as it is.
+            waits = self._needs_count(ctx) or features.content_mode(project) != "off"
+            self.queue.put(ctx if waits else self.to_record(ctx))
 
     @staticmethod
     def _needs_count(ctx: RequestContext) -> bool:
@@ -65,27 +80,46 @@ class Recorder:
         return Usage(prompt_tokens=prompt, completion_tokens=completion, source="counted")
 
     async def to_records(self, batch: list[Record | RequestContext]) -> list[Record]:
-        """The records of a batch. Counting missing usage runs in a thread: the first count loads an encoding."""
-        uncounted = [item for item in batch if isinstance(item, RequestContext)]
-        if not uncounted:
+        """The records of a batch. What waited as a context is finished in a thread: the first token count loads
+        an encoding, and redacting content runs regular expressions over whole prompts."""
+        waiting = [item for item in batch if isinstance(item, RequestContext)]
+        if not waiting:
             return batch  # type: ignore[return-value]
-        await asyncio.to_thread(self._count_missing_usage, uncounted)
+        contents = await asyncio.to_thread(self._finish_off_path, waiting)
         records = []
         for item in batch:
             if not isinstance(item, RequestContext):
                 records.append(item)
                 continue
             try:
-                records.append(self.to_record(item))
+                record = self.to_record(item)
+                record["content_input"], record["content_output"] = contents.get(item.request_id, ("", ""))
+                records.append(record)
             except Exception:  # one malformed record must not stop the others
                 logger.exception("cannot build the telemetry record of request %s", item.request_id)
         return records
 
-    def _count_missing_usage(self, batch: list[RequestContext]) -> None:
+    def _finish_off_path(self, batch: list[RequestContext]) -> dict[str, tuple[str, str]]:
+        """Count missing usage; render logged content (by request id)."""
+        contents: dict[str, tuple[str, str]] = {}
         for ctx in batch:
-            ctx.usage = self.count_usage(ctx)
-            ctx.cost_usd = self.cost(ctx, ctx.usage)
-            self.metrics.usage_counted.inc()
+            try:
+                project = ctx.principal.project
+                if self._needs_count(ctx):
+                    ctx.usage = self.count_usage(ctx)
+                    if self.features.enabled("cost_tracking", project):
+                        ctx.cost_usd = self.cost(ctx, ctx.usage)
+                    self.metrics.usage_counted.inc()
+                mode = self.features.content_mode(project)
+                if mode != "off":
+                    streamed = ctx.completion_text if ctx.stream else None
+                    contents[ctx.request_id] = (
+                        self.content.render(mode, input_text(ctx.endpoint, ctx.body)),
+                        self.content.render(mode, output_text(ctx.response_body, streamed)),
+                    )
+            except Exception:  # the record goes without what could not be worked out
+                logger.exception("cannot finish the telemetry record of request %s", ctx.request_id)
+        return contents
 
     def to_record(self, ctx: RequestContext) -> Record:
         usage = ctx.usage or Usage(source="none")
@@ -122,7 +156,7 @@ class Recorder:
             "total_tokens": usage.total_tokens,
             "cost_usd": ctx.cost_usd,
             "usage_source": usage.source,
-            "spans": [{"name": s.name, "start_ms": s.start_ns / 1e6, "ms": s.duration_ns / 1e6} for s in ctx.spans],
+            "spans": _spans(ctx),
             "tags": ctx.tags,
             "attempts": ctx.attempts,
             "route_reason": ctx.route_reason,
@@ -130,4 +164,25 @@ class Recorder:
             "guardrails": ctx.guardrails or [],
             "trace_id": ctx.trace_id,
             "parent_span_id": ctx.parent_span_id,
+            "content_input": "",
+            "content_output": "",
+            "metadata": metadata if isinstance(metadata := ctx.body.get("metadata"), dict) else {},
         }
+
+
+def _spans(ctx: RequestContext) -> list[dict[str, Any]]:
+    """The request's spans (filters, routing attempts), then the upstream call's phases: `upstream` from the request
+    sent to the last byte, `upstream.first_byte` until the answer's headers, `upstream.body` from there on."""
+    spans = [{"name": s.name, "start_ms": s.start_ns / 1e6, "ms": s.duration_ns / 1e6} for s in ctx.spans]
+    sent = ctx.upstream_start_ns
+    if sent:
+        at_ms = (sent - ctx.started_ns) / 1e6
+        upstream_ms = ctx.upstream_ns / 1e6
+        spans.append({"name": "upstream", "start_ms": at_ms, "ms": upstream_ms})
+        headers = ctx.upstream_headers_ns
+        if headers:
+            first_byte_ms = (headers - sent) / 1e6
+            spans.append({"name": "upstream.first_byte", "start_ms": at_ms, "ms": first_byte_ms})
+            body_ms = max(0.0, upstream_ms - first_byte_ms)
+            spans.append({"name": "upstream.body", "start_ms": at_ms + first_byte_ms, "ms": body_ms})
+    return spans

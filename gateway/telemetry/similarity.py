@@ -298,6 +298,25 @@ class SimilarityWorker:
         self.m_exact.inc(sum(1 for r in rows if r["exact_duplicate"]))
         return rows
 
+    async def nearest(self, project: str, text: str, k: int = 50, min_score: float = 0.5) -> list[tuple[str, float]]:
+        """The recent prompts of a project most like `text`: (request id, cosine), best first. For the query API's
+        similar_to filter; it sees what the window holds (the last `window` prompts of the project)."""
+        win = self._projects.get(project)
+        if win is None or not win.size or not text:
+            return []
+        text = text[: self.max_chars]
+        if self.embed_fn is not None:
+            vector = _unit_rows(np.asarray(await self.embed_fn([text]), dtype=np.float32), 1)[0]
+        else:
+            vector = self.embedding.embed([text])[0]
+        if vector.shape[0] != win.dim:
+            return []
+        size = win.size
+        scores = win.vectors[:size] @ vector
+        ids = win.ids[:size]
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [(ids[p], round(float(scores[p]), 4)) for p in order if scores[p] >= min_score]
+
     def _embed_and_compare(self, batch: list[SimilarityItem], texts: list[str]) -> list[Row]:
         return self._compare(batch, self.embedding.embed(texts))
 

@@ -42,7 +42,14 @@ def test_the_record_carries_usage_cost_latencies_and_spans(
     assert record["latency_ms"] >= record["upstream_ms"] > 0
     assert record["overhead_ms"] == pytest.approx(record["latency_ms"] - record["upstream_ms"], abs=0.01)
     assert record["ttfb_ms"] > 0
-    assert [span["name"] for span in json.loads(record["spans"])] == ["auth", "attempt:up/gpt-4o-mini", "route"]
+    spans = json.loads(record["spans"])
+    names = ["auth", "attempt:up/gpt-4o-mini", "route", "upstream", "upstream.first_byte", "upstream.body"]
+    assert [span["name"] for span in spans] == names
+    upstream, first_byte, body = spans[3:]
+    # The upstream call's phases tile it: first byte, then the body, from the request sent to the last byte.
+    assert upstream["start_ms"] == first_byte["start_ms"] > 0
+    assert first_byte["ms"] + body["ms"] == pytest.approx(upstream["ms"], abs=0.001)
+    assert upstream["ms"] == pytest.approx(record["upstream_ms"], abs=0.01)
 
 
 def test_a_deployment_price_overrides_the_table(
@@ -172,7 +179,10 @@ def test_telemetry_status_shows_the_queues(make_config) -> None:
         assert records["written"] >= 1
         assert records["dropped"] == 0
         assert records["capacity"] == gateway.config.telemetry.queue_size
-        assert records["sinks"] == ["store"]
+        assert records["sinks"] == ["store", "tail"]
         assert records["last_error"] is None
+        store = status["sinks"]["store"]  # the store's own outbox: what it sent, and nothing waiting on disk
+        assert wait_until(lambda: gateway.outboxes[0].stats()["sent"] >= 1, 3)
+        assert (store["state"], store["dropped"], store["spooled"]) == ("ok", 0, 0)
         developer = httpx.get(f"{url}/api/v1/telemetry/status", headers={"Authorization": f"Bearer {KEY}"})
         assert developer.status_code == 403

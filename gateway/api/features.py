@@ -1,0 +1,55 @@
+"""Feature flags over HTTP (gateway/telemetry/features.py):
+
+    GET    /api/v1/features?project=p          every flag's value for p (or the global ones) and where it comes from
+    PUT    /api/v1/features/{flag}             {"value": true | false | "off" | "redacted" | "full", "project": "p"}
+    DELETE /api/v1/features/{flag}?project=p   remove the API's override: the config's value applies again
+
+Everyone the matrix lets read sees their own project's values (admins: any project, or the global ones); only
+admins change them. A change applies in the worker that took it at once, in the others within
+features.poll_interval_s.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+from gateway.api.access import AdminEndpoint, authorize
+from gateway.api.http import parse_json_object, read_body
+from gateway.errors import InvalidRequest, ServiceUnavailable
+from gateway.telemetry.features import flag_problem
+from gateway.types import Receive, Scope
+
+_MAX_BODY = 64 * 1024
+
+
+class FeaturesEndpoint(AdminEndpoint):
+    async def handle(self, scope: Scope, receive: Receive) -> tuple[int, Any]:
+        method = scope["method"]
+        flag = scope.get("path_params", {}).get("flag")
+        features = self.gateway.features
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        if method == "GET":
+            principal = await authorize(self.gateway, scope, "GET /api/v1/features")
+            project = query.get("project") or None
+            if principal.role != "admin":
+                project = principal.project  # project isolation: only an admin chooses
+            return 200, {"object": "features", "project": project, "flags": features.snapshot(project)}
+        principal = await authorize(self.gateway, scope, f"{method} /api/v1/features/{{flag}}")
+        if features.store is None:
+            raise ServiceUnavailable("Feature flags set through the API need a store (telemetry.store).")
+        assert flag is not None
+        if method == "PUT":
+            body = parse_json_object(await read_body(scope, receive, _MAX_BODY))
+            value, project = body.get("value"), body.get("project", "")
+            if not isinstance(project, str):
+                raise InvalidRequest("project must be a string.", param="project")
+        else:
+            value, project = None, query.get("project", "")
+        if value is not None or method == "PUT":
+            problem = flag_problem(flag, value, features.sinks)
+            if problem:
+                raise InvalidRequest(f"{flag}: {problem}.", param="value" if "unknown" not in problem else "flag")
+        assert value is None or isinstance(value, bool | str)  # flag_problem let nothing else through
+        await features.set(flag, value, project=project, author=principal.name)
+        return 200, {"object": "feature", "flag": flag, "project": project or None, **features.snapshot(project)[flag]}

@@ -1,0 +1,409 @@
+"""Reading records back: the trace filters, keyset pages, time series and usage sums that SQLite and PostgreSQL
+share. The stores only run what is built here, so both answer the same query with the same rows.
+
+One record is one trace (its spans inline). A page is ordered by (sort column, id) and its cursor holds the last
+row's pair, so the next page starts strictly after it: rows inserted meanwhile never shift a page (no duplicate,
+no gap among the rows that were there).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, get_args
+
+import orjson
+
+from gateway.errors import InvalidRequest
+from gateway.store.base import JSON_COLUMNS, RECORD_COLUMNS, Record
+
+Dialect = Literal["sqlite", "postgres"]
+Sort = Literal["ts", "latency_ms", "cost_usd", "total_tokens"]
+Order = Literal["desc", "asc"]
+StatusClass = Literal["2xx", "3xx", "4xx", "5xx", "error"]
+Kind = Literal["costs", "usage", "performance", "errors", "models"]
+GroupBy = Literal[
+    "none", "model", "served_model", "provider", "deployment", "project", "team", "key", "user", "status", "error_type"
+]
+UsageBy = Literal["key", "team", "project"]
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 1000
+MAX_BUCKETS = 10_000
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_INTERVALS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+_INTERVAL = re.compile(r"(\d+)([smhd]?)")
+_SELECT = f"SELECT {', '.join(RECORD_COLUMNS)} FROM model_cost_logs"
+# NULL cost (no price known) sorts as 0, both in ORDER BY and in the cursor's comparison.
+_SORT_SQL = {
+    "ts": "ts",
+    "latency_ms": "latency_ms",
+    "cost_usd": "coalesce(cost_usd, 0.0)",
+    "total_tokens": "total_tokens",
+}
+# A key is its virtual key's id, or the config key's name (config keys have no id).
+_KEY_SQL = "CASE WHEN key_id = '' THEN key_name ELSE key_id END"
+_GROUP_SQL = {
+    "none": "''", "model": "model_requested", "served_model": "model_served", "provider": "provider",
+    "deployment": "deployment", "project": "project", "team": "team", "key": _KEY_SQL, "user": "user_id",
+    "status": "status", "error_type": "error_type",
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class TraceQuery:
+    """Which records to read: every filter is optional and they all must hold. Times are epoch seconds."""
+
+    since: float | None = None
+    until: float | None = None  # exclusive
+    project: str | None = None
+    model: str | None = None  # as the client asked (model_requested)
+    served_model: str | None = None
+    provider: str | None = None
+    deployment: str | None = None
+    status: int | None = None
+    status_class: StatusClass | None = None  # "error": any status >= 400
+    error_type: str | None = None
+    error_domain: str | None = None
+    key: str | None = None  # a key's id or name
+    user: str | None = None
+    team: str | None = None
+    trace_id: str | None = None
+    min_latency_ms: float | None = None
+    max_latency_ms: float | None = None
+    min_cost_usd: float | None = None  # a record without a cost counts as 0
+    max_cost_usd: float | None = None
+    min_total_tokens: int | None = None
+    max_total_tokens: int | None = None
+    min_prompt_tokens: int | None = None
+    max_prompt_tokens: int | None = None
+    min_completion_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    text: str | None = None  # in content_input or content_output, case-insensitive (ASCII case on SQLite)
+    ids: tuple[str, ...] | None = None  # only these records (similar_to); empty: none at all
+    sort: Sort = "ts"
+    order: Order = "desc"
+    limit: int = DEFAULT_LIMIT
+    cursor: str | None = None
+
+
+_TEXT = (
+    "project", "model", "served_model", "provider", "deployment", "error_type", "error_domain", "key", "user", "team",
+    "trace_id", "text",
+)  # fmt: skip
+_FLOATS = ("since", "until", "min_latency_ms", "max_latency_ms", "min_cost_usd", "max_cost_usd")
+_INTS = (
+    "status", "min_total_tokens", "max_total_tokens", "min_prompt_tokens", "max_prompt_tokens",
+    "min_completion_tokens", "max_completion_tokens",
+)  # fmt: skip
+# Filter -> (column, operator) for the plain comparisons.
+_COMPARE = {
+    "since": ("ts", ">="), "until": ("ts", "<"), "project": ("project", "="), "model": ("model_requested", "="),
+    "served_model": ("model_served", "="), "provider": ("provider", "="), "deployment": ("deployment", "="),
+    "status": ("status", "="), "error_type": ("error_type", "="), "error_domain": ("error_domain", "="),
+    "user": ("user_id", "="), "team": ("team", "="), "trace_id": ("trace_id", "="),
+    "min_latency_ms": ("latency_ms", ">="), "max_latency_ms": ("latency_ms", "<="),
+    "min_cost_usd": ("coalesce(cost_usd, 0.0)", ">="), "max_cost_usd": ("coalesce(cost_usd, 0.0)", "<="),
+    "min_total_tokens": ("total_tokens", ">="), "max_total_tokens": ("total_tokens", "<="),
+    "min_prompt_tokens": ("prompt_tokens", ">="), "max_prompt_tokens": ("prompt_tokens", "<="),
+    "min_completion_tokens": ("completion_tokens", ">="), "max_completion_tokens": ("completion_tokens", "<="),
+}  # fmt: skip
+# status_class -> (low, high): low <= status < high. gateway/telemetry/tail.py matches live records with it too.
+STATUS_RANGES = {"2xx": (200, 300), "3xx": (300, 400), "4xx": (400, 500), "5xx": (500, 600), "error": (400, 1000)}
+QUERY_PARAMS = frozenset(
+    _FLOATS + _INTS + _TEXT + ("status_class", "tag", "metadata", "sort", "order", "limit", "cursor")
+)
+
+
+def parse_trace_query(
+    params: Mapping[str, str] | Iterable[tuple[str, str]], *, allow: Iterable[str] = ()
+) -> TraceQuery:
+    """A TraceQuery from query-string pairs (`tag=k:v` and `metadata=k:v` may repeat); InvalidRequest naming the
+    parameter on a bad value or an unknown name (names in `allow` are the caller's and skipped here)."""
+    pairs = list(params.items()) if isinstance(params, Mapping) else list(params)
+    allowed = frozenset(allow)
+    values: dict[str, Any] = {}
+    tags: dict[str, str] = {}
+    metadata: dict[str, str] = {}
+    for name, raw in pairs:
+        if name in allowed:
+            continue
+        if name not in QUERY_PARAMS:
+            raise InvalidRequest(f"Unknown parameter {name!r}.", param=name)
+        if "\x00" in raw:  # PostgreSQL refuses NUL in text: a 400 here, not a store error
+            raise InvalidRequest(f"{name} must not contain NUL characters.", param=name)
+        if name in ("tag", "metadata"):
+            key, sep, value = raw.partition(":")
+            if not sep or not _NAME.fullmatch(key):
+                raise InvalidRequest(f"{name} must be key:value, the key of letters, digits, _ . or -.", param=name)
+            (tags if name == "tag" else metadata)[key] = value
+        elif raw == "":
+            continue
+        elif name in _FLOATS:
+            values[name] = _number(name, raw, float)
+        elif name in _INTS or name == "limit":
+            values[name] = _number(name, raw, int)
+        else:
+            values[name] = raw
+    _choice(values, "sort", Sort)
+    _choice(values, "order", Order)
+    _choice(values, "status_class", StatusClass)
+    limit = values.get("limit", DEFAULT_LIMIT)
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidRequest(f"limit must be between 1 and {MAX_LIMIT}.", param="limit")
+    query = TraceQuery(**values, tags=tags, metadata=metadata)
+    if query.cursor is not None:
+        _decode_cursor(query)  # a bad cursor fails now, with its name
+    return query
+
+
+def _number(name: str, raw: str, kind: type[int] | type[float]) -> int | float:
+    try:
+        value = kind(raw)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise InvalidRequest(f"{name} must be {what}, not {raw!r}.", param=name) from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise InvalidRequest(f"{name} must be a finite number.", param=name)
+    if (kind is int and not -(2**63) <= value < 2**63) or (name == "status" and not 0 <= value <= 999):
+        raise InvalidRequest(f"{name} is out of range.", param=name)  # the column's range, not a store error
+    return value
+
+
+def _choice(values: dict[str, Any], name: str, choices: Any) -> None:
+    if name in values and values[name] not in get_args(choices):
+        raise InvalidRequest(f"{name} must be one of {', '.join(get_args(choices))}.", param=name)
+
+
+class _Args:
+    """Placeholders and their values: ? on SQLite, $1, $2... on PostgreSQL."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self.values: list[Any] = []
+
+    def add(self, value: Any) -> str:
+        self.values.append(value)
+        return "?" if self.dialect == "sqlite" else f"${len(self.values)}"
+
+
+def _where(q: TraceQuery, args: _Args) -> list[str]:
+    clauses = []
+    for f in fields(TraceQuery):
+        compare = _COMPARE.get(f.name)
+        value = getattr(q, f.name)
+        if compare is not None and value is not None:
+            clauses.append(f"{compare[0]} {compare[1]} {args.add(value)}")
+    if q.status_class is not None:
+        low, high = STATUS_RANGES[q.status_class]
+        clauses.append(f"status >= {low} AND status < {high}")
+    if q.key is not None:
+        clauses.append(f"(key_id = {args.add(q.key)} OR key_name = {args.add(q.key)})")
+    for column, wanted in (("tags", q.tags), ("metadata", q.metadata)):
+        for key, value in wanted.items():
+            if not _NAME.fullmatch(key):
+                raise InvalidRequest(f"{column} key {key!r}: letters, digits, _ . or - only.", param=column)
+            if args.dialect == "sqlite":
+                path = '$."' + key + '"'  # quoted: a dot in the key is part of its name, not a path
+                clauses.append(f"json_extract({column}, {args.add(path)}) = {args.add(value)}")
+            else:
+                clauses.append(f"{column} ->> {args.add(key)} = {args.add(value)}")
+    if q.text:
+        needle = q.text.lower()
+        find = "instr" if args.dialect == "sqlite" else "strpos"
+        clauses.append(
+            f"({find}(lower(content_input), {args.add(needle)}) > 0"
+            f" OR {find}(lower(content_output), {args.add(needle)}) > 0)"
+        )
+    if q.ids is not None:
+        if not q.ids:
+            clauses.append("1 = 0")
+        elif args.dialect == "sqlite":
+            clauses.append(f"id IN ({', '.join(args.add(i) for i in q.ids)})")
+        else:
+            clauses.append(f"id = ANY({args.add(list(q.ids))}::text[])")
+    return clauses
+
+
+def build_select(q: TraceQuery, dialect: Dialect) -> tuple[str, list[Any]]:
+    """The page's SELECT (limit + 1 rows: the extra one says whether there is a next page) and its arguments."""
+    args = _Args(dialect)
+    clauses = _where(q, args)
+    sort = _SORT_SQL[q.sort]
+    # Ids compare byte-wise on both stores (PostgreSQL's default collation may differ from SQLite's).
+    ident = "id" if dialect == "sqlite" else 'id COLLATE "C"'
+    if q.cursor is not None:
+        value, last_id = _decode_cursor(q)
+        op = "<" if q.order == "desc" else ">"
+        after = f"{sort} {op} {args.add(value)}"
+        clauses.append(f"({after} OR ({sort} = {args.add(value)} AND {ident} {op} {args.add(last_id)}))")
+    sql = _SELECT
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    direction = "DESC" if q.order == "desc" else "ASC"
+    sql += f" ORDER BY {sort} {direction}, {ident} {direction} LIMIT {args.add(q.limit + 1)}"
+    return sql, args.values
+
+
+def page(rows: Sequence[Record], q: TraceQuery) -> tuple[list[Record], str | None]:
+    """The page's rows and the cursor of the next page (None when this is the last)."""
+    if len(rows) <= q.limit:
+        return list(rows), None
+    kept = list(rows[: q.limit])
+    return kept, encode_cursor(q, kept[-1])
+
+
+def encode_cursor(q: TraceQuery, row: Record) -> str:
+    value = row[q.sort] if q.sort != "cost_usd" else row["cost_usd"] or 0.0
+    raw = orjson.dumps({"s": q.sort, "o": q.order, "v": value, "id": row["id"]})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(q: TraceQuery) -> tuple[Any, str]:
+    assert q.cursor is not None
+    try:
+        raw = base64.urlsafe_b64decode(q.cursor + "=" * (-len(q.cursor) % 4))
+        data = orjson.loads(raw)
+        value, last_id = data["v"], data["id"]
+        same = data["s"] == q.sort and data["o"] == q.order
+    except (binascii.Error, ValueError, TypeError, KeyError):
+        raise InvalidRequest("cursor is not one this API gave out.", param="cursor") from None
+    if not same or not isinstance(last_id, str) or not isinstance(value, int | float) or isinstance(value, bool):
+        raise InvalidRequest("cursor belongs to another sort or order: start again without it.", param="cursor")
+    return (int(value) if q.sort == "total_tokens" else float(value)), last_id
+
+
+def decode_row(row: Sequence[Any]) -> Record:
+    """A SQLite row of RECORD_COLUMNS as a record (JSON columns are text there)."""
+    return {c: orjson.loads(v) if c in JSON_COLUMNS else v for c, v in zip(RECORD_COLUMNS, row, strict=True)}
+
+
+# -- time series and usage ------------------------------------------------------------------------------------
+
+
+def parse_interval(raw: str) -> int:
+    """ "1m", "5m", "1h", "1d" or plain seconds -> seconds."""
+    match = _INTERVAL.fullmatch(raw.strip())
+    seconds = int(match[1]) * _INTERVALS[match[2] or "s"] if match else 0
+    if seconds <= 0:
+        raise InvalidRequest("interval must be like 1m, 5m, 1h, 1d or a number of seconds.", param="interval")
+    return seconds
+
+
+def _figures(kind: Kind, dialect: Dialect) -> list[str]:
+    requests = "count(*) AS requests"
+    total = "CAST(coalesce(sum(total_tokens), 0) AS BIGINT) AS total_tokens"
+    cost = "coalesce(sum(coalesce(cost_usd, 0.0)), 0.0) AS cost_usd"
+    if kind == "costs":
+        return [requests, cost]
+    if kind == "usage":
+        tokens = [f"CAST(coalesce(sum({c}), 0) AS BIGINT) AS {c}" for c in ("prompt_tokens", "completion_tokens")]
+        return [requests, *tokens, total]
+    if kind == "errors":
+        return [
+            requests,
+            "sum(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS errors",
+            "sum(CASE WHEN status >= 400 AND status < 500 THEN 1 ELSE 0 END) AS client_errors",
+            "sum(CASE WHEN status >= 500 THEN 1 ELSE 0 END) AS server_errors",
+        ]
+    if kind == "models":
+        return [requests, cost, total]
+    # performance: percentiles interpolated as PostgreSQL's percentile_cont does, in SQL both stores run. The
+    # position is positive: SQLite's CAST truncates like floor() (which SQLite may lack); PostgreSQL's rounds.
+    floor = "CAST({} AS INTEGER)" if dialect == "sqlite" else "CAST(floor({}) AS INTEGER)"
+    return [requests, "avg(latency_ms) AS avg_latency_ms", "max(latency_ms) AS max_latency_ms"] + [
+        f"sum(CASE WHEN rn = {lo} THEN latency_ms * (1 - ({pos} - {lo})) WHEN rn = {lo} + 1"
+        f" THEN latency_ms * ({pos} - {lo}) ELSE 0 END) AS p{int(p * 100)}_latency_ms"
+        for p in (0.5, 0.95)
+        for pos in [f"({p} * (n - 1))"]
+        for lo in [floor.format(pos)]
+    ]
+
+
+def _filters(since: float | None, until: float | None, project: str | None, args: _Args) -> str:
+    q = TraceQuery(since=since, until=until, project=project)
+    clauses = _where(q, args)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else ""
+
+
+def build_timeseries(
+    kind: Kind,
+    interval_s: int,
+    group_by: GroupBy,
+    since: float | None,
+    until: float | None,
+    project: str | None,
+    dialect: Dialect,
+) -> tuple[str, list[Any]]:
+    """One row per (bucket, group): bucket = floor(ts / interval) * interval, group '' without group_by. `models`
+    groups by the served model unless told otherwise."""
+    if kind == "models" and group_by == "none":
+        group_by = "served_model"
+    args = _Args(dialect)
+    where = _filters(since, until, project, args)
+    step = int(interval_s)
+    bucket = f"CAST(floor(ts / {step}) AS BIGINT) * {step}"
+    if dialect == "sqlite":  # floor() needs SQLite's math functions; ts is positive, so CAST truncates the same
+        bucket = f"CAST(ts / {step} AS INTEGER) * {step}"
+    group = _GROUP_SQL[group_by]
+    extra = ""
+    if kind == "performance":
+        extra = (
+            f", row_number() OVER (PARTITION BY {bucket}, {group} ORDER BY latency_ms) - 1 AS rn,"
+            f" count(*) OVER (PARTITION BY {bucket}, {group}) AS n"
+        )
+    columns = "latency_ms, status, cost_usd, prompt_tokens, completion_tokens, total_tokens"
+    sql = (
+        f"WITH r AS (SELECT {bucket} AS bucket, {group} AS grp, {columns}{extra} FROM model_cost_logs{where})"
+        f" SELECT bucket, grp, {', '.join(_figures(kind, dialect))} FROM r GROUP BY bucket, grp ORDER BY bucket, grp"
+    )
+    return sql, args.values
+
+
+def timeseries_rows(kind: Kind, group_by: GroupBy, rows: Iterable[Mapping[str, Any]]) -> list[Record]:
+    """The store's rows as the API gives them: {"bucket", "group", ...figures}."""
+    out = []
+    for row in rows:
+        item: Record = {
+            "bucket": int(row["bucket"]),
+            "group": None if group_by == "none" and kind != "models" else row["grp"],
+        }
+        item.update({k: _plain(v) for k, v in row.items() if k not in ("bucket", "grp")})
+        if kind == "errors":
+            item["error_rate"] = item["errors"] / item["requests"] if item["requests"] else 0.0
+        out.append(item)
+    return out
+
+
+def build_usage(
+    by: UsageBy, since: float | None, until: float | None, project: str | None, dialect: Dialect
+) -> tuple[str, list[Any]]:
+    """Per key, team or project: requests, tokens, cost and errors; the costliest first."""
+    args = _Args(dialect)
+    where = _filters(since, until, project, args)
+    group = _GROUP_SQL[by]
+    sums = ", ".join(f"CAST(coalesce(sum({c}), 0) AS BIGINT) AS {c}" for c in ("prompt_tokens", "completion_tokens"))
+    sql = (
+        f"SELECT {group} AS grp, count(*) AS requests, {sums},"
+        " CAST(coalesce(sum(total_tokens), 0) AS BIGINT) AS total_tokens,"
+        " coalesce(sum(coalesce(cost_usd, 0.0)), 0.0) AS cost_usd,"
+        " sum(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS errors"
+        f" FROM model_cost_logs{where} GROUP BY 1 ORDER BY cost_usd DESC, grp"
+    )
+    return sql, args.values
+
+
+def usage_rows(rows: Iterable[Mapping[str, Any]]) -> list[Record]:
+    return [{"group": row["grp"], **{k: _plain(v) for k, v in row.items() if k != "grp"}} for row in rows]
+
+
+def _plain(value: Any) -> Any:
+    """Numbers as JSON has them (PostgreSQL sums may come back as Decimal)."""
+    if value is None or isinstance(value, int | float | str):
+        return value
+    return float(value)

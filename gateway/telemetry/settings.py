@@ -1,0 +1,121 @@
+"""The telemetry part of the typed config: the store's queue, sinks, content logging, feature flags and prompt
+similarity, with their checks. gateway/config.py loads it as part of GatewayConfig."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+
+SinkType = Literal["langfuse", "otlp", "webhook"]
+ContentMode = Literal["off", "redacted", "full"]
+FlagValue = bool | str
+
+
+@dataclass(frozen=True, slots=True)
+class SinkConfig:
+    """An export of request records (gateway/telemetry/sinks.py), delivered by its own outbox
+    (gateway/telemetry/outbox.py): bounded queue, batches, retries, and a disk spool while the sink is down."""
+
+    type: SinkType
+    # langfuse: the host (https://cloud.langfuse.com); otlp: the collector's base (http://collector:4318);
+    # webhook: the full URL batches are POSTed to.
+    url: str
+    public_key: str = ""  # langfuse
+    secret_key: str = ""  # langfuse
+    secret: str = ""  # webhook: the HMAC-SHA256 key signing each batch (X-Gateway-Signature); empty: unsigned
+    headers: dict[str, str] = field(default_factory=dict)
+    batch_size: int = 200  # records per request to the sink, at most
+    flush_interval_ms: int = 1000  # a partial batch waits at most this long
+    queue_size: int = 10_000  # records in memory; beyond, they go to the spool (or are dropped without one)
+    timeout_s: float = 10.0
+    max_backoff_s: float = 30.0  # retries back off exponentially, with jitter, up to this
+    spool_max_mb: float = 256.0  # the disk spool's cap; 0: no spool (records beyond the queue are dropped)
+
+
+@dataclass(frozen=True, slots=True)
+class ContentConfig:
+    """What of a request's prompt and answer its record keeps. Per project through the `content_logging` flag."""
+
+    mode: ContentMode = "off"  # off | redacted (PII replaced by [EMAIL], [PHONE]...) | full
+    max_chars: int = 8192  # each of input and output, truncated beyond
+
+
+@dataclass(frozen=True, slots=True)
+class FeaturesConfig:
+    """Feature flags (gateway/telemetry/features.py): a value per flag, overridden per project, and both again
+    through the API (/api/v1/features). Flags: cost_tracking, similarity, content_logging (off|redacted|full),
+    sink.<name>, guardrail.<check>."""
+
+    defaults: dict[str, FlagValue] = field(default_factory=dict)
+    projects: dict[str, dict[str, FlagValue]] = field(default_factory=dict)
+    poll_interval_s: float = 2.0  # how often each worker reads the API's overrides from the store
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryConfig:
+    store: str = "sqlite:///gateway.db"
+    queue_size: int = 100_000
+    batch_size: int = 1000
+    flush_interval_ms: int = 200
+    pricing_file: str = "config/pricing.yaml"
+    tiktoken_cache_dir: str = ""
+    # Days to keep, per table (model_cost_logs, event_logs); a table not named is kept for ever.
+    retention_days: dict[str, float] = field(default_factory=dict)
+    maintenance_interval_s: float = 3600.0  # how often retention (and PostgreSQL's day partitions) run
+    sinks: dict[str, SinkConfig] = field(default_factory=dict)
+    # Where the store and each sink spool records while they are down (<spool_dir>/<name>); "" disables spooling.
+    spool_dir: str = "spool"
+    store_spool_max_mb: float = 1024.0
+    content: ContentConfig = field(default_factory=ContentConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class SimilarityConfig:
+    enabled: bool = False  # embed each prompt off the request path and log its nearest earlier prompts
+    window: int = 2000  # recent prompts kept per project to compare with
+    k: int = 5  # nearest matches logged
+    near_duplicate_threshold: float = 0.92  # cosine at and above which a prompt counts as a near duplicate
+    max_projects: int = 32  # projects with a window in memory (least recently used dropped)
+    queue_size: int = 10_000  # prompts waiting; beyond, dropped and counted
+    max_chars: int = 4000  # prompt text compared, at most
+    # A model group of this gateway that serves embeddings: prompts are embedded by it, in batches, through the
+    # router. Empty: the built-in local embedding (hashed word and character n-grams; no download, no network).
+    embedding_model: str = ""
+
+
+def check_telemetry(config: GatewayConfig, problems: list[tuple[str, str]]) -> None:
+    from gateway.telemetry.features import flag_problem
+
+    telemetry = config.telemetry
+    for name, sink in telemetry.sinks.items():
+        path = f"telemetry.sinks.{name}"
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            problems.append((path, "a sink's name is letters, digits, _ and - (it names its spool folder)"))
+        if not sink.url.startswith(("http://", "https://")):
+            problems.append((f"{path}.url", "must be an http:// or https:// URL"))
+        if sink.type == "langfuse" and not (sink.public_key and sink.secret_key):
+            problems.append((path, "a langfuse sink needs public_key and secret_key"))
+        for key in ("batch_size", "queue_size", "flush_interval_ms"):
+            if getattr(sink, key) <= 0:
+                problems.append((f"{path}.{key}", "must be positive"))
+        if sink.spool_max_mb < 0:
+            problems.append((f"{path}.spool_max_mb", "must not be negative"))
+    model = config.similarity.embedding_model
+    if model and model not in config.models:
+        problems.append(("similarity.embedding_model", f"unknown model {model!r}"))
+    if telemetry.content.max_chars <= 0:
+        problems.append(("telemetry.content.max_chars", "must be positive"))
+    features = config.features
+    if features.poll_interval_s <= 0:
+        problems.append(("features.poll_interval_s", "must be positive"))
+    scopes = [("features.defaults", features.defaults)]
+    scopes += [(f"features.projects.{p}", values) for p, values in features.projects.items()]
+    for path, values in scopes:
+        for flag, value in values.items():
+            problem = flag_problem(flag, value, telemetry.sinks)
+            if problem:
+                problems.append((f"{path}.{flag}", problem))

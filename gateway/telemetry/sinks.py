@@ -1,0 +1,347 @@
+"""Sinks that export request records to outside systems: Langfuse, an OpenTelemetry collector (OTLP/HTTP JSON),
+and any Segment-compatible batch webhook (Segment, RudderStack, a receiver of one's own).
+
+The outbox (gateway/telemetry/outbox.py) calls `write` with a batch and owns retries, backoff and the spool. A
+sink makes one request per batch (two for OTLP: traces, then metrics) and says how it failed:
+
+    Exception
+    ├── SinkUnavailable   network error, timeout, 5xx, 408, 429: the outbox retries the same batch later
+    └── SinkRejected      any other 4xx: the sink refused the batch for good, which the outbox drops and counts
+
+Credentials go in headers only; neither they nor a sink's URL appear in an exception message or a log line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Protocol
+
+import httpx
+import orjson
+
+from gateway.telemetry import otel
+from gateway.telemetry.outbox import SinkRejected
+from gateway.telemetry.settings import SinkConfig
+
+logger = logging.getLogger("gateway.telemetry")
+
+Record = dict[str, Any]
+
+
+class SinkUnavailable(Exception):
+    """The sink could not take the batch now (network error, timeout, 5xx, 408, 429): retry it later."""
+
+
+class Sink(Protocol):
+    name: str
+
+    async def write(self, records: Sequence[Record]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def iso(ts: float) -> str:
+    """Epoch seconds as ISO 8601 in UTC, to the millisecond: 2026-12-03T11:31:38.123Z."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _HttpSink:
+    """What the three sinks share: one client with the configured timeout, and status codes mapped to errors."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, name: str, config: SinkConfig, client: httpx.AsyncClient | None = None) -> None:
+        self.name = name
+        self.config = config
+        self._client = client or httpx.AsyncClient(timeout=config.timeout_s)
+
+    async def _post(
+        self, url: str, body: bytes, headers: Mapping[str, str], auth: httpx.Auth | None = None
+    ) -> httpx.Response:
+        try:
+            response = await self._client.post(
+                url, content=body, headers=dict(headers), auth=auth or httpx.USE_CLIENT_DEFAULT
+            )
+        except httpx.HTTPError as exc:
+            # Only the type: an httpx message may carry the URL, and a webhook URL may carry a token.
+            raise SinkUnavailable(f"{self.name}: {type(exc).__name__}") from None
+        status = response.status_code
+        if status < 300:
+            return response
+        if status >= 500 or status in (408, 429):
+            raise SinkUnavailable(f"{self.name}: HTTP {status}")
+        raise SinkRejected(f"{self.name}: HTTP {status}")
+
+    async def write(self, records: Sequence[Record]) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+# Langfuse
+
+
+_EVENT_IDS = uuid.UUID("5b0e1c3a-7d4f-4a53-9a57-3c6f0b1e2d48")  # namespace of the events' uuid5 ids
+
+
+def event_id(record_id: str, event_type: str) -> str:
+    """The same record and event type always give the same id, so Langfuse dedupes a resent batch."""
+    return str(uuid.uuid5(_EVENT_IDS, f"{event_type}:{record_id}"))
+
+
+def _tags(record: Record) -> list[str]:
+    return [f"{key}:{value}" for key, value in (record.get("tags") or {}).items()]
+
+
+def langfuse_events(record: Record) -> list[dict[str, Any]]:
+    """A `trace-create` and a `generation-create` event for one record.
+
+    The trace id is the request's W3C trace id, so requests of one client trace land in one Langfuse trace (a later
+    request's trace-create updates the name, input and output the earlier one set)."""
+    record_id = str(record["id"])
+    ts = float(record["ts"])
+    start = iso(ts)
+    status = int(record.get("status") or 0)
+    content_in = record.get("content_input") or None
+    content_out = record.get("content_output") or None
+    trace_body = {
+        "id": record["trace_id"],
+        "timestamp": start,
+        "name": record.get("endpoint"),
+        "userId": record.get("user_id") or None,
+        "input": content_in,
+        "output": content_out,
+        "tags": _tags(record),
+        "metadata": {
+            "project": record.get("project"),
+            "team": record.get("team"),
+            "key_name": record.get("key_name"),
+            "key_id": record.get("key_id"),
+            **(record.get("metadata") or {}),
+        },
+    }
+    generation: dict[str, Any] = {
+        "id": record_id,
+        "traceId": record["trace_id"],
+        "name": record.get("endpoint"),
+        "startTime": start,
+        "endTime": iso(ts + float(record.get("latency_ms") or 0) / 1000),
+        "model": otel.model_of(record) or None,
+        "input": content_in,
+        "output": content_out,
+        "level": "ERROR" if status >= 400 else "DEFAULT",
+        "metadata": {
+            "status": status,
+            "provider": record.get("provider"),
+            "deployment": record.get("deployment"),
+            "model_requested": record.get("model_requested"),
+            "attempts": record.get("attempts"),
+            "route_reason": record.get("route_reason"),
+            "stream": record.get("stream"),
+            "usage_source": record.get("usage_source"),
+            "spans": record.get("spans") or [],
+            "guardrails": record.get("guardrails") or [],
+        },
+    }
+    if record.get("ttft_ms") is not None:
+        generation["completionStartTime"] = iso(ts + float(record["ttft_ms"]) / 1000)
+    if status >= 400:
+        generation["statusMessage"] = record.get("error_type") or f"HTTP {status}"
+    if record.get("usage_source") != "none":
+        # usageDetails: Langfuse counts every key containing "input" as input, "output" as output.
+        details = {
+            "input": int(record.get("prompt_tokens") or 0),
+            "output": int(record.get("completion_tokens") or 0),
+            "total": int(record.get("total_tokens") or 0),
+        }
+        if record.get("cached_tokens"):
+            details["input_cached_tokens"] = int(record["cached_tokens"])
+        if record.get("reasoning_tokens"):
+            details["output_reasoning_tokens"] = int(record["reasoning_tokens"])
+        generation["usageDetails"] = details
+    if record.get("cost_usd") is not None:
+        # An ingested cost wins over the one Langfuse would infer from its own price list.
+        generation["costDetails"] = {"total": float(record["cost_usd"])}
+    return [
+        {
+            "id": event_id(record_id, "trace-create"),
+            "timestamp": start,
+            "type": "trace-create",
+            # None is left out, not sent as null: a later request of the same trace must not erase the input.
+            "body": {k: v for k, v in trace_body.items() if v is not None},
+        },
+        {
+            "id": event_id(record_id, "generation-create"),
+            "timestamp": start,
+            "type": "generation-create",
+            "body": {k: v for k, v in generation.items() if v is not None},
+        },
+    ]
+
+
+class LangfuseSink(_HttpSink):
+    """POST {url}/api/public/ingestion, basic auth public key : secret key.
+
+    Langfuse answers 207 with per-event results. An event refused with 429 or a 5xx makes the whole batch retry
+    (event ids are deterministic, so the events already taken are deduped); events refused with another 4xx are
+    logged as a count and dropped, since resending them would be refused again."""
+
+    kind = "langfuse"
+
+    def __init__(self, name: str, config: SinkConfig, client: httpx.AsyncClient | None = None) -> None:
+        super().__init__(name, config, client)
+        self.url = config.url.rstrip("/") + "/api/public/ingestion"
+        self._auth = httpx.BasicAuth(config.public_key, config.secret_key)
+        self.rejected_events = 0
+
+    async def write(self, records: Sequence[Record]) -> None:
+        batch = [event for record in records for event in langfuse_events(record)]
+        body = orjson.dumps({"batch": batch})
+        headers = {"content-type": "application/json", **self.config.headers}
+        response = await self._post(self.url, body, headers, auth=self._auth)
+        try:
+            result = response.json()
+        except ValueError:
+            return  # a 2xx without the per-event body: everything was taken
+        errors = result.get("errors") or [] if isinstance(result, dict) else []
+        statuses = [int(e.get("status") or 500) for e in errors if isinstance(e, dict)]
+        if any(s >= 500 or s == 429 for s in statuses):
+            raise SinkUnavailable(f"{self.name}: {len(statuses)} of {len(batch)} events failed, retrying the batch")
+        if statuses:
+            self.rejected_events += len(statuses)
+            logger.warning("langfuse sink %s: %d of %d events rejected", self.name, len(statuses), len(batch))
+
+
+# OTLP
+
+
+class OtlpSink(_HttpSink):
+    """OTLP/HTTP JSON to a collector: POST {url}/v1/traces, then POST {url}/v1/metrics.
+
+    The two requests are not atomic. When the spans of a batch were taken but its metrics were not, the batch
+    comes back (the outbox retries it, perhaps cut differently after a stay in the spool): the sink remembers
+    which records' spans were taken and sends only the others' again, so that no span is sent twice; metrics go
+    last and count each record once, when they are taken (unless the collector took them and its answer was lost:
+    delta points cannot be deduped). The memory is per process and bounded (_MAX_TRACED)."""
+
+    kind = "otlp"
+    _MAX_TRACED = 100_000
+
+    def __init__(self, name: str, config: SinkConfig, client: httpx.AsyncClient | None = None) -> None:
+        super().__init__(name, config, client)
+        base = config.url.rstrip("/")
+        self.traces_url = base + "/v1/traces"
+        self.metrics_url = base + "/v1/metrics"
+        self._headers = {"content-type": "application/json", **config.headers}
+        self._traced: dict[str, None] = {}  # ids whose spans were taken, whose metrics were not yet
+
+    async def write(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        untraced = [r for r in records if r["id"] not in self._traced]
+        if untraced:
+            await self._post(self.traces_url, orjson.dumps(otel.traces_request(untraced)), self._headers)
+            self._traced.update(dict.fromkeys(r["id"] for r in untraced))
+            while len(self._traced) > self._MAX_TRACED:
+                del self._traced[next(iter(self._traced))]
+        start = min(float(r["ts"]) for r in records)
+        metrics = otel.metrics_request(records, start, time.time())
+        await self._post(self.metrics_url, orjson.dumps(metrics), self._headers)
+        for record in records:
+            self._traced.pop(record["id"], None)
+
+
+# Segment-compatible webhook
+
+SIGNATURE_HEADER = "X-Gateway-Signature"
+
+
+def sign(secret: str, body: bytes, t: int) -> str:
+    """The X-Gateway-Signature value: t=<unix seconds>,v1=<hex HMAC-SHA256 of f"{t}." + body, keyed by secret>.
+
+    To verify, a receiver splits the header on "," and "=", recomputes the HMAC over f"{t}.".encode() + the raw
+    request body with the shared secret, compares it with v1 using a constant-time comparison
+    (hmac.compare_digest), and rejects a t too far from its clock (say 5 minutes) to stop replays."""
+    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={mac}"
+
+
+def segment_event(record: Record) -> dict[str, Any]:
+    """A Segment `track` call, "LLM Request", for one record. messageId is the request id: Segment and
+    RudderStack dedupe on it, so a resent batch is harmless."""
+    user = record.get("user_id") or ""
+    properties = {
+        key: record.get(key)
+        for key in (
+            "endpoint",
+            "model_requested",
+            "model_served",
+            "provider",
+            "deployment",
+            "status",
+            "error_type",
+            "stream",
+            "latency_ms",
+            "ttft_ms",
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "cost_usd",
+            "project",
+            "team",
+            "key_name",
+            "attempts",
+            "route_reason",
+            "trace_id",
+        )
+    }
+    properties["model"] = otel.model_of(record)
+    properties["tags"] = record.get("tags") or {}
+    properties["metadata"] = record.get("metadata") or {}
+    for key in ("content_input", "content_output"):
+        if record.get(key):
+            properties[key] = record[key]
+    event: dict[str, Any] = {
+        "type": "track",
+        "event": "LLM Request",
+        "messageId": str(record["id"]),
+        "timestamp": iso(float(record["ts"])),
+        "properties": properties,
+        "context": {"library": {"name": "llm-gateway"}},
+    }
+    if user or record.get("key_name"):
+        event["userId"] = user or record["key_name"]
+    if not user:
+        # Segment needs userId or anonymousId; without an end user the key stands in for one.
+        event["anonymousId"] = record.get("key_id") or record.get("key_name") or "anonymous"
+    return event
+
+
+class WebhookBatchSink(_HttpSink):
+    """POSTs {"batch": [track...], "sentAt": ...} to the configured URL, as Segment's and RudderStack's batch APIs
+    take it; signed with X-Gateway-Signature (see `sign`) when a secret is set. Put the destination's own
+    credentials (Authorization: Basic <write key>) in the sink's headers."""
+
+    kind = "webhook"
+
+    async def write(self, records: Sequence[Record]) -> None:
+        body = orjson.dumps({"batch": [segment_event(r) for r in records], "sentAt": iso(time.time())})
+        headers = {"content-type": "application/json", **self.config.headers}
+        if self.config.secret:
+            headers[SIGNATURE_HEADER] = sign(self.config.secret, body, int(time.time()))
+        await self._post(self.config.url, body, headers)
+
+
+SINKS: dict[str, type[_HttpSink]] = {cls.kind: cls for cls in (LangfuseSink, OtlpSink, WebhookBatchSink)}
+
+
+def build_sink(name: str, config: SinkConfig, client: httpx.AsyncClient | None = None) -> Sink:
+    """The sink a `sinks:` entry of gateway.yaml names; client is for tests (an httpx mock transport)."""
+    return SINKS[config.type](name, config, client)

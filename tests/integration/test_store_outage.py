@@ -1,0 +1,159 @@
+"""PostgreSQL lost mid-run: the gateway's connections to it are cut and new ones refused for a while (a TCP proxy
+between them stands in for the server going away), then it comes back. No request fails, and every record reaches
+the table once — held in the store's outbox and its disk spool meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+
+from tests.conftest import KEY, running
+from tests.integration.helpers import wait_until
+from tests.services import free_port, require_postgres
+
+CHAT = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
+
+
+class CuttableProxy:
+    """A TCP proxy on loopback, in a thread of its own: `cut()` closes every connection and refuses new ones until
+    `restore()`."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self.refusing = False
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.Server | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def __enter__(self) -> CuttableProxy:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def _stop(self) -> None:
+        self._close_all()
+        if self._server is not None:
+            self._server.close()
+
+    def _close_all(self) -> None:
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+    def cut(self) -> None:
+        def go() -> None:
+            self.refusing = True
+            self._close_all()
+
+        self._loop.call_soon_threadsafe(go)
+
+    def restore(self) -> None:
+        self.refusing = False
+
+
+def _count(dsn: str, schema: str) -> tuple[int, int]:
+    async def go() -> tuple[int, int]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            row = await conn.fetchrow(f"SELECT count(*), count(DISTINCT id) FROM {schema}.model_cost_logs")
+            return row[0], row[1]
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+@contextlib.contextmanager
+def _schema(dsn: str) -> Iterator[str]:
+    name = f"gw_outage_{uuid.uuid4().hex[:10]}"
+    try:
+        yield name
+    finally:
+
+        async def drop() -> None:
+            conn = await asyncpg.connect(dsn)
+            try:
+                await conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+            finally:
+                await conn.close()
+
+        with contextlib.suppress(Exception):
+            asyncio.run(drop())
+
+
+def test_postgres_cut_mid_run_fails_no_request_and_loses_no_record(make_config):
+    dsn = require_postgres()
+    url = urlsplit(dsn)
+    with _schema(dsn) as schema, CuttableProxy(url.hostname or "127.0.0.1", url.port or 5432) as proxy:
+        netloc = url.netloc.rsplit("@", 1)[0] + "@" if "@" in url.netloc else ""
+        through = urlunsplit((url.scheme, f"{netloc}127.0.0.1:{proxy.port}", url.path, f"schema={schema}", ""))
+        config = make_config(telemetry={"store": through, "flush_interval_ms": 20, "batch_size": 20})
+        sent = 0
+        with running(config) as (base, gateway), httpx.Client(base_url=base) as client:
+
+            def load(seconds: float) -> None:
+                nonlocal sent
+                end = time.monotonic() + seconds
+                while time.monotonic() < end:
+                    response = client.post(
+                        "/v1/chat/completions", json=CHAT, headers={"authorization": f"Bearer {KEY}"}
+                    )
+                    assert response.status_code == 200, response.text
+                    sent += 1
+                    time.sleep(0.005)
+
+            load(1.0)
+            assert wait_until(lambda: _count(dsn, schema)[0] > 0, 5)
+            proxy.cut()
+            load(5.0)
+            store_outbox = next(o for o in gateway.outboxes if o.name == "store")
+            assert store_outbox.stats()["spooled"] > 0  # the records waited on disk
+            ready = client.get("/health/ready")
+            assert ready.status_code == 503
+            assert "unavailable" in ready.json()["checks"]["store"]
+            proxy.restore()
+            load(1.0)
+            assert wait_until(lambda: _count(dsn, schema)[0] >= sent, 30)
+            time.sleep(0.3)
+            total, distinct = _count(dsn, schema)
+        assert sent > 100
+        assert total == distinct == sent

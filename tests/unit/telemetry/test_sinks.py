@@ -1,0 +1,407 @@
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+import httpx
+import orjson
+import pytest
+
+from gateway.telemetry import otel
+from gateway.telemetry.settings import SinkConfig
+from gateway.telemetry.sinks import (
+    LangfuseSink,
+    OtlpSink,
+    SinkRejected,
+    SinkUnavailable,
+    WebhookBatchSink,
+    build_sink,
+    event_id,
+)
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def record(**overrides):
+    base = {
+        "id": "req-1",
+        "ts": 1_764_000_000.25,
+        "endpoint": "chat/completions",
+        "key_name": "team-a-key",
+        "key_id": "k1",
+        "project": "search",
+        "team": "team-a",
+        "user_id": "alice",
+        "model_requested": "gpt-4o",
+        "model_served": "gpt-4o-2024-08-06",
+        "provider": "openai",
+        "deployment": "openai/gpt-4o",
+        "status": 200,
+        "error_type": "",
+        "error_domain": "",
+        "stream": False,
+        "latency_ms": 1500.0,
+        "upstream_ms": 1400.0,
+        "ttfb_ms": 300.0,
+        "ttft_ms": 320.0,
+        "overhead_ms": 2.0,
+        "prompt_tokens": 100,
+        "completion_tokens": 20,
+        "cached_tokens": 0,
+        "reasoning_tokens": 0,
+        "total_tokens": 120,
+        "cost_usd": 0.0012,
+        "usage_source": "upstream",
+        "spans": [
+            {"name": "auth", "start_ms": 0.1, "ms": 0.2},
+            {"name": "attempt:openai/gpt-4o:failed", "start_ms": 1.0, "ms": 50.0},
+            {"name": "attempt:openai/gpt-4o", "start_ms": 60.0, "ms": 1400.0},
+        ],
+        "tags": {"env": "prod"},
+        "attempts": 2,
+        "route_reason": "weighted",
+        "guardrails": [],
+        "trace_id": TRACE_ID,
+        "parent_span_id": "00f067aa0ba902b7",
+        "content_input": "hello",
+        "content_output": "",
+        "metadata": {"feature": "search"},
+    }
+    return {**base, **overrides}
+
+
+class Upstream:
+    """An httpx mock transport that records the requests and answers from a queue of responses."""
+
+    def __init__(self, *responses: httpx.Response) -> None:
+        self.responses = list(responses)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return self.responses.pop(0) if self.responses else httpx.Response(200, json={})
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.MockTransport(self))
+
+    def json(self, i: int = 0):
+        return orjson.loads(self.requests[i].content)
+
+
+def config(kind: str, **options) -> SinkConfig:
+    urls = {"langfuse": "https://langfuse.test/", "otlp": "http://collector:4318", "webhook": "https://hooks.test/b"}
+    return SinkConfig(type=kind, url=urls[kind], **options)  # type: ignore[arg-type]
+
+
+def attrs(span) -> dict[str, dict]:
+    return {a["key"]: a["value"] for a in span["attributes"]}
+
+
+# Langfuse
+
+
+def langfuse(upstream: Upstream) -> LangfuseSink:
+    return LangfuseSink("lf", config("langfuse", public_key="pk-lf-1", secret_key="sk-lf-1"), upstream.client())
+
+
+@pytest.mark.anyio
+async def test_langfuse_posts_a_trace_and_a_generation_per_record() -> None:
+    upstream = Upstream(httpx.Response(207, json={"successes": [], "errors": []}))
+    await langfuse(upstream).write([record()])
+
+    request = upstream.requests[0]
+    assert request.url == "https://langfuse.test/api/public/ingestion"
+    assert request.headers["authorization"] == "Basic " + base64.b64encode(b"pk-lf-1:sk-lf-1").decode()
+    trace, generation = upstream.json()["batch"]
+    assert (trace["type"], generation["type"]) == ("trace-create", "generation-create")
+    assert trace["body"]["id"] == TRACE_ID
+    assert trace["body"]["userId"] == "alice"
+    assert trace["body"]["input"] == "hello"
+    assert "output" not in trace["body"]
+    assert trace["body"]["tags"] == ["env:prod"]
+    assert trace["body"]["metadata"]["project"] == "search"
+    body = generation["body"]
+    assert body["id"] == "req-1"
+    assert body["traceId"] == TRACE_ID
+    assert body["model"] == "gpt-4o-2024-08-06"
+    assert body["usageDetails"] == {"input": 100, "output": 20, "total": 120}
+    assert body["costDetails"] == {"total": 0.0012}
+    assert body["startTime"] == "2025-11-24T16:00:00.250Z"
+    assert body["endTime"] == "2025-11-24T16:00:01.750Z"
+    assert body["completionStartTime"] == "2025-11-24T16:00:00.570Z"
+    assert body["level"] == "DEFAULT"
+    assert body["metadata"]["provider"] == "openai"
+    assert len(body["metadata"]["spans"]) == 3
+
+
+@pytest.mark.anyio
+async def test_langfuse_event_ids_are_deterministic() -> None:
+    upstream = Upstream()
+    sink = langfuse(upstream)
+    await sink.write([record()])
+    await sink.write([record()])
+    first, second = upstream.json(0)["batch"], upstream.json(1)["batch"]
+    assert [e["id"] for e in first] == [e["id"] for e in second]
+    assert first[0]["id"] == event_id("req-1", "trace-create") != first[1]["id"]
+    other = Upstream()
+    await langfuse(other).write([record(id="req-2")])
+    assert {e["id"] for e in other.json()["batch"]}.isdisjoint(e["id"] for e in first)
+
+
+@pytest.mark.anyio
+async def test_langfuse_marks_failures_and_leaves_out_unknown_usage() -> None:
+    upstream = Upstream()
+    await langfuse(upstream).write(
+        [record(status=502, error_type="upstream_unavailable", usage_source="none", cost_usd=None, ttft_ms=None)]
+    )
+    body = upstream.json()["batch"][1]["body"]
+    assert body["level"] == "ERROR"
+    assert body["statusMessage"] == "upstream_unavailable"
+    assert "usageDetails" not in body
+    assert "costDetails" not in body
+    assert "completionStartTime" not in body
+
+
+@pytest.mark.anyio
+async def test_langfuse_retries_a_batch_with_a_server_error_event() -> None:
+    answer = {"successes": [], "errors": [{"id": "x", "status": 500, "message": "boom"}]}
+    with pytest.raises(SinkUnavailable):
+        await langfuse(Upstream(httpx.Response(207, json=answer))).write([record()])
+
+
+@pytest.mark.anyio
+async def test_langfuse_drops_events_it_rejects(caplog: pytest.LogCaptureFixture) -> None:
+    answer = {"successes": [{"id": "a", "status": 201}], "errors": [{"id": "x", "status": 400, "message": "bad"}]}
+    sink = langfuse(Upstream(httpx.Response(207, json=answer)))
+    await sink.write([record()])
+    assert sink.rejected_events == 1
+    assert "1 of 2 events rejected" in caplog.text
+    assert "bad" not in caplog.text
+
+
+@pytest.mark.anyio
+async def test_langfuse_status_codes() -> None:
+    with pytest.raises(SinkRejected) as rejected:
+        await langfuse(Upstream(httpx.Response(401))).write([record()])
+    assert "sk-lf-1" not in str(rejected.value)
+    with pytest.raises(SinkUnavailable):
+        await langfuse(Upstream(httpx.Response(503))).write([record()])
+
+
+@pytest.mark.anyio
+async def test_network_errors_are_retryable_and_name_no_url() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(f"cannot connect to {request.url}")
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(refuse))
+    sink = WebhookBatchSink("wh", SinkConfig(type="webhook", url="https://hooks.test/b?token=s3cret"), client)
+    with pytest.raises(SinkUnavailable) as unavailable:
+        await sink.write([record()])
+    assert "s3cret" not in str(unavailable.value)
+    assert unavailable.value.__cause__ is None
+
+
+# OTLP
+
+
+@pytest.mark.anyio
+async def test_otlp_exports_a_server_span_with_genai_attributes_and_children() -> None:
+    upstream = Upstream()
+    await OtlpSink("otel", config("otlp", headers={"x-tenant": "t1"}), upstream.client()).write([record()])
+
+    traces = upstream.requests[0]
+    assert traces.url == "http://collector:4318/v1/traces"
+    assert traces.headers["content-type"] == "application/json"
+    assert traces.headers["x-tenant"] == "t1"
+    resource_spans = upstream.json(0)["resourceSpans"]
+    assert attrs(resource_spans[0]["resource"])["service.name"] == {"stringValue": "llm-gateway"}
+    scope = resource_spans[0]["scopeSpans"][0]
+    assert scope["scope"]["name"] == "gateway"
+    root, *children = scope["spans"]
+    assert root["traceId"] == TRACE_ID
+    assert root["parentSpanId"] == "00f067aa0ba902b7"
+    assert len(root["spanId"]) == 16
+    assert root["name"] == "chat gpt-4o-2024-08-06"
+    assert root["kind"] == otel.SPAN_KIND_SERVER
+    assert root["startTimeUnixNano"] == "1764000000250000000"
+    assert root["endTimeUnixNano"] == "1764000001750000000"
+    assert root["status"] == {}
+    a = attrs(root)
+    assert a["gen_ai.operation.name"] == {"stringValue": "chat"}
+    assert a["gen_ai.provider.name"] == {"stringValue": "openai"}
+    assert a["gen_ai.system"] == {"stringValue": "openai"}
+    assert a["gen_ai.request.model"] == {"stringValue": "gpt-4o"}
+    assert a["gen_ai.response.model"] == {"stringValue": "gpt-4o-2024-08-06"}
+    assert a["gen_ai.usage.input_tokens"] == {"intValue": "100"}
+    assert a["gen_ai.usage.output_tokens"] == {"intValue": "20"}
+    assert a["http.response.status_code"] == {"intValue": "200"}
+    assert a["gateway.cost_usd"] == {"doubleValue": 0.0012}
+    assert a["gateway.stream"] == {"boolValue": False}
+    assert a["gateway.project"] == {"stringValue": "search"}
+    assert "error.type" not in a
+
+    assert len(children) == 3
+    assert {c["parentSpanId"] for c in children} == {root["spanId"]}
+    assert {c["traceId"] for c in children} == {TRACE_ID}
+    assert len({root["spanId"], *(c["spanId"] for c in children)}) == 4
+    failed, served = children[1], children[2]
+    assert failed["name"] == "attempt:openai/gpt-4o:failed"
+    assert failed["status"]["code"] == otel.STATUS_ERROR
+    assert served["kind"] == otel.SPAN_KIND_INTERNAL
+    assert served["startTimeUnixNano"] == "1764000000310000000"
+    assert served["endTimeUnixNano"] == "1764000001710000000"
+
+
+@pytest.mark.anyio
+async def test_otlp_marks_an_error_status_and_has_no_parent_without_one() -> None:
+    upstream = Upstream()
+    sink = OtlpSink("otel", config("otlp"), upstream.client())
+    await sink.write([record(status=502, error_type="upstream_unavailable", parent_span_id="", spans=[])])
+    [root] = upstream.json(0)["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    assert root["status"] == {"code": 2, "message": "upstream_unavailable"}
+    assert attrs(root)["error.type"] == {"stringValue": "upstream_unavailable"}
+    assert attrs(root)["http.response.status_code"] == {"intValue": "502"}
+    assert "parentSpanId" not in root
+
+
+@pytest.mark.anyio
+async def test_otlp_span_ids_are_stable_across_resends() -> None:
+    upstream = Upstream()
+    sink = OtlpSink("otel", config("otlp"), upstream.client())
+    await sink.write([record()])
+    await sink.write([record()])
+    ids = [[s["spanId"] for s in upstream.json(i)["resourceSpans"][0]["scopeSpans"][0]["spans"]] for i in (0, 2)]
+    assert ids[0] == ids[1]
+
+
+@pytest.mark.anyio
+async def test_otlp_sends_token_and_duration_metrics() -> None:
+    upstream = Upstream()
+    records = [
+        record(),
+        record(id="req-2", prompt_tokens=50, completion_tokens=5),
+        record(id="req-3", usage_source="none"),
+    ]
+    await OtlpSink("otel", config("otlp"), upstream.client()).write(records)
+
+    assert upstream.requests[1].url == "http://collector:4318/v1/metrics"
+    scope = upstream.json(1)["resourceMetrics"][0]["scopeMetrics"][0]
+    metrics = {m["name"]: m for m in scope["metrics"]}
+    usage = metrics["gen_ai.client.token.usage"]["histogram"]
+    assert usage["aggregationTemporality"] == otel.TEMPORALITY_DELTA
+    by_type = {attrs(p)["gen_ai.token.type"]["stringValue"]: p for p in usage["dataPoints"]}
+    assert by_type["input"]["sum"] == 150
+    assert by_type["input"]["count"] == "2"  # req-3's usage is unknown, not zero
+    assert by_type["output"]["sum"] == 25
+    assert attrs(by_type["input"])["gen_ai.request.model"] == {"stringValue": "gpt-4o"}
+    for point in usage["dataPoints"]:
+        assert len(point["bucketCounts"]) == len(point["explicitBounds"]) + 1
+        assert sum(int(c) for c in point["bucketCounts"]) == int(point["count"])
+    duration = metrics["gen_ai.client.operation.duration"]
+    assert duration["unit"] == "s"
+    [point] = duration["histogram"]["dataPoints"]
+    assert point["count"] == "3"
+    assert point["sum"] == pytest.approx(4.5)
+
+
+@pytest.mark.anyio
+async def test_otlp_failure_of_either_request_raises() -> None:
+    with pytest.raises(SinkUnavailable):
+        await OtlpSink("otel", config("otlp"), Upstream(httpx.Response(503)).client()).write([record()])
+    upstream = Upstream(httpx.Response(200), httpx.Response(429))
+    with pytest.raises(SinkUnavailable):
+        await OtlpSink("otel", config("otlp"), upstream.client()).write([record()])
+    assert len(upstream.requests) == 2
+
+
+# Webhook (Segment-compatible)
+
+
+@pytest.mark.anyio
+async def test_webhook_posts_a_segment_batch() -> None:
+    upstream = Upstream()
+    sink = WebhookBatchSink("wh", config("webhook", headers={"authorization": "Basic d2s6"}), upstream.client())
+    await sink.write([record(), record(id="req-2", user_id="")])
+
+    request = upstream.requests[0]
+    assert request.url == "https://hooks.test/b"
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["authorization"] == "Basic d2s6"
+    assert "x-gateway-signature" not in request.headers
+    payload = upstream.json()
+    assert payload["sentAt"].endswith("Z")
+    first, second = payload["batch"]
+    assert first["type"] == "track"
+    assert first["event"] == "LLM Request"
+    assert first["messageId"] == "req-1"
+    assert first["timestamp"] == "2025-11-24T16:00:00.250Z"
+    assert first["userId"] == "alice"
+    assert "anonymousId" not in first
+    assert first["context"] == {"library": {"name": "llm-gateway"}}
+    props = first["properties"]
+    assert props["model"] == "gpt-4o-2024-08-06"
+    assert props["provider"] == "openai"
+    assert (props["prompt_tokens"], props["completion_tokens"], props["total_tokens"]) == (100, 20, 120)
+    assert props["cost_usd"] == 0.0012
+    assert props["project"] == "search"
+    assert second["userId"] == "team-a-key"
+    assert second["anonymousId"] == "k1"
+
+
+@pytest.mark.anyio
+async def test_webhook_signature_verifies() -> None:
+    upstream = Upstream()
+    await WebhookBatchSink("wh", config("webhook", secret="whsec"), upstream.client()).write([record()])
+    request = upstream.requests[0]
+    fields = dict(part.split("=", 1) for part in request.headers["x-gateway-signature"].split(","))
+    expected = hmac.new(b"whsec", f"{fields['t']}.".encode() + request.content, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(fields["v1"], expected)
+    assert "whsec" not in request.headers["x-gateway-signature"]
+
+
+@pytest.mark.anyio
+async def test_webhook_status_codes() -> None:
+    with pytest.raises(SinkUnavailable):
+        await WebhookBatchSink("wh", config("webhook"), Upstream(httpx.Response(429)).client()).write([record()])
+    with pytest.raises(SinkUnavailable):
+        await WebhookBatchSink("wh", config("webhook"), Upstream(httpx.Response(408)).client()).write([record()])
+    with pytest.raises(SinkRejected):
+        await WebhookBatchSink("wh", config("webhook"), Upstream(httpx.Response(400)).client()).write([record()])
+
+
+@pytest.mark.anyio
+async def test_build_sink_picks_the_class_by_type() -> None:
+    for kind, cls in (("langfuse", LangfuseSink), ("otlp", OtlpSink), ("webhook", WebhookBatchSink)):
+        sink = build_sink(f"my-{kind}", config(kind))
+        assert isinstance(sink, cls)
+        assert sink.name == f"my-{kind}"
+        await sink.close()
+
+
+@pytest.mark.anyio
+async def test_otlp_spans_taken_before_the_metrics_failed_are_not_sent_again_on_the_retry():
+    traced: list[str] = []
+    metrics_down = [True]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/metrics":
+            return httpx.Response(503 if metrics_down[0] else 200, json={})
+        body = orjson.loads(request.content)
+        for span in body["resourceSpans"][0]["scopeSpans"][0]["spans"]:
+            if span["kind"] == 2:
+                traced.append(
+                    next(a["value"]["stringValue"] for a in span["attributes"] if a["key"] == "gateway.request_id")
+                )
+        return httpx.Response(200, json={})
+
+    config = SinkConfig(type="otlp", url="http://collector")
+    sink = OtlpSink("otel", config, httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+    first, second = record(id="a"), record(id="b")
+    with pytest.raises(SinkUnavailable):
+        await sink.write([first])
+    metrics_down[0] = False
+    await sink.write([first, second])  # the retry, cut differently after a stay in the spool
+    assert traced == ["a", "b"]
+    await sink.write([first])  # a later batch with the same record is a new delivery: its spans go again
+    assert traced == ["a", "b", "a"]
