@@ -32,7 +32,7 @@ def record(i: int, now: float) -> dict[str, Any]:
         upstream_ms=801.25, ttfb_ms=120.0, ttft_ms=130.5, overhead_ms=1.25, prompt_tokens=120, completion_tokens=80,
         cached_tokens=0, reasoning_tokens=0, total_tokens=200, cost_usd=0.00012, usage_source="upstream",
         spans=[{"name": n, "start_ms": 0.1, "ms": 0.05} for n in ("auth", "ratelimit", "route")],
-        tags={"env": "bench", "app": "store_write"}, attempts=1, route_reason="weighted",
+        tags={"env": "bench", "app": "store_write"}, attempts=1, route_reason="weighted", metadata={"run": "bench"},
     )  # fmt: skip
     return out
 

@@ -28,10 +28,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "POST /admin/keys": ADMIN,
     "POST /admin/keys/{id}/rotate": ADMIN,
     "POST /admin/keys/{id}/revoke": ADMIN,
-    # Reads that the budgets and tracing work adds; listed now so that they are not admin-only by accident.
+    # A key's, team's or project's budgets and rate limits, as its counters stand.
     "GET /admin/usage": BILLING,
-    "GET /admin/logs": READERS | BILLING,
-    "GET /admin/traces": READERS,
     # What an exact or semantic cache would have served, from the prompt-similarity log (own project).
     "GET /api/v1/analytics/similarity": READERS | BILLING,
     "GET /api/v1/telemetry/status": READERS,

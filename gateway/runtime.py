@@ -80,7 +80,12 @@ class Gateway:
             spool_mb = telemetry.store_spool_max_mb
             sinks.append(
                 self._outbox(
-                    self.store, telemetry.queue_size, telemetry.batch_size, telemetry.flush_interval_ms, 30.0, spool_mb
+                    self.store,
+                    telemetry.queue_size,
+                    telemetry.batch_size,
+                    telemetry.flush_interval_ms,
+                    telemetry.store_max_backoff_s,
+                    spool_mb,
                 )
             )
         for name, sink_config in telemetry.sinks.items():

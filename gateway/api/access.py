@@ -12,9 +12,9 @@ import orjson
 from gateway import roles
 from gateway.api.http import JSON_TYPE, encode_headers, request_id_of, send_json
 from gateway.context import Principal
-from gateway.errors import GatewayError, ServiceUnavailable
+from gateway.errors import GatewayError, InvalidRequest, ServiceUnavailable
 from gateway.filters.auth import presented_key
-from gateway.store.base import StoreUnavailable
+from gateway.store.base import StoreUnavailable, TraceStore, trace_store
 from gateway.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -26,6 +26,20 @@ async def authorize(gateway: Gateway, scope: Scope, route: str) -> Principal:
     principal = await gateway.identity.identify(presented_key(scope["headers"]))
     roles.require(route, principal)
     return principal
+
+
+def visible_project(principal: Principal, asked: str | None) -> str | None:
+    """Project isolation: an admin chooses the project it asks for (None: every project); everyone else is held to
+    their own, whatever they ask."""
+    return asked if principal.role == "admin" else principal.project
+
+
+def require_traces(gateway: Gateway) -> TraceStore:
+    """The store that reads the records back; InvalidRequest when there is none."""
+    store = trace_store(gateway.store)
+    if store is None:
+        raise InvalidRequest("No store keeps the records: set telemetry.store.")
+    return store
 
 
 class AdminEndpoint:

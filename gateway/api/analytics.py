@@ -9,17 +9,13 @@ Admins read any project (or all, without `project`); everyone else the matrix le
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, cast, get_args
-from urllib.parse import parse_qsl
+from typing import Any, cast, get_args
 
-from gateway.api.access import AdminEndpoint, authorize
+from gateway.api.access import AdminEndpoint, authorize, require_traces, visible_project
+from gateway.api.http import query_params, time_range
 from gateway.errors import InvalidRequest, NotFound
-from gateway.store.base import trace_store
-from gateway.store.trace_query import MAX_BUCKETS, GroupBy, Kind, parse_interval
+from gateway.store.analytics_sql import MAX_BUCKETS, GroupBy, Kind, parse_interval
 from gateway.types import Receive, Scope
-
-if TYPE_CHECKING:
-    from gateway.context import Principal
 
 _DAY_S = 86_400.0
 
@@ -27,10 +23,8 @@ _DAY_S = 86_400.0
 class SimilarityAnalyticsEndpoint(AdminEndpoint):
     async def handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
         principal = await authorize(self.gateway, scope, "GET /api/v1/analytics/similarity")
-        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-        project: str | None = query.get("project") or None
-        if principal.role != "admin":
-            project = principal.project  # project isolation: only an admin chooses
+        query = query_params(scope)
+        project = visible_project(principal, query.get("project") or None)
         try:
             since = float(query.get("since") or time.time() - _DAY_S)
         except ValueError:
@@ -72,8 +66,8 @@ class TimeseriesEndpoint(AdminEndpoint):
         kind = scope.get("path_params", {}).get("kind", "")
         if kind not in get_args(Kind):
             raise NotFound(f"No analytics {kind!r}: one of similarity, {', '.join(get_args(Kind))}.", param="kind")
-        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-        project = own_project(principal, query.get("project") or None)
+        query = query_params(scope)
+        project = visible_project(principal, query.get("project") or None)
         since, until = time_range(query)
         interval_s = parse_interval(query.get("interval") or "1h")
         if (until - since) / interval_s > MAX_BUCKETS:
@@ -81,10 +75,7 @@ class TimeseriesEndpoint(AdminEndpoint):
         group_by = cast(GroupBy, query.get("group_by") or "none")
         if group_by not in get_args(GroupBy):
             raise InvalidRequest(f"group_by must be one of {', '.join(get_args(GroupBy))}.", param="group_by")
-        store = trace_store(self.gateway.store)
-        if store is None:
-            raise InvalidRequest("No store keeps the records: set telemetry.store.")
-        data = await store.timeseries(
+        data = await require_traces(self.gateway).timeseries(
             kind, interval_s=interval_s, group_by=group_by, since=since, until=until, project=project
         )
         return 200, {
@@ -97,25 +88,3 @@ class TimeseriesEndpoint(AdminEndpoint):
             "until": until,
             "data": data,
         }
-
-
-def own_project(principal: Principal, asked: str | None) -> str | None:
-    """Project isolation: an admin chooses (None: every project); everyone else reads their own."""
-    return asked if principal.role == "admin" else principal.project
-
-
-def time_range(query: dict[str, str]) -> tuple[float, float]:
-    """since and until (epoch seconds) from the query; the last 24 hours by default."""
-    now = time.time()
-    bounds = []
-    for name, default in (("since", now - _DAY_S), ("until", now)):
-        try:
-            value = float(query.get(name) or default)
-        except ValueError:
-            raise InvalidRequest(f"{name} must be epoch seconds.", param=name) from None
-        if value != value or value in (float("inf"), float("-inf")):
-            raise InvalidRequest(f"{name} must be epoch seconds.", param=name)
-        bounds.append(value)
-    if bounds[1] <= bounds[0]:
-        raise InvalidRequest("until must be after since.", param="until")
-    return bounds[0], bounds[1]

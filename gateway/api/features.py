@@ -12,10 +12,9 @@ features.poll_interval_s.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl
 
-from gateway.api.access import AdminEndpoint, authorize
-from gateway.api.http import parse_json_object, read_body
+from gateway.api.access import AdminEndpoint, authorize, visible_project
+from gateway.api.http import parse_json_object, query_params, read_body
 from gateway.errors import InvalidRequest, ServiceUnavailable
 from gateway.telemetry.features import flag_problem
 from gateway.types import Receive, Scope
@@ -28,13 +27,11 @@ class FeaturesEndpoint(AdminEndpoint):
         method = scope["method"]
         flag = scope.get("path_params", {}).get("flag")
         features = self.gateway.features
-        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        query = query_params(scope)
         if method == "GET":
             principal = await authorize(self.gateway, scope, "GET /api/v1/features")
-            project = query.get("project") or None
-            if principal.role != "admin":
-                project = principal.project  # project isolation: only an admin chooses
-            return 200, {"object": "features", "project": project, "flags": features.snapshot(project)}
+            shown = visible_project(principal, query.get("project") or None)
+            return 200, {"object": "features", "project": shown, "flags": features.snapshot(shown)}
         principal = await authorize(self.gateway, scope, f"{method} /api/v1/features/{{flag}}")
         if features.store is None:
             raise ServiceUnavailable("Feature flags set through the API need a store (telemetry.store).")

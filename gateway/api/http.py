@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import time
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -12,6 +14,7 @@ from gateway.errors import GatewayError, InvalidRequest, RequestTooLarge
 from gateway.types import Headers, Receive, Scope, Send
 
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
+_DAY_S = 86_400.0
 JSON_TYPE = (b"content-type", b"application/json")
 
 
@@ -33,6 +36,33 @@ _ID_COUNTER = itertools.count(1)
 
 def new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
+
+
+def query_params(scope: Scope) -> dict[str, str]:
+    """The query string as a dict: the last of a repeated name wins, blank values are dropped."""
+    return dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+
+
+def query_pairs(scope: Scope) -> list[tuple[str, str]]:
+    """The query string's pairs in order, repeated names and blank values kept."""
+    return parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+
+
+def time_range(query: dict[str, str]) -> tuple[float, float]:
+    """since and until (epoch seconds) from the query; the last 24 hours by default."""
+    now = time.time()
+    bounds = []
+    for name, default in (("since", now - _DAY_S), ("until", now)):
+        try:
+            value = float(query.get(name) or default)
+        except ValueError:
+            raise InvalidRequest(f"{name} must be epoch seconds.", param=name) from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise InvalidRequest(f"{name} must be epoch seconds.", param=name)
+        bounds.append(value)
+    if bounds[1] <= bounds[0]:
+        raise InvalidRequest("until must be after since.", param="until")
+    return bounds[0], bounds[1]
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from gateway.api.access import AdminEndpoint, authorize
-from gateway.api.http import parse_json_object, read_body
+from gateway.api.access import AdminEndpoint, authorize, visible_project
+from gateway.api.http import parse_json_object, query_params, read_body
 from gateway.errors import InvalidRequest, NotFound
 from gateway.identity.keys import issue, successor
 from gateway.store.base import KeyStore, key_store
@@ -58,9 +58,7 @@ class KeysEndpoint(AdminEndpoint):
         return parse_json_object(raw)
 
     async def _list(self, scope: Scope, principal: Principal) -> dict[str, Any]:
-        asked = _query(scope).get("project")
-        # Project isolation: only an admin chooses the project; everyone else reads their own.
-        project = asked if principal.role == "admin" else principal.project
+        project = visible_project(principal, query_params(scope).get("project"))
         keys = await self._store().list_keys(project=project)
         return {"object": "list", "data": [k.public() for k in keys]}
 
@@ -98,9 +96,3 @@ class KeysEndpoint(AdminEndpoint):
         cache = self.gateway.identity.cache
         if cache is not None:
             cache.invalidate(digest)
-
-
-def _query(scope: Scope) -> dict[str, str]:
-    from urllib.parse import parse_qsl
-
-    return dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))

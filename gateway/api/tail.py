@@ -2,7 +2,8 @@
 
     {"type": "trace", "data": {...the record...}}
     {"type": "dropped", "count": n}          the subscriber read too slowly and missed n records
-    {"type": "error", "error": {...}}        OpenAI's error shape, then the socket closes (1008 or 1011)
+    {"type": "error", "error": {...}}        OpenAI's error shape, then the socket closes (1008)
+    {"type": "ping"}                        every 20 s of quiet; the key is checked again then
 
 The key goes in the Authorization header as everywhere else. A non-admin sees its own project only.
 """
@@ -10,13 +11,15 @@ The key goes in the Authorization header as everywhere else. A non-admin sees it
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway.api.access import authorize
+from gateway.api.http import query_pairs
+from gateway.api.traces import scoped
 from gateway.errors import GatewayError
 from gateway.store.trace_query import parse_trace_query
 from gateway.telemetry.tail import Subscription
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
 
 _POLICY_VIOLATION = 1008
 _PING_S = 20.0  # a quiet tail still says it is alive, so that proxies keep the connection open
+_ROUTE = "GET /api/v1/traces/tail"
 
 
 class TailEndpoint:
@@ -37,19 +41,18 @@ class TailEndpoint:
         socket = WebSocket(scope, receive, send)
         await socket.accept()
         try:
-            principal = await authorize(self.gateway, scope, "GET /api/v1/traces/tail")
-            query = parse_trace_query(socket.query_params.multi_items(), allow=("similar_to",))
+            principal = await authorize(self.gateway, scope, _ROUTE)
+            query = scoped(parse_trace_query(query_pairs(scope), allow=("similar_to",)), principal)
         except GatewayError as exc:
-            await socket.send_bytes(orjson.dumps({"type": "error", "error": orjson.loads(exc.to_json())["error"]}))
-            await socket.close(_POLICY_VIOLATION)
+            await _refuse(socket, exc)
             return
-        if principal.role != "admin":
-            query = dataclasses.replace(query, project=principal.project)
         tail = self.gateway.tail
         subscription = tail.subscribe(query)
         reader = asyncio.ensure_future(_until_closed(socket))
         try:
-            await _forward(socket, subscription, reader)
+            await _forward(socket, subscription, reader, lambda: authorize(self.gateway, scope, _ROUTE))
+        except GatewayError as exc:  # the key was revoked, or its role changed, while the tail was open
+            await _refuse(socket, exc)
         except WebSocketDisconnect:
             pass
         finally:
@@ -57,7 +60,19 @@ class TailEndpoint:
             reader.cancel()
 
 
-async def _forward(socket: WebSocket, subscription: Subscription, reader: asyncio.Future[None]) -> None:
+async def _refuse(socket: WebSocket, exc: GatewayError) -> None:
+    await socket.send_bytes(orjson.dumps({"type": "error", "error": orjson.loads(exc.to_json())["error"]}))
+    await socket.close(_POLICY_VIOLATION)
+
+
+async def _forward(
+    socket: WebSocket,
+    subscription: Subscription,
+    reader: asyncio.Future[None],
+    reauthorize: Callable[[], Awaitable[object]],
+) -> None:
+    """Send what the subscription receives until the client closes; every _PING_S, check the key again (a revoked
+    key stops reading within that time) and say the tail is alive."""
     while not reader.done():
         getter: asyncio.Future[Any] = asyncio.ensure_future(subscription.queue.get())
         waiting: set[asyncio.Future[Any]] = {getter, reader}
@@ -65,6 +80,7 @@ async def _forward(socket: WebSocket, subscription: Subscription, reader: asynci
         if getter not in done:
             getter.cancel()
             if not done:
+                await reauthorize()
                 await socket.send_bytes(b'{"type": "ping"}')
             continue
         if subscription.dropped:

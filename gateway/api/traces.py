@@ -20,14 +20,13 @@ import inspect
 import io
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
 
 import orjson
 
-from gateway.api.access import AdminEndpoint, authorize
-from gateway.api.http import request_id_of, send_error
+from gateway.api.access import AdminEndpoint, authorize, require_traces, visible_project
+from gateway.api.http import query_pairs, request_id_of, send_error
 from gateway.errors import GatewayError, InvalidRequest, NotFound, ServiceUnavailable
-from gateway.store.base import JSON_COLUMNS, RECORD_COLUMNS, Record, StoreUnavailable, TraceStore, trace_store
+from gateway.store.base import JSON_COLUMNS, RECORD_COLUMNS, Record, StoreUnavailable, TraceStore
 from gateway.store.trace_query import MAX_LIMIT, TraceQuery, parse_trace_query
 from gateway.types import Receive, Scope, Send
 
@@ -39,22 +38,9 @@ FORMATS = {"json": "application/json", "ndjson": "application/x-ndjson", "csv": 
 _SIMILAR = ("similar_to", "k", "min_score")
 
 
-def query_pairs(scope: Scope) -> list[tuple[str, str]]:
-    return parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-
-
-def require_traces(gateway: Any) -> TraceStore:
-    store = trace_store(gateway.store)
-    if store is None:
-        raise InvalidRequest("No store keeps the records: set telemetry.store.")
-    return store
-
-
 def scoped(q: TraceQuery, principal: Principal) -> TraceQuery:
-    """Project isolation: only an admin chooses the project (or none: all of them)."""
-    if principal.role == "admin":
-        return q
-    return dataclasses.replace(q, project=principal.project)
+    """The query held to the projects the principal may read (access.visible_project)."""
+    return dataclasses.replace(q, project=visible_project(principal, q.project))
 
 
 class TracesEndpoint(AdminEndpoint):
@@ -97,7 +83,7 @@ class TracesEndpoint(AdminEndpoint):
 
 
 async def one_trace(gateway: Any, principal: Principal, record_id: str) -> Record:
-    project = None if principal.role == "admin" else principal.project
+    project = visible_project(principal, None)
     record = await require_traces(gateway).get_trace(record_id, project=project)
     if record is None:  # another project's record is as absent as a missing one: nothing leaks
         raise NotFound(f"No trace {record_id!r}.", param="id")

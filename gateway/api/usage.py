@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
 
 from gateway.api.access import AdminEndpoint, authorize
+from gateway.api.http import query_params
 from gateway.config import LimitRule
 from gateway.errors import InvalidRequest, NotFound, PermissionDenied
 from gateway.filters.ratelimit import RateLimitFilter, own_rule
@@ -40,7 +40,7 @@ class UsageEndpoint(AdminEndpoint):
 
     async def _usage(self, scope: Scope) -> dict[str, Any]:
         principal = await authorize(self.gateway, scope, "GET /admin/usage")
-        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        query = query_params(scope)
         which = query.get("scope", "project")
         if which not in SCOPES:
             raise InvalidRequest(f"scope must be one of {', '.join(SCOPES)}, not {which!r}.", param="scope")

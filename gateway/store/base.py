@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from gateway.identity.keys import VirtualKey
-    from gateway.store.trace_query import GroupBy, Kind, TraceQuery, UsageBy
+    from gateway.store.analytics_sql import GroupBy, Kind, UsageBy
+    from gateway.store.trace_query import TraceQuery
 
 Record = dict[str, Any]
 
@@ -113,7 +114,8 @@ class PolicyStore(Protocol):
 
 @runtime_checkable
 class TraceStore(Protocol):
-    """Records read back as traces, time series and usage sums (gateway/store/trace_query.py builds the SQL)."""
+    """Records read back as traces, time series and usage sums (gateway/store/trace_query.py and analytics_sql.py
+    build the SQL)."""
 
     async def query_traces(self, q: TraceQuery) -> tuple[list[Record], str | None]:
         """One page of the records the query selects, and the cursor of the next page (None: the last)."""

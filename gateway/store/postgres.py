@@ -29,20 +29,18 @@ import orjson
 
 from gateway.identity.keys import VirtualKey
 from gateway.store import postgres_flags, postgres_keys, postgres_policies, similarity_sql
-from gateway.store.base import RECORD_COLUMNS, PolicyVersion, Record, StoreUnavailable
-from gateway.store.sqlite import RETENTION_TABLES, migrations
-from gateway.store.trace_query import (
+from gateway.store.analytics_sql import (
     GroupBy,
     Kind,
-    TraceQuery,
     UsageBy,
-    build_select,
     build_timeseries,
     build_usage,
-    page,
     timeseries_rows,
     usage_rows,
 )
+from gateway.store.base import RECORD_COLUMNS, PolicyVersion, Record, StoreUnavailable
+from gateway.store.sqlite import RETENTION_TABLES, migrations
+from gateway.store.trace_query import TraceQuery, build_select, get_trace, page
 from gateway.telemetry.features import FlagOverride
 from gateway.telemetry.queue import map_in_slices
 from gateway.telemetry.settings import FlagValue
@@ -70,6 +68,9 @@ _LOST = (
     asyncpg.exceptions.CannotConnectNowError,
     ConnectionError,
 )
+# The server refused a value (not the connection), or asyncpg could not encode one: retrying cannot help.
+_REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+_UNENCODABLE = (OverflowError, TypeError, ValueError)
 _FAILED = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
 
 
@@ -230,9 +231,32 @@ class PostgresStore:
         if not records:
             return
         rows = await map_in_slices(_row, records)
-        await self._run(
-            lambda conn: conn.copy_records_to_table("model_cost_logs", records=rows, columns=RECORD_COLUMNS)
-        )
+        try:
+            await self._run(
+                lambda conn: conn.copy_records_to_table("model_cost_logs", records=rows, columns=RECORD_COLUMNS)
+            )
+        except (StoreUnavailable, *_UNENCODABLE) as exc:
+            if not _refused(exc):
+                raise
+            # A value the server refuses must not hold back every record behind it for ever (the batch would be
+            # retried, then spooled, until the spool is full): write the rows one by one and leave out the refused.
+            await self._write_each(rows)
+
+    async def _write_each(self, rows: list[tuple[Any, ...]]) -> None:
+        refused: list[str] = []
+
+        def copy_one(row: tuple[Any, ...]) -> Callable[[Any], Awaitable[Any]]:
+            return lambda conn: conn.copy_records_to_table("model_cost_logs", records=[row], columns=RECORD_COLUMNS)
+
+        for row in rows:
+            try:
+                await self._run(copy_one(row))
+            except (StoreUnavailable, *_UNENCODABLE) as exc:
+                if not _refused(exc):
+                    raise
+                refused.append(f"{row[0]} ({type(exc.__cause__ or exc).__name__})")
+        if refused:
+            logger.error("postgres %s: %d records refused, left out: %s", self.where, len(refused), ", ".join(refused))
 
     async def write_events(self, events: Sequence[Record]) -> None:
         if not events:
@@ -356,17 +380,14 @@ class PostgresStore:
         row = await self._run(lambda conn: conn.fetchrow(sql, *args))
         return similarity_sql.stats(row)
 
-    # -- trace queries (gateway/store/trace_query.py builds the SQL) -------------------------------------------
+    # -- trace queries (gateway/store/trace_query.py and analytics_sql.py build the SQL) ------------------------
 
     async def query_traces(self, q: TraceQuery) -> tuple[list[Record], str | None]:
         sql, args = build_select(q, "postgres")
-        rows = await self._run(lambda conn: conn.fetch(sql, *args))
-        return page([dict(row.items()) for row in rows], q)
+        return page(await self._named(sql, args), q)
 
     async def get_trace(self, record_id: str, *, project: str | None = None) -> Record | None:
-        q = TraceQuery(ids=(record_id,), project=project, limit=1)
-        rows, _ = await self.query_traces(q)
-        return rows[0] if rows else None
+        return await get_trace(self, record_id, project)
 
     async def timeseries(
         self,
@@ -379,15 +400,17 @@ class PostgresStore:
         project: str | None = None,
     ) -> list[Record]:
         sql, args = build_timeseries(kind, interval_s, group_by, since, until, project, "postgres")
-        rows = await self._run(lambda conn: conn.fetch(sql, *args))
-        return timeseries_rows(kind, group_by, (dict(row.items()) for row in rows))
+        return timeseries_rows(kind, group_by, await self._named(sql, args))
 
     async def usage_summary(
         self, by: UsageBy, *, since: float | None = None, until: float | None = None, project: str | None = None
     ) -> list[Record]:
         sql, args = build_usage(by, since, until, project, "postgres")
+        return usage_rows(await self._named(sql, args))
+
+    async def _named(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:
         rows = await self._run(lambda conn: conn.fetch(sql, *args))
-        return usage_rows(dict(row.items()) for row in rows)
+        return [dict(row.items()) for row in rows]
 
 
 async def _init_connection(conn: Any) -> None:
@@ -396,13 +419,31 @@ async def _init_connection(conn: Any) -> None:
         "jsonb",
         schema="pg_catalog",
         format="binary",
-        encoder=lambda value: b"\x01" + orjson.dumps(value),
+        encoder=_jsonb,
         decoder=lambda data: orjson.loads(data[1:]),
     )
 
 
+def _refused(exc: BaseException) -> bool:
+    return isinstance(exc, _UNENCODABLE) or isinstance(exc.__cause__, _REFUSED)
+
+
 def _row(record: Record) -> tuple[Any, ...]:
-    return tuple(record[c] for c in RECORD_COLUMNS)
+    # PostgreSQL's text refuses NUL, which a client can put in a model name or a prompt: dropped.
+    return tuple(
+        v.replace("\x00", "") if isinstance(v := record[c], str) and "\x00" in v else v for c in RECORD_COLUMNS
+    )
+
+
+# jsonb refuses \u0000 too: an escaped NUL (not an escaped backslash followed by "u0000") is dropped.
+_JSON_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def _jsonb(value: Any) -> bytes:
+    data = orjson.dumps(value)
+    if b"\\u0000" in data:
+        data = _JSON_NUL.sub(rb"\1", data)
+    return b"\x01" + data
 
 
 def _describe(exc: BaseException) -> str:

@@ -7,6 +7,7 @@ absolute.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -18,25 +19,23 @@ import orjson
 
 from gateway.identity.keys import VirtualKey
 from gateway.store import similarity_sql, sqlite_flags, sqlite_keys, sqlite_policies
-from gateway.store.base import JSON_COLUMNS, RECORD_COLUMNS, PolicyVersion, Record, StoreUnavailable
-from gateway.store.trace_query import (
+from gateway.store.analytics_sql import (
     GroupBy,
     Kind,
-    TraceQuery,
     UsageBy,
-    build_select,
     build_timeseries,
     build_usage,
-    decode_row,
-    page,
     timeseries_rows,
     usage_rows,
 )
+from gateway.store.base import JSON_COLUMNS, RECORD_COLUMNS, PolicyVersion, Record, StoreUnavailable
+from gateway.store.trace_query import TraceQuery, build_select, decode_row, get_trace, page
 from gateway.telemetry.features import FlagOverride
 from gateway.telemetry.queue import map_in_slices
 from gateway.telemetry.settings import FlagValue
 
 T = TypeVar("T")
+logger = logging.getLogger("gateway.store")
 
 RETENTION_TABLES = frozenset({"model_cost_logs", "event_logs", "prompt_similarity_logs"})
 _INSERT = f"INSERT INTO model_cost_logs ({', '.join(RECORD_COLUMNS)}) VALUES ({', '.join('?' for _ in RECORD_COLUMNS)})"
@@ -132,17 +131,33 @@ class SQLiteStore:
     async def write(self, records: Sequence[Record]) -> None:
         rows = await map_in_slices(_row, records)
 
-        def insert() -> None:
+        def insert(batch: list[tuple[Any, ...]]) -> None:
             conn = self._require()
             conn.execute("BEGIN")
             try:
-                conn.executemany(_INSERT, rows)
+                conn.executemany(_INSERT, batch)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
 
-        await self._call(insert)
+        try:
+            await self._call(lambda: insert(rows))
+        except (StoreUnavailable, *_UNENCODABLE) as exc:
+            if not _refused(exc):
+                raise
+            # A value SQLite refuses must not hold back every record behind it for ever (the batch would be
+            # retried, then spooled, until the spool is full): write the rows one by one and leave out the refused.
+            refused: list[str] = []
+            for row in rows:
+                try:
+                    await self._call(lambda row=row: insert([row]))  # type: ignore[misc]
+                except (StoreUnavailable, *_UNENCODABLE) as one:
+                    if not _refused(one):
+                        raise
+                    refused.append(f"{row[0]} ({type(one.__cause__ or one).__name__})")
+            if refused:
+                logger.error("sqlite %s: %d records refused, left out: %s", self.path, len(refused), ", ".join(refused))
 
     async def write_events(self, events: Sequence[Record]) -> None:
         rows = [(e["id"], e["ts"], e["type"], orjson.dumps(e["attrs"]).decode()) for e in events]
@@ -271,7 +286,7 @@ class SQLiteStore:
         row = await self._call(lambda: self._require().execute(sql, args).fetchone())
         return similarity_sql.stats(row)
 
-    # -- trace queries (gateway/store/trace_query.py builds the SQL) -------------------------------------------
+    # -- trace queries (gateway/store/trace_query.py and analytics_sql.py build the SQL) ------------------------
 
     async def query_traces(self, q: TraceQuery) -> tuple[list[Record], str | None]:
         sql, args = build_select(q, "sqlite")
@@ -279,9 +294,7 @@ class SQLiteStore:
         return page([decode_row(row) for row in rows], q)
 
     async def get_trace(self, record_id: str, *, project: str | None = None) -> Record | None:
-        q = TraceQuery(ids=(record_id,), project=project, limit=1)
-        rows, _ = await self.query_traces(q)
-        return rows[0] if rows else None
+        return await get_trace(self, record_id, project)
 
     async def timeseries(
         self,
@@ -309,6 +322,15 @@ class SQLiteStore:
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
         return await self._call(query)
+
+
+# SQLite refused a value (a constraint), or the driver could not bind one: retrying the same rows cannot help.
+_REFUSED = (sqlite3.IntegrityError, sqlite3.InterfaceError)
+_UNENCODABLE = (OverflowError, TypeError, ValueError)
+
+
+def _refused(exc: BaseException) -> bool:
+    return isinstance(exc, _UNENCODABLE) or isinstance(exc.__cause__, _REFUSED)
 
 
 def _row(record: Record) -> tuple[Any, ...]:

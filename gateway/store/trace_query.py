@@ -1,5 +1,6 @@
-"""Reading records back: the trace filters, keyset pages, time series and usage sums that SQLite and PostgreSQL
-share. The stores only run what is built here, so both answer the same query with the same rows.
+"""Reading records back: the trace filters and keyset pages that SQLite and PostgreSQL share (the time series and
+usage sums over these filters are gateway/store/analytics_sql.py's). The stores only run what is built here, so
+both answer the same query with the same rows.
 
 One record is one trace (its spans inline). A page is ordered by (sort column, id) and its cursor holds the last
 row's pair, so the next page starts strictly after it: rows inserted meanwhile never shift a page (no duplicate,
@@ -11,31 +12,27 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import orjson
 
 from gateway.errors import InvalidRequest
 from gateway.store.base import JSON_COLUMNS, RECORD_COLUMNS, Record
 
+if TYPE_CHECKING:
+    from gateway.store.base import TraceStore
+
 Dialect = Literal["sqlite", "postgres"]
 Sort = Literal["ts", "latency_ms", "cost_usd", "total_tokens"]
 Order = Literal["desc", "asc"]
 StatusClass = Literal["2xx", "3xx", "4xx", "5xx", "error"]
-Kind = Literal["costs", "usage", "performance", "errors", "models"]
-GroupBy = Literal[
-    "none", "model", "served_model", "provider", "deployment", "project", "team", "key", "user", "status", "error_type"
-]
-UsageBy = Literal["key", "team", "project"]
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
-MAX_BUCKETS = 10_000
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-_INTERVALS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
-_INTERVAL = re.compile(r"(\d+)([smhd]?)")
 _SELECT = f"SELECT {', '.join(RECORD_COLUMNS)} FROM model_cost_logs"
 # NULL cost (no price known) sorts as 0, both in ORDER BY and in the cursor's comparison.
 _SORT_SQL = {
@@ -44,13 +41,6 @@ _SORT_SQL = {
     "cost_usd": "coalesce(cost_usd, 0.0)",
     "total_tokens": "total_tokens",
 }
-# A key is its virtual key's id, or the config key's name (config keys have no id).
-_KEY_SQL = "CASE WHEN key_id = '' THEN key_name ELSE key_id END"
-_GROUP_SQL = {
-    "none": "''", "model": "model_requested", "served_model": "model_served", "provider": "provider",
-    "deployment": "deployment", "project": "project", "team": "team", "key": _KEY_SQL, "user": "user_id",
-    "status": "status", "error_type": "error_type",
-}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +105,7 @@ _COMPARE = {
 }  # fmt: skip
 # status_class -> (low, high): low <= status < high. gateway/telemetry/tail.py matches live records with it too.
 STATUS_RANGES = {"2xx": (200, 300), "3xx": (300, 400), "4xx": (400, 500), "5xx": (500, 600), "error": (400, 1000)}
+TEXT_SEARCH_WINDOW_S = 86_400.0
 QUERY_PARAMS = frozenset(
     _FLOATS + _INTS + _TEXT + ("status_class", "tag", "metadata", "sort", "order", "limit", "cursor")
 )
@@ -153,6 +144,9 @@ def parse_trace_query(
     _choice(values, "sort", Sort)
     _choice(values, "order", Order)
     _choice(values, "status_class", StatusClass)
+    if values.get("text") and "since" not in values:
+        # A substring search reads every row's content: without a start, the last day only, not the whole table.
+        values["since"] = time.time() - TEXT_SEARCH_WINDOW_S
     limit = values.get("limit", DEFAULT_LIMIT)
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidRequest(f"limit must be between 1 and {MAX_LIMIT}.", param="limit")
@@ -180,7 +174,7 @@ def _choice(values: dict[str, Any], name: str, choices: Any) -> None:
         raise InvalidRequest(f"{name} must be one of {', '.join(get_args(choices))}.", param=name)
 
 
-class _Args:
+class Args:
     """Placeholders and their values: ? on SQLite, $1, $2... on PostgreSQL."""
 
     def __init__(self, dialect: Dialect) -> None:
@@ -192,7 +186,7 @@ class _Args:
         return "?" if self.dialect == "sqlite" else f"${len(self.values)}"
 
 
-def _where(q: TraceQuery, args: _Args) -> list[str]:
+def where(q: TraceQuery, args: Args) -> list[str]:
     clauses = []
     for f in fields(TraceQuery):
         compare = _COMPARE.get(f.name)
@@ -232,8 +226,8 @@ def _where(q: TraceQuery, args: _Args) -> list[str]:
 
 def build_select(q: TraceQuery, dialect: Dialect) -> tuple[str, list[Any]]:
     """The page's SELECT (limit + 1 rows: the extra one says whether there is a next page) and its arguments."""
-    args = _Args(dialect)
-    clauses = _where(q, args)
+    args = Args(dialect)
+    clauses = where(q, args)
     sort = _SORT_SQL[q.sort]
     # Ids compare byte-wise on both stores (PostgreSQL's default collation may differ from SQLite's).
     ident = "id" if dialect == "sqlite" else 'id COLLATE "C"'
@@ -256,6 +250,12 @@ def page(rows: Sequence[Record], q: TraceQuery) -> tuple[list[Record], str | Non
         return list(rows), None
     kept = list(rows[: q.limit])
     return kept, encode_cursor(q, kept[-1])
+
+
+async def get_trace(store: TraceStore, record_id: str, project: str | None) -> Record | None:
+    """TraceStore.get_trace over the store's query_traces: the record of that id (and project), or None."""
+    rows, _ = await store.query_traces(TraceQuery(ids=(record_id,), project=project, limit=1))
+    return rows[0] if rows else None
 
 
 def encode_cursor(q: TraceQuery, row: Record) -> str:
@@ -281,129 +281,3 @@ def _decode_cursor(q: TraceQuery) -> tuple[Any, str]:
 def decode_row(row: Sequence[Any]) -> Record:
     """A SQLite row of RECORD_COLUMNS as a record (JSON columns are text there)."""
     return {c: orjson.loads(v) if c in JSON_COLUMNS else v for c, v in zip(RECORD_COLUMNS, row, strict=True)}
-
-
-# -- time series and usage ------------------------------------------------------------------------------------
-
-
-def parse_interval(raw: str) -> int:
-    """ "1m", "5m", "1h", "1d" or plain seconds -> seconds."""
-    match = _INTERVAL.fullmatch(raw.strip())
-    seconds = int(match[1]) * _INTERVALS[match[2] or "s"] if match else 0
-    if seconds <= 0:
-        raise InvalidRequest("interval must be like 1m, 5m, 1h, 1d or a number of seconds.", param="interval")
-    return seconds
-
-
-def _figures(kind: Kind, dialect: Dialect) -> list[str]:
-    requests = "count(*) AS requests"
-    total = "CAST(coalesce(sum(total_tokens), 0) AS BIGINT) AS total_tokens"
-    cost = "coalesce(sum(coalesce(cost_usd, 0.0)), 0.0) AS cost_usd"
-    if kind == "costs":
-        return [requests, cost]
-    if kind == "usage":
-        tokens = [f"CAST(coalesce(sum({c}), 0) AS BIGINT) AS {c}" for c in ("prompt_tokens", "completion_tokens")]
-        return [requests, *tokens, total]
-    if kind == "errors":
-        return [
-            requests,
-            "sum(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS errors",
-            "sum(CASE WHEN status >= 400 AND status < 500 THEN 1 ELSE 0 END) AS client_errors",
-            "sum(CASE WHEN status >= 500 THEN 1 ELSE 0 END) AS server_errors",
-        ]
-    if kind == "models":
-        return [requests, cost, total]
-    # performance: percentiles interpolated as PostgreSQL's percentile_cont does, in SQL both stores run. The
-    # position is positive: SQLite's CAST truncates like floor() (which SQLite may lack); PostgreSQL's rounds.
-    floor = "CAST({} AS INTEGER)" if dialect == "sqlite" else "CAST(floor({}) AS INTEGER)"
-    return [requests, "avg(latency_ms) AS avg_latency_ms", "max(latency_ms) AS max_latency_ms"] + [
-        f"sum(CASE WHEN rn = {lo} THEN latency_ms * (1 - ({pos} - {lo})) WHEN rn = {lo} + 1"
-        f" THEN latency_ms * ({pos} - {lo}) ELSE 0 END) AS p{int(p * 100)}_latency_ms"
-        for p in (0.5, 0.95)
-        for pos in [f"({p} * (n - 1))"]
-        for lo in [floor.format(pos)]
-    ]
-
-
-def _filters(since: float | None, until: float | None, project: str | None, args: _Args) -> str:
-    q = TraceQuery(since=since, until=until, project=project)
-    clauses = _where(q, args)
-    return (" WHERE " + " AND ".join(clauses)) if clauses else ""
-
-
-def build_timeseries(
-    kind: Kind,
-    interval_s: int,
-    group_by: GroupBy,
-    since: float | None,
-    until: float | None,
-    project: str | None,
-    dialect: Dialect,
-) -> tuple[str, list[Any]]:
-    """One row per (bucket, group): bucket = floor(ts / interval) * interval, group '' without group_by. `models`
-    groups by the served model unless told otherwise."""
-    if kind == "models" and group_by == "none":
-        group_by = "served_model"
-    args = _Args(dialect)
-    where = _filters(since, until, project, args)
-    step = int(interval_s)
-    bucket = f"CAST(floor(ts / {step}) AS BIGINT) * {step}"
-    if dialect == "sqlite":  # floor() needs SQLite's math functions; ts is positive, so CAST truncates the same
-        bucket = f"CAST(ts / {step} AS INTEGER) * {step}"
-    group = _GROUP_SQL[group_by]
-    extra = ""
-    if kind == "performance":
-        extra = (
-            f", row_number() OVER (PARTITION BY {bucket}, {group} ORDER BY latency_ms) - 1 AS rn,"
-            f" count(*) OVER (PARTITION BY {bucket}, {group}) AS n"
-        )
-    columns = "latency_ms, status, cost_usd, prompt_tokens, completion_tokens, total_tokens"
-    sql = (
-        f"WITH r AS (SELECT {bucket} AS bucket, {group} AS grp, {columns}{extra} FROM model_cost_logs{where})"
-        f" SELECT bucket, grp, {', '.join(_figures(kind, dialect))} FROM r GROUP BY bucket, grp ORDER BY bucket, grp"
-    )
-    return sql, args.values
-
-
-def timeseries_rows(kind: Kind, group_by: GroupBy, rows: Iterable[Mapping[str, Any]]) -> list[Record]:
-    """The store's rows as the API gives them: {"bucket", "group", ...figures}."""
-    out = []
-    for row in rows:
-        item: Record = {
-            "bucket": int(row["bucket"]),
-            "group": None if group_by == "none" and kind != "models" else row["grp"],
-        }
-        item.update({k: _plain(v) for k, v in row.items() if k not in ("bucket", "grp")})
-        if kind == "errors":
-            item["error_rate"] = item["errors"] / item["requests"] if item["requests"] else 0.0
-        out.append(item)
-    return out
-
-
-def build_usage(
-    by: UsageBy, since: float | None, until: float | None, project: str | None, dialect: Dialect
-) -> tuple[str, list[Any]]:
-    """Per key, team or project: requests, tokens, cost and errors; the costliest first."""
-    args = _Args(dialect)
-    where = _filters(since, until, project, args)
-    group = _GROUP_SQL[by]
-    sums = ", ".join(f"CAST(coalesce(sum({c}), 0) AS BIGINT) AS {c}" for c in ("prompt_tokens", "completion_tokens"))
-    sql = (
-        f"SELECT {group} AS grp, count(*) AS requests, {sums},"
-        " CAST(coalesce(sum(total_tokens), 0) AS BIGINT) AS total_tokens,"
-        " coalesce(sum(coalesce(cost_usd, 0.0)), 0.0) AS cost_usd,"
-        " sum(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS errors"
-        f" FROM model_cost_logs{where} GROUP BY 1 ORDER BY cost_usd DESC, grp"
-    )
-    return sql, args.values
-
-
-def usage_rows(rows: Iterable[Mapping[str, Any]]) -> list[Record]:
-    return [{"group": row["grp"], **{k: _plain(v) for k, v in row.items() if k != "grp"}} for row in rows]
-
-
-def _plain(value: Any) -> Any:
-    """Numbers as JSON has them (PostgreSQL sums may come back as Decimal)."""
-    if value is None or isinstance(value, int | float | str):
-        return value
-    return float(value)

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from gateway.errors import ServiceUnavailable
 from gateway.guardrails.build import SETTINGS as GUARDRAIL_CHECKS
 from gateway.tasks import cancel, spawn
 from gateway.telemetry.settings import FeaturesConfig, FlagValue
@@ -183,7 +184,7 @@ class Features:
     async def set(self, flag: str, value: FlagValue | None, *, project: str, author: str) -> None:
         """Save an override (None removes it) and apply it in this worker at once; the others on their next poll."""
         if self.store is None:
-            raise RuntimeError("feature flags need a store")
+            raise ServiceUnavailable("Feature flags set through the API need a store (telemetry.store).")
         await self.store.set_feature_flag(project, flag, value, author=author)
         await self.refresh()
 

@@ -119,6 +119,9 @@ class Outbox:
         self._opened = False
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"spool-{self.name}") if spool is not None else None
         self._flushing = 0  # spool appends submitted and not done: the spool is not known to be empty
+        # Records of a spool read that were delivered but whose ack failed (the cursor could not be saved): the
+        # ack is retried before the next read, so they are not sent twice. Set and cleared in the spool thread.
+        self._unacked: int | None = None
         self._wakeup = asyncio.Event()  # the delivery task's
         self._spool_wakeup = asyncio.Event()  # the spooler's
         self._closed = False
@@ -264,10 +267,10 @@ class Outbox:
                     self._inflight = []
                     continue
                 if self.spool is not None and len(self.spool):
-                    records = await self._io(self.spool.read, self.batch_size)
+                    records = await self._io(self._read_blocking)
                     if records and not await self._deliver(records):
                         return False
-                    await self._io(self.spool.ack, len(records))
+                    await self._io(self._ack_blocking, len(records))
                     self._count_corrupt()
                     continue
                 if self._spooling and not self._pending and not self._flushing:
@@ -340,6 +343,23 @@ class Outbox:
             self._dropped_c.inc(lost)
             self._warn_dropped(lost, reason)
 
+    def _read_blocking(self) -> list[Record]:
+        assert self.spool is not None
+        self._retry_ack_blocking()  # in the thread: in order with an ack still running for a cancelled task
+        return self.spool.read(self.batch_size)
+
+    def _ack_blocking(self, n: int) -> None:
+        assert self.spool is not None
+        self._unacked = n
+        self.spool.ack(n)  # all or nothing: on OSError, the same ack can be retried
+        self._unacked = None
+
+    def _retry_ack_blocking(self) -> None:
+        assert self.spool is not None
+        if self._unacked is not None:
+            self.spool.ack(self._unacked)
+            self._unacked = None
+
     def _count_corrupt(self) -> None:
         assert self.spool is not None
         if lost := self.spool.corrupt - self._corrupt_seen:
@@ -374,6 +394,8 @@ class Outbox:
             except TimeoutError:
                 break
             if not ok:
+                if opened and self.spool is not None and not self._in_memory():
+                    break  # all is safe in the spool, for after the restart: only memory needs the deadline
                 await asyncio.sleep(min(max(0.0, end - loop.time()), self._next_backoff()))
         self._closed = True  # from here on, put drops (counted): nothing would deliver it
         left_over = [*self._inflight, *self._memory, *self._pending]
@@ -390,13 +412,20 @@ class Outbox:
         self._update_gauges()  # what is left in the spool stays visible
         if self.spool is not None and self._executor is not None:
             if opened:
+                try:
+                    await self._io(self._retry_ack_blocking)  # else its records come again after the restart
+                except OSError as exc:
+                    self._error("cannot save its spool cursor", exc)
                 await self._io(self.spool.close)
             self._opened = False
             self._executor.shutdown(wait=False)
 
     def _has_work(self) -> bool:
         waiting = len(self.spool) if self.spool is not None and self._opened else 0
-        return bool(self._memory or self._inflight or self._pending or waiting)
+        return bool(self._in_memory() or waiting)
+
+    def _in_memory(self) -> bool:
+        return bool(self._memory or self._inflight or self._pending)
 
     # --- accounting ------------------------------------------------------------------------------------------
 

@@ -166,8 +166,16 @@ class Recorder:
             "parent_span_id": ctx.parent_span_id,
             "content_input": "",
             "content_output": "",
-            "metadata": metadata if isinstance(metadata := ctx.body.get("metadata"), dict) else {},
+            "metadata": _metadata(ctx.body.get("metadata")),
         }
+
+
+def _metadata(value: Any) -> dict[str, str]:
+    """The request's `metadata` as OpenAI defines it (string keys and values; at most 16 pairs kept)."""
+    if not isinstance(value, dict) or not value:
+        return {}
+    kept = {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
+    return kept if len(kept) <= 16 else dict(list(kept.items())[:16])
 
 
 def _spans(ctx: RequestContext) -> list[dict[str, Any]]:

@@ -70,6 +70,7 @@ class TelemetryConfig:
     # Where the store and each sink spool records while they are down (<spool_dir>/<name>); "" disables spooling.
     spool_dir: str = "spool"
     store_spool_max_mb: float = 1024.0
+    store_max_backoff_s: float = 30.0  # the store's retries back off exponentially, with jitter, up to this
     content: ContentConfig = field(default_factory=ContentConfig)
 
 
@@ -95,6 +96,8 @@ def check_telemetry(config: GatewayConfig, problems: list[tuple[str, str]]) -> N
         path = f"telemetry.sinks.{name}"
         if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
             problems.append((path, "a sink's name is letters, digits, _ and - (it names its spool folder)"))
+        elif name in ("store", "tail", "access_log"):
+            problems.append((path, f"{name!r} is the name of a built-in sink (and of its spool folder)"))
         if not sink.url.startswith(("http://", "https://")):
             problems.append((f"{path}.url", "must be an http:// or https:// URL"))
         if sink.type == "langfuse" and not (sink.public_key and sink.secret_key):

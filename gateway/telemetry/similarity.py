@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import threading
 import unicodedata
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -191,6 +192,7 @@ class SimilarityWorker:
         self.thread_min_batch = thread_min_batch
         self._items: deque[SimilarityItem] = deque()
         self._projects: OrderedDict[str, _Window] = OrderedDict()
+        self._lock = threading.Lock()  # the windows change in a thread (big batches) and are read by nearest()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[Any] | None = None
         self._closing = False
@@ -309,11 +311,17 @@ class SimilarityWorker:
             vector = _unit_rows(np.asarray(await self.embed_fn([text]), dtype=np.float32), 1)[0]
         else:
             vector = self.embedding.embed([text])[0]
-        if vector.shape[0] != win.dim:
-            return []
-        size = win.size
-        scores = win.vectors[:size] @ vector
-        ids = win.ids[:size]
+        # In a thread: the lock may be held by a batch being compared there, and the window must not move while
+        # its scores are matched with its ids.
+        return await asyncio.to_thread(self._nearest, win, vector, k, min_score)
+
+    def _nearest(self, win: _Window, vector: F32, k: int, min_score: float) -> list[tuple[str, float]]:
+        with self._lock:
+            if vector.shape[0] != win.dim:
+                return []
+            size = win.size
+            scores = win.vectors[:size] @ vector
+            ids = win.ids[:size]
         order = np.argsort(-scores, kind="stable")[:k]
         return [(ids[p], round(float(scores[p]), 4)) for p in order if scores[p] >= min_score]
 
@@ -332,6 +340,10 @@ class SimilarityWorker:
         return win
 
     def _compare(self, batch: list[SimilarityItem], vectors: F32) -> list[Row]:
+        with self._lock:
+            return self._compare_locked(batch, vectors)
+
+    def _compare_locked(self, batch: list[SimilarityItem], vectors: F32) -> list[Row]:
         groups: dict[str, list[int]] = {}
         for i, item in enumerate(batch):
             groups.setdefault(item.project, []).append(i)

@@ -124,7 +124,8 @@ def langfuse_events(record: Record) -> list[dict[str, Any]]:
             "team": record.get("team"),
             "key_name": record.get("key_name"),
             "key_id": record.get("key_id"),
-            **(record.get("metadata") or {}),
+            # The client's own metadata, nested: spread out, it could claim another project's name.
+            "request_metadata": record.get("metadata") or {},
         },
     }
     generation: dict[str, Any] = {

@@ -1,9 +1,14 @@
 """One sink's disk spool: append-only, size-capped, fsynced, read back in order, exactly once across restarts.
 
-Records are JSON lines (`orjson.dumps(record) + b"\\n"`; orjson never emits a raw newline) in numbered segment
-files, `0000000000.spool`, `0000000001.spool`, ... A `cursor` file holds the segment and byte offset read up to,
-replaced atomically (write, fsync, rename) on every `ack`, so that a restart resumes exactly after the last
-acknowledged record: no duplicates, no gaps. Fully consumed segments are deleted.
+A spool owns its folder alone: several worker processes (server.workers > 1) each run an outbox for the same sink,
+so the sink's folder holds slots, `<folder>/0`, `<folder>/1`, ..., and `open` claims the first one whose `lock`
+file it can lock (`flock`, held until `close`; the kernel releases it when the process dies). A worker started
+later thus takes over a slot a dead or stopped worker left, and replays its records. The size cap is per slot.
+
+In its slot, records are JSON lines (`orjson.dumps(record) + b"\\n"`; orjson never emits a raw newline) in
+numbered segment files, `0000000000.spool`, `0000000001.spool`, ... A `cursor` file holds the segment and byte
+offset read up to, replaced atomically (write, fsync, rename) on every `ack`, so that a restart resumes exactly
+after the last acknowledged record: no duplicates, no gaps. Fully consumed segments are deleted.
 
 A crash in the middle of an append leaves a torn last line: it was never acknowledged to the caller as written,
 so `open` cuts it off. The methods are synchronous and not thread-safe: the outbox calls them from one thread.
@@ -11,6 +16,8 @@ so `open` cuts it off. The methods are synchronous and not thread-safe: the outb
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import os
 from collections.abc import Sequence
@@ -23,19 +30,29 @@ logger = logging.getLogger("gateway.telemetry")
 
 SUFFIX = ".spool"
 CURSOR = "cursor"
+LOCK = "lock"
+MAX_SLOTS = 1024  # far more workers than any host runs: past this, something else holds the locks
 
 # (segment, byte offset after a line, lines passed since the read's start)
 Position = tuple[int, int, int]
 
 
 class Spool:
+    """`directory` is the sink's folder; the spool uses the slot it claims in it (`self.directory` once open).
+    `max_bytes` caps the records not yet acknowledged, per slot (per worker): the disk may hold up to a segment
+    more, the consumed start of the oldest one, so segments are at most a quarter of the cap."""
+
     def __init__(
         self, directory: Path, *, max_bytes: int, fsync: bool = True, segment_bytes: int = 8 * 1024 * 1024
     ) -> None:
-        self.directory = Path(directory)
+        self.parent = Path(directory)
+        self.directory = self.parent  # the claimed slot, from open() on
+        self.slot: int | None = None
         self.max_bytes = max_bytes
         self.fsync = fsync
-        self.segment_bytes = segment_bytes
+        # Small enough that consumed segments are deleted (and their room given back) well before the cap.
+        self.segment_bytes = min(segment_bytes, max(1, max_bytes // 4))
+        self._lock_fd: int | None = None
         # Bytes of whole lines in each segment on disk, oldest first (a dict keeps insertion order).
         self._sizes: dict[int, int] = {}
         self._cursor = (0, 0)  # (segment, offset) read and acknowledged up to
@@ -52,7 +69,42 @@ class Spool:
     # --- opening: recover what an earlier process left -------------------------------------------------------
 
     def open(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        if self._lock_fd is None:
+            self._claim()
+        try:
+            self._recover()
+        except BaseException:
+            self._release()  # a retried open() claims again, and must not find its own lock in the way
+            raise
+
+    def _claim(self) -> None:
+        """Lock the first free slot folder under the parent, creating it if need be."""
+        for n in range(MAX_SLOTS):
+            slot = self.parent / str(n)
+            slot.mkdir(parents=True, exist_ok=True)
+            fd = os.open(slot / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue  # another process's (or another Spool's) slot
+            except BaseException:
+                os.close(fd)
+                raise
+            self._lock_fd, self.slot, self.directory = fd, n, slot
+            return
+        raise BlockingIOError(
+            errno.EWOULDBLOCK, f"telemetry spool {self.parent}: all {MAX_SLOTS} slots are locked by other spools"
+        )
+
+    def _release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+            self.slot = None
+            self.directory = self.parent
+
+    def _recover(self) -> None:
         (self.directory / (CURSOR + ".tmp")).unlink(missing_ok=True)
         found = sorted(int(p.stem) for p in self.directory.glob("*" + SUFFIX) if p.stem.isdigit())
         seg, off = self._load_cursor(default=(found[0] if found else 0, 0))
@@ -104,8 +156,8 @@ class Spool:
         """Write in order, durably (fsync) before returning. Stops at the first record that would exceed the cap:
         returns how many were written, and the caller counts the rest as dropped."""
         if not self._opened:
-            raise RuntimeError("spool is not open")
-        disk = sum(self._sizes.values())
+            raise ValueError(f"telemetry spool {self.parent} is not open: call open() before append()")
+        disk = self.size_bytes  # only what is not yet acknowledged counts against the cap
         seg = next(reversed(self._sizes)) if self._sizes else None
         seg_size = self._sizes[seg] if seg is not None else 0
         written = 0
@@ -203,33 +255,42 @@ class Spool:
         """The first n records of the last read were delivered: advance the cursor past them and persist it."""
         if not 0 <= n <= len(self._read_ends):
             raise ValueError(f"ack({n}) after a read of {len(self._read_ends)} records")
+        # Nothing changes until the cursor is saved: should that fail (disk full), the spool is as before the
+        # call, the same ack can be retried, and no record is counted (or deleted) as consumed twice.
         # All of the read: also past unreadable lines after its last record.
         seg, off, lines = self._read_tail if n == len(self._read_ends) else self._read_ends[n - 1]
+        if lines:
+            count = self._count - lines
+            last = next(reversed(self._sizes))
+            if count <= 0 or (seg == last and off >= self._sizes[last]):
+                self._reset()  # everything consumed: start afresh, and give the disk back at once
+            else:
+                if off >= self._sizes[seg]:
+                    seg, off = next(s for s in self._sizes if s > seg), 0
+                self._save_cursor(seg, off)
+                self._count = count
+                self._delete([s for s in self._sizes if s < seg])
         self._read_ends = []
         self._read_tail = (*self._cursor, 0)
-        if not lines:
-            return
-        self._count -= lines
-        last = next(reversed(self._sizes))
-        if self._count <= 0 or (seg == last and off >= self._sizes[last]):
-            self._reset()  # everything consumed: start afresh, and give the disk back at once
-            return
-        if off >= self._sizes[seg]:
-            seg, off = next(s for s in self._sizes if s > seg), 0
-        self._save_cursor(seg, off)
-        for number in [s for s in self._sizes if s < seg]:
-            del self._sizes[number]
-            self._path(number).unlink(missing_ok=True)
 
     def _reset(self) -> None:
+        number = max([*self._sizes, self._next - 1]) + 1
+        # The cursor first: a crash (or a failed write) before the deletions leaves segments seen as consumed.
+        self._save_cursor(number, 0)
         self._close_writer()
-        self._next = max([*self._sizes, self._next - 1]) + 1
-        # The cursor first: a crash before the deletions leaves segments that open() sees as consumed.
-        self._save_cursor(self._next, 0)
-        for number in list(self._sizes):
-            self._path(number).unlink(missing_ok=True)
-        self._sizes.clear()
+        self._next = number
         self._count = 0
+        self._delete(list(self._sizes))
+
+    def _delete(self, numbers: list[int]) -> None:
+        """Forget consumed segments, then remove their files; a file left behind is removed by the next open."""
+        for number in numbers:
+            del self._sizes[number]
+        for number in numbers:
+            try:
+                self._path(number).unlink(missing_ok=True)
+            except OSError as exc:
+                logger.warning("telemetry spool %s: cannot delete a consumed segment: %s", self.directory, exc)
 
     # --- state ---------------------------------------------------------------------------------------------
 
@@ -244,6 +305,7 @@ class Spool:
     def close(self) -> None:
         self._close_writer()
         self._opened = False
+        self._release()  # the slot is free for another spool (a worker started later) to take over
 
     # --- files ---------------------------------------------------------------------------------------------
 

@@ -67,3 +67,23 @@ def test_a_developer_key_or_a_bad_filter_gets_an_error_message_and_a_close(make_
         with _ws(url, ADMIN, "?min_latency_ms=fast") as socket:
             message = orjson.loads(socket.recv(timeout=5))
             assert message["error"]["param"] == "min_latency_ms"
+
+
+def test_a_key_revoked_while_the_tail_is_open_stops_reading_at_the_next_ping(make_config, monkeypatch):
+    import httpx
+
+    import gateway.api.tail
+
+    monkeypatch.setattr(gateway.api.tail, "_PING_S", 0.2)
+    config = make_config(auth={"admin_key": ADMIN, "cache_ttl_s": 0.1, "negative_cache_ttl_s": 0.1})
+    with running(config) as (url, _):
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        made = httpx.post(f"{url}/admin/keys", json={"project": "p1", "role": "viewer"}, headers=admin).json()
+        with _ws(url, made["key"]) as socket:
+            assert orjson.loads(socket.recv(timeout=5))["type"] == "ping"  # the key still works
+            httpx.post(f"{url}/admin/keys/{made['id']}/revoke", headers=admin)
+            messages = []
+            while not messages or messages[-1]["type"] == "ping":
+                messages.append(orjson.loads(socket.recv(timeout=5)))
+            assert messages[-1]["type"] == "error"
+            assert messages[-1]["error"]["code"] == "key_revoked"

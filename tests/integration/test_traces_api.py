@@ -181,8 +181,8 @@ FILTERS: list[tuple[list[tuple[str, str]], Callable[[Record], bool]]] = [
     ([("tag", "env:prod"), ("tag", "tier:g1")], lambda r: r["tags"] == {"env": "prod", "tier": "g1"}),
     ([("metadata", "customer:acme")], lambda r: r["metadata"].get("customer") == "acme"),
     ([("metadata", "run.id:1")], lambda r: r["metadata"].get("run.id") == "1"),
-    ([("text", "needle")], lambda r: "needle" in (r["content_input"] + " " + r["content_output"]).lower()),
-    ([("text", "NUMBER 1")], lambda r: "number 1" in r["content_input"].lower()),
+    ([("text", "needle"), ("since", "0")], lambda r: "needle" in f"{r['content_input']} {r['content_output']}".lower()),
+    ([("text", "NUMBER 1"), ("since", "0")], lambda r: "number 1" in r["content_input"].lower()),
     ([("provider", "openai"), ("status_class", "error")], lambda r: r["provider"] == "openai" and r["status"] >= 400),
 ]  # fmt: skip
 
@@ -352,7 +352,7 @@ def test_usage_report_by_key_team_and_project(api):
 def test_a_viewer_sees_only_their_project(api):
     assert set(api.ids({"limit": "1000"}, role="viewer")) == {r["id"] for r in A}
     assert set(api.ids({"project": "B"}, role="viewer")) == {r["id"] for r in A}  # overridden, not obeyed
-    assert api.ids({"text": "needle", "limit": "1000"}, role="viewer_b") == ["b03", "b02", "b01", "b00"]
+    assert api.ids({"text": "needle", "since": "0", "limit": "1000"}, role="viewer_b") == ["b03", "b02", "b01", "b00"]
     assert api.get("/api/v1/traces/b00", role="viewer").status_code == 404
     assert api.get("/api/v1/traces/b00", role="viewer_b").status_code == 200
     exported = api.get("/api/v1/traces/export", {"format": "ndjson", "project": "B"}, role="viewer").text

@@ -52,6 +52,27 @@ async def test_a_batch_of_5000_records_goes_in_one_copy(pg):
     assert len(await store.recent(limit=10_000, project="p1")) == 1667
 
 
+async def test_nul_characters_a_client_sent_are_dropped_not_refused(pg):
+    store = pg.store()
+    await store.open()
+    nul = record(1, ts=time.time())
+    nul.update(model_requested="gpt\x00-4o", content_input="a\x00b", metadata={"k": "v\x00w", "path": "c:\\u0000"})
+    await store.write([nul])
+    (back,) = await store.recent(limit=10)
+    assert (back["model_requested"], back["content_input"]) == ("gpt-4o", "ab")
+    assert back["metadata"] == {"k": "vw", "path": "c:\\u0000"}  # an escaped backslash before u0000 is text
+
+
+async def test_a_record_the_server_refuses_is_left_out_and_the_rest_of_its_batch_written(pg):
+    store = pg.store()
+    await store.open()
+    now = time.time()
+    batch = [record(i, ts=now) for i in range(3)]
+    batch[1]["prompt_tokens"] = 2**70  # out of bigint's range: a DataError, not an outage
+    await store.write(batch)
+    assert sorted(r["id"] for r in await store.recent(limit=10)) == ["r0", "r2"]
+
+
 async def test_the_next_write_works_after_the_server_closed_the_connections(pg):
     name = f"gw-test-{uuid.uuid4().hex[:8]}"
     store = pg.store(application_name=name)

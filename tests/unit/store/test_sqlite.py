@@ -49,15 +49,3 @@ async def test_reopening_applies_nothing_twice_and_down_migrations_drop_the_sche
     await store.close()
     tables = {row[0] for row in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "model_cost_logs" not in tables
-
-
-@pytest.mark.anyio
-async def test_a_failed_batch_leaves_nothing_half_written(tmp_path):
-    store = SQLiteStore(str(tmp_path / "g.db"))
-    await store.open()
-    bad = record(2)
-    bad["status"] = None  # NOT NULL: the whole batch must roll back
-    with pytest.raises(Exception, match="NOT NULL"):
-        await store.write([record(1), bad])
-    assert await store.recent() == []
-    await store.close()

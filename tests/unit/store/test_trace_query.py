@@ -5,14 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gateway.errors import InvalidRequest
-from gateway.store.trace_query import (
-    TraceQuery,
-    build_select,
-    build_timeseries,
-    encode_cursor,
-    parse_interval,
-    parse_trace_query,
-)
+from gateway.store.analytics_sql import build_timeseries, parse_interval
+from gateway.store.trace_query import TraceQuery, build_select, encode_cursor, parse_trace_query
 from tests.unit.store.conftest import record
 
 
@@ -101,3 +95,12 @@ async def test_both_stores_page_and_sum_alike(store):
     series = await store.timeseries("performance", interval_s=1000)
     assert series == [{"bucket": 1000, "group": None, "requests": 9, "avg_latency_ms": pytest.approx(12 / 9),
                        "max_latency_ms": 3.0, "p50_latency_ms": 1.0, "p95_latency_ms": pytest.approx(3.0)}]  # fmt: skip
+
+
+def test_a_text_search_without_a_start_reads_the_last_day_only():
+    import time
+
+    q = parse_trace_query([("text", "needle")])
+    assert q.since is not None
+    assert time.time() - 86_400 - 5 < q.since < time.time() - 86_400 + 5
+    assert parse_trace_query([("text", "needle"), ("since", "0")]).since == 0

@@ -38,7 +38,7 @@ def recs(start: int, stop: int) -> list[dict[str, object]]:
 
 
 def spool_files(directory: Path) -> list[Path]:
-    return list(directory.glob("*.spool"))
+    return list(directory.glob("*/*.spool"))  # in the spools' slots
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -117,7 +117,8 @@ async def test_a_full_memory_queue_moves_to_the_spool_behind_the_batch_being_wri
         sink, registry=registry, queue_size=10, spool=Spool(tmp_path, max_bytes=1 << 20), **{**FAST, "batch_size": 5}
     )
     outbox.start()
-    await until(lambda: outbox._opened and outbox.stats()["state"] == "ok")
+    # Open, and back to memory: the outbox starts in spool mode, and "ok" alone could come before it leaves it.
+    await until(lambda: outbox._opened and not outbox._spooling and outbox.stats()["state"] == "ok")
     outbox.put(recs(0, 5))
     await until(lambda: sink.waiting == 1)  # batch 0..4 is out, held
     outbox.put(recs(5, 15))  # memory full
@@ -253,3 +254,50 @@ async def test_stats_and_two_outboxes_on_one_registry(tmp_path: Path):
     assert sample(registry, "gateway_sink_queue_depth", sink="b") == 4
     await first.close(deadline_s=1)
     await second.close(deadline_s=0.05)
+
+
+@pytest.mark.anyio
+async def test_close_with_the_sink_down_stops_once_all_is_in_the_spool(tmp_path: Path):
+    registry = CollectorRegistry()
+    sink = Sink(down=True)
+    outbox = Outbox(sink, registry=registry, spool=Spool(tmp_path, max_bytes=1 << 20), **FAST)
+    outbox.start()
+    await until(lambda: outbox._opened)
+    outbox.put(recs(0, 25))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await outbox.close(deadline_s=5)
+    assert loop.time() - started < 1  # the records are safe on disk: no waiting out the deadline
+    assert sink.got == []
+    assert outbox.stats()["dropped"] == 0
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+    spool.open()
+    assert [r["i"] for r in spool.read(100)] == list(range(25))
+    spool.close()
+
+
+@pytest.mark.anyio
+async def test_a_failed_spool_ack_neither_loses_nor_repeats_a_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    sink = Sink()
+    spool = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=100)
+    save = spool._save_cursor
+    armed: list[bool] = []
+
+    def flaky(seg: int, off: int) -> None:
+        if armed == [True]:
+            armed.append(False)  # fails once, as on a full disk, after a batch was delivered
+            raise OSError(28, "No space left on device")
+        save(seg, off)
+
+    monkeypatch.setattr(spool, "_save_cursor", flaky)
+    outbox = Outbox(sink, registry=CollectorRegistry(), spool=spool, **FAST)
+    outbox.put(recs(0, 25))  # before the spool is open: spooled, then replayed from it
+    outbox.start()
+    await until(lambda: outbox._opened)
+    armed.append(True)
+    await until(lambda: len(sink.got) >= 25 and outbox.stats()["state"] == "ok" and not len(spool))
+    await asyncio.sleep(0.05)
+    assert armed == [True, False]
+    assert sink.got == list(range(25))
+    await outbox.close(deadline_s=1)
+    assert spool_files(tmp_path) == []

@@ -108,7 +108,7 @@ def langfuse(upstream: Upstream) -> LangfuseSink:
 @pytest.mark.anyio
 async def test_langfuse_posts_a_trace_and_a_generation_per_record() -> None:
     upstream = Upstream(httpx.Response(207, json={"successes": [], "errors": []}))
-    await langfuse(upstream).write([record()])
+    await langfuse(upstream).write([record(metadata={"feature": "search", "project": "someone-else"})])
 
     request = upstream.requests[0]
     assert request.url == "https://langfuse.test/api/public/ingestion"
@@ -120,7 +120,8 @@ async def test_langfuse_posts_a_trace_and_a_generation_per_record() -> None:
     assert trace["body"]["input"] == "hello"
     assert "output" not in trace["body"]
     assert trace["body"]["tags"] == ["env:prod"]
-    assert trace["body"]["metadata"]["project"] == "search"
+    assert trace["body"]["metadata"]["project"] == "search"  # the client's metadata cannot claim another project
+    assert trace["body"]["metadata"]["request_metadata"] == {"feature": "search", "project": "someone-else"}
     body = generation["body"]
     assert body["id"] == "req-1"
     assert body["traceId"] == TRACE_ID

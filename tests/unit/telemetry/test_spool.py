@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.telemetry import spool as spool_module
 from gateway.telemetry.spool import Spool
 
 
@@ -13,7 +14,8 @@ def records(start: int, stop: int) -> list[dict[str, object]]:
 
 
 def segments(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.glob("*.spool"))
+    """Segment files under a sink's folder, as paths relative to it (`<slot>/<segment>.spool`)."""
+    return sorted(str(p.relative_to(directory)) for p in directory.glob("*/*.spool"))
 
 
 @pytest.fixture
@@ -107,7 +109,7 @@ def test_the_cap_is_respected_and_append_says_how_many_fit(tmp_path: Path, opene
     assert written == 10
     assert len(spool) == 10
     assert spool.size_bytes <= 10 * line
-    assert sum(p.stat().st_size for p in tmp_path.glob("*.spool")) <= 10 * line
+    assert sum(p.stat().st_size for p in tmp_path.glob("*/*.spool")) <= 10 * line
     assert spool.append(records(30, 31)) == 0
     # Room comes back once records are acknowledged and their segments deleted.
     spool.ack(len(spool.read(6)))
@@ -140,3 +142,118 @@ def test_an_unreadable_line_is_skipped_and_counted(tmp_path: Path, opened: Calla
     assert drain(spool, 100) == [0, 1, 2]
     assert spool.corrupt == 1
     assert len(spool) == 0
+
+
+def test_spools_on_one_folder_take_separate_slots_and_a_freed_slot_is_taken_over(
+    tmp_path: Path, opened: Callable[..., Spool]
+):
+    # Two workers on one sink: neither may cut, read, acknowledge or delete the other's records.
+    first = opened(tmp_path, segment_bytes=100)
+    second = opened(tmp_path, segment_bytes=100)
+    assert (first.slot, second.slot) == (0, 1)
+    assert first.directory != second.directory
+    first.append(records(0, 5))
+    second.append(records(100, 103))
+    assert drain(second, 2) == [100, 101, 102]
+    assert len(first) == 5
+    first.close()  # a worker stops with records left
+
+    # A worker started later takes the free slot, and with it the records left there.
+    third = opened(tmp_path, segment_bytes=100)
+    assert third.slot == 0
+    assert drain(third, 2) == [0, 1, 2, 3, 4]
+    assert len(second) == 0
+
+
+def test_open_claims_no_slot_twice_after_a_failure(
+    tmp_path: Path, opened: Callable[..., Spool], monkeypatch: pytest.MonkeyPatch
+):
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+    monkeypatch.setattr(spool, "_recover", lambda: (_ for _ in ()).throw(OSError("disk gone")))
+    with pytest.raises(OSError, match="disk gone"):
+        spool.open()
+    monkeypatch.undo()
+    spool.open()  # retried: the lock it took was given back, so it gets the same slot
+    assert spool.slot == 0
+    spool.close()
+
+
+def test_append_before_open_says_so(tmp_path: Path):
+    with pytest.raises(ValueError, match="not open"):
+        Spool(tmp_path, max_bytes=1 << 20).append(records(0, 1))
+
+
+def fail_once(monkeypatch: pytest.MonkeyPatch, spool: Spool) -> list[int]:
+    """Make the next cursor save fail as on a full disk; returns a list that counts the failures."""
+    save = spool._save_cursor
+    failures: list[int] = []
+
+    def flaky(seg: int, off: int) -> None:
+        if not failures:
+            failures.append(1)
+            raise OSError(28, "No space left on device")
+        save(seg, off)
+
+    monkeypatch.setattr(spool, "_save_cursor", flaky)
+    return failures
+
+
+@pytest.mark.parametrize("take", [4, 10])  # a partial ack, and one that consumes everything (a reset)
+def test_a_failed_cursor_save_changes_nothing_and_the_ack_can_be_retried(
+    tmp_path: Path, opened: Callable[..., Spool], monkeypatch: pytest.MonkeyPatch, take: int
+):
+    spool = opened(tmp_path, segment_bytes=100)
+    spool.append(records(0, 10))
+    before = segments(tmp_path)
+    assert len(spool.read(take)) == take
+    failures = fail_once(monkeypatch, spool)
+    with pytest.raises(OSError, match="No space left"):
+        spool.ack(take)
+    assert failures == [1]
+    # Nothing counted as consumed, nothing deleted: the records are still there, once.
+    assert len(spool) == 10
+    assert segments(tmp_path) == before
+    spool.ack(take)  # retried: now it holds
+    assert len(spool) == 10 - take
+    assert drain(spool, 3) == list(range(take, 10))
+    spool.close()
+    assert len(opened(tmp_path)) == 0
+
+
+def test_after_a_failed_ack_reading_again_gives_the_same_records_and_none_is_lost(
+    tmp_path: Path, opened: Callable[..., Spool], monkeypatch: pytest.MonkeyPatch
+):
+    spool = opened(tmp_path, segment_bytes=100)
+    spool.append(records(0, 10))
+    spool.read(6)
+    fail_once(monkeypatch, spool)
+    with pytest.raises(OSError, match="No space left"):
+        spool.ack(6)
+    assert [r["i"] for r in spool.read(3)] == [0, 1, 2]
+    spool.ack(3)
+    assert drain(spool, 4) == list(range(3, 10))
+    assert len(spool) == 0
+
+
+def test_the_cap_counts_only_records_not_yet_acknowledged(tmp_path: Path, opened: Callable[..., Spool]):
+    # Far more than the cap goes through while little is waiting: nothing may be dropped, and consumed segments
+    # must be deleted although the cap is far below the default segment size.
+    line = len(b'{"i":100,"pad":"xxxxxxxxxxxxxxxxxxxx"}\n')
+    spool = opened(tmp_path, max_bytes=10 * line)
+    assert spool.append(records(100, 104)) == 4  # a backlog that never drains: no reset gives the disk back
+    for i in range(104, 600, 3):
+        assert spool.append(records(i, i + 3)) == 3
+        assert [r["i"] for r in spool.read(3)] == [i - 4, i - 3, i - 2]
+        spool.ack(3)
+        on_disk = sum(p.stat().st_size for p in tmp_path.glob("*/*.spool"))
+        assert on_disk <= 10 * line + spool.segment_bytes
+    assert len(spool) == 4
+    assert spool.size_bytes == 4 * line
+
+
+def test_slots_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, opened: Callable[..., Spool]):
+    monkeypatch.setattr(spool_module, "MAX_SLOTS", 2)
+    opened(tmp_path)
+    opened(tmp_path)
+    with pytest.raises(BlockingIOError, match="slots are locked"):
+        Spool(tmp_path, max_bytes=1 << 20).open()
