@@ -49,14 +49,22 @@ def model_of(record: Record) -> str:
     return str(record.get("model_served") or record.get("model_requested") or "")
 
 
-def span_id(record_id: str, part: str = "") -> str:
-    """A span id (16 hex) stable for a record: a resent batch gives the same ids, which a backend may dedupe."""
-    digest = hashlib.blake2b(f"{record_id}/{part}".encode(), digest_size=8).hexdigest()
-    return digest if digest != "0" * 16 else "0" * 15 + "1"  # all zeros is the invalid span id
+_MASK64 = (1 << 64) - 1
+
+
+def span_ids(record_id: str, children: int) -> tuple[str, list[str]]:
+    """The record's span id and its children's (16 hex each), stable for a record: a resent batch gives the same
+    ids, which a backend may dedupe. One hash per record; the children count on from it."""
+    root = int.from_bytes(hashlib.blake2b(record_id.encode(), digest_size=8).digest(), "big") or 1
+    # All zeros is the invalid span id: wrapping past it skips it.
+    ids = [f"{(root + i) & _MASK64 or 1:016x}" for i in range(children + 1)]
+    return ids[0], ids[1:]
 
 
 def value(v: object) -> Json:
     """An OTLP AnyValue. bool before int: a bool is an int in Python."""
+    if type(v) is str:  # the most common, checked first
+        return {"stringValue": v}
     if isinstance(v, bool):
         return {"boolValue": v}
     if isinstance(v, int):
@@ -122,7 +130,8 @@ def spans(record: Record) -> list[Json]:
     """The record's SERVER span, then one INTERNAL child per recorded phase."""
     record_id = str(record["id"])
     trace_id = str(record["trace_id"])
-    root_id = span_id(record_id)
+    phases = record.get("spans") or ()
+    root_id, child_ids = span_ids(record_id, len(phases))
     start = _nanos(float(record["ts"]))
     end = start + _ms_nanos(record.get("latency_ms"))
     status = int(record.get("status") or 0)
@@ -140,14 +149,14 @@ def spans(record: Record) -> list[Json]:
     if record.get("parent_span_id"):
         root["parentSpanId"] = record["parent_span_id"]
     out = [root]
-    for i, phase in enumerate(record.get("spans") or ()):
+    for phase, child_id in zip(phases, child_ids, strict=True):
         name = str(phase["name"])
         phase_start = start + _ms_nanos(phase["start_ms"])
         failed = name.endswith(":failed")
         out.append(
             {
                 "traceId": trace_id,
-                "spanId": span_id(record_id, str(i)),
+                "spanId": child_id,
                 "parentSpanId": root_id,
                 "name": name,
                 "kind": SPAN_KIND_INTERNAL,

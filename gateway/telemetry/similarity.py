@@ -175,6 +175,7 @@ class SimilarityWorker:
         max_chars: int = 4000,
         flush_interval_s: float = 1.0,
         thread_min_batch: int = 16,
+        cache_size: int = 4096,
     ) -> None:
         if window < 1 or k < 1 or max_projects < 1 or queue_size < 1 or batch_size < 1:
             raise ValueError("window, k, max_projects, queue_size and batch_size must be at least 1")
@@ -193,6 +194,8 @@ class SimilarityWorker:
         self._items: deque[SimilarityItem] = deque()
         self._projects: OrderedDict[str, _Window] = OrderedDict()
         self._lock = threading.Lock()  # the windows change in a thread (big batches) and are read by nearest()
+        self.cache_size = cache_size
+        self._vectors: OrderedDict[str, F32] = OrderedDict()  # recent prompts' vectors, by prompt_hash
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[Any] | None = None
         self._closing = False
@@ -276,29 +279,55 @@ class SimilarityWorker:
             logger.warning("prompt similarity: %d prompts left unprocessed at shutdown", len(self._items))
 
     async def process(self, batch: list[SimilarityItem]) -> list[Row]:
-        """Embed and compare one batch (updating the windows); its rows. An embedding failure drops the batch."""
+        """Embed and compare one batch (updating the windows); its rows. An embedding failure drops the batch.
+
+        A prompt seen lately (same normalised text) is not embedded again: repeated prompts are common, and they
+        are exactly what this report is about."""
         if not batch:
             return []
-        texts = [item.text for item in batch]
-        big = len(batch) >= self.thread_min_batch
-        if self.embed_fn is not None:
+        digests = [prompt_hash(item.text) for item in batch]
+        known: dict[str, F32] = {}
+        for digest in set(digests):
+            if digest in self._vectors:
+                known[digest] = self._vectors[digest]
+                self._vectors.move_to_end(digest)
+        missing = [d for d in dict.fromkeys(digests) if d not in known]
+        texts = {d: item.text for d, item in zip(digests, batch, strict=True) if d not in known}
+        big = len(missing) >= self.thread_min_batch
+        if missing and self.embed_fn is not None:
             try:
-                vectors = _unit_rows(np.asarray(await self.embed_fn(texts), dtype=np.float32), len(batch))
+                found = await self.embed_fn([texts[d] for d in missing])
+                fresh = _unit_rows(np.asarray(found, dtype=np.float32), len(missing))
             except Exception as exc:  # noqa: BLE001 - any failure of the deployment drops this batch only
                 self.m_dropped.labels("embed_error").inc(len(batch))
                 self.dropped += len(batch)
                 logger.warning("prompt similarity: embedding %d prompts failed: %s", len(batch), exc)
                 return []
-            rows = await asyncio.to_thread(self._compare, batch, vectors) if big else self._compare(batch, vectors)
-        elif big:
-            rows = await asyncio.to_thread(self._embed_and_compare, batch, texts)
-        else:
-            rows = self._embed_and_compare(batch, texts)
+            self._remember(missing, fresh, known)
+        elif missing:
+            embed = self.embedding.embed
+            todo = [texts[d] for d in missing]
+            fresh = await asyncio.to_thread(embed, todo) if big else embed(todo)
+            self._remember(missing, fresh, known)
+        vectors = np.stack([known[d] for d in digests])
+        big = len(batch) >= self.thread_min_batch
+        rows = (
+            await asyncio.to_thread(self._compare, batch, vectors, digests)
+            if big
+            else self._compare(batch, vectors, digests)
+        )
         self.processed += len(rows)
         self.m_processed.inc(len(rows))
         self.m_near.inc(sum(1 for r in rows if r["near_duplicate"]))
         self.m_exact.inc(sum(1 for r in rows if r["exact_duplicate"]))
         return rows
+
+    def _remember(self, digests: list[str], vectors: F32, known: dict[str, F32]) -> None:
+        cache = self._vectors
+        for digest, vector in zip(digests, vectors, strict=True):
+            cache[digest] = known[digest] = vector
+        while len(cache) > self.cache_size:
+            cache.popitem(last=False)
 
     async def nearest(self, project: str, text: str, k: int = 50, min_score: float = 0.5) -> list[tuple[str, float]]:
         """The recent prompts of a project most like `text`: (request id, cosine), best first. For the query API's
@@ -325,9 +354,6 @@ class SimilarityWorker:
         order = np.argsort(-scores, kind="stable")[:k]
         return [(ids[p], round(float(scores[p]), 4)) for p in order if scores[p] >= min_score]
 
-    def _embed_and_compare(self, batch: list[SimilarityItem], texts: list[str]) -> list[Row]:
-        return self._compare(batch, self.embedding.embed(texts))
-
     # -- the comparison (runs in a thread for big batches: only one batch is ever in progress) -----------------
 
     def _project(self, project: str, dim: int) -> _Window:
@@ -339,11 +365,11 @@ class SimilarityWorker:
             self._projects.popitem(last=False)
         return win
 
-    def _compare(self, batch: list[SimilarityItem], vectors: F32) -> list[Row]:
+    def _compare(self, batch: list[SimilarityItem], vectors: F32, digests: list[str]) -> list[Row]:
         with self._lock:
-            return self._compare_locked(batch, vectors)
+            return self._compare_locked(batch, vectors, digests)
 
-    def _compare_locked(self, batch: list[SimilarityItem], vectors: F32) -> list[Row]:
+    def _compare_locked(self, batch: list[SimilarityItem], vectors: F32, digests: list[str]) -> list[Row]:
         groups: dict[str, list[int]] = {}
         for i, item in enumerate(batch):
             groups.setdefault(item.project, []).append(i)
@@ -351,21 +377,22 @@ class SimilarityWorker:
         for project, positions in groups.items():
             win = self._project(project, int(vectors.shape[1]))
             sub = vectors[positions]
-            # Against the window as it was before the batch, and against the batch's own earlier prompts.
+            # Each prompt against the window as it was before the batch and the batch's own earlier prompts: one
+            # matrix product for the whole batch, later prompts of the batch masked out.
             old_ids = list(win.ids)
             old_slots = win.size
-            sims_old = sub @ win.vectors[:old_slots].T
-            sims_new = sub @ sub.T
+            candidates = np.concatenate((win.vectors[:old_slots], sub)) if old_slots else sub
+            sims = sub @ candidates.T
+            n = len(positions)
+            later = np.triu(np.ones((n, n), dtype=bool))
+            sims[:, old_slots:][later] = -2.0  # below any cosine
+            ids = old_ids + [batch[i].id for i in positions]
+            tops = self._top_k(sims)
             for j, i in enumerate(positions):
                 item = batch[i]
-                scores = np.concatenate((sims_old[j], sims_new[j, :j])) if j else sims_old[j]
-                top = [
-                    (old_ids[p] if p < old_slots else batch[positions[p - old_slots]].id, s)
-                    for p, s in self._top_k(scores)
-                ]
-                matches = [{"id": match_id, "score": s} for match_id, s in top]
-                digest = prompt_hash(item.text)
-                exact = digest in win.hash_counts
+                top = tops[j]
+                matches = [{"id": ids[p], "score": score} for p, score in top]
+                digest = digests[i]
                 score = top[0][1] if top else 0.0
                 rows[i] = {
                     "id": item.id,
@@ -373,21 +400,34 @@ class SimilarityWorker:
                     "project": item.project,
                     "model": item.model,
                     "prompt_hash": digest,
-                    "nearest_id": top[0][0] if top else None,
+                    "nearest_id": ids[top[0][0]] if top else None,
                     "score": score,
                     "matches": matches,
                     "near_duplicate": score >= self.near_duplicate_threshold,
-                    "exact_duplicate": exact,
+                    "exact_duplicate": digest in win.hash_counts,
                 }
                 win.add(sub[j], item.id, digest)
         return [row for row in rows if row is not None]
 
-    def _top_k(self, scores: F32) -> list[tuple[int, float]]:
-        """The positions and scores of the k best positive scores, best first."""
-        n = len(scores)
-        best = np.argpartition(-scores, self.k - 1)[: self.k] if n > self.k else np.arange(n)
-        order = best[np.argsort(-scores[best], kind="stable")]
-        return [(int(p), round(min(1.0, float(scores[p])), 4)) for p in order if scores[p] > 0.0]
+    def _top_k(self, sims: F32) -> list[list[tuple[int, float]]]:
+        """Per row: the positions and scores of its k best positive scores, best first (all rows at once; `sims` is
+        overwritten). k passes of argmax rather than argpartition, which crawls on rows of many equal scores: a
+        batch of repeated prompts, the very case this report is for."""
+        n, width = sims.shape
+        rows = np.arange(n)
+        picks, scores = [], []
+        for _ in range(min(self.k, width)):
+            best = sims.argmax(axis=1)
+            picks.append(best)
+            scores.append(sims[rows, best])
+            sims[rows, best] = -3.0  # below any cosine and the mask
+        if not picks:
+            return [[] for _ in range(n)]
+        by_row = zip(np.stack(picks, axis=1).tolist(), np.stack(scores, axis=1).tolist(), strict=True)
+        return [
+            [(p, round(min(1.0, s), 4)) for p, s in zip(row_picks, row_scores, strict=True) if s > 0.0]
+            for row_picks, row_scores in by_row
+        ]
 
 
 def _unit_rows(x: npt.NDArray[np.float32], n: int) -> F32:

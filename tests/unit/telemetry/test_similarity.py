@@ -221,6 +221,29 @@ async def test_an_embedding_function_replaces_the_local_embedding():
 
 
 @pytest.mark.anyio
+async def test_a_prompt_seen_lately_is_not_embedded_again_and_the_cache_stays_bounded():
+    calls: list[list[str]] = []
+
+    async def embed(texts: list[str]) -> np.ndarray:
+        calls.append(texts)
+        return np.array([[1.0 + len(t), 1.0] for t in texts])
+
+    worker = SimilarityWorker(store=Store(), embed=embed, cache_size=2)
+    for i, text in enumerate(["a", "A  ", "bb", "a"]):  # "A  " is "a" normalised
+        worker.offer(item(i, text))
+    await worker.flush()
+    assert calls == [["a", "bb"]]  # each distinct prompt once, in its first form
+    for i, text in enumerate(["ccc", "dddd"]):  # two new ones push "a" and "bb" out of a cache of 2
+        worker.offer(item(10 + i, text))
+    await worker.flush()
+    worker.offer(item(20, "a"))
+    await worker.flush()
+    assert calls[1:] == [["ccc", "dddd"], ["a"]]
+    assert len(worker._vectors) == 2
+    assert worker.processed == 7
+
+
+@pytest.mark.anyio
 async def test_a_failing_embedding_function_drops_the_batch_and_a_failing_store_is_not_fatal():
     registry = CollectorRegistry()
 
