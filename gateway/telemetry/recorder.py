@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from gateway.telemetry.similarity import SimilarityWorker
 
 logger = logging.getLogger("gateway.telemetry")
+# A record's content waiting to be rendered off the request path: (mode, prompt text, answer bytes, streamed text).
+_RAW_CONTENT = "_raw_content"
 
 
 class Recorder:
@@ -54,9 +56,17 @@ class Recorder:
         if self.queue is not None:
             # The record is built now so that the context (body and all) is freed at once: contexts kept alive
             # until the next flush made the garbage collector's work grow with the request rate. Only a request
-            # whose usage must be counted, or whose content is logged, waits in the queue as it is.
-            waits = self._needs_count(ctx) or features.content_mode(project) != "off"
-            self.queue.put(ctx if waits else self.to_record(ctx))
+            # whose usage must be counted waits in the queue as it is. Logged content travels as plain text (no
+            # containers for the collector to walk), to be rendered off the request path.
+            if self._needs_count(ctx):
+                self.queue.put(ctx)
+                return
+            record = self.to_record(ctx)
+            mode = features.content_mode(project)
+            if mode != "off":
+                streamed = ctx.completion_text if ctx.stream else None
+                record[_RAW_CONTENT] = (mode, input_text(ctx.endpoint, ctx.body), ctx.response_body, streamed)
+            self.queue.put(record)
 
     @staticmethod
     def _needs_count(ctx: RequestContext) -> bool:
@@ -80,46 +90,51 @@ class Recorder:
         return Usage(prompt_tokens=prompt, completion_tokens=completion, source="counted")
 
     async def to_records(self, batch: list[Record | RequestContext]) -> list[Record]:
-        """The records of a batch. What waited as a context is finished in a thread: the first token count loads
-        an encoding, and redacting content runs regular expressions over whole prompts."""
-        waiting = [item for item in batch if isinstance(item, RequestContext)]
+        """The records of a batch. What waited (a context whose usage must be counted, content to render) is
+        finished in a thread: the first token count loads an encoding, and redaction runs regular expressions
+        over whole prompts."""
+        waiting = [item for item in batch if isinstance(item, RequestContext) or _RAW_CONTENT in item]
         if not waiting:
             return batch  # type: ignore[return-value]
         contents = await asyncio.to_thread(self._finish_off_path, waiting)
         records = []
         for item in batch:
-            if not isinstance(item, RequestContext):
-                records.append(item)
-                continue
             try:
-                record = self.to_record(item)
-                record["content_input"], record["content_output"] = contents.get(item.request_id, ("", ""))
+                record = self.to_record(item) if isinstance(item, RequestContext) else item
+                record.pop(_RAW_CONTENT, None)
+                if record["id"] in contents:
+                    record["content_input"], record["content_output"] = contents[record["id"]]
                 records.append(record)
             except Exception:  # one malformed record must not stop the others
-                logger.exception("cannot build the telemetry record of request %s", item.request_id)
+                logger.exception("cannot build a telemetry record")
         return records
 
-    def _finish_off_path(self, batch: list[RequestContext]) -> dict[str, tuple[str, str]]:
+    def _finish_off_path(self, batch: list[Record | RequestContext]) -> dict[str, tuple[str, str]]:
         """Count missing usage; render logged content (by request id)."""
         contents: dict[str, tuple[str, str]] = {}
-        for ctx in batch:
+        for item in batch:
             try:
+                if not isinstance(item, RequestContext):
+                    mode, prompt, answer, streamed = item[_RAW_CONTENT]
+                    contents[item["id"]] = self._render(mode, prompt, answer, streamed)
+                    continue
+                ctx = item
                 project = ctx.principal.project
-                if self._needs_count(ctx):
-                    ctx.usage = self.count_usage(ctx)
-                    if self.features.enabled("cost_tracking", project):
-                        ctx.cost_usd = self.cost(ctx, ctx.usage)
-                    self.metrics.usage_counted.inc()
+                ctx.usage = self.count_usage(ctx)
+                if self.features.enabled("cost_tracking", project):
+                    ctx.cost_usd = self.cost(ctx, ctx.usage)
+                self.metrics.usage_counted.inc()
                 mode = self.features.content_mode(project)
                 if mode != "off":
                     streamed = ctx.completion_text if ctx.stream else None
-                    contents[ctx.request_id] = (
-                        self.content.render(mode, input_text(ctx.endpoint, ctx.body)),
-                        self.content.render(mode, output_text(ctx.response_body, streamed)),
-                    )
+                    prompt = input_text(ctx.endpoint, ctx.body)
+                    contents[ctx.request_id] = self._render(mode, prompt, ctx.response_body, streamed)
             except Exception:  # the record goes without what could not be worked out
-                logger.exception("cannot finish the telemetry record of request %s", ctx.request_id)
+                logger.exception("cannot finish a telemetry record")
         return contents
+
+    def _render(self, mode: str, prompt: str, answer: bytes | None, streamed: list[str] | None) -> tuple[str, str]:
+        return self.content.render(mode, prompt), self.content.render(mode, output_text(answer, streamed))
 
     def to_record(self, ctx: RequestContext) -> Record:
         usage = ctx.usage or Usage(source="none")

@@ -28,7 +28,7 @@ class SinkConfig:
     secret_key: str = ""  # langfuse
     secret: str = ""  # webhook: the HMAC-SHA256 key signing each batch (X-Gateway-Signature); empty: unsigned
     headers: dict[str, str] = field(default_factory=dict)
-    batch_size: int = 200  # records per request to the sink, at most
+    batch_size: int = 512  # records per request to the sink, at most (OpenTelemetry SDKs export 512 spans a batch)
     flush_interval_ms: int = 1000  # a partial batch waits at most this long
     queue_size: int = 10_000  # records in memory; beyond, they go to the spool (or are dropped without one)
     timeout_s: float = 10.0
