@@ -111,6 +111,7 @@ class Gateway:
         if sinks:  # with no sink, no record is built at all
             self.recorder.queue = self.queue
         self.events, self.event_queue = self._events()
+        self.recorder.events = self.events
         self.health = HealthRegistry(
             (d for g in self.models.values() for d in g.deployments), config.routing, self.state, self.events
         )

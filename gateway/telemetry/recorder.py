@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from gateway.context import RequestContext, Usage
+from gateway.errors import BudgetExceeded, GatewayError, GuardrailBlocked, PolicyDenied
 from gateway.telemetry.content import ContentLogger, input_text, output_text
 from gateway.telemetry.features import Features
 from gateway.telemetry.metrics import Metrics
@@ -17,6 +18,7 @@ from gateway.telemetry.similarity import SimilarityItem, prompt_text
 from gateway.telemetry.tokens import TokenCounter
 
 if TYPE_CHECKING:
+    from gateway.telemetry.events import Events
     from gateway.telemetry.queue import Record, TelemetryQueue
     from gateway.telemetry.similarity import SimilarityWorker
 
@@ -41,6 +43,7 @@ class Recorder:
         self.content = content or ContentLogger(8192)
         self.queue: TelemetryQueue | None = None
         self.similarity: SimilarityWorker | None = None  # prompt similarity, when enabled
+        self.events: Events | None = None  # the event log: what a policy, a guardrail or a budget refused
 
     def finish(self, ctx: RequestContext) -> None:
         ctx.finished_ns = time.perf_counter_ns()
@@ -49,6 +52,8 @@ class Recorder:
         if ctx.usage is not None and features.enabled("cost_tracking", project):
             ctx.cost_usd = self.cost(ctx, ctx.usage)
         self.metrics.observe(ctx)
+        if ctx.error is not None and self.events is not None:
+            self._event(ctx, ctx.error)
         similarity = self.similarity
         if similarity is not None and ctx.status < 400 and features.enabled("similarity", project):
             text = prompt_text(ctx.endpoint, ctx.body, similarity.max_chars)
@@ -67,6 +72,18 @@ class Recorder:
                 streamed = ctx.completion_text if ctx.stream else None
                 record[_RAW_CONTENT] = (mode, input_text(ctx.endpoint, ctx.body), ctx.response_body, streamed)
             self.queue.put(record)
+
+    def _event(self, ctx: RequestContext, error: GatewayError) -> None:
+        """A request a policy, a guardrail or a budget refused is a gateway event too (event_logs, the events
+        webhook): who was refused, by what, never the prompt."""
+        assert self.events is not None
+        who = {"request_id": ctx.request_id, "project": ctx.principal.project, "key": ctx.principal.name}
+        if isinstance(error, PolicyDenied):
+            self.events.emit("policy_denied", policy=error.policy, code=error.code, **who)
+        elif isinstance(error, GuardrailBlocked):
+            self.events.emit("guardrail_blocked", check=error.check, stage=error.stage, **who)
+        elif isinstance(error, BudgetExceeded):
+            self.events.emit("budget_exceeded", code=error.code, **who)
 
     @staticmethod
     def _needs_count(ctx: RequestContext) -> bool:
