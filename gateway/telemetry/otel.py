@@ -175,7 +175,11 @@ def _resource() -> Json:
 
 def traces_request(records: Iterable[Record]) -> Json:
     """The body of POST /v1/traces (ExportTraceServiceRequest)."""
-    all_spans = [span for record in records for span in spans(record)]
+    return traces_body([span for record in records for span in spans(record)])
+
+
+def traces_body(all_spans: list[Json]) -> Json:
+    """An ExportTraceServiceRequest of spans already built (OtlpSink builds them a slice at a time)."""
     return {
         "resourceSpans": [
             {"resource": _resource(), "scopeSpans": [{"scope": {"name": SCOPE_NAME}, "spans": all_spans}]}

@@ -27,11 +27,15 @@ import orjson
 
 from gateway.telemetry import otel
 from gateway.telemetry.outbox import SinkRejected
+from gateway.telemetry.queue import map_in_slices
 from gateway.telemetry.settings import SinkConfig
 
 logger = logging.getLogger("gateway.telemetry")
 
 Record = dict[str, Any]
+# Records encoded between two pauses of the event loop: encoding a whole batch (tens of microseconds a record) at
+# once held the loop for tens of milliseconds, and every request waiting on it (p99 +40 ms at 400 req/s).
+_SLICE = 32
 
 
 class SinkUnavailable(Exception):
@@ -203,7 +207,7 @@ class LangfuseSink(_HttpSink):
         self.rejected_events = 0
 
     async def write(self, records: Sequence[Record]) -> None:
-        batch = [event for record in records for event in langfuse_events(record)]
+        batch = [event for events in await map_in_slices(langfuse_events, records, _SLICE) for event in events]
         body = orjson.dumps({"batch": batch})
         headers = {"content-type": "application/json", **self.config.headers}
         response = await self._post(self.url, body, headers, auth=self._auth)
@@ -248,7 +252,9 @@ class OtlpSink(_HttpSink):
             return
         untraced = [r for r in records if r["id"] not in self._traced]
         if untraced:
-            await self._post(self.traces_url, orjson.dumps(otel.traces_request(untraced)), self._headers)
+            built = await map_in_slices(otel.spans, untraced, _SLICE)
+            body = orjson.dumps(otel.traces_body([span for spans in built for span in spans]))
+            await self._post(self.traces_url, body, self._headers)
             self._traced.update(dict.fromkeys(r["id"] for r in untraced))
             while len(self._traced) > self._MAX_TRACED:
                 del self._traced[next(iter(self._traced))]
@@ -333,7 +339,8 @@ class WebhookBatchSink(_HttpSink):
     kind = "webhook"
 
     async def write(self, records: Sequence[Record]) -> None:
-        body = orjson.dumps({"batch": [segment_event(r) for r in records], "sentAt": iso(time.time())})
+        events = await map_in_slices(segment_event, records, _SLICE)
+        body = orjson.dumps({"batch": events, "sentAt": iso(time.time())})
         headers = {"content-type": "application/json", **self.config.headers}
         if self.config.secret:
             headers[SIGNATURE_HEADER] = sign(self.config.secret, body, int(time.time()))
