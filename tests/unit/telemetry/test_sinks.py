@@ -4,6 +4,7 @@ import base64
 import hashlib
 import hmac
 
+import aiohttp
 import httpx
 import orjson
 import pytest
@@ -71,8 +72,19 @@ def record(**overrides):
     return {**base, **overrides}
 
 
+def transport_of(handler):
+    """A sink transport that hands each POST to handler as an httpx.Request and answers with its httpx.Response
+    (httpx's types only as a convenient request and response to assert on)."""
+
+    async def send(url: str, body: bytes, headers) -> tuple[int, bytes]:
+        response = handler(httpx.Request("POST", url, headers=dict(headers), content=body))
+        return response.status_code, response.content
+
+    return send
+
+
 class Upstream:
-    """An httpx mock transport that records the requests and answers from a queue of responses."""
+    """A sink transport that records the requests and answers from a queue of responses."""
 
     def __init__(self, *responses: httpx.Response) -> None:
         self.responses = list(responses)
@@ -82,8 +94,8 @@ class Upstream:
         self.requests.append(request)
         return self.responses.pop(0) if self.responses else httpx.Response(200, json={})
 
-    def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(transport=httpx.MockTransport(self))
+    def client(self):
+        return transport_of(self)
 
     def json(self, i: int = 0):
         return orjson.loads(self.requests[i].content)
@@ -193,9 +205,9 @@ async def test_langfuse_status_codes() -> None:
 @pytest.mark.anyio
 async def test_network_errors_are_retryable_and_name_no_url() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError(f"cannot connect to {request.url}")
+        raise aiohttp.ClientConnectionError(f"cannot connect to {request.url}")
 
-    client = httpx.AsyncClient(transport=httpx.MockTransport(refuse))
+    client = transport_of(refuse)
     sink = WebhookBatchSink("wh", SinkConfig(type="webhook", url="https://hooks.test/b?token=s3cret"), client)
     with pytest.raises(SinkUnavailable) as unavailable:
         await sink.write([record()])
@@ -397,7 +409,7 @@ async def test_otlp_spans_taken_before_the_metrics_failed_are_not_sent_again_on_
         return httpx.Response(200, json={})
 
     config = SinkConfig(type="otlp", url="http://collector")
-    sink = OtlpSink("otel", config, httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+    sink = OtlpSink("otel", config, transport_of(handler))
     first, second = record(id="a"), record(id="b")
     with pytest.raises(SinkUnavailable):
         await sink.write([first])
