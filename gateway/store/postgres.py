@@ -101,6 +101,7 @@ class PostgresStore:
         self.dsn = dsn
         self.schema = schema
         self.max_size = max_size
+        self._unsure = True  # whether the last batch may be in the table already (see write)
         self.connect_timeout_s = connect_timeout_s
         self.command_timeout_s = command_timeout_s
         self.ping_timeout_s = ping_timeout_s
@@ -227,26 +228,41 @@ class PostgresStore:
     # -- records and events -----------------------------------------------------------------------------------
 
     async def write(self, records: Sequence[Record]) -> None:
-        """One COPY: the whole batch or nothing."""
+        """One COPY: the whole batch or nothing.
+
+        A write whose connection was lost may have been committed all the same (the server's answer is what was
+        lost), and the outbox will send the batch again: after such a failure, and for the first write after
+        opening (a batch the previous process may have written before it stopped), rows go through a staging
+        table and only those not in the table already are inserted. Otherwise, a plain COPY."""
         if not records:
             return
         rows = await map_in_slices(_row, records)
+        attempts = 0
+
+        async def copy(conn: Any) -> None:
+            nonlocal attempts
+            attempts += 1
+            if self._unsure or attempts > 1:
+                await _copy_new_rows(conn, rows)
+            else:
+                await conn.copy_records_to_table("model_cost_logs", records=rows, columns=RECORD_COLUMNS)
+
         try:
-            await self._run(
-                lambda conn: conn.copy_records_to_table("model_cost_logs", records=rows, columns=RECORD_COLUMNS)
-            )
+            await self._run(copy)
         except (StoreUnavailable, *_UNENCODABLE) as exc:
             if not _refused(exc):
+                self._unsure = True
                 raise
             # A value the server refuses must not hold back every record behind it for ever (the batch would be
             # retried, then spooled, until the spool is full): write the rows one by one and leave out the refused.
             await self._write_each(rows)
+        self._unsure = False
 
     async def _write_each(self, rows: list[tuple[Any, ...]]) -> None:
         refused: list[str] = []
 
         def copy_one(row: tuple[Any, ...]) -> Callable[[Any], Awaitable[Any]]:
-            return lambda conn: conn.copy_records_to_table("model_cost_logs", records=[row], columns=RECORD_COLUMNS)
+            return lambda conn: _copy_new_rows(conn, [row])
 
         for row in rows:
             try:
@@ -422,6 +438,21 @@ async def _init_connection(conn: Any) -> None:
         encoder=_jsonb,
         decoder=lambda data: orjson.loads(data[1:]),
     )
+
+
+_STAGING = "CREATE TEMP TABLE IF NOT EXISTS gateway_incoming (LIKE model_cost_logs) ON COMMIT DELETE ROWS"
+_INSERT_NEW = (
+    f"INSERT INTO model_cost_logs ({', '.join(RECORD_COLUMNS)}) SELECT {', '.join(RECORD_COLUMNS)}"
+    " FROM gateway_incoming i WHERE NOT EXISTS (SELECT 1 FROM model_cost_logs m WHERE m.ts = i.ts AND m.id = i.id)"
+)
+
+
+async def _copy_new_rows(conn: Any, rows: list[tuple[Any, ...]]) -> None:
+    """COPY into a staging table, then insert the rows the table does not hold yet (by ts and id, indexed)."""
+    async with conn.transaction():
+        await conn.execute(_STAGING)
+        await conn.copy_records_to_table("gateway_incoming", records=rows, columns=RECORD_COLUMNS)
+        await conn.execute(_INSERT_NEW)
 
 
 def _refused(exc: BaseException) -> bool:

@@ -52,6 +52,24 @@ async def test_a_batch_of_5000_records_goes_in_one_copy(pg):
     assert len(await store.recent(limit=10_000, project="p1")) == 1667
 
 
+async def test_a_batch_sent_again_after_an_unsure_failure_or_a_restart_is_not_written_twice(pg):
+    schema = pg.new_schema()
+    store = pg.store(schema)
+    await store.open()
+    now = time.time()
+    first = [record(i, ts=now) for i in range(3)]
+    await store.write(first)  # the first write after opening already checks
+    store._unsure = True  # as after a connection lost mid-COPY: the batch may or may not be in
+    await store.write([*first, record(3, ts=now)])
+    assert not store._unsure  # and the next write is a plain COPY again
+    await store.write([record(4, ts=now)])
+    restarted = pg.store(schema)  # a new process replaying its spool
+    await restarted.open()
+    await restarted.write([record(4, ts=now), record(5, ts=now)])
+    ids = [r["id"] for r in await store.recent(limit=100)]
+    assert sorted(ids) == [f"r{i}" for i in range(6)]
+
+
 async def test_nul_characters_a_client_sent_are_dropped_not_refused(pg):
     store = pg.store()
     await store.open()
