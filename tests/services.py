@@ -3,10 +3,13 @@ GATEWAY_TEST_SERVICES=required (set by .ci/run), which turns the skip into a fai
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 
 REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS", "redis://127.0.0.1:6379/15")
@@ -47,3 +50,22 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def postgres_fetch(dsn: str, sql: str) -> list[asyncpg.Record]:
+    """One query on a connection of its own, from a test's synchronous code."""
+
+    async def go() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await conn.fetch(sql)
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+def drop_schema(dsn: str, name: str) -> None:
+    """A test's own schema, gone (and nothing said if the server is gone too)."""
+    with contextlib.suppress(Exception):
+        postgres_fetch(dsn, f"DROP SCHEMA IF EXISTS {name} CASCADE")

@@ -8,7 +8,6 @@ Admins read any project (or all, without `project`); everyone else the matrix le
 
 from __future__ import annotations
 
-import time
 from typing import Any, cast, get_args
 
 from gateway.api.access import AdminEndpoint, authorize, require_traces, visible_project
@@ -17,18 +16,13 @@ from gateway.errors import InvalidRequest, NotFound
 from gateway.store.analytics_sql import MAX_BUCKETS, GroupBy, Kind, parse_interval
 from gateway.types import Receive, Scope
 
-_DAY_S = 86_400.0
-
 
 class SimilarityAnalyticsEndpoint(AdminEndpoint):
     async def handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
         principal = await authorize(self.gateway, scope, "GET /api/v1/analytics/similarity")
         query = query_params(scope)
         project = visible_project(principal, query.get("project") or None)
-        try:
-            since = float(query.get("since") or time.time() - _DAY_S)
-        except ValueError:
-            raise InvalidRequest("since must be epoch seconds.", param="since") from None
+        since, _ = time_range(query)
         stats = getattr(self.gateway.store, "similarity_stats", None)
         if stats is None or self.gateway.similarity is None:
             raise InvalidRequest("Prompt similarity is off: set similarity.enabled and telemetry.store.")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import inspect
 import io
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
@@ -68,16 +67,14 @@ class TracesEndpoint(AdminEndpoint):
         text = params.get("similar_to", "")
         if not text:
             return q, {}
-        nearest = getattr(self.gateway.similarity, "nearest", None)
-        if nearest is None:
+        similarity = self.gateway.similarity
+        if similarity is None:
             raise InvalidRequest("similarity is off: similar_to needs similarity.enabled.", param="similar_to")
         if q.project is None:
             raise InvalidRequest("similar_to compares within one project: pass project.", param="project")
         k = _bounded(params, "k", 100, int, 1, MAX_LIMIT)
         min_score = _bounded(params, "min_score", 0.0, float, -1.0, 1.0)
-        found = nearest(q.project, text, int(k), float(min_score))
-        if inspect.isawaitable(found):
-            found = await found
+        found = await similarity.nearest(q.project, text, int(k), float(min_score))
         scores = {str(i): float(s) for i, s in found}
         return dataclasses.replace(q, ids=tuple(scores)), scores
 

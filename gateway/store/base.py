@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -26,6 +27,41 @@ JSON_COLUMNS = frozenset({"spans", "tags", "guardrails", "metadata"})
 
 class StoreUnavailable(Exception):
     """The store cannot be reached; callers degrade (the queue keeps records, readiness reports it)."""
+
+
+logger = logging.getLogger("gateway.store")
+Row = tuple[Any, ...]
+# A value the driver cannot encode (an int past 64 bits, say): retrying the same rows cannot help.
+UNENCODABLE = (OverflowError, TypeError, ValueError)
+
+
+async def write_leaving_out_refused(
+    write: Callable[[list[Row]], Awaitable[None]], rows: list[Row], refused: tuple[type[Exception], ...], where: str
+) -> None:
+    """write(rows), one batch. If the database refuses a value (`refused`, the cause of its StoreUnavailable) or
+    the driver cannot encode one, the rows are written one by one and the refused ones left out and logged: one
+    bad value must not hold back every record behind it for ever (the batch would be retried, then spooled,
+    until the spool is full). Any other failure is raised, for the outbox to retry."""
+
+    def is_refused(exc: Exception) -> bool:
+        return isinstance(exc, UNENCODABLE) or isinstance(exc.__cause__, refused)
+
+    try:
+        await write(rows)
+        return
+    except (StoreUnavailable, *UNENCODABLE) as exc:
+        if not is_refused(exc):
+            raise
+    left_out: list[str] = []
+    for row in rows:
+        try:
+            await write([row])
+        except (StoreUnavailable, *UNENCODABLE) as exc:
+            if not is_refused(exc):
+                raise
+            left_out.append(f"{row[0]} ({type(exc.__cause__ or exc).__name__})")
+    if left_out:
+        logger.error("%s: %d records refused, left out: %s", where, len(left_out), ", ".join(left_out))
 
 
 class Store(Protocol):

@@ -29,18 +29,16 @@ import orjson
 
 from gateway.identity.keys import VirtualKey
 from gateway.store import postgres_flags, postgres_keys, postgres_policies, similarity_sql
-from gateway.store.analytics_sql import (
-    GroupBy,
-    Kind,
-    UsageBy,
-    build_timeseries,
-    build_usage,
-    timeseries_rows,
-    usage_rows,
+from gateway.store.base import (
+    RECORD_COLUMNS,
+    PolicyVersion,
+    Record,
+    Row,
+    StoreUnavailable,
+    write_leaving_out_refused,
 )
-from gateway.store.base import RECORD_COLUMNS, PolicyVersion, Record, StoreUnavailable
 from gateway.store.sqlite import RETENTION_TABLES, migrations
-from gateway.store.trace_query import TraceQuery, build_select, get_trace, page
+from gateway.store.trace_queries import TraceQueries
 from gateway.telemetry.features import FlagOverride
 from gateway.telemetry.queue import map_in_slices
 from gateway.telemetry.settings import FlagValue
@@ -68,17 +66,17 @@ _LOST = (
     asyncpg.exceptions.CannotConnectNowError,
     ConnectionError,
 )
-# The server refused a value (not the connection), or asyncpg could not encode one: retrying cannot help.
+# The server refused a value (not the connection): retrying cannot help.
 _REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
-_UNENCODABLE = (OverflowError, TypeError, ValueError)
 _FAILED = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
 
 
-class PostgresStore:
+class PostgresStore(TraceQueries):
     """Store, KeyStore and PolicyStore on PostgreSQL. `schema`: a schema of its own (created at open, and made the
     search path); None keeps the DSN's search path (usually `public`)."""
 
     name = "store"
+    dialect = "postgres"
 
     def __init__(
         self,
@@ -237,42 +235,25 @@ class PostgresStore:
         if not records:
             return
         rows = await map_in_slices(_row, records)
+        try:
+            await write_leaving_out_refused(self._copy, rows, _REFUSED, f"postgres {self.where}")
+        except StoreUnavailable:
+            self._unsure = True
+            raise
+        self._unsure = False
+
+    async def _copy(self, rows: list[Row]) -> None:
         attempts = 0
 
         async def copy(conn: Any) -> None:
             nonlocal attempts
             attempts += 1
-            if self._unsure or attempts > 1:
+            if self._unsure or attempts > 1:  # a retry of _run after a lost connection is unsure too
                 await _copy_new_rows(conn, rows)
             else:
                 await conn.copy_records_to_table("model_cost_logs", records=rows, columns=RECORD_COLUMNS)
 
-        try:
-            await self._run(copy)
-        except (StoreUnavailable, *_UNENCODABLE) as exc:
-            if not _refused(exc):
-                self._unsure = True
-                raise
-            # A value the server refuses must not hold back every record behind it for ever (the batch would be
-            # retried, then spooled, until the spool is full): write the rows one by one and leave out the refused.
-            await self._write_each(rows)
-        self._unsure = False
-
-    async def _write_each(self, rows: list[tuple[Any, ...]]) -> None:
-        refused: list[str] = []
-
-        def copy_one(row: tuple[Any, ...]) -> Callable[[Any], Awaitable[Any]]:
-            return lambda conn: _copy_new_rows(conn, [row])
-
-        for row in rows:
-            try:
-                await self._run(copy_one(row))
-            except (StoreUnavailable, *_UNENCODABLE) as exc:
-                if not _refused(exc):
-                    raise
-                refused.append(f"{row[0]} ({type(exc.__cause__ or exc).__name__})")
-        if refused:
-            logger.error("postgres %s: %d records refused, left out: %s", self.where, len(refused), ", ".join(refused))
+        await self._run(copy)
 
     async def write_events(self, events: Sequence[Record]) -> None:
         if not events:
@@ -396,33 +377,7 @@ class PostgresStore:
         row = await self._run(lambda conn: conn.fetchrow(sql, *args))
         return similarity_sql.stats(row)
 
-    # -- trace queries (gateway/store/trace_query.py and analytics_sql.py build the SQL) ------------------------
-
-    async def query_traces(self, q: TraceQuery) -> tuple[list[Record], str | None]:
-        sql, args = build_select(q, "postgres")
-        return page(await self._named(sql, args), q)
-
-    async def get_trace(self, record_id: str, *, project: str | None = None) -> Record | None:
-        return await get_trace(self, record_id, project)
-
-    async def timeseries(
-        self,
-        kind: Kind,
-        *,
-        interval_s: int,
-        group_by: GroupBy = "none",
-        since: float | None = None,
-        until: float | None = None,
-        project: str | None = None,
-    ) -> list[Record]:
-        sql, args = build_timeseries(kind, interval_s, group_by, since, until, project, "postgres")
-        return timeseries_rows(kind, group_by, await self._named(sql, args))
-
-    async def usage_summary(
-        self, by: UsageBy, *, since: float | None = None, until: float | None = None, project: str | None = None
-    ) -> list[Record]:
-        sql, args = build_usage(by, since, until, project, "postgres")
-        return usage_rows(await self._named(sql, args))
+    # -- trace queries (gateway/store/trace_queries.py: the methods; this store runs their SQL) ---------------
 
     async def _named(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:
         rows = await self._run(lambda conn: conn.fetch(sql, *args))
@@ -453,10 +408,6 @@ async def _copy_new_rows(conn: Any, rows: list[tuple[Any, ...]]) -> None:
         await conn.execute(_STAGING)
         await conn.copy_records_to_table("gateway_incoming", records=rows, columns=RECORD_COLUMNS)
         await conn.execute(_INSERT_NEW)
-
-
-def _refused(exc: BaseException) -> bool:
-    return isinstance(exc, _UNENCODABLE) or isinstance(exc.__cause__, _REFUSED)
 
 
 def _row(record: Record) -> tuple[Any, ...]:

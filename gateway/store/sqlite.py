@@ -7,7 +7,6 @@ absolute.
 from __future__ import annotations
 
 import asyncio
-import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -19,23 +18,21 @@ import orjson
 
 from gateway.identity.keys import VirtualKey
 from gateway.store import similarity_sql, sqlite_flags, sqlite_keys, sqlite_policies
-from gateway.store.analytics_sql import (
-    GroupBy,
-    Kind,
-    UsageBy,
-    build_timeseries,
-    build_usage,
-    timeseries_rows,
-    usage_rows,
+from gateway.store.base import (
+    JSON_COLUMNS,
+    RECORD_COLUMNS,
+    PolicyVersion,
+    Record,
+    Row,
+    StoreUnavailable,
+    write_leaving_out_refused,
 )
-from gateway.store.base import JSON_COLUMNS, RECORD_COLUMNS, PolicyVersion, Record, StoreUnavailable
-from gateway.store.trace_query import TraceQuery, build_select, decode_row, get_trace, page
+from gateway.store.trace_queries import TraceQueries
 from gateway.telemetry.features import FlagOverride
 from gateway.telemetry.queue import map_in_slices
 from gateway.telemetry.settings import FlagValue
 
 T = TypeVar("T")
-logger = logging.getLogger("gateway.store")
 
 RETENTION_TABLES = frozenset({"model_cost_logs", "event_logs", "prompt_similarity_logs"})
 _INSERT = f"INSERT INTO model_cost_logs ({', '.join(RECORD_COLUMNS)}) VALUES ({', '.join('?' for _ in RECORD_COLUMNS)})"
@@ -54,8 +51,9 @@ def migrations(kind: str = "sqlite") -> list[tuple[int, str, str, str]]:
     return sorted(found)
 
 
-class SQLiteStore:
+class SQLiteStore(TraceQueries):
     name = "store"
+    dialect = "sqlite"
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -141,23 +139,10 @@ class SQLiteStore:
                 conn.execute("ROLLBACK")
                 raise
 
-        try:
-            await self._call(lambda: insert(rows))
-        except (StoreUnavailable, *_UNENCODABLE) as exc:
-            if not _refused(exc):
-                raise
-            # A value SQLite refuses must not hold back every record behind it for ever (the batch would be
-            # retried, then spooled, until the spool is full): write the rows one by one and leave out the refused.
-            refused: list[str] = []
-            for row in rows:
-                try:
-                    await self._call(lambda row=row: insert([row]))  # type: ignore[misc]
-                except (StoreUnavailable, *_UNENCODABLE) as one:
-                    if not _refused(one):
-                        raise
-                    refused.append(f"{row[0]} ({type(one.__cause__ or one).__name__})")
-            if refused:
-                logger.error("sqlite %s: %d records refused, left out: %s", self.path, len(refused), ", ".join(refused))
+        async def write(batch: list[Row]) -> None:
+            await self._call(lambda: insert(batch))
+
+        await write_leaving_out_refused(write, rows, _REFUSED, f"sqlite {self.path}")
 
     async def write_events(self, events: Sequence[Record]) -> None:
         rows = [(e["id"], e["ts"], e["type"], orjson.dumps(e["attrs"]).decode()) for e in events]
@@ -286,51 +271,23 @@ class SQLiteStore:
         row = await self._call(lambda: self._require().execute(sql, args).fetchone())
         return similarity_sql.stats(row)
 
-    # -- trace queries (gateway/store/trace_query.py and analytics_sql.py build the SQL) ------------------------
-
-    async def query_traces(self, q: TraceQuery) -> tuple[list[Record], str | None]:
-        sql, args = build_select(q, "sqlite")
-        rows = await self._call(lambda: self._require().execute(sql, args).fetchall())
-        return page([decode_row(row) for row in rows], q)
-
-    async def get_trace(self, record_id: str, *, project: str | None = None) -> Record | None:
-        return await get_trace(self, record_id, project)
-
-    async def timeseries(
-        self,
-        kind: Kind,
-        *,
-        interval_s: int,
-        group_by: GroupBy = "none",
-        since: float | None = None,
-        until: float | None = None,
-        project: str | None = None,
-    ) -> list[Record]:
-        sql, args = build_timeseries(kind, interval_s, group_by, since, until, project, "sqlite")
-        return timeseries_rows(kind, group_by, await self._named(sql, args))
-
-    async def usage_summary(
-        self, by: UsageBy, *, since: float | None = None, until: float | None = None, project: str | None = None
-    ) -> list[Record]:
-        sql, args = build_usage(by, since, until, project, "sqlite")
-        return usage_rows(await self._named(sql, args))
+    # -- trace queries (gateway/store/trace_queries.py: the methods; this store runs their SQL) ---------------
 
     async def _named(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:
         def query() -> list[dict[str, Any]]:
             cursor = self._require().execute(sql, args)
             names = [d[0] for d in cursor.description]
-            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+            json = [name in JSON_COLUMNS for name in names]  # text in SQLite
+            return [
+                {n: orjson.loads(v) if j and v is not None else v for n, j, v in zip(names, json, row, strict=True)}
+                for row in cursor.fetchall()
+            ]
 
         return await self._call(query)
 
 
-# SQLite refused a value (a constraint), or the driver could not bind one: retrying the same rows cannot help.
+# SQLite refused a value (a constraint), or could not bind one: retrying the same rows cannot help.
 _REFUSED = (sqlite3.IntegrityError, sqlite3.InterfaceError)
-_UNENCODABLE = (OverflowError, TypeError, ValueError)
-
-
-def _refused(exc: BaseException) -> bool:
-    return isinstance(exc, _UNENCODABLE) or isinstance(exc.__cause__, _REFUSED)
 
 
 def _row(record: Record) -> tuple[Any, ...]:

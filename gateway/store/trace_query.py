@@ -15,15 +15,12 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
 import orjson
 
 from gateway.errors import InvalidRequest
-from gateway.store.base import JSON_COLUMNS, RECORD_COLUMNS, Record
-
-if TYPE_CHECKING:
-    from gateway.store.base import TraceStore
+from gateway.store.base import RECORD_COLUMNS, Record
 
 Dialect = Literal["sqlite", "postgres"]
 Sort = Literal["ts", "latency_ms", "cost_usd", "total_tokens"]
@@ -252,12 +249,6 @@ def page(rows: Sequence[Record], q: TraceQuery) -> tuple[list[Record], str | Non
     return kept, encode_cursor(q, kept[-1])
 
 
-async def get_trace(store: TraceStore, record_id: str, project: str | None) -> Record | None:
-    """TraceStore.get_trace over the store's query_traces: the record of that id (and project), or None."""
-    rows, _ = await store.query_traces(TraceQuery(ids=(record_id,), project=project, limit=1))
-    return rows[0] if rows else None
-
-
 def encode_cursor(q: TraceQuery, row: Record) -> str:
     value = row[q.sort] if q.sort != "cost_usd" else row["cost_usd"] or 0.0
     raw = orjson.dumps({"s": q.sort, "o": q.order, "v": value, "id": row["id"]})
@@ -276,8 +267,3 @@ def _decode_cursor(q: TraceQuery) -> tuple[Any, str]:
     if not same or not isinstance(last_id, str) or not isinstance(value, int | float) or isinstance(value, bool):
         raise InvalidRequest("cursor belongs to another sort or order: start again without it.", param="cursor")
     return (int(value) if q.sort == "total_tokens" else float(value)), last_id
-
-
-def decode_row(row: Sequence[Any]) -> Record:
-    """A SQLite row of RECORD_COLUMNS as a record (JSON columns are text there)."""
-    return {c: orjson.loads(v) if c in JSON_COLUMNS else v for c, v in zip(RECORD_COLUMNS, row, strict=True)}

@@ -12,7 +12,7 @@ attempts, upstream phases). Ids are derived from the record id, so the same reco
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 Record = dict[str, Any]
@@ -173,13 +173,9 @@ def _resource() -> Json:
     return {"attributes": attributes({"service.name": SERVICE_NAME})}
 
 
-def traces_request(records: Iterable[Record]) -> Json:
-    """The body of POST /v1/traces (ExportTraceServiceRequest)."""
-    return traces_body([span for record in records for span in spans(record)])
-
-
 def traces_body(all_spans: list[Json]) -> Json:
-    """An ExportTraceServiceRequest of spans already built (OtlpSink builds them a slice at a time)."""
+    """The body of POST /v1/traces (ExportTraceServiceRequest) for spans already built (`spans` of each record;
+    OtlpSink builds them a slice at a time)."""
     return {
         "resourceSpans": [
             {"resource": _resource(), "scopeSpans": [{"scope": {"name": SCOPE_NAME}, "spans": all_spans}]}

@@ -3,19 +3,16 @@ request records, all through the running gateway."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import Iterator
 
-import asyncpg
 import httpx
 import pytest
 
 from tests.conftest import running
 from tests.integration.helpers import wait_until
-from tests.services import require_postgres
+from tests.services import drop_schema, postgres_fetch, require_postgres
 
 ADMIN = "sk-admin-bootstrap"
 CHAT = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
@@ -25,24 +22,12 @@ def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def fetch(dsn: str, sql: str) -> list[asyncpg.Record]:
-    async def go() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return await conn.fetch(sql)
-        finally:
-            await conn.close()
-
-    return asyncio.run(go())
-
-
 @pytest.fixture
 def schema() -> Iterator[tuple[str, str]]:
     dsn = require_postgres()
     name = f"gw_it_{uuid.uuid4().hex[:10]}"
     yield dsn, name
-    with contextlib.suppress(Exception):
-        fetch(dsn, f"DROP SCHEMA IF EXISTS {name} CASCADE")
+    drop_schema(dsn, name)
 
 
 def test_virtual_keys_policies_and_records_on_postgres(make_config, schema):
@@ -57,7 +42,7 @@ def test_virtual_keys_policies_and_records_on_postgres(make_config, schema):
         made = httpx.post(f"{url}/admin/keys", json={"project": "pg", "rpm": 100}, headers=auth(ADMIN))
         assert made.status_code == 201, made.text
         key, key_id = made.json()["key"], made.json()["id"]
-        rows = fetch(dsn, f"SELECT key_hash, project FROM {name}.virtual_keys WHERE id = '{key_id}'")
+        rows = postgres_fetch(dsn, f"SELECT key_hash, project FROM {name}.virtual_keys WHERE id = '{key_id}'")
         assert rows[0]["project"] == "pg"
         assert key not in rows[0]["key_hash"]  # only the digest is kept
 
@@ -65,9 +50,11 @@ def test_virtual_keys_policies_and_records_on_postgres(make_config, schema):
         assert answer.status_code == 200
         request_id = answer.headers["x-request-id"]
         assert wait_until(
-            lambda: bool(fetch(dsn, f"SELECT 1 FROM {name}.model_cost_logs WHERE id = '{request_id}'")), 3
+            lambda: bool(postgres_fetch(dsn, f"SELECT 1 FROM {name}.model_cost_logs WHERE id = '{request_id}'")), 3
         )
-        record = fetch(dsn, f"SELECT project, key_id, guardrails FROM {name}.model_cost_logs WHERE id = '{request_id}'")
+        record = postgres_fetch(
+            dsn, f"SELECT project, key_id, guardrails FROM {name}.model_cost_logs WHERE id = '{request_id}'"
+        )
         assert (record[0]["project"], record[0]["key_id"]) == ("pg", key_id)
 
         policy = {"name": "cap", "actions": {"deny": {"status": 403, "code": "closed", "message": "closed"}}}

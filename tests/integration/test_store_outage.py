@@ -12,12 +12,11 @@ import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 
 from tests.conftest import KEY, running
 from tests.integration.helpers import wait_until
-from tests.services import free_port, require_postgres
+from tests.services import drop_schema, free_port, postgres_fetch, require_postgres
 
 CHAT = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -91,15 +90,8 @@ class CuttableProxy:
 
 
 def _count(dsn: str, schema: str) -> tuple[int, int]:
-    async def go() -> tuple[int, int]:
-        conn = await asyncpg.connect(dsn)
-        try:
-            row = await conn.fetchrow(f"SELECT count(*), count(DISTINCT id) FROM {schema}.model_cost_logs")
-            return row[0], row[1]
-        finally:
-            await conn.close()
-
-    return asyncio.run(go())
+    (row,) = postgres_fetch(dsn, f"SELECT count(*), count(DISTINCT id) FROM {schema}.model_cost_logs")
+    return row[0], row[1]
 
 
 @contextlib.contextmanager
@@ -108,16 +100,7 @@ def _schema(dsn: str) -> Iterator[str]:
     try:
         yield name
     finally:
-
-        async def drop() -> None:
-            conn = await asyncpg.connect(dsn)
-            try:
-                await conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
-            finally:
-                await conn.close()
-
-        with contextlib.suppress(Exception):
-            asyncio.run(drop())
+        drop_schema(dsn, name)
 
 
 def test_postgres_cut_mid_run_fails_no_request_and_loses_no_record(make_config):

@@ -4,14 +4,12 @@ written straight into the store, then read back through HTTP and checked against
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import io
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import asyncpg
 import httpx
 import orjson
 import pytest
@@ -20,7 +18,7 @@ from gateway.store.base import RECORD_COLUMNS, Record, Store
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore
 from tests.conftest import running
-from tests.services import require_postgres
+from tests.services import drop_schema, require_postgres
 
 T0 = 1_699_999_200.0  # on the hour
 KEYS = {
@@ -100,16 +98,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[tuple[str
     dsn = require_postgres()
     url = f"{dsn}?schema=gw_tr_{uuid.uuid4().hex[:10]}"
     yield url, lambda records: run(_write(PostgresStore(url), records))
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(f"DROP SCHEMA IF EXISTS {url.rsplit('=', 1)[1]} CASCADE")
-        finally:
-            await conn.close()
-
-    with contextlib.suppress(Exception):
-        run(drop())
+    drop_schema(dsn, url.rsplit("=", 1)[1])
 
 
 @pytest.fixture
@@ -418,7 +407,7 @@ class FakeSimilarity:
     def __init__(self) -> None:
         self.asked: list[tuple[str, str, int, float]] = []
 
-    def nearest(self, project: str, text: str, k: int, min_score: float) -> list[tuple[str, float]]:
+    async def nearest(self, project: str, text: str, k: int, min_score: float) -> list[tuple[str, float]]:
         self.asked.append((project, text, k, min_score))
         return [("a05", 0.97), ("a02", 0.91), ("b01", 0.9)]  # b01 is of another project: the filter drops it
 
