@@ -11,9 +11,13 @@ attempts, upstream phases). Ids are derived from the record id, so the same reco
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
+
+import orjson
 
 Record = dict[str, Any]
 Json = dict[str, Any]
@@ -52,13 +56,15 @@ def model_of(record: Record) -> str:
 _MASK64 = (1 << 64) - 1
 
 
-def span_ids(record_id: str, children: int) -> tuple[str, list[str]]:
-    """The record's span id and its children's (16 hex each), stable for a record: a resent batch gives the same
-    ids, which a backend may dedupe. One hash per record; the children count on from it."""
-    root = int.from_bytes(hashlib.blake2b(record_id.encode(), digest_size=8).digest(), "big") or 1
+def _span_number(record_id: str) -> int:
+    """The record's span id as a number, stable for a record: a resent batch gives the same ids, which a backend
+    may dedupe. Its children's are the next numbers (see _child_id)."""
+    return int.from_bytes(hashlib.blake2b(record_id.encode(), digest_size=8).digest(), "big") or 1
+
+
+def _child_id(root: int, i: int) -> int:
     # All zeros is the invalid span id: wrapping past it skips it.
-    ids = [f"{(root + i) & _MASK64 or 1:016x}" for i in range(children + 1)]
-    return ids[0], ids[1:]
+    return (root + i) & _MASK64 or 1
 
 
 def value(v: object) -> Json:
@@ -91,28 +97,54 @@ def _ms_nanos(ms: float | None) -> int:
     return round((ms or 0.0) * 1e6)
 
 
-def _root_attributes(record: Record) -> dict[str, object]:
-    status = int(record.get("status") or 0)
-    provider = record.get("provider") or None
-    items: dict[str, object] = {
-        "gen_ai.operation.name": operation(record),
+# The root span's attributes that repeat from request to request (who asked for what, where it went), encoded once
+# per distinct combination: building ~20 small dicts per record was most of this module's cost.
+_STATIC_FIELDS = (
+    "provider",
+    "model_requested",
+    "model_served",
+    "endpoint",
+    "project",
+    "team",
+    "key_name",
+    "deployment",
+    "route_reason",
+    "usage_source",
+)
+
+
+@lru_cache(maxsize=4096)
+def _static_attributes(values: tuple[object, ...]) -> bytes:
+    """The repeating attributes as JSON list items (no brackets)."""
+    r = dict(zip(_STATIC_FIELDS, values, strict=True))
+    provider = r["provider"] or None
+    items = {
+        "gen_ai.operation.name": operation(r),
         "gen_ai.provider.name": provider,
         "gen_ai.system": provider,  # the older name, still read by many backends
-        "gen_ai.request.model": record.get("model_requested"),
-        "gen_ai.response.model": record.get("model_served"),
+        "gen_ai.request.model": r["model_requested"],
+        "gen_ai.response.model": r["model_served"],
+        "gateway.endpoint": r["endpoint"],
+        "gateway.project": r["project"],
+        "gateway.team": r["team"],
+        "gateway.key_name": r["key_name"],
+        "gateway.deployment": r["deployment"],
+        "gateway.route_reason": r["route_reason"],
+        "gateway.usage_source": r["usage_source"],
+    }
+    return orjson.dumps(attributes(items))[1:-1]
+
+
+def _root_attributes(record: Record) -> bytes:
+    """The root span's attributes as a JSON list."""
+    status = int(record.get("status") or 0)
+    items: dict[str, object] = {
         "http.response.status_code": status or None,
         "error.type": (record.get("error_type") or str(status)) if status >= 400 else None,
         "gateway.request_id": record.get("id"),
-        "gateway.endpoint": record.get("endpoint"),
-        "gateway.project": record.get("project"),
-        "gateway.team": record.get("team"),
-        "gateway.key_name": record.get("key_name"),
-        "gateway.deployment": record.get("deployment"),
         "gateway.stream": record.get("stream"),
         "gateway.cost_usd": record.get("cost_usd"),
         "gateway.attempts": record.get("attempts"),
-        "gateway.route_reason": record.get("route_reason"),
-        "gateway.usage_source": record.get("usage_source"),
         "gateway.error_domain": record.get("error_domain"),
         "gateway.ttft_ms": record.get("ttft_ms"),
     }
@@ -123,64 +155,81 @@ def _root_attributes(record: Record) -> dict[str, object]:
         items[f"gateway.tag.{key}"] = tag
     for key, meta in (record.get("metadata") or {}).items():
         items[f"gateway.metadata.{key}"] = meta
-    return items
+    static = _static_attributes(tuple(record.get(field) for field in _STATIC_FIELDS))
+    dynamic = orjson.dumps(attributes(items))[1:-1]
+    return b"[" + static + (b"," + dynamic if static and dynamic else dynamic) + b"]"
 
 
-def spans(record: Record) -> list[Json]:
-    """The record's SERVER span, then one INTERNAL child per recorded phase."""
-    record_id = str(record["id"])
+@lru_cache(maxsize=4096)
+def _json_string(s: str) -> bytes:
+    return orjson.dumps(s)
+
+
+# A child span, filled by %: its fields are ids and integers, and a name already encoded as a JSON string.
+_CHILD = (
+    b'{"traceId":%s,"spanId":"%016x","parentSpanId":"%016x","name":%s,"kind":%d,'
+    b'"startTimeUnixNano":"%d","endTimeUnixNano":"%d","attributes":[],"status":%s}'
+)
+_CHILD_FAILED = orjson.dumps({"code": STATUS_ERROR, "message": "attempt failed"})
+
+
+def spans(record: Record) -> bytes:
+    """The record's SERVER span, then one INTERNAL child per recorded phase: JSON objects joined by commas, to
+    go between the brackets of a `spans` list (traces_body). Ids are derived from the record id."""
     trace_id = str(record["trace_id"])
-    phases = record.get("spans") or ()
-    root_id, child_ids = span_ids(record_id, len(phases))
+    root_number = _span_number(str(record["id"]))
     start = _nanos(float(record["ts"]))
     end = start + _ms_nanos(record.get("latency_ms"))
     status = int(record.get("status") or 0)
     model = model_of(record)
     root: Json = {
         "traceId": trace_id,
-        "spanId": root_id,
+        "spanId": f"{root_number:016x}",
         "name": f"{operation(record)} {model}".strip(),
         "kind": SPAN_KIND_SERVER,
         "startTimeUnixNano": str(start),
         "endTimeUnixNano": str(end),
-        "attributes": attributes(_root_attributes(record)),
+        "attributes": orjson.Fragment(_root_attributes(record)),
         "status": {"code": STATUS_ERROR, "message": str(record.get("error_type") or status)} if status >= 400 else {},
     }
     if record.get("parent_span_id"):
         root["parentSpanId"] = record["parent_span_id"]
-    out = [root]
-    for phase, child_id in zip(phases, child_ids, strict=True):
+    out = [orjson.dumps(root)]
+    trace_json = _json_string(trace_id)
+    for i, phase in enumerate(record.get("spans") or (), 1):
         name = str(phase["name"])
-        phase_start = start + _ms_nanos(phase["start_ms"])
-        failed = name.endswith(":failed")
+        phase_start = start + round(phase["start_ms"] * 1e6)
         out.append(
-            {
-                "traceId": trace_id,
-                "spanId": child_id,
-                "parentSpanId": root_id,
-                "name": name,
-                "kind": SPAN_KIND_INTERNAL,
-                "startTimeUnixNano": str(phase_start),
-                "endTimeUnixNano": str(phase_start + _ms_nanos(phase["ms"])),
-                "attributes": [],
-                "status": {"code": STATUS_ERROR, "message": "attempt failed"} if failed else {},
-            }
+            _CHILD
+            % (
+                trace_json,
+                _child_id(root_number, i),
+                root_number,
+                _json_string(name),
+                SPAN_KIND_INTERNAL,
+                phase_start,
+                phase_start + round(phase["ms"] * 1e6),
+                _CHILD_FAILED if name.endswith(":failed") else b"{}",
+            )
         )
-    return out
+    return b",".join(out)
 
 
 def _resource() -> Json:
     return {"attributes": attributes({"service.name": SERVICE_NAME})}
 
 
-def traces_body(all_spans: list[Json]) -> Json:
-    """The body of POST /v1/traces (ExportTraceServiceRequest) for spans already built (`spans` of each record;
-    OtlpSink builds them a slice at a time)."""
-    return {
-        "resourceSpans": [
-            {"resource": _resource(), "scopeSpans": [{"scope": {"name": SCOPE_NAME}, "spans": all_spans}]}
-        ]
-    }
+_RESOURCE = orjson.dumps(_resource())
+
+
+def traces_body(encoded_spans: Sequence[bytes]) -> bytes:
+    """The body of POST /v1/traces (ExportTraceServiceRequest) for records' spans already encoded (`spans` of
+    each record; OtlpSink encodes them a slice at a time)."""
+    head = b'{"resourceSpans":[{"resource":%s,"scopeSpans":[{"scope":{"name":%s},"spans":[' % (
+        _RESOURCE,
+        _json_string(SCOPE_NAME),
+    )
+    return head + b",".join(encoded_spans) + b"]}]}]}"
 
 
 class _Histogram:
@@ -196,8 +245,7 @@ class _Histogram:
 
     def observe(self, v: float) -> None:
         # A value equal to a bound falls in the bucket that bound closes (OTLP: upper bounds are inclusive).
-        bucket = next((i for i, bound in enumerate(self.bounds) if v <= bound), len(self.bounds))
-        self.counts[bucket] += 1
+        self.counts[bisect.bisect_left(self.bounds, v)] += 1
         self.count += 1
         self.sum += v
 
@@ -213,19 +261,30 @@ class _Histogram:
         }
 
 
-_Series = dict[tuple[tuple[str, object], ...], _Histogram]
+# A series' key: the values of its attributes, named by the metric's label names (None: left out).
+_Series = dict[tuple[object, ...], _Histogram]
+_BASE_LABELS = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "gen_ai.response.model")
 
 
-def _histogram(name: str, unit: str, description: str, series: _Series, start: int, end: int) -> Json:
+def _histogram(
+    name: str, unit: str, description: str, labels: Sequence[str], series: _Series, start: int, end: int
+) -> Json:
     return {
         "name": name,
         "unit": unit,
         "description": description,
         "histogram": {
-            "dataPoints": [h.point(dict(key), start, end) for key, h in series.items()],
+            "dataPoints": [h.point(dict(zip(labels, key, strict=True)), start, end) for key, h in series.items()],
             "aggregationTemporality": TEMPORALITY_DELTA,
         },
     }
+
+
+def _observe(series: _Series, key: tuple[object, ...], bounds: Sequence[float], v: float) -> None:
+    histogram = series.get(key)
+    if histogram is None:
+        histogram = series[key] = _Histogram(bounds)
+    histogram.observe(v)
 
 
 def metrics_request(records: Sequence[Record], start_s: float, end_s: float) -> Json:
@@ -237,25 +296,29 @@ def metrics_request(records: Sequence[Record], start_s: float, end_s: float) -> 
     tokens: _Series = {}
     durations: _Series = {}
     for record in records:
-        base: dict[str, object] = {
-            "gen_ai.operation.name": operation(record),
-            "gen_ai.provider.name": record.get("provider") or None,
-            "gen_ai.request.model": record.get("model_requested") or None,
-            "gen_ai.response.model": record.get("model_served") or None,
-        }
+        base = (
+            operation(record),
+            record.get("provider") or None,
+            record.get("model_requested") or None,
+            record.get("model_served") or None,
+        )
         status = int(record.get("status") or 0)
-        error = {"error.type": record.get("error_type") or str(status)} if status >= 400 else {}
-        key = tuple({**base, **error}.items())
-        durations.setdefault(key, _Histogram(DURATION_BOUNDS)).observe(float(record.get("latency_ms") or 0) / 1000)
+        error = (record.get("error_type") or str(status)) if status >= 400 else None
+        _observe(durations, (*base, error), DURATION_BOUNDS, float(record.get("latency_ms") or 0) / 1000)
         if record.get("usage_source") == "none":
             continue  # no usage known: a zero would be a false count
-        for token_type, field in (("input", "prompt_tokens"), ("output", "completion_tokens")):
-            token_key = (*base.items(), ("gen_ai.token.type", token_type))
-            tokens.setdefault(token_key, _Histogram(TOKEN_BOUNDS)).observe(int(record.get(field) or 0))
+        _observe(tokens, (*base, "input"), TOKEN_BOUNDS, int(record.get("prompt_tokens") or 0))
+        _observe(tokens, (*base, "output"), TOKEN_BOUNDS, int(record.get("completion_tokens") or 0))
     start, end = _nanos(start_s), _nanos(end_s)
+    token_labels = (*_BASE_LABELS, "gen_ai.token.type")
+    duration_labels = (*_BASE_LABELS, "error.type")
     metrics = [
-        _histogram("gen_ai.client.token.usage", "{token}", "Tokens of the upstream calls", tokens, start, end),
-        _histogram("gen_ai.client.operation.duration", "s", "Duration of the requests", durations, start, end),
+        _histogram(
+            "gen_ai.client.token.usage", "{token}", "Tokens of the upstream calls", token_labels, tokens, start, end
+        ),
+        _histogram(
+            "gen_ai.client.operation.duration", "s", "Duration of the requests", duration_labels, durations, start, end
+        ),
     ]
     # A metric with no data point (a batch with no known usage) is left out rather than sent empty.
     metrics = [m for m in metrics if m["histogram"]["dataPoints"]]

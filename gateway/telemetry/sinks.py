@@ -17,10 +17,11 @@ import base64
 import hashlib
 import hmac
 import logging
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, ClassVar, Protocol
 
 import aiohttp
@@ -52,8 +53,23 @@ class Sink(Protocol):
 
 
 def iso(ts: float) -> str:
-    """Epoch seconds as ISO 8601 in UTC, to the millisecond: 2026-12-03T11:31:38.123Z."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Epoch seconds as ISO 8601 in UTC, to the millisecond (truncated): 2026-12-03T11:31:38.123Z.
+
+    What datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds") says, in a quarter of its time: a
+    record gets three or four of these per sink, and a second's text is shared by the records of that second."""
+    fraction, whole = math.modf(ts)
+    micros = round(fraction * 1e6)  # as datetime rounds: to the microsecond, half to even
+    seconds = int(whole)
+    if micros < 0:
+        seconds, micros = seconds - 1, micros + 1_000_000
+    elif micros >= 1_000_000:
+        seconds, micros = seconds + 1, micros - 1_000_000
+    return f"{_iso_second(seconds)}.{micros // 1000:03d}Z"
+
+
+@lru_cache(maxsize=1024)
+def _iso_second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 # POST url with body and headers; the answer's status and body. AiohttpTransport in production, a fake in tests.
@@ -118,8 +134,15 @@ _EVENT_IDS = uuid.UUID("5b0e1c3a-7d4f-4a53-9a57-3c6f0b1e2d48")  # namespace of t
 
 
 def event_id(record_id: str, event_type: str) -> str:
-    """The same record and event type always give the same id, so Langfuse dedupes a resent batch."""
-    return str(uuid.uuid5(_EVENT_IDS, f"{event_type}:{record_id}"))
+    """The same record and event type always give the same id, so Langfuse dedupes a resent batch.
+
+    uuid.uuid5(_EVENT_IDS, f"{event_type}:{record_id}"), spelt out: the same SHA-1 with its version and variant
+    bits, without building a UUID object (a third of the Langfuse sink's encoding time)."""
+    digest = bytearray(hashlib.sha1(_EVENT_IDS.bytes + f"{event_type}:{record_id}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _tags(record: Record) -> list[str]:
@@ -274,8 +297,7 @@ class OtlpSink(_HttpSink):
             return
         untraced = [r for r in records if r["id"] not in self._traced]
         if untraced:
-            built = await map_in_slices(otel.spans, untraced, _SLICE)
-            body = orjson.dumps(otel.traces_body([span for spans in built for span in spans]))
+            body = otel.traces_body(await map_in_slices(otel.spans, untraced, _SLICE))
             await self._post(self.traces_url, body, self._headers)
             self._traced.update(dict.fromkeys(r["id"] for r in untraced))
             while len(self._traced) > self._MAX_TRACED:

@@ -3,6 +3,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import uuid
+from datetime import UTC, datetime
 
 import aiohttp
 import httpx
@@ -19,6 +21,7 @@ from gateway.telemetry.sinks import (
     WebhookBatchSink,
     build_sink,
     event_id,
+    iso,
 )
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -146,6 +149,31 @@ async def test_langfuse_posts_a_trace_and_a_generation_per_record() -> None:
     assert body["level"] == "DEFAULT"
     assert body["metadata"]["provider"] == "openai"
     assert len(body["metadata"]["spans"]) == 3
+
+
+def test_event_ids_are_the_uuid5_of_the_record_and_type() -> None:
+    # Spelt out for speed; a spooled batch replayed by another version must keep its ids, so they must not drift.
+    namespace = uuid.UUID("5b0e1c3a-7d4f-4a53-9a57-3c6f0b1e2d48")
+    for record_id in ("req-1", "f242cb7714b5000000006033", "é-ünicode", ""):
+        for kind in ("trace-create", "generation-create"):
+            assert event_id(record_id, kind) == str(uuid.uuid5(namespace, f"{kind}:{record_id}"))
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        0.0,
+        1_764_000_000.25,
+        1_764_000_000.0005,
+        1_764_000_000.9995,
+        1_764_000_000.9999996,
+        1_764_000_059.999,
+        951_782_400.5,
+    ],
+)
+def test_iso_matches_datetime(ts: float) -> None:
+    # Truncated to the millisecond after datetime's own rounding to the microsecond, minute and day rollovers included.
+    assert iso(ts) == datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @pytest.mark.anyio
