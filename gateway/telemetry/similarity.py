@@ -3,18 +3,25 @@
 The request path only `offer()`s an item (request id, time, project, model, the prompt's text): an append to a
 bounded deque that never blocks; a full queue drops the item and counts it. A background loop takes batches,
 embeds each batch in one call (the built-in LocalEmbedding, or an embeddings deployment through `embed`), and
-compares every prompt with the project's recent prompts: a ring buffer of `window` unit rows (float32) per
-project, for at most `max_projects` projects (the least recently seen is forgotten first). Each prompt gets its
-top-k nearest earlier prompts of the same project with their cosine scores, a near-duplicate flag (score >=
-`near_duplicate_threshold`) and an exact-duplicate flag (the sha256 of its normalised text is among the project's
-recent prompts), and becomes one row of prompt_similarity_logs (`store.write_similarity`). `similarity_stats` on
-the store then says what an exact or a semantic cache would have served.
+compares every prompt with the project's recent prompts. A project's window holds its last `window` DISTINCT
+prompts (by the sha256 of the normalised text): one unit row (float32) each, with the ids of its most recent
+requests (at most RECENT_IDS); when it is full, the prompt seen least recently goes (a repeat keeps its prompt in).
+Distinct, because real traffic repeats prompts exactly very often (templates, retries): a repeat costs no row of
+the window and no row of the matrix product, does not push other prompts out, and its nearest matches are other
+prompts rather than k copies of itself. At most `max_projects` projects have a window (the least recently seen is
+forgotten first). Each prompt gets its top-k nearest earlier prompts of the same project (each as its most recent
+request) with their cosine scores, a near-duplicate flag (score >= `near_duplicate_threshold`) and an
+exact-duplicate flag (its normalised text is in the window, or earlier in the batch); an exact repeat's nearest is
+the latest earlier request of that prompt, with score 1.0. Each prompt becomes one row of prompt_similarity_logs
+(`store.write_similarity`). `similarity_stats` on the store then says what an exact or a semantic cache would have
+served.
 
-A prompt of one batch is compared with the window as it was before the batch and with the earlier prompts of the
-same batch; so for one batch the window holds up to `window + batch_size` rows. Writes are best effort: a batch
-the store refuses is logged, counted and dropped, never retried (the request records are what must not be lost).
-Memory: `window * dim * 4` bytes per project at most (2,000 x 512 x 4 = 4 MB); a project's matrix grows as its
-prompts arrive.
+A batch is compared per project in one matrix product: its distinct prompts against the window as it was before
+the batch and the batch's earlier distinct prompts; so for one batch the comparison has up to `window` + (the
+batch's distinct prompts) columns. Writes are best effort: a batch the store refuses is logged, counted and
+dropped, never retried (the request records are what must not be lost). Memory per project at most: `window * dim
+* 4` bytes of rows (2,000 x 512 x 4 = 4 MB) and `window * RECENT_IDS` request ids; its matrix grows as its prompts
+arrive.
 """
 
 from __future__ import annotations
@@ -110,46 +117,74 @@ def prompt_hash(text: str) -> str:
     return hashlib.sha256(normalise(text).encode()).hexdigest()
 
 
-class _Window:
-    """One project's recent prompts: a ring of unit rows, their request ids, and a count of their hashes."""
+# How many recent request ids the window keeps per distinct prompt: what nearest() (the traces API's similar_to) can
+# list of one prompt repeated many times.
+RECENT_IDS = 32
 
-    __slots__ = ("capacity", "hash_counts", "hashes", "ids", "next", "size", "vectors")
+
+class _Window:
+    """One project's recent DISTINCT prompts: a unit row each, and the ids of its most recent requests (newest last).
+
+    `slots` maps a prompt's digest to its row, least recently seen first: a repeat moves it to the end, and a full
+    window reuses the row of the first one (O(1) per prompt). Rows are never freed, so rows [0, size) are all in use.
+    """
+
+    __slots__ = ("capacity", "recent", "slots", "vectors")
 
     def __init__(self, capacity: int, dim: int) -> None:
         self.capacity = capacity
         self.vectors: F32 = np.zeros((min(capacity, 64), dim), dtype=np.float32)  # grows by doubling
-        self.ids: list[str] = []
-        self.hashes: list[str] = []
-        self.hash_counts: dict[str, int] = {}
-        self.size = 0
-        self.next = 0  # the slot the next row replaces, once full
+        self.slots: OrderedDict[str, int] = OrderedDict()
+        self.recent: list[deque[str]] = []  # by row
 
     @property
     def dim(self) -> int:
         return int(self.vectors.shape[1])
 
-    def add(self, vector: F32, request_id: str, digest: str) -> None:
-        if self.size < self.capacity:
-            if self.size == len(self.vectors):
-                grown = np.zeros((min(self.capacity, 2 * len(self.vectors)), self.dim), dtype=np.float32)
-                grown[: self.size] = self.vectors
-                self.vectors = grown
-            slot = self.size
-            self.size += 1
-            self.ids.append(request_id)
-            self.hashes.append(digest)
+    @property
+    def size(self) -> int:
+        return len(self.recent)
+
+    def newest(self) -> list[str]:
+        """Each row's most recent request id."""
+        return [ids[-1] for ids in self.recent]
+
+    def seen(self, digest: str, request_ids: list[str]) -> bool:
+        """A prompt of the window seen again: its new requests are recorded and it becomes the most recent.
+        False if the prompt is not in the window."""
+        slot = self.slots.get(digest)
+        if slot is None:
+            return False
+        self.recent[slot].extend(request_ids)
+        self.slots.move_to_end(digest)
+        return True
+
+    def place(self, digest: str, request_ids: list[str]) -> int:
+        """A row for a new prompt (the least recently seen prompt's when full); the caller writes its vector."""
+        recent = deque(request_ids, maxlen=RECENT_IDS)
+        if len(self.recent) < self.capacity:
+            slot = len(self.recent)
+            self.recent.append(recent)
         else:
-            slot = self.next
-            self.next = (slot + 1) % self.capacity
-            old = self.hashes[slot]
-            if self.hash_counts[old] == 1:
-                del self.hash_counts[old]
-            else:
-                self.hash_counts[old] -= 1
-            self.ids[slot] = request_id
-            self.hashes[slot] = digest
-        self.vectors[slot] = vector
-        self.hash_counts[digest] = self.hash_counts.get(digest, 0) + 1
+            _, slot = self.slots.popitem(last=False)
+            self.recent[slot] = recent
+        self.slots[digest] = slot
+        return slot
+
+    def write(self, slots: list[int], vectors: F32) -> None:
+        """The vectors of rows `place()` gave out, in one assignment (slots distinct)."""
+        if not slots:
+            return
+        rows = len(self.vectors)
+        need = max(slots) + 1
+        if need > rows:
+            grown_rows = rows
+            while grown_rows < need:
+                grown_rows *= 2
+            grown = np.zeros((min(self.capacity, grown_rows), self.dim), dtype=np.float32)
+            grown[:rows] = self.vectors
+            self.vectors = grown
+        self.vectors[slots] = vectors
 
 
 class SimilarityWorker:
@@ -285,7 +320,9 @@ class SimilarityWorker:
         are exactly what this report is about."""
         if not batch:
             return []
-        digests = [prompt_hash(item.text) for item in batch]
+        # Hashed once per distinct text: repeats are the common case here.
+        hashes = {text: prompt_hash(text) for text in {item.text for item in batch}}
+        digests = [hashes[item.text] for item in batch]
         known: dict[str, F32] = {}
         for digest in set(digests):
             if digest in self._vectors:
@@ -309,12 +346,11 @@ class SimilarityWorker:
             todo = [texts[d] for d in missing]
             fresh = await asyncio.to_thread(embed, todo) if big else embed(todo)
             self._remember(missing, fresh, known)
-        vectors = np.stack([known[d] for d in digests])
         big = len(batch) >= self.thread_min_batch
         rows = (
-            await asyncio.to_thread(self._compare, batch, vectors, digests)
+            await asyncio.to_thread(self._compare, batch, known, digests)
             if big
-            else self._compare(batch, vectors, digests)
+            else self._compare(batch, known, digests)
         )
         self.processed += len(rows)
         self.m_processed.inc(len(rows))
@@ -330,8 +366,9 @@ class SimilarityWorker:
             cache.popitem(last=False)
 
     async def nearest(self, project: str, text: str, k: int = 50, min_score: float = 0.5) -> list[tuple[str, float]]:
-        """The recent prompts of a project most like `text`: (request id, cosine), best first. For the query API's
-        similar_to filter; it sees what the window holds (the last `window` prompts of the project)."""
+        """The recent requests of a project whose prompts are most like `text`: (request id, cosine), best first,
+        at most k. For the query API's similar_to filter; it sees what the window holds (the last `window` distinct
+        prompts of the project, each with its last RECENT_IDS requests, newest first, all with the prompt's score)."""
         win = self._projects.get(project)
         if win is None or not win.size or not text:
             return []
@@ -348,11 +385,19 @@ class SimilarityWorker:
         with self._lock:
             if vector.shape[0] != win.dim:
                 return []
-            size = win.size
-            scores = win.vectors[:size] @ vector
-            ids = win.ids[:size]
-        order = np.argsort(-scores, kind="stable")[:k]
-        return [(ids[p], round(float(scores[p]), 4)) for p in order if scores[p] >= min_score]
+            scores = win.vectors[: win.size] @ vector
+            # Each prompt has at least one request: k prompts are enough. Their ids are copied under the lock.
+            order = np.argsort(-scores, kind="stable")[:k].tolist()
+            recent = [list(win.recent[slot]) for slot in order]
+        found: list[tuple[str, float]] = []
+        for slot, request_ids in zip(order, recent, strict=True):
+            score = float(scores[slot])
+            if score < min_score:
+                break
+            found.extend((request_id, round(score, 4)) for request_id in reversed(request_ids))
+            if len(found) >= k:
+                break
+        return found[:k]
 
     # -- the comparison (runs in a thread for big batches: only one batch is ever in progress) -----------------
 
@@ -365,54 +410,121 @@ class SimilarityWorker:
             self._projects.popitem(last=False)
         return win
 
-    def _compare(self, batch: list[SimilarityItem], vectors: F32, digests: list[str]) -> list[Row]:
+    def _compare(self, batch: list[SimilarityItem], known: dict[str, F32], digests: list[str]) -> list[Row]:
         with self._lock:
-            return self._compare_locked(batch, vectors, digests)
+            return self._compare_locked(batch, known, digests)
 
-    def _compare_locked(self, batch: list[SimilarityItem], vectors: F32, digests: list[str]) -> list[Row]:
+    def _compare_locked(self, batch: list[SimilarityItem], known: dict[str, F32], digests: list[str]) -> list[Row]:
         groups: dict[str, list[int]] = {}
         for i, item in enumerate(batch):
             groups.setdefault(item.project, []).append(i)
+        dim = int(next(iter(known.values())).shape[0])
         rows: list[Row | None] = [None] * len(batch)
         for project, positions in groups.items():
-            win = self._project(project, int(vectors.shape[1]))
-            sub = vectors[positions]
-            # Each prompt against the window as it was before the batch and the batch's own earlier prompts: one
-            # matrix product for the whole batch, later prompts of the batch masked out.
-            old_ids = list(win.ids)
-            old_slots = win.size
-            candidates = np.concatenate((win.vectors[:old_slots], sub)) if old_slots else sub
-            sims = sub @ candidates.T
-            n = len(positions)
-            later = np.triu(np.ones((n, n), dtype=bool))
-            sims[:, old_slots:][later] = -2.0  # below any cosine
-            ids = old_ids + [batch[i].id for i in positions]
-            tops = self._top_k(sims)
-            for j, i in enumerate(positions):
-                item = batch[i]
-                top = tops[j]
-                matches = [{"id": ids[p], "score": score} for p, score in top]
-                digest = digests[i]
-                score = top[0][1] if top else 0.0
-                rows[i] = {
-                    "id": item.id,
-                    "ts": item.ts,
-                    "project": item.project,
-                    "model": item.model,
-                    "prompt_hash": digest,
-                    "nearest_id": ids[top[0][0]] if top else None,
-                    "score": score,
-                    "matches": matches,
-                    "near_duplicate": score >= self.near_duplicate_threshold,
-                    "exact_duplicate": digest in win.hash_counts,
-                }
-                win.add(sub[j], item.id, digest)
+            self._compare_project(self._project(project, dim), batch, positions, known, digests, rows)
         return [row for row in rows if row is not None]
+
+    def _compare_project(
+        self,
+        win: _Window,
+        batch: list[SimilarityItem],
+        positions: list[int],
+        known: dict[str, F32],
+        digests: list[str],
+        rows: list[Row | None],
+    ) -> None:
+        """The rows of one project's prompts of the batch (at `positions`), then the window updated with them.
+
+        The matrix product is of the batch's distinct prompts only (u, in order of first appearance) against the
+        window's rows and then the batch's distinct prompts; column c of it is "the prompt of column c", whose id
+        as a match is its most recent request so far (`latest`, updated item by item)."""
+        uniq = list(dict.fromkeys(digests[i] for i in positions))
+        vectors = np.stack([known[d] for d in uniq])
+        columns, tops = self._distinct_top_k(win, uniq, vectors)
+        in_window = [c < win.size for c in columns]
+        latest = win.newest() + [""] * len(uniq)  # "" until the batch prompt of that column is reached
+        index = {d: u for u, d in enumerate(uniq)}
+        request_ids: list[list[str]] = [[] for _ in uniq]
+        last: dict[int, int] = {}  # u -> its last position among the project's items
+        k, threshold = self.k, self.near_duplicate_threshold
+        for n, i in enumerate(positions):
+            item = batch[i]
+            digest = digests[i]
+            u = index[digest]
+            column = columns[u]
+            top = tops[u]
+            nearest: str | None
+            if request_ids[u]:
+                # A repeat within the batch: its nearest is the previous request of the same prompt; the prompt's
+                # own window row (if any) is superseded by it.
+                nearest, score, exact = latest[column], 1.0, True
+                matches = [{"id": nearest, "score": score}]
+                matches += [{"id": latest[p], "score": s} for p, s in top if p != column][: k - 1]
+            else:
+                nearest, score = (latest[top[0][0]], top[0][1]) if top else (None, 0.0)
+                exact = in_window[u]
+                matches = [{"id": latest[p], "score": s} for p, s in top]
+            rows[i] = {
+                "id": item.id,
+                "ts": item.ts,
+                "project": item.project,
+                "model": item.model,
+                "prompt_hash": digest,
+                "nearest_id": nearest,
+                "score": score,
+                "matches": matches,
+                "near_duplicate": score >= threshold,
+                "exact_duplicate": exact,
+            }
+            latest[column] = item.id
+            request_ids[u].append(item.id)
+            last[u] = n
+        self._update_window(win, uniq, vectors, request_ids, sorted(last, key=last.__getitem__))
+
+    def _distinct_top_k(
+        self, win: _Window, uniq: list[str], vectors: F32
+    ) -> tuple[list[int], list[list[tuple[int, float]]]]:
+        """The batch's distinct prompts against [the window's rows; the batch's distinct prompts]: each prompt's
+        column (its window row if it is in the window, else its batch column) and its top k.
+
+        A distinct prompt sees the window as it was before the batch and the batch's earlier distinct prompts; a
+        batch column whose prompt is in the window is masked for all (that row stands for it, so no prompt is
+        matched twice); a prompt in the window gets its own row first (an exact repeat's nearest is its latest
+        request, whatever else scores 1.0)."""
+        old = win.size
+        n = len(uniq)
+        slots = win.slots
+        columns = [slots.get(d, old + u) for u, d in enumerate(uniq)]
+        sims: F32 = np.empty((n, old + n), dtype=np.float32)
+        if old:  # two products into one matrix: no copy of the window
+            np.matmul(vectors, win.vectors[:old].T, out=sims[:, :old])
+        np.matmul(vectors, vectors.T, out=sims[:, old:])
+        sims[:, old:][np.triu(np.ones((n, n), dtype=bool))] = -2.0  # later ones and itself: below any cosine
+        repeats = [u for u, c in enumerate(columns) if c < old]
+        if repeats:
+            own = [columns[u] for u in repeats]
+            sims[:, [old + u for u in repeats]] = -2.0
+            sims[repeats, own] = 2.0  # clipped to 1.0 by _top_k
+        return columns, self._top_k(sims)
+
+    @staticmethod
+    def _update_window(
+        win: _Window, uniq: list[str], vectors: F32, request_ids: list[list[str]], order: list[int]
+    ) -> None:
+        """The batch's prompts into the window, in the order they were LAST seen (that is the LRU order): a prompt
+        of the window gets its new request ids, a new one a row. A prompt of the window evicted by this very batch
+        (more new prompts than the window holds) comes back with this batch's ids only."""
+        placed: dict[int, int] = {}  # row -> u; a row given out twice in one batch keeps the later prompt
+        for u in order:
+            digest = uniq[u]
+            if not win.seen(digest, request_ids[u]):
+                placed[win.place(digest, request_ids[u])] = u
+        win.write(list(placed), vectors[list(placed.values())])
 
     def _top_k(self, sims: F32) -> list[list[tuple[int, float]]]:
         """Per row: the positions and scores of its k best positive scores, best first (all rows at once; `sims` is
-        overwritten). k passes of argmax rather than argpartition, which crawls on rows of many equal scores: a
-        batch of repeated prompts, the very case this report is for."""
+        overwritten). k passes of argmax rather than argpartition, which crawls on rows of many equal scores
+        (templated prompts that differ only in what normalisation drops score the same)."""
         n, width = sims.shape
         rows = np.arange(n)
         picks, scores = [], []

@@ -9,7 +9,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.telemetry.embedding import LocalEmbedding, cosine
-from gateway.telemetry.similarity import SimilarityItem, SimilarityWorker, normalise, prompt_hash, prompt_text
+from gateway.telemetry.similarity import (
+    RECENT_IDS,
+    SimilarityItem,
+    SimilarityWorker,
+    normalise,
+    prompt_hash,
+    prompt_text,
+)
 
 BASE = "How do I reset my password?"
 CLOSE = [  # paraphrases and near-duplicates of BASE
@@ -112,7 +119,9 @@ async def test_near_and_exact_duplicates_are_flagged_with_their_nearest_request(
     assert 0.55 < rows["r4"]["score"] < 0.92
     assert not rows["r4"]["near_duplicate"]
     assert not rows["r4"]["exact_duplicate"]
-    assert [m["id"] for m in rows["r4"]["matches"]][:2] in (["r1", "r3"], ["r3", "r1"])
+    # r1 and r3 are one prompt: one match, as its latest request.
+    assert rows["r4"]["matches"][0]["id"] == "r3"
+    assert "r1" not in [m["id"] for m in rows["r4"]["matches"]]
     assert len(rows["r4"]["matches"]) <= 3
     assert all(a["score"] >= b["score"] for a, b in zip(rows["r4"]["matches"], rows["r4"]["matches"][1:], strict=False))
     assert rows["r5"]["score"] < 0.2
@@ -126,7 +135,8 @@ async def test_near_and_exact_duplicates_are_flagged_with_their_nearest_request(
     worker.offer(item(6, BASE))
     await worker.flush()
     assert store.rows[-1]["exact_duplicate"]
-    assert store.rows[-1]["nearest_id"] in ("r1", "r3")
+    assert store.rows[-1]["nearest_id"] == "r3"
+    assert store.rows[-1]["score"] == 1.0
 
 
 @pytest.mark.anyio
@@ -145,7 +155,7 @@ async def test_a_prompt_of_another_project_is_never_a_match():
 
 
 @pytest.mark.anyio
-async def test_the_window_is_a_bounded_ring_and_projects_are_forgotten_least_recent_first():
+async def test_the_window_is_bounded_and_projects_are_forgotten_least_recent_first():
     store = Store()
     worker = SimilarityWorker(store=store, window=3, max_projects=2, batch_size=1)
     texts = [f"question number {n} about topic {n * 7}" for n in range(5)]
@@ -155,8 +165,8 @@ async def test_the_window_is_a_bounded_ring_and_projects_are_forgotten_least_rec
     win = worker._projects["p1"]
     assert win.size == 3
     assert len(win.vectors) <= 3
-    assert sorted(win.ids) == ["r2", "r3", "r4"]
-    assert len(win.hash_counts) == 3
+    assert sorted(ids[-1] for ids in win.recent) == ["r2", "r3", "r4"]
+    assert set(win.slots) == {prompt_hash(t) for t in texts[2:]}
     # r0 has left the window: the same text again is no longer an exact duplicate, and r0 is never a match.
     worker.offer(item(5, texts[0]))
     await worker.flush()
@@ -171,6 +181,152 @@ async def test_the_window_is_a_bounded_ring_and_projects_are_forgotten_least_rec
         worker.offer(item(7, BASE, project=project))
         await worker.flush()
     assert list(worker._projects) == ["q", "r"]  # p1 was the least recently seen
+
+
+def window_prompts(worker: SimilarityWorker, project: str = "p1") -> dict[str, list[str]]:
+    """The window's prompts, least recently seen first: digest -> its recent request ids, oldest first."""
+    win = worker._projects[project]
+    return {digest: list(win.recent[slot]) for digest, slot in win.slots.items()}
+
+
+def ids_of(row: dict) -> list[str]:
+    return [m["id"] for m in row["matches"]]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("batch_size", [1, 256], ids=["one_batch_each", "one_batch"])
+async def test_a_repeated_prompt_takes_one_row_and_the_least_recently_seen_prompt_leaves_first(batch_size):
+    a, b, c, d = (f"question number {n} about topic {n * 7}" for n in range(4))
+    worker = SimilarityWorker(store=Store(), window=3, batch_size=batch_size)
+    # A three times takes one row. Then C, A again, and D: the window is full and B (seen last before A's repeat)
+    # goes, not A (inserted first), whether the prompts come in one batch or one by one.
+    for n, text in enumerate([a, a, a, b, c, a, d]):
+        worker.offer(item(n, text))
+    await worker.flush()
+    assert window_prompts(worker) == {
+        prompt_hash(c): ["r4"],
+        prompt_hash(a): ["r0", "r1", "r2", "r5"],
+        prompt_hash(d): ["r6"],
+    }
+    assert list(window_prompts(worker)) == [prompt_hash(c), prompt_hash(a), prompt_hash(d)]  # LRU order
+    assert worker._projects["p1"].size == 3
+
+
+@pytest.mark.anyio
+async def test_a_window_prompt_pushed_out_by_its_own_batch_comes_back_with_its_vector():
+    a, b, c, d = (f"question number {n} about topic {n * 7}" for n in range(4))
+    store = Store()
+    worker = SimilarityWorker(store=store, window=2)
+    for n, text in enumerate([a, b]):
+        worker.offer(item(n, text))
+    await worker.flush()
+    for n, text in enumerate([c, d, a], start=2):  # two new prompts fill a window of 2; A was seen last
+        worker.offer(item(n, text))
+    await worker.flush()
+    assert store.rows[-1]["exact_duplicate"]
+    assert store.rows[-1]["nearest_id"] == "r0"
+    assert list(window_prompts(worker)) == [prompt_hash(d), prompt_hash(a)]
+    win = worker._projects["p1"]
+    expected = worker.embedding.embed([d, a])
+    assert np.allclose(win.vectors[[win.slots[prompt_hash(d)], win.slots[prompt_hash(a)]]], expected, atol=1e-6)
+
+
+@pytest.mark.anyio
+async def test_a_prompt_repeated_within_a_batch_is_matched_with_its_previous_request():
+    store = Store()
+    worker = SimilarityWorker(store=store, k=3)
+    for n, text in enumerate([BASE, UNRELATED[0], BASE.upper(), BASE, CLOSE[0]]):
+        worker.offer(item(n, text))
+    await worker.flush()
+    rows = {r["id"]: r for r in store.rows}
+    assert not rows["r0"]["exact_duplicate"]  # not in the window before the batch
+    assert rows["r0"]["matches"] == []
+    for repeat, previous in (("r2", "r0"), ("r3", "r2")):
+        assert rows[repeat]["nearest_id"] == previous
+        assert rows[repeat]["score"] == 1.0
+        assert rows[repeat]["exact_duplicate"]
+        assert rows[repeat]["near_duplicate"]
+        assert len(set(ids_of(rows[repeat]))) == len(ids_of(rows[repeat]))
+    assert "r0" not in ids_of(rows["r3"])  # superseded by r2
+    # A later prompt sees the repeated one once, as its latest request.
+    assert ids_of(rows["r4"])[0] == "r3"
+    assert not {"r0", "r2"} & set(ids_of(rows["r4"]))
+    assert len(worker._projects["p1"].slots) == 3
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("k", [1, 3])
+async def test_a_repeat_of_a_window_prompt_is_matched_with_its_latest_request_once(k):
+    store = Store()
+    worker = SimilarityWorker(store=store, k=k)
+    for n, text in enumerate([BASE, UNRELATED[0], BASE, CLOSE[0]]):
+        worker.offer(item(n, text))
+    await worker.flush()
+    for n, text in enumerate([CLOSE[1], BASE, BASE, CLOSE[2]], start=4):
+        worker.offer(item(n, text))
+    await worker.flush()
+    rows = {r["id"]: r for r in store.rows}
+    # A new prompt after the repeats sees BASE once, as its latest request.
+    assert rows["r7"]["nearest_id"] == "r6"
+    assert ids_of(rows["r7"]).count("r6") == 1
+    assert not {"r0", "r2", "r5", ""} & set(ids_of(rows["r7"]))
+    assert rows["r4"]["nearest_id"] == "r2"  # the typo: near BASE, seen as its latest request
+    assert "r0" not in ids_of(rows["r4"])
+    assert rows["r5"]["nearest_id"] == "r2"
+    assert rows["r5"]["score"] == 1.0
+    assert rows["r5"]["exact_duplicate"]
+    assert rows["r6"]["nearest_id"] == "r5"  # the repeat within the batch supersedes the window's r2
+    assert rows["r6"]["score"] == 1.0
+    for row in (rows["r4"], rows["r5"], rows["r6"], rows["r7"]):
+        assert len(set(ids_of(row))) == len(ids_of(row)) <= k
+        assert not {"r0"} & set(ids_of(row))
+    assert "r2" not in ids_of(rows["r6"])
+    if k == 3:
+        # The exact repeat, then the typo (earlier in this batch), then CLOSE[0]; the second repeat the same, with
+        # the first one in place of the window's row.
+        assert ids_of(rows["r5"]) == ["r2", "r4", "r3"]
+        assert ids_of(rows["r6"]) == ["r5", "r4", "r3"]
+        assert [m["score"] for m in rows["r6"]["matches"]] == [m["score"] for m in rows["r5"]["matches"]]
+
+
+@pytest.mark.anyio
+async def test_an_exact_repeat_is_matched_with_its_own_prompt_before_an_equal_scoring_other():
+    async def embed(texts: list[str]) -> np.ndarray:
+        return np.array([[1.0, 0.0] for _ in texts])  # every prompt the same vector: all score 1.0
+
+    store = Store()
+    worker = SimilarityWorker(store=store, embed=embed)
+    worker.offer(item(1, "x"))
+    worker.offer(item(2, "y"))
+    await worker.flush()
+    worker.offer(item(3, "y"))
+    await worker.flush()
+    rows = {r["id"]: r for r in store.rows}
+    assert rows["r2"]["nearest_id"] == "r1"
+    assert not rows["r2"]["exact_duplicate"]
+    assert rows["r3"]["nearest_id"] == "r2"
+    assert rows["r3"]["exact_duplicate"]
+    assert ids_of(rows["r3"]) == ["r2", "r1"]
+
+
+@pytest.mark.anyio
+async def test_nearest_lists_every_recent_request_of_a_repeated_prompt_then_the_others():
+    worker = SimilarityWorker(store=Store(), batch_size=4)
+    for n, text in enumerate([BASE, CLOSE[0], BASE, UNRELATED[0], BASE]):
+        worker.offer(item(n, text))
+    await worker.flush()
+    found = await worker.nearest("p1", BASE, k=5, min_score=0.5)
+    assert [rid for rid, _ in found] == ["r4", "r2", "r0", "r1"]  # newest first within a prompt
+    assert [score for _, score in found][:3] == [1.0, 1.0, 1.0]
+    assert 0.5 <= found[3][1] < 1.0
+    assert await worker.nearest("p1", BASE, k=2, min_score=0.5) == found[:2]
+    assert [rid for rid, _ in await worker.nearest("p1", CLOSE[0], k=1, min_score=0.5)] == ["r1"]
+
+    for n in range(RECENT_IDS + 5):
+        worker.offer(item(100 + n, BASE))
+    await worker.flush()
+    found = await worker.nearest("p1", BASE, k=1000, min_score=0.99)
+    assert [rid for rid, _ in found] == [f"r{100 + n}" for n in reversed(range(5, RECENT_IDS + 5))]
 
 
 @pytest.mark.anyio
