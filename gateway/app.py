@@ -36,6 +36,7 @@ from gateway.runtime import Gateway
 from gateway.types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger("gateway")
+_GC_YOUNG_THRESHOLD = 20_000
 
 
 def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> FastRoutes:
@@ -84,6 +85,11 @@ def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> FastRo
         await gateway.open()
         # Everything made at start-up lives as long as the process: keep it out of the collector's full passes.
         gc.freeze()
+        # A request allocates a thousand-odd objects before it frees them, so at the default threshold (700) the
+        # young generation was collected several times a request, promoting in-flight ones to be walked again:
+        # 16-27 µs of CPU a request (gc.callbacks, bench S1). Reference counting frees almost all of it anyway;
+        # the collector is for cycles, which can wait for 20,000 net allocations.
+        gc.set_threshold(_GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         restore = _drain_on_sigterm(gateway)
         try:
             yield

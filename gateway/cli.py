@@ -79,6 +79,11 @@ def serve_command(config: GatewayConfig, args: argparse.Namespace) -> int:
     import uvicorn
 
     _check_runtime(config)
+    # numpy is imported later (prompt similarity). Its BLAS would start a thread per core for the background
+    # matrix products, spinning on the cores that serve requests: one thread does that work at half the CPU.
+    # An operator's own setting wins.
+    for blas_threads in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(blas_threads, "1")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host = args.host or config.server.host
     port = args.port or config.server.port
