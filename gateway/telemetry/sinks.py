@@ -149,89 +149,145 @@ def _tags(record: Record) -> list[str]:
     return [f"{key}:{value}" for key, value in (record.get("tags") or {}).items()]
 
 
+# langfuse_events runs for every request the gateway serves, on the event loop: about 11 µs of CPU a record on the
+# telemetry bench, most of it building small dicts whose values repeat from request to request (a key's project,
+# team and names; a route's status, provider and deployment). Those parts are built once per distinct value, the
+# key's metadata even serialised once (an orjson Fragment, embedded as is in the batch). typed=True: to a plain
+# lru_cache True, 1 and 1.0 are the same key, yet they serialise differently (true, 1, 1.0).
+
+
+@lru_cache(maxsize=4096, typed=True)
+def _key_metadata(project: Any, team: Any, key_name: Any, key_id: Any) -> orjson.Fragment:
+    """The trace's metadata for a request that brought no metadata of its own."""
+    metadata = {"project": project, "team": team, "key_name": key_name, "key_id": key_id, "request_metadata": {}}
+    return orjson.Fragment(orjson.dumps(metadata))
+
+
+@lru_cache(maxsize=1024, typed=True)
+def _route_metadata(
+    status: int,
+    provider: Any,
+    deployment: Any,
+    model_requested: Any,
+    attempts: Any,
+    route_reason: Any,
+    stream: Any,
+    usage_source: Any,
+) -> dict[str, Any]:
+    """The generation's metadata but for its spans and guardrails. Shared: copy it before adding to it."""
+    return {
+        "status": status,
+        "provider": provider,
+        "deployment": deployment,
+        "model_requested": model_requested,
+        "attempts": attempts,
+        "route_reason": route_reason,
+        "stream": stream,
+        "usage_source": usage_source,
+    }
+
+
 def langfuse_events(record: Record) -> list[dict[str, Any]]:
     """A `trace-create` and a `generation-create` event for one record.
 
     The trace id is the request's W3C trace id, so requests of one client trace land in one Langfuse trace (a later
-    request's trace-create updates the name, input and output the earlier one set)."""
+    request's trace-create updates the name, input and output the earlier one set). A None is left out of a body,
+    not sent as null: a later request of the same trace must not erase the input."""
+    get = record.get
     record_id = str(record["id"])
     ts = float(record["ts"])
     start = iso(ts)
-    status = int(record.get("status") or 0)
-    content_in = record.get("content_input") or None
-    content_out = record.get("content_output") or None
-    trace_body = {
-        "id": record["trace_id"],
-        "timestamp": start,
-        "name": record.get("endpoint"),
-        "userId": record.get("user_id") or None,
-        "input": content_in,
-        "output": content_out,
-        "tags": _tags(record),
-        "metadata": {
-            "project": record.get("project"),
-            "team": record.get("team"),
-            "key_name": record.get("key_name"),
-            "key_id": record.get("key_id"),
+    status = int(get("status") or 0)
+    trace_id = record["trace_id"]
+    name = get("endpoint")
+    content_in = get("content_input")
+    content_out = get("content_output")
+    user_id = get("user_id")
+    tags = get("tags")
+    request_metadata = get("metadata")
+
+    trace: dict[str, Any] = {} if trace_id is None else {"id": trace_id}
+    trace["timestamp"] = start
+    if name is not None:
+        trace["name"] = name
+    if user_id:
+        trace["userId"] = user_id
+    if content_in:
+        trace["input"] = content_in
+    if content_out:
+        trace["output"] = content_out
+    trace["tags"] = _tags(record) if tags else []
+    if request_metadata:
+        trace["metadata"] = {
+            "project": get("project"),
+            "team": get("team"),
+            "key_name": get("key_name"),
+            "key_id": get("key_id"),
             # The client's own metadata, nested: spread out, it could claim another project's name.
-            "request_metadata": record.get("metadata") or {},
-        },
-    }
-    generation: dict[str, Any] = {
-        "id": record_id,
-        "traceId": record["trace_id"],
-        "name": record.get("endpoint"),
-        "startTime": start,
-        "endTime": iso(ts + float(record.get("latency_ms") or 0) / 1000),
-        "model": otel.model_of(record) or None,
-        "input": content_in,
-        "output": content_out,
-        "level": "ERROR" if status >= 400 else "DEFAULT",
-        "metadata": {
-            "status": status,
-            "provider": record.get("provider"),
-            "deployment": record.get("deployment"),
-            "model_requested": record.get("model_requested"),
-            "attempts": record.get("attempts"),
-            "route_reason": record.get("route_reason"),
-            "stream": record.get("stream"),
-            "usage_source": record.get("usage_source"),
-            "spans": record.get("spans") or [],
-            "guardrails": record.get("guardrails") or [],
-        },
-    }
-    if record.get("ttft_ms") is not None:
-        generation["completionStartTime"] = iso(ts + float(record["ttft_ms"]) / 1000)
+            "request_metadata": request_metadata,
+        }
+    else:
+        trace["metadata"] = _key_metadata(get("project"), get("team"), get("key_name"), get("key_id"))
+
+    usage_source = get("usage_source")
+    metadata = _route_metadata(
+        status,
+        get("provider"),
+        get("deployment"),
+        get("model_requested"),
+        get("attempts"),
+        get("route_reason"),
+        get("stream"),
+        usage_source,
+    ).copy()
+    metadata["spans"] = get("spans") or []
+    metadata["guardrails"] = get("guardrails") or []
+    generation: dict[str, Any] = {"id": record_id}
+    if trace_id is not None:
+        generation["traceId"] = trace_id
+    if name is not None:
+        generation["name"] = name
+    generation["startTime"] = start
+    generation["endTime"] = iso(ts + float(get("latency_ms") or 0) / 1000)
+    model = otel.model_of(record)
+    if model:
+        generation["model"] = model
+    if content_in:
+        generation["input"] = content_in
+    if content_out:
+        generation["output"] = content_out
+    generation["level"] = "ERROR" if status >= 400 else "DEFAULT"
+    generation["metadata"] = metadata
+    ttft_ms = get("ttft_ms")
+    if ttft_ms is not None:
+        generation["completionStartTime"] = iso(ts + float(ttft_ms) / 1000)
     if status >= 400:
-        generation["statusMessage"] = record.get("error_type") or f"HTTP {status}"
-    if record.get("usage_source") != "none":
+        generation["statusMessage"] = get("error_type") or f"HTTP {status}"
+    if usage_source != "none":
         # usageDetails: Langfuse counts every key containing "input" as input, "output" as output.
         details = {
-            "input": int(record.get("prompt_tokens") or 0),
-            "output": int(record.get("completion_tokens") or 0),
-            "total": int(record.get("total_tokens") or 0),
+            "input": int(get("prompt_tokens") or 0),
+            "output": int(get("completion_tokens") or 0),
+            "total": int(get("total_tokens") or 0),
         }
-        if record.get("cached_tokens"):
-            details["input_cached_tokens"] = int(record["cached_tokens"])
-        if record.get("reasoning_tokens"):
-            details["output_reasoning_tokens"] = int(record["reasoning_tokens"])
+        cached_tokens = get("cached_tokens")
+        if cached_tokens:
+            details["input_cached_tokens"] = int(cached_tokens)
+        reasoning_tokens = get("reasoning_tokens")
+        if reasoning_tokens:
+            details["output_reasoning_tokens"] = int(reasoning_tokens)
         generation["usageDetails"] = details
-    if record.get("cost_usd") is not None:
+    cost_usd = get("cost_usd")
+    if cost_usd is not None:
         # An ingested cost wins over the one Langfuse would infer from its own price list.
-        generation["costDetails"] = {"total": float(record["cost_usd"])}
+        generation["costDetails"] = {"total": float(cost_usd)}
     return [
-        {
-            "id": event_id(record_id, "trace-create"),
-            "timestamp": start,
-            "type": "trace-create",
-            # None is left out, not sent as null: a later request of the same trace must not erase the input.
-            "body": {k: v for k, v in trace_body.items() if v is not None},
-        },
+        {"id": event_id(record_id, "trace-create"), "timestamp": start, "type": "trace-create", "body": trace},
         {
             "id": event_id(record_id, "generation-create"),
             "timestamp": start,
             "type": "generation-create",
-            "body": {k: v for k, v in generation.items() if v is not None},
+            "body": generation,
         },
     ]
 

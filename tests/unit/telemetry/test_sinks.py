@@ -307,6 +307,44 @@ async def test_otlp_marks_an_error_status_and_has_no_parent_without_one() -> Non
 
 
 @pytest.mark.anyio
+async def test_otlp_root_attributes_are_each_records_own() -> None:
+    # The repeating attributes are encoded once per combination: a record must never get another's.
+    upstream = Upstream()
+    records = [
+        record(id="r1"),
+        record(id="r2", stream=True, attempts=1, cost_usd=None, ttft_ms=None, tags={}, metadata={}),
+        record(id="r3", status=429, error_type="rate_limited", error_domain="upstream", usage_source="none"),
+        record(id="r4", stream=1, project="other", metadata={"tenant": 'quote " and \\ slash'}),
+        record(id="r5"),
+    ]
+    await OtlpSink("otel", config("otlp"), upstream.client()).write(records)
+    roots = [
+        s for s in upstream.json(0)["resourceSpans"][0]["scopeSpans"][0]["spans"] if "gateway.request_id" in attrs(s)
+    ]
+    by_id = {attrs(r)["gateway.request_id"]["stringValue"]: attrs(r) for r in roots}
+    assert by_id["r1"] == by_id["r5"] | {"gateway.request_id": {"stringValue": "r1"}}
+    assert by_id["r1"]["gateway.stream"] == {"boolValue": False}
+    assert by_id["r1"]["gateway.attempts"] == {"intValue": "2"}
+    assert by_id["r1"]["gateway.cost_usd"] == {"doubleValue": 0.0012}
+    assert by_id["r1"]["gateway.ttft_ms"] == {"doubleValue": 320.0}
+    assert by_id["r1"]["gateway.tag.env"] == {"stringValue": "prod"}
+    assert by_id["r2"]["gateway.stream"] == {"boolValue": True}
+    assert by_id["r2"]["gateway.attempts"] == {"intValue": "1"}
+    assert {"gateway.cost_usd", "gateway.ttft_ms", "gateway.tag.env", "gateway.metadata.feature"}.isdisjoint(
+        by_id["r2"]
+    )
+    assert by_id["r3"]["http.response.status_code"] == {"intValue": "429"}
+    assert by_id["r3"]["error.type"] == {"stringValue": "rate_limited"}
+    assert by_id["r3"]["gateway.error_domain"] == {"stringValue": "upstream"}
+    assert "gen_ai.usage.input_tokens" not in by_id["r3"]
+    assert "error.type" not in by_id["r1"]
+    assert "gateway.error_domain" not in by_id["r1"]
+    assert by_id["r4"]["gateway.stream"] == {"boolValue": True}  # 1 from a database row is still a bool
+    assert by_id["r4"]["gateway.project"] == {"stringValue": "other"}
+    assert by_id["r4"]["gateway.metadata.tenant"] == {"stringValue": 'quote " and \\ slash'}
+
+
+@pytest.mark.anyio
 async def test_otlp_span_ids_are_stable_across_resends() -> None:
     upstream = Upstream()
     sink = OtlpSink("otel", config("otlp"), upstream.client())
@@ -446,3 +484,57 @@ async def test_otlp_spans_taken_before_the_metrics_failed_are_not_sent_again_on_
     assert traced == ["a", "b"]
     await sink.write([first])  # a later batch with the same record is a new delivery: its spans go again
     assert traced == ["a", "b", "a"]
+
+
+@pytest.mark.anyio
+async def test_langfuse_metadata_is_each_records_own() -> None:
+    # The repeating metadata is built once per combination of values: a record must never get another's.
+    upstream = Upstream()
+    records = [
+        record(id="r1"),
+        record(id="r2", project="other", team="team-b", key_name="b-key", key_id="k2", metadata={}),
+        record(id="r3", status=502, error_type="upstream_unavailable", provider="azure", deployment="azure/gpt-4o"),
+        record(id="r4", stream=True, attempts=1, route_reason="fallback", usage_source="none", metadata=None),
+        record(id="r8", stream=True),
+        record(id="r5", stream=1),  # from a database row: equal to r8's True as a key, not in the JSON
+        record(id="r6", metadata={}),
+        record(id="r7"),
+    ]
+    await langfuse(upstream).write(records)
+    batch = upstream.json()["batch"]
+    trace_of = {r["id"]: e["body"] for r, e in zip(records, batch[0::2], strict=True)}
+    generations = {e["body"]["id"]: e["body"] for e in batch[1::2]}
+    key_metadata = {"project": "search", "team": "team-a", "key_name": "team-a-key", "key_id": "k1"}
+    assert trace_of["r1"]["metadata"] == key_metadata | {"request_metadata": {"feature": "search"}}
+    assert trace_of["r2"]["metadata"] == {
+        "project": "other",
+        "team": "team-b",
+        "key_name": "b-key",
+        "key_id": "k2",
+        "request_metadata": {},
+    }
+    assert trace_of["r4"]["metadata"] == trace_of["r6"]["metadata"] == key_metadata | {"request_metadata": {}}
+    assert trace_of["r7"]["metadata"] == trace_of["r1"]["metadata"]
+    route = {
+        "status": 200,
+        "provider": "openai",
+        "deployment": "openai/gpt-4o",
+        "model_requested": "gpt-4o",
+        "attempts": 2,
+        "route_reason": "weighted",
+        "stream": False,
+        "usage_source": "upstream",
+    }
+    meta = {i: {k: v for k, v in g["metadata"].items() if k in route} for i, g in generations.items()}
+    assert meta["r1"] == meta["r2"] == meta["r6"] == meta["r7"] == route
+    assert meta["r3"] == route | {"status": 502, "provider": "azure", "deployment": "azure/gpt-4o"}
+    assert generations["r3"]["level"] == "ERROR"
+    assert generations["r1"]["level"] == "DEFAULT"
+    assert meta["r4"] == route | {"stream": True, "attempts": 1, "route_reason": "fallback", "usage_source": "none"}
+    assert "usageDetails" not in generations["r4"]
+    assert "usageDetails" in generations["r1"]
+    r5 = generations["r5"]["metadata"]
+    assert r5["stream"] == 1
+    assert r5["stream"] is not True  # the record's 1, not r4's cached true
+    assert generations["r8"]["metadata"]["stream"] is True
+    assert all(len(g["metadata"]["spans"]) == 3 for g in generations.values())
