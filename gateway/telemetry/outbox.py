@@ -265,6 +265,10 @@ class Outbox:
                             await self._flush_pending()
                         return False
                     self._inflight = []
+                    if self._memory and len(self._memory) < self.batch_size:
+                        # What came in while that batch was out waits for a full batch or the flush interval:
+                        # sent at once, it made batches of a hundred-odd records under load, a request each.
+                        return True
                     continue
                 if self.spool is not None and len(self.spool):
                     records = await self._io(self._read_blocking)
