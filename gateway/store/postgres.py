@@ -18,6 +18,7 @@ import asyncio
 import calendar
 import contextlib
 import logging
+import operator
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -410,11 +411,16 @@ async def _copy_new_rows(conn: Any, rows: list[tuple[Any, ...]]) -> None:
         await conn.execute(_INSERT_NEW)
 
 
+_record_values = operator.itemgetter(*RECORD_COLUMNS)
+
+
 def _row(record: Record) -> tuple[Any, ...]:
-    # PostgreSQL's text refuses NUL, which a client can put in a model name or a prompt: dropped.
-    return tuple(
-        v.replace("\x00", "") if isinstance(v := record[c], str) and "\x00" in v else v for c in RECORD_COLUMNS
-    )
+    row: tuple[Any, ...] = _record_values(record)
+    for value in row:
+        if isinstance(value, str) and "\x00" in value:
+            # PostgreSQL's text refuses NUL, which a client can put in a model name or a prompt: dropped.
+            return tuple(v.replace("\x00", "") if isinstance(v, str) else v for v in row)
+    return row
 
 
 # jsonb refuses \u0000 too: an escaped NUL (not an escaped backslash followed by "u0000") is dropped.

@@ -8,6 +8,7 @@ for each of input and output.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -16,6 +17,11 @@ from gateway.guardrails.pii import PiiDetector
 from gateway.guardrails.text import answer_slots, prompt_slots
 
 _TRUNCATED = "…[truncated]"
+# Redaction runs a dozen regular expressions over a text. Prompts and answers repeat exactly more often than not
+# (templates, retries: what the similarity report's exact duplicates count), so a repeat's redaction is looked up;
+# only texts up to this size, so that the cache stays within 1,024 x 8,192 characters.
+_CACHED_MAX_CHARS = 8192
+_CACHED_TEXTS = 1024
 
 
 def input_text(endpoint: str, body: dict[str, Any]) -> str:
@@ -40,15 +46,19 @@ class ContentLogger:
     def __init__(self, max_chars: int) -> None:
         self.max_chars = max_chars
         self._detector: PiiDetector | None = None  # built on first use: only `redacted` needs it
+        self._redact_cached = lru_cache(maxsize=_CACHED_TEXTS)(self._redact)
 
     def render(self, mode: str, text: str) -> str:
         if mode == "off" or not text:
             return ""
         if mode == "redacted":
-            if self._detector is None:
-                self._detector = PiiDetector()
             # Redact before truncating, so that a secret cut in half at the limit is still found whole.
-            text = self._detector.redact(text)
+            text = self._redact_cached(text) if len(text) <= _CACHED_MAX_CHARS else self._redact(text)
         if len(text) > self.max_chars:
             return text[: self.max_chars] + _TRUNCATED
         return text
+
+    def _redact(self, text: str) -> str:
+        if self._detector is None:
+            self._detector = PiiDetector()
+        return self._detector.redact(text)
