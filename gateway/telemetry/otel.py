@@ -187,9 +187,11 @@ _ROOT = (
     b'{"traceId":%s,"spanId":"%016x",%s"name":%s,"kind":%d,'
     b'"startTimeUnixNano":"%d","endTimeUnixNano":"%d","attributes":%s,"status":%s}'
 )
+# A child's template is filled in two steps: the record's trace and parent ids once, then each child's own fields
+# (hence the %% of the second step).
 _CHILD = (
-    b'{"traceId":%s,"spanId":"%016x","parentSpanId":"%016x","name":%s,"kind":%d,'
-    b'"startTimeUnixNano":"%d","endTimeUnixNano":"%d","attributes":[],"status":%s}'
+    b'{"traceId":%s,"spanId":"%%016x","parentSpanId":"%016x","name":%%s,"kind":%d,'
+    b'"startTimeUnixNano":"%%d","endTimeUnixNano":"%%d","attributes":[],"status":%%s}'
 )
 _CHILD_FAILED = orjson.dumps({"code": STATUS_ERROR, "message": "attempt failed"})
 
@@ -218,17 +220,15 @@ def spans(record: Record) -> bytes:
             else b"{}",
         )
     ]
+    child = _CHILD % (trace_json, root_number, SPAN_KIND_INTERNAL)
     for i, phase in enumerate(record.get("spans") or (), 1):
         name = str(phase["name"])
         phase_start = start + round(phase["start_ms"] * 1e6)
         out.append(
-            _CHILD
+            child
             % (
-                trace_json,
                 _child_id(root_number, i),
-                root_number,
                 _json_string(name),
-                SPAN_KIND_INTERNAL,
                 phase_start,
                 phase_start + round(phase["ms"] * 1e6),
                 _CHILD_FAILED if name.endswith(":failed") else b"{}",

@@ -136,13 +136,14 @@ _EVENT_IDS = uuid.UUID("5b0e1c3a-7d4f-4a53-9a57-3c6f0b1e2d48")  # namespace of t
 def event_id(record_id: str, event_type: str) -> str:
     """The same record and event type always give the same id, so Langfuse dedupes a resent batch.
 
-    uuid.uuid5(_EVENT_IDS, f"{event_type}:{record_id}"), spelt out: the same SHA-1 with its version and variant
-    bits, without building a UUID object (a third of the Langfuse sink's encoding time)."""
-    digest = bytearray(hashlib.sha1(_EVENT_IDS.bytes + f"{event_type}:{record_id}".encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    uuid.uuid5(_EVENT_IDS, f"{event_type}:{record_id}"), spelt out: the same SHA-1 with its version digit and
+    variant bits set in the hex, without building a UUID object (a third of the Langfuse sink's encoding time)."""
+    h = hashlib.sha1(_EVENT_IDS.bytes + f"{event_type}:{record_id}".encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+# The RFC 4122 variant: the top two bits of the 17th hex digit are 10.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 def _tags(record: Record) -> list[str]:

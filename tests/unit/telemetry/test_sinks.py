@@ -154,7 +154,8 @@ async def test_langfuse_posts_a_trace_and_a_generation_per_record() -> None:
 def test_event_ids_are_the_uuid5_of_the_record_and_type() -> None:
     # Spelt out for speed; a spooled batch replayed by another version must keep its ids, so they must not drift.
     namespace = uuid.UUID("5b0e1c3a-7d4f-4a53-9a57-3c6f0b1e2d48")
-    for record_id in ("req-1", "f242cb7714b5000000006033", "é-ünicode", ""):
+    # Two hundred ids: the variant digit depends on the hash's 17th hex digit, and all sixteen must map right.
+    for record_id in ("req-1", "f242cb7714b5000000006033", "é-ünicode", "", *(f"r{i}" for i in range(200))):
         for kind in ("trace-create", "generation-create"):
             assert event_id(record_id, kind) == str(uuid.uuid5(namespace, f"{kind}:{record_id}"))
 
