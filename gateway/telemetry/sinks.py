@@ -188,6 +188,13 @@ def _route_metadata(
     }
 
 
+def _put_content(body: dict[str, Any], content_in: Any, content_out: Any) -> None:
+    if content_in:
+        body["input"] = content_in
+    if content_out:
+        body["output"] = content_out
+
+
 def langfuse_events(record: Record) -> list[dict[str, Any]]:
     """A `trace-create` and a `generation-create` event for one record.
 
@@ -213,10 +220,7 @@ def langfuse_events(record: Record) -> list[dict[str, Any]]:
         trace["name"] = name
     if user_id:
         trace["userId"] = user_id
-    if content_in:
-        trace["input"] = content_in
-    if content_out:
-        trace["output"] = content_out
+    _put_content(trace, content_in, content_out)
     trace["tags"] = _tags(record) if tags else []
     if request_metadata:
         trace["metadata"] = {
@@ -253,10 +257,7 @@ def langfuse_events(record: Record) -> list[dict[str, Any]]:
     model = otel.model_of(record)
     if model:
         generation["model"] = model
-    if content_in:
-        generation["input"] = content_in
-    if content_out:
-        generation["output"] = content_out
+    _put_content(generation, content_in, content_out)
     generation["level"] = "ERROR" if status >= 400 else "DEFAULT"
     generation["metadata"] = metadata
     ttft_ms = get("ttft_ms")
