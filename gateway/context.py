@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +105,7 @@ class RequestContext:
         "error",
         "spans",
         "upstream_start_ns",
+        "upstream_connect",
         "upstream_headers_ns",
         "first_token_ns",
         "upstream_end_ns",
@@ -158,6 +160,9 @@ class RequestContext:
         self.error: GatewayError | None = None
         self.spans: list[Span] = []
         self.upstream_start_ns = 0
+        # (start, end) in perf_counter ns of the last upstream connection opened for this request (DNS, TCP, TLS);
+        # None when every attempt found one open in the pool.
+        self.upstream_connect: tuple[int, int] | None = None
         self.upstream_headers_ns = 0
         self.first_token_ns = 0
         self.upstream_end_ns = 0
@@ -229,3 +234,8 @@ class RequestContext:
         """The gateway's own time: everything but the wait for the upstream."""
         end = now_ns or self.finished_ns or time.perf_counter_ns()
         return max(0, end - self.started_ns - self.upstream_ns)
+
+
+# The request an upstream call is made for, set by the router before each attempt: the providers' connector
+# (gateway/providers/base.py TimedConnector) runs in that request's task, several layers of aiohttp below them.
+upstream_request: ContextVar[RequestContext | None] = ContextVar("upstream_request", default=None)

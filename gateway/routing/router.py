@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from gateway.config import Deployment, ModelGroup, RoutingConfig
-from gateway.context import RequestContext, RouteConstraints
+from gateway.context import RequestContext, RouteConstraints, upstream_request
 from gateway.errors import ModelNotFound, NoDeploymentAvailable, UpstreamError
 from gateway.pipeline import Reply
 from gateway.routing import strategies
@@ -163,6 +163,7 @@ class Router:
         health.budget.deposit()
         health.started(time.monotonic())
         start = time.perf_counter_ns()
+        upstream_request.set(ctx)
         try:
             reply = await self.providers[deployment.provider].send(
                 ctx, deployment, deployment.timeouts or self.config.timeouts

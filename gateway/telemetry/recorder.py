@@ -212,7 +212,8 @@ def _metadata(value: Any) -> dict[str, str]:
 
 def _spans(ctx: RequestContext) -> list[dict[str, Any]]:
     """The request's spans (filters, routing attempts), then the upstream call's phases: `upstream` from the request
-    sent to the last byte, `upstream.first_byte` until the answer's headers, `upstream.body` from there on."""
+    sent to the last byte, `upstream.first_byte` until the answer's headers, `upstream.body` from there on, and
+    `upstream.connect` when a new connection was opened for it (within the first byte's wait)."""
     spans = [{"name": s.name, "start_ms": s.start_ns / 1e6, "ms": s.duration_ns / 1e6} for s in ctx.spans]
     sent = ctx.upstream_start_ns
     if sent:
@@ -225,4 +226,10 @@ def _spans(ctx: RequestContext) -> list[dict[str, Any]]:
             spans.append({"name": "upstream.first_byte", "start_ms": at_ms, "ms": first_byte_ms})
             body_ms = max(0.0, upstream_ms - first_byte_ms)
             spans.append({"name": "upstream.body", "start_ms": at_ms + first_byte_ms, "ms": body_ms})
+        connect = ctx.upstream_connect
+        if connect is not None:
+            began, ended = connect
+            spans.append(
+                {"name": "upstream.connect", "start_ms": (began - ctx.started_ns) / 1e6, "ms": (ended - began) / 1e6}
+            )
     return spans

@@ -28,6 +28,9 @@ def test_the_record_carries_usage_cost_latencies_and_spans(
         response = httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers={**HEADERS, "x-request-id": "rec-1"})
         assert response.status_code == 200
         record = record_of(db_path, "rec-1")
+        # The first request opened the connection to the upstream; the next one finds it in the pool.
+        httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers={**HEADERS, "x-request-id": "rec-1b"})
+        pooled = record_of(db_path, "rec-1b")
     # The upstream reports 11 prompt tokens of which 5 cached, 3 completion tokens of which 1 reasoning;
     # gpt-4o-mini is priced at 0.15 input, 0.075 cached input, 0.60 output per million.
     assert (record["prompt_tokens"], record["cached_tokens"]) == (11, 5)
@@ -44,12 +47,17 @@ def test_the_record_carries_usage_cost_latencies_and_spans(
     assert record["ttfb_ms"] > 0
     spans = json.loads(record["spans"])
     names = ["auth", "attempt:up/gpt-4o-mini", "route", "upstream", "upstream.first_byte", "upstream.body"]
-    assert [span["name"] for span in spans] == names
-    upstream, first_byte, body = spans[3:]
+    assert [span["name"] for span in spans] == [*names, "upstream.connect"]
+    upstream, first_byte, body, connect = spans[3:]
     # The upstream call's phases tile it: first byte, then the body, from the request sent to the last byte.
     assert upstream["start_ms"] == first_byte["start_ms"] > 0
     assert first_byte["ms"] + body["ms"] == pytest.approx(upstream["ms"], abs=0.001)
     assert upstream["ms"] == pytest.approx(record["upstream_ms"], abs=0.01)
+    # Opening the connection is part of the wait for the first byte.
+    assert connect["ms"] > 0
+    assert connect["start_ms"] >= first_byte["start_ms"]
+    assert connect["start_ms"] + connect["ms"] <= first_byte["start_ms"] + first_byte["ms"]
+    assert [span["name"] for span in json.loads(pooled["spans"])] == names
 
 
 def test_a_deployment_price_overrides_the_table(
