@@ -163,7 +163,9 @@ class Router:
         health.budget.deposit()
         health.started(time.monotonic())
         start = time.perf_counter_ns()
-        upstream_request.set(ctx)
+        ctx.upstream_connect = None  # this attempt's, not an earlier one's
+        # Only for the call: a task spawned later from this request's task would copy it, and keep ctx alive.
+        token = upstream_request.set(ctx)
         try:
             reply = await self.providers[deployment.provider].send(
                 ctx, deployment, deployment.timeouts or self.config.timeouts
@@ -172,6 +174,8 @@ class Router:
             health.in_flight -= 1
             ctx.add_span(f"attempt:{deployment.id}:failed", start)
             raise
+        finally:
+            upstream_request.reset(token)
         # One span per attempt, in the record's spans beside the filters' (for a stream: until its headers).
         ctx.add_span(f"attempt:{deployment.id}", start)
         if reply.stream is not None:

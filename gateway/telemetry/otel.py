@@ -100,32 +100,27 @@ def _ms_nanos(ms: float | None) -> int:
 # The root span's attributes that repeat from request to request (who asked for what, where it went, how it
 # ended), encoded once per distinct combination; the few that change with every request are filled in a template.
 # Building ~20 small dicts per record was most of this module's cost (CPU per request on the telemetry bench).
-def _static_key(record: Record) -> tuple[object, ...]:
-    # Normalised: in a tuple key, True == 1 with the same hash, and a cached boolValue must not serve an intValue.
-    return (
-        record.get("provider") or None,
-        record.get("model_requested"),
-        record.get("model_served"),
-        record.get("endpoint"),
-        record.get("project"),
-        record.get("team"),
-        record.get("key_name"),
-        record.get("deployment"),
-        record.get("route_reason"),
-        record.get("usage_source"),
-        int(record.get("status") or 0),
-        record.get("error_type"),
-        record.get("error_domain"),
-        record.get("attempts"),
-        bool(record.get("stream")),
-    )
-
-
-@lru_cache(maxsize=4096)
-def _static_attributes(key: tuple[object, ...]) -> bytes:
+# typed=True: to a plain lru_cache True, 1 and 1.0 are the same argument, yet they encode differently.
+@lru_cache(maxsize=4096, typed=True)
+def _static_attributes(
+    provider: object,
+    requested: object,
+    served: object,
+    endpoint: object,
+    project: object,
+    team: object,
+    key_name: object,
+    deployment: object,
+    route_reason: object,
+    usage_source: object,
+    status: int,
+    error_type: object,
+    error_domain: object,
+    attempts: object,
+    stream: object,
+) -> bytes:
     """The repeating attributes as JSON list items (no brackets)."""
-    provider, requested, served, endpoint, project, team, key_name, deployment = key[:8]
-    route_reason, usage_source, status, error_type, error_domain, attempts, stream = key[8:]
+    provider = provider or None
     items = {
         "gen_ai.operation.name": operation({"endpoint": endpoint}),
         "gen_ai.provider.name": provider,
@@ -133,7 +128,7 @@ def _static_attributes(key: tuple[object, ...]) -> bytes:
         "gen_ai.request.model": requested,
         "gen_ai.response.model": served,
         "http.response.status_code": status or None,
-        "error.type": (error_type or str(status)) if isinstance(status, int) and status >= 400 else None,
+        "error.type": (error_type or str(status)) if status >= 400 else None,
         "gateway.endpoint": endpoint,
         "gateway.project": project,
         "gateway.team": team,
@@ -148,6 +143,31 @@ def _static_attributes(key: tuple[object, ...]) -> bytes:
     return orjson.dumps(attributes(items))[1:-1]
 
 
+def _repeating_attributes(record: Record) -> bytes:
+    get = record.get
+    fields = (
+        get("provider"),
+        get("model_requested"),
+        get("model_served"),
+        get("endpoint", ""),
+        get("project"),
+        get("team"),
+        get("key_name"),
+        get("deployment"),
+        get("route_reason"),
+        get("usage_source"),
+        int(get("status") or 0),
+        get("error_type"),
+        get("error_domain"),
+        get("attempts"),
+        get("stream"),
+    )
+    try:
+        return _static_attributes(*fields)
+    except TypeError:  # a value that cannot be a cache key (a list, say): encoded all the same
+        return _static_attributes.__wrapped__(*fields)
+
+
 _REQUEST_ID = b'{"key":"gateway.request_id","value":{"stringValue":%s}}'
 _TOKENS = (
     b'{"key":"gen_ai.usage.input_tokens","value":{"intValue":"%d"}},'
@@ -158,7 +178,7 @@ _COST = b'{"key":"gateway.cost_usd","value":{"doubleValue":%s}}'
 
 def _root_attributes(record: Record) -> bytes:
     """The root span's attributes as a JSON list."""
-    parts = [_static_attributes(_static_key(record)), _REQUEST_ID % orjson.dumps(str(record.get("id")))]
+    parts = [_repeating_attributes(record), _REQUEST_ID % orjson.dumps(str(record.get("id")))]
     if record.get("usage_source") != "none":
         parts.append(_TOKENS % (int(record.get("prompt_tokens") or 0), int(record.get("completion_tokens") or 0)))
     cost = record.get("cost_usd")
@@ -223,14 +243,14 @@ def spans(record: Record) -> bytes:
     child = _CHILD % (trace_json, root_number, SPAN_KIND_INTERNAL)
     for i, phase in enumerate(record.get("spans") or (), 1):
         name = str(phase["name"])
-        phase_start = start + round(phase["start_ms"] * 1e6)
+        phase_start = start + _ms_nanos(phase["start_ms"])
         out.append(
             child
             % (
                 _child_id(root_number, i),
                 _json_string(name),
                 phase_start,
-                phase_start + round(phase["ms"] * 1e6),
+                phase_start + _ms_nanos(phase["ms"]),
                 _CHILD_FAILED if name.endswith(":failed") else b"{}",
             )
         )

@@ -437,7 +437,9 @@ class SimilarityWorker:
 
         The matrix product is of the batch's distinct prompts only (u, in order of first appearance) against the
         window's rows and then the batch's distinct prompts; column c of it is "the prompt of column c", whose id
-        as a match is its most recent request so far (`latest`, updated item by item)."""
+        as a match is its most recent request so far (`latest`, updated item by item). A repeat within the batch
+        reuses its prompt's top k: a prompt first seen between the two occurrences is not among its other matches
+        (its nearest, score and flags are exact; computing more would cost the product this is here to save)."""
         uniq = list(dict.fromkeys(digests[i] for i in positions))
         vectors = np.stack([known[d] for d in uniq])
         columns, tops = self._distinct_top_k(win, uniq, vectors)

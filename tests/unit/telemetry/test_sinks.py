@@ -317,6 +317,8 @@ async def test_otlp_root_attributes_are_each_records_own() -> None:
         record(id="r3", status=429, error_type="rate_limited", error_domain="upstream", usage_source="none"),
         record(id="r4", stream=1, project="other", metadata={"tenant": 'quote " and \\ slash'}),
         record(id="r5"),
+        # r2 but for attempts True: to a plain cache key, True and 1 are the same.
+        record(id="r6", stream=True, attempts=True, cost_usd=None, ttft_ms=None, tags={}, metadata={}),
     ]
     await OtlpSink("otel", config("otlp"), upstream.client()).write(records)
     roots = [
@@ -340,7 +342,8 @@ async def test_otlp_root_attributes_are_each_records_own() -> None:
     assert "gen_ai.usage.input_tokens" not in by_id["r3"]
     assert "error.type" not in by_id["r1"]
     assert "gateway.error_domain" not in by_id["r1"]
-    assert by_id["r4"]["gateway.stream"] == {"boolValue": True}  # 1 from a database row is still a bool
+    assert by_id["r4"]["gateway.stream"] == {"intValue": "1"}  # each value its own type, not r2's True
+    assert by_id["r6"]["gateway.attempts"] == {"boolValue": True}
     assert by_id["r4"]["gateway.project"] == {"stringValue": "other"}
     assert by_id["r4"]["gateway.metadata.tenant"] == {"stringValue": 'quote " and \\ slash'}
 
