@@ -32,6 +32,10 @@ class SinkConfig:
     # make a body of half a megabyte or so. Bigger bodies cost more CPU per record to build (4 -> 9 µs at 512, on
     # the telemetry bench) and come nearer the size a collector or Langfuse accepts in one request.
     batch_size: int = 128
+    # Bytes per request to the sink, at most: a batch whose encoding is bigger goes in several requests. None: the
+    # sink type's own (Langfuse 3,000,000, its batches being limited to 3.5 MB; webhook 500,000, Segment's batch
+    # limit; OTLP 4,000,000). Content logging makes records big: 128 with 8,192 characters each way pass 4 MB.
+    max_batch_bytes: int | None = None
     flush_interval_ms: int = 1000  # a partial batch waits at most this long
     queue_size: int = 10_000  # records in memory; beyond, they go to the spool (or are dropped without one)
     timeout_s: float = 10.0
@@ -108,6 +112,8 @@ def check_telemetry(config: GatewayConfig, problems: list[tuple[str, str]]) -> N
         for key in ("batch_size", "queue_size", "flush_interval_ms"):
             if getattr(sink, key) <= 0:
                 problems.append((f"{path}.{key}", "must be positive"))
+        if sink.max_batch_bytes is not None and sink.max_batch_bytes < 1024:
+            problems.append((f"{path}.max_batch_bytes", "must be at least 1024"))
         if sink.spool_max_mb < 0:
             problems.append((f"{path}.spool_max_mb", "must not be negative"))
     model = config.similarity.embedding_model

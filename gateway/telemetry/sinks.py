@@ -96,13 +96,16 @@ class AiohttpTransport:
 
 
 class _HttpSink:
-    """What the three sinks share: one transport with the configured timeout, and status codes mapped to errors."""
+    """What the three sinks share: one transport with the configured timeout, status codes mapped to errors, and
+    a cap on the bytes of one request (a batch too big for it goes in several)."""
 
     kind: ClassVar[str]
+    max_batch_bytes: ClassVar[int]  # the type's default cap, when the config sets none
 
     def __init__(self, name: str, config: SinkConfig, transport: Transport | None = None) -> None:
         self.name = name
         self.config = config
+        self.max_bytes = config.max_batch_bytes or self.max_batch_bytes
         self._transport: Transport = transport or AiohttpTransport(config.timeout_s)
 
     async def _post(self, url: str, body: bytes, headers: Mapping[str, str]) -> bytes:
@@ -125,6 +128,23 @@ class _HttpSink:
         closer = getattr(self._transport, "close", None)
         if closer is not None:
             await closer()
+
+
+def split_by_size(sizes: Sequence[int], limit: int, overhead: int) -> list[tuple[int, int]]:
+    """The [start, end) runs of consecutive encoded items, in order, whose body (`overhead` bytes of its own, the
+    items, a comma between two) stays within `limit`; an item bigger than that alone makes a run of its own (the
+    sink says whether it takes it)."""
+    runs: list[tuple[int, int]] = []
+    start, size = 0, overhead
+    for i, n in enumerate(sizes):
+        if i > start and size + 1 + n > limit:
+            runs.append((start, i))
+            start, size = i, overhead + n
+        else:
+            size += n + (1 if i > start else 0)
+    if sizes:
+        runs.append((start, len(sizes)))
+    return runs
 
 
 # Langfuse
@@ -302,6 +322,7 @@ class LangfuseSink(_HttpSink):
     logged as a count and dropped, since resending them would be refused again."""
 
     kind = "langfuse"
+    max_batch_bytes = 3_000_000  # Langfuse limits a batch to 3.5 MB
 
     def __init__(self, name: str, config: SinkConfig, transport: Transport | None = None) -> None:
         super().__init__(name, config, transport)
@@ -311,8 +332,12 @@ class LangfuseSink(_HttpSink):
         self.rejected_events = 0
 
     async def write(self, records: Sequence[Record]) -> None:
-        batch = [event for events in await map_in_slices(langfuse_events, records, _SLICE) for event in events]
-        body = orjson.dumps({"batch": batch})
+        # Each record's two events as JSON, so that a batch too big for one request can be cut between records.
+        encoded = await map_in_slices(_langfuse_json, records, _SLICE)
+        for start, end in split_by_size([len(e) for e in encoded], self.max_bytes, len(_LANGFUSE_BODY % b"")):
+            await self._send(_LANGFUSE_BODY % b",".join(encoded[start:end]), events=2 * (end - start))
+
+    async def _send(self, body: bytes, events: int) -> None:
         answer = await self._post(self.url, body, self._headers)
         try:
             result = orjson.loads(answer)
@@ -321,10 +346,17 @@ class LangfuseSink(_HttpSink):
         errors = result.get("errors") or [] if isinstance(result, dict) else []
         statuses = [int(e.get("status") or 500) for e in errors if isinstance(e, dict)]
         if any(s >= 500 or s == 429 for s in statuses):
-            raise SinkUnavailable(f"{self.name}: {len(statuses)} of {len(batch)} events failed, retrying the batch")
+            raise SinkUnavailable(f"{self.name}: {len(statuses)} of {events} events failed, retrying the batch")
         if statuses:
             self.rejected_events += len(statuses)
-            logger.warning("langfuse sink %s: %d of %d events rejected", self.name, len(statuses), len(batch))
+            logger.warning("langfuse sink %s: %d of %d events rejected", self.name, len(statuses), events)
+
+
+_LANGFUSE_BODY = b'{"batch":[%s]}'
+
+
+def _langfuse_json(record: Record) -> bytes:
+    return orjson.dumps(langfuse_events(record))[1:-1]
 
 
 # OTLP
@@ -340,6 +372,7 @@ class OtlpSink(_HttpSink):
     delta points cannot be deduped). The memory is per process and bounded (_MAX_TRACED)."""
 
     kind = "otlp"
+    max_batch_bytes = 4_000_000
     _MAX_TRACED = 100_000
 
     def __init__(self, name: str, config: SinkConfig, transport: Transport | None = None) -> None:
@@ -355,13 +388,14 @@ class OtlpSink(_HttpSink):
             return
         untraced = [r for r in records if r["id"] not in self._traced]
         if untraced:
-            body = otel.traces_body(await map_in_slices(otel.spans, untraced, _SLICE))
-            await self._post(self.traces_url, body, self._headers)
-            self._traced.update(dict.fromkeys(r["id"] for r in untraced))
+            encoded = await map_in_slices(otel.spans, untraced, _SLICE)
+            for start, end in split_by_size([len(e) for e in encoded], self.max_bytes, len(otel.traces_body([]))):
+                await self._post(self.traces_url, otel.traces_body(encoded[start:end]), self._headers)
+                self._traced.update(dict.fromkeys(r["id"] for r in untraced[start:end]))
             while len(self._traced) > self._MAX_TRACED:
                 del self._traced[next(iter(self._traced))]
-        start = min(float(r["ts"]) for r in records)
-        metrics = otel.metrics_request(records, start, time.time())
+        first = min(float(r["ts"]) for r in records)
+        metrics = otel.metrics_request(records, first, time.time())
         await self._post(self.metrics_url, orjson.dumps(metrics), self._headers)
         for record in records:
             self._traced.pop(record["id"], None)
@@ -439,14 +473,24 @@ class WebhookBatchSink(_HttpSink):
     credentials (Authorization: Basic <write key>) in the sink's headers."""
 
     kind = "webhook"
+    max_batch_bytes = 500_000  # Segment's limit for one batch request
 
     async def write(self, records: Sequence[Record]) -> None:
-        events = await map_in_slices(segment_event, records, _SLICE)
-        body = orjson.dumps({"batch": events, "sentAt": iso(time.time())})
-        headers = {"content-type": "application/json", **self.config.headers}
-        if self.config.secret:
-            headers[SIGNATURE_HEADER] = sign(self.config.secret, body, int(time.time()))
-        await self._post(self.config.url, body, headers)
+        encoded = await map_in_slices(_segment_json, records, _SLICE)
+        overhead = len(_SEGMENT_BODY % (b"", iso(0.0).encode()))
+        for start, end in split_by_size([len(e) for e in encoded], self.max_bytes, overhead):
+            body = _SEGMENT_BODY % (b",".join(encoded[start:end]), iso(time.time()).encode())
+            headers = {"content-type": "application/json", **self.config.headers}
+            if self.config.secret:
+                headers[SIGNATURE_HEADER] = sign(self.config.secret, body, int(time.time()))
+            await self._post(self.config.url, body, headers)
+
+
+_SEGMENT_BODY = b'{"batch":[%s],"sentAt":"%s"}'
+
+
+def _segment_json(record: Record) -> bytes:
+    return orjson.dumps(segment_event(record))
 
 
 SINKS: dict[str, type[_HttpSink]] = {cls.kind: cls for cls in (LangfuseSink, OtlpSink, WebhookBatchSink)}

@@ -11,6 +11,7 @@ import httpx
 import orjson
 import pytest
 
+from gateway.config import ConfigError, parse_config
 from gateway.telemetry import otel
 from gateway.telemetry.settings import SinkConfig
 from gateway.telemetry.sinks import (
@@ -22,6 +23,7 @@ from gateway.telemetry.sinks import (
     build_sink,
     event_id,
     iso,
+    split_by_size,
 )
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -542,3 +544,76 @@ async def test_langfuse_metadata_is_each_records_own() -> None:
     assert r5["stream"] is not True  # the record's 1, not r4's cached true
     assert generations["r8"]["metadata"]["stream"] is True
     assert all(len(g["metadata"]["spans"]) == 3 for g in generations.values())
+
+
+# Requests within a size
+
+
+def test_split_by_size_keeps_order_and_each_run_within_the_limit():
+    # overhead 10, items of 30: two fit in 10 + 30 + 1 + 30 = 71 <= 75, a third would not.
+    assert split_by_size([30, 30, 30, 30, 30], 75, 10) == [(0, 2), (2, 4), (4, 5)]
+    assert split_by_size([100, 5, 5], 50, 10) == [(0, 1), (1, 3)]  # too big for any request: alone
+    assert split_by_size([], 50, 10) == []
+    assert split_by_size([5, 5, 5], 10_000, 10) == [(0, 3)]
+
+
+def test_max_batch_bytes_below_a_kilobyte_is_refused():
+    sink = "{type: otlp, url: 'http://collector:4318', max_batch_bytes: 100}"
+    with pytest.raises(ConfigError) as err:
+        parse_config(f"telemetry: {{sinks: {{otel: {sink}}}}}")
+    assert "telemetry.sinks.otel.max_batch_bytes: must be at least 1024" in str(err.value)
+
+
+def big_records(n: int) -> list[dict]:
+    # About 1.5 KB of content each: a few per request under a 4,000-byte cap.
+    return [record(id=f"big-{i}", content_input="q" * 700, content_output="a" * 700) for i in range(n)]
+
+
+@pytest.mark.anyio
+async def test_langfuse_cuts_a_batch_too_big_for_one_request_between_records() -> None:
+    upstream = Upstream()
+    sink = LangfuseSink(
+        "lf", config("langfuse", public_key="pk", secret_key="sk", max_batch_bytes=8000), upstream.client()
+    )
+    await sink.write(big_records(7))
+    assert len(upstream.requests) > 1
+    assert all(len(r.content) <= 8000 for r in upstream.requests)
+    events = [e for i in range(len(upstream.requests)) for e in upstream.json(i)["batch"]]
+    assert [e["body"]["id"] for e in events if e["type"] == "generation-create"] == [f"big-{i}" for i in range(7)]
+    assert len(events) == 14  # each record's two events together, each once
+
+
+def request_ids(request: httpx.Request) -> list[str]:
+    spans = orjson.loads(request.content)["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    return [a["value"]["stringValue"] for s in spans for a in s["attributes"] if a["key"] == "gateway.request_id"]
+
+
+@pytest.mark.anyio
+async def test_otlp_cuts_spans_by_size_and_resends_only_what_was_not_taken() -> None:
+    upstream = Upstream(httpx.Response(200, json={}), httpx.Response(503))
+    sink = OtlpSink("otel", config("otlp", max_batch_bytes=4000), upstream.client())
+    records = big_records(4)  # about 3 KB of spans each: one a request
+    with pytest.raises(SinkUnavailable):
+        await sink.write(records)  # the first request's spans are taken, the second's are not
+    await sink.write(records)  # the outbox retries the batch
+    taken = [r for i, r in enumerate(upstream.requests) if i != 1 and r.url.path == "/v1/traces"]
+    assert all(len(r.content) <= 4000 for r in taken)
+    assert request_ids(upstream.requests[1]) == ["big-1"]  # refused, then sent again
+    assert [i for r in taken for i in request_ids(r)] == [f"big-{i}" for i in range(4)]  # none twice, in order
+    assert upstream.requests[-1].url.path == "/v1/metrics"
+
+
+@pytest.mark.anyio
+async def test_webhook_cuts_a_batch_by_size_and_signs_each_request() -> None:
+    upstream = Upstream()
+    sink = WebhookBatchSink("wh", config("webhook", secret="whsec", max_batch_bytes=4000), upstream.client())
+    await sink.write(big_records(6))
+    assert len(upstream.requests) > 1
+    ids = []
+    for i, request in enumerate(upstream.requests):
+        assert len(request.content) <= 4000
+        fields = dict(part.split("=", 1) for part in request.headers["x-gateway-signature"].split(","))
+        expected = hmac.new(b"whsec", f"{fields['t']}.".encode() + request.content, hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(fields["v1"], expected)
+        ids += [e["messageId"] for e in upstream.json(i)["batch"]]
+    assert ids == [f"big-{i}" for i in range(6)]
