@@ -101,6 +101,7 @@ class PostgresStore(TraceQueries):
         self.schema = schema
         self.max_size = max_size
         self._unsure = True  # whether the last batch may be in the table already (see write)
+        self._events_unsure = True  # the same for event_logs
         self.connect_timeout_s = connect_timeout_s
         self.command_timeout_s = command_timeout_s
         self.ping_timeout_s = ping_timeout_s
@@ -250,7 +251,7 @@ class PostgresStore(TraceQueries):
             nonlocal attempts
             attempts += 1
             if self._unsure or attempts > 1:  # a retry of _run after a lost connection is unsure too
-                await _copy_new_rows(conn, rows)
+                await _copy_new_rows(conn, "model_cost_logs", RECORD_COLUMNS, rows)
             else:
                 await conn.copy_records_to_table("model_cost_logs", records=rows, columns=RECORD_COLUMNS)
 
@@ -260,7 +261,23 @@ class PostgresStore(TraceQueries):
         if not events:
             return
         rows = [(e["id"], e["ts"], e["type"], e["attrs"]) for e in events]
-        await self._run(lambda conn: conn.copy_records_to_table("event_logs", records=rows, columns=_EVENT_COLUMNS))
+        attempts = 0
+
+        async def copy(conn: Any) -> None:
+            # As for records (see write): a batch that may be in already is deduplicated by ts and id.
+            nonlocal attempts
+            attempts += 1
+            if self._events_unsure or attempts > 1:
+                await _copy_new_rows(conn, "event_logs", _EVENT_COLUMNS, rows)
+            else:
+                await conn.copy_records_to_table("event_logs", records=rows, columns=_EVENT_COLUMNS)
+
+        try:
+            await self._run(copy)
+        except StoreUnavailable:
+            self._events_unsure = True
+            raise
+        self._events_unsure = False
 
     async def events(self, *, limit: int = 100) -> list[Record]:
         sql = f"SELECT {', '.join(_EVENT_COLUMNS)} FROM event_logs ORDER BY ts DESC LIMIT $1"
@@ -396,19 +413,17 @@ async def _init_connection(conn: Any) -> None:
     )
 
 
-_STAGING = "CREATE TEMP TABLE IF NOT EXISTS gateway_incoming (LIKE model_cost_logs) ON COMMIT DELETE ROWS"
-_INSERT_NEW = (
-    f"INSERT INTO model_cost_logs ({', '.join(RECORD_COLUMNS)}) SELECT {', '.join(RECORD_COLUMNS)}"
-    " FROM gateway_incoming i WHERE NOT EXISTS (SELECT 1 FROM model_cost_logs m WHERE m.ts = i.ts AND m.id = i.id)"
-)
-
-
-async def _copy_new_rows(conn: Any, rows: list[tuple[Any, ...]]) -> None:
+async def _copy_new_rows(conn: Any, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
     """COPY into a staging table, then insert the rows the table does not hold yet (by ts and id, indexed)."""
+    listed = ", ".join(columns)
     async with conn.transaction():
-        await conn.execute(_STAGING)
-        await conn.copy_records_to_table("gateway_incoming", records=rows, columns=RECORD_COLUMNS)
-        await conn.execute(_INSERT_NEW)
+        # Per connection, emptied at each commit.
+        await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS incoming_{table} (LIKE {table}) ON COMMIT DELETE ROWS")
+        await conn.copy_records_to_table(f"incoming_{table}", records=rows, columns=columns)
+        await conn.execute(
+            f"INSERT INTO {table} ({listed}) SELECT {listed} FROM incoming_{table} i"
+            f" WHERE NOT EXISTS (SELECT 1 FROM {table} m WHERE m.ts = i.ts AND m.id = i.id)"
+        )
 
 
 _record_values = operator.itemgetter(*RECORD_COLUMNS)

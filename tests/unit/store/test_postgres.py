@@ -70,6 +70,26 @@ async def test_a_batch_sent_again_after_an_unsure_failure_or_a_restart_is_not_wr
     assert sorted(ids) == [f"r{i}" for i in range(6)]
 
 
+async def test_events_sent_again_after_an_unsure_failure_or_a_restart_are_not_written_twice(pg):
+    schema = pg.new_schema()
+    store = pg.store(schema)
+    await store.open()
+    now = time.time()
+
+    def event(i: int) -> dict:
+        return {"id": f"e{i}", "ts": now + i, "type": "breaker_opened", "attrs": {"deployment": "d"}}
+
+    await store.write_events([event(0), event(1)])  # the first write after opening checks
+    assert not store._events_unsure
+    store._events_unsure = True  # as after a connection lost mid-COPY
+    await store.write_events([event(1), event(2)])
+    await store.write_events([event(3)])  # a plain COPY again
+    restarted = pg.store(schema)
+    await restarted.open()
+    await restarted.write_events([event(3), event(4)])
+    assert sorted(e["id"] for e in await store.events(limit=100)) == [f"e{i}" for i in range(5)]
+
+
 async def test_nul_characters_a_client_sent_are_dropped_not_refused(pg):
     store = pg.store()
     await store.open()
