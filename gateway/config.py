@@ -130,6 +130,8 @@ class WebhookConfig:
     batch_size: int = 100
     flush_interval_ms: int = 1000
     timeout_s: float = 5.0
+    max_backoff_s: float = 30.0  # retries back off exponentially, with jitter, up to this
+    spool_max_mb: float = 64.0  # the disk spool's cap while the webhook is down (telemetry.spool_dir); 0: none
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,6 +502,11 @@ def _check_references(config: GatewayConfig, problems: list[tuple[str, str]]) ->
         problems.append(("auth.jwt.hs256_secret", "must be at least 32 characters (RFC 7518 3.2)"))
     if config.routing.retries < 0:
         problems.append(("routing.retries", "must not be negative"))
+    hook = config.routing.events_webhook
+    if hook.batch_size <= 0 or hook.flush_interval_ms <= 0 or hook.max_backoff_s <= 0:
+        problems.append(("routing.events_webhook", "batch_size, flush_interval_ms and max_backoff_s must be positive"))
+    if hook.spool_max_mb < 0:
+        problems.append(("routing.events_webhook.spool_max_mb", "must not be negative"))
     if not 0 <= config.routing.retry_budget.ratio <= 1:
         problems.append(("routing.retry_budget.ratio", "must be between 0 and 1"))
     if not 0 < config.routing.breaker.error_rate <= 1:

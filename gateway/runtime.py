@@ -159,12 +159,32 @@ class Gateway:
         return outbox
 
     def _events(self) -> tuple[Events, TelemetryQueue | None]:
+        # Like the request records' sinks, each behind an outbox: retried, and spooled while it is down.
         sinks: list[Sink] = []
-        if self.store is not None:
-            sinks.append(EventLogSink(self.store))
         webhook = self.config.routing.events_webhook
+        telemetry = self.config.telemetry
+        if self.store is not None:
+            sinks.append(
+                self._outbox(
+                    EventLogSink(self.store),
+                    10_000,
+                    webhook.batch_size,
+                    webhook.flush_interval_ms,
+                    telemetry.store_max_backoff_s,
+                    telemetry.store_spool_max_mb,
+                )  # fmt: skip
+            )
         if webhook.url:
-            sinks.append(WebhookSink(webhook))
+            sinks.append(
+                self._outbox(
+                    WebhookSink(webhook),
+                    10_000,
+                    webhook.batch_size,
+                    webhook.flush_interval_ms,
+                    webhook.max_backoff_s,
+                    webhook.spool_max_mb,
+                )  # fmt: skip
+            )
         if not sinks:
             return Events(self.metrics), None
         queue = TelemetryQueue(
@@ -266,6 +286,8 @@ class Gateway:
             if closer is not None:
                 await closer()
         await self.queue.close(deadline_s=self.config.server.drain_timeout_s)
+        if self.event_queue is not None:  # into the event sinks' outboxes, before those close
+            await self.event_queue.close(deadline_s=min(5.0, self.config.server.drain_timeout_s))
         # What a sink could not take by now goes to its spool, to be sent after the restart.
         await asyncio.gather(*(o.close(deadline_s=min(5.0, self.config.server.drain_timeout_s)) for o in self.outboxes))
         for outbox in self.outboxes:
@@ -273,11 +295,6 @@ class Gateway:
             if closer is not None and outbox.sink is not self.store:
                 await closer()
         await self.features.close()
-        if self.event_queue is not None:
-            await self.event_queue.close(deadline_s=min(5.0, self.config.server.drain_timeout_s))
-            for sink in self.event_queue.sinks:
-                if isinstance(sink, WebhookSink):
-                    await sink.close()
         for provider in self.providers.values():
             await provider.close()
         await self.identity.close()

@@ -1,6 +1,7 @@
 """Gateway events (a breaker opened or closed, a fallback used, a retry budget exhausted, a deployment drained):
 counted in metrics, logged, and queued for the event sinks — the store's event log and an optional webhook that
-receives them in batches (a StackStorm webhook trigger, say, which can run a remediation workflow)."""
+receives them in batches (a StackStorm webhook trigger, say, which can run a remediation workflow). Each sink has
+an outbox of its own, as the request records' sinks do: retries with backoff, and a disk spool while it is down."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import orjson
 
 from gateway.config import WebhookConfig
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.outbox import SinkRejected
 from gateway.telemetry.queue import Record, TelemetryQueue
+from gateway.telemetry.sinks import SinkUnavailable
 
 logger = logging.getLogger("gateway.events")
 
@@ -35,9 +38,11 @@ class Events:
 
 
 class WebhookSink:
-    """POSTs a batch as {"events": [...]}; a failure raises, and the queue retries the same batch later."""
+    """POSTs a batch as {"events": [...]}, through an outbox of its own (gateway/runtime.py): a network error or
+    a 5xx, 408 or 429 is retried later (the batch waiting in the spool meanwhile); any other 4xx refuses the batch
+    for good, which is dropped and counted (gateway_sink_records_total{sink="events_webhook",outcome="rejected"})."""
 
-    name = "webhook"
+    name = "events_webhook"
 
     def __init__(self, config: WebhookConfig) -> None:
         self.config = config
@@ -46,8 +51,17 @@ class WebhookSink:
     async def write(self, records: Sequence[Record]) -> None:
         body = orjson.dumps({"events": list(records)})
         headers = {"content-type": "application/json", **self.config.headers}
-        response = await self._client.post(self.config.url, content=body, headers=headers)
-        response.raise_for_status()
+        try:
+            response = await self._client.post(self.config.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            # Only the type: a client's message may carry the URL, and a webhook URL may carry a token.
+            raise SinkUnavailable(f"events webhook: {type(exc).__name__}") from None
+        status = response.status_code
+        if status < 300:
+            return
+        if status >= 500 or status in (408, 429):
+            raise SinkUnavailable(f"events webhook: HTTP {status}")
+        raise SinkRejected(f"events webhook: HTTP {status}")
 
     async def close(self) -> None:
         await self._client.aclose()

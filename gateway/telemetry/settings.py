@@ -103,7 +103,7 @@ def check_telemetry(config: GatewayConfig, problems: list[tuple[str, str]]) -> N
         path = f"telemetry.sinks.{name}"
         if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
             problems.append((path, "a sink's name is letters, digits, _ and - (it names its spool folder)"))
-        elif name in ("store", "tail", "access_log"):
+        elif name in ("store", "tail", "access_log", "event_log", "events_webhook"):
             problems.append((path, f"{name!r} is the name of a built-in sink (and of its spool folder)"))
         if not sink.url.startswith(("http://", "https://")):
             problems.append((f"{path}.url", "must be an http:// or https:// URL"))

@@ -233,6 +233,47 @@ def test_events_are_posted_in_batches_to_the_webhook(
     assert received[0]["headers"]["st2-api-key"] == "s3cret"
 
 
+def test_events_wait_out_a_webhook_outage_and_a_refusing_webhook_does_not_hold_them_forever(
+    make_config: Callable[..., GatewayConfig], tmp_path
+) -> None:
+    received: list[dict[str, Any]] = []
+    answers = [503, 503]  # down for two tries, then up
+
+    async def hook(request: Request) -> JSONResponse:
+        body = await request.json()
+        status = answers.pop(0) if answers else 200
+        if status == 200:
+            received.append(body)
+        return JSONResponse({}, status)
+
+    with serve(Starlette(routes=[Route("/hook", hook, methods=["POST"])])) as hook_url:
+        config = make_config(
+            models={"broken": mock_group("m-error-500")},
+            routing=routing(
+                retries=0,
+                breaker={"consecutive_failures": 2, "cooldown_s": 30},
+                events_webhook={"url": f"{hook_url}/hook", "flush_interval_ms": 50, "max_backoff_s": 0.2},
+            ),
+            telemetry={"spool_dir": str(tmp_path / "spool")},
+            auth={"admin_key": ADMIN},
+        )
+        with running(config) as (url, _):
+            for _ in range(3):
+                chat(url, "broken")
+            assert wait_until(lambda: any(received), timeout=10)
+            events = [e for batch in received for e in batch["events"]]
+            assert [e["type"] for e in events].count("breaker_open") == 1  # after the outage, once
+            answers.extend([400] * 100)  # now it refuses everything
+            admin = {"authorization": f"Bearer {ADMIN}"}
+            httpx.post(f"{url}/admin/deployments/mock/m-error-500/drain", headers=admin)  # one more event
+
+            def rejected() -> bool:
+                status = httpx.get(f"{url}/api/v1/telemetry/status", headers=admin).json()
+                return bool(status["sinks"]["events_webhook"]["rejected"])
+
+            assert wait_until(rejected, timeout=10)
+
+
 @pytest.mark.redis
 def test_a_breaker_opened_by_one_process_is_respected_by_another(tmp_path, raw_upstream) -> None:
     from tests.servers import gateway_process
