@@ -7,6 +7,10 @@ its two exceptions: trace and span ids are hex strings (not base64), and enums a
 Per record, one SERVER span — the gateway serving the request, named "{operation} {model}" ("chat gpt-4o") —
 with the `gen_ai.*` attributes, and one INTERNAL child per entry of the record's `spans` (filters, routing
 attempts, upstream phases). Ids are derived from the record id, so the same record always gives the same spans.
+
+Spans are encoded straight to bytes (templates, and the attributes that repeat from request to request cached),
+not built as dicts for orjson: this runs for every request the gateway serves, and the dicts were most of its
+cost. Metrics are few per batch and built as dicts.
 """
 
 from __future__ import annotations
