@@ -200,6 +200,19 @@ def test_admin_lists_drains_undrains_and_resets(toggled) -> None:
     assert httpx.post(f"{url}/admin/deployments/nope/x/drain", headers=admin).status_code == 404
 
 
+def breaking(make_config: Callable[..., GatewayConfig], webhook: dict[str, Any], **overrides: Any) -> GatewayConfig:
+    """A gateway whose only model fails, so that its breaker opens after two requests: events for the webhook."""
+    return make_config(
+        models={"broken": mock_group("m-error-500")},
+        routing=routing(
+            retries=0,
+            breaker={"consecutive_failures": 2, "cooldown_s": 30},
+            events_webhook={"flush_interval_ms": 50, **webhook},
+        ),
+        **overrides,
+    )
+
+
 def test_events_are_posted_in_batches_to_the_webhook(
     make_config: Callable[..., GatewayConfig], raw_upstream: tuple[str, RawUpstream]
 ) -> None:
@@ -210,18 +223,7 @@ def test_events_are_posted_in_batches_to_the_webhook(
         return JSONResponse({"ok": True})
 
     with serve(Starlette(routes=[Route("/hook", hook, methods=["POST"])])) as hook_url:
-        config = make_config(
-            models={"broken": mock_group("m-error-500")},
-            routing=routing(
-                retries=0,
-                breaker={"consecutive_failures": 2, "cooldown_s": 30},
-                events_webhook={
-                    "url": f"{hook_url}/hook",
-                    "headers": {"St2-Api-Key": "s3cret"},
-                    "flush_interval_ms": 50,
-                },
-            ),  # fmt: skip
-        )
+        config = breaking(make_config, {"url": f"{hook_url}/hook", "headers": {"St2-Api-Key": "s3cret"}})
         with running(config) as (url, _):
             for _ in range(3):
                 chat(url, "broken")
@@ -247,13 +249,9 @@ def test_events_wait_out_a_webhook_outage_and_a_refusing_webhook_does_not_hold_t
         return JSONResponse({}, status)
 
     with serve(Starlette(routes=[Route("/hook", hook, methods=["POST"])])) as hook_url:
-        config = make_config(
-            models={"broken": mock_group("m-error-500")},
-            routing=routing(
-                retries=0,
-                breaker={"consecutive_failures": 2, "cooldown_s": 30},
-                events_webhook={"url": f"{hook_url}/hook", "flush_interval_ms": 50, "max_backoff_s": 0.2},
-            ),
+        config = breaking(
+            make_config,
+            {"url": f"{hook_url}/hook", "max_backoff_s": 0.2},
             telemetry={"spool_dir": str(tmp_path / "spool")},
             auth={"admin_key": ADMIN},
         )
