@@ -503,8 +503,12 @@ def _check_references(config: GatewayConfig, problems: list[tuple[str, str]]) ->
     if config.routing.retries < 0:
         problems.append(("routing.retries", "must not be negative"))
     hook = config.routing.events_webhook
-    if hook.batch_size <= 0 or hook.flush_interval_ms <= 0 or hook.max_backoff_s <= 0:
-        problems.append(("routing.events_webhook", "batch_size, flush_interval_ms and max_backoff_s must be positive"))
+    if hook.url and not hook.url.startswith(("http://", "https://")):
+        problems.append(("routing.events_webhook.url", "must be an http:// or https:// URL"))
+    if min(hook.batch_size, hook.flush_interval_ms, hook.max_backoff_s, hook.timeout_s) <= 0:
+        problems.append(
+            ("routing.events_webhook", "batch_size, flush_interval_ms, max_backoff_s, timeout_s must be positive")
+        )
     if hook.spool_max_mb < 0:
         problems.append(("routing.events_webhook.spool_max_mb", "must not be negative"))
     if not 0 <= config.routing.retry_budget.ratio <= 1:

@@ -239,7 +239,7 @@ class PostgresStore(TraceQueries):
         rows = await map_in_slices(_row, records)
         try:
             await write_leaving_out_refused(self._copy, rows, _REFUSED, f"postgres {self.where}")
-        except StoreUnavailable:
+        except BaseException:  # cancelled too (a shutdown's deadline): the COPY may have committed all the same
             self._unsure = True
             raise
         self._unsure = False
@@ -274,7 +274,7 @@ class PostgresStore(TraceQueries):
 
         try:
             await self._run(copy)
-        except StoreUnavailable:
+        except BaseException:  # as in write
             self._events_unsure = True
             raise
         self._events_unsure = False

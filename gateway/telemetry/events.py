@@ -39,7 +39,7 @@ class Events:
 
 class WebhookSink:
     """POSTs a batch as {"events": [...]}, through an outbox of its own (gateway/runtime.py): a network error or
-    a 5xx, 408 or 429 is retried later (the batch waiting in the spool meanwhile); any other 4xx refuses the batch
+    a 3xx, 5xx, 408 or 429 is retried later (the batch waiting in the spool meanwhile); any other 4xx refuses the batch
     for good, which is dropped and counted (gateway_sink_records_total{sink="events_webhook",outcome="rejected"})."""
 
     name = "events_webhook"
@@ -59,7 +59,7 @@ class WebhookSink:
         status = response.status_code
         if status < 300:
             return
-        if status >= 500 or status in (408, 429):
+        if status < 400 or status >= 500 or status in (408, 429):  # a redirect too: it may be a moving endpoint
             raise SinkUnavailable(f"events webhook: HTTP {status}")
         raise SinkRejected(f"events webhook: HTTP {status}")
 

@@ -43,7 +43,12 @@ DROP_WARNING_INTERVAL_S = 10.0  # at most one "dropped" warning per sink in this
 
 class SinkRejected(Exception):
     """The sink refused a batch for good (a 4xx other than 408/429): retrying cannot help; the batch is dropped
-    and counted as rejected."""
+    and counted as rejected. `records`: how many of the batch were refused, when the sink took the others (a batch
+    sent in several requests); None: all of it."""
+
+    def __init__(self, message: str, records: int | None = None) -> None:
+        super().__init__(message)
+        self.records = records
 
 
 class BatchSink(Protocol):
@@ -291,12 +296,15 @@ class Outbox:
         try:
             await self.sink.write(records)
         except SinkRejected as exc:
-            self.rejected += n
-            self._rejected_c.inc(n)
+            refused = n if exc.records is None else min(n, exc.records)
+            self.rejected += refused
+            self._rejected_c.inc(refused)
+            self.sent += n - refused
+            self._sent_c.inc(n - refused)
             self.last_error = f"{type(exc).__name__}: {exc}"
             logger.warning(
-                "telemetry sink %s rejected a batch of %d records, dropped: %s: %s",
-                self.name, n, type(exc).__name__, exc,
+                "telemetry sink %s rejected %d of a batch of %d records, dropped: %s: %s",
+                self.name, refused, n, type(exc).__name__, exc,
             )  # fmt: skip
             return True
         except Exception as exc:  # noqa: BLE001 - any other failure is retried

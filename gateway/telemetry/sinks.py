@@ -14,13 +14,14 @@ Credentials go in headers only; neither they nor a sink's URL appear in an excep
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import logging
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from typing import Any, ClassVar, Protocol
 
@@ -145,6 +146,29 @@ def split_by_size(sizes: Sequence[int], limit: int, overhead: int) -> list[tuple
     if sizes:
         runs.append((start, len(sizes)))
     return runs
+
+
+class _Refused:
+    """The records of a batch's requests the sink refused for good: the other requests still go, and the outbox
+    is told how many were refused (SinkRejected.records) once they have."""
+
+    def __init__(self, sink: str, batch: int) -> None:
+        self.sink = sink
+        self.batch = batch
+        self.records = 0
+        self.reason = ""
+
+    @contextlib.contextmanager
+    def part(self, records: int) -> Iterator[None]:
+        try:
+            yield
+        except SinkRejected as exc:
+            self.records += records
+            self.reason = str(exc)
+
+    def raise_if_any(self) -> None:
+        if self.records:
+            raise SinkRejected(f"{self.reason} ({self.records} of {self.batch} records)", records=self.records)
 
 
 # Langfuse
@@ -334,8 +358,11 @@ class LangfuseSink(_HttpSink):
     async def write(self, records: Sequence[Record]) -> None:
         # Each record's two events as JSON, so that a batch too big for one request can be cut between records.
         encoded = await map_in_slices(_langfuse_json, records, _SLICE)
+        refused = _Refused(self.name, len(records))
         for start, end in split_by_size([len(e) for e in encoded], self.max_bytes, len(_LANGFUSE_BODY % b"")):
-            await self._send(_LANGFUSE_BODY % b",".join(encoded[start:end]), events=2 * (end - start))
+            with refused.part(end - start):
+                await self._send(_LANGFUSE_BODY % b",".join(encoded[start:end]), events=2 * (end - start))
+        refused.raise_if_any()
 
     async def _send(self, body: bytes, events: int) -> None:
         answer = await self._post(self.url, body, self._headers)
@@ -387,10 +414,13 @@ class OtlpSink(_HttpSink):
         if not records:
             return
         untraced = [r for r in records if r["id"] not in self._traced]
+        refused = _Refused(self.name, len(records))
         if untraced:
             encoded = await map_in_slices(otel.spans, untraced, _SLICE)
             for start, end in split_by_size([len(e) for e in encoded], self.max_bytes, len(otel.traces_body([]))):
-                await self._post(self.traces_url, otel.traces_body(encoded[start:end]), self._headers)
+                with refused.part(end - start):
+                    await self._post(self.traces_url, otel.traces_body(encoded[start:end]), self._headers)
+                # Taken or refused for good: not to be sent again when the batch comes back.
                 self._traced.update(dict.fromkeys(r["id"] for r in untraced[start:end]))
             while len(self._traced) > self._MAX_TRACED:
                 del self._traced[next(iter(self._traced))]
@@ -399,6 +429,7 @@ class OtlpSink(_HttpSink):
         await self._post(self.metrics_url, orjson.dumps(metrics), self._headers)
         for record in records:
             self._traced.pop(record["id"], None)
+        refused.raise_if_any()
 
 
 # Segment-compatible webhook
@@ -478,12 +509,15 @@ class WebhookBatchSink(_HttpSink):
     async def write(self, records: Sequence[Record]) -> None:
         encoded = await map_in_slices(_segment_json, records, _SLICE)
         overhead = len(_SEGMENT_BODY % (b"", iso(0.0).encode()))
+        refused = _Refused(self.name, len(records))
         for start, end in split_by_size([len(e) for e in encoded], self.max_bytes, overhead):
             body = _SEGMENT_BODY % (b",".join(encoded[start:end]), iso(time.time()).encode())
             headers = {"content-type": "application/json", **self.config.headers}
             if self.config.secret:
                 headers[SIGNATURE_HEADER] = sign(self.config.secret, body, int(time.time()))
-            await self._post(self.config.url, body, headers)
+            with refused.part(end - start):
+                await self._post(self.config.url, body, headers)
+        refused.raise_if_any()
 
 
 _SEGMENT_BODY = b'{"batch":[%s],"sentAt":"%s"}'

@@ -150,6 +150,33 @@ async def test_a_rejected_batch_is_dropped_and_counted_and_later_batches_deliver
     await outbox.close(deadline_s=1)
 
 
+class PartlyRefusing:
+    """Takes every batch but says that one record of each was refused (a batch sent in several requests)."""
+
+    name = "partly"
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    async def write(self, records: Sequence[dict[str, object]]) -> None:
+        self.batches += 1
+        raise SinkRejected("413 one request too big", records=1)
+
+
+@pytest.mark.anyio
+async def test_a_batch_partly_refused_counts_the_refused_as_rejected_and_the_rest_as_sent():
+    registry = CollectorRegistry()
+    sink = PartlyRefusing()
+    outbox = Outbox(sink, registry=registry, **{**FAST, "batch_size": 5})
+    outbox.put(recs(0, 10))
+    outbox.start()
+    await until(lambda: sink.batches == 2)
+    await outbox.close(deadline_s=1)
+    assert sink.batches == 2  # not retried
+    assert (outbox.stats()["rejected"], outbox.stats()["sent"]) == (2, 8)
+    assert (outcome(registry, "rejected", "partly"), outcome(registry, "sent", "partly")) == (2, 8)
+
+
 @pytest.mark.anyio
 async def test_without_a_spool_a_full_queue_drops_and_counts_and_a_failed_batch_is_retried():
     registry = CollectorRegistry()

@@ -564,6 +564,13 @@ def test_max_batch_bytes_below_a_kilobyte_is_refused():
     assert "telemetry.sinks.otel.max_batch_bytes: must be at least 1024" in str(err.value)
 
 
+def test_an_events_webhook_without_a_scheme_or_with_no_timeout_is_refused():
+    with pytest.raises(ConfigError) as err:
+        parse_config("routing: {events_webhook: {url: 'hooks.test/x', timeout_s: 0}}")
+    assert "routing.events_webhook.url: must be an http:// or https:// URL" in str(err.value)
+    assert "timeout_s must be positive" in str(err.value)
+
+
 def big_records(n: int) -> list[dict]:
     # About 1.5 KB of content each: a few per request under a 4,000-byte cap.
     return [record(id=f"big-{i}", content_input="q" * 700, content_output="a" * 700) for i in range(n)]
@@ -617,3 +624,21 @@ async def test_webhook_cuts_a_batch_by_size_and_signs_each_request() -> None:
         assert hmac.compare_digest(fields["v1"], expected)
         ids += [e["messageId"] for e in upstream.json(i)["batch"]]
     assert ids == [f"big-{i}" for i in range(6)]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["langfuse", "otlp", "webhook"])
+async def test_a_request_refused_in_the_middle_of_a_batch_costs_only_its_records(kind: str) -> None:
+    # The second of four requests is refused (say a 413): the third and fourth still go, and the outbox is told
+    # that one record of four was refused.
+    ok = httpx.Response(200, json={})
+    upstream = Upstream(ok, httpx.Response(413), ok, ok, ok)
+    options = {"public_key": "pk", "secret_key": "sk"} if kind == "langfuse" else {}
+    sink = build_sink(kind, config(kind, max_batch_bytes=4000, **options), upstream.client())
+    with pytest.raises(SinkRejected) as refused:
+        await sink.write(big_records(4))
+    assert refused.value.records == 1
+    paths = [r.url.path for r in upstream.requests]
+    assert len([p for p in paths if p != "/v1/metrics"]) == 4  # one request a record, none skipped
+    if kind == "otlp":
+        assert paths[-1] == "/v1/metrics"  # every record counted in the metrics, once
