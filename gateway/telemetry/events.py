@@ -15,9 +15,8 @@ import orjson
 
 from gateway.config import WebhookConfig
 from gateway.telemetry.metrics import Metrics
-from gateway.telemetry.outbox import SinkRejected
 from gateway.telemetry.queue import Record, TelemetryQueue
-from gateway.telemetry.sinks import SinkUnavailable
+from gateway.telemetry.sinks import SinkUnavailable, status_failure
 
 logger = logging.getLogger("gateway.events")
 
@@ -56,12 +55,10 @@ class WebhookSink:
         except httpx.HTTPError as exc:
             # Only the type: a client's message may carry the URL, and a webhook URL may carry a token.
             raise SinkUnavailable(f"events webhook: {type(exc).__name__}") from None
-        status = response.status_code
-        if status < 300:
-            return
-        if status < 400 or status >= 500 or status in (408, 429):  # a redirect too: it may be a moving endpoint
-            raise SinkUnavailable(f"events webhook: HTTP {status}")
-        raise SinkRejected(f"events webhook: HTTP {status}")
+        # A redirect is retried too: the endpoint may be moving.
+        failure = status_failure("events webhook", response.status_code, retry_redirects=True)
+        if failure is not None:
+            raise failure
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -73,6 +73,16 @@ def _iso_second(seconds: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
+def status_failure(name: str, status: int, *, retry_redirects: bool = False) -> Exception | None:
+    """What an answer's status means for the batch: None (taken); SinkUnavailable (5xx, 408, 429, and a redirect
+    when `retry_redirects`: try again later); SinkRejected (any other: refused for good)."""
+    if status < 300:
+        return None
+    if status >= 500 or status in (408, 429) or (retry_redirects and status < 400):
+        return SinkUnavailable(f"{name}: HTTP {status}")
+    return SinkRejected(f"{name}: HTTP {status}")
+
+
 # POST url with body and headers; the answer's status and body. AiohttpTransport in production, a fake in tests.
 Transport = Callable[[str, bytes, Mapping[str, str]], Awaitable[tuple[int, bytes]]]
 
@@ -116,11 +126,10 @@ class _HttpSink:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             # Only the type: a client's message may carry the URL, and a webhook URL may carry a token.
             raise SinkUnavailable(f"{self.name}: {type(exc).__name__}") from None
-        if status < 300:
-            return answer
-        if status >= 500 or status in (408, 429):
-            raise SinkUnavailable(f"{self.name}: HTTP {status}")
-        raise SinkRejected(f"{self.name}: HTTP {status}")
+        failure = status_failure(self.name, status)
+        if failure is not None:
+            raise failure
+        return answer
 
     async def write(self, records: Sequence[Record]) -> None:
         raise NotImplementedError
