@@ -22,7 +22,7 @@ from gateway.api.analytics import SimilarityAnalyticsEndpoint, TelemetryStatusEn
 from gateway.api.anthropic import MessagesEndpoint
 from gateway.api.features import FeaturesEndpoint
 from gateway.api.health import Live, MetricsEndpoint, Ready
-from gateway.api.http import request_id_of
+from gateway.api.http import scope_id_headers
 from gateway.api.keys import KeysEndpoint
 from gateway.api.openai import CompletionEndpoint, ModelsEndpoint
 from gateway.api.policies import PoliciesEndpoint
@@ -157,7 +157,7 @@ def _drain_on_sigterm(gateway: Gateway) -> Any:
 
 
 def _reply(request: Request, exc: GatewayError) -> Response:
-    headers = {"x-request-id": request_id_of(request.scope), **exc.headers}
+    headers = {name.decode(): value.decode() for name, value in scope_id_headers(request.scope)} | exc.headers
     return Response(exc.to_json(), status_code=exc.status_code, headers=headers, media_type="application/json")
 
 

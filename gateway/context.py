@@ -83,6 +83,7 @@ class RequestContext:
 
     __slots__ = (
         "request_id",
+        "client_request_id",
         "endpoint",
         "started_at",
         "started_ns",
@@ -135,8 +136,10 @@ class RequestContext:
         body: dict[str, Any],
         client_ip: str = "",
         started_ns: int | None = None,
+        client_request_id: str = "",
     ) -> None:
-        self.request_id = request_id
+        self.request_id = request_id  # the gateway's own (gateway/ids.py): the record's id
+        self.client_request_id = client_request_id  # the client's X-Request-ID, when sane; "" when it sent none
         self.endpoint = endpoint
         self.started_at = time.time()
         self.started_ns = started_ns if started_ns is not None else time.perf_counter_ns()
@@ -188,7 +191,7 @@ class RequestContext:
 
     @property
     def trace_id(self) -> str:
-        """The W3C trace this request belongs to: the client's (traceparent) or a new one."""
+        """The W3C trace this request belongs to: the client's (traceparent), else its own (the record id)."""
         return self._trace_context()[0]
 
     @property
@@ -200,7 +203,8 @@ class RequestContext:
         if self._trace is None:  # read from the headers once, when first needed
             from gateway.telemetry.tracing import incoming
 
-            self._trace = incoming(self.headers)
+            trace, parent = incoming(self.headers)
+            self._trace = (trace or self.request_id, parent)
         return self._trace
 
     def header(self, name: bytes) -> str | None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway import roles
-from gateway.api.http import JSON_TYPE, encode_headers, request_id_of, send_json
+from gateway.api.http import JSON_TYPE, encode_headers, scope_id_headers, send_json
 from gateway.context import Principal
 from gateway.errors import GatewayError, InvalidRequest, ServiceUnavailable
 from gateway.filters.auth import presented_key
@@ -50,7 +50,7 @@ class AdminEndpoint:
         self.gateway = gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = [JSON_TYPE, (b"x-request-id", request_id_of(scope).encode())]
+        headers = [JSON_TYPE, *scope_id_headers(scope)]
         try:
             status, body = await self.handle(scope, receive)
         except StoreUnavailable:

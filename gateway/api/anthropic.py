@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from gateway.api.http import parse_json_object, read_body, request_id_of, send_json
+from gateway.api.http import client_request_id, parse_json_object, read_body, send_json
 from gateway.api.openai import response_headers
 from gateway.api.streaming import relay
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, InternalError, UpstreamUnavailable
+from gateway.ids import new_id
 from gateway.pipeline import Reply
 from gateway.translate.anthropic_answer import error_json, openai_error_message, to_message
 from gateway.translate.anthropic_ingress import to_chat_request
@@ -53,13 +54,14 @@ class MessagesEndpoint:
         except GatewayError as exc:
             error = exc
         ctx = RequestContext(
-            request_id=request_id_of(scope),
+            request_id=new_id(),
             endpoint="chat/completions",
             headers=with_api_key(scope["headers"]),
             raw_body=raw,
             body=body,
             client_ip=client[0] if client else "",
             started_ns=started,
+            client_request_id=client_request_id(scope),
         )
         ctx.tags["api"] = "anthropic"
         gateway.metrics.in_flight.inc()
@@ -121,7 +123,7 @@ class MessagesEndpoint:
 
 
 def message_id(ctx: RequestContext) -> str:
-    """Anthropic's ids begin msg_; this one names the request, as x-request-id and request-id do."""
+    """Anthropic's ids begin msg_; this one names the request by the gateway's id, as request-id does."""
     return f"msg_{ctx.request_id}"
 
 
@@ -136,7 +138,9 @@ def with_api_key(headers: Headers) -> Headers:
 
 def _headers(ctx: RequestContext, reply: Reply) -> Headers:
     headers = response_headers(ctx, reply)
-    headers.append((b"request-id", ctx.request_id.encode()))  # where Anthropic's SDKs look for the request id
+    # Where Anthropic's SDKs look for the request id (`request_id` of an answer or an error): the gateway's, as
+    # Anthropic's own is the server's.
+    headers.append((b"request-id", ctx.request_id.encode()))
     return headers
 
 

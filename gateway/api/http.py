@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-import os
 import re
 import time
 from urllib.parse import parse_qsl
@@ -11,6 +9,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from gateway.errors import GatewayError, InvalidRequest, RequestTooLarge
+from gateway.ids import new_id
 from gateway.types import Headers, Receive, Scope, Send
 
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
@@ -18,24 +17,29 @@ _DAY_S = 86_400.0
 JSON_TYPE = (b"content-type", b"application/json")
 
 
-def request_id_of(scope: Scope) -> str:
-    """The client's X-Request-ID when it is sane, else a new one."""
+def client_request_id(scope: Scope) -> str:
+    """The client's X-Request-ID when it is sane (1 to 128 of letters, digits and . _ : -), else "".
+
+    Kept beside the record as the client's own reference, echoed back, filterable; never the record's id, which is
+    the gateway's (two clients may send the same one). Anything else (huge, binary, CR/LF) is ignored, not echoed."""
     for key, value in scope["headers"]:
         if key == b"x-request-id":
             if _REQUEST_ID.fullmatch(value):
-                return str(value.decode())
+                return str(value.decode("ascii"))
             break
-    return new_request_id()
+    return ""
 
 
-# A random prefix per process and a counter: unique across workers and replicas, and far cheaper per request
-# than os.urandom (a system call).
-_ID_PREFIX = os.urandom(6).hex()
-_ID_COUNTER = itertools.count(1)
+def id_headers(request_id: str, client_id: str) -> Headers:
+    """The ids every answer carries: `x-request-id` (the client's when it sent a sane one, else the gateway's) and
+    `x-gateway-request-id` (the gateway's: the record's id, what GET /api/v1/traces/{id} takes)."""
+    gateway_id = request_id.encode()
+    return [(b"x-request-id", client_id.encode() if client_id else gateway_id), (b"x-gateway-request-id", gateway_id)]
 
 
-def new_request_id() -> str:
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
+def scope_id_headers(scope: Scope) -> Headers:
+    """id_headers for an answer with no record of its own (admin and query endpoints, the app's error replies)."""
+    return id_headers(new_id(), client_request_id(scope))
 
 
 def query_params(scope: Scope) -> dict[str, str]:
@@ -117,6 +121,6 @@ async def send_json(send: Send, status: int, body: bytes, headers: Headers) -> N
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_error(send: Send, exc: GatewayError, request_id: str) -> None:
-    headers = [JSON_TYPE, (b"x-request-id", request_id.encode()), *encode_headers(exc.headers)]
-    await send_json(send, exc.status_code, exc.to_json(), headers)
+async def send_error(send: Send, exc: GatewayError, ids: Headers) -> None:
+    """The error's JSON with its status and headers; `ids` are the answer's id_headers."""
+    await send_json(send, exc.status_code, exc.to_json(), [JSON_TYPE, *ids, *encode_headers(exc.headers)])

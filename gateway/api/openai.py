@@ -11,11 +11,20 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from gateway.api.http import JSON_TYPE, encode_headers, parse_json_object, read_body, request_id_of, send_json
+from gateway.api.http import (
+    JSON_TYPE,
+    client_request_id,
+    encode_headers,
+    id_headers,
+    parse_json_object,
+    read_body,
+    send_json,
+)
 from gateway.api.streaming import relay
 from gateway.api.validation import validate
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, InternalError, ModelNotFound
+from gateway.ids import new_id
 from gateway.pipeline import Reply
 from gateway.types import Headers, Receive, Scope, Send
 
@@ -36,7 +45,6 @@ class CompletionEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter_ns()
         gateway = self.gateway
-        request_id = request_id_of(scope)
         client = scope.get("client")
         raw = b""
         body: dict[str, Any] = {}
@@ -48,13 +56,14 @@ class CompletionEndpoint:
         except GatewayError as exc:
             error = exc
         ctx = RequestContext(
-            request_id=request_id,
+            request_id=new_id(),
             endpoint=self.endpoint,
             headers=scope["headers"],
             raw_body=raw,
             body=body,
             client_ip=client[0] if client else "",
             started_ns=started,
+            client_request_id=client_request_id(scope),
         )
         gateway.metrics.in_flight.inc()
         try:
@@ -96,7 +105,7 @@ class CompletionEndpoint:
 
 def response_headers(ctx: RequestContext, reply: Reply) -> Headers:
     headers: Headers = [] if reply.stream is not None else [JSON_TYPE]
-    headers.append((b"x-request-id", ctx.request_id.encode()))
+    headers += id_headers(ctx.request_id, ctx.client_request_id)
     if ctx.provider:
         headers.append((b"x-gateway-provider", ctx.provider.encode()))
         model = ctx.served_model or (ctx.deployment.model if ctx.deployment else "")
@@ -125,9 +134,15 @@ class ModelsEndpoint:
         return {"id": name, "object": "model", "created": self.gateway.started_at, "owned_by": "gateway"}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request_id = request_id_of(scope)
-        ctx = RequestContext(request_id=request_id, endpoint="models", headers=scope["headers"], raw_body=b"", body={})
-        headers = [JSON_TYPE, (b"x-request-id", request_id.encode())]
+        ctx = RequestContext(
+            request_id=new_id(),
+            endpoint="models",
+            headers=scope["headers"],
+            raw_body=b"",
+            body={},
+            client_request_id=client_request_id(scope),
+        )
+        headers = [JSON_TYPE, *id_headers(ctx.request_id, ctx.client_request_id)]
         try:
             await self.gateway.authenticate(ctx)
             model_id = scope.get("path_params", {}).get("model_id")

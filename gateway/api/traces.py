@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway.api.access import AdminEndpoint, authorize, require_traces, visible_project
-from gateway.api.http import query_pairs, request_id_of, send_error
+from gateway.api.http import query_pairs, scope_id_headers, send_error
 from gateway.errors import GatewayError, InvalidRequest, NotFound, ServiceUnavailable
 from gateway.store.base import JSON_COLUMNS, RECORD_COLUMNS, Record, StoreUnavailable, TraceStore
 from gateway.store.trace_query import MAX_LIMIT, TraceQuery, parse_trace_query
@@ -105,20 +105,20 @@ class TraceExportEndpoint(AdminEndpoint):
     whole body is never held), so it answers through ASGI directly rather than through `handle`."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request_id = request_id_of(scope)
+        ids = scope_id_headers(scope)
         try:
             fmt, name, rows = await self._prepare(scope)
             first = await anext(rows, None)  # a store failure still gets its error status, before the headers
         except StoreUnavailable:
-            await send_error(send, ServiceUnavailable("The store cannot be reached; try again shortly."), request_id)
+            await send_error(send, ServiceUnavailable("The store cannot be reached; try again shortly."), ids)
             return
         except GatewayError as exc:
-            await send_error(send, exc, request_id)
+            await send_error(send, exc, ids)
             return
         headers = [
             (b"content-type", FORMATS[fmt].encode()),
             (b"content-disposition", f'attachment; filename="{name}.{fmt}"'.encode()),
-            (b"x-request-id", request_id.encode()),
+            *ids,
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         single = "id" in scope.get("path_params", {})

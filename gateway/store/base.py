@@ -20,7 +20,7 @@ RECORD_COLUMNS = (
     "provider", "deployment", "status", "error_type", "error_domain", "stream", "latency_ms", "upstream_ms", "ttfb_ms",
     "ttft_ms", "overhead_ms", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens",
     "total_tokens", "cost_usd", "usage_source", "spans", "tags", "attempts", "route_reason", "guardrails",
-    "trace_id", "parent_span_id", "content_input", "content_output", "metadata",
+    "trace_id", "parent_span_id", "content_input", "content_output", "metadata", "client_request_id",
 )  # fmt: skip
 JSON_COLUMNS = frozenset({"spans", "tags", "guardrails", "metadata"})
 

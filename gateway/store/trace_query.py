@@ -59,6 +59,7 @@ class TraceQuery:
     user: str | None = None
     team: str | None = None
     trace_id: str | None = None
+    client_request_id: str | None = None  # the client's X-Request-ID
     min_latency_ms: float | None = None
     max_latency_ms: float | None = None
     min_cost_usd: float | None = None  # a record without a cost counts as 0
@@ -81,7 +82,7 @@ class TraceQuery:
 
 _TEXT = (
     "project", "model", "served_model", "provider", "deployment", "error_type", "error_domain", "key", "user", "team",
-    "trace_id", "text",
+    "trace_id", "client_request_id", "text",
 )  # fmt: skip
 _FLOATS = ("since", "until", "min_latency_ms", "max_latency_ms", "min_cost_usd", "max_cost_usd")
 _INTS = (
@@ -94,6 +95,7 @@ _COMPARE = {
     "served_model": ("model_served", "="), "provider": ("provider", "="), "deployment": ("deployment", "="),
     "status": ("status", "="), "error_type": ("error_type", "="), "error_domain": ("error_domain", "="),
     "user": ("user_id", "="), "team": ("team", "="), "trace_id": ("trace_id", "="),
+    "client_request_id": ("client_request_id", "="),
     "min_latency_ms": ("latency_ms", ">="), "max_latency_ms": ("latency_ms", "<="),
     "min_cost_usd": ("coalesce(cost_usd, 0.0)", ">="), "max_cost_usd": ("coalesce(cost_usd, 0.0)", "<="),
     "min_total_tokens": ("total_tokens", ">="), "max_total_tokens": ("total_tokens", "<="),

@@ -7,25 +7,22 @@ breakers — as one embeddings request per batch, outside the pipeline: no key, 
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import numpy.typing as npt
 import orjson
 
 from gateway.context import RequestContext
 from gateway.errors import UpstreamUnavailable
+from gateway.ids import new_id
 from gateway.routing.router import Router
 from gateway.telemetry.similarity import EmbedFn
-
-_ids = itertools.count(1)
 
 
 def deployment_embedder(router: Router, model: str) -> EmbedFn:
     async def embed(texts: list[str]) -> npt.NDArray[np.float32]:
         body = {"model": model, "input": texts}
         ctx = RequestContext(
-            request_id=f"similarity-{next(_ids)}",
+            request_id=new_id(),  # its trace id too (the upstream traceparent): 32 hex digits
             endpoint="embeddings",
             headers=[],
             raw_body=orjson.dumps(body),

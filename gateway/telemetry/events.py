@@ -14,6 +14,7 @@ import httpx
 import orjson
 
 from gateway.config import WebhookConfig
+from gateway.ids import new_id
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.queue import Record, TelemetryQueue
 from gateway.telemetry.sinks import SinkUnavailable, status_failure
@@ -25,12 +26,12 @@ class Events:
     def __init__(self, metrics: Metrics, queue: TelemetryQueue | None = None) -> None:
         self.metrics = metrics
         self.queue = queue
-        self._counter = 0
 
     def emit(self, event_type: str, **attrs: Any) -> None:
         self.metrics.events.labels(event_type).inc()
-        self._counter += 1
-        record = {"id": f"{time.time_ns():x}-{self._counter}", "ts": time.time(), "type": event_type, "attrs": attrs}
+        # The gateway's id, as for records: unique across workers and replicas (a time and a per-process counter
+        # were not), unpredictable.
+        record = {"id": new_id(), "ts": time.time(), "type": event_type, "attrs": attrs}
         logger.info("event %s %s", event_type, orjson.dumps(attrs).decode())
         if self.queue is not None:
             self.queue.put(record)

@@ -6,7 +6,10 @@ its two exceptions: trace and span ids are hex strings (not base64), and enums a
 
 Per record, one SERVER span — the gateway serving the request, named "{operation} {model}" ("chat gpt-4o") —
 with the `gen_ai.*` attributes, and one INTERNAL child per entry of the record's `spans` (filters, routing
-attempts, upstream phases). Ids are derived from the record id, so the same record always gives the same spans.
+attempts, upstream phases). Span ids are derived from the record id (the gateway's, random), so the same record
+always gives the same spans and two records never share one, whatever ids or traceparent their clients sent. The
+trace id is the record's `trace_id`: the client's W3C trace (spans only add to a trace, so joining it is what
+propagation is for), else the record's own.
 
 Spans are encoded straight to bytes (templates, and the attributes that repeat from request to request cached),
 not built as dicts for orjson: this runs for every request the gateway serves, and the dicts were most of its
@@ -189,7 +192,11 @@ def _root_attributes(record: Record) -> bytes:
     if type(cost) is float:
         parts.append(_COST % orjson.dumps(cost))
         cost = None
-    items: dict[str, object] = {"gateway.cost_usd": cost, "gateway.ttft_ms": record.get("ttft_ms")}
+    items: dict[str, object] = {
+        "gateway.cost_usd": cost,
+        "gateway.ttft_ms": record.get("ttft_ms"),
+        "gateway.client_request_id": record.get("client_request_id"),
+    }
     for key, tag in (record.get("tags") or {}).items():
         items[f"gateway.tag.{key}"] = tag
     for key, meta in (record.get("metadata") or {}).items():

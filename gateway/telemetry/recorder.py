@@ -199,6 +199,7 @@ class Recorder:
             "content_input": "",
             "content_output": "",
             "metadata": _metadata(ctx.body.get("metadata")),
+            "client_request_id": ctx.client_request_id,  # the client's X-Request-ID; "id" is the gateway's
         }
 
 

@@ -32,6 +32,7 @@ from gateway.telemetry import otel
 from gateway.telemetry.outbox import SinkRejected
 from gateway.telemetry.queue import map_in_slices
 from gateway.telemetry.settings import SinkConfig
+from gateway.telemetry.tracing import project_trace_id
 
 logger = logging.getLogger("gateway.telemetry")
 
@@ -251,15 +252,19 @@ def _put_content(body: dict[str, Any], content_in: Any, content_out: Any) -> Non
 def langfuse_events(record: Record) -> list[dict[str, Any]]:
     """A `trace-create` and a `generation-create` event for one record.
 
-    The trace id is the request's W3C trace id, so requests of one client trace land in one Langfuse trace (a later
-    request's trace-create updates the name, input and output the earlier one set). A None is left out of a body,
-    not sent as null: a later request of the same trace must not erase the input."""
+    The generation's id is the record's (the gateway's), the events' ids derive from it. The trace id is the
+    request's W3C trace id within its project (tracing.project_trace_id), so requests of one client trace land in
+    one Langfuse trace (a later request's trace-create updates the name, input and output the earlier one set), but
+    a client sending another project's trace id does not join, nor overwrite, that project's trace. The W3C trace
+    id itself is in the generation's metadata. A None is left out of a body, not sent as null: a later request of
+    the same trace must not erase the input."""
     get = record.get
     record_id = str(record["id"])
     ts = float(record["ts"])
     start = iso(ts)
     status = int(get("status") or 0)
-    trace_id = record["trace_id"]
+    w3c_trace_id = record["trace_id"]
+    trace_id = None if w3c_trace_id is None else project_trace_id(str(get("project") or ""), str(w3c_trace_id))
     name = get("endpoint")
     content_in = get("content_input")
     content_out = get("content_output")
@@ -300,6 +305,11 @@ def langfuse_events(record: Record) -> list[dict[str, Any]]:
     ).copy()
     metadata["spans"] = get("spans") or []
     metadata["guardrails"] = get("guardrails") or []
+    if w3c_trace_id is not None:
+        metadata["trace_id"] = w3c_trace_id
+    client_request_id = get("client_request_id")
+    if client_request_id:
+        metadata["client_request_id"] = client_request_id
     generation: dict[str, Any] = {"id": record_id}
     if trace_id is not None:
         generation["traceId"] = trace_id
@@ -457,8 +467,9 @@ def sign(secret: str, body: bytes, t: int) -> str:
 
 
 def segment_event(record: Record) -> dict[str, Any]:
-    """A Segment `track` call, "LLM Request", for one record. messageId is the request id: Segment and
-    RudderStack dedupe on it, so a resent batch is harmless."""
+    """A Segment `track` call, "LLM Request", for one record. messageId is the record's id (the gateway's, never
+    the client's X-Request-ID, which is `client_request_id` among the properties): Segment and RudderStack dedupe on
+    it, so a resent batch is harmless and two requests are never taken for one."""
     user = record.get("user_id") or ""
     properties = {
         key: record.get(key)
@@ -483,6 +494,7 @@ def segment_event(record: Record) -> dict[str, Any]:
             "attempts",
             "route_reason",
             "trace_id",
+            "client_request_id",
         )
     }
     properties["model"] = otel.model_of(record)

@@ -19,7 +19,7 @@ Record = dict[str, Any]
 _EQUAL = {
     "project": "project", "model": "model_requested", "served_model": "model_served", "provider": "provider",
     "deployment": "deployment", "status": "status", "error_type": "error_type", "error_domain": "error_domain",
-    "user": "user_id", "team": "team", "trace_id": "trace_id",
+    "user": "user_id", "team": "team", "trace_id": "trace_id", "client_request_id": "client_request_id",
 }  # fmt: skip
 _RANGES = {
     "latency_ms": "latency_ms", "cost_usd": "cost_usd", "total_tokens": "total_tokens",

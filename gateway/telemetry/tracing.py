@@ -1,46 +1,36 @@
 """W3C Trace Context: the trace a request belongs to, taken from the client's `traceparent` when it sends a valid
-one, else a new trace; and the `traceparent` the gateway sends upstream, so that the provider's spans (where a
-provider records them) join the client's trace.
+one, else the request's own (its record id, a UUIDv7, is a valid trace id); and the `traceparent` the gateway
+sends upstream, so that the provider's spans (where a provider records them) join the client's trace.
 
     traceparent: 00-<trace id, 32 hex>-<parent span id, 16 hex>-<flags, 2 hex>
+
+A client's trace id names where the request belongs, never what it is: records, spans and sink events have ids
+of the gateway's own (gateway/ids.py), so two requests bringing the same traceparent (two tenants, say) never share
+one. Where a sink merges events by trace id (Langfuse), the trace is the project's: see `project_trace_id`.
 """
 
 from __future__ import annotations
 
-import itertools
-import os
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
+
+from gateway.ids import new_span_id
 
 _TRACEPARENT = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE = b"0" * 32
 _ZERO_SPAN = b"0" * 16
 
-# As for request ids: a random prefix per process and a counter, unique across processes and far cheaper than a
-# system call per id.
-_TRACE_PREFIX = os.urandom(12).hex()
-_SPAN_PREFIX = os.urandom(4).hex()
-_traces = itertools.count(1)
-_spans = itertools.count(1)
-
-
-def new_trace_id() -> str:
-    return f"{_TRACE_PREFIX}{next(_traces) & 0xFFFFFFFF:08x}"
-
-
-def new_span_id() -> str:
-    return f"{_SPAN_PREFIX}{next(_spans) & 0xFFFFFFFF:08x}"
-
 
 def incoming(headers: Sequence[tuple[bytes, bytes]]) -> tuple[str, str]:
-    """(trace id, the client's span id or "") from a valid `traceparent`, else a new trace with no parent."""
+    """(trace id, the client's span id) from a valid `traceparent`; ("", "") when it sent none or a broken one."""
     for name, value in headers:
         if name == b"traceparent":
             match = _TRACEPARENT.fullmatch(value.strip().lower())
             if match and match[1] != _ZERO_TRACE and match[2] != _ZERO_SPAN:
                 return match[1].decode(), match[2].decode()
             break
-    return new_trace_id(), ""
+    return "", ""
 
 
 def traceparent(trace_id: str, span_id: str) -> str:
@@ -50,3 +40,14 @@ def traceparent(trace_id: str, span_id: str) -> str:
 def upstream_headers(headers: Mapping[str, str], trace_id: str) -> dict[str, str]:
     """A provider's headers with the `traceparent` of a new span: the gateway's upstream call."""
     return {**headers, "traceparent": traceparent(trace_id, new_span_id())}
+
+
+def project_trace_id(project: str, trace_id: str) -> str:
+    """The trace id a sink that merges by trace id (Langfuse) gets: the W3C trace id within the record's project.
+
+    Langfuse upserts a trace by id (a later trace-create overwrites its name, input, output and metadata), so a W3C
+    trace id taken as is would let any client that sends another tenant's trace id in a traceparent write into
+    that tenant's trace. Within a project, requests of one client trace still share one Langfuse trace; across
+    projects they never do. 32 hex digits (BLAKE2b-128 of the project and the trace id; a trace id has no newline,
+    so the pair is read back unambiguously from the text hashed)."""
+    return hashlib.blake2b(f"{project}\n{trace_id}".encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()

@@ -17,6 +17,8 @@ import pytest
 from gateway.store.base import RECORD_COLUMNS, Record, Store
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore
+from gateway.store.trace_query import parse_trace_query
+from gateway.telemetry.tail import matches
 from tests.conftest import running
 from tests.services import drop_schema, require_postgres
 
@@ -65,13 +67,15 @@ def dataset() -> list[Record]:
                 metadata={"customer": "acme" if i < 4 else "globex", "run.id": str(i % 2)},
                 content_input=f"Question number {i}" + (" about the NeEdLe" if i in (2, 7) else ""),
                 content_output=f"Answer {i}" + (" with a needle" if i == 9 else ""),
+                client_request_id="req-shared" if i in (1, 4) else f"req-a{i}" if i % 3 else "",
             )
         )  # fmt: skip
     for i in range(4):
         rows.append(
             rec(f"b{i:02d}", ts=T0 + i * 900, project="B", model_requested="gpt", model_served="gpt-4o",
                 provider="openai", key_name="kb", team="tb", cost_usd=0.5, latency_ms=50.0 + i, tags={"env": "prod"},
-                content_input="secret of B about the needle", metadata={"customer": "acme"})
+                content_input="secret of B about the needle", metadata={"customer": "acme"},
+                client_request_id="req-shared" if i == 1 else "")
         )  # fmt: skip
     return rows
 
@@ -160,6 +164,9 @@ FILTERS: list[tuple[list[tuple[str, str]], Callable[[Record], bool]]] = [
     ([("user", "u1")], lambda r: r["user_id"] == "u1"),
     ([("team", "t1")], lambda r: r["team"] == "t1"),
     ([("trace_id", f"{5:032x}")], lambda r: r["trace_id"] == f"{5:032x}"),
+    ([("client_request_id", "req-shared")], lambda r: r["client_request_id"] == "req-shared"),
+    ([("client_request_id", "req-shared"), ("project", "A")],
+     lambda r: r["client_request_id"] == "req-shared" and r["project"] == "A"),
     ([("min_latency_ms", "80"), ("max_latency_ms", "250")], lambda r: 80 <= r["latency_ms"] <= 250),
     ([("min_cost_usd", "0.03")], lambda r: (r["cost_usd"] or 0) >= 0.03),
     ([("max_cost_usd", "0")], lambda r: (r["cost_usd"] or 0) <= 0),
@@ -181,6 +188,21 @@ def test_every_filter_selects_exactly_its_records(api):
         expected = sorted((r for r in ALL if wanted(r)), key=lambda r: (r["ts"], r["id"]), reverse=True)
         assert 0 < len(expected) < len(ALL), params
         assert api.ids([*params, ("limit", "1000")]) == [r["id"] for r in expected], params
+
+
+def test_the_live_tail_selects_what_the_store_selects():
+    """Each filter of the store holds in the tail's matcher too: a filter added to one and not the other fails."""
+    for params, wanted in FILTERS:
+        q = parse_trace_query(params)
+        assert [r["id"] for r in ALL if matches(q, r)] == [r["id"] for r in ALL if wanted(r)], params
+
+
+def test_a_filter_on_the_clients_request_id_holds_a_viewer_to_its_project(api):
+    assert sorted(api.ids([("client_request_id", "req-shared")])) == ["a01", "a04", "b01"]
+    assert sorted(api.ids([("client_request_id", "req-shared")], role="viewer")) == ["a01", "a04"]
+    assert api.ids([("client_request_id", "req-shared"), ("project", "A")], role="viewer_b") == ["b01"]
+    answer = api.get("/api/v1/traces/export", [("client_request_id", "req-shared"), ("format", "ndjson")])
+    assert sorted(orjson.loads(line)["id"] for line in answer.content.splitlines()) == ["a01", "a04", "b01"]
 
 
 def test_a_record_reads_back_whole_with_its_spans(api):

@@ -10,8 +10,10 @@ import aiohttp
 import httpx
 import orjson
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from gateway.config import ConfigError, parse_config
+from gateway.ids import new_id
 from gateway.telemetry import otel
 from gateway.telemetry.settings import SinkConfig
 from gateway.telemetry.sinks import (
@@ -23,8 +25,11 @@ from gateway.telemetry.sinks import (
     build_sink,
     event_id,
     iso,
+    langfuse_events,
+    segment_event,
     split_by_size,
 )
+from gateway.telemetry.tracing import project_trace_id
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -132,7 +137,7 @@ async def test_langfuse_posts_a_trace_and_a_generation_per_record() -> None:
     assert request.headers["authorization"] == "Basic " + base64.b64encode(b"pk-lf-1:sk-lf-1").decode()
     trace, generation = upstream.json()["batch"]
     assert (trace["type"], generation["type"]) == ("trace-create", "generation-create")
-    assert trace["body"]["id"] == TRACE_ID
+    assert trace["body"]["id"] == project_trace_id("search", TRACE_ID)  # the W3C trace within the project
     assert trace["body"]["userId"] == "alice"
     assert trace["body"]["input"] == "hello"
     assert "output" not in trace["body"]
@@ -141,7 +146,8 @@ async def test_langfuse_posts_a_trace_and_a_generation_per_record() -> None:
     assert trace["body"]["metadata"]["request_metadata"] == {"feature": "search", "project": "someone-else"}
     body = generation["body"]
     assert body["id"] == "req-1"
-    assert body["traceId"] == TRACE_ID
+    assert body["traceId"] == trace["body"]["id"]
+    assert body["metadata"]["trace_id"] == TRACE_ID
     assert body["model"] == "gpt-4o-2024-08-06"
     assert body["usageDetails"] == {"input": 100, "output": 20, "total": 120}
     assert body["costDetails"] == {"total": 0.0012}
@@ -151,6 +157,45 @@ async def test_langfuse_posts_a_trace_and_a_generation_per_record() -> None:
     assert body["level"] == "DEFAULT"
     assert body["metadata"]["provider"] == "openai"
     assert len(body["metadata"]["spans"]) == 3
+
+
+@settings(max_examples=50)
+@given(
+    client_id=st.from_regex(r"[A-Za-z0-9._:\-]{1,128}", fullmatch=True),
+    trace_id=st.from_regex(r"[0-9a-f]{32}", fullmatch=True),
+    projects=st.lists(st.text(min_size=1, max_size=20), min_size=2, max_size=4, unique=True),
+)
+def test_records_sharing_the_clients_ids_share_no_sink_id(client_id: str, trace_id: str, projects: list[str]) -> None:
+    """Requests of several projects that sent one X-Request-ID and one traceparent: each record's Langfuse events,
+    webhook message and OTLP spans have ids of their own (derived from the gateway's record id), so no sink takes
+    two for one; Langfuse's trace is shared within a project only; the client's ids are carried, not used as ids."""
+    records = [
+        record(id=new_id(), project=project, trace_id=trace_id, client_request_id=client_id)
+        for project in projects
+        for _ in range(2)
+    ]
+    events = [langfuse_events(r) for r in records]
+    event_ids = [e["id"] for pair in events for e in pair]
+    assert len(set(event_ids)) == len(event_ids) == 2 * len(records)
+    generations = [pair[1]["body"] for pair in events]
+    assert len({g["id"] for g in generations}) == len(records)
+    assert all(g["metadata"]["client_request_id"] == client_id for g in generations)
+    trace_of = {}
+    for r, pair in zip(records, events, strict=True):
+        trace_of.setdefault(r["project"], set()).add(pair[0]["body"]["id"])
+    assert all(len(ids) == 1 for ids in trace_of.values())  # one Langfuse trace per project...
+    assert len(set().union(*trace_of.values())) == len(projects)  # ...and none shared across projects
+
+    messages = [segment_event(r) for r in records]
+    assert len({m["messageId"] for m in messages}) == len(records)
+    assert all(m["properties"]["client_request_id"] == client_id for m in messages)
+
+    spans = [orjson.loads(b"[" + otel.spans(r) + b"]") for r in records]
+    span_ids = [s["spanId"] for group in spans for s in group]
+    assert len(set(span_ids)) == len(span_ids)
+    assert {s["traceId"] for group in spans for s in group} == {trace_id}  # the client's trace, joined
+    for group in spans:
+        assert attrs(group[0])["gateway.client_request_id"] == {"stringValue": client_id}
 
 
 def test_event_ids_are_the_uuid5_of_the_record_and_type() -> None:

@@ -1,19 +1,30 @@
-"""W3C traceparent: accepted when valid, a new trace otherwise, and a fresh span id for each upstream call."""
+"""W3C traceparent: accepted when valid, else the request's own trace (its record id); a fresh random span id for
+each upstream call; and Langfuse's trace ids held to a project."""
 
 from __future__ import annotations
 
 import re
 
 import pytest
+from hypothesis import given, strategies as st
 
-from gateway.telemetry.tracing import incoming, new_trace_id, traceparent, upstream_headers
+from gateway.context import RequestContext
+from gateway.ids import new_id
+from gateway.telemetry.tracing import incoming, project_trace_id, traceparent, upstream_headers
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
 
 
+def context(headers: list[tuple[bytes, bytes]]) -> RequestContext:
+    return RequestContext(request_id=new_id(), endpoint="chat/completions", headers=headers, raw_body=b"", body={})
+
+
 def test_a_valid_traceparent_is_kept() -> None:
     assert incoming([(b"traceparent", f"00-{TRACE}-{PARENT}-01".encode())]) == (TRACE, PARENT)
+    ctx = context([(b"traceparent", f"00-{TRACE}-{PARENT}-01".encode())])
+    assert (ctx.trace_id, ctx.parent_span_id) == (TRACE, PARENT)
+    assert ctx.request_id != TRACE  # the record's id is the gateway's all the same
 
 
 @pytest.mark.parametrize(
@@ -26,19 +37,33 @@ def test_a_valid_traceparent_is_kept() -> None:
         b"garbage",
     ],
 )
-def test_an_invalid_traceparent_starts_a_new_trace(value: bytes) -> None:
-    trace, parent = incoming([(b"traceparent", value)])
-    assert re.fullmatch(r"[0-9a-f]{32}", trace)
-    assert trace != TRACE
-    assert parent == ""
+def test_an_invalid_traceparent_gives_the_request_a_trace_of_its_own(value: bytes) -> None:
+    assert incoming([(b"traceparent", value)]) == ("", "")
+    ctx = context([(b"traceparent", value)])
+    assert ctx.trace_id == ctx.request_id  # a UUIDv7 in 32 hex digits: a valid W3C trace id
+    assert re.fullmatch(r"[0-9a-f]{32}", ctx.trace_id)
+    assert ctx.parent_span_id == ""
 
 
-def test_ids_are_unique_and_upstream_gets_a_new_span() -> None:
-    assert len({new_trace_id() for _ in range(1000)}) == 1000
+def test_two_requests_without_a_traceparent_are_two_traces() -> None:
+    assert context([]).trace_id != context([]).trace_id
+
+
+def test_upstream_gets_a_new_span_of_the_trace_each_call() -> None:
     first = upstream_headers({"authorization": "Bearer x"}, TRACE)
     second = upstream_headers({"authorization": "Bearer x"}, TRACE)
     assert first["authorization"] == "Bearer x"
-    assert first["traceparent"].startswith(f"00-{TRACE}-")
-    assert first["traceparent"].endswith("-01")
+    assert re.fullmatch(rf"00-{TRACE}-[0-9a-f]{{16}}-01", first["traceparent"])
     assert first["traceparent"] != second["traceparent"]
     assert traceparent(TRACE, PARENT) == f"00-{TRACE}-{PARENT}-01"
+
+
+@given(st.text(max_size=40), st.text(max_size=40), st.from_regex(r"[0-9a-f]{32}", fullmatch=True))
+def test_a_langfuse_trace_is_the_projects_own(project: str, other: str, trace: str) -> None:
+    """One W3C trace id in two projects is two Langfuse traces; within one project, one (and 32 hex digits)."""
+    mine = project_trace_id(project, trace)
+    assert re.fullmatch(r"[0-9a-f]{32}", mine)
+    assert mine == project_trace_id(project, trace)
+    if other != project:
+        assert project_trace_id(other, trace) != mine
+    assert mine != trace
