@@ -11,8 +11,8 @@ import orjson
 from gateway.telemetry.queue import Record, map_in_slices
 
 FIELDS = (
-    "ts", "id", "endpoint", "status", "model_requested", "model_served", "provider", "key_name", "project",
-    "latency_ms", "overhead_ms", "prompt_tokens", "completion_tokens", "cost_usd", "error_type", "stream",
+    "ts", "id", "client_request_id", "endpoint", "status", "model_requested", "model_served", "provider", "key_name",
+    "project", "latency_ms", "overhead_ms", "prompt_tokens", "completion_tokens", "cost_usd", "error_type", "stream",
 )  # fmt: skip
 
 

@@ -77,7 +77,13 @@ class Recorder:
         """A request a policy, a guardrail or a budget refused is a gateway event too (event_logs, the events
         webhook): who was refused, by what, never the prompt."""
         assert self.events is not None
-        who = {"request_id": ctx.request_id, "project": ctx.principal.project, "key": ctx.principal.name}
+        principal = ctx.principal
+        who = {
+            "request_id": ctx.request_id,
+            "client_request_id": ctx.client_request_id,
+            "project": principal.project,
+            "key": principal.name,
+        }
         if isinstance(error, PolicyDenied):
             self.events.emit("policy_denied", policy=error.policy, code=error.code, **who)
         elif isinstance(error, GuardrailBlocked):

@@ -102,7 +102,8 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
 
 
 def record_of(db_path: Path, request_id: str, timeout: float = 3.0) -> dict[str, Any]:
-    """The telemetry record of one request, read from the SQLite file once the queue has flushed it."""
+    """The telemetry record of one request, read from the SQLite file once the queue has flushed it; by its id
+    (the gateway's, `x-gateway-request-id`) or by the X-Request-ID the test sent (`client_request_id`)."""
     found: dict[str, Any] = {}
 
     def look() -> bool:
@@ -111,12 +112,15 @@ def record_of(db_path: Path, request_id: str, timeout: float = 3.0) -> dict[str,
         with contextlib.closing(sqlite3.connect(db_path)) as conn:
             conn.row_factory = sqlite3.Row
             try:
-                row = conn.execute("SELECT * FROM model_cost_logs WHERE id = ?", (request_id,)).fetchone()
+                rows = conn.execute(
+                    "SELECT * FROM model_cost_logs WHERE ? IN (id, client_request_id)", (request_id,)
+                ).fetchall()
             except sqlite3.OperationalError:  # the table is not there yet
                 return False
-        if row is None:
+        if not rows:
             return False
-        found.update(dict(row))
+        assert len(rows) == 1, f"{len(rows)} records answer to {request_id}"
+        found.update(dict(rows[0]))
         return True
 
     assert wait_until(look, timeout), f"no record of {request_id} in {db_path}"

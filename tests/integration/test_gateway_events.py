@@ -53,9 +53,11 @@ def test_refusals_by_a_policy_and_a_guardrail_are_events(make_config, tmp_path: 
         assert wait_until(lambda: len(_events(db_path)) >= 2, 5)
     events = dict(_events(db_path))
     assert events["policy_denied"] == {
-        "policy": "no-secret-model", "code": "model_forbidden", "request_id": "e1", "project": "p1", "key": "tester"
+        "policy": "no-secret-model", "code": "model_forbidden", "request_id": denied.headers["x-gateway-request-id"],
+        "client_request_id": "e1", "project": "p1", "key": "tester",
     }  # fmt: skip
     assert events["guardrail_blocked"] == {
-        "check": "injection", "stage": "input", "request_id": "e2", "project": "p1", "key": "tester"
+        "check": "injection", "stage": "input", "request_id": blocked.headers["x-gateway-request-id"],
+        "client_request_id": "e2", "project": "p1", "key": "tester",
     }  # fmt: skip
     assert secret not in str(events)

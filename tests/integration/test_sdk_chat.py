@@ -72,12 +72,15 @@ def test_client_request_id_is_echoed(client: openai.OpenAI) -> None:
         model="demo", messages=user(PROMPT), extra_headers={"X-Request-ID": "client-req.42"}
     )
     assert raw.headers["x-request-id"] == "client-req.42"
-    assert raw.parse().id == "chatcmpl-client-req.42"
+    # The record's id is the gateway's, in a header of its own; the mock's completion id is made from it.
+    assert raw.parse().id == f"chatcmpl-{raw.headers['x-gateway-request-id']}"
+    assert raw.headers["x-gateway-request-id"] != "client-req.42"
 
-    # An id that could smuggle anything into logs is replaced by a fresh one.
+    # An id that could smuggle anything into logs is not echoed: the gateway's stands in for it.
     raw = client.chat.completions.with_raw_response.create(
         model="demo", messages=user(PROMPT), extra_headers={"X-Request-ID": "not ok; <script>"}
     )
+    assert raw.headers["x-request-id"] == raw.headers["x-gateway-request-id"]
     assert raw.headers["x-request-id"] not in ("", "not ok; <script>")
 
     # Errors carry it too.

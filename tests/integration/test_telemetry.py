@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -92,7 +93,8 @@ def test_access_log_has_one_json_line_per_request_and_no_secret(make_config: Cal
         httpx.post(f"{url}/v1/chat/completions", json=body, headers={"authorization": "Bearer sk-wrong-key"})
         assert wait_until(lambda: log.getvalue().count(b"\n") == 2)
     lines = [json.loads(line) for line in log.getvalue().splitlines()]
-    assert [(line["id"] == "log-1", line["status"]) for line in lines] == [(True, 200), (False, 401)]
+    assert [(line["client_request_id"], line["status"]) for line in lines] == [("log-1", 200), ("", 401)]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", line["id"]) for line in lines)  # the gateway's ids
     assert lines[1]["error_type"] == "AuthenticationFailed"
     text = log.getvalue().decode()
     assert KEY not in text

@@ -49,13 +49,13 @@ def test_the_tail_streams_matching_records_of_the_callers_project(make_config):
             model="demo", messages=user("p1 here"), extra_headers={"x-request-id": "tail-1"}
         )
         seen = _next_trace(viewer)
-        assert seen["id"] == "tail-1"
+        assert seen["client_request_id"] == "tail-1"
         assert seen["project"] == "p1"
         with contextlib.suppress(Exception):
             sdk_client(url).chat.completions.create(
                 model="no-such-model", messages=user("x"), extra_headers={"x-request-id": "tail-404"}
             )
-        assert _next_trace(errors)["id"] == "tail-404"  # the successes did not match status_class=4xx
+        assert _next_trace(errors)["client_request_id"] == "tail-404"  # the successes did not match status_class=4xx
 
 
 def test_a_developer_key_or_a_bad_filter_gets_an_error_message_and_a_close(make_config):

@@ -159,7 +159,7 @@ async def test_langfuse_posts_a_trace_and_a_generation_per_record() -> None:
     assert len(body["metadata"]["spans"]) == 3
 
 
-@settings(max_examples=50)
+@settings(max_examples=50, database=None)
 @given(
     client_id=st.from_regex(r"[A-Za-z0-9._:\-]{1,128}", fullmatch=True),
     trace_id=st.from_regex(r"[0-9a-f]{32}", fullmatch=True),

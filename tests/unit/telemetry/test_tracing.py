@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from gateway.context import RequestContext
 from gateway.ids import new_id
@@ -58,6 +58,7 @@ def test_upstream_gets_a_new_span_of_the_trace_each_call() -> None:
     assert traceparent(TRACE, PARENT) == f"00-{TRACE}-{PARENT}-01"
 
 
+@settings(database=None)
 @given(st.text(max_size=40), st.text(max_size=40), st.from_regex(r"[0-9a-f]{32}", fullmatch=True))
 def test_a_langfuse_trace_is_the_projects_own(project: str, other: str, trace: str) -> None:
     """One W3C trace id in two projects is two Langfuse traces; within one project, one (and 32 hex digits)."""
