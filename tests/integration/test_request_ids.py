@@ -164,7 +164,7 @@ def test_callers_sending_the_same_ids_get_records_and_sink_events_of_their_own(m
 
         # Every record stored, each with the client's id beside its own, each readable by its id.
         for s in sent:
-            record = record_of(db_path, s.record_id)
+            record = record_of(db_path, s.record_id, timeout=10)
             assert (record["id"], record["client_request_id"], record["project"]) == (
                 s.record_id,
                 s.client_id,
