@@ -121,7 +121,8 @@ def _exec_form(rest: str) -> list[str]:
     rest = rest.strip()
     if rest.startswith("["):
         value = json.loads(rest)
-        assert isinstance(value, list) and all(isinstance(v, str) for v in value)
+        assert isinstance(value, list)
+        assert all(isinstance(v, str) for v in value)
         return value
     return ["/bin/sh", "-c", rest]
 

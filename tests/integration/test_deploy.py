@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -17,7 +18,6 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import tomllib
 
 from gateway.config import GatewayConfig, load_config
 from tests import compose
