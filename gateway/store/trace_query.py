@@ -61,7 +61,7 @@ class TraceQuery:
     trace_id: str | None = None
     min_latency_ms: float | None = None
     max_latency_ms: float | None = None
-    min_cost_usd: float | None = None  # a record without a cost counts as 0
+    min_cost_usd: float | None = None  # a record whose cost is unknown (NULL) matches neither bound
     max_cost_usd: float | None = None
     min_total_tokens: int | None = None
     max_total_tokens: int | None = None
@@ -95,7 +95,7 @@ _COMPARE = {
     "status": ("status", "="), "error_type": ("error_type", "="), "error_domain": ("error_domain", "="),
     "user": ("user_id", "="), "team": ("team", "="), "trace_id": ("trace_id", "="),
     "min_latency_ms": ("latency_ms", ">="), "max_latency_ms": ("latency_ms", "<="),
-    "min_cost_usd": ("coalesce(cost_usd, 0.0)", ">="), "max_cost_usd": ("coalesce(cost_usd, 0.0)", "<="),
+    "min_cost_usd": ("cost_usd", ">="), "max_cost_usd": ("cost_usd", "<="),  # NULL (unknown) compares to nothing
     "min_total_tokens": ("total_tokens", ">="), "max_total_tokens": ("total_tokens", "<="),
     "min_prompt_tokens": ("prompt_tokens", ">="), "max_prompt_tokens": ("prompt_tokens", "<="),
     "min_completion_tokens": ("completion_tokens", ">="), "max_completion_tokens": ("completion_tokens", "<="),
@@ -141,9 +141,13 @@ def parse_trace_query(
     _choice(values, "sort", Sort)
     _choice(values, "order", Order)
     _choice(values, "status_class", StatusClass)
+    now = time.time()
+    for name in ("since", "until"):
+        if name in values:
+            values[name] = resolve_time(values[name], now)
     if values.get("text") and "since" not in values:
         # A substring search reads every row's content: without a start, the last day only, not the whole table.
-        values["since"] = time.time() - TEXT_SEARCH_WINDOW_S
+        values["since"] = now - TEXT_SEARCH_WINDOW_S
     limit = values.get("limit", DEFAULT_LIMIT)
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidRequest(f"limit must be between 1 and {MAX_LIMIT}.", param="limit")
@@ -151,6 +155,12 @@ def parse_trace_query(
     if query.cursor is not None:
         _decode_cursor(query)  # a bad cursor fails now, with its name
     return query
+
+
+def resolve_time(value: float, now: float) -> float:
+    """`since` and `until`: epoch seconds, or, when negative, seconds before now (`since=-3600`: the last hour).
+    No real record is from before 1970, so a negative time can mean nothing else."""
+    return now + value if value < 0 else value
 
 
 def _number(name: str, raw: str, kind: type[int] | type[float]) -> int | float:

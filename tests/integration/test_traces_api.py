@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,6 +18,8 @@ import pytest
 from gateway.store.base import RECORD_COLUMNS, Record, Store
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore
+from gateway.store.trace_query import parse_trace_query
+from gateway.telemetry.tail import matches as tail_matches
 from tests.conftest import running
 from tests.services import drop_schema, require_postgres
 
@@ -161,8 +164,10 @@ FILTERS: list[tuple[list[tuple[str, str]], Callable[[Record], bool]]] = [
     ([("team", "t1")], lambda r: r["team"] == "t1"),
     ([("trace_id", f"{5:032x}")], lambda r: r["trace_id"] == f"{5:032x}"),
     ([("min_latency_ms", "80"), ("max_latency_ms", "250")], lambda r: 80 <= r["latency_ms"] <= 250),
-    ([("min_cost_usd", "0.03")], lambda r: (r["cost_usd"] or 0) >= 0.03),
-    ([("max_cost_usd", "0")], lambda r: (r["cost_usd"] or 0) <= 0),
+    # A record whose cost is unknown (no price) is within no cost bound, not counted as free.
+    ([("min_cost_usd", "0.03")], lambda r: r["cost_usd"] is not None and r["cost_usd"] >= 0.03),
+    ([("max_cost_usd", "0.05")], lambda r: r["cost_usd"] is not None and r["cost_usd"] <= 0.05),
+    ([("min_cost_usd", "0")], lambda r: r["cost_usd"] is not None),
     ([("min_total_tokens", "50"), ("max_total_tokens", "100")], lambda r: 50 <= r["total_tokens"] <= 100),
     ([("min_prompt_tokens", "60")], lambda r: r["prompt_tokens"] >= 60),
     ([("max_completion_tokens", "9")], lambda r: r["completion_tokens"] <= 9),
@@ -181,6 +186,13 @@ def test_every_filter_selects_exactly_its_records(api):
         expected = sorted((r for r in ALL if wanted(r)), key=lambda r: (r["ts"], r["id"]), reverse=True)
         assert 0 < len(expected) < len(ALL), params
         assert api.ids([*params, ("limit", "1000")]) == [r["id"] for r in expected], params
+
+
+def test_the_live_tail_matches_what_the_store_selects() -> None:
+    """The tail decides in Python what the store's WHERE clause decides: the same records for every filter."""
+    for params, wanted in FILTERS:
+        query = parse_trace_query(params)
+        assert [r["id"] for r in ALL if tail_matches(query, r)] == [r["id"] for r in ALL if wanted(r)], params
 
 
 def test_a_record_reads_back_whole_with_its_spans(api):
@@ -336,6 +348,29 @@ def test_usage_report_by_key_team_and_project(api):
     assert {d["group"]: d["requests"] for d in by_team} == {"t1": 6, "t2": 6}
     costs = [d["cost_usd"] for d in by_team]
     assert costs == sorted(costs, reverse=True)
+
+
+def test_negative_since_and_until_are_seconds_before_now(api):
+    """since=-3600 is the last hour, on the trace filters, the analytics and the usage report alike."""
+    now = time.time()
+    api.write([rec("r-hour-old", ts=now - 7200, cost_usd=0.25), rec("r-recent", ts=now - 60, cost_usd=0.5)])
+    assert api.ids({"since": "-3600"}) == ["r-recent"]
+    assert api.ids({"since": "-86400", "until": "-3600"}) == ["r-hour-old"]
+    assert api.ids({"since": "-3600", "text": "x"}) == []  # with a text search too (no default window then)
+    tail = parse_trace_query({"since": "-3600"})
+    assert tail.since is not None
+    assert now - 3600 - 5 < tail.since <= time.time() - 3600
+    for kind in ("costs", "usage", "errors", "models", "performance"):
+        series = api.get(f"/api/v1/analytics/{kind}", {"since": "-3600", "interval": "1d", "project": "A"})
+        assert series.status_code == 200, series.text
+        body = series.json()
+        assert now - 3600 - 5 < body["since"] <= time.time() - 3600, kind
+        assert sum(d["requests"] for d in body["data"]) == 1, kind
+    older = api.get("/api/v1/analytics/usage", {"since": "-86400", "until": "-3600", "interval": "1d", "project": "A"})
+    assert sum(d["requests"] for d in older.json()["data"]) == 1
+    (usage,) = api.get("/api/v1/usage", {"by": "project", "since": "-3600"}).json()["data"]
+    assert (usage["group"], usage["requests"], usage["cost_usd"]) == ("A", 1, pytest.approx(0.5))
+    assert api.get("/api/v1/usage", {"by": "project", "since": "-60", "until": "-3600"}).status_code == 400
 
 
 def test_a_viewer_sees_only_their_project(api):
