@@ -95,7 +95,7 @@ class Router:
         while position < len(chain):
             name, current = chain[position]
             if position and chain[position - 1][0] != name:
-                self._fallback(ctx, chain[position - 1][0], name, type(last).__name__ if last else "unavailable")
+                self._fallback(ctx, chain[position - 1][0], name, last.error_type if last else "unavailable")
             try:
                 return await self._send_to_group(ctx, current)
             except UpstreamError as exc:
@@ -134,7 +134,7 @@ class Router:
                 reply = await self._attempt(ctx, health)
             except UpstreamError as exc:
                 if exc.retryable:  # a client's bad request says nothing about the deployment's health
-                    self.health.failed(health, type(exc).__name__)
+                    self.health.failed(health, exc.error_type)
                 provider = health.deployment.provider
                 if not exc.retryable or retries >= self.config.retries:
                     self.metrics.attempts.labels(provider, "failed").inc()
@@ -199,7 +199,7 @@ class Router:
         if ctx.usage is not None:
             health.used_tokens(ctx.usage.total_tokens)
         if isinstance(ctx.error, UpstreamError) and ctx.error.retryable:
-            self.health.failed(health, type(ctx.error).__name__)
+            self.health.failed(health, ctx.error.error_type)
         else:
             ttft = (ctx.first_token_ns - ctx.upstream_start_ns) / 1e9 if ctx.first_token_ns else 0.0
             self.health.succeeded(health, ttft_s=ttft)

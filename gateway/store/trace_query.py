@@ -19,7 +19,7 @@ from typing import Any, Literal, get_args
 
 import orjson
 
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, error_type_values
 from gateway.store.base import RECORD_COLUMNS, Record
 
 Dialect = Literal["sqlite", "postgres"]
@@ -53,7 +53,7 @@ class TraceQuery:
     deployment: str | None = None
     status: int | None = None
     status_class: StatusClass | None = None  # "error": any status >= 400
-    error_type: str | None = None
+    error_type: str | None = None  # snake_case, as records keep it (gateway/errors.py)
     error_domain: str | None = None
     key: str | None = None  # a key's id or name
     user: str | None = None
@@ -92,7 +92,7 @@ _INTS = (
 _COMPARE = {
     "since": ("ts", ">="), "until": ("ts", "<"), "project": ("project", "="), "model": ("model_requested", "="),
     "served_model": ("model_served", "="), "provider": ("provider", "="), "deployment": ("deployment", "="),
-    "status": ("status", "="), "error_type": ("error_type", "="), "error_domain": ("error_domain", "="),
+    "status": ("status", "="), "error_domain": ("error_domain", "="),
     "user": ("user_id", "="), "team": ("team", "="), "trace_id": ("trace_id", "="),
     "min_latency_ms": ("latency_ms", ">="), "max_latency_ms": ("latency_ms", "<="),
     "min_cost_usd": ("cost_usd", ">="), "max_cost_usd": ("cost_usd", "<="),  # NULL (unknown) compares to nothing
@@ -145,6 +145,8 @@ def parse_trace_query(
     for name in ("since", "until"):
         if name in values:
             values[name] = resolve_time(values[name], now)
+    if "error_type" in values:  # a legacy class name (BudgetExceeded) asks for its snake_case kind
+        values["error_type"] = error_type_values(values["error_type"])[0]
     if values.get("text") and "since" not in values:
         # A substring search reads every row's content: without a start, the last day only, not the whole table.
         values["since"] = now - TEXT_SEARCH_WINDOW_S
@@ -205,6 +207,8 @@ def where(q: TraceQuery, args: Args) -> list[str]:
         clauses.append(f"status >= {low} AND status < {high}")
     if q.key is not None:
         clauses.append(f"(key_id = {args.add(q.key)} OR key_name = {args.add(q.key)})")
+    if q.error_type is not None:  # and the class names that older records kept for it
+        clauses.append(f"error_type IN ({', '.join(args.add(v) for v in error_type_values(q.error_type))})")
     for column, wanted in (("tags", q.tags), ("metadata", q.metadata)):
         for key, value in wanted.items():
             if not _NAME.fullmatch(key):

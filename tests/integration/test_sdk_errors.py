@@ -289,7 +289,7 @@ def test_upstream_error_with_a_non_object_json_body_keeps_its_status(
     assert assert_sdk_error(caught.value, 503)["type"] == "api_error"
     record = record_of(db_path, "odd-1")
     assert record["status"] == 503
-    assert record["error_type"] == "UpstreamRejected"
+    assert record["error_type"] == "upstream_rejected"  # the code is the provider's
     assert record["usage_source"] == "none"
 
 
@@ -309,7 +309,7 @@ def test_a_bug_in_the_gateway_is_a_500_in_openai_shape(
         assert body["code"] == "internal_error"
         assert "secret" not in caught.value.response.text
         record = record_of(db_path, "bug-1")
-        assert (record["status"], record["error_type"], record["error_domain"]) == (500, "InternalError", "gateway")
+        assert (record["status"], record["error_type"], record["error_domain"]) == (500, "internal_error", "gateway")
         # The gateway goes on serving.
         monkeypatch.undo()
         assert client.chat.completions.create(model="demo", messages=user("hi")).choices[0].message.content

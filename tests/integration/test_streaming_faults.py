@@ -189,7 +189,7 @@ def test_stalled_stream_ends_with_error_event_and_done(faulty: tuple[str, Gatewa
     assert error["error"]["type"] == "timeout_error"
 
     record = record_of(db_path, "stall-1")
-    assert record["error_type"] == "UpstreamTimeout"
+    assert record["error_type"] == "stream_idle_timeout"  # the code of the error event
     assert record["error_domain"] == "provider"
 
 
@@ -232,7 +232,7 @@ def test_reset_stream_ends_with_error_event_and_done(faulty: tuple[str, Gateway]
     assert events[-1]["error"]["code"] == "upstream_unavailable"
     assert set(events[-1]["error"]) == {"message", "type", "param", "code"}
     assert "Traceback" not in text
-    assert record_of(db_path, "reset-1")["error_type"] == "UpstreamUnavailable"
+    assert record_of(db_path, "reset-1")["error_type"] == "upstream_unavailable"
 
 
 def test_error_event_inside_a_200_stream_is_forwarded_and_recorded(faulty: tuple[str, Gateway], db_path: Path) -> None:
@@ -246,7 +246,7 @@ def test_error_event_inside_a_200_stream_is_forwarded_and_recorded(faulty: tuple
     assert events[-1] == {"error": {"message": "Mock fault: overloaded.", "type": "server_error"}}  # as it came
 
     record = record_of(db_path, "errorevent-1")
-    assert record["error_type"] == "UpstreamRejected"
+    assert record["error_type"] == "upstream_rejected"
     assert record["error_domain"] == "provider"
     assert record["stream"] == 1
 
@@ -296,7 +296,7 @@ def test_a_bug_mid_stream_still_ends_with_error_event_and_done(
     monkeypatch.setattr(mock, "_stream", broken)
     response, text = read_stream(url, stream_body("demo"), {"x-request-id": "bug-stream-1"})
     record = record_of(db_path, "bug-stream-1")
-    assert record["error_type"] == "InternalError"
+    assert record["error_type"] == "internal_error"
     assert "secret" not in text
     assert sse_payloads(text)[-1] == "[DONE]"
     assert json_events(text)[-1]["error"]["code"] == "internal_error"

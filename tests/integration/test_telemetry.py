@@ -93,7 +93,7 @@ def test_access_log_has_one_json_line_per_request_and_no_secret(make_config: Cal
         assert wait_until(lambda: log.getvalue().count(b"\n") == 2)
     lines = [json.loads(line) for line in log.getvalue().splitlines()]
     assert [(line["id"] == "log-1", line["status"]) for line in lines] == [(True, 200), (False, 401)]
-    assert lines[1]["error_type"] == "AuthenticationFailed"
+    assert lines[1]["error_type"] == "invalid_api_key"  # the code the client saw
     text = log.getvalue().decode()
     assert KEY not in text
     assert "sk-wrong-key" not in text
@@ -113,7 +113,7 @@ def test_metrics_count_requests_tokens_and_errors_with_bounded_labels(gateway_se
         in text
     )
     assert 'model="unknown",provider="none",status_class="4xx"} 1.0' in text
-    assert 'gateway_errors_total{domain="client",type="ModelNotFound"} 1.0' in text
+    assert 'gateway_errors_total{domain="client",type="model_not_found"} 1.0' in text
     assert 'gateway_tokens_total{endpoint="chat/completions",kind="prompt",model="demo",provider="mock"}' in text
     assert 'gateway_filter_duration_seconds_count{filter="auth"} 4.0' in text
     assert "gateway_overhead_seconds_bucket" in text
