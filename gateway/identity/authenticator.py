@@ -16,6 +16,7 @@ from gateway.errors import AuthenticationFailed, ServiceUnavailable
 from gateway.identity.jwt import JwtValidator, looks_like_jwt
 from gateway.identity.keys import ADMIN_KEY_ID, KeyCache, config_key_id, key_digest
 from gateway.store.base import KeyStore, StoreUnavailable
+from gateway.types import Clock
 
 NO_KEY = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header using "
@@ -24,7 +25,8 @@ NO_KEY = (
 
 
 class Authenticator:
-    def __init__(self, config: AuthConfig, keys: KeyStore | None) -> None:
+    def __init__(self, config: AuthConfig, keys: KeyStore | None, *, clock: Clock = time.time) -> None:
+        self.clock = clock  # wall-clock time: expiries and revocations are dates
         self.principals: dict[str, Principal] = {}
         for key in config.keys:
             digest = key.key_sha256.lower() if key.key_sha256 else key_digest(key.key)
@@ -68,7 +70,7 @@ class Authenticator:
                 lookup = await self.cache.get(digest)
             except StoreUnavailable:
                 raise ServiceUnavailable("The key store cannot be reached; try again shortly.") from None
-            now = time.time()
+            now = self.clock()
             if lookup.revoked_at is not None and lookup.revoked_at <= now:
                 raise AuthenticationFailed("This API key has been revoked.", code="key_revoked")
             principal = lookup.principal

@@ -14,12 +14,13 @@ import math
 import os
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.context import Principal
 from gateway.errors import InvalidRequest
+from gateway.types import Clock
 
 KEY_PREFIX = "sk-gw-"
 ROLES = ("admin", "developer", "viewer", "billing")
@@ -262,7 +263,7 @@ class KeyCache:
         ttl_s: float,
         negative_ttl_s: float,
         max_entries: int = 100_000,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.store = store
         self.ttl_s = ttl_s

@@ -114,7 +114,7 @@ class Router:
         tried: set[str] = set()
         retries = 0
         while True:
-            now = time.monotonic()
+            now = self.health.clock()
             candidates = [
                 h
                 for d in group.deployments
@@ -139,7 +139,7 @@ class Router:
                 if not exc.retryable or retries >= self.config.retries:
                     self.metrics.attempts.labels(provider, "failed").inc()
                     raise
-                if not health.budget.withdraw(time.monotonic()):
+                if not health.budget.withdraw(self.health.clock()):
                     self.metrics.attempts.labels(provider, "failed").inc()
                     self.events.emit("retry_budget_exhausted", deployment=health.deployment.id)
                     raise
@@ -161,7 +161,7 @@ class Router:
         ctx.provider = deployment.provider
         ctx.served_model = ""
         health.budget.deposit()
-        health.started(time.monotonic())
+        health.started(self.health.clock())
         start = time.perf_counter_ns()
         ctx.upstream_connect = None  # this attempt's, not an earlier one's
         # Only for the call: a task spawned later from this request's task would copy it, and keep ctx alive.

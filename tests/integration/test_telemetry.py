@@ -181,7 +181,7 @@ def test_telemetry_status_shows_the_queues(make_config) -> None:
     with running(make_config(auth={"admin_key": admin})) as (url, gateway):
         httpx.post(f"{url}/v1/chat/completions", json={"model": "demo", "messages": [{"role": "user", "content": "x"}]},
                    headers={"Authorization": f"Bearer {KEY}"})  # fmt: skip
-        assert wait_until(lambda: gateway.queue.written >= 1, 3)
+        assert wait_until(lambda: gateway.queue.written >= 1)
         status = httpx.get(f"{url}/api/v1/telemetry/status", headers={"Authorization": f"Bearer {admin}"}).json()
         records = status["records"]
         assert records["written"] >= 1
@@ -190,7 +190,7 @@ def test_telemetry_status_shows_the_queues(make_config) -> None:
         assert records["sinks"] == ["store", "tail"]
         assert records["last_error"] is None
         store = status["sinks"]["store"]  # the store's own outbox: what it sent, and nothing waiting on disk
-        assert wait_until(lambda: gateway.outboxes[0].stats()["sent"] >= 1, 3)
+        assert wait_until(lambda: gateway.outboxes[0].stats()["sent"] >= 1)
         assert (store["state"], store["dropped"], store["spooled"]) == ("ok", 0, 0)
         developer = httpx.get(f"{url}/api/v1/telemetry/status", headers={"Authorization": f"Bearer {KEY}"})
         assert developer.status_code == 403
