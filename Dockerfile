@@ -5,9 +5,12 @@
 #   docker build -t llm-gateway .
 #   docker run --rm -p 8080:8080 -e GATEWAY_KEY=sk-... -e OPENAI_API_KEY llm-gateway
 #
-# The config is /app/gateway.yaml (the repository's own; it reads GATEWAY_KEY, OPENAI_API_KEY, OPENAI_BASE_URL,
-# GATEWAY_PORT from the environment). Mount another file and pass --config to change it (deploy/docker-compose.yml
-# does). Telemetry goes to /app/gateway.db by default: mount a volume, or point telemetry.store elsewhere.
+# The config is /app/gateway.yaml (the repository's own; it reads GATEWAY_KEY, GATEWAY_ADMIN_KEY, OPENAI_API_KEY,
+# OPENAI_BASE_URL, GATEWAY_PORT from the environment), with the files it names beside it: config/ and the example
+# policies/. Mount another file and pass --config to change it (deploy/docker-compose.yml does). Telemetry goes to
+# /app/gateway.db by default: mount a volume, or point telemetry.store elsewhere.
+# tests/integration/test_deploy.py assembles this stage's /app from the COPY lines below and .dockerignore, and
+# runs the CMD on it: a file the config names but the image lacks fails there.
 
 ARG PYTHON_VERSION=3.11
 
@@ -62,6 +65,7 @@ WORKDIR /app
 # Config files belong to root and are read-only to the gateway; /app itself is writable for the SQLite default.
 COPY gateway.yaml ./gateway.yaml
 COPY config ./config
+COPY policies ./policies
 
 USER 10001:10001
 EXPOSE 8080

@@ -45,13 +45,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "keys":
         return cli_keys.run(config, args)
     if args.command == "check":
-        _check_runtime(config)
+        _check_runtime(config, args.config)
         print(f"{args.config}: ok ({len(config.models)} models, {len(config.providers)} providers)")
         return 0
     return serve_command(config, args)
 
 
-def _check_runtime(config: GatewayConfig) -> None:
+def _check_runtime(config: GatewayConfig, source: str) -> None:
+    # Limits that can never apply: an error when the config proves it, a warning when it may not (rules.py).
+    from gateway.limits.rules import rule_problems
+
+    errors, warnings = rule_problems(config)
+    for key_path, problem in warnings:
+        print(f"warning: {source}: {key_path}: {problem}", file=sys.stderr)
+    if errors:
+        for line in ConfigError(source, errors).lines():
+            print(line, file=sys.stderr)
+        raise SystemExit(2)
     # Loading the pricing file is part of a check: its errors name its own file and key path.
     from gateway.telemetry.pricing import PriceTable
 
@@ -78,7 +88,7 @@ def _check_runtime(config: GatewayConfig) -> None:
 def serve_command(config: GatewayConfig, args: argparse.Namespace) -> int:
     import uvicorn
 
-    _check_runtime(config)
+    _check_runtime(config, args.config)
     # numpy is imported later (prompt similarity). Its BLAS would start a thread per core for the background
     # matrix products, spinning on the cores that serve requests: one thread does that work at half the CPU.
     # An operator's own setting wins.

@@ -490,9 +490,13 @@ def _check_references(config: GatewayConfig, problems: list[tuple[str, str]]) ->
             problems.append((f"providers.{name}.base_url", f"required for type {provider.type!r}"))
         if provider.type == "azure" and not provider.api_version:
             problems.append((f"providers.{name}.api_version", "required for type 'azure'"))
+    names: set[str] = set()
     for i, key in enumerate(config.auth.keys):
         if bool(key.key) == bool(key.key_sha256):
             problems.append((f"auth.keys[{i}]", "give exactly one of key and key_sha256"))
+        if not key.name or key.name in names:  # the name is the key's identity: its id is made from it
+            problems.append((f"auth.keys[{i}].name", "must be set and differ from every other key's"))
+        names.add(key.name)
     if config.auth.cache_ttl_s < 0 or config.auth.negative_cache_ttl_s < 0:
         problems.append(("auth.cache_ttl_s", "must not be negative"))
     jwt = config.auth.jwt

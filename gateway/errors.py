@@ -24,15 +24,26 @@
 
 Errors are raised where they are detected and rendered in one place: `GatewayError.to_json()`.
 `ConfigError` (config.py) is not a GatewayError: it never reaches a client.
+
+`error_type` names an error in the request's record, the trace filter, the analytics' group_by and the errors
+metric, in one snake_case vocabulary with the codes clients see: it is the error's code (`budget_exceeded`,
+`key_revoked`, `model_not_found`), or its `kind` when it has none (`invalid_request`, `not_found`) or when the code
+is not the gateway's own (a policy author's, a provider's: `policy_denied`, `upstream_rejected`). Every code the
+gateway sets is a literal in its source, so the vocabulary stays closed, as a metric label must.
 """
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar, Literal
 
 import orjson
 
 Domain = Literal["client", "provider", "gateway"]
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 class GatewayError(Exception):
@@ -41,6 +52,12 @@ class GatewayError(Exception):
     default_code: ClassVar[str | None] = None
     domain: ClassVar[Domain] = "gateway"
     retryable: ClassVar[bool] = False
+    kind: ClassVar[str] = "gateway_error"  # the error's family: its default code, else its class name in snake_case
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "kind" not in cls.__dict__:
+            cls.kind = cls.default_code or _snake(cls.__name__)
 
     def __init__(
         self,
@@ -62,8 +79,8 @@ class GatewayError(Exception):
 
     @property
     def error_type(self) -> str:
-        """The closed vocabulary used as a metric label and in the request's record."""
-        return type(self).__name__
+        """The record's, the trace filter's and the errors metric's name for this error (see the module's doc)."""
+        return self.code or self.kind
 
     def to_dict(self) -> dict[str, object]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -107,6 +124,10 @@ class PolicyDenied(PermissionDenied):
     @property
     def status_code(self) -> int:
         return self._status
+
+    @property
+    def error_type(self) -> str:
+        return self.kind  # the code is the policy author's: the record names the policy instead
 
     def to_dict(self) -> dict[str, object]:
         body = super().to_dict()
@@ -217,6 +238,10 @@ class UpstreamRejected(UpstreamError):
     def status_code(self) -> int:
         return self.upstream_status
 
+    @property
+    def error_type(self) -> str:
+        return self.kind  # the code is the provider's, any string: not a metric label
+
     def to_dict(self) -> dict[str, object]:
         return {"error": {"message": self.message, "type": self.upstream_type, "param": self.param, "code": self.code}}
 
@@ -236,6 +261,22 @@ class ServiceUnavailable(GatewayError):
 class InternalError(GatewayError):
     def __init__(self, message: str = "The gateway failed to handle the request.") -> None:
         super().__init__(message, code="internal_error")
+
+
+def error_type_values(value: str) -> tuple[str, ...]:
+    """What a filter on `error_type=value` matches in stored records: the value (a legacy name, such as
+    `BudgetExceeded`, becomes its kind) and the class names that records written before error types were
+    snake_case kept for that kind."""
+    legacy = {cls.__name__: cls.kind for cls in _subclasses(GatewayError)}
+    kind = legacy.get(value, value)
+    return (kind, *sorted(name for name, k in legacy.items() if k == kind))
+
+
+def _subclasses(cls: type[GatewayError]) -> list[type[GatewayError]]:
+    found = [cls]
+    for sub in cls.__subclasses__():
+        found += _subclasses(sub)
+    return found
 
 
 def _type_for_status(status: int) -> str:

@@ -11,3 +11,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
+
+# The time in seconds: time.monotonic for intervals, time.time for dates and what other processes share. Logic that
+# depends on time takes one (a `clock` parameter with that default), so that its tests step it instead of sleeping.
+Clock = Callable[[], float]

@@ -18,7 +18,7 @@ POSTGRES_DSN = os.environ.get("GATEWAY_TEST_POSTGRES", "postgresql://postgres@12
 
 def _answers(host: str, port: int) -> bool:
     try:
-        with socket.create_connection((host, port), timeout=0.5):
+        with socket.create_connection((host, port), timeout=5):  # refused at once when absent; slow when busy
             return True
     except OSError:
         return False

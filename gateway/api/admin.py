@@ -8,7 +8,6 @@ Who may call them is gateway/roles.py's matrix (viewers may list), whatever the 
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from gateway.api.access import AdminEndpoint, authorize
@@ -31,7 +30,7 @@ class DeploymentsEndpoint(AdminEndpoint):
 
     async def _handle(self, scope: Scope) -> dict[str, Any]:
         health = self.gateway.health
-        now = time.monotonic()
+        now = health.clock()
         params = scope.get("path_params", {})
         deployment_id, action = params.get("deployment_id"), params.get("action")
         if deployment_id is None:

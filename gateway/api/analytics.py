@@ -3,7 +3,7 @@ that is, what an exact or a semantic cache would have served, from the prompt-si
 GET /api/v1/analytics/{costs,usage,performance,errors,models}: the records as time series (TimeseriesEndpoint).
 
 Admins read any project (or all, without `project`); everyone else the matrix lets in reads their own project.
-`since` is epoch seconds (default: the last 24 hours).
+`since` is epoch seconds, or negative: seconds before now (default: the last 24 hours).
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ class TelemetryStatusEndpoint(AdminEndpoint):
 class TimeseriesEndpoint(AdminEndpoint):
     """GET /api/v1/analytics/{kind}?interval=&group_by=&since=&until=&project=: the records summed per time bucket
     (floor(ts / interval) * interval) and group. kind: costs, usage, performance (avg, max, p50 and p95 latency),
-    errors, models. interval: 1m, 5m, 1h, 1d or seconds (default 1h); since/until: epoch seconds (default: the
-    last 24 hours). Project isolation as for the similarity figures."""
+    errors, models. interval: 1m, 5m, 1h, 1d or seconds (default 1h); since/until: epoch seconds or, negative,
+    seconds before now (default: the last 24 hours). Project isolation as for the similarity figures."""
 
     async def handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
         principal = await authorize(self.gateway, scope, "GET /api/v1/analytics/{kind}")

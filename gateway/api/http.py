@@ -53,17 +53,21 @@ def query_pairs(scope: Scope) -> list[tuple[str, str]]:
 
 
 def time_range(query: dict[str, str]) -> tuple[float, float]:
-    """since and until (epoch seconds) from the query; the last 24 hours by default."""
+    """since and until from the query: epoch seconds, or negative for seconds before now (as the trace filters
+    read them, resolve_time); the last 24 hours by default."""
+    from gateway.store.trace_query import resolve_time
+
     now = time.time()
     bounds = []
     for name, default in (("since", now - _DAY_S), ("until", now)):
+        problem = f"{name} must be epoch seconds, or negative: seconds before now."
         try:
             value = float(query.get(name) or default)
         except ValueError:
-            raise InvalidRequest(f"{name} must be epoch seconds.", param=name) from None
+            raise InvalidRequest(problem, param=name) from None
         if value != value or value in (float("inf"), float("-inf")):
-            raise InvalidRequest(f"{name} must be epoch seconds.", param=name)
-        bounds.append(value)
+            raise InvalidRequest(problem, param=name)
+        bounds.append(resolve_time(value, now))
     if bounds[1] <= bounds[0]:
         raise InvalidRequest("until must be after since.", param="until")
     return bounds[0], bounds[1]

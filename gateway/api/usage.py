@@ -47,12 +47,12 @@ class UsageEndpoint(AdminEndpoint):
         ident = query.get("id") or _own(principal, which)
         if not ident:
             raise InvalidRequest(f"The caller has no {which}: pass id.", param="id")
-        own = await self._authorize(principal, which, ident)
+        ident, name, own = await self._authorize(principal, which, ident)
         now = time.time()
         budgets: list[dict[str, Any]] = []
         rate_limits: list[dict[str, Any]] = []
         # Without the ratelimit filter nothing is capped or counted: empty lists say exactly that.
-        counters = await self.limits.usage(which, ident, own) if self.limits is not None else []
+        counters = await self.limits.usage(which, ident, own, name) if self.limits is not None else []
         for check, period, taken in counters:
             if check.kind == BUDGET:
                 budgets.append({
@@ -71,32 +71,36 @@ class UsageEndpoint(AdminEndpoint):
                 )
         return {"object": "usage", "scope": which, "id": ident, "budgets": budgets, "rate_limits": rate_limits}
 
-    async def _authorize(self, principal: Principal, which: str, ident: str) -> LimitRule | None:
-        """PermissionDenied outside the caller's project (unless admin); for a key, its own limits as a rule."""
+    async def _authorize(self, principal: Principal, which: str, ident: str) -> tuple[str, str, LimitRule | None]:
+        """PermissionDenied outside the caller's project (unless admin). (id, name, own limits as a rule) of the
+        key, team or project: a key's name matters to rules that match it by name; a config key may be named by
+        its name or its id."""
         admin = principal.role == "admin"
         if which == "project":
             if not admin and ident != principal.project:
                 raise _other_project(which, ident)
-            return None
+            return ident, "", None
         if which == "team":
             if not admin and ident != principal.team:
                 raise _other_project(which, ident)
-            return None
+            return ident, "", None
         if ident == (principal.key_id or principal.name):
-            return own_rule(principal)
+            return ident, principal.name, own_rule(principal)
         # Another key: its row says which project it is in and what budget it carries. Config keys have none.
         store = key_store(self.gateway.store)
         row = await store.get_key(ident) if store is not None else None
         if row is not None:
             if not admin and row.project != principal.project:
                 raise _other_project(which, ident)
-            return own_rule(row.principal())
-        config_key = next((p for p in self.gateway.identity.principals.values() if p.key_id == ident), None)
+            key = row.principal()
+            return ident, key.name, own_rule(key)
+        principals = self.gateway.identity.principals.values()
+        config_key = next((p for p in principals if ident in (p.key_id, p.name) and p.source == "config"), None)
         if config_key is None:
             raise NotFound(f"No key {ident!r}.", param="id")
         if not admin and config_key.project != principal.project:
             raise _other_project(which, ident)
-        return None
+        return config_key.key_id, config_key.name, None
 
 
 def _own(principal: Principal, which: str) -> str:

@@ -3,7 +3,7 @@ project over a time range, summed from the request records (the store), the cost
 (the live budget counters) this is history: what was spent, not what is left.
 
 Admins read every project, or one with `project`; everyone else the matrix lets in reads their own project.
-since/until are epoch seconds (default: the last 24 hours).
+since/until are epoch seconds, or negative: seconds before now (default: the last 24 hours).
 """
 
 from __future__ import annotations

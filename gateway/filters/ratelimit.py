@@ -143,7 +143,9 @@ class RateLimitFilter:
             ip = self.client_address.of(ctx.client_ip, ctx.headers)
         for rule in self.rules:
             ident = _identity(rule, ctx, principal, anonymous, ip)
-            if ident and (not rule.match or rule.match == ident):
+            # A key is matched by its id or its name; its counters are the id's, whichever the rule names.
+            match = rule.match
+            if ident and (not match or match == ident or (rule.scope == "key" and match == principal.name)):
                 self._add(found, rule.scope, ident, rule)
         if not anonymous:
             own = own_rule(principal, ctx.policy.limit if ctx.policy is not None else None)
@@ -151,12 +153,15 @@ class RateLimitFilter:
                 self._add(found, "key", principal.key_id or principal.name, own)
         return list(found.values())
 
-    async def usage(self, scope: str, ident: str, own: LimitRule | None) -> list[tuple[Check, str, float]]:
-        """(check, budget period or "", taken now) for every limit on one key, team or project: the counters
-        that requests of that key, team or project reserve against, built by the same code (GET /admin/usage)."""
+    async def usage(
+        self, scope: str, ident: str, own: LimitRule | None, name: str = ""
+    ) -> list[tuple[Check, str, float]]:
+        """(check, budget period or "", taken now) for every limit on one key (of id `ident` and this `name`), team
+        or project: the counters that its requests reserve against, built by the same code (GET /admin/usage)."""
         found: dict[str, Check] = {}
         periods: dict[str, str] = {}
-        rules = [r for r in self.rules if r.scope == scope and (not r.match or r.match == ident)]
+        names = (ident, name) if scope == "key" and name else (ident,)
+        rules = [r for r in self.rules if r.scope == scope and (not r.match or r.match in names)]
         for rule in [*rules, own] if own is not None else rules:
             self._add(found, scope, ident, rule)
             if rule.budget_usd:

@@ -1,8 +1,9 @@
 """Authenticator: a bearer token to a Principal — a key from the config, a virtual key, or a JWT.
 
 Config keys are a dict by SHA-256 digest, so the lookup's timing depends on the digest, never on how much of a
-real key the caller guessed. Virtual keys come from the store through the per-worker KeyCache; JWTs (three
-base64url parts) go to the JwtValidator. Every failure is an AuthenticationFailed with a code of its own.
+real key the caller guessed; their ids come from their names (config_key_id), never from the digest. Virtual
+keys come from the store through the per-worker KeyCache; JWTs (three base64url parts) go to the JwtValidator.
+Every failure is an AuthenticationFailed with a code of its own.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from gateway.config import AuthConfig
 from gateway.context import Principal
 from gateway.errors import AuthenticationFailed, ServiceUnavailable
 from gateway.identity.jwt import JwtValidator, looks_like_jwt
-from gateway.identity.keys import KeyCache, key_digest
+from gateway.identity.keys import ADMIN_KEY_ID, KeyCache, config_key_id, key_digest
 from gateway.store.base import KeyStore, StoreUnavailable
+from gateway.types import Clock
 
 NO_KEY = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header using "
@@ -23,13 +25,14 @@ NO_KEY = (
 
 
 class Authenticator:
-    def __init__(self, config: AuthConfig, keys: KeyStore | None) -> None:
+    def __init__(self, config: AuthConfig, keys: KeyStore | None, *, clock: Clock = time.time) -> None:
+        self.clock = clock  # wall-clock time: expiries and revocations are dates
         self.principals: dict[str, Principal] = {}
         for key in config.keys:
             digest = key.key_sha256.lower() if key.key_sha256 else key_digest(key.key)
             self.principals[digest] = Principal(
                 name=key.name,
-                key_id=digest[:12],
+                key_id=config_key_id(key.name),
                 project=key.project,
                 team=key.team,
                 user=key.user,
@@ -38,7 +41,7 @@ class Authenticator:
             )
         if config.admin_key:
             digest = key_digest(config.admin_key)
-            self.principals[digest] = Principal(name="admin", key_id=digest[:12], role="admin")
+            self.principals[digest] = Principal(name="admin", key_id=ADMIN_KEY_ID, role="admin")
         self.store = keys
         self.cache = (
             KeyCache(keys, ttl_s=config.cache_ttl_s, negative_ttl_s=config.negative_cache_ttl_s) if keys else None
@@ -67,7 +70,7 @@ class Authenticator:
                 lookup = await self.cache.get(digest)
             except StoreUnavailable:
                 raise ServiceUnavailable("The key store cannot be reached; try again shortly.") from None
-            now = time.time()
+            now = self.clock()
             if lookup.revoked_at is not None and lookup.revoked_at <= now:
                 raise AuthenticationFailed("This API key has been revoked.", code="key_revoked")
             principal = lookup.principal

@@ -22,6 +22,7 @@ from gateway.context import Principal
 from gateway.errors import AuthenticationFailed
 from gateway.identity.keys import ROLES
 from gateway.tasks import spawn
+from gateway.types import Clock
 
 logger = logging.getLogger("gateway")
 
@@ -41,8 +42,11 @@ def _fail(message: str, code: str) -> AuthenticationFailed:
 class Jwks:
     """The signing keys of a JWKS URL by `kid`, kept fresh off the request path."""
 
-    def __init__(self, config: JwtConfig, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, config: JwtConfig, client: httpx.AsyncClient | None = None, *, clock: Clock = time.monotonic
+    ) -> None:
         self.config = config
+        self.clock = clock
         self.client = client or httpx.AsyncClient(timeout=config.jwks_timeout_s)
         self.keys: dict[str, jwt.PyJWK] = {}
         self.fetched_at = 0.0  # monotonic time of the last successful fetch
@@ -52,7 +56,7 @@ class Jwks:
 
     async def refresh(self) -> None:
         async with self._lock:
-            self.tried_at = time.monotonic()
+            self.tried_at = self.clock()
             try:
                 response = await self.client.get(self.config.jwks_url)
                 response.raise_for_status()
@@ -70,10 +74,10 @@ class Jwks:
                 if key.key_id:
                     keys[key.key_id] = key
             self.keys = keys
-            self.fetched_at = time.monotonic()
+            self.fetched_at = self.clock()
 
     async def get(self, kid: str) -> jwt.PyJWK | None:
-        now = time.monotonic()
+        now = self.clock()
         if now - self.fetched_at > self.config.jwks_cache_s and not self._refreshing:
             self._refreshing = True
             spawn(self._background_refresh(), name="jwks-refresh")

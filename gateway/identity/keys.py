@@ -1,4 +1,4 @@
-"""Virtual keys: made here, shown once, stored only as a SHA-256 digest, and cached per worker.
+"""Virtual keys: made here, shown once, stored only as a SHA-256 digest, and cached per worker; config keys' ids.
 
 A key is `sk-gw-` and 32 URL-safe characters (192 random bits). The store keeps its digest and a display prefix;
 the key itself exists only in the answer that created it.
@@ -14,12 +14,13 @@ import math
 import os
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.context import Principal
 from gateway.errors import InvalidRequest
+from gateway.types import Clock
 
 KEY_PREFIX = "sk-gw-"
 ROLES = ("admin", "developer", "viewer", "billing")
@@ -28,6 +29,17 @@ PERIODS = ("day", "month")
 
 def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+# The admin key's id: not of the form config_key_id makes, so that no config key can share it.
+ADMIN_KEY_ID = "ck_admin"
+
+
+def config_key_id(name: str) -> str:
+    """A config key's id in records, limits and usage. Made from its name, never from the secret: a prefix of the
+    key's hash, shown to viewers, would let them test guesses of a weak key offline. The same in every process and
+    replica, and across restarts, for as long as the key keeps its name (config names are unique)."""
+    return "ck_" + hashlib.sha256(b"gateway config key\x00" + name.encode()).hexdigest()[:16]
 
 
 def new_key() -> str:
@@ -251,7 +263,7 @@ class KeyCache:
         ttl_s: float,
         negative_ttl_s: float,
         max_entries: int = 100_000,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.store = store
         self.ttl_s = ttl_s

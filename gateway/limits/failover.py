@@ -14,16 +14,26 @@ from prometheus_client import Counter, Gauge
 from gateway.errors import ServiceUnavailable
 from gateway.limits.memory import MemoryLimiter
 from gateway.limits.model import Check, Limiter, LimiterUnavailable, Outcome
+from gateway.types import Clock
 
 logger = logging.getLogger("gateway.limits")
 
 
 class Failover:
     def __init__(
-        self, primary: Limiter | None, *, fail_open: bool, retry_interval_s: float, errors: Counter, degraded: Gauge
+        self,
+        primary: Limiter | None,
+        *,
+        fail_open: bool,
+        retry_interval_s: float,
+        errors: Counter,
+        degraded: Gauge,
+        clock: Clock = time.monotonic,
+        local: MemoryLimiter | None = None,
     ) -> None:
         self.primary = primary
-        self.local = MemoryLimiter()
+        self.local = local or MemoryLimiter()
+        self.clock = clock
         self.fail_open = fail_open
         self.retry_interval_s = retry_interval_s
         self._errors = errors
@@ -35,7 +45,7 @@ class Failover:
         primary = self.primary
         if primary is None:
             return self.local.reserve_now(checks), self.local
-        if not self.degraded or time.monotonic() >= self._retry_at:
+        if not self.degraded or self.clock() >= self._retry_at:
             try:
                 outcome = await primary.reserve(checks)
             except LimiterUnavailable as exc:
@@ -53,7 +63,7 @@ class Failover:
     async def peek(self, checks: list[Check]) -> list[float]:
         """The counters that admission uses right now: Redis's, or this process's own while degraded."""
         primary = self.primary
-        if primary is not None and (not self.degraded or time.monotonic() >= self._retry_at):
+        if primary is not None and (not self.degraded or self.clock() >= self._retry_at):
             try:
                 return await primary.peek(checks)
             except LimiterUnavailable as exc:
@@ -67,7 +77,7 @@ class Failover:
 
     def _failed(self, exc: Exception) -> None:
         self.backend_error()
-        self._retry_at = time.monotonic() + self.retry_interval_s
+        self._retry_at = self.clock() + self.retry_interval_s
         if not self.degraded:
             self.degraded = True
             self._degraded_gauge.set(1)

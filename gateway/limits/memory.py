@@ -6,6 +6,7 @@ import math
 import time
 
 from gateway.limits.model import BUCKET, BUDGET, CONCURRENCY, WINDOW, Check, Outcome
+from gateway.types import Clock
 
 # A counter untouched this long is swept, so that per-IP or per-user state cannot grow without end.
 _SWEEP_EVERY = 10_000
@@ -14,7 +15,9 @@ _SWEEP_EVERY = 10_000
 class MemoryLimiter:
     name = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = time.time) -> None:
+        # Wall-clock time, as Redis's TIME in limits.lua: a process that falls back to memory keeps the same windows.
+        self.clock = clock
         # key -> [a, b, c, expires_ms]; the meaning of a, b, c depends on the kind (see _level and _store)
         self._state: dict[str, list[float]] = {}
         self._ops = 0
@@ -23,7 +26,7 @@ class MemoryLimiter:
         return self.reserve_now(checks)
 
     def reserve_now(self, checks: list[Check], now_ms: float | None = None) -> Outcome:
-        now = time.time() * 1000 if now_ms is None else now_ms
+        now = self.clock() * 1000 if now_ms is None else now_ms
         self._ops += 1
         if self._ops % _SWEEP_EVERY == 0:
             self._sweep(now)
@@ -51,12 +54,12 @@ class MemoryLimiter:
         return self.peek_now(checks)
 
     def peek_now(self, checks: list[Check], now_ms: float | None = None) -> list[float]:
-        now = time.time() * 1000 if now_ms is None else now_ms
+        now = self.clock() * 1000 if now_ms is None else now_ms
         # _current works on a copy (or a fresh counter) and nothing is stored back: a read leaves no trace.
         return [_used(check, self._current(check, now), now) for check in checks]
 
     def settle(self, items: list[tuple[Check, float]], now_ms: float | None = None) -> None:
-        now = time.time() * 1000 if now_ms is None else now_ms
+        now = self.clock() * 1000 if now_ms is None else now_ms
         for check, delta in items:
             state = self._current(check, now)
             _apply(check, state, now, delta)

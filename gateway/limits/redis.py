@@ -73,6 +73,11 @@ class RedisLimiter:
         """Wait until every queued settlement has been sent (or dropped after a failure)."""
         await self._idle.wait()
 
+    @property
+    def settled(self) -> bool:
+        """Whether every queued settlement has been sent (or dropped): flush() for a caller outside the loop."""
+        return self._idle.is_set() and not self._pending
+
     async def _flush_loop(self) -> None:
         while True:
             await self._wake.wait()

@@ -21,6 +21,7 @@ from gateway.routing.retry import RetryBudgetTracker
 from gateway.state.base import StateBackend, StateUnavailable
 from gateway.tasks import cancel, spawn
 from gateway.telemetry.events import Events
+from gateway.types import Clock
 
 logger = logging.getLogger("gateway.routing")
 
@@ -89,7 +90,20 @@ class DeploymentHealth:
 
 
 class HealthRegistry:
-    def __init__(self, deployments: Iterable[Deployment], config: RoutingConfig, state: StateBackend, events: Events):
+    def __init__(
+        self,
+        deployments: Iterable[Deployment],
+        config: RoutingConfig,
+        state: StateBackend,
+        events: Events,
+        *,
+        clock: Clock = time.monotonic,
+        wall: Clock = time.time,
+    ) -> None:
+        # The router reads `clock` too: breakers, retry budgets and capacity windows all run on it. `wall` dates
+        # what is shared with other processes (an open breaker's end), whose monotonic clocks differ.
+        self.clock = clock
+        self.wall = wall
         self.config = config
         self.state = state
         self.events = events
@@ -110,10 +124,10 @@ class HealthRegistry:
             health.latency_s = _ewma(health.latency_s, latency_s)
         if ttft_s:
             health.ttft_s = _ewma(health.ttft_s, ttft_s)
-        self._transition(health, health.breaker.record(True, time.monotonic()))
+        self._transition(health, health.breaker.record(True, self.clock()))
 
     def failed(self, health: DeploymentHealth, reason: str) -> None:
-        transition = health.breaker.record(False, time.monotonic())
+        transition = health.breaker.record(False, self.clock())
         self._transition(health, transition, reason)
 
     def _transition(self, health: DeploymentHealth, transition: Transition, reason: str = "") -> None:
@@ -124,7 +138,7 @@ class HealthRegistry:
         if transition == "opened":
             cooldown = breaker.cooldown_s()
             self.events.emit("breaker_open", deployment=deployment_id, cooldown_s=cooldown, reason=reason)
-            until = time.time() + cooldown
+            until = self.wall() + cooldown
             spawn(self._share(f"gw:brk:{deployment_id}", {"until": str(until), "level": str(breaker.level)}, cooldown),
                   name="breaker-share")  # fmt: skip
         else:
@@ -174,7 +188,7 @@ class HealthRegistry:
     async def sync(self) -> None:
         """Pull breakers and drains opened elsewhere; push this worker's latency averages, pull everyone's."""
         ttl = self.config.breaker.sync_interval_s * 5
-        now_wall, now = time.time(), time.monotonic()
+        now_wall, now = self.wall(), self.clock()
         for deployment_id, health in list(self.deployments.items()):
             shared = await self.state.hgetall(f"gw:brk:{deployment_id}")
             if shared:

@@ -95,7 +95,7 @@ class Router:
         while position < len(chain):
             name, current = chain[position]
             if position and chain[position - 1][0] != name:
-                self._fallback(ctx, chain[position - 1][0], name, type(last).__name__ if last else "unavailable")
+                self._fallback(ctx, chain[position - 1][0], name, last.error_type if last else "unavailable")
             try:
                 return await self._send_to_group(ctx, current)
             except UpstreamError as exc:
@@ -114,7 +114,7 @@ class Router:
         tried: set[str] = set()
         retries = 0
         while True:
-            now = time.monotonic()
+            now = self.health.clock()
             candidates = [
                 h
                 for d in group.deployments
@@ -134,12 +134,12 @@ class Router:
                 reply = await self._attempt(ctx, health)
             except UpstreamError as exc:
                 if exc.retryable:  # a client's bad request says nothing about the deployment's health
-                    self.health.failed(health, type(exc).__name__)
+                    self.health.failed(health, exc.error_type)
                 provider = health.deployment.provider
                 if not exc.retryable or retries >= self.config.retries:
                     self.metrics.attempts.labels(provider, "failed").inc()
                     raise
-                if not health.budget.withdraw(time.monotonic()):
+                if not health.budget.withdraw(self.health.clock()):
                     self.metrics.attempts.labels(provider, "failed").inc()
                     self.events.emit("retry_budget_exhausted", deployment=health.deployment.id)
                     raise
@@ -161,7 +161,7 @@ class Router:
         ctx.provider = deployment.provider
         ctx.served_model = ""
         health.budget.deposit()
-        health.started(time.monotonic())
+        health.started(self.health.clock())
         start = time.perf_counter_ns()
         ctx.upstream_connect = None  # this attempt's, not an earlier one's
         # Only for the call: a task spawned later from this request's task would copy it, and keep ctx alive.
@@ -199,7 +199,7 @@ class Router:
         if ctx.usage is not None:
             health.used_tokens(ctx.usage.total_tokens)
         if isinstance(ctx.error, UpstreamError) and ctx.error.retryable:
-            self.health.failed(health, type(ctx.error).__name__)
+            self.health.failed(health, ctx.error.error_type)
         else:
             ttft = (ctx.first_token_ns - ctx.upstream_start_ns) / 1e9 if ctx.first_token_ns else 0.0
             self.health.succeeded(health, ttft_s=ttft)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 
+from gateway.types import Clock
+
 
 class MemoryState:
     name = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self.clock = clock
         self._values: dict[str, tuple[str, float | None]] = {}
         self._hashes: dict[str, tuple[dict[str, str], float | None]] = {}
 
@@ -27,7 +30,7 @@ class MemoryState:
         if item is None:
             return None
         value, expires = item
-        if expires is not None and expires <= time.monotonic():
+        if expires is not None and expires <= self.clock():
             del self._values[key]
             return None
         return value
@@ -35,7 +38,7 @@ class MemoryState:
     async def incr(self, key: str, amount: int = 1, ttl_s: float | None = None) -> int:
         current = self._live(key)
         if current is None:
-            expires = time.monotonic() + ttl_s if ttl_s else None
+            expires = self.clock() + ttl_s if ttl_s else None
             value = amount
         else:
             expires = self._values[key][1]
@@ -47,7 +50,7 @@ class MemoryState:
         return self._live(key)
 
     async def set(self, key: str, value: str, ttl_s: float | None = None) -> None:
-        self._values[key] = (value, time.monotonic() + ttl_s if ttl_s else None)
+        self._values[key] = (value, self.clock() + ttl_s if ttl_s else None)
 
     async def delete(self, key: str) -> None:
         self._values.pop(key, None)
@@ -56,7 +59,7 @@ class MemoryState:
     async def hset(self, key: str, values: dict[str, str], ttl_s: float | None = None) -> None:
         fields = self._live_hash(key) or {}
         fields.update(values)
-        self._hashes[key] = (fields, time.monotonic() + ttl_s if ttl_s else None)
+        self._hashes[key] = (fields, self.clock() + ttl_s if ttl_s else None)
 
     async def hgetall(self, key: str) -> dict[str, str]:
         return dict(self._live_hash(key) or {})
@@ -66,7 +69,7 @@ class MemoryState:
         if item is None:
             return None
         fields, expires = item
-        if expires is not None and expires <= time.monotonic():
+        if expires is not None and expires <= self.clock():
             del self._hashes[key]
             return None
         return fields

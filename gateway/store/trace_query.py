@@ -19,7 +19,7 @@ from typing import Any, Literal, get_args
 
 import orjson
 
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, error_type_values
 from gateway.store.base import RECORD_COLUMNS, Record
 
 Dialect = Literal["sqlite", "postgres"]
@@ -53,7 +53,7 @@ class TraceQuery:
     deployment: str | None = None
     status: int | None = None
     status_class: StatusClass | None = None  # "error": any status >= 400
-    error_type: str | None = None
+    error_type: str | None = None  # snake_case, as records keep it (gateway/errors.py)
     error_domain: str | None = None
     key: str | None = None  # a key's id or name
     user: str | None = None
@@ -62,7 +62,7 @@ class TraceQuery:
     client_request_id: str | None = None  # the client's X-Request-ID
     min_latency_ms: float | None = None
     max_latency_ms: float | None = None
-    min_cost_usd: float | None = None  # a record without a cost counts as 0
+    min_cost_usd: float | None = None  # a record whose cost is unknown (NULL) matches neither bound
     max_cost_usd: float | None = None
     min_total_tokens: int | None = None
     max_total_tokens: int | None = None
@@ -93,11 +93,11 @@ _INTS = (
 _COMPARE = {
     "since": ("ts", ">="), "until": ("ts", "<"), "project": ("project", "="), "model": ("model_requested", "="),
     "served_model": ("model_served", "="), "provider": ("provider", "="), "deployment": ("deployment", "="),
-    "status": ("status", "="), "error_type": ("error_type", "="), "error_domain": ("error_domain", "="),
+    "status": ("status", "="), "error_domain": ("error_domain", "="),
     "user": ("user_id", "="), "team": ("team", "="), "trace_id": ("trace_id", "="),
     "client_request_id": ("client_request_id", "="),
     "min_latency_ms": ("latency_ms", ">="), "max_latency_ms": ("latency_ms", "<="),
-    "min_cost_usd": ("coalesce(cost_usd, 0.0)", ">="), "max_cost_usd": ("coalesce(cost_usd, 0.0)", "<="),
+    "min_cost_usd": ("cost_usd", ">="), "max_cost_usd": ("cost_usd", "<="),  # NULL (unknown) compares to nothing
     "min_total_tokens": ("total_tokens", ">="), "max_total_tokens": ("total_tokens", "<="),
     "min_prompt_tokens": ("prompt_tokens", ">="), "max_prompt_tokens": ("prompt_tokens", "<="),
     "min_completion_tokens": ("completion_tokens", ">="), "max_completion_tokens": ("completion_tokens", "<="),
@@ -143,9 +143,15 @@ def parse_trace_query(
     _choice(values, "sort", Sort)
     _choice(values, "order", Order)
     _choice(values, "status_class", StatusClass)
+    now = time.time()
+    for name in ("since", "until"):
+        if name in values:
+            values[name] = resolve_time(values[name], now)
+    if "error_type" in values:  # a legacy class name (BudgetExceeded) asks for its snake_case kind
+        values["error_type"] = error_type_values(values["error_type"])[0]
     if values.get("text") and "since" not in values:
         # A substring search reads every row's content: without a start, the last day only, not the whole table.
-        values["since"] = time.time() - TEXT_SEARCH_WINDOW_S
+        values["since"] = now - TEXT_SEARCH_WINDOW_S
     limit = values.get("limit", DEFAULT_LIMIT)
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidRequest(f"limit must be between 1 and {MAX_LIMIT}.", param="limit")
@@ -153,6 +159,12 @@ def parse_trace_query(
     if query.cursor is not None:
         _decode_cursor(query)  # a bad cursor fails now, with its name
     return query
+
+
+def resolve_time(value: float, now: float) -> float:
+    """`since` and `until`: epoch seconds, or, when negative, seconds before now (`since=-3600`: the last hour).
+    No real record is from before 1970, so a negative time can mean nothing else."""
+    return now + value if value < 0 else value
 
 
 def _number(name: str, raw: str, kind: type[int] | type[float]) -> int | float:
@@ -197,6 +209,8 @@ def where(q: TraceQuery, args: Args) -> list[str]:
         clauses.append(f"status >= {low} AND status < {high}")
     if q.key is not None:
         clauses.append(f"(key_id = {args.add(q.key)} OR key_name = {args.add(q.key)})")
+    if q.error_type is not None:  # and the class names that older records kept for it
+        clauses.append(f"error_type IN ({', '.join(args.add(v) for v in error_type_values(q.error_type))})")
     for column, wanted in (("tags", q.tags), ("metadata", q.metadata)):
         for key, value in wanted.items():
             if not _NAME.fullmatch(key):

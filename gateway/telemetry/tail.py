@@ -34,9 +34,12 @@ def matches(q: TraceQuery, record: Record) -> bool:
         if wanted is not None and record.get(key) != wanted:
             return False
     for name, key in _RANGES.items():
-        value = record.get(key) or 0
         low, high = getattr(q, f"min_{name}"), getattr(q, f"max_{name}")
-        if (low is not None and value < low) or (high is not None and value > high):
+        if low is None and high is None:
+            continue
+        value = record.get(key)
+        # An unknown value (a cost without a price) is within no bound, as SQL's NULL compares to nothing.
+        if value is None or (low is not None and value < low) or (high is not None and value > high):
             return False
     ts = record["ts"]
     if (q.since is not None and ts < q.since) or (q.until is not None and ts >= q.until):

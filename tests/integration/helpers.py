@@ -92,7 +92,9 @@ def assert_sdk_error(exc: openai.APIStatusError, status: int) -> dict[str, Any]:
     return body
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Poll until the predicate holds. The deadline is generous: it is reached only when the test is failing, and a
+    busy machine must not fail a test that would pass."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -101,7 +103,21 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
     return predicate()
 
 
-def record_of(db_path: Path, request_id: str, timeout: float = 3.0) -> dict[str, Any]:
+def wait_settled(gateway: Any) -> None:
+    """Until the ratelimit filter's settlements have reached Redis: they leave in the background, a batch at a
+    time, after the answer (the memory backend settles before it)."""
+    from gateway.filters.ratelimit import RateLimitFilter
+    from gateway.limits.redis import RedisLimiter
+
+    limiters = [
+        f.limits.primary
+        for f in gateway.pipeline.filters
+        if isinstance(f, RateLimitFilter) and isinstance(f.limits.primary, RedisLimiter)
+    ]
+    assert wait_until(lambda: all(limiter.settled for limiter in limiters)), "settlements were not sent"
+
+
+def record_of(db_path: Path, request_id: str, timeout: float = 30.0) -> dict[str, Any]:
     """The telemetry record of one request, read from the SQLite file once the queue has flushed it; by its id
     (the gateway's, `x-gateway-request-id`) or by the X-Request-ID the test sent (`client_request_id`)."""
     found: dict[str, Any] = {}

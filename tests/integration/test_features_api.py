@@ -99,7 +99,7 @@ def test_the_embedding_deployment_path_embeds_prompts_through_the_router(make_co
             client.chat.completions.create(model="demo", messages=user(text))
         worker = gateway.similarity
         assert worker is not None
-        assert wait_until(lambda: worker.processed >= 3, 5)
+        assert wait_until(lambda: worker.processed >= 3)
         # The mock deployment's vectors have 16 dimensions; the local embedding's have more.
         assert worker._projects["p1"].dim == 16
         import asyncio

@@ -50,7 +50,7 @@ def test_refusals_by_a_policy_and_a_guardrail_are_events(make_config, tmp_path: 
             headers={**headers, "x-request-id": "e2"},
         )
         assert (denied.status_code, blocked.status_code) == (403, 400)
-        assert wait_until(lambda: len(_events(db_path)) >= 2, 5)
+        assert wait_until(lambda: len(_events(db_path)) >= 2)
     events = dict(_events(db_path))
     assert events["policy_denied"] == {
         "policy": "no-secret-model", "code": "model_forbidden", "request_id": denied.headers["x-gateway-request-id"],

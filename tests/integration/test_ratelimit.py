@@ -20,9 +20,8 @@ import redis
 
 from gateway.app import build_app
 from gateway.config import GatewayConfig
-from gateway.runtime import Gateway
 from tests.conftest import KEY, running
-from tests.integration.helpers import sdk_client, user
+from tests.integration.helpers import sdk_client, user, wait_settled
 from tests.servers import serve
 from tests.services import free_port, require_redis
 
@@ -58,10 +57,6 @@ def clear(url: str) -> redis.Redis:
     if keys:
         client.delete(*keys)
     return client
-
-
-def settle_wait(gateway: Gateway) -> None:
-    time.sleep(0.2)  # settlements leave in the background, a batch at a time
 
 
 def test_headers_and_the_sdk_rate_limit_error(make_config: Callable[..., GatewayConfig]) -> None:
@@ -144,7 +139,7 @@ def test_tokens_and_budget_never_overshoot_and_unused_reservations_return(
     with running(config) as (url, gateway):
         statuses = asyncio.run(burst([url], 12, body(max_tokens=1000)))
         assert statuses.count(200) == 3  # the budget is the tighter: 3 x $1.01 fit in $3.50, 4 do not
-        settle_wait(gateway)
+        wait_settled(gateway)
         (budget_key,) = client.keys("{gw:rl}:team:t1:usd:*")
         spent = float(client.hget(budget_key, "a") or 0)
         assert 0 < spent < 0.1  # real cost of three small answers, the reservations given back

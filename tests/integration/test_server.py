@@ -7,36 +7,39 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 
 import httpx
 import pytest
 
 from tests.conftest import KEY
+from tests.integration.helpers import wait_until
 from tests.servers import gateway_process
 
 HEADERS = {"authorization": f"Bearer {KEY}"}
 
 
 def test_sigterm_drains_in_flight_streams_and_flushes_telemetry(tmp_path):
-    with gateway_process(tmp_path, server={"drain_delay_s": 0.6, "drain_timeout_s": 10}) as (url, proc):
+    # drain_delay_s: how long readiness says 503 before the listener closes; long enough to see it on a busy machine.
+    with gateway_process(tmp_path, server={"drain_delay_s": 3, "drain_timeout_s": 30}) as (url, proc):
         received: list[str] = []
+        # 30 ms between chunks and ~100 chunks: still streaming when the signal comes, however busy the machine.
+        words = " ".join(["word"] * 100)
 
         def stream() -> None:
-            body = {"model": "slow-stream", "stream": True, "messages": [{"role": "user", "content": "a b c d e f"}]}
-            with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=HEADERS, timeout=10) as r:
+            body = {"model": "slow-stream", "stream": True, "messages": [{"role": "user", "content": words}]}
+            with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=HEADERS, timeout=60) as r:
                 received.extend(line for line in r.iter_lines() if line)
 
         client = threading.Thread(target=stream)
         client.start()
-        time.sleep(0.1)  # the stream is under way (30 ms between chunks, about 12 chunks)
+        assert wait_until(lambda: len(received) > 0)  # the stream is under way
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.1)
-        ready = httpx.get(f"{url}/health/ready", timeout=2)
-        assert ready.status_code == 503
+        assert wait_until(lambda: httpx.get(f"{url}/health/ready", timeout=5).status_code == 503)
+        ready = httpx.get(f"{url}/health/ready", timeout=5)
         assert ready.json()["checks"]["draining"] == "yes"
-        client.join(timeout=10)
-        assert proc.wait(timeout=10) == 0
+        assert not received or received[-1] != "data: [DONE]"  # not over yet: the drain waits for it
+        client.join(timeout=60)
+        assert proc.wait(timeout=60) == 0
     assert received[-1] == "data: [DONE]"
     assert not any('"error"' in line for line in received)
     rows = sqlite3.connect(tmp_path / "gateway.db").execute(

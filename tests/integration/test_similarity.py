@@ -26,13 +26,13 @@ def test_duplicates_are_found_and_reported_per_project(make_config):
         for prompt in ["How do I reset my password?", "How do I reset my password?",
                        "how do i reset my password please", "What is the capital of France?"]:  # fmt: skip
             client.chat.completions.create(model="demo", messages=user(prompt))
-        assert wait_until(lambda: gateway.similarity is not None and gateway.similarity.processed >= 4, 5)
+        assert wait_until(lambda: gateway.similarity is not None and gateway.similarity.processed >= 4)
 
         def stats(key: str, **params: str) -> dict:
             return httpx.get(f"{url}/api/v1/analytics/similarity", params=params,
                              headers={"Authorization": f"Bearer {key}"}).json()  # fmt: skip
 
-        assert wait_until(lambda: stats(ADMIN, project="p1").get("requests") == 4, 5)
+        assert wait_until(lambda: stats(ADMIN, project="p1").get("requests") == 4)
         figures = stats(ADMIN, project="p1")
         assert figures["exact_duplicates"] == 1
         assert figures["near_duplicates"] >= 2  # the copy and the rewording

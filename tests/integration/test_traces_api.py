@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -31,7 +32,7 @@ KEYS = {
     "billing": ("sk-billing-a", "A"),
 }
 STATUSES = [200, 200, 200, 429, 500, 200, 200, 400, 200, 503, 200, 200]
-ERROR_TYPES = {429: "RateLimited", 400: "InvalidRequest"}
+ERROR_TYPES = {429: "rate_limit_exceeded", 400: "invalid_request"}
 LATENCIES = [120.0, 80.0, 80.0, 300.0, 45.5, 80.0, 999.0, 12.0, 250.0, 80.0, 61.0, 700.0]
 
 
@@ -58,7 +59,7 @@ def dataset() -> list[Record]:
                 f"a{i:02d}", ts=T0 + i * 600, model_requested="gpt" if i % 2 == 0 else "claude",
                 model_served="gpt-4o" if i % 2 == 0 else "claude-3", provider="openai" if i % 2 == 0 else "anthropic",
                 deployment=f"dep{i % 3}", status=status,
-                error_type=ERROR_TYPES.get(status, "UpstreamError" if status >= 500 else ""),
+                error_type=ERROR_TYPES.get(status, "upstream_unavailable" if status >= 500 else ""),
                 error_domain="client" if 400 <= status < 500 else "upstream" if status >= 500 else "",
                 key_id="vk_1" if i < 6 else "", key_name="k1" if i < 6 else "cfgkey", team="t1" if i % 2 else "t2",
                 user_id=f"u{i % 4}", trace_id=f"{i:032x}", latency_ms=LATENCIES[i],
@@ -157,7 +158,7 @@ FILTERS: list[tuple[list[tuple[str, str]], Callable[[Record], bool]]] = [
     ([("status_class", "5xx")], lambda r: r["status"] >= 500),
     ([("status_class", "error")], lambda r: r["status"] >= 400),
     ([("status_class", "2xx")], lambda r: 200 <= r["status"] < 300),
-    ([("error_type", "UpstreamError")], lambda r: r["error_type"] == "UpstreamError"),
+    ([("error_type", "upstream_unavailable")], lambda r: r["error_type"] == "upstream_unavailable"),
     ([("error_domain", "client")], lambda r: r["error_domain"] == "client"),
     ([("key", "vk_1")], lambda r: r["key_id"] == "vk_1"),
     ([("key", "cfgkey")], lambda r: r["key_name"] == "cfgkey"),
@@ -168,8 +169,10 @@ FILTERS: list[tuple[list[tuple[str, str]], Callable[[Record], bool]]] = [
     ([("client_request_id", "req-shared"), ("project", "A")],
      lambda r: r["client_request_id"] == "req-shared" and r["project"] == "A"),
     ([("min_latency_ms", "80"), ("max_latency_ms", "250")], lambda r: 80 <= r["latency_ms"] <= 250),
-    ([("min_cost_usd", "0.03")], lambda r: (r["cost_usd"] or 0) >= 0.03),
-    ([("max_cost_usd", "0")], lambda r: (r["cost_usd"] or 0) <= 0),
+    # A record whose cost is unknown (no price) is within no cost bound, not counted as free.
+    ([("min_cost_usd", "0.03")], lambda r: r["cost_usd"] is not None and r["cost_usd"] >= 0.03),
+    ([("max_cost_usd", "0.05")], lambda r: r["cost_usd"] is not None and r["cost_usd"] <= 0.05),
+    ([("min_cost_usd", "0")], lambda r: r["cost_usd"] is not None),
     ([("min_total_tokens", "50"), ("max_total_tokens", "100")], lambda r: 50 <= r["total_tokens"] <= 100),
     ([("min_prompt_tokens", "60")], lambda r: r["prompt_tokens"] >= 60),
     ([("max_completion_tokens", "9")], lambda r: r["completion_tokens"] <= 9),
@@ -329,9 +332,9 @@ def test_usage_performance_errors_and_models_series(api):
 
     errors = api.get("/api/v1/analytics/errors", _window(interval="2h", group_by="error_type", project="A"))
     by_type = {d["group"]: d for d in errors.json()["data"]}
-    assert by_type["UpstreamError"]["errors"] == 2
-    assert by_type["UpstreamError"]["server_errors"] == 2
-    assert by_type["RateLimited"]["client_errors"] == 1
+    assert by_type["upstream_unavailable"]["errors"] == 2
+    assert by_type["upstream_unavailable"]["server_errors"] == 2
+    assert by_type["rate_limit_exceeded"]["client_errors"] == 1
     assert by_type[""]["errors"] == 0
     overall = api.get("/api/v1/analytics/errors", _window(interval="1d", project="A")).json()["data"]
     assert sum(d["errors"] for d in overall) == 4
@@ -358,6 +361,41 @@ def test_usage_report_by_key_team_and_project(api):
     assert {d["group"]: d["requests"] for d in by_team} == {"t1": 6, "t2": 6}
     costs = [d["cost_usd"] for d in by_team]
     assert costs == sorted(costs, reverse=True)
+
+
+def test_negative_since_and_until_are_seconds_before_now(api):
+    """since=-3600 is the last hour, on the trace filters, the analytics and the usage report alike."""
+    now = time.time()
+    api.write([rec("r-hour-old", ts=now - 7200, cost_usd=0.25), rec("r-recent", ts=now - 60, cost_usd=0.5)])
+    assert api.ids({"since": "-3600"}) == ["r-recent"]
+    assert api.ids({"since": "-86400", "until": "-3600"}) == ["r-hour-old"]
+    assert api.ids({"since": "-3600", "text": "x"}) == []  # with a text search too (no default window then)
+    tail = parse_trace_query({"since": "-3600"})
+    assert tail.since is not None
+    assert now - 3600 - 5 < tail.since <= time.time() - 3600
+    for kind in ("costs", "usage", "errors", "models", "performance"):
+        series = api.get(f"/api/v1/analytics/{kind}", {"since": "-3600", "interval": "1d", "project": "A"})
+        assert series.status_code == 200, series.text
+        body = series.json()
+        assert now - 3600 - 5 < body["since"] <= time.time() - 3600, kind
+        assert sum(d["requests"] for d in body["data"]) == 1, kind
+    older = api.get("/api/v1/analytics/usage", {"since": "-86400", "until": "-3600", "interval": "1d", "project": "A"})
+    assert sum(d["requests"] for d in older.json()["data"]) == 1
+    (usage,) = api.get("/api/v1/usage", {"by": "project", "since": "-3600"}).json()["data"]
+    assert (usage["group"], usage["requests"], usage["cost_usd"]) == ("A", 1, pytest.approx(0.5))
+    assert api.get("/api/v1/usage", {"by": "project", "since": "-60", "until": "-3600"}).status_code == 400
+
+
+def test_error_type_filters_find_records_written_before_it_was_snake_case(api):
+    """Records kept the class name (BudgetExceeded) before error types became the clients' codes: a filter by either
+    spelling finds both, and the live tail (new records only) matches the snake_case one."""
+    api.write([rec("old-budget", error_type="BudgetExceeded", status=429, ts=T0 + 30),
+               rec("new-budget", error_type="budget_exceeded", status=429, ts=T0 + 40)])  # fmt: skip
+    for spelling in ("budget_exceeded", "BudgetExceeded"):
+        assert api.ids({"error_type": spelling}) == ["new-budget", "old-budget"]
+        query = parse_trace_query({"error_type": spelling})
+        assert tail_matches(query, rec("live", error_type="budget_exceeded"))
+    assert api.ids({"error_type": "rate_limit_exceeded", "since": "0"}) == ["a03"]
 
 
 def test_a_viewer_sees_only_their_project(api):

@@ -13,7 +13,7 @@ import redis
 
 from gateway.config import GatewayConfig
 from tests.conftest import running
-from tests.integration.helpers import assert_error_shape
+from tests.integration.helpers import assert_error_shape, wait_settled
 from tests.services import require_redis
 
 ADMIN = "sk-admin-bootstrap"
@@ -100,8 +100,8 @@ def test_usage_on_redis_reads_without_writing(make_config: Callable[..., Gateway
     stale = client.keys("{gw:rl}:*")
     if stale:
         client.delete(*stale)
-    with running(config_for(make_config, redis_url)) as (url, _):
-        check_spend_and_isolation(url, lambda: time.sleep(0.2))  # settlements leave in the background
+    with running(config_for(make_config, redis_url)) as (url, gateway):
+        check_spend_and_isolation(url, lambda: wait_settled(gateway))  # settlements leave in the background
         before = sorted(client.keys("{gw:rl}:*"))
         # A project nobody has spent in: read as zero, and the read leaves no counter behind.
         assert usage(url, ADMIN, scope="project", id="p3").json()["budgets"][0]["spend_usd"] == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -10,6 +11,15 @@ from gateway.limits.resp import RedisUnavailable, RespClient, Script
 from tests.services import free_port, require_redis
 
 pytestmark = pytest.mark.anyio
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    """Let the loop run until the condition holds: no fixed wait that a busy machine could outlast."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout_s
+    while not condition():
+        assert loop.time() < end, "timed out"
+        await asyncio.sleep(0.005)
 
 
 async def test_concurrent_calls_get_their_own_replies_in_order() -> None:
@@ -100,7 +110,7 @@ async def test_a_lost_connection_fails_its_calls_and_recovers() -> None:
         killer = RespClient(require_redis(), timeout_s=1.0)
         await killer.call("CLIENT", "KILL", "ID", own_id)
         await killer.close()
-        await asyncio.sleep(0.05)
+        await until(lambda: client._protocol is not None and client._protocol.lost is not None)
         assert await client.call("PING") == b"PONG"  # noticed the loss, reconnected
         assert await client.call("CLIENT", "ID") != own_id
     finally:
@@ -119,5 +129,4 @@ async def test_a_cancelled_connect_leaves_no_stale_failure_behind() -> None:
     waiter = asyncio.ensure_future(client.call("PING"))
     await asyncio.sleep(0)
     waiter.cancel()
-    await asyncio.sleep(0.05)  # the attempt ends with nobody waiting
-    assert client._connecting is None
+    await until(lambda: client._connecting is None)  # the attempt ends with nobody waiting

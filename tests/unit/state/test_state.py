@@ -6,24 +6,41 @@ import os
 import pytest
 
 from gateway.state.base import StateUnavailable, open_state
+from gateway.state.memory import MemoryState
+from tests.clock import FakeClock
 from tests.services import free_port, require_redis
 
 
-async def exercise(state, prefix: str) -> None:
+async def exercise(state, prefix: str, advance) -> None:
+    """`advance(s)` lets s seconds pass: a fake clock's step, or a real wait for a backend on its own clock."""
     assert await state.incr(f"{prefix}:c", 2, ttl_s=0.3) == 2
     assert await state.incr(f"{prefix}:c", 3, ttl_s=0.3) == 5
     await state.set(f"{prefix}:k", "v")
     assert await state.get(f"{prefix}:k") == "v"
-    await asyncio.sleep(0.4)
+    await state.hset(f"{prefix}:h", {"a": "1"}, ttl_s=0.3)
+    assert await state.hgetall(f"{prefix}:h") == {"a": "1"}
+    await advance(0.4)
     assert await state.incr(f"{prefix}:c", 1, ttl_s=0.3) == 1  # expired, so a fresh counter
+    assert await state.hgetall(f"{prefix}:h") == {}
+    assert await state.get(f"{prefix}:k") == "v"  # no ttl: kept
 
 
 @pytest.mark.anyio
 async def test_memory_backend():
-    state = open_state("memory")
+    clock = FakeClock()
+    state = MemoryState(clock=clock.monotonic)
     await state.open()
     await state.ping()
-    await exercise(state, "m")
+
+    async def advance(seconds: float) -> None:
+        clock.advance(seconds)
+
+    assert await state.incr("m:edge", 1, ttl_s=0.3) == 1
+    clock.advance(0.29)
+    assert await state.incr("m:edge", 1, ttl_s=0.3) == 2  # not a moment early
+    clock.advance(0.01)
+    assert await state.incr("m:edge", 1, ttl_s=0.3) == 1
+    await exercise(state, "m", advance)
 
 
 @pytest.mark.anyio
@@ -32,7 +49,25 @@ async def test_redis_backend_on_a_real_server():
     state = open_state(require_redis())
     await state.open()
     await state.ping()
-    await exercise(state, f"test:{os.getpid()}")
+    prefix = f"test:{os.getpid()}"
+    # Redis counts the ttl on its own clock: the increments must come within it, so here it is long, and the
+    # expiry is checked on a counter of a short ttl by waiting (a wait lasts at least its time, however busy).
+    assert await state.incr(f"{prefix}:long", 2, ttl_s=60) == 2
+    assert await state.incr(f"{prefix}:long", 3, ttl_s=60) == 5
+    await state.delete(f"{prefix}:long")
+
+    async def advance(seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    await state.set(f"{prefix}:k", "v")
+    await state.incr(f"{prefix}:c", 1, ttl_s=0.05)
+    await advance(0.1)
+    assert await state.incr(f"{prefix}:c", 1, ttl_s=0.05) == 1
+    await state.hset(f"{prefix}:h", {"a": "1"}, ttl_s=0.05)
+    await advance(0.1)
+    assert await state.hgetall(f"{prefix}:h") == {}
+    assert await state.get(f"{prefix}:k") == "v"
+    await state.delete(f"{prefix}:k")
     await state.close()
 
 

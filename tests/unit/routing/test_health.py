@@ -1,0 +1,83 @@
+"""The health registry on a clock the test moves: breakers open, cool down and back off, capacity windows roll, and
+a breaker shared through the state backend lasts as long in another worker, without a single sleep."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.config import BreakerConfig, Deployment, RoutingConfig
+from gateway.routing.health import HealthRegistry
+from gateway.state.memory import MemoryState
+from gateway.telemetry.events import Events
+from gateway.telemetry.metrics import Metrics
+from tests.clock import FakeClock
+
+DEPLOYMENT = Deployment(provider="up", model="m", rpm=2)
+ROUTING = RoutingConfig(breaker=BreakerConfig(consecutive_failures=2, cooldown_s=10, max_cooldown_s=30))
+
+
+def registry(clock: FakeClock, state: MemoryState | None = None) -> HealthRegistry:
+    return HealthRegistry(
+        [DEPLOYMENT], ROUTING, state or MemoryState(clock=clock.monotonic), Events(Metrics()),
+        clock=clock.monotonic, wall=clock.time,
+    )  # fmt: skip
+
+
+@pytest.mark.anyio
+async def test_a_breaker_opens_cools_down_and_backs_off_on_the_registrys_clock() -> None:
+    clock = FakeClock()
+    health = registry(clock)
+    dep = health.get(DEPLOYMENT)
+    health.failed(dep, "upstream_timeout")
+    health.failed(dep, "upstream_timeout")
+    assert dep.breaker.state == "open"
+    clock.advance(9.999)
+    assert not dep.available(health.clock())
+    clock.advance(0.002)
+    assert dep.available(health.clock())
+    assert dep.breaker.allow(health.clock())  # the probe
+    health.failed(dep, "upstream_timeout")
+    clock.advance(19.999)  # the cooldown doubled
+    assert not dep.available(health.clock())
+    clock.advance(0.002)
+    assert dep.breaker.allow(health.clock())
+    health.succeeded(dep)
+    assert dep.breaker.state == "closed"
+    await asyncio.sleep(0)  # the shared state's tasks
+
+
+@pytest.mark.anyio
+async def test_capacity_is_per_minute_of_the_clock() -> None:
+    clock = FakeClock(start=600.0)  # the start of a minute
+    health = registry(clock)
+    dep = health.get(DEPLOYMENT)
+    for _ in range(2):
+        dep.started(health.clock())
+    assert not dep.available(health.clock())  # rpm 2 taken
+    clock.advance(59.9)
+    assert not dep.available(health.clock())
+    clock.advance(0.2)
+    assert dep.available(health.clock())
+
+
+@pytest.mark.anyio
+async def test_a_breaker_opened_in_one_worker_lasts_its_cooldown_in_another() -> None:
+    clock = FakeClock()
+    state = MemoryState(clock=clock.monotonic)
+    one, two = registry(clock, state), registry(clock, state)
+    dep = one.get(DEPLOYMENT)
+    one.failed(dep, "upstream_unavailable")
+    one.failed(dep, "upstream_unavailable")
+    for _ in range(3):
+        await asyncio.sleep(0)  # the share is sent in the background
+    await two.sync()
+    other = two.get(DEPLOYMENT)
+    assert other.breaker.state == "open"
+    clock.advance(9.9)
+    assert not other.available(two.clock())
+    clock.advance(0.2)
+    assert other.available(two.clock())
+    await two.sync()  # past its end, the shared breaker opens nothing again
+    assert other.available(two.clock())
