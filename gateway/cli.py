@@ -78,6 +78,8 @@ def _check_runtime(config: GatewayConfig) -> None:
 def serve_command(config: GatewayConfig, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from gateway.server import uvicorn_options
+
     _check_runtime(config)
     # numpy is imported later (prompt similarity). Its BLAS would start a thread per core for the background
     # matrix products, spinning on the cores that serve requests: one thread does that work at half the CPU.
@@ -92,7 +94,7 @@ def serve_command(config: GatewayConfig, args: argparse.Namespace) -> int:
         "host": host,
         "port": port,
         "loop": "uvloop",
-        "http": "httptools",
+        **uvicorn_options(config.server),  # httptools, with the edges of a connection bounded
         "lifespan": "on",
         "log_level": "warning",
         "access_log": False,  # the gateway writes its own JSON access log, batched off the request path
