@@ -113,14 +113,14 @@ def serve_command(config: GatewayConfig, args: argparse.Namespace) -> int:
     if workers == 1:
         from gateway.app import build_app
 
-        uvicorn.run(build_app(config), **options)  # type: ignore[arg-type]
+        uvicorn.run(build_app(config), **options)
         return 0
     # Several workers: each imports the app from the config file, and /metrics aggregates them all.
     metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.environ["GATEWAY_CONFIG"] = os.path.abspath(args.config)
     try:
-        uvicorn.run("gateway.app:app_from_env", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+        uvicorn.run("gateway.app:app_from_env", factory=True, workers=workers, **options)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
