@@ -35,10 +35,10 @@ from gateway.config import ServerConfig
 from gateway.errors import GatewayError, RequestHeadersTooLarge, RequestTimeout, ServiceUnavailable
 
 LINGER_S = 2.0
-# Phases of a connection. NEW: nothing of a request has arrived yet; HEAD: a head is arriving; BODY: a body is
-# arriving; WORKING: the request is whole, the app is answering; IDLE: answered, kept alive (uvicorn's
-# timeout_keep_alive closes it); CLOSING: refused, its input is dropped.
-_NEW, _HEAD, _BODY, _WORKING, _IDLE, _CLOSING = range(6)
+# Phases of a connection. NEW: nothing has arrived yet; HEAD: a head is arriving; REQUEST: its head is whole (the
+# cycle's more_body says whether its body is still arriving); IDLE: answered and kept alive, which uvicorn's
+# timeout_keep_alive times; CLOSING: refused, what still arrives is dropped.
+_NEW, _HEAD, _REQUEST, _IDLE, _CLOSING = range(5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +60,12 @@ class EdgeLimits:
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """One connection. uvicorn makes one per connection through `functools.partial(cls, limits=...)`, which
-    pickles to the worker processes of --workers."""
+    pickles to the worker processes of --workers.
+
+    Only data_received is overridden on the path of a request (one Python call more per read): it tells the
+    phases apart by the cycle uvicorn makes when a head is whole, and reads the clock only when a head or a body
+    is left incomplete by a read.
+    """
 
     def __init__(
         self,
@@ -74,8 +79,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits
         self.phase = _NEW
-        self.phase_since = 0.0  # loop.time() when the phase began; in BODY, when the last bytes came
-        self.head_bytes = 0  # bytes received since the connection became ready for a new request
+        self.phase_since = 0.0  # loop.time() when the phase began; for a body, when its last bytes came
+        self.head_bytes = 0  # bytes of the head arriving
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -87,68 +92,66 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         phase = self.phase
-        if phase == _BODY:
-            self.phase_since = self.loop.time()
+        cycle = self.cycle
+        if phase == _REQUEST:
+            if not cycle.response_complete:
+                if cycle.more_body:  # more of its body
+                    self.phase_since = self.loop.time()
+                    HttpToolsProtocol.data_received(self, data)
+                    return
+                # else pipelined: the next head, capped, but not timed while this request is answered
+            elif cycle.more_body:  # the body of a request answered without it (401, 413...): read no more of it
+                self._close_lingering()
+                return
+            else:  # the next request on a kept-alive connection
+                phase = self.phase = _IDLE
+                self.head_bytes = 0
         elif phase == _CLOSING:
             return
-        elif phase != _WORKING:  # NEW, IDLE or HEAD: these bytes are (or start with) a head
-            room = self.limits.max_header_bytes - self.head_bytes
-            if len(data) > room:
-                self._feed_past_the_cap(data, room)
-                return
-            self.head_bytes += len(data)
-        super().data_received(data)
+        room = self.limits.max_header_bytes - self.head_bytes
+        if len(data) > room:
+            self._feed_past_the_cap(data, room)
+            return
+        self.head_bytes += len(data)
+        HttpToolsProtocol.data_received(self, data)
+        if self.cycle is not cycle:  # the head is whole
+            self._head_done()
+        elif phase != _HEAD and phase != _REQUEST:  # the first bytes of a head, not the last
+            if phase == _IDLE:  # kept alive: a head is timed from its first byte (a new connection's, from its start)
+                self.phase_since = self.loop.time()
+            self.phase = _HEAD
+
+    def _head_done(self) -> None:
+        self.phase = _REQUEST
+        self.head_bytes = 0
+        if self.cycle.more_body:
+            self.phase_since = self.loop.time()
 
     def _feed_past_the_cap(self, data: bytes, room: int) -> None:
         # Feed the parser up to the cap: either the head ends within it, and the rest is fed, or it does not, and
         # the head is too large. The parser never holds more than max_header_bytes of a head.
+        cycle = self.cycle
         self.head_bytes = self.limits.max_header_bytes
-        super().data_received(data[:room])
+        HttpToolsProtocol.data_received(self, data[:room])
         if self.transport.is_closing():  # the parser refused the bytes (400)
             return
-        if self.phase in (_NEW, _HEAD, _IDLE):
+        if self.cycle is cycle:
             limit = self.limits.max_header_bytes
             self.refuse(RequestHeadersTooLarge(f"The request's headers are larger than the limit of {limit} bytes."))
             return
-        super().data_received(data[room:])
-
-    # Parser callbacks, in the order of a request.
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        phase = self.phase
-        if phase != _NEW:  # kept alive or pipelined: the head's time starts with its first byte
-            self.phase_since = self.loop.time()
-            if phase != _IDLE:  # pipelined: counted from the next read on (at most one read uncounted)
-                self.head_bytes = 0
-        self.phase = _HEAD
-
-    def on_headers_complete(self) -> None:
-        self.phase = _BODY
-        self.phase_since = self.loop.time()
-        super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
-        if self.phase == _BODY:
-            self.phase = _WORKING
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.cycle.response_complete:  # a pipelined request has started
-            return
-        if self.phase == _BODY:  # answered before its body came (401, 413...): read no more of it
-            self._close_lingering()
-        elif self.phase == _WORKING:
-            self.phase = _IDLE
-            self.head_bytes = 0
+        self._head_done()
+        # The rest: its body, or pipelined requests (each at least one head of at most the cap: a bounded depth).
+        self.data_received(data[room:])
 
     # Deadlines.
 
     def check_deadline(self, now: float) -> None:
         """Called by the sweep: act on a phase that has lasted too long."""
         phase = self.phase
-        if phase == _BODY:
+        if phase == _REQUEST:
+            cycle = self.cycle
+            if not cycle.more_body or cycle.response_complete:
+                return
             if self.flow.read_paused:  # the app has not asked for more: the wait is not the client's
                 self.phase_since = now
             elif now - self.phase_since >= self.limits.body_timeout_s:
@@ -162,6 +165,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def refuse(self, error: GatewayError) -> None:
         """Answer `error` on this connection and close it, instead of (or in the place of) the app."""
+        if self.transport.is_closing():
+            self.phase = _CLOSING
+            return
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             if cycle.response_started:  # an answer is under way: it cannot be replaced, only cut
