@@ -196,15 +196,14 @@ def test_a_body_that_stops_arriving_gets_408_at_the_body_timeout(tmp_path):
 
 
 def test_a_body_arriving_slowly_but_steadily_is_served(tmp_path):
-    with gateway_process(tmp_path, server={"body_timeout_s": 1.0}) as (url, _):
-        with connect(port_of(url)) as sock:
-            request = chat_request()
-            head_end = request.index(b"\r\n\r\n") + 4
-            sock.sendall(request[:head_end])
-            for i in range(head_end, len(request), 20):  # 2 s in all, 0.5 s between chunks
-                time.sleep(0.5)
-                sock.sendall(request[i : i + 20])
-            assert read_response(sock)[0] == 200
+    with gateway_process(tmp_path, server={"body_timeout_s": 1.0}) as (url, _), connect(port_of(url)) as sock:
+        request = chat_request()
+        head_end = request.index(b"\r\n\r\n") + 4
+        sock.sendall(request[:head_end])
+        for i in range(head_end, len(request), 20):  # 2 s in all, 0.5 s between chunks
+            time.sleep(0.5)
+            sock.sendall(request[i : i + 20])
+        assert read_response(sock)[0] == 200
 
 
 def test_connections_past_max_connections_get_503_until_one_closes(tmp_path):

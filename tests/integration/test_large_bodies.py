@@ -51,7 +51,8 @@ def test_release_frames_drops_the_tracebacks_of_an_error_and_its_chain():
     with pytest.raises(InvalidRequest) as caught:
         parse()
     error = caught.value
-    assert error.__traceback__ is not None and error.__cause__.__traceback__ is not None
+    assert error.__traceback__ is not None
+    assert error.__cause__.__traceback__ is not None
     release_frames(error)
     assert error.__traceback__ is None
     assert error.__cause__.__traceback__ is None
