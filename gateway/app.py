@@ -33,6 +33,7 @@ from gateway.api.usage_report import UsageReportEndpoint
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import GatewayError, InternalError, InvalidRequest, MethodNotAllowed, NotFound
 from gateway.runtime import Gateway
+from gateway.server import memory
 from gateway.types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger("gateway")
@@ -90,6 +91,7 @@ def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> FastRo
         # 16-27 µs of CPU a request (gc.callbacks, bench S1). Reference counting frees almost all of it anyway;
         # the collector is for cycles, which can wait for 20,000 net allocations.
         gc.set_threshold(_GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+        memory.configure()  # in each worker: large bodies' memory goes back to the system when freed
         restore = _drain_on_sigterm(gateway)
         try:
             yield

@@ -88,6 +88,8 @@ def _check_runtime(config: GatewayConfig, source: str) -> None:
 def serve_command(config: GatewayConfig, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from gateway.server import uvicorn_options
+
     _check_runtime(config, args.config)
     # numpy is imported later (prompt similarity). Its BLAS would start a thread per core for the background
     # matrix products, spinning on the cores that serve requests: one thread does that work at half the CPU.
@@ -102,7 +104,7 @@ def serve_command(config: GatewayConfig, args: argparse.Namespace) -> int:
         "host": host,
         "port": port,
         "loop": "uvloop",
-        "http": "httptools",
+        **uvicorn_options(config.server),  # httptools, with the edges of a connection bounded
         "lifespan": "on",
         "log_level": "warning",
         "access_log": False,  # the gateway writes its own JSON access log, batched off the request path
@@ -121,14 +123,14 @@ def serve_command(config: GatewayConfig, args: argparse.Namespace) -> int:
     if workers == 1:
         from gateway.app import build_app
 
-        uvicorn.run(build_app(config), **options)  # type: ignore[arg-type]
+        uvicorn.run(build_app(config), **options)
         return 0
     # Several workers: each imports the app from the config file, and /metrics aggregates them all.
     metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.environ["GATEWAY_CONFIG"] = os.path.abspath(args.config)
     try:
-        uvicorn.run("gateway.app:app_from_env", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+        uvicorn.run("gateway.app:app_from_env", factory=True, workers=workers, **options)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0

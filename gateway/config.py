@@ -34,6 +34,12 @@ class ServerConfig:
     port: int = 8080
     workers: int = 1
     max_body_mb: float = 16.0
+    # The edges of the HTTP server (gateway/server/protocol.py), per worker process.
+    max_connections: int = 1024
+    max_header_bytes: int = 65_536
+    header_timeout_s: float = 30.0
+    body_timeout_s: float = 30.0
+    keep_alive_s: float = 5.0
     drain_timeout_s: float = 30.0
     drain_delay_s: float = 0.0
     access_log: bool = True
@@ -523,6 +529,13 @@ def _check_references(config: GatewayConfig, problems: list[tuple[str, str]]) ->
         problems.append(("server.max_body_mb", "must be positive"))
     if config.server.workers < 1:
         problems.append(("server.workers", "must be at least 1"))
+    if config.server.max_connections < 1:
+        problems.append(("server.max_connections", "must be at least 1"))
+    if config.server.max_header_bytes < 1024:
+        problems.append(("server.max_header_bytes", "must be at least 1024"))
+    for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s"):
+        if not getattr(config.server, name) > 0:
+            problems.append((f"server.{name}", "must be positive"))
     if not (
         config.telemetry.store.startswith(("sqlite://", "postgres://", "postgresql://"))
         or config.telemetry.store in ("", "none")

@@ -11,7 +11,9 @@
     │   │   └── ModelNotFound         404 code=model_not_found
     │   ├── MethodNotAllowed          405 invalid_request_error
     │   ├── Conflict                  409 code=conflict: a change raced another (a stale expected_version)
+    │   ├── RequestTimeout            408 code=request_timeout: a head or a body that stopped arriving
     │   ├── RequestTooLarge           413 invalid_request_error
+    │   ├── RequestHeadersTooLarge    431 code=request_header_too_large: a head over server.max_header_bytes
     │   └── RateLimited               429 rate_limit_error + Retry-After
     │       └── BudgetExceeded        429 insufficient_quota, code=budget_exceeded, x-should-retry: false
     ├── UpstreamError                 domain=provider: carries the provider
@@ -89,6 +91,23 @@ class GatewayError(Exception):
         return orjson.dumps(self.to_dict())
 
 
+def release_frames(exc: BaseException) -> None:
+    """Drop the tracebacks of an error and of the errors it chains, once it has been answered.
+
+    An error kept on a request's context holds its traceback, the traceback the frames it came through, and they
+    the context and the request's body: a reference cycle only the garbage collector frees, which runs seldom
+    (app.py raises its threshold), so bodies of many megabytes stayed alive for as long."""
+    seen: list[BaseException] = []
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or any(current is old for old in seen):
+            continue
+        seen.append(current)
+        current.__traceback__ = None
+        pending += (current.__cause__, current.__context__)
+
+
 class ClientError(GatewayError):
     domain = "client"
     status = 400
@@ -164,9 +183,19 @@ class Conflict(ClientError):
     default_code = "conflict"
 
 
+class RequestTimeout(ClientError):
+    status = 408
+    default_code = "request_timeout"
+
+
 class RequestTooLarge(ClientError):
     status = 413
     default_code = "request_too_large"
+
+
+class RequestHeadersTooLarge(ClientError):
+    status = 431
+    default_code = "request_header_too_large"
 
 
 class RateLimited(ClientError):

@@ -14,6 +14,7 @@ import yaml
 from gateway.app import build_app
 from gateway.config import GatewayConfig, parse_config
 from gateway.runtime import Gateway
+from gateway.server import uvicorn_options
 from tests.servers import Upstream, serve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +66,7 @@ def make_config(tmp_path: Path) -> Callable[..., GatewayConfig]:
 @contextlib.contextmanager
 def running(config: GatewayConfig) -> Iterator[tuple[str, Gateway]]:
     app = build_app(config)
-    with serve(app) as url:
+    with serve(app, **uvicorn_options(config.server)) as url:
         yield url, app.state.gateway
 
 

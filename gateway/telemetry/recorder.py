@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from gateway.context import RequestContext, Usage
-from gateway.errors import BudgetExceeded, GatewayError, GuardrailBlocked, PolicyDenied
+from gateway.errors import BudgetExceeded, GatewayError, GuardrailBlocked, PolicyDenied, release_frames
 from gateway.telemetry.content import ContentLogger, input_text, output_text
 from gateway.telemetry.features import Features
 from gateway.telemetry.metrics import Metrics
@@ -47,6 +47,8 @@ class Recorder:
 
     def finish(self, ctx: RequestContext) -> None:
         ctx.finished_ns = time.perf_counter_ns()
+        if ctx.error is not None:
+            release_frames(ctx.error)
         project = ctx.principal.project
         features = self.features
         if ctx.usage is not None and features.enabled("cost_tracking", project):

@@ -1,0 +1,230 @@
+"""uvicorn's httptools protocol with the edges of a connection bounded.
+
+uvicorn bounds none of these: httptools buffers a header for as long as it grows, nothing times the arrival of a
+head or of a body, and `limit_concurrency` counts tasks with connections. So, per connection:
+
+- a head (request line and headers) over `max_header_bytes` gets 431: the parser is never fed more than that many
+  bytes of one head, so the memory held for heads is at most max_connections × max_header_bytes;
+- a head must arrive whole within `header_timeout_s` of the connection (of its first byte on a kept-alive one):
+  a silent connection is closed, a half-sent or trickling head gets 408;
+- a body that sends nothing for `body_timeout_s` while the app waits for it gets 408;
+- a connection beyond `max_connections` open ones gets 503 at once;
+- a request answered before its body arrived (401, 413...) does not have the rest of its body read: the
+  connection is closed once the client has had time to read the answer.
+
+An error is answered in OpenAI's shape, then the connection is closed "lingering": the write side first, and
+what the client still sends is read and dropped for up to LINGER_S, so that a client still sending its request
+reads the answer instead of a connection reset.
+
+Time is kept without a timer per request: each connection notes when its current phase began (`loop.time()`,
+uv_now: no system call), and one periodic sweep per server closes those past their deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from gateway.config import ServerConfig
+from gateway.errors import GatewayError, RequestHeadersTooLarge, RequestTimeout, ServiceUnavailable
+
+LINGER_S = 2.0
+# Phases of a connection. NEW: nothing has arrived yet; HEAD: a head is arriving; REQUEST: its head is whole (the
+# cycle's more_body says whether its body is still arriving); IDLE: answered and kept alive, which uvicorn's
+# timeout_keep_alive times; CLOSING: refused, what still arrives is dropped.
+_NEW, _HEAD, _REQUEST, _IDLE, _CLOSING = range(5)
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeLimits:
+    max_connections: int = 1024
+    max_header_bytes: int = 65_536
+    header_timeout_s: float = 30.0
+    body_timeout_s: float = 30.0
+
+    @classmethod
+    def of(cls, server: ServerConfig) -> EdgeLimits:
+        return cls(server.max_connections, server.max_header_bytes, server.header_timeout_s, server.body_timeout_s)
+
+    @property
+    def tick_s(self) -> float:
+        """How often the sweep runs: a tenth of the shortest timeout, between 20 ms and 1 s."""
+        return min(1.0, max(0.02, min(self.header_timeout_s, self.body_timeout_s) / 10))
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """One connection. uvicorn makes one per connection through `functools.partial(cls, limits=...)`, which
+    pickles to the worker processes of --workers.
+
+    Only data_received is overridden on the path of a request (one Python call more per read): it tells the
+    phases apart by the cycle uvicorn makes when a head is whole, and reads the clock only when a head or a body
+    is left incomplete by a read.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        limits: EdgeLimits,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.limits = limits
+        self.phase = _NEW
+        self.phase_since = 0.0  # loop.time() when the phase began; for a body, when its last bytes came
+        self.head_bytes = 0  # bytes of the head arriving
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.phase_since = self.loop.time()
+        _Sweep.start(self.loop, self.server_state, self.limits.tick_s)
+        if len(self.connections) > self.limits.max_connections:
+            message = "The gateway has too many open connections (server.max_connections); retry shortly."
+            self.refuse(ServiceUnavailable(message, code="too_many_connections", headers={"retry-after": "1"}))
+
+    def data_received(self, data: bytes) -> None:
+        phase = self.phase
+        cycle = self.cycle
+        if phase == _REQUEST:
+            if not cycle.response_complete:
+                if cycle.more_body:  # more of its body
+                    self.phase_since = self.loop.time()
+                    HttpToolsProtocol.data_received(self, data)
+                    return
+                # else pipelined: the next head, capped, but not timed while this request is answered
+            elif cycle.more_body:  # the body of a request answered without it (401, 413...): read no more of it
+                self._close_lingering()
+                return
+            else:  # the next request on a kept-alive connection
+                phase = self.phase = _IDLE
+                self.head_bytes = 0
+        elif phase == _CLOSING:
+            return
+        room = self.limits.max_header_bytes - self.head_bytes
+        if len(data) > room:
+            self._feed_past_the_cap(data, room)
+            return
+        self.head_bytes += len(data)
+        HttpToolsProtocol.data_received(self, data)
+        if self.cycle is not cycle:  # the head is whole
+            self._head_done()
+        elif phase != _HEAD and phase != _REQUEST:  # the first bytes of a head, not the last
+            if phase == _IDLE:  # kept alive: a head is timed from its first byte (a new connection's, from its start)
+                self.phase_since = self.loop.time()
+            self.phase = _HEAD
+
+    def _head_done(self) -> None:
+        self.phase = _REQUEST
+        self.head_bytes = 0
+        if self.cycle.more_body:
+            self.phase_since = self.loop.time()
+
+    def _feed_past_the_cap(self, data: bytes, room: int) -> None:
+        # Feed the parser up to the cap: either the head ends within it, and the rest is fed, or it does not, and
+        # the head is too large. The parser never holds more than max_header_bytes of a head.
+        cycle = self.cycle
+        self.head_bytes = self.limits.max_header_bytes
+        HttpToolsProtocol.data_received(self, data[:room])
+        if self.transport.is_closing():  # the parser refused the bytes (400)
+            return
+        if self.cycle is cycle:
+            limit = self.limits.max_header_bytes
+            self.refuse(RequestHeadersTooLarge(f"The request's headers are larger than the limit of {limit} bytes."))
+            return
+        self._head_done()
+        # The rest: its body, or pipelined requests (each at least one head of at most the cap: a bounded depth).
+        self.data_received(data[room:])
+
+    # Deadlines.
+
+    def check_deadline(self, now: float) -> None:
+        """Called by the sweep: act on a phase that has lasted too long."""
+        phase = self.phase
+        if phase == _REQUEST:
+            cycle = self.cycle
+            if not cycle.more_body or cycle.response_complete:
+                return
+            if self.flow.read_paused:  # the app has not asked for more: the wait is not the client's
+                self.phase_since = now
+            elif now - self.phase_since >= self.limits.body_timeout_s:
+                self.refuse(RequestTimeout("The request body stopped arriving (server.body_timeout_s)."))
+        elif phase == _HEAD:
+            if now - self.phase_since >= self.limits.header_timeout_s:
+                self.refuse(RequestTimeout("The request headers did not arrive in time (server.header_timeout_s)."))
+        elif phase == _NEW and now - self.phase_since >= self.limits.header_timeout_s:
+            self.phase = _CLOSING
+            self.transport.close()  # nothing was asked: nothing to answer
+
+    def refuse(self, error: GatewayError) -> None:
+        """Answer `error` on this connection and close it, instead of (or in the place of) the app."""
+        if self.transport.is_closing():
+            self.phase = _CLOSING
+            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if cycle.response_started:  # an answer is under way: it cannot be replaced, only cut
+                self.phase = _CLOSING
+                self.transport.close()
+                return
+            cycle.disconnected = True  # the app's own answer, if it comes, goes nowhere
+            cycle.message_event.set()  # and a read of the body ends with http.disconnect
+        self.transport.write(_response(error, self.server_state.default_headers))
+        self._close_lingering()
+
+    def _close_lingering(self) -> None:
+        self.phase = _CLOSING
+        transport = self.transport
+        if transport.is_closing():
+            return
+        self.flow.resume_reading()  # keep reading, to drop what comes rather than reset the connection
+        if transport.can_write_eof():
+            transport.write_eof()
+        self.loop.call_later(LINGER_S, transport.close)
+
+
+def _response(error: GatewayError, default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    body = error.to_json()
+    parts = [STATUS_LINE[error.status_code]]
+    for name, value in default_headers:
+        parts += [name, b": ", value, b"\r\n"]
+    for name_str, value_str in error.headers.items():
+        parts += [name_str.encode("latin-1"), b": ", value_str.encode("latin-1"), b"\r\n"]
+    parts.append(b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body))
+    parts.append(body)
+    return b"".join(parts)
+
+
+class _Sweep:
+    """One per server: every tick_s, each connection checks its deadline. It stops when no connection is open and
+    starts again with the next one."""
+
+    _running: weakref.WeakKeyDictionary[ServerState, _Sweep] = weakref.WeakKeyDictionary()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, connections: set[Any], tick_s: float) -> None:
+        self.loop = loop
+        self.connections = connections
+        self.tick_s = tick_s
+
+    @classmethod
+    def start(cls, loop: asyncio.AbstractEventLoop, state: ServerState, tick_s: float) -> None:
+        if state not in cls._running:
+            sweep = cls._running[state] = cls(loop, state.connections, tick_s)
+            loop.call_later(tick_s, sweep.run, state)
+
+    def run(self, state: ServerState) -> None:
+        now = self.loop.time()
+        for connection in [*self.connections]:  # a websocket's protocol is there too
+            if isinstance(connection, BoundedHttpToolsProtocol):
+                connection.check_deadline(now)
+        if self.connections:
+            self.loop.call_later(self.tick_s, self.run, state)
+        else:
+            del self._running[state]

@@ -1,0 +1,114 @@
+"""The head cap of gateway/server/protocol.py, driven byte by byte: whatever the size of a head and however the
+client's bytes are split into reads, a head over max_header_bytes gets 431 and one within it is served, on every
+request of a kept-alive connection."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from gateway.server.protocol import BoundedHttpToolsProtocol, EdgeLimits
+
+
+async def echo_length(scope: Any, receive: Any, send: Any) -> None:
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        size += len(message.get("body", b""))
+        more = message.get("more_body", False)
+    body = b"%d" % size
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closing = False
+        self.reading = True
+
+    def write(self, data: Any) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 5000), "sockname": ("127.0.0.1", 8080)}.get(name, default)
+
+
+def request(head_size: int, body: bytes) -> bytes:
+    """A request whose head (request line to the blank line included) is exactly head_size bytes."""
+    start = b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\nx-fill: " % len(body)
+    fill = head_size - len(start) - 4
+    assert fill >= 0
+    return start + b"f" * fill + b"\r\n\r\n" + body
+
+
+def splits(data: bytes, rng: random.Random) -> list[bytes]:
+    cuts = sorted(rng.sample(range(1, len(data)), k=min(len(data) - 1, rng.randint(0, 4))))
+    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+
+
+async def serve_one_connection(requests: list[bytes], cap: int, rng: random.Random) -> list[bytes]:
+    """Send each request after the previous answer, on one connection; return the status lines received."""
+    config = Config(echo_length, lifespan="off", log_level="critical")
+    state = ServerState()
+    protocol = BoundedHttpToolsProtocol(config, state, {}, limits=EdgeLimits(max_header_bytes=cap))
+    transport = Transport()
+    protocol.connection_made(transport)
+    statuses: list[bytes] = []
+    for raw in requests:
+        before = len(transport.written)
+        for piece in splits(raw, rng):
+            protocol.data_received(piece)
+            if transport.closing:
+                break
+        for _ in range(50):  # let the app answer
+            if len(transport.written) > before:
+                break
+            await asyncio.sleep(0)
+        statuses.append(bytes(transport.written[before:]).split(b"\r\n", 1)[0])
+        if not statuses[-1].startswith(b"HTTP/1.1 200"):
+            break
+    protocol.connection_lost(None)
+    return statuses
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_head_is_served_up_to_the_cap_and_refused_past_it_however_its_bytes_are_split(seed):
+    rng = random.Random(seed)
+    cap = rng.choice([1024, 1500, 4096])
+    heads = [
+        rng.choice([cap - rng.randint(0, 3), cap + rng.randint(1, 3), rng.randint(200, cap * 3)]) for _ in range(4)
+    ]
+    bodies = [rng.randbytes(rng.choice([0, 10, cap * 2])) for _ in heads]
+    statuses = asyncio.run(serve_one_connection([request(h, b) for h, b in zip(heads, bodies, strict=True)], cap, rng))
+    expected: list[bytes] = []
+    for head in heads:  # the first head past the cap ends the connection
+        expected.append(b"HTTP/1.1 431 Request Header Fields Too Large" if head > cap else b"HTTP/1.1 200 OK")
+        if head > cap:
+            break
+    assert statuses == expected, (cap, heads)
