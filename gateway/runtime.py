@@ -24,6 +24,7 @@ from gateway.store.base import Store, key_store, open_store, policy_store
 from gateway.store.maintenance import StoreMaintenance
 from gateway.telemetry.access_log import AccessLog
 from gateway.telemetry.content import ContentLogger
+from gateway.telemetry.deadletter import DeadLetter
 from gateway.telemetry.events import EventLogSink, Events, WebhookSink, passthrough
 from gateway.telemetry.features import Features, FlagStore, ProjectGate
 from gateway.telemetry.metrics import Metrics
@@ -86,6 +87,7 @@ class Gateway:
                     telemetry.flush_interval_ms,
                     telemetry.store_max_backoff_s,
                     spool_mb,
+                    store=True,
                 )
             )
         for name, sink_config in telemetry.sinks.items():
@@ -140,12 +142,26 @@ class Gateway:
         self.auth: AuthFilter | None = auth[0] if auth else None
 
     def _outbox(
-        self, sink: BatchSink, queue_size: int, batch_size: int, flush_ms: int, max_backoff_s: float, spool_mb: float
+        self,
+        sink: BatchSink,
+        queue_size: int,
+        batch_size: int,
+        flush_ms: int,
+        max_backoff_s: float,
+        spool_mb: float,
+        *,
+        store: bool = False,
     ) -> Outbox:
-        spool_dir = self.config.telemetry.spool_dir
-        spool = None
-        if spool_dir and spool_mb > 0:
-            spool = Spool(self.config.resolve_path(spool_dir) / sink.name, max_bytes=int(spool_mb * 1_048_576))
+        """An outbox for a sink; `store`: the store's records or events, whose writes are bounded by
+        telemetry.write_timeout_s and whose records wait in memory no longer than telemetry.spill_after_ms (an
+        export sink's requests are bounded by its own timeout_s)."""
+        telemetry = self.config.telemetry
+        spool = dead_letter = None
+        if telemetry.spool_dir and spool_mb > 0:
+            folder = self.config.resolve_path(telemetry.spool_dir) / sink.name
+            spool = Spool(folder, max_bytes=int(spool_mb * 1_048_576))
+            if telemetry.dead_letter_max_mb > 0:
+                dead_letter = DeadLetter(folder, sink.name, max_bytes=int(telemetry.dead_letter_max_mb * 1_048_576))
         outbox = Outbox(
             sink,
             registry=self.metrics.registry,
@@ -154,6 +170,9 @@ class Gateway:
             flush_interval_s=flush_ms / 1000,
             max_backoff_s=max_backoff_s,
             spool=spool,
+            dead_letter=dead_letter,
+            write_timeout_s=telemetry.write_timeout_s if store else None,
+            spill_after_s=telemetry.spill_after_ms / 1000 if store else None,
         )
         self.outboxes.append(outbox)
         return outbox
@@ -172,6 +191,7 @@ class Gateway:
                     webhook.flush_interval_ms,
                     telemetry.store_max_backoff_s,
                     telemetry.store_spool_max_mb,
+                    store=True,
                 )  # fmt: skip
             )
         if webhook.url:

@@ -267,7 +267,7 @@ async def test_stats_and_two_outboxes_on_one_registry(tmp_path: Path):
     await until(lambda: second.stats()["spooled"] == 4)
     assert first.stats() == {
         "queued": 0, "spooled": 0, "spool_bytes": 0, "sent": 3, "retried": 0, "dropped": 0, "rejected": 0,
-        "state": "ok", "last_error": None,
+        "dead_lettered": 0, "dead_letter_bytes": 0, "state": "ok", "last_error": None, "last_refusal": None,
     }  # fmt: skip
     stats = second.stats()
     assert stats["state"] == "spooling"
