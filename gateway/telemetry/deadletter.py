@@ -1,7 +1,8 @@
 """A sink's dead-letter file: the records it refused for good (a value its store cannot take), set aside so that they
 never hold back the records behind them, and kept for an operator to look at or load by hand.
 
-`<spool_dir>/<sink>/dead-letter.jsonl`, one JSON line per record: `{"at": epoch s, "sink", "error", "record"}`.
+`<spool_dir>/<sink>/dead-letter.jsonl`, one JSON line per record: `{"at": epoch s, "sink", "error", "record"}` (the
+record as the spool writes it: what JSON cannot hold as text).
 Appended with O_APPEND in one write per batch (the workers of one gateway share the file), fsynced, and capped at
 `max_bytes`: past it, refused records are counted as dropped and logged, never written. The methods are synchronous:
 the outbox calls them from its spool thread.
@@ -16,20 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
+from gateway.telemetry.spool import json_line
 
 logger = logging.getLogger("gateway.telemetry")
 
 FILE_NAME = "dead-letter.jsonl"
-
-
-def json_line(value: Any) -> bytes:
-    """One JSON line whatever the value holds: what JSON has no type for as its text; what orjson cannot encode
-    at all (an int past 64 bits, a lone surrogate) as the value's repr."""
-    try:
-        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE)
-    except (TypeError, ValueError):
-        return orjson.dumps({"repr": ascii(value)}, option=orjson.OPT_APPEND_NEWLINE)
 
 
 class DeadLetter:

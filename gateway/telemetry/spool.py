@@ -37,6 +37,31 @@ MAX_SLOTS = 1024  # far more workers than any host runs: past this, something el
 Position = tuple[int, int, int]
 
 
+def json_line(record: Any) -> bytes:
+    """A record as one JSON line, whatever it holds: a value JSON has no type for as its text (default=str), and
+    when orjson cannot encode it at all (an int past 64 bits, a lone surrogate), made safe first (json_safe)."""
+    try:
+        return orjson.dumps(record, default=str, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        return orjson.dumps(json_safe(record), option=orjson.OPT_APPEND_NEWLINE)
+
+
+def json_safe(value: Any) -> Any:
+    """A copy JSON can hold: text made valid UTF-8 (a lone surrogate escaped), an int past 64 bits and any other
+    object as text, keys as text."""
+    if value is None or isinstance(value, bool | float):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if isinstance(value, str):
+        return value if value.isascii() else value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {json_safe(k if isinstance(k, str) else str(k)): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return json_safe(str(value))
+
+
 class Spool:
     """`directory` is the sink's folder; the spool uses the slot it claims in it (`self.directory` once open).
     `max_bytes` caps the records not yet acknowledged, per slot (per worker): the disk may hold up to a segment
@@ -164,8 +189,7 @@ class Spool:
         chunk: list[bytes] = []
         try:
             for record in records:
-                # default=str: a value orjson cannot encode is kept as text rather than losing the record.
-                line = orjson.dumps(record, default=str) + b"\n"
+                line = json_line(record)
                 if disk + len(line) > self.max_bytes:
                     break
                 if seg is None or (seg_size and seg_size + len(line) > self.segment_bytes):
