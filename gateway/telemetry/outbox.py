@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry
 
@@ -44,6 +44,7 @@ from gateway.telemetry.spool import Spool
 logger = logging.getLogger("gateway.telemetry")
 
 T = TypeVar("T")
+SinkState = Literal["ok", "spooling", "retrying", "stalled"]
 
 FIRST_BACKOFF_S = 0.1
 DROP_WARNING_INTERVAL_S = 10.0  # at most one "dropped" warning per sink in this time: counted always, logged once
@@ -202,7 +203,7 @@ class Outbox:
         }
 
     @property
-    def state(self) -> str:
+    def state(self) -> SinkState:
         """stalled: the last write took longer than write_timeout_s (the sink hangs); spooling: records wait on
         disk (the sink fails, or is catching up); retrying: the last write failed, and records wait in memory;
         ok: the last write went through and nothing waits on disk."""

@@ -62,8 +62,8 @@ def test_postgres_cut_mid_run_fails_no_request_and_loses_no_record(make_config):
             store_outbox = next(o for o in gateway.outboxes if o.name == "store")
             assert store_outbox.stats()["spooled"] > 0  # the records waited on disk
             ready = client.get("/health/ready")
-            assert ready.status_code == 503
-            assert "unavailable" in ready.json()["checks"]["store"]
+            assert ready.status_code == 200  # every request succeeds: a telemetry outage is no reason to go unready
+            assert ready.json()["checks"]["store"].startswith(("down", "spooling"))
             proxy.restore()
             load(1.0)
             assert wait_until(lambda: _count(dsn, schema)[0] >= sent, 30)
