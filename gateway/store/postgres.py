@@ -39,6 +39,7 @@ from gateway.store.base import (
     StoreUnavailable,
     write_setting_aside_refused,
 )
+from gateway.store.records import json_bytes
 from gateway.store.sqlite import RETENTION_TABLES, migrations
 from gateway.store.trace_queries import TraceQueries
 from gateway.telemetry.features import FlagOverride
@@ -455,8 +456,7 @@ def _event_row(event: Record) -> Row:
 
 
 def _jsonb(value: Any) -> bytes:
-    # default=str: a value JSON has no type for is kept as its text rather than losing the record.
-    data = orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    data = json_bytes(value)  # never refused: what JSON cannot hold is kept as text
     if b"\\u0000" in data:
         data = _JSON_NUL.sub(rb"\1", data)
     return b"\x01" + data

@@ -47,6 +47,31 @@ def _text(value: Any) -> str:
         return repr(value)
 
 
+def json_safe(value: Any) -> Any:
+    """A copy JSON can hold: text made valid UTF-8 (a lone surrogate escaped), an int past 64 bits and any other
+    object as text, keys as text."""
+    if value is None or isinstance(value, bool | float):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if isinstance(value, str):
+        return value if value.isascii() else value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {json_safe(k if isinstance(k, str) else str(k)): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return json_safe(str(value))
+
+
+def json_bytes(value: Any) -> bytes:
+    """A JSON column's value as JSON, whatever it holds: what JSON has no type for as its text, and when orjson
+    cannot encode it at all (an int past 64 bits, a lone surrogate), made safe first."""
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return orjson.dumps(json_safe(value))
+
+
 def _integer(limit: int) -> Callable[[Any], int]:
     def convert(value: Any) -> int:
         if isinstance(value, str):

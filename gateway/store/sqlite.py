@@ -29,6 +29,7 @@ from gateway.store.base import (
     StoreUnavailable,
     write_setting_aside_refused,
 )
+from gateway.store.records import json_bytes
 from gateway.store.trace_queries import TraceQueries
 from gateway.telemetry.features import FlagOverride
 from gateway.telemetry.settings import FlagValue
@@ -324,8 +325,7 @@ def _unavailable(exc: BaseException) -> bool:
 
 
 def _json(value: Any) -> str:
-    # default=str: a value JSON has no type for is kept as its text rather than losing the record.
-    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    return json_bytes(value).decode()  # never refused: what JSON cannot hold is kept as text
 
 
 def _row(record: Record) -> Row:

@@ -26,6 +26,8 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from gateway.store.records import json_safe
+
 logger = logging.getLogger("gateway.telemetry")
 
 SUFFIX = ".spool"
@@ -44,22 +46,6 @@ def json_line(record: Any) -> bytes:
         return orjson.dumps(record, default=str, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE)
     except TypeError:
         return orjson.dumps(json_safe(record), option=orjson.OPT_APPEND_NEWLINE)
-
-
-def json_safe(value: Any) -> Any:
-    """A copy JSON can hold: text made valid UTF-8 (a lone surrogate escaped), an int past 64 bits and any other
-    object as text, keys as text."""
-    if value is None or isinstance(value, bool | float):
-        return value
-    if isinstance(value, int):
-        return value if -(2**63) <= value < 2**64 else str(value)
-    if isinstance(value, str):
-        return value if value.isascii() else value.encode("utf-8", "backslashreplace").decode("utf-8")
-    if isinstance(value, dict):
-        return {json_safe(k if isinstance(k, str) else str(k)): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return json_safe(str(value))
 
 
 class Spool:

@@ -43,7 +43,7 @@ async def check_stall_and_recovery(store: Store, outbox: Outbox, hang, recover) 
         outbox.put(records[start : start + 30])
     # Stalled, and everything that waits is on disk: nothing in memory but the put of the moment.
     await until(lambda: outbox.stats()["state"] == "stalled", 20)
-    await until(lambda: outbox.stats()["queued"] == 0 and outbox.stats()["spooled"] >= 300 - outbox.sent + 100, 20)
+    await until(lambda: outbox.stats()["queued"] == 0 and outbox.stats()["spooled"] + outbox.sent >= 400, 20)
     recover()
     await until(lambda: outbox.stats()["state"] == "ok" and outbox.stats()["spooled"] == 0, 30)
     await outbox.close()
