@@ -365,7 +365,7 @@ class Outbox:
             self._failing = True
             if isinstance(exc, TimeoutError):
                 self._stalled = True
-                self._error(f"took longer than {self.write_timeout_s}s to write, stalled, will retry", exc)
+                self._error(f"stalled (a write bounded at {self.write_timeout_s}s), will retry", exc)
             else:
                 self._stalled = False
                 self._error("failed, will retry", exc)
