@@ -34,6 +34,37 @@ class RecordsRefused(Exception):
         self.refused = refused
 
 
+class Unsure:
+    """The rows of a table that may be in it already though their write failed (it timed out, or its connection was
+    lost: the commit may have happened all the same), by record id, and everything right after opening (a batch the
+    previous process wrote before it was killed, and will send again from its spool). Writing any of them again
+    goes through a check that skips the rows the table holds; other batches are written plainly. By id, not "the
+    next batch": the outbox may send a failed batch again in smaller pieces."""
+
+    MAX_IDS = 100_000  # far more than a batch retried in pieces; past it, the oldest are forgotten
+
+    def __init__(self) -> None:
+        self.all = True
+        self.ids: dict[str, None] = {}  # an ordered set
+
+    def about(self, records: Sequence[Record]) -> bool:
+        ids = self.ids
+        return self.all or (bool(ids) and any(str(r.get("id")) in ids for r in records))
+
+    def written(self, records: Sequence[Record]) -> None:
+        self.all = False
+        if self.ids:
+            for r in records:
+                self.ids.pop(str(r.get("id")), None)
+
+    def failed(self, records: Sequence[Record]) -> None:
+        ids = self.ids
+        for r in records:
+            ids[str(r.get("id"))] = None
+        while len(ids) > self.MAX_IDS:
+            del ids[next(iter(ids))]
+
+
 logger = logging.getLogger("gateway.store")
 Row = tuple[Any, ...]
 SLICE = 128  # rows made between pauses: a big batch never holds the event loop for more than a fraction of a ms

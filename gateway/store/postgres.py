@@ -37,6 +37,7 @@ from gateway.store.base import (
     RecordsRefused,
     Row,
     StoreUnavailable,
+    Unsure,
     write_setting_aside_refused,
 )
 from gateway.store.records import json_bytes
@@ -102,8 +103,8 @@ class PostgresStore(TraceQueries):
         self.dsn = dsn
         self.schema = schema
         self.max_size = max_size
-        # Per table, whether the last batch may be in it already (see write).
-        self._unsure = {"model_cost_logs": True, "event_logs": True}
+        # Per table, the rows that may be in it already (see write).
+        self._unsure = {"model_cost_logs": Unsure(), "event_logs": Unsure()}
         self.connect_timeout_s = connect_timeout_s
         self.command_timeout_s = command_timeout_s
         self.ping_timeout_s = ping_timeout_s
@@ -239,9 +240,9 @@ class PostgresStore(TraceQueries):
         """One COPY per batch; the records the server refuses are set aside (RecordsRefused) after the others.
 
         A write that failed or was cancelled midway (its connection lost, the outbox tired of waiting) may have been
-        committed all the same, and the outbox will send the batch again: after such a failure, and for the first
-        write after opening (a batch the previous process may have written before it stopped), rows go through a
-        staging table and only those not in the table already are inserted. Otherwise, a plain COPY."""
+        committed all the same, and the outbox will send its rows again: a batch holding any of them, and the first
+        write after opening (a batch the previous process may have written before it stopped), goes through a
+        staging table and only the rows not in the table already are inserted (Unsure). Otherwise, a plain COPY."""
         await self._write("model_cost_logs", RECORD_COLUMNS, records, _row)
 
     async def write_events(self, events: Sequence[Record]) -> None:
@@ -259,22 +260,23 @@ class PostgresStore(TraceQueries):
             async def copy(conn: Any) -> None:
                 nonlocal attempts
                 attempts += 1
-                if self._unsure[table] or attempts > 1:  # a retry of _run after a lost connection is unsure too
+                if unsure or attempts > 1:  # a retry of _run after a lost connection is unsure too
                     await _copy_new_rows(conn, table, columns, rows)
                 else:
                     await conn.copy_records_to_table(table, records=rows, columns=columns)
 
             await self._run(copy)
 
+        unsure = self._unsure[table].about(records)
         try:
             await write_setting_aside_refused(records, make_row, write, _unavailable, f"postgres {self.where}")
         except RecordsRefused:
-            self._unsure[table] = False  # the others are written
+            self._unsure[table].written(records)  # the others are written, the refused ones set aside
             raise
         except BaseException:  # cancelled too (a shutdown's deadline, a write too slow): it may have committed
-            self._unsure[table] = True
+            self._unsure[table].failed(records)
             raise
-        self._unsure[table] = False
+        self._unsure[table].written(records)
 
     async def events(self, *, limit: int = 100) -> list[Record]:
         sql = f"SELECT {', '.join(_EVENT_COLUMNS)} FROM event_logs ORDER BY ts DESC LIMIT $1"

@@ -27,6 +27,7 @@ from gateway.store.base import (
     Row,
     StoreStalled,
     StoreUnavailable,
+    Unsure,
     write_setting_aside_refused,
 )
 from gateway.store.records import json_bytes
@@ -78,7 +79,7 @@ class SQLiteStore(TraceQueries):
         # same batch, from the spool) skips the rows the table holds already, as the first one after opening does
         # (a batch a process wrote, and was killed before it could say so).
         self._writing: Future[None] | None = None
-        self._unsure = {"model_cost_logs": True, "event_logs": True}
+        self._unsure = {"model_cost_logs": Unsure(), "event_logs": Unsure()}
 
     async def _call(self, fn: Callable[[], T]) -> T:
         try:
@@ -172,21 +173,22 @@ class SQLiteStore(TraceQueries):
             writing = self._writing
             if writing is not None and not writing.done():
                 raise StoreStalled(f"sqlite {self.path}: an earlier write is still waiting for the database")
-            self._writing = future = self._executor.submit(run, batch, self._unsure[table])
+            self._writing = future = self._executor.submit(run, batch, unsure)
             try:
                 await asyncio.wrap_future(future)
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"sqlite {self.path}: {exc}") from exc
 
+        unsure = self._unsure[table].about(records)
         try:
             await write_setting_aside_refused(records, make_row, write, _unavailable, f"sqlite {self.path}")
         except RecordsRefused:
-            self._unsure[table] = False  # the others are written
+            self._unsure[table].written(records)  # the others are written, the refused ones set aside
             raise
         except BaseException:  # cancelled too (a write that took too long): it may commit all the same
-            self._unsure[table] = True
+            self._unsure[table].failed(records)
             raise
-        self._unsure[table] = False
+        self._unsure[table].written(records)
 
     async def events(self, *, limit: int = 100) -> list[Record]:
         def query() -> list[Record]:

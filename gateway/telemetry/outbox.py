@@ -131,6 +131,9 @@ class Outbox:
         self._backoff = 0.0
         self._failing = False
         self._stalled = False  # the last write took longer than write_timeout_s
+        # Records per write from the spool: halved after a write that timed out, doubled back after one that did
+        # not, so that a store slow enough to need more than write_timeout_s for a full batch still gets them all.
+        self._read_size = batch_size
         self._last_drop_warning = -DROP_WARNING_INTERVAL_S
         self._corrupt_seen = 0
         self.sent = 0
@@ -365,6 +368,7 @@ class Outbox:
             self._failing = True
             if isinstance(exc, TimeoutError):
                 self._stalled = True
+                self._read_size = max(1, self._read_size // 2)
                 self._error(f"stalled (a write bounded at {self.write_timeout_s}s), will retry", exc)
             else:
                 self._stalled = False
@@ -378,6 +382,7 @@ class Outbox:
     def _delivered(self) -> None:
         self._failing = self._stalled = False
         self.last_error = ""
+        self._read_size = min(self.batch_size, self._read_size * 2)
 
     async def _set_aside(self, refused: list[tuple[Record, str]]) -> None:
         """Records the sink refused for good: into the dead-letter file (counted there), or dropped and counted."""
@@ -460,7 +465,7 @@ class Outbox:
     def _read_blocking(self) -> list[Record]:
         assert self.spool is not None
         self._retry_ack_blocking()  # in the thread: in order with an ack still running for a cancelled task
-        return self.spool.read(self.batch_size)
+        return self.spool.read(self._read_size)
 
     def _skip_blocking(self, spilled: int) -> None:
         """The batch that was spilled while it was written went through after all: past it in the spool (it is at

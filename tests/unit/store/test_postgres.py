@@ -60,9 +60,9 @@ async def test_a_batch_sent_again_after_an_unsure_failure_or_a_restart_is_not_wr
     now = time.time()
     first = [record(i, ts=now) for i in range(3)]
     await store.write(first)  # the first write after opening already checks
-    store._unsure["model_cost_logs"] = True  # as after a connection lost mid-COPY: the batch may or may not be in
+    store._unsure["model_cost_logs"].failed(first)  # as after a connection lost mid-COPY: they may or may not be in
     await store.write([*first, record(3, ts=now)])
-    assert not store._unsure["model_cost_logs"]  # and the next write is a plain COPY again
+    assert not store._unsure["model_cost_logs"].about(first)  # and the next write is a plain COPY again
     await store.write([record(4, ts=now)])
     restarted = pg.store(schema)  # a new process replaying its spool
     await restarted.open()
@@ -81,8 +81,8 @@ async def test_events_sent_again_after_an_unsure_failure_or_a_restart_are_not_wr
         return {"id": f"e{i}", "ts": now + i, "type": "breaker_opened", "attrs": {"deployment": "d"}}
 
     await store.write_events([event(0), event(1)])  # the first write after opening checks
-    assert not store._unsure["event_logs"]
-    store._unsure["event_logs"] = True  # as after a connection lost mid-COPY
+    assert not store._unsure["event_logs"].about([event(1)])
+    store._unsure["event_logs"].failed([event(1)])  # as after a connection lost mid-COPY
     await store.write_events([event(1), event(2)])
     await store.write_events([event(3)])  # a plain COPY again
     restarted = pg.store(schema)

@@ -5,6 +5,7 @@ its timeout is not doubled)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import uuid
 from pathlib import Path
@@ -80,3 +81,32 @@ async def test_a_locked_sqlite_database_stalls_its_outbox_spools_and_loses_nothi
     finally:
         other.close()
         await store.close()
+
+
+class SlowSink:
+    """A sink that takes a batch of up to `fits` records at once and hangs on anything bigger, as a store slow
+    enough to need more than write_timeout_s for a full batch would."""
+
+    name = "slow"
+
+    def __init__(self, fits: int) -> None:
+        self.fits = fits
+        self.got: list[int] = []
+
+    async def write(self, records) -> None:
+        if len(records) > self.fits:
+            await asyncio.Event().wait()
+        self.got.extend(int(r["i"]) for r in records)
+
+
+async def test_a_store_too_slow_for_a_whole_batch_gets_smaller_ones_and_every_record(tmp_path: Path) -> None:
+    sink = SlowSink(fits=7)
+    outbox = Outbox(
+        sink, registry=CollectorRegistry(), batch_size=50, flush_interval_s=0.01, max_backoff_s=0.05,
+        spool=Spool(tmp_path, max_bytes=1 << 20), write_timeout_s=0.05, spill_after_s=0.5,
+    )  # fmt: skip
+    outbox.start()
+    outbox.put([{"i": i} for i in range(200)])
+    await until(lambda: len(sink.got) == 200, 30)
+    assert sorted(sink.got) == list(range(200))
+    await outbox.close()
