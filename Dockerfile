@@ -71,7 +71,7 @@ USER 10001:10001
 EXPOSE 8080
 STOPSIGNAL SIGTERM
 
-# Liveness only (the process answers); /health/ready also checks the state backend and the store.
+# Liveness only (the process answers); /health/ready says whether it can serve (README, Health).
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('GATEWAY_PORT') or '8080'; r = urllib.request.urlopen(f'http://127.0.0.1:{port}/health/live', timeout=2); sys.exit(0 if r.status == 200 else 1)"]
 

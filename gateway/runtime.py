@@ -17,6 +17,7 @@ from gateway.identity.authenticator import Authenticator
 from gateway.pipeline import Pipeline, build_filter
 from gateway.policy.registry import PolicyRegistry
 from gateway.providers.base import Provider, build_provider
+from gateway.readiness import Readiness
 from gateway.routing.health import HealthRegistry
 from gateway.routing.router import Router
 from gateway.state.base import StateBackend, open_state
@@ -24,6 +25,7 @@ from gateway.store.base import Store, key_store, open_store, policy_store
 from gateway.store.maintenance import StoreMaintenance
 from gateway.telemetry.access_log import AccessLog
 from gateway.telemetry.content import ContentLogger
+from gateway.telemetry.deadletter import DeadLetter
 from gateway.telemetry.events import EventLogSink, Events, WebhookSink, passthrough
 from gateway.telemetry.features import Features, FlagStore, ProjectGate
 from gateway.telemetry.metrics import Metrics
@@ -38,6 +40,7 @@ from gateway.telemetry.tail import TraceTail
 from gateway.telemetry.tokens import TokenCounter
 
 logger = logging.getLogger("gateway")
+STORE_OPEN_TIMEOUT_S = 10.0  # connecting and migrating at start; past it the gateway serves, the store retries
 
 
 class Gateway:
@@ -86,6 +89,7 @@ class Gateway:
                     telemetry.flush_interval_ms,
                     telemetry.store_max_backoff_s,
                     spool_mb,
+                    store=True,
                 )
             )
         for name, sink_config in telemetry.sinks.items():
@@ -138,14 +142,29 @@ class Gateway:
         self.pipeline = Pipeline([build_filter(name, self) for name in config.pipeline])
         auth = [f for f in self.pipeline.filters if isinstance(f, AuthFilter)]
         self.auth: AuthFilter | None = auth[0] if auth else None
+        self.ready = Readiness(self)
 
     def _outbox(
-        self, sink: BatchSink, queue_size: int, batch_size: int, flush_ms: int, max_backoff_s: float, spool_mb: float
+        self,
+        sink: BatchSink,
+        queue_size: int,
+        batch_size: int,
+        flush_ms: int,
+        max_backoff_s: float,
+        spool_mb: float,
+        *,
+        store: bool = False,
     ) -> Outbox:
-        spool_dir = self.config.telemetry.spool_dir
-        spool = None
-        if spool_dir and spool_mb > 0:
-            spool = Spool(self.config.resolve_path(spool_dir) / sink.name, max_bytes=int(spool_mb * 1_048_576))
+        """An outbox for a sink; `store`: the store's records or events, whose writes are bounded by
+        telemetry.write_timeout_s and whose records wait in memory no longer than telemetry.spill_after_ms (an
+        export sink's requests are bounded by its own timeout_s)."""
+        telemetry = self.config.telemetry
+        spool = dead_letter = None
+        if telemetry.spool_dir and spool_mb > 0:
+            folder = self.config.resolve_path(telemetry.spool_dir) / sink.name
+            spool = Spool(folder, max_bytes=int(spool_mb * 1_048_576))
+            if telemetry.dead_letter_max_mb > 0:
+                dead_letter = DeadLetter(folder, sink.name, max_bytes=int(telemetry.dead_letter_max_mb * 1_048_576))
         outbox = Outbox(
             sink,
             registry=self.metrics.registry,
@@ -154,6 +173,9 @@ class Gateway:
             flush_interval_s=flush_ms / 1000,
             max_backoff_s=max_backoff_s,
             spool=spool,
+            dead_letter=dead_letter,
+            write_timeout_s=telemetry.write_timeout_s if store else None,
+            spill_after_s=telemetry.spill_after_ms / 1000 if store else None,
         )
         self.outboxes.append(outbox)
         return outbox
@@ -172,6 +194,7 @@ class Gateway:
                     webhook.flush_interval_ms,
                     telemetry.store_max_backoff_s,
                     telemetry.store_spool_max_mb,
+                    store=True,
                 )  # fmt: skip
             )
         if webhook.url:
@@ -257,11 +280,14 @@ class Gateway:
         await self.state.open()
         if self.store is not None:
             try:
-                await self.store.open()
+                # Bounded: a hung database must not keep the gateway from serving (its writes retry later).
+                async with asyncio.timeout(STORE_OPEN_TIMEOUT_S):
+                    await self.store.open()
             except Exception as exc:  # noqa: BLE001 - a store that is down degrades; readiness reports it
                 logger.error(
-                    "store %s cannot be opened, records wait in the queue: %s", self.config.telemetry.store, exc
-                )
+                    "store %s cannot be opened, records wait in the spool: %s: %s",
+                    self.config.telemetry.store, type(exc).__name__, exc,
+                )  # fmt: skip
         await self.identity.open()
         await self.features.open()
         await self.policies.open()
@@ -304,22 +330,6 @@ class Gateway:
             await self.store.close()
         await self.state.close()
 
-    async def readiness(self) -> tuple[bool, dict[str, str]]:
-        checks: dict[str, str] = {}
-        ready = not self.draining
-        checks["draining"] = "yes" if self.draining else "no"
-        for name, component in (("state", self.state), ("store", self.store)):
-            if component is None:
-                checks[name] = "disabled"
-                continue
-            try:
-                async with asyncio.timeout(1.0):
-                    await component.ping()
-                checks[name] = "ok"
-            except Exception as exc:  # noqa: BLE001 - any failure is a failed check, described
-                ready = False
-                checks[name] = f"unavailable: {type(exc).__name__}"
-        # A broken policy file leaves the previous set in force: serving stays safe, so readiness holds, but the
-        # details say so until the file is fixed.
-        checks["policies"] = f"failed to reload: {self.policies.error}" if self.policies.error else "ok"
-        return ready, checks
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """/health/ready: whether this replica can serve, and its dependencies' states (gateway/readiness.py)."""
+        return await self.ready.check()

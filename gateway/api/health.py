@@ -1,4 +1,6 @@
-"""/health/live (the process answers) and /health/ready (its backends answer and it is not draining)."""
+"""/health/live (the process answers) and /health/ready (this replica can serve: not draining, a usable
+configuration, a deployment available; the store's, state backend's and sinks' states reported, never a reason for
+a 503: see gateway/readiness.py)."""
 
 from __future__ import annotations
 
@@ -34,5 +36,6 @@ class MetricsEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.gateway.metrics.queue_depth.set(len(self.gateway.queue))
+        self.gateway.ready.report()  # gateway_ready and gateway_component_state as of now
         body, content_type = self.gateway.metrics.render()
         await send_json(send, 200, body, [(b"content-type", content_type.encode())])

@@ -2,66 +2,138 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from gateway.store.records import JSON_COLUMNS as JSON_COLUMNS, RECORD_COLUMNS as RECORD_COLUMNS, Record as Record
 
 if TYPE_CHECKING:
     from gateway.identity.keys import VirtualKey
     from gateway.store.analytics_sql import GroupBy, Kind, UsageBy
     from gateway.store.trace_query import TraceQuery
 
-Record = dict[str, Any]
-
-# The columns of model_cost_logs, in the order stores write them; JSON columns are serialised by the store.
-RECORD_COLUMNS = (
-    "id", "ts", "endpoint", "key_name", "key_id", "project", "team", "user_id", "model_requested", "model_served",
-    "provider", "deployment", "status", "error_type", "error_domain", "stream", "latency_ms", "upstream_ms", "ttfb_ms",
-    "ttft_ms", "overhead_ms", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens",
-    "total_tokens", "cost_usd", "usage_source", "spans", "tags", "attempts", "route_reason", "guardrails",
-    "trace_id", "parent_span_id", "content_input", "content_output", "metadata", "client_request_id",
-)  # fmt: skip
-JSON_COLUMNS = frozenset({"spans", "tags", "guardrails", "metadata"})
-
 
 class StoreUnavailable(Exception):
     """The store cannot be reached; callers degrade (the queue keeps records, readiness reports it)."""
 
 
+class StoreStalled(StoreUnavailable, TimeoutError):
+    """An earlier write still waits for the store (a locked or hung database): the store hangs, as a timeout says."""
+
+
+class RecordsRefused(Exception):
+    """The store wrote a batch but for some records it refused: a value it cannot take, whatever its driver raised.
+    Retrying them cannot help, and they must not hold back the records behind them: the outbox sets them aside in
+    its dead-letter file. `refused`: (index in the batch, why) for each."""
+
+    def __init__(self, where: str, refused: list[tuple[int, str]]) -> None:
+        super().__init__(f"{where}: {len(refused)} records refused")
+        self.refused = refused
+
+
+class Unsure:
+    """The rows of a table that may be in it already though their write failed (it timed out, or its connection was
+    lost: the commit may have happened all the same), by record id, and everything right after opening (a batch the
+    previous process wrote before it was killed, and will send again from its spool). Writing any of them again
+    goes through a check that skips the rows the table holds; other batches are written plainly. By id, not "the
+    next batch": the outbox may send a failed batch again in smaller pieces."""
+
+    MAX_IDS = 100_000  # far more than a batch retried in pieces; past it, the oldest are forgotten
+
+    def __init__(self) -> None:
+        self.all = True
+        self.ids: dict[str, None] = {}  # an ordered set
+
+    def about(self, records: Sequence[Record]) -> bool:
+        ids = self.ids
+        return self.all or (bool(ids) and any(str(r.get("id")) in ids for r in records))
+
+    def written(self, records: Sequence[Record]) -> None:
+        self.all = False
+        if self.ids:
+            for r in records:
+                self.ids.pop(str(r.get("id")), None)
+
+    def failed(self, records: Sequence[Record]) -> None:
+        ids = self.ids
+        for r in records:
+            ids[str(r.get("id"))] = None
+        while len(ids) > self.MAX_IDS:
+            del ids[next(iter(ids))]
+
+
 logger = logging.getLogger("gateway.store")
 Row = tuple[Any, ...]
-# A value the driver cannot encode (an int past 64 bits, say): retrying the same rows cannot help.
-UNENCODABLE = (OverflowError, TypeError, ValueError)
+SLICE = 128  # rows made between pauses: a big batch never holds the event loop for more than a fraction of a ms
 
 
-async def write_leaving_out_refused(
-    write: Callable[[list[Row]], Awaitable[None]], rows: list[Row], refused: tuple[type[Exception], ...], where: str
+def describe(exc: BaseException) -> str:
+    """An error as a log line or a status shows it: its type, and its message when it has one."""
+    cause = exc.__cause__ if isinstance(exc, StoreUnavailable) and exc.__cause__ is not None else exc
+    return f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+
+
+async def write_setting_aside_refused(
+    records: Sequence[Record],
+    make_row: Callable[[Record], Row],
+    write: Callable[[list[Row]], Awaitable[None]],
+    unavailable: Callable[[BaseException], bool],
+    where: str,
 ) -> None:
-    """write(rows), one batch. If the database refuses a value (`refused`, the cause of its StoreUnavailable) or
-    the driver cannot encode one, the rows are written one by one and the refused ones left out and logged: one
-    bad value must not hold back every record behind it for ever (the batch would be retried, then spooled,
-    until the spool is full). Any other failure is raised, for the outbox to retry."""
-
-    def is_refused(exc: Exception) -> bool:
-        return isinstance(exc, UNENCODABLE) or isinstance(exc.__cause__, refused)
-
-    try:
-        await write(rows)
-        return
-    except (StoreUnavailable, *UNENCODABLE) as exc:
-        if not is_refused(exc):
-            raise
-    left_out: list[str] = []
-    for row in rows:
+    """Make the rows of a batch and write them with `write`, one transaction. A record whose row cannot be made, or
+    that the store refuses, is set aside (RecordsRefused, raised once all the others are written): when the batch
+    fails for any reason other than the store being unavailable (`unavailable(exc)`, given the driver's error), it
+    is split in halves, and those again, until the rows it refuses are alone; a few writes find one bad row in a
+    batch of a thousand. A failure of the store itself is raised as it is, for the outbox to retry the whole batch
+    (a half written before it is then written again: the stores write a batch after a failure without doubling
+    the rows already there)."""
+    rows: list[Row] = []
+    positions: list[int] = []  # the index in `records` of each row
+    refused: list[tuple[int, str]] = []
+    for i, record in enumerate(records):
+        if i and not i % SLICE:
+            await asyncio.sleep(0)
         try:
-            await write([row])
-        except (StoreUnavailable, *UNENCODABLE) as exc:
-            if not is_refused(exc):
+            rows.append(make_row(record))
+        except Exception as exc:  # noqa: BLE001 - whatever a record's values make the conversion raise
+            refused.append((i, describe(exc)))
+        else:
+            positions.append(i)
+
+    def driver_error(exc: BaseException) -> BaseException:
+        return exc.__cause__ if isinstance(exc, StoreUnavailable) and exc.__cause__ is not None else exc
+
+    async def split(lo: int, hi: int, error: BaseException) -> None:
+        """rows[lo:hi] failed with `error`, not an outage: write its halves, split again what fails."""
+        if hi - lo == 1:
+            refused.append((positions[lo], describe(error)))
+            return
+        mid = (lo + hi) // 2
+        for a, b in ((lo, mid), (mid, hi)):
+            try:
+                await write(rows[a:b])
+            except Exception as exc:  # classified: an outage goes up, anything else is split
+                if unavailable(driver_error(exc)):
+                    raise
+                await split(a, b, exc)
+
+    if rows:
+        try:
+            await write(rows)
+        except Exception as exc:  # as in split
+            if unavailable(driver_error(exc)):
                 raise
-            left_out.append(f"{row[0]} ({type(exc.__cause__ or exc).__name__})")
-    if left_out:
-        logger.error("%s: %d records refused, left out: %s", where, len(left_out), ", ".join(left_out))
+            await split(0, len(rows), exc)
+    if refused:
+        refused.sort()
+        logger.error(
+            "%s: %d of %d records refused, set aside: %s",
+            where, len(refused), len(records), "; ".join(f"#{i} {why}" for i, why in refused[:5]),
+        )  # fmt: skip
+        raise RecordsRefused(where, refused)
 
 
 class Store(Protocol):

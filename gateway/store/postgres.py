@@ -34,14 +34,16 @@ from gateway.store.base import (
     RECORD_COLUMNS,
     PolicyVersion,
     Record,
+    RecordsRefused,
     Row,
     StoreUnavailable,
-    write_leaving_out_refused,
+    Unsure,
+    write_setting_aside_refused,
 )
+from gateway.store.records import json_bytes
 from gateway.store.sqlite import RETENTION_TABLES, migrations
 from gateway.store.trace_queries import TraceQueries
 from gateway.telemetry.features import FlagOverride
-from gateway.telemetry.queue import map_in_slices
 from gateway.telemetry.settings import FlagValue
 
 T = TypeVar("T")
@@ -67,8 +69,9 @@ _LOST = (
     asyncpg.exceptions.CannotConnectNowError,
     ConnectionError,
 )
-# The server refused a value (not the connection): retrying cannot help.
-_REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+# The server's error classes that a row's values cause: data exceptions (a value out of range, bad text),
+# integrity constraints (NOT NULL), program limits (an index row too big).
+_ROW_CLASSES = frozenset({"22", "23", "54"})
 _FAILED = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
 
 
@@ -100,8 +103,8 @@ class PostgresStore(TraceQueries):
         self.dsn = dsn
         self.schema = schema
         self.max_size = max_size
-        self._unsure = True  # whether the last batch may be in the table already (see write)
-        self._events_unsure = True  # the same for event_logs
+        # Per table, the rows that may be in it already (see write).
+        self._unsure = {"model_cost_logs": Unsure(), "event_logs": Unsure()}
         self.connect_timeout_s = connect_timeout_s
         self.command_timeout_s = command_timeout_s
         self.ping_timeout_s = ping_timeout_s
@@ -186,6 +189,12 @@ class PostgresStore(TraceQueries):
                 async with pool.acquire() as conn:
                     try:
                         return await fn(conn)
+                    except asyncio.CancelledError:
+                        # The caller gave up (a write past telemetry.write_timeout_s, a hung server): the
+                        # connection is mid-command, and returning it to the pool would wait for the server to
+                        # cancel that command, as long as the server hangs. Closed here, the pool makes another.
+                        conn.terminate()
+                        raise
                     except _LOST as exc:
                         with contextlib.suppress(asyncpg.InterfaceError):  # the pool may have dropped it already
                             conn.terminate()
@@ -228,56 +237,46 @@ class PostgresStore(TraceQueries):
     # -- records and events -----------------------------------------------------------------------------------
 
     async def write(self, records: Sequence[Record]) -> None:
-        """One COPY: the whole batch or nothing.
+        """One COPY per batch; the records the server refuses are set aside (RecordsRefused) after the others.
 
-        A write whose connection was lost may have been committed all the same (the server's answer is what was
-        lost), and the outbox will send the batch again: after such a failure, and for the first write after
-        opening (a batch the previous process may have written before it stopped), rows go through a staging
-        table and only those not in the table already are inserted. Otherwise, a plain COPY."""
-        if not records:
-            return
-        rows = await map_in_slices(_row, records)
-        try:
-            await write_leaving_out_refused(self._copy, rows, _REFUSED, f"postgres {self.where}")
-        except BaseException:  # cancelled too (a shutdown's deadline): the COPY may have committed all the same
-            self._unsure = True
-            raise
-        self._unsure = False
-
-    async def _copy(self, rows: list[Row]) -> None:
-        attempts = 0
-
-        async def copy(conn: Any) -> None:
-            nonlocal attempts
-            attempts += 1
-            if self._unsure or attempts > 1:  # a retry of _run after a lost connection is unsure too
-                await _copy_new_rows(conn, "model_cost_logs", RECORD_COLUMNS, rows)
-            else:
-                await conn.copy_records_to_table("model_cost_logs", records=rows, columns=RECORD_COLUMNS)
-
-        await self._run(copy)
+        A write that failed or was cancelled midway (its connection lost, the outbox tired of waiting) may have been
+        committed all the same, and the outbox will send its rows again: a batch holding any of them, and the first
+        write after opening (a batch the previous process may have written before it stopped), goes through a
+        staging table and only the rows not in the table already are inserted (Unsure). Otherwise, a plain COPY."""
+        await self._write("model_cost_logs", RECORD_COLUMNS, records, _row)
 
     async def write_events(self, events: Sequence[Record]) -> None:
-        if not events:
+        await self._write("event_logs", _EVENT_COLUMNS, events, _event_row)
+
+    async def _write(
+        self, table: str, columns: Sequence[str], records: Sequence[Record], make_row: Callable[[Record], Row]
+    ) -> None:
+        if not records:
             return
-        rows = [(e["id"], e["ts"], e["type"], e["attrs"]) for e in events]
-        attempts = 0
 
-        async def copy(conn: Any) -> None:
-            # As for records (see write): a batch that may be in already is deduplicated by ts and id.
-            nonlocal attempts
-            attempts += 1
-            if self._events_unsure or attempts > 1:
-                await _copy_new_rows(conn, "event_logs", _EVENT_COLUMNS, rows)
-            else:
-                await conn.copy_records_to_table("event_logs", records=rows, columns=_EVENT_COLUMNS)
+        async def write(rows: list[Row]) -> None:
+            attempts = 0
 
-        try:
+            async def copy(conn: Any) -> None:
+                nonlocal attempts
+                attempts += 1
+                if unsure or attempts > 1:  # a retry of _run after a lost connection is unsure too
+                    await _copy_new_rows(conn, table, columns, rows)
+                else:
+                    await conn.copy_records_to_table(table, records=rows, columns=columns)
+
             await self._run(copy)
-        except BaseException:  # as in write
-            self._events_unsure = True
+
+        unsure = self._unsure[table].about(records)
+        try:
+            await write_setting_aside_refused(records, make_row, write, _unavailable, f"postgres {self.where}")
+        except RecordsRefused:
+            self._unsure[table].written(records)  # the others are written, the refused ones set aside
             raise
-        self._events_unsure = False
+        except BaseException:  # cancelled too (a shutdown's deadline, a write too slow): it may have committed
+            self._unsure[table].failed(records)
+            raise
+        self._unsure[table].written(records)
 
     async def events(self, *, limit: int = 100) -> list[Record]:
         sql = f"SELECT {', '.join(_EVENT_COLUMNS)} FROM event_logs ORDER BY ts DESC LIMIT $1"
@@ -426,11 +425,23 @@ async def _copy_new_rows(conn: Any, table: str, columns: Sequence[str], rows: li
         )
 
 
+def _unavailable(exc: BaseException) -> bool:
+    """Whether a failed write says the server cannot be written (connection, resources, a shutdown, permissions,
+    a missing table: every row would fail the same) rather than that it refuses a row: a data or constraint error
+    from the server, or anything the driver or a conversion raised on the client's side (asyncpg's DataError for a
+    value it cannot encode, OverflowError, UnicodeEncodeError...), is put down to the batch's rows."""
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(getattr(exc, "sqlstate", "") or "")[:2] not in _ROW_CLASSES
+    if isinstance(exc, ValueError):  # asyncpg's client-side DataError is an InterfaceError and a ValueError
+        return False
+    return isinstance(exc, StoreUnavailable | asyncpg.InterfaceError | asyncpg.InternalClientError | OSError)
+
+
 _record_values = operator.itemgetter(*RECORD_COLUMNS)
 
 
-def _row(record: Record) -> tuple[Any, ...]:
-    row: tuple[Any, ...] = _record_values(record)
+def _row(record: Record) -> Row:
+    row: Row = _record_values(record)  # typed when built (gateway/store/records.py)
     for value in row:
         if isinstance(value, str) and "\x00" in value:
             # PostgreSQL's text refuses NUL, which a client can put in a model name or a prompt: dropped.
@@ -442,8 +453,12 @@ def _row(record: Record) -> tuple[Any, ...]:
 _JSON_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
 
 
+def _event_row(event: Record) -> Row:
+    return (str(event["id"]), float(event["ts"]), str(event["type"]), event["attrs"])
+
+
 def _jsonb(value: Any) -> bytes:
-    data = orjson.dumps(value)
+    data = json_bytes(value)  # never refused: what JSON cannot hold is kept as text
     if b"\\u0000" in data:
         data = _JSON_NUL.sub(rb"\1", data)
     return b"\x01" + data

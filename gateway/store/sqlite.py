@@ -10,7 +10,7 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -23,19 +23,33 @@ from gateway.store.base import (
     RECORD_COLUMNS,
     PolicyVersion,
     Record,
+    RecordsRefused,
     Row,
+    StoreStalled,
     StoreUnavailable,
-    write_leaving_out_refused,
+    Unsure,
+    write_setting_aside_refused,
 )
+from gateway.store.records import json_bytes
 from gateway.store.trace_queries import TraceQueries
 from gateway.telemetry.features import FlagOverride
-from gateway.telemetry.queue import map_in_slices
 from gateway.telemetry.settings import FlagValue
 
 T = TypeVar("T")
 
 RETENTION_TABLES = frozenset({"model_cost_logs", "event_logs", "prompt_similarity_logs"})
-_INSERT = f"INSERT INTO model_cost_logs ({', '.join(RECORD_COLUMNS)}) VALUES ({', '.join('?' for _ in RECORD_COLUMNS)})"
+_COLUMNS = ", ".join(RECORD_COLUMNS)
+_INSERT = f"INSERT INTO model_cost_logs ({_COLUMNS}) VALUES ({', '.join('?' for _ in RECORD_COLUMNS)})"
+# For a batch that may be in the table already (see SQLiteStore._write): only the rows it does not hold, by ts and id.
+_INSERT_NEW = (
+    f"INSERT INTO model_cost_logs ({_COLUMNS}) SELECT {', '.join('?' for _ in RECORD_COLUMNS)}"
+    " WHERE NOT EXISTS (SELECT 1 FROM model_cost_logs WHERE ts = ? AND id = ?)"
+)
+_EVENT_INSERT = "INSERT INTO event_logs (id, ts, type, attrs) VALUES (?, ?, ?, ?)"
+_EVENT_INSERT_NEW = (
+    "INSERT INTO event_logs (id, ts, type, attrs) SELECT ?, ?, ?, ?"
+    " WHERE NOT EXISTS (SELECT 1 FROM event_logs WHERE ts = ? AND id = ?)"
+)
 
 
 def migrations(kind: str = "sqlite") -> list[tuple[int, str, str, str]]:
@@ -60,6 +74,12 @@ class SQLiteStore(TraceQueries):
         self._conn: sqlite3.Connection | None = None
         # One thread owns the connection: sqlite3 objects must stay on the thread that made them.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        # The last write handed to the thread. A write the outbox gave up waiting for (a locked database) goes on
+        # there and may still commit: until it is done no other write is queued behind it, and the next one (the
+        # same batch, from the spool) skips the rows the table holds already, as the first one after opening does
+        # (a batch a process wrote, and was killed before it could say so).
+        self._writing: Future[None] | None = None
+        self._unsure = {"model_cost_logs": Unsure(), "event_logs": Unsure()}
 
     async def _call(self, fn: Callable[[], T]) -> T:
         try:
@@ -127,37 +147,48 @@ class SQLiteStore(TraceQueries):
         await self._call(lambda: self._require().execute("SELECT 1").fetchone())
 
     async def write(self, records: Sequence[Record]) -> None:
-        rows = await map_in_slices(_row, records)
+        """One transaction per batch; the records it refuses are set aside (RecordsRefused) after the others."""
+        await self._write("model_cost_logs", records, _row, _INSERT, _INSERT_NEW)
 
-        def insert(batch: list[tuple[Any, ...]]) -> None:
+    async def write_events(self, events: Sequence[Record]) -> None:
+        await self._write("event_logs", events, _event_row, _EVENT_INSERT, _EVENT_INSERT_NEW)
+
+    async def _write(
+        self, table: str, records: Sequence[Record], make_row: Callable[[Record], Row], insert: str, insert_new: str
+    ) -> None:
+        def run(batch: list[Row], unsure: bool) -> None:
             conn = self._require()
             conn.execute("BEGIN")
             try:
-                conn.executemany(_INSERT, batch)
+                if unsure:  # ts and id (the first two columns) bound again for the check
+                    conn.executemany(insert_new, [(*row, row[1], row[0]) for row in batch])
+                else:
+                    conn.executemany(insert, batch)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
 
         async def write(batch: list[Row]) -> None:
-            await self._call(lambda: insert(batch))
-
-        await write_leaving_out_refused(write, rows, _REFUSED, f"sqlite {self.path}")
-
-    async def write_events(self, events: Sequence[Record]) -> None:
-        rows = [(e["id"], e["ts"], e["type"], orjson.dumps(e["attrs"]).decode()) for e in events]
-
-        def insert() -> None:
-            conn = self._require()
-            conn.execute("BEGIN")
+            writing = self._writing
+            if writing is not None and not writing.done():
+                raise StoreStalled(f"sqlite {self.path}: an earlier write is still waiting for the database")
+            self._writing = future = self._executor.submit(run, batch, unsure)
             try:
-                conn.executemany("INSERT INTO event_logs (id, ts, type, attrs) VALUES (?, ?, ?, ?)", rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+                await asyncio.wrap_future(future)
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"sqlite {self.path}: {exc}") from exc
 
-        await self._call(insert)
+        unsure = self._unsure[table].about(records)
+        try:
+            await write_setting_aside_refused(records, make_row, write, _unavailable, f"sqlite {self.path}")
+        except RecordsRefused:
+            self._unsure[table].written(records)  # the others are written, the refused ones set aside
+            raise
+        except BaseException:  # cancelled too (a write that took too long): it may commit all the same
+            self._unsure[table].failed(records)
+            raise
+        self._unsure[table].written(records)
 
     async def events(self, *, limit: int = 100) -> list[Record]:
         def query() -> list[Record]:
@@ -286,12 +317,27 @@ class SQLiteStore(TraceQueries):
         return await self._call(query)
 
 
-# SQLite refused a value (a constraint), or could not bind one: retrying the same rows cannot help.
-_REFUSED = (sqlite3.IntegrityError, sqlite3.InterfaceError)
+def _unavailable(exc: BaseException) -> bool:
+    """Whether a failed write says the database cannot be written (locked, read-only, disk full or failing,
+    damaged) rather than that it refuses a row: anything else (a constraint, a value it cannot bind, whatever the
+    driver or a conversion raised) is put down to the batch's rows, which are then tried apart."""
+    if isinstance(exc, sqlite3.DatabaseError):
+        return isinstance(exc, sqlite3.OperationalError | sqlite3.InternalError) or type(exc) is sqlite3.DatabaseError
+    return isinstance(exc, StoreUnavailable | OSError | MemoryError)
 
 
-def _row(record: Record) -> tuple[Any, ...]:
-    return tuple(orjson.dumps(record[c]).decode() if c in JSON_COLUMNS else record[c] for c in RECORD_COLUMNS)
+def _json(value: Any) -> str:
+    return json_bytes(value).decode()  # never refused: what JSON cannot hold is kept as text
+
+
+def _row(record: Record) -> Row:
+    # Typed when built (gateway/store/records.py); what an older process spooled untyped and the database refuses
+    # is set aside by _write.
+    return tuple(_json(record[c]) if c in JSON_COLUMNS else record[c] for c in RECORD_COLUMNS)
+
+
+def _event_row(event: Record) -> Row:
+    return (str(event["id"]), float(event["ts"]), str(event["type"]), _json(event["attrs"]))
 
 
 def _run_script(conn: sqlite3.Connection, script: str) -> None:

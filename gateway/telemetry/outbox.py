@@ -4,9 +4,15 @@ Records are in memory (older) or in the spool (newer), never interleaved, so tha
 they were put and each exactly once (across a restart too: the spool keeps its cursor). With a spool:
 - the first failed write moves the whole memory queue, the failed batch at its head, to the spool: an outage is
   durable from its first failure, and retries read from the spool;
+- a write that takes longer than `write_timeout_s` has failed (the sink is `stalled`): a hung database is an outage;
+- a record that has waited `spill_after_s` in memory (a slow or hung write ahead of it) moves to the spool with all
+  of memory, the batch being written at its head: a crash then loses nothing older than that. Should that write
+  succeed after all, its records are skipped in the spool;
 - a full memory queue moves to the spool as well, followed by the new records;
 - while the spool holds anything, new records go behind them, and memory is used again once it is empty.
 Without a spool, the failed batch stays at the head of memory and is retried; what does not fit is dropped.
+A record the sink refuses for good (RecordsRefused: a value its store cannot take) is set aside in the sink's
+dead-letter file and counted, and the records behind it go on.
 
 `put` never does file I/O: in spool mode it appends to a pending list that a spooler task writes to the spool on
 a one-thread executor (one thread, and each flush submitted as it takes the list: spool operations stay in order).
@@ -21,21 +27,24 @@ import asyncio
 import logging
 import random
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 
+from gateway.store.base import RecordsRefused
 from gateway.tasks import cancel, spawn, wait_for_wakeup
+from gateway.telemetry.deadletter import DeadLetter
 from gateway.telemetry.queue import Record
+from gateway.telemetry.sink_metrics import sink_metrics
 from gateway.telemetry.spool import Spool
 
 logger = logging.getLogger("gateway.telemetry")
 
 T = TypeVar("T")
+SinkState = Literal["ok", "spooling", "retrying", "stalled"]
 
 FIRST_BACKOFF_S = 0.1
 DROP_WARNING_INTERVAL_S = 10.0  # at most one "dropped" warning per sink in this time: counted always, logged once
@@ -58,35 +67,6 @@ class BatchSink(Protocol):
         """Write a batch; raise to have it retried later, SinkRejected to have it dropped."""
 
 
-class SinkMetrics:
-    """The outboxes' metrics on one registry, created once: several outboxes share them, a label per sink."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.records = Counter(
-            "gateway_sink_records", "Telemetry records by sink and outcome (queued, sent, retried, spooled, "
-            "dropped, rejected).", ["sink", "outcome"], registry=registry,
-        )  # fmt: skip
-        self.queue_depth = Gauge(
-            "gateway_sink_queue_depth", "Records waiting for a sink, in memory and in its spool.", ["sink"],
-            registry=registry, multiprocess_mode="livesum",
-        )  # fmt: skip
-        self.spool_bytes = Gauge(
-            "gateway_sink_spool_bytes", "Bytes waiting in a sink's disk spool.", ["sink"], registry=registry,
-            multiprocess_mode="livesum",
-        )  # fmt: skip
-
-
-# Weak: a registry that is gone (a test's) takes its metrics along, and its id is never mistaken for a new one's.
-_metrics: weakref.WeakKeyDictionary[CollectorRegistry, SinkMetrics] = weakref.WeakKeyDictionary()
-
-
-def sink_metrics(registry: CollectorRegistry) -> SinkMetrics:
-    metrics = _metrics.get(registry)
-    if metrics is None:
-        metrics = _metrics[registry] = SinkMetrics(registry)
-    return metrics
-
-
 class Outbox:
     def __init__(
         self,
@@ -98,6 +78,9 @@ class Outbox:
         flush_interval_s: float = 1.0,
         max_backoff_s: float = 30.0,
         spool: Spool | None = None,
+        dead_letter: DeadLetter | None = None,
+        write_timeout_s: float | None = None,
+        spill_after_s: float | None = None,
     ) -> None:
         self.sink = sink
         self.name = sink.name
@@ -106,16 +89,29 @@ class Outbox:
         self.flush_interval_s = flush_interval_s
         self.max_backoff_s = max_backoff_s
         self.spool = spool
+        self.dead_letter = dead_letter if spool is not None else None  # written from the spool's thread
+        self.write_timeout_s = write_timeout_s
+        self.spill_after_s = spill_after_s if spool is not None else None
         metrics = sink_metrics(registry)
         # Children bound once: a labelled lookup costs several times a bound call.
-        self._queued_c, self._sent_c, self._retried_c, self._spooled_c, self._dropped_c, self._rejected_c = (
+        (
+            self._queued_c, self._sent_c, self._retried_c, self._spooled_c, self._dropped_c, self._rejected_c,
+            self._dead_c,
+        ) = (
             metrics.records.labels(self.name, outcome)
-            for outcome in ("queued", "sent", "retried", "spooled", "dropped", "rejected")
-        )
+            for outcome in ("queued", "sent", "retried", "spooled", "dropped", "rejected", "dead_lettered")
+        )  # fmt: skip
         self._depth_g = metrics.queue_depth.labels(self.name)
         self._bytes_g = metrics.spool_bytes.labels(self.name)
         self._memory: deque[Record] = deque()
+        # With spill_after_s: when each put's records came into memory, (how many, monotonic time), oldest first.
+        self._arrivals: deque[tuple[int, float]] = deque()
         self._inflight: list[Record] = []  # a batch taken from memory: being written, or failed (no spool)
+        self._inflight_since = 0.0  # when the oldest of its records came into memory
+        # How many records at the head of the spool are the batch being written (spilled while it was out): they
+        # are skipped there should the write succeed. Set when spilled; _head_spooled: how many the spool took.
+        self._inflight_spilled = 0
+        self._head_spooled = 0
         self._pending: list[Record] = []  # put in spool mode, for the task to append to the spool
         # How many records pending may hold: queue_size put in spool mode, plus what was moved there from memory.
         self._pending_cap = queue_size
@@ -134,11 +130,17 @@ class Outbox:
         self._spooler: asyncio.Task[None] | None = None
         self._backoff = 0.0
         self._failing = False
+        self._stalled = False  # the last write took longer than write_timeout_s
+        # Records per write from the spool: halved after a write that timed out, doubled back after one that did
+        # not, so that a store slow enough to need more than write_timeout_s for a full batch still gets them all.
+        self._read_size = batch_size
         self._last_drop_warning = -DROP_WARNING_INTERVAL_S
         self._corrupt_seen = 0
         self.sent = 0
         self.retried = 0
         self.rejected = 0
+        self.dead_lettered = 0  # written by the spool thread only
+        self.last_refusal = ""  # why the sink last refused a record for good
         self.spooled = 0  # written by the spool thread only
         self._dropped_here = 0  # by the event loop
         self._dropped_io = 0  # by the spool thread: two counters, so neither thread's += can lose the other's
@@ -167,6 +169,8 @@ class Outbox:
                 self._spool_wakeup.set()
         elif len(self._memory) + n <= self.queue_size:
             self._memory.extend(records)
+            if self.spill_after_s is not None:
+                self._arrivals.append((n, time.monotonic()))
             if len(self._memory) >= self.batch_size:
                 self._wakeup.set()
         elif self.spool is None:
@@ -180,28 +184,37 @@ class Outbox:
             self._pending.extend(records)
             self._pending_cap = self.queue_size + len(self._pending)
             self._memory.clear()
+            self._arrivals.clear()
             self._spool_wakeup.set()
         self._update_gauges()
 
     def stats(self) -> dict[str, object]:
         spooled = len(self.spool) if self.spool is not None and self._opened else 0
-        if spooled or self._pending:
-            state = "spooling"
-        elif self._failing:
-            state = "retrying"
-        else:
-            state = "ok"
         return {
-            "queued": len(self._memory) + len(self._inflight) + len(self._pending),
+            "queued": self._queued(),
             "spooled": spooled,
             "spool_bytes": self.spool.size_bytes if self.spool is not None and self._opened else 0,
             "sent": self.sent,
             "retried": self.retried,
             "dropped": self.dropped,
             "rejected": self.rejected,
-            "state": state,
+            "dead_lettered": self.dead_lettered,
+            "dead_letter_bytes": self.dead_letter.size_bytes if self.dead_letter is not None else 0,
+            "state": self.state,
             "last_error": self.last_error or None,
+            "last_refusal": self.last_refusal or None,
         }
+
+    @property
+    def state(self) -> SinkState:
+        """stalled: the last write took longer than write_timeout_s (the sink hangs); spooling: records wait on
+        disk (the sink fails, or is catching up); retrying: the last write failed, and records wait in memory;
+        ok: the last write went through and nothing waits on disk."""
+        if self._stalled:
+            return "stalled"
+        if (self.spool is not None and self._opened and len(self.spool)) or self._pending:
+            return "spooling"
+        return "retrying" if self._failing else "ok"
 
     @property
     def dropped(self) -> int:
@@ -227,11 +240,34 @@ class Outbox:
     async def _spool_pending(self) -> None:
         while True:
             await wait_for_wakeup(self._spool_wakeup, self.flush_interval_s)
-            if self._pending and not self._inflight and self._opened:
-                try:
+            if not self._opened:
+                continue
+            try:
+                if self._spill_due(time.monotonic()):
+                    await self._spill()
+                # Not while a batch from memory is out, unless it went to the spool first: should it fail, it
+                # must be spooled ahead of these.
+                elif self._pending and (not self._inflight or self._inflight_spilled):
                     await self._flush_pending()
-                except Exception:  # the spooler must outlive any one failed flush
-                    logger.exception("telemetry sink %s: writing to the spool failed", self.name)
+            except Exception:  # the spooler must outlive any one failed flush
+                logger.exception("telemetry sink %s: writing to the spool failed", self.name)
+
+    def _spill_due(self, now: float) -> bool:
+        """Whether a record has waited spill_after_s in memory (in the batch being written, or behind it)."""
+        if self.spill_after_s is None or self._spooling:
+            return False
+        oldest = self._inflight_since if self._inflight else self._arrivals[0][1] if self._arrivals else now
+        return now - oldest >= self.spill_after_s
+
+    async def _spill(self) -> None:
+        """Memory to the spool, the batch being written first (the spool is empty in memory mode): from here on
+        durable, and in order. Its write goes on; if it succeeds, _pump skips those records in the spool."""
+        self._inflight_spilled = len(self._inflight)
+        self._pending[:0] = [*self._inflight, *self._memory]
+        self._memory.clear()
+        self._arrivals.clear()
+        self._spooling = True
+        await self._flush_pending(head=self._inflight_spilled)
 
     async def _open(self) -> bool:
         if self.spool is None or self._opened:
@@ -258,14 +294,25 @@ class Outbox:
                 if not self._inflight and self._memory:
                     take = min(self.batch_size, len(self._memory))
                     self._inflight = [self._memory.popleft() for _ in range(take)]
+                    self._inflight_since = self._taken(take)
                 if self._inflight:
-                    if not await self._deliver(self._inflight):
+                    delivered = await self._deliver(self._inflight)
+                    if self._inflight_spilled:
+                        # Spilled to the spool while it was out: there, at the head, it waits for a retry; or,
+                        # delivered after all, it is skipped.
+                        spilled, self._inflight_spilled, self._inflight = self._inflight_spilled, 0, []
+                        if not delivered:
+                            return False
+                        await self._io(self._skip_blocking, spilled)
+                        continue
+                    if not delivered:
                         if self.spool is not None:
                             # Durable from the first failure: the failed batch, then all behind it, in order.
                             self._pending[:0] = [*self._inflight, *self._memory]
                             self._pending_cap = self.queue_size + len(self._pending)
                             self._inflight = []
                             self._memory.clear()
+                            self._arrivals.clear()
                             self._spooling = True
                             await self._flush_pending()
                         return False
@@ -294,7 +341,8 @@ class Outbox:
     async def _deliver(self, records: list[Record]) -> bool:
         n = len(records)
         try:
-            await self.sink.write(records)
+            async with asyncio.timeout(self.write_timeout_s):
+                await self.sink.write(records)
         except SinkRejected as exc:
             refused = n if exc.records is None else min(n, exc.records)
             self.rejected += refused
@@ -307,17 +355,74 @@ class Outbox:
                 self.name, refused, n, type(exc).__name__, exc,
             )  # fmt: skip
             return True
+        except RecordsRefused as exc:
+            refused_records = [(records[i], why) for i, why in exc.refused if 0 <= i < n]
+            self.sent += n - len(refused_records)
+            self._sent_c.inc(n - len(refused_records))
+            await self._set_aside(refused_records)
+            self._delivered()
+            return True
         except Exception as exc:  # noqa: BLE001 - any other failure is retried
             self.retried += n
             self._retried_c.inc(n)
             self._failing = True
-            self._error("failed, will retry", exc)
+            if isinstance(exc, TimeoutError):
+                self._stalled = True
+                self._read_size = max(1, self._read_size // 2)
+                self._error(f"stalled (a write bounded at {self.write_timeout_s}s), will retry", exc)
+            else:
+                self._stalled = False
+                self._error("failed, will retry", exc)
             return False
         self.sent += n
         self._sent_c.inc(n)
-        self._failing = False
-        self.last_error = ""
+        self._delivered()
         return True
+
+    def _delivered(self) -> None:
+        self._failing = self._stalled = False
+        self.last_error = ""
+        self._read_size = min(self.batch_size, self._read_size * 2)
+
+    async def _set_aside(self, refused: list[tuple[Record, str]]) -> None:
+        """Records the sink refused for good: into the dead-letter file (counted there), or dropped and counted."""
+        if not refused:
+            return
+        self.last_refusal = refused[-1][1]
+        if self.dead_letter is None:
+            self._drop(len(refused), f"the sink refused them ({refused[-1][1]}) and there is no dead-letter file")
+            return
+        await self._io(self._dead_letter_blocking, refused)
+
+    def _dead_letter_blocking(self, refused: list[tuple[Record, str]]) -> None:
+        assert self.dead_letter is not None
+        try:
+            written = self.dead_letter.append(refused)
+        except OSError as exc:
+            written, reason = 0, f"the dead-letter file cannot be written: {type(exc).__name__}: {exc}"
+        else:
+            reason = "the dead-letter file is full"
+        self.dead_lettered += written
+        self._dead_c.inc(written)
+        logger.warning(
+            "telemetry sink %s refused %d records, set aside in %s: %s",
+            self.name, written, self.dead_letter.path, refused[-1][1],
+        )  # fmt: skip
+        if lost := len(refused) - written:
+            self._dropped_io += lost
+            self._dropped_c.inc(lost)
+            self._warn_dropped(lost, reason)
+
+    def _taken(self, n: int) -> float:
+        """n records left memory from its head: forget their arrivals; when the first of them had arrived."""
+        arrivals = self._arrivals
+        first = arrivals[0][1] if arrivals else time.monotonic()
+        while n > 0 and arrivals:
+            count, at = arrivals.popleft()
+            if count > n:
+                arrivals.appendleft((count - n, at))
+            n -= count
+        return first
 
     def _next_backoff(self) -> float:
         """0.1 s, doubling up to max_backoff_s, jittered (so that many workers do not retry in step)."""
@@ -328,18 +433,18 @@ class Outbox:
         # The spooler keeps writing the spool meanwhile.
         await asyncio.sleep(self._next_backoff())
 
-    async def _flush_pending(self) -> None:
+    async def _flush_pending(self, head: int = 0) -> None:
         # Taken and submitted in one step on the event loop: flushes reach the one-thread executor in put's order.
         records, self._pending = self._pending, []
         self._pending_cap = self.queue_size
         self._flushing += 1
-        await self._io(self._append_blocking, records, done=self._flushed)
+        await self._io(self._append_blocking, records, head, done=self._flushed)
 
     def _flushed(self, _: object) -> None:
         self._flushing -= 1
         self._wakeup.set()  # replay what was just spooled
 
-    def _append_blocking(self, records: list[Record]) -> None:
+    def _append_blocking(self, records: list[Record], head: int = 0) -> None:
         # Counted here in the thread, so that the count holds even if the awaiting task is cancelled meanwhile.
         assert self.spool is not None
         try:
@@ -348,6 +453,8 @@ class Outbox:
             written, reason = 0, f"the spool cannot be written: {type(exc).__name__}: {exc}"
         else:
             reason = "the spool is full"
+        if head:  # the batch being written, spilled: how much of it the spool holds, for _skip_blocking
+            self._head_spooled = min(head, written)
         self.spooled += written
         self._spooled_c.inc(written)
         if lost := len(records) - written:
@@ -358,7 +465,16 @@ class Outbox:
     def _read_blocking(self) -> list[Record]:
         assert self.spool is not None
         self._retry_ack_blocking()  # in the thread: in order with an ack still running for a cancelled task
-        return self.spool.read(self.batch_size)
+        return self.spool.read(self._read_size)
+
+    def _skip_blocking(self, spilled: int) -> None:
+        """The batch that was spilled while it was written went through after all: past it in the spool (it is at
+        the head: nothing reads the spool while a batch from memory is out)."""
+        assert self.spool is not None
+        n, self._head_spooled = min(spilled, self._head_spooled), 0
+        if n:
+            self._retry_ack_blocking()
+            self._ack_blocking(len(self.spool.read(n)))
 
     def _ack_blocking(self, n: int) -> None:
         assert self.spool is not None
@@ -410,9 +526,11 @@ class Outbox:
                     break  # all is safe in the spool, for after the restart: only memory needs the deadline
                 await asyncio.sleep(min(max(0.0, end - loop.time()), self._next_backoff()))
         self._closed = True  # from here on, put drops (counted): nothing would deliver it
-        left_over = [*self._inflight, *self._memory, *self._pending]
-        self._inflight, self._pending = [], []
+        inflight = [] if self._inflight_spilled else self._inflight  # spilled: in the spool already
+        left_over = [*inflight, *self._memory, *self._pending]
+        self._inflight, self._pending, self._inflight_spilled = [], [], 0
         self._memory.clear()
+        self._arrivals.clear()
         if left_over and self.spool is not None and opened:
             await self._io(self._append_blocking, left_over)
             logger.warning("telemetry sink %s: %d records spooled for after the restart", self.name, len(left_over))
@@ -435,6 +553,11 @@ class Outbox:
     def _has_work(self) -> bool:
         waiting = len(self.spool) if self.spool is not None and self._opened else 0
         return bool(self._in_memory() or waiting)
+
+    def _queued(self) -> int:
+        """Records in memory (a batch being written that was spilled is counted in the spool)."""
+        inflight = 0 if self._inflight_spilled else len(self._inflight)
+        return len(self._memory) + inflight + len(self._pending)
 
     def _in_memory(self) -> bool:
         return bool(self._memory or self._inflight or self._pending)
@@ -460,6 +583,6 @@ class Outbox:
 
     def _update_gauges(self) -> None:
         waiting = len(self.spool) if self.spool is not None and self._opened else 0
-        self._depth_g.set(len(self._memory) + len(self._inflight) + len(self._pending) + waiting)
+        self._depth_g.set(self._queued() + waiting)
         if self.spool is not None:
             self._bytes_g.set(self.spool.size_bytes if self._opened else 0)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.context import RequestContext, Usage
 from gateway.errors import BudgetExceeded, GatewayError, GuardrailBlocked, PolicyDenied, release_frames
+from gateway.store.records import typed
 from gateway.telemetry.content import ContentLogger, input_text, output_text
 from gateway.telemetry.features import Features
 from gateway.telemetry.metrics import Metrics
@@ -162,53 +163,58 @@ class Recorder:
         return self.content.render(mode, prompt), self.content.render(mode, output_text(answer, streamed))
 
     def to_record(self, ctx: RequestContext) -> Record:
+        """The request's record, every field of its declared type (gateway/store/records.py): values that come
+        from outside (the body's model, a token's claims, an upstream's answer) may be anything, and a record the
+        store cannot take must never be queued. A request refused at validation keeps what it sent, as text."""
         usage = ctx.usage or Usage(source="none")
         principal = ctx.principal
         error = ctx.error
         deployment = ctx.deployment
         start = ctx.started_ns
-        return {
-            "id": ctx.request_id,
-            "ts": ctx.started_at,
-            "endpoint": ctx.endpoint,
-            "key_name": principal.name,
-            "key_id": principal.key_id,
-            "project": principal.project,
-            "team": principal.team,
-            "user_id": principal.user,
-            "model_requested": ctx.model,
-            "model_served": ctx.served_model or (deployment.model if deployment else ""),
-            "provider": ctx.provider,
-            "deployment": f"{deployment.provider}/{deployment.model}" if deployment else "",
-            "status": ctx.status,
-            "error_type": error.error_type if error else "",
-            "error_domain": error.domain if error else "",
-            "stream": ctx.stream,
-            "latency_ms": ctx.total_ns / 1e6,
-            "upstream_ms": ctx.upstream_ns / 1e6,
-            "ttfb_ms": (ctx.upstream_headers_ns - start) / 1e6 if ctx.upstream_headers_ns else None,
-            "ttft_ms": (ctx.first_token_ns - start) / 1e6 if ctx.first_token_ns else None,
-            "overhead_ms": ctx.overhead_ns() / 1e6,
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "cached_tokens": usage.cached_tokens,
-            "reasoning_tokens": usage.reasoning_tokens,
-            "total_tokens": usage.total_tokens,
-            "cost_usd": ctx.cost_usd,
-            "usage_source": usage.source,
-            "spans": _spans(ctx),
-            "tags": ctx.tags,
-            "attempts": ctx.attempts,
-            "route_reason": ctx.route_reason,
-            # What each guardrail check found: types and positions, never the text.
-            "guardrails": ctx.guardrails or [],
-            "trace_id": ctx.trace_id,
-            "parent_span_id": ctx.parent_span_id,
-            "content_input": "",
-            "content_output": "",
-            "metadata": _metadata(ctx.body.get("metadata")),
-            "client_request_id": ctx.client_request_id,  # the client's X-Request-ID; "id" is the gateway's
-        }
+        return typed(
+            {
+                "id": ctx.request_id,
+                "ts": ctx.started_at,
+                "endpoint": ctx.endpoint,
+                "key_name": principal.name,
+                "key_id": principal.key_id,
+                "project": principal.project,
+                "team": principal.team,
+                "user_id": principal.user,
+                "model_requested": ctx.model,
+                "model_served": ctx.served_model or (deployment.model if deployment else ""),
+                "provider": ctx.provider,
+                "deployment": f"{deployment.provider}/{deployment.model}" if deployment else "",
+                "status": ctx.status,
+                "error_type": error.error_type if error else "",
+                "error_domain": error.domain if error else "",
+                "stream": ctx.stream,
+                "latency_ms": ctx.total_ns / 1e6,
+                "upstream_ms": ctx.upstream_ns / 1e6,
+                "ttfb_ms": (ctx.upstream_headers_ns - start) / 1e6 if ctx.upstream_headers_ns else None,
+                "ttft_ms": (ctx.first_token_ns - start) / 1e6 if ctx.first_token_ns else None,
+                "overhead_ms": ctx.overhead_ns() / 1e6,
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "cached_tokens": usage.cached_tokens,
+                "reasoning_tokens": usage.reasoning_tokens,
+                "total_tokens": usage.total_tokens,
+                "cost_usd": ctx.cost_usd,
+                "usage_source": usage.source,
+                "spans": _spans(ctx),
+                "tags": ctx.tags,
+                "attempts": ctx.attempts,
+                "route_reason": ctx.route_reason,
+                # What each guardrail check found: types and positions, never the text.
+                "guardrails": ctx.guardrails or [],
+                "trace_id": ctx.trace_id,
+                "parent_span_id": ctx.parent_span_id,
+                "content_input": "",
+                "content_output": "",
+                "metadata": _metadata(ctx.body.get("metadata")),
+                "client_request_id": ctx.client_request_id,  # the client's X-Request-ID; "id" is the gateway's
+            }
+        )
 
 
 def _metadata(value: Any) -> dict[str, str]:

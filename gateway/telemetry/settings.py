@@ -78,6 +78,14 @@ class TelemetryConfig:
     spool_dir: str = "spool"
     store_spool_max_mb: float = 1024.0
     store_max_backoff_s: float = 30.0  # the store's retries back off exponentially, with jitter, up to this
+    # A write to the store (or its event log) in flight longer than this has failed: the store is `stalled`, and
+    # what waits for it goes to the spool.
+    write_timeout_s: float = 2.0
+    # A record that has waited this long in memory for the store (a slow or hung write ahead of it) goes to the
+    # spool, with everything behind it: about what a kill -9 can lose (see the README's "Nothing lost").
+    spill_after_ms: int = 1000
+    # Each sink's dead-letter file (<spool_dir>/<name>/dead-letter.jsonl): the records it refused for good.
+    dead_letter_max_mb: float = 64.0
     content: ContentConfig = field(default_factory=ContentConfig)
 
 
@@ -119,6 +127,11 @@ def check_telemetry(config: GatewayConfig, problems: list[tuple[str, str]]) -> N
     model = config.similarity.embedding_model
     if model and model not in config.models:
         problems.append(("similarity.embedding_model", f"unknown model {model!r}"))
+    for key in ("write_timeout_s", "spill_after_ms", "flush_interval_ms", "batch_size", "queue_size"):
+        if getattr(telemetry, key) <= 0:
+            problems.append((f"telemetry.{key}", "must be positive"))
+    if telemetry.dead_letter_max_mb < 0:
+        problems.append(("telemetry.dead_letter_max_mb", "must not be negative"))
     if telemetry.content.max_chars <= 0:
         problems.append(("telemetry.content.max_chars", "must be positive"))
     features = config.features

@@ -26,6 +26,8 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from gateway.store.records import json_safe
+
 logger = logging.getLogger("gateway.telemetry")
 
 SUFFIX = ".spool"
@@ -35,6 +37,15 @@ MAX_SLOTS = 1024  # far more workers than any host runs: past this, something el
 
 # (segment, byte offset after a line, lines passed since the read's start)
 Position = tuple[int, int, int]
+
+
+def json_line(record: Any) -> bytes:
+    """A record as one JSON line, whatever it holds: a value JSON has no type for as its text (default=str), and
+    when orjson cannot encode it at all (an int past 64 bits, a lone surrogate), made safe first (json_safe)."""
+    try:
+        return orjson.dumps(record, default=str, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        return orjson.dumps(json_safe(record), option=orjson.OPT_APPEND_NEWLINE)
 
 
 class Spool:
@@ -164,8 +175,7 @@ class Spool:
         chunk: list[bytes] = []
         try:
             for record in records:
-                # default=str: a value orjson cannot encode is kept as text rather than losing the record.
-                line = orjson.dumps(record, default=str) + b"\n"
+                line = json_line(record)
                 if disk + len(line) > self.max_bytes:
                     break
                 if seg is None or (seg_size and seg_size + len(line) > self.segment_bytes):

@@ -4,9 +4,7 @@ the table once — held in the store's outbox and its disk spool meanwhile."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,78 +13,11 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from tests.conftest import KEY, running
+from tests.faults import FaultyProxy
 from tests.integration.helpers import wait_until
-from tests.services import drop_schema, free_port, postgres_fetch, require_postgres
+from tests.services import drop_schema, postgres_fetch, require_postgres
 
 CHAT = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
-
-
-class CuttableProxy:
-    """A TCP proxy on loopback, in a thread of its own: `cut()` closes every connection and refuses new ones until
-    `restore()`."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        self.port = free_port()
-        self.refusing = False
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._loop = asyncio.new_event_loop()
-        self._server: asyncio.Server | None = None
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    def __enter__(self) -> CuttableProxy:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(5)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-    async def _start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-
-    async def _stop(self) -> None:
-        self._close_all()
-        if self._server is not None:
-            self._server.close()
-
-    def _close_all(self) -> None:
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.refusing:
-            writer.transport.abort()
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(Exception):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._writers -= {writer, up_writer}
-
-    def cut(self) -> None:
-        def go() -> None:
-            self.refusing = True
-            self._close_all()
-
-        self._loop.call_soon_threadsafe(go)
-
-    def restore(self) -> None:
-        self.refusing = False
 
 
 def _count(dsn: str, schema: str) -> tuple[int, int]:
@@ -106,7 +37,7 @@ def _schema(dsn: str) -> Iterator[str]:
 def test_postgres_cut_mid_run_fails_no_request_and_loses_no_record(make_config):
     dsn = require_postgres()
     url = urlsplit(dsn)
-    with _schema(dsn) as schema, CuttableProxy(url.hostname or "127.0.0.1", url.port or 5432) as proxy:
+    with _schema(dsn) as schema, FaultyProxy(url.hostname or "127.0.0.1", url.port or 5432) as proxy:
         netloc = url.netloc.rsplit("@", 1)[0] + "@" if "@" in url.netloc else ""
         through = urlunsplit((url.scheme, f"{netloc}127.0.0.1:{proxy.port}", url.path, f"schema={schema}", ""))
         config = make_config(telemetry={"store": through, "flush_interval_ms": 20, "batch_size": 20})
@@ -132,8 +63,8 @@ def test_postgres_cut_mid_run_fails_no_request_and_loses_no_record(make_config):
             store_outbox = next(o for o in gateway.outboxes if o.name == "store")
             assert store_outbox.stats()["spooled"] > 0  # the records waited on disk
             ready = client.get("/health/ready")
-            assert ready.status_code == 503
-            assert "unavailable" in ready.json()["checks"]["store"]
+            assert ready.status_code == 200  # every request succeeds: a telemetry outage is no reason to go unready
+            assert ready.json()["checks"]["store"].startswith(("down", "spooling"))
             proxy.restore()
             load(1.0)
             assert wait_until(lambda: _count(dsn, schema)[0] >= sent, 30)

@@ -128,16 +128,17 @@ def test_ready_reports_each_backend(make_config: Callable[..., GatewayConfig]) -
     with running(make_config()) as (url, _):
         response = httpx.get(f"{url}/health/ready")
         assert response.status_code == 200
-        assert response.json()["checks"] == {"draining": "no", "state": "ok", "store": "ok", "policies": "ok"}
+        checks = response.json()["checks"]
+        assert (checks["draining"], checks["state"], checks["store"], checks["policies"]) == ("no", "ok", "ok", "ok")
         assert httpx.get(f"{url}/health/live").json() == {"status": "ok"}
 
 
-def test_ready_is_503_while_redis_is_unreachable(make_config: Callable[..., GatewayConfig]) -> None:
+def test_ready_reports_redis_unreachable_and_stays_ready(make_config: Callable[..., GatewayConfig]) -> None:
     config = make_config(state={"backend": f"redis://127.0.0.1:{free_port()}/0"})
     with running(config) as (url, _):
         response = httpx.get(f"{url}/health/ready")
-        assert response.status_code == 503
-        assert response.json()["checks"]["state"].startswith("unavailable")
+        assert response.status_code == 200
+        assert response.json()["checks"]["state"].startswith("down")
         # The proxy itself keeps serving: state is not on this request path yet.
         body = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
         assert httpx.post(f"{url}/v1/chat/completions", json=body, headers=HEADERS).status_code == 200

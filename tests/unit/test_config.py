@@ -108,3 +108,14 @@ def test_check_command_accepts_the_shipped_config(capsys):
 def test_check_command_on_a_missing_file(tmp_path, capsys):
     assert main(["check", "--config", str(tmp_path / "none.yaml")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_the_telemetry_store_s_bounds_must_be_positive():
+    text = MINIMAL + "telemetry: {write_timeout_s: 0, spill_after_ms: -1, dead_letter_max_mb: -2}\n"
+    assert problems(text) == [
+        "g.yaml: telemetry.write_timeout_s: must be positive",
+        "g.yaml: telemetry.spill_after_ms: must be positive",
+        "g.yaml: telemetry.dead_letter_max_mb: must not be negative",
+    ]
+    config = parse_config(MINIMAL, source="g.yaml", env={})
+    assert (config.telemetry.write_timeout_s, config.telemetry.spill_after_ms) == (2.0, 1000)

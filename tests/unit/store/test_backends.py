@@ -7,7 +7,8 @@ import time
 import pytest
 
 from gateway.identity.keys import VirtualKey
-from gateway.store.base import KeyStore, PolicyStore, StoreUnavailable
+from gateway.store.base import KeyStore, PolicyStore, RecordsRefused, StoreUnavailable
+from gateway.store.records import typed
 from tests.unit.store.conftest import record
 
 pytestmark = pytest.mark.anyio
@@ -28,11 +29,24 @@ async def test_a_batch_reads_back_newest_first_with_its_json_columns(store):
     await store.ping()
 
 
-async def test_a_record_the_store_refuses_is_left_out_and_the_rest_of_its_batch_written(store):
+async def test_a_record_the_store_refuses_is_set_aside_and_the_rest_of_its_batch_written(store):
     bad = record(2)
-    bad["status"] = None  # NOT NULL: refused whatever the retries, so it must not hold back the others
-    await store.write([record(1), bad, record(3)])
+    bad["model_requested"] = {"a": 1}  # untyped: no text column takes a dict, whatever the retries
+    with pytest.raises(RecordsRefused) as refused:
+        await store.write([record(1), bad, record(3)])
+    assert [i for i, _ in refused.value.refused] == [1]
     assert sorted(r["id"] for r in await store.recent()) == ["r1", "r3"]
+    await store.write([record(4)])  # and the next batch is written as usual
+    assert sorted(r["id"] for r in await store.recent()) == ["r1", "r3", "r4"]
+
+
+async def test_a_typed_record_is_written_whatever_values_it_was_built_with(store):
+    odd = record(2)
+    odd.update(status=None, model_requested={"a": 1}, prompt_tokens=2**70, latency_ms=float("nan"), stream="yes")
+    await store.write([typed(odd)])
+    (back,) = await store.recent()
+    assert (back["status"], back["model_requested"], back["prompt_tokens"]) == (0, '{"a":1}', 2**63 - 1)
+    assert (back["latency_ms"], back["stream"]) == (0.0, 0)
 
 
 async def test_events_read_back_newest_first(store):

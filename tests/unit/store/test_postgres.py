@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 
@@ -10,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from gateway.store.base import StoreUnavailable, open_store
+from gateway.store.base import RecordsRefused, StoreUnavailable, open_store
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import migrations
 from tests.conftest import KEY, running
@@ -59,9 +60,9 @@ async def test_a_batch_sent_again_after_an_unsure_failure_or_a_restart_is_not_wr
     now = time.time()
     first = [record(i, ts=now) for i in range(3)]
     await store.write(first)  # the first write after opening already checks
-    store._unsure = True  # as after a connection lost mid-COPY: the batch may or may not be in
+    store._unsure["model_cost_logs"].failed(first)  # as after a connection lost mid-COPY: they may or may not be in
     await store.write([*first, record(3, ts=now)])
-    assert not store._unsure  # and the next write is a plain COPY again
+    assert not store._unsure["model_cost_logs"].about(first)  # and the next write is a plain COPY again
     await store.write([record(4, ts=now)])
     restarted = pg.store(schema)  # a new process replaying its spool
     await restarted.open()
@@ -80,8 +81,8 @@ async def test_events_sent_again_after_an_unsure_failure_or_a_restart_are_not_wr
         return {"id": f"e{i}", "ts": now + i, "type": "breaker_opened", "attrs": {"deployment": "d"}}
 
     await store.write_events([event(0), event(1)])  # the first write after opening checks
-    assert not store._events_unsure
-    store._events_unsure = True  # as after a connection lost mid-COPY
+    assert not store._unsure["event_logs"].about([event(1)])
+    store._unsure["event_logs"].failed([event(1)])  # as after a connection lost mid-COPY
     await store.write_events([event(1), event(2)])
     await store.write_events([event(3)])  # a plain COPY again
     restarted = pg.store(schema)
@@ -101,14 +102,19 @@ async def test_nul_characters_a_client_sent_are_dropped_not_refused(pg):
     assert back["metadata"] == {"k": "vw", "path": "c:\\u0000"}  # an escaped backslash before u0000 is text
 
 
-async def test_a_record_the_server_refuses_is_left_out_and_the_rest_of_its_batch_written(pg):
+async def test_a_record_the_server_refuses_is_set_aside_and_the_rest_of_its_batch_written(pg):
     store = pg.store()
     await store.open()
     now = time.time()
-    batch = [record(i, ts=now) for i in range(3)]
-    batch[1]["prompt_tokens"] = 2**70  # out of bigint's range: a DataError, not an outage
-    await store.write(batch)
-    assert sorted(r["id"] for r in await store.recent(limit=10)) == ["r0", "r2"]
+    batch = [record(i, ts=now) for i in range(5)]
+    # Too big for the index on (project, ts): the server's "program limit exceeded", a row's fault, not an outage.
+    batch[3]["project"] = os.urandom(8000).hex()
+    with pytest.raises(RecordsRefused) as refused:
+        await store.write(batch)
+    ((index, why),) = refused.value.refused
+    assert index == 3
+    assert "ProgramLimitExceeded" in why
+    assert sorted(r["id"] for r in await store.recent(limit=10)) == ["r0", "r1", "r2", "r4"]
 
 
 async def test_the_next_write_works_after_the_server_closed_the_connections(pg):

@@ -84,7 +84,8 @@ async def test_an_outage_under_continuous_puts_delivers_every_record_once_in_ord
     assert outcome(registry, "spooled") > 0
     assert outcome(registry, "retried") > 0
     await until(lambda: outbox.stats()["state"] == "ok")
-    await until(lambda: sample(registry, "gateway_sink_queue_depth", sink="fake") == 0)  # set as the pump ends
+    # The gauge is set once the last acknowledgement is back from the spool's thread.
+    await until(lambda: sample(registry, "gateway_sink_queue_depth", sink="fake") == 0)
     await outbox.close(deadline_s=1)
     assert spool_files(tmp_path) == []
 
@@ -267,7 +268,7 @@ async def test_stats_and_two_outboxes_on_one_registry(tmp_path: Path):
     await until(lambda: second.stats()["spooled"] == 4)
     assert first.stats() == {
         "queued": 0, "spooled": 0, "spool_bytes": 0, "sent": 3, "retried": 0, "dropped": 0, "rejected": 0,
-        "state": "ok", "last_error": None,
+        "dead_lettered": 0, "dead_letter_bytes": 0, "state": "ok", "last_error": None, "last_refusal": None,
     }  # fmt: skip
     stats = second.stats()
     assert stats["state"] == "spooling"

@@ -257,3 +257,17 @@ def test_slots_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, open
     opened(tmp_path)
     with pytest.raises(BlockingIOError, match="slots are locked"):
         Spool(tmp_path, max_bytes=1 << 20).open()
+
+
+def test_a_record_json_cannot_hold_is_kept_made_safe_never_failing_the_append(
+    tmp_path: Path, opened: Callable[..., Spool]
+):
+    spool = opened(tmp_path)
+    odd = {"i": 1, "big": 2**70, "text": "a\ud800b", "keys": {1: [2**64, "x"]}, "other": object}
+    assert spool.append([{"i": 0}, odd, {"i": 2}]) == 3
+    first, back, last = spool.read(10)
+    assert (first, last) == ({"i": 0}, {"i": 2})
+    assert back["big"] == str(2**70)
+    assert back["text"] == "a\\ud800b"
+    assert back["keys"] == {"1": [str(2**64), "x"]}
+    assert back["other"] == str(object)
