@@ -79,7 +79,7 @@ class Span:
 
 
 class RequestContext:
-    """Created by the endpoint handler once the body is parsed; filters share state only through it."""
+    """Created by the endpoint handler when a request arrives; filters share state only through it."""
 
     __slots__ = (
         "request_id",
@@ -142,13 +142,8 @@ class RequestContext:
         self.started_ns = started_ns if started_ns is not None else time.perf_counter_ns()
         self.headers = headers
         self.client_ip = client_ip
-        self.raw_body = raw_body
-        self.body = body
         self.body_changed = False
-        self.model: str = body.get("model", "")
-        self.stream: bool = body.get("stream") is True
-        options = body.get("stream_options")
-        self.client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+        self.set_body(raw_body, body)
         self.principal: Principal = ANONYMOUS
         self.group: ModelGroup | None = None
         self.deployment: Deployment | None = None
@@ -185,6 +180,16 @@ class RequestContext:
         self.guardrails: list[dict[str, Any]] | None = None
         self.stream_guard: Any = None  # the guardrails' hold-back windows of a streamed answer
         self._trace: tuple[str, str] | None = None
+
+    def set_body(self, raw_body: bytes, body: dict[str, Any]) -> None:
+        """The request's body, once read and parsed: an endpoint makes the context before, so that a request
+        refused on its headers alone (no key) is recorded without its body ever being read."""
+        self.raw_body = raw_body
+        self.body = body
+        self.model: str = body.get("model", "")
+        self.stream: bool = body.get("stream") is True
+        options = body.get("stream_options")
+        self.client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
 
     @property
     def trace_id(self) -> str:
