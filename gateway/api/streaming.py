@@ -86,6 +86,9 @@ async def relay(
     idle_s: float,
     encoder: Encoder = OPENAI_ENCODER,
 ) -> None:
+    """Send the stream to the client and end it: `[DONE]` (or the encoder's end), after an error event when it
+    failed or was cut by the shutdown; nothing more when the client left. The upstream request is closed whenever
+    the stream did not end by itself."""
     started = False
     error: GatewayError | None = None
     try:
