@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from gateway.config import Deployment, ModelGroup
@@ -78,6 +78,13 @@ class Span:
     duration_ns: int
 
 
+class Watched(Protocol):
+    """The request's watch on its client (gateway/api/watch.py), as the router sees it."""
+
+    async def confirm(self) -> None:
+        """Before more is spent on the request (a retry, a fallback): raise CancelledError if its client left."""
+
+
 class RequestContext:
     """Created by the endpoint handler when a request arrives; filters share state only through it."""
 
@@ -122,6 +129,7 @@ class RequestContext:
         "policy",
         "guardrails",
         "stream_guard",
+        "watch",
         "_trace",
     )
 
@@ -179,6 +187,7 @@ class RequestContext:
         # Set by the guardrails filter: what each check found, as plain dicts (types and positions, never text).
         self.guardrails: list[dict[str, Any]] | None = None
         self.stream_guard: Any = None  # the guardrails' hold-back windows of a streamed answer
+        self.watch: Watched | None = None  # set by the endpoint once the body is read
         self._trace: tuple[str, str] | None = None
 
     def set_body(self, raw_body: bytes, body: dict[str, Any]) -> None:

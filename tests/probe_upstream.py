@@ -2,8 +2,8 @@
 
 It records each request with the time it arrived and each connection with the time the gateway closed it, which
 an ASGI app cannot see (its handler runs on after the client left). The model name steers it: `hang*` never
-answers; `drip*` answers a stream with one chunk every `drip_interval_s`, for ever; `fail*` answers 500; anything
-else a whole chat completion at once.
+answers; `drip*` answers a stream with one chunk every `drip_interval_s`, for ever; `fail*` answers 500 with
+Retry-After: 1; `gated*` answers 503 when the test calls `open_gates()`; anything else a whole chat completion.
 """
 
 from __future__ import annotations
@@ -31,13 +31,26 @@ class ProbeUpstream:
     requests: list[Seen] = field(default_factory=list)
     closed: dict[int, float] = field(default_factory=dict)  # connection -> time.monotonic() it was closed
     _count: int = 0
+    _gated: list[asyncio.Transport] = field(default_factory=list)
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    def open_gates(self) -> None:
+        """Answer every `gated` request waiting so far with a 503 (a retryable failure)."""
+
+        def answer() -> None:
+            payload = orjson.dumps({"error": {"message": "upstream overloaded", "type": "server_error"}})
+            while self._gated:
+                self._gated.pop().write(_response(503, b"application/json", payload))
+
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(answer)
 
     def connection_closed(self, connection: int) -> float | None:
         return self.closed.get(connection)
 
     @contextlib.contextmanager
     def serve(self) -> Iterator[str]:
-        loop = asyncio.new_event_loop()
+        loop = self._loop = asyncio.new_event_loop()
         server = loop.run_until_complete(loop.create_server(lambda: _Protocol(self), "127.0.0.1", 0))
         thread = threading.Thread(target=loop.run_forever, daemon=True)
         thread.start()
@@ -87,9 +100,12 @@ class _Protocol(asyncio.Protocol):
         assert self.transport is not None
         if model.startswith("hang"):
             return
+        if model.startswith("gated"):
+            self.upstream._gated.append(self.transport)
+            return
         if model.startswith("fail"):
             payload = orjson.dumps({"error": {"message": "upstream failed", "type": "server_error"}})
-            self.transport.write(_response(500, b"application/json", payload))
+            self.transport.write(_response(500, b"application/json", payload, b"retry-after: 1\r\n"))
             return
         if model.startswith("drip"):
             head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
@@ -117,10 +133,6 @@ class _Protocol(asyncio.Protocol):
         self.drip = asyncio.get_running_loop().call_later(self.upstream.drip_interval_s, self._drip, model, n + 1)
 
 
-def _response(status: int, content_type: bytes, body: bytes) -> bytes:
-    return b"HTTP/1.1 %d X\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n%s" % (
-        status,
-        content_type,
-        len(body),
-        body,
-    )
+def _response(status: int, content_type: bytes, body: bytes, extra: bytes = b"") -> bytes:
+    head = b"HTTP/1.1 %d X\r\ncontent-type: %s\r\ncontent-length: %d\r\n" % (status, content_type, len(body))
+    return head + extra + b"\r\n" + body

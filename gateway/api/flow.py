@@ -99,6 +99,7 @@ class PipelineEndpoint:
                 body, raw = self.parse(raw)
                 ctx.set_body(raw, body)
                 watch.listen(receive)
+                ctx.watch = watch
                 reply = await gateway.pipeline.run(ctx, entered)
                 if reply.stream is not None:
                     await relay(

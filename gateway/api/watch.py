@@ -47,7 +47,7 @@ class Watch:
         self.foreign = False  # a cancellation that was not this watch's (the server's own deadline) was absorbed
         self._cancelled = False  # this watch cancelled the task and has not taken it back yet
         self._receive: Receive | None = None
-        self._receiver: asyncio.Task[Any] | None = None
+        self._receiver: asyncio.Future[Any] | None = None
         self._requests: OpenRequests | None = requests  # None once closed
         requests.watches.add(self)
 
@@ -58,6 +58,19 @@ class Watch:
         if self._requests is not None:
             self._requests.listening(self)
 
+    async def confirm(self) -> None:
+        """Before more is spent on the request (a retry, a fallback): listen now if it does not yet, and stop here
+        (CancelledError) if the client has already left. A server's receive() answers a gone client at once: its
+        task's first step, which runs before this one resumes, already has the answer."""
+        if self._receiver is None:
+            self._start()
+            await asyncio.sleep(0)
+        receiver = self._receiver
+        if receiver is not None and receiver.done():
+            self._received(receiver)  # as its callback will, but before the next attempt can begin
+        if self._cancelled:
+            await asyncio.sleep(0)  # the cancellation lands here
+
     def _start(self) -> None:
         """Start the receive() that returns when the client leaves (or the response is complete)."""
         receive = self._receive
@@ -67,8 +80,8 @@ class Watch:
         receiver = self._receiver = asyncio.ensure_future(receive(), loop=self.task.get_loop())
         receiver.add_done_callback(self._received)
 
-    def _received(self, receiver: asyncio.Task[Any]) -> None:
-        if self._requests is None or receiver.cancelled():
+    def _received(self, receiver: asyncio.Future[Any]) -> None:
+        if self._requests is None or receiver is not self._receiver or receiver.cancelled():
             return
         if receiver.exception() is not None:  # a server that cannot say: the request runs on, unwatched
             return

@@ -95,6 +95,8 @@ class Router:
         position = 0
         while position < len(chain):
             name, current = chain[position]
+            if position:
+                await _client_still_there(ctx)
             if position and chain[position - 1][0] != name:
                 self._fallback(ctx, chain[position - 1][0], name, type(last).__name__ if last else "unavailable")
             try:
@@ -153,6 +155,7 @@ class Router:
                 if delay > self.config.backoff.max_s and len(group.deployments) == 1:
                     raise  # the upstream asks for a longer wait than we may hold the client: fall back instead
                 await asyncio.sleep(min(delay, self.config.backoff.max_s))
+                await _client_still_there(ctx)
                 continue
             except BaseException:  # cancelled (the client left, the shutdown): no verdict either
                 if probe:
@@ -226,6 +229,12 @@ class Router:
     def _fallback(self, ctx: RequestContext, source: str, target: str, reason: str) -> None:
         ctx.tags["fallback"] = f"{source}->{target}"
         self.events.emit("fallback_used", model=source, fallback=target, reason=reason)
+
+
+async def _client_still_there(ctx: RequestContext) -> None:
+    """Before a retry or a fallback: a client that has left cancels the request here, not after one more call."""
+    if ctx.watch is not None:
+        await ctx.watch.confirm()
 
 
 def _special_fallback(exc: UpstreamError, group: ModelGroup) -> str:

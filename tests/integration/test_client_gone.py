@@ -20,6 +20,7 @@ import orjson
 import pytest
 
 from gateway import pipeline
+from gateway.api import watch as watch_module
 from gateway.config import GatewayConfig
 from gateway.context import RequestContext
 from gateway.runtime import Gateway
@@ -173,14 +174,42 @@ def test_leaving_during_a_retry_backoff_starts_no_further_attempt(
     probe_url, upstream = probe
     overrides = probe_overrides(probe_url)
     overrides["models"]["fail"] = {"deployments": [{"provider": "probe", "model": "fail-1"}], "fallbacks": ["spare"]}
-    overrides["routing"]["backoff"] = {"base_s": 1.0, "max_s": 1.0}
+    overrides["routing"]["backoff"] = {"base_s": 1.0, "max_s": 2.0}
     with running(make_config(**overrides)) as (url, _):
         sock = connect(url)
         sock.sendall(request_bytes("/v1/chat/completions", chat("fail"), AUTH))
-        assert wait_until(lambda: len(upstream.requests) == 1, timeout=5)  # failed, now backing off (~1 s)
+        assert wait_until(lambda: len(upstream.requests) == 1, timeout=5)  # failed, backing off >= 1 s (Retry-After)
         leave(sock)
         assert_cut_by_client(only_record(db_path))
     assert [seen.model for seen in upstream.requests] == ["fail-1"]
+
+
+@pytest.mark.parametrize("then", ["retry", "fallback"])
+def test_a_client_gone_before_a_retry_or_fallback_stops_the_request_there(
+    make_config: Callable[..., GatewayConfig],
+    probe: tuple[str, ProbeUpstream],
+    db_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    then: str,
+) -> None:
+    """The first attempt fails after the client left but before its request listens for a disconnect (the sweep is
+    held off here): the router asks before the next attempt, and none starts."""
+    monkeypatch.setattr(watch_module, "LISTEN_AFTER_S", 60.0)
+    probe_url, upstream = probe
+    overrides = probe_overrides(probe_url)
+    overrides["models"]["gated"] = {"deployments": [{"provider": "probe", "model": "gated-1"}], "fallbacks": ["spare"]}
+    overrides["routing"]["retries"] = 1 if then == "retry" else 0
+    with running(make_config(**overrides)) as (url, gateway):
+        sock = connect(url)
+        sock.sendall(request_bytes("/v1/chat/completions", chat("gated"), AUTH))
+        assert wait_until(lambda: len(upstream.requests) == 1, timeout=5)
+        leave(sock)
+        (watch,) = gateway.open_requests.watches
+        cycle = watch._receive.__self__  # type: ignore[union-attr]  # uvicorn's: it knows the client has gone
+        assert wait_until(lambda: cycle.disconnected, timeout=5)
+        upstream.open_gates()
+        assert_cut_by_client(only_record(db_path))
+    assert [seen.model for seen in upstream.requests] == ["gated-1"]
 
 
 class HeldFilter:
