@@ -16,8 +16,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+import jwt
 import orjson
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from gateway import pipeline
 from gateway.api import watch as watch_module
@@ -27,6 +34,7 @@ from gateway.runtime import Gateway
 from tests.conftest import KEY, running
 from tests.integration.helpers import wait_until
 from tests.probe_upstream import ProbeUpstream
+from tests.servers import serve
 
 # Generous: the gateway closes the upstream within a few ms; this only has to hold on a loaded machine.
 CLOSE_DEADLINE_S = 2.0
@@ -327,3 +335,32 @@ def test_leaving_after_the_upstream_was_called_keeps_the_token_reservation(
         assert second.recv(65536).startswith(b"HTTP/1.1 429")
         second.close()
     assert len(upstream.requests) == 1
+
+
+def test_leaving_while_the_key_is_checked_calls_no_upstream(
+    make_config: Callable[..., GatewayConfig], db_path: Path
+) -> None:
+    """The client leaves while its JWT's key is fetched from the JWKS (a slow identity provider): once the key is
+    known good, the gateway finds the client gone before it reads a body or calls anything."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = {**orjson.loads(RSAAlgorithm.to_jwk(key.public_key())), "use": "sig", "alg": "RS256"}
+    fetches: list[float] = []
+
+    async def jwks(request: Request) -> Response:
+        fetches.append(time.monotonic())
+        if len(fetches) == 1:  # at start-up: not the key the token names yet
+            return Response(orjson.dumps({"keys": [{**jwk, "kid": "old"}]}), media_type="application/json")
+        await asyncio.sleep(0.5)
+        return Response(orjson.dumps({"keys": [{**jwk, "kid": "new"}]}), media_type="application/json")
+
+    with serve(Starlette(routes=[Route("/jwks.json", jwks)])) as issuer:
+        jwt_config = {"jwks_url": f"{issuer}/jwks.json", "jwks_min_refresh_s": 0}
+        with running(make_config(auth={"jwt": jwt_config})) as (url, gateway):
+            token = jwt.encode({"sub": "ada", "exp": int(time.time()) + 60}, key, algorithm="RS256",
+                               headers={"kid": "new"})  # fmt: skip
+            sock = connect(url)
+            sock.sendall(request_bytes("/v1/chat/completions", chat("demo"), {"authorization": f"Bearer {token}"}))
+            assert wait_until(lambda: len(fetches) == 2, timeout=5)  # the unknown kid is being fetched
+            leave(sock)
+            assert_cut_by_client(only_record(db_path))
+            assert gateway.providers["mock"].calls == {}  # type: ignore[attr-defined]
