@@ -130,13 +130,25 @@ class FastRoutes:
 
 def _drain_on_sigterm(gateway: Gateway) -> Any:
     """Turn /health/ready to 503 as soon as SIGTERM arrives; after server.drain_delay_s (time for a load balancer
-    to see it), let uvicorn's own handler stop accepting and wait for in-flight requests up to drain_timeout_s."""
+    to see it), let uvicorn's own handler stop accepting and wait for in-flight requests; after drain_timeout_s
+    more, end those still running (gateway/api/watch.py: an error event and [DONE] for a stream, a 503 for a
+    whole request, records that say so)."""
     try:
         previous = signal.getsignal(signal.SIGTERM)
     except ValueError:
         return lambda: None
     loop = asyncio.get_running_loop()
-    delay = gateway.config.server.drain_delay_s
+    server = gateway.config.server
+
+    def stop(signum: int, frame: Any) -> None:
+        assert callable(previous)
+        previous(signum, frame)
+        loop.call_later(server.drain_timeout_s, cut)
+
+    def cut() -> None:
+        count = gateway.open_requests.cut()
+        if count:
+            logger.warning("drain time over: %d request(s) still running were ended (server_shutting_down)", count)
 
     def handler(signum: int, frame: Any) -> None:
         if not callable(previous):
@@ -145,11 +157,9 @@ def _drain_on_sigterm(gateway: Gateway) -> Any:
             previous(signum, frame)
             return
         gateway.draining = True
-        logger.info("SIGTERM: draining (ready is 503), stopping in %g s", delay)
-        if delay > 0:
-            loop.call_later(delay, previous, signum, frame)
-        else:
-            previous(signum, frame)
+        logger.info("SIGTERM: draining (ready is 503), stopping in %g s", server.drain_delay_s)
+        # A signal handler runs between two bytecodes of whatever the loop was doing: it only hands over.
+        loop.call_soon_threadsafe(loop.call_later, server.drain_delay_s, stop, signum, frame)
 
     try:
         signal.signal(signal.SIGTERM, handler)

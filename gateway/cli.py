@@ -88,6 +88,7 @@ def _check_runtime(config: GatewayConfig, source: str) -> None:
 def serve_command(config: GatewayConfig, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from gateway.api.watch import CUT_MARGIN_S
     from gateway.server import uvicorn_options
 
     _check_runtime(config, args.config)
@@ -111,7 +112,9 @@ def serve_command(config: GatewayConfig, args: argparse.Namespace) -> int:
         "server_header": False,
         # X-Forwarded-For is trusted only from configured proxies, by the gateway itself, not by uvicorn.
         "proxy_headers": False,
-        "timeout_graceful_shutdown": config.server.drain_timeout_s,
+        # The gateway ends what still runs at drain_timeout_s itself (gateway/api/watch.py CUT_MARGIN_S); uvicorn's
+        # deadline is the backstop.
+        "timeout_graceful_shutdown": config.server.drain_timeout_s + CUT_MARGIN_S,
     }
     # uvicorn re-raises the stop signal once it has shut down gracefully; with these handlers in place that
     # re-raise returns here instead of killing the process, so a drained gateway exits 0.

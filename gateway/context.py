@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from gateway.config import Deployment, ModelGroup
@@ -78,8 +78,15 @@ class Span:
     duration_ns: int
 
 
+class Watched(Protocol):
+    """The request's watch on its client (gateway/api/watch.py), as the router sees it."""
+
+    async def confirm(self) -> None:
+        """Before more is spent on the request (a retry, a fallback): raise CancelledError if its client left."""
+
+
 class RequestContext:
-    """Created by the endpoint handler once the body is parsed; filters share state only through it."""
+    """Created by the endpoint handler when a request arrives; filters share state only through it."""
 
     __slots__ = (
         "request_id",
@@ -123,6 +130,7 @@ class RequestContext:
         "policy",
         "guardrails",
         "stream_guard",
+        "watch",
         "_trace",
     )
 
@@ -145,13 +153,8 @@ class RequestContext:
         self.started_ns = started_ns if started_ns is not None else time.perf_counter_ns()
         self.headers = headers
         self.client_ip = client_ip
-        self.raw_body = raw_body
-        self.body = body
         self.body_changed = False
-        self.model: str = body.get("model", "")
-        self.stream: bool = body.get("stream") is True
-        options = body.get("stream_options")
-        self.client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+        self.set_body(raw_body, body)
         self.principal: Principal = ANONYMOUS
         self.group: ModelGroup | None = None
         self.deployment: Deployment | None = None
@@ -187,7 +190,18 @@ class RequestContext:
         # Set by the guardrails filter: what each check found, as plain dicts (types and positions, never text).
         self.guardrails: list[dict[str, Any]] | None = None
         self.stream_guard: Any = None  # the guardrails' hold-back windows of a streamed answer
+        self.watch: Watched | None = None  # set by the endpoint once the body is read
         self._trace: tuple[str, str] | None = None
+
+    def set_body(self, raw_body: bytes, body: dict[str, Any]) -> None:
+        """The request's body, once read and parsed: an endpoint makes the context before, so that a request
+        refused on its headers alone (no key) is recorded without its body ever being read."""
+        self.raw_body = raw_body
+        self.body = body
+        self.model: str = body.get("model", "")
+        self.stream: bool = body.get("stream") is True
+        options = body.get("stream_options")
+        self.client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
 
     @property
     def trace_id(self) -> str:

@@ -14,6 +14,8 @@
     │   ├── RequestTimeout            408 code=request_timeout: a head or a body that stopped arriving
     │   ├── RequestTooLarge           413 invalid_request_error
     │   ├── RequestHeadersTooLarge    431 code=request_header_too_large: a head over server.max_header_bytes
+    │   ├── ClientClosed              499 code=client_closed: the client left before the answer was whole (recorded,
+    │   │                             never sent; nginx's status)
     │   └── RateLimited               429 rate_limit_error + Retry-After
     │       └── BudgetExceeded        429 insufficient_quota, code=budget_exceeded, x-should-retry: false
     ├── UpstreamError                 domain=provider: carries the provider
@@ -22,6 +24,7 @@
     │   ├── UpstreamRejected          the provider's own status and message, passed through
     │   └── NoDeploymentAvailable     503 every deployment of the model is drained, open or over capacity
     ├── ServiceUnavailable            domain=gateway: 503, a component the request needs is down (the key store)
+    │   └── ServerShuttingDown        503 code=server_shutting_down: still running at the end of the drain time
     └── InternalError                 domain=gateway: 500, a generic message; details only in logs
 
 Errors are raised where they are detected and rendered in one place: `GatewayError.to_json()`.
@@ -198,6 +201,17 @@ class RequestHeadersTooLarge(ClientError):
     default_code = "request_header_too_large"
 
 
+class ClientClosed(ClientError):
+    """The client closed its connection before the answer was whole: what was running for it is cancelled. Only
+    the record and the metrics see it; 499 is nginx's status for it."""
+
+    status = 499
+    default_code = "client_closed"
+
+    def __init__(self, message: str = "The client closed the connection before the answer was complete.") -> None:
+        super().__init__(message)
+
+
 class RateLimited(ClientError):
     status = 429
     type = "rate_limit_error"
@@ -285,6 +299,17 @@ class ServiceUnavailable(GatewayError):
     status = 503
     type = "service_unavailable"
     default_code = "service_unavailable"
+
+
+class ServerShuttingDown(ServiceUnavailable):
+    """The gateway is shutting down and the request was still running at the end of `server.drain_timeout_s`: a
+    stream ends with this error event, a whole request gets it as its answer. Retrying elsewhere is safe."""
+
+    default_code = "server_shutting_down"
+
+    def __init__(self, message: str = "The gateway is shutting down and could not finish this request in time; "
+                 "retry it.") -> None:  # fmt: skip
+        super().__init__(message)
 
 
 class InternalError(GatewayError):

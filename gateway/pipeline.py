@@ -84,9 +84,9 @@ class Pipeline:
             f for f in reversed(self.filters) if isinstance(f, ChunkFilter)
         )
 
-    async def run(self, ctx: RequestContext) -> tuple[Reply, list[Filter]]:
-        """Run the request phase. Returns the reply and the filters that were entered, for `complete`."""
-        entered: list[Filter] = []
+    async def run(self, ctx: RequestContext, entered: list[Filter]) -> Reply:
+        """Run the request phase, appending each stage to `entered` as it starts, for `complete`. The caller owns
+        that list so that a request cancelled midway (its client left) still settles the stages it entered."""
         reply: Reply | None = None
         try:
             for stage in self.filters:
@@ -104,7 +104,7 @@ class Pipeline:
         if reply is None:  # only when a pipeline has no terminal stage, which config checks forbid
             ctx.error = GatewayError("The pipeline produced no answer.")
             reply = Reply.from_error(ctx.error)
-        return reply, entered
+        return reply
 
     async def complete(self, ctx: RequestContext, reply: Reply, entered: list[Filter]) -> Reply:
         """The response phase, in reverse order. For a stream, called after it has ended."""

@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any, cast
 
+from gateway.api.watch import OpenRequests
 from gateway.config import GatewayConfig, ModelGroup
 from gateway.context import RequestContext
 from gateway.filters.auth import AuthFilter
@@ -48,6 +49,7 @@ class Gateway:
         self.config = config
         self.started_at = int(time.time())
         self.draining = False
+        self.open_requests = OpenRequests()  # what the shutdown cuts at the end of its drain time
         self.metrics = Metrics()
         enabled = config.enabled_providers()
         for name in config.providers.keys() - enabled.keys():

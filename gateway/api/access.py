@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway import roles
+from gateway.api.flow import CONNECTION_CLOSE, unread_body
 from gateway.api.http import JSON_TYPE, encode_headers, scope_id_headers, send_json
 from gateway.context import Principal
 from gateway.errors import GatewayError, InvalidRequest, ServiceUnavailable
@@ -55,12 +56,15 @@ class AdminEndpoint:
             status, body = await self.handle(scope, receive)
         except StoreUnavailable:
             error: GatewayError = ServiceUnavailable("The store cannot be reached; try again shortly.")
-            await send_json(send, error.status_code, error.to_json(), headers)
-            return
         except GatewayError as exc:
-            await send_json(send, exc.status_code, exc.to_json(), headers + encode_headers(exc.headers))
+            error = exc
+        else:
+            await send_json(send, status, orjson.dumps(body), headers)
             return
-        await send_json(send, status, orjson.dumps(body), headers)
+        # Callers are authorized before their body is read: a refused one may leave a large body unread.
+        if unread_body(scope["headers"]):
+            headers.append(CONNECTION_CLOSE)
+        await send_json(send, error.status_code, error.to_json(), headers + encode_headers(error.headers))
 
     async def handle(self, scope: Scope, receive: Receive) -> tuple[int, Any]:
         raise NotImplementedError

@@ -8,95 +8,49 @@ encoder. Every error this endpoint answers goes through `send_error`, in Anthrop
 
 from __future__ import annotations
 
-import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from gateway.api.http import client_request_id, parse_json_object, read_body, send_json
+from gateway.api.flow import PipelineEndpoint
+from gateway.api.http import parse_json_object, send_json
 from gateway.api.openai import response_headers
-from gateway.api.streaming import relay
+from gateway.api.streaming import Encoder
 from gateway.context import RequestContext
-from gateway.errors import GatewayError, InternalError, UpstreamUnavailable
-from gateway.ids import new_id
+from gateway.errors import UpstreamUnavailable
 from gateway.pipeline import Reply
 from gateway.translate.anthropic_answer import error_json, openai_error_message, to_message
 from gateway.translate.anthropic_ingress import to_chat_request
 from gateway.translate.anthropic_stream import AnthropicEncoder
-from gateway.types import Headers, Receive, Scope, Send
+from gateway.types import Headers, Send
 
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
 
-logger = logging.getLogger("gateway")
 
+class MessagesEndpoint(PipelineEndpoint):
+    """Anthropic's Messages API on the pipeline: the request's life is PipelineEndpoint's."""
 
-class MessagesEndpoint:
-    """A raw ASGI endpoint, its own last error guard like CompletionEndpoint (the app routes it past Starlette)."""
+    api = "anthropic"
 
     def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.max_body = int(gateway.config.server.max_body_mb * 1_048_576)
+        super().__init__(gateway, "chat/completions")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter_ns()
-        gateway = self.gateway
-        client = scope.get("client")
-        raw = b""
-        body: dict[str, Any] = {}
-        error: GatewayError | None = None
-        try:
-            raw = await read_body(scope, receive, self.max_body)
-            body = to_chat_request(parse_json_object(raw))
-            # Providers forward ctx.raw_body when no filter changed the request: it must be the canonical body.
-            raw = orjson.dumps(body)
-        except GatewayError as exc:
-            error = exc
-        ctx = RequestContext(
-            request_id=new_id(),
-            endpoint="chat/completions",
-            headers=with_api_key(scope["headers"]),
-            raw_body=raw,
-            body=body,
-            client_ip=client[0] if client else "",
-            started_ns=started,
-            client_request_id=client_request_id(scope),
-        )
-        ctx.tags["api"] = "anthropic"
-        gateway.metrics.in_flight.inc()
-        try:
-            if error is not None:
-                ctx.error = error
-                await send_error(ctx, send, error.status_code, error.message, error.headers)
-                return
-            reply, entered = await gateway.pipeline.run(ctx)
-            if reply.stream is None:
-                reply = await gateway.pipeline.complete(ctx, reply, entered)
-                await self._answer(ctx, reply, send)
-            else:
-                encoder = AnthropicEncoder(message_id(ctx), ctx.model, ctx.request_id)
-                await relay(
-                    ctx,
-                    reply.stream,
-                    send,
-                    receive,
-                    _headers(ctx, reply),
-                    gateway.pipeline.chunk_filters,
-                    gateway.idle_timeout_s(ctx),
-                    encoder,
-                )
-                await gateway.pipeline.complete(ctx, reply, entered)
-        except Exception:
-            logger.exception("unhandled error in messages, request %s", ctx.request_id)
-            ctx.error = InternalError()
-            if not ctx.status:
-                await send_error(ctx, send, ctx.error.status_code, ctx.error.message, {})
-        finally:
-            gateway.metrics.in_flight.dec()
-            gateway.recorder.finish(ctx)
+    def request_headers(self, headers: Headers) -> Headers:
+        return with_api_key(headers)
 
-    async def _answer(self, ctx: RequestContext, reply: Reply, send: Send) -> None:
+    def parse(self, raw: bytes) -> tuple[dict[str, Any], bytes]:
+        body = to_chat_request(parse_json_object(raw))
+        # Providers forward ctx.raw_body when no filter changed the request: it must be the canonical body.
+        return body, orjson.dumps(body)
+
+    def stream_headers(self, ctx: RequestContext, reply: Reply) -> Headers:
+        return _headers(ctx, reply)
+
+    def encoder(self, ctx: RequestContext) -> Encoder:
+        return AnthropicEncoder(message_id(ctx), ctx.model, ctx.request_id)
+
+    async def answer(self, ctx: RequestContext, reply: Reply, send: Send) -> None:
         if reply.status >= 400:
             # The pipeline's error replies carry OpenAI's JSON; the error itself, when known, says it best.
             error = ctx.error

@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from gateway.errors import GatewayError, InvalidRequest, RequestTooLarge
+from gateway.errors import ClientClosed, GatewayError, InvalidRequest, RequestTooLarge
 from gateway.ids import new_id
 from gateway.types import Headers, Receive, Scope, Send
 
@@ -78,14 +78,16 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     """The request body, at most `limit` bytes (413 beyond, before they are kept). A body that came in one message
     is its bytes as they came; one in several is written into one buffer that grows as bytes arrive (realloc, a
     remap once large: no copies) and is returned without a copy (BytesIO.getvalue). The buffer is not sized from
-    Content-Length up front: a client announcing 16 MB and sending a byte would hold 16 MB for nothing. On a
-    disconnect, what had come is returned."""
+    Content-Length up front: a client announcing 16 MB and sending a byte would hold 16 MB for nothing. A client
+    that leaves before its body is whole raises ClientClosed."""
     for key, value in scope["headers"]:
         if key == b"content-length":
             if value.isdigit() and int(value) > limit:
                 raise _too_large(limit)
             break
     message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientClosed()
     body: bytes = message.get("body", b"")
     if not message.get("more_body"):
         if len(body) > limit:
@@ -97,7 +99,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     while message.get("more_body"):
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise ClientClosed()
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -1,29 +1,22 @@
 """The OpenAI-compatible surface: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models.
 
-Every completion-like endpoint is one `CompletionEndpoint`, so every one of them runs the same pipeline.
+Every completion-like endpoint is one `CompletionEndpoint`, so every one of them runs the same pipeline, and lives
+the same life (gateway/api/flow.py).
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from gateway.api.http import (
-    JSON_TYPE,
-    client_request_id,
-    encode_headers,
-    id_headers,
-    parse_json_object,
-    read_body,
-    send_json,
-)
-from gateway.api.streaming import relay
+from gateway.api.flow import PipelineEndpoint
+from gateway.api.http import JSON_TYPE, client_request_id, encode_headers, id_headers, parse_json_object, send_json
+from gateway.api.streaming import OPENAI_ENCODER, Encoder
 from gateway.api.validation import validate
 from gateway.context import RequestContext
-from gateway.errors import GatewayError, InternalError, ModelNotFound
+from gateway.errors import GatewayError, ModelNotFound
 from gateway.ids import new_id
 from gateway.pipeline import Reply
 from gateway.types import Headers, Receive, Scope, Send
@@ -31,76 +24,25 @@ from gateway.types import Headers, Receive, Scope, Send
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
 
-logger = logging.getLogger("gateway")
 
+class CompletionEndpoint(PipelineEndpoint):
+    """OpenAI's chat/completions, completions and embeddings: the request's life is PipelineEndpoint's."""
 
-class CompletionEndpoint:
-    """A raw ASGI endpoint: read and check the body once, run the pipeline, answer whole or streamed."""
+    def parse(self, raw: bytes) -> tuple[dict[str, Any], bytes]:
+        body = parse_json_object(raw)
+        validate(self.endpoint, body)
+        return body, raw
 
-    def __init__(self, gateway: Gateway, endpoint: str) -> None:
-        self.gateway = gateway
-        self.endpoint = endpoint
-        self.max_body = int(gateway.config.server.max_body_mb * 1_048_576)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter_ns()
-        gateway = self.gateway
-        client = scope.get("client")
-        raw = b""
-        body: dict[str, Any] = {}
-        error: GatewayError | None = None
-        try:
-            raw = await read_body(scope, receive, self.max_body)
-            body = parse_json_object(raw)
-            validate(self.endpoint, body)
-        except GatewayError as exc:
-            error = exc
-        ctx = RequestContext(
-            request_id=new_id(),
-            endpoint=self.endpoint,
-            headers=scope["headers"],
-            raw_body=raw,
-            body=body,
-            client_ip=client[0] if client else "",
-            started_ns=started,
-            client_request_id=client_request_id(scope),
-        )
-        gateway.metrics.in_flight.inc()
-        try:
-            if error is not None:
-                ctx.error = error
-                await self._answer(ctx, Reply.from_error(error), send)
-                return
-            reply, entered = await gateway.pipeline.run(ctx)
-            if reply.stream is None:
-                reply = await gateway.pipeline.complete(ctx, reply, entered)
-                await self._answer(ctx, reply, send)
-            else:
-                await relay(
-                    ctx,
-                    reply.stream,
-                    send,
-                    receive,
-                    response_headers(ctx, reply),
-                    gateway.pipeline.chunk_filters,
-                    gateway.idle_timeout_s(ctx),
-                )
-                await gateway.pipeline.complete(ctx, reply, entered)
-        except Exception:
-            # The endpoint is its own last guard (the app routes it past Starlette's error middleware): a bug
-            # becomes a 500 in OpenAI's shape, never a stack trace.
-            logger.exception("unhandled error in %s, request %s", self.endpoint, ctx.request_id)
-            ctx.error = InternalError()
-            if not ctx.status:
-                await self._answer(ctx, Reply.from_error(ctx.error), send)
-        finally:
-            gateway.metrics.in_flight.dec()
-            gateway.recorder.finish(ctx)
-
-    async def _answer(self, ctx: RequestContext, reply: Reply, send: Send) -> None:
+    async def answer(self, ctx: RequestContext, reply: Reply, send: Send) -> None:
         ctx.status = reply.status
         ctx.response_body = reply.body
         await send_json(send, reply.status, reply.body, response_headers(ctx, reply))
+
+    def stream_headers(self, ctx: RequestContext, reply: Reply) -> Headers:
+        return response_headers(ctx, reply)
+
+    def encoder(self, ctx: RequestContext) -> Encoder:
+        return OPENAI_ENCODER
 
 
 def response_headers(ctx: RequestContext, reply: Reply) -> Headers:

@@ -2,8 +2,10 @@
 
 It records usage and the first token, removes the usage chunk the gateway asked for on the client's behalf,
 runs the filters' on_chunk hooks, and ends every stream properly: an upstream that fails or goes silent for the
-idle timeout ends the client's stream with an error event in OpenAI's shape and `[DONE]`, never a hang.
-A client that disconnects cancels the relay, which closes the upstream request.
+idle timeout ends the client's stream with an error event in OpenAI's shape and `[DONE]`, never a hang. A client
+that disconnects, or the end of the shutdown's drain time, cancels the relay through the request's Watch
+(gateway/api/watch.py), which closes the upstream request; a stream cut by the shutdown ends with an error
+event (server_shutting_down) and `[DONE]` too.
 
 What the client receives is written by an Encoder: OpenAI's SSE framing by default, or another wire format
 (Anthropic's Messages events) that an ingress endpoint passes in. Tracking stays here, so it is the same for all.
@@ -19,12 +21,19 @@ from typing import Any, Protocol
 
 import orjson
 
+from gateway.api.watch import Watch
 from gateway.context import RequestContext, Usage
-from gateway.errors import GatewayError, InternalError, UpstreamRejected, UpstreamTimeout
+from gateway.errors import (
+    ClientClosed,
+    GatewayError,
+    InternalError,
+    ServerShuttingDown,
+    UpstreamRejected,
+    UpstreamTimeout,
+)
 from gateway.pipeline import ChunkFilter
 from gateway.providers.sse import DONE, DONE_FRAME, frame
-from gateway.tasks import spawn
-from gateway.types import Headers, Receive, Send
+from gateway.types import Headers, Send
 
 logger = logging.getLogger("gateway")
 
@@ -33,10 +42,6 @@ SSE_HEADERS: Headers = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
-
-
-class ClientDisconnected(Exception):
-    pass
 
 
 class Encoder(Protocol):
@@ -75,40 +80,41 @@ async def relay(
     ctx: RequestContext,
     stream: AsyncIterator[bytes],
     send: Send,
-    receive: Receive,
+    watch: Watch,
     headers: Headers,
     chunk_filters: tuple[ChunkFilter, ...],
     idle_s: float,
     encoder: Encoder = OPENAI_ENCODER,
 ) -> None:
-    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
-    ctx.status = 200
-    ctx.completion_text = []
-    task = asyncio.current_task()
-    assert task is not None
-    disconnected = asyncio.Event()
-    watcher = spawn(_watch_disconnect(receive, task, disconnected), name="disconnect-watcher")
+    """Send the stream to the client and end it: `[DONE]` (or the encoder's end), after an error event when it
+    failed or was cut by the shutdown; nothing more when the client left. The upstream request is closed whenever
+    the stream did not end by itself."""
+    started = False
+    error: GatewayError | None = None
     try:
-        await _forward(ctx, stream, send, chunk_filters, idle_s, encoder)
-    except asyncio.CancelledError:
-        if not disconnected.is_set():
-            raise
-        task.uncancel()
-        ctx.status = 499  # the client closed the connection (nginx's convention)
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
+        started = True
+        ctx.status = 200
+        ctx.completion_text = []
+        error = await _forward(ctx, stream, send, chunk_filters, idle_s, encoder)
+    except asyncio.CancelledError:  # the client left, or the shutdown's drain time is over
+        error = watch.absorb()
     finally:
-        watcher.cancel()
+        watch.hold()  # what is left is the stream's own ending: nothing to cancel it for
         aclose = getattr(stream, "aclose", None)
         if aclose is not None:
-            await aclose()
-
-
-async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any], disconnected: asyncio.Event) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            disconnected.set()
-            task.cancel()
-            return
+            await aclose()  # closes the upstream request when the stream did not end by itself
+    if error is not None:
+        ctx.error = error
+        if isinstance(error, ClientClosed | ServerShuttingDown):
+            ctx.status = error.status_code  # the record says how the stream ended, whatever status was sent
+        if isinstance(error, ClientClosed):
+            return  # nobody left to tell
+        if not started:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
+        await send({"type": "http.response.body", "body": encoder.error(error), "more_body": True})
+    watch.close()
+    await send({"type": "http.response.body", "body": encoder.end(), "more_body": False})
 
 
 async def _forward(
@@ -118,10 +124,10 @@ async def _forward(
     chunk_filters: tuple[ChunkFilter, ...],
     idle_s: float,
     encoder: Encoder,
-) -> None:
+) -> GatewayError | None:
+    """Send the stream's events; the error that ended it early, if one did (the relay sends it and the end)."""
     strip_usage = not ctx.client_wants_usage
     loop = asyncio.get_running_loop()
-    error: GatewayError | None = None
     try:
         async with asyncio.timeout(idle_s) as deadline:
             async for payload in stream:
@@ -131,24 +137,21 @@ async def _forward(
                 if data:
                     await send({"type": "http.response.body", "body": data, "more_body": True})
                 if ctx.error is not None:
-                    break
+                    break  # an error event of the upstream's (forwarded as it came), or a filter's
                 deadline.reschedule(loop.time() + idle_s)
             if ctx.error is None:
                 for data in _ending(ctx, chunk_filters, encoder):
                     await send({"type": "http.response.body", "body": data, "more_body": True})
     except TimeoutError:
-        error = UpstreamTimeout(
+        return UpstreamTimeout(
             f"The upstream stream sent nothing for {idle_s:g} s.", provider=ctx.provider, code="stream_idle_timeout"
         )
     except GatewayError as exc:
-        error = exc
+        return exc
     except Exception:  # a bug in a provider or filter: the client still gets an error event and [DONE]
         logger.exception("stream of request %s failed", ctx.request_id)
-        error = InternalError("The gateway could not relay the upstream stream.")
-    if error is not None:
-        ctx.error = error
-        await send({"type": "http.response.body", "body": encoder.error(error), "more_body": True})
-    await send({"type": "http.response.body", "body": encoder.end(), "more_body": False})
+        return InternalError("The gateway could not relay the upstream stream.")
+    return None
 
 
 def _ending(ctx: RequestContext, chunk_filters: tuple[ChunkFilter, ...], encoder: Encoder) -> list[bytes]:

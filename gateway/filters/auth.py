@@ -1,6 +1,7 @@
 """auth: who is calling, and may they call this. Mode `none` lets everyone in as `anonymous`; mode `keys` needs
-a config key, a virtual key or a JWT (gateway/identity/). Then the role matrix (gateway/roles.py) and the key's
-allowed models are checked, before any later filter spends anything on the request.
+a config key, a virtual key or a JWT (gateway/identity/), checked by `identify` from the headers before the body
+is read. Then, in the pipeline, the role matrix (gateway/roles.py) and the key's allowed models (which need the
+body) are checked, before any later filter spends anything on the request.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gateway import roles
-from gateway.context import RequestContext
+from gateway.context import ANONYMOUS, RequestContext
 from gateway.errors import PermissionDenied
 from gateway.identity.keys import key_digest
 from gateway.pipeline import Reply
@@ -37,11 +38,18 @@ class AuthFilter:
         self.mode = gateway.config.auth.mode
         self.identity = gateway.identity
 
+    async def identify(self, ctx: RequestContext) -> None:
+        """Who is calling, from the headers alone: the endpoints call it before they read the body, so that a
+        request without a valid key is refused at the cost of its headers (an AuthenticationFailed)."""
+        if self.mode != "none":
+            ctx.principal = await self.identity.identify(presented_key(ctx.headers))
+
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         if self.mode == "none":
             return None
-        principal = await self.identity.identify(presented_key(ctx.headers))
-        ctx.principal = principal
+        if ctx.principal is ANONYMOUS:  # not identified at the door (the models list, a direct caller)
+            await self.identify(ctx)
+        principal = ctx.principal
         roles.require(roles.V1_ROUTES.get(ctx.endpoint, ctx.endpoint), principal)
         allowed = principal.allowed_models
         if allowed and ctx.endpoint != "models" and ctx.model not in allowed:

@@ -18,7 +18,7 @@ from prometheus_client import Counter, Gauge
 
 from gateway.config import LimitRule
 from gateway.context import ANONYMOUS, Principal, RequestContext
-from gateway.errors import BudgetExceeded, RateLimited
+from gateway.errors import BudgetExceeded, ClientClosed, RateLimited, ServerShuttingDown
 from gateway.limits.clientip import ClientAddress
 from gateway.limits.failover import Failover
 from gateway.limits.model import BUCKET, BUDGET, CONCURRENCY, REQUESTS, TOKENS, WINDOW, Check, Limiter, Outcome
@@ -108,8 +108,13 @@ class RateLimitFilter:
         ctx.limit_reservation = None
         limiter, checks = reservation
         usage = ctx.usage
-        # Nothing served (upstream error, a later filter refused): give back everything that was taken.
-        release = usage is None and ctx.error is not None
+        # Nothing served (upstream error, a later filter refused): give back everything that was taken. A request
+        # stopped after it reached the upstream (its client left, the shutdown) keeps its estimate: the upstream
+        # may well bill it, and leaving must not be a way around a limit.
+        error = ctx.error
+        release = usage is None and error is not None
+        if release and ctx.upstream_start_ns and isinstance(error, ClientClosed | ServerShuttingDown):
+            release = False
         actual_cost: float | None = None
         if usage is not None:
             actual_cost = ctx.cost_usd if ctx.cost_usd is not None else self.recorder.cost(ctx, usage)

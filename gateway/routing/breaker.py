@@ -69,6 +69,11 @@ class Breaker:
             return "opened"
         return None
 
+    def release(self) -> None:
+        """The probe ended without a verdict on the deployment (its client left, or the upstream refused the
+        request itself): the probe slot goes to the next request, instead of staying taken for ever."""
+        self._probing = False
+
     def cooldown_s(self) -> float:
         return float(min(self.config.max_cooldown_s, self.config.cooldown_s * 2.0**self.level))
 

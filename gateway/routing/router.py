@@ -7,7 +7,8 @@ that honours Retry-After, preferring a deployment not yet tried, while the deplo
 When the group is exhausted, its fallback chain is tried in order. A prompt longer than every deployment's
 context window goes to the group's context_window_fallback before any call; a refusal on policy grounds goes
 to its content_policy_fallback. Nothing is retried once a stream has started: attempts happen before the reply
-exists.
+exists. Nothing is retried either once the request is cancelled (its client left, gateway/api/watch.py): the
+cancellation ends the attempt, the backoff or the fallback chain where it is, and closes the upstream request.
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ class Router:
         position = 0
         while position < len(chain):
             name, current = chain[position]
+            if position:
+                await _client_still_there(ctx)
             if position and chain[position - 1][0] != name:
                 self._fallback(ctx, chain[position - 1][0], name, last.error_type if last else "unavailable")
             try:
@@ -130,11 +133,14 @@ class Router:
             if not health.breaker.allow(now):  # the probe slot went to another request since available()
                 continue
             tried.add(health.deployment.id)
+            probe = health.breaker.state == "half-open"  # this attempt holds the breaker's one probe slot
             try:
                 reply = await self._attempt(ctx, health)
             except UpstreamError as exc:
                 if exc.retryable:  # a client's bad request says nothing about the deployment's health
                     self.health.failed(health, exc.error_type)
+                elif probe:
+                    health.breaker.release()
                 provider = health.deployment.provider
                 if not exc.retryable or retries >= self.config.retries:
                     self.metrics.attempts.labels(provider, "failed").inc()
@@ -149,7 +155,12 @@ class Router:
                 if delay > self.config.backoff.max_s and len(group.deployments) == 1:
                     raise  # the upstream asks for a longer wait than we may hold the client: fall back instead
                 await asyncio.sleep(min(delay, self.config.backoff.max_s))
+                await _client_still_there(ctx)
                 continue
+            except BaseException:  # cancelled (the client left, the shutdown): no verdict either
+                if probe:
+                    health.breaker.release()
+                raise
             ctx.route_reason = reason
             self.metrics.attempts.labels(health.deployment.provider, "ok").inc()
             return reply
@@ -218,6 +229,12 @@ class Router:
     def _fallback(self, ctx: RequestContext, source: str, target: str, reason: str) -> None:
         ctx.tags["fallback"] = f"{source}->{target}"
         self.events.emit("fallback_used", model=source, fallback=target, reason=reason)
+
+
+async def _client_still_there(ctx: RequestContext) -> None:
+    """Before a retry or a fallback: a client that has left cancels the request here, not after one more call."""
+    if ctx.watch is not None:
+        await ctx.watch.confirm()
 
 
 def _special_fallback(exc: UpstreamError, group: ModelGroup) -> str:

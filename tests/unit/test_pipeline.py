@@ -6,7 +6,7 @@ import pytest
 
 from gateway.context import RequestContext
 from gateway.errors import PermissionDenied
-from gateway.pipeline import Pipeline, Reply
+from gateway.pipeline import Filter, Pipeline, Reply
 
 
 def make_ctx() -> RequestContext:
@@ -34,7 +34,8 @@ class Recording:
 
 
 async def run(pipeline: Pipeline, ctx: RequestContext) -> Reply:
-    reply, entered = await pipeline.run(ctx)
+    entered: list[Filter] = []
+    reply = await pipeline.run(ctx, entered)
     return await pipeline.complete(ctx, reply, entered)
 
 

@@ -67,3 +67,16 @@ def test_force_open_from_another_worker():
     assert breaker.state == "open"
     assert not breaker.available(9.9)
     assert breaker.available(10.0)
+
+
+def test_a_probe_that_ends_without_a_verdict_frees_the_slot_for_the_next_request():
+    breaker = Breaker(CONFIG)
+    for _ in range(3):
+        breaker.record(False, 0)
+    assert breaker.allow(2.0)  # the probe: its client leaves before the upstream answers
+    assert not breaker.available(2.0)
+    breaker.release()
+    assert breaker.state == "half-open"
+    assert breaker.available(2.0)
+    assert breaker.allow(2.0)  # the next request probes
+    assert breaker.record(True, 2.1) == "closed"
