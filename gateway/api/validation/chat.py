@@ -94,9 +94,11 @@ def _extras(message: dict[str, Any], role: str) -> None:
     elif type(name) is not str:
         raise invalid_type("name", "a string", name)
     if role == "tool":
-        fields(message, _TOOL_CALL_ID, _NONE)
+        if type(message.get("tool_call_id")) is not str:
+            fields(message, _TOOL_CALL_ID, _NONE)  # raises the error
     elif role == "assistant":
-        fields(message, _NONE, _REFUSAL)
+        if message.get("refusal") is not None:
+            fields(message, _NONE, _REFUSAL)
         calls = message.get("tool_calls")
         if calls is not None:
             _tool_calls(calls)
@@ -112,7 +114,8 @@ def _parts(parts: list[Any]) -> None:
         try:
             kind = part.get("type")
             if kind == "text":
-                fields(part, _TEXT, _NONE)
+                if type(part.get("text")) is not str:
+                    fields(part, _TEXT, _NONE)  # raises the error
             elif kind == "image_url":
                 _object(part, "image_url", _URL, _DETAIL)
             elif kind == "input_audio":
@@ -132,8 +135,19 @@ def _object(holder: dict[str, Any], name: str, required: Fields, optional: Field
     value = holder.get(name)
     if type(value) is not dict:
         raise missing(name) if value is None else invalid_type(name, "an object", value)
+    get = value.get
+    for field, cls in required:
+        if type(get(field)) is not cls:
+            break
+    else:
+        for field, cls in optional:
+            item = get(field)
+            if item is not None and type(item) is not cls:
+                break
+        else:
+            return
     try:
-        fields(value, required, optional)
+        fields(value, required, optional)  # raises the error
     except Invalid as exc:
         raise exc.within(name) from None
 
@@ -154,7 +168,8 @@ def _tool_calls(value: Any) -> None:
         if type(call) is not dict:
             raise invalid_type(j, "an object", call).within("tool_calls")
         try:
-            fields(call, _ID, _NONE)
+            if type(call.get("id")) is not str:
+                fields(call, _ID, _NONE)  # raises the error
             kind = call.get("type")
             if kind == "function" or kind is None:  # older SDKs' calls may leave the type out
                 _object(call, "function", _CALL, _NONE)
