@@ -15,6 +15,7 @@ import orjson
 from gateway.errors import InvalidRequest
 
 _TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
+_EXACT_FLOAT_INT = 2**53
 
 
 def to_chat_request(body: dict[str, Any]) -> dict[str, Any]:
@@ -326,9 +327,10 @@ def _invalid(field: str, problem: str) -> InvalidRequest:
 
 
 def _is_int(value: Any) -> bool:
-    """An integer, or a decimal with nothing after the point (JSON does not tell 32 from 32.0)."""
+    """An integer, or a decimal with nothing after the point (JSON does not tell 32 from 32.0) that is one exactly
+    (1e300 is integral too, but as an int it is too large for any JSON encoder)."""
     cls = type(value)
-    return cls is int or (cls is float and value.is_integer())
+    return cls is int or (cls is float and value.is_integer() and abs(value) <= _EXACT_FLOAT_INT)
 
 
 def _is_number(value: Any) -> bool:

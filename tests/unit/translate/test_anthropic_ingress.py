@@ -257,6 +257,7 @@ def test_disable_parallel_tool_use_and_tool_choice_without_tools() -> None:
         (request(metadata="u"), "metadata"),
         (request(output_config={"format": {"type": "text"}}), "output_config.format"),
         (request(max_tokens=1.5), "max_tokens"),
+        (request(max_tokens=1e300), "max_tokens"),  # integral, but no JSON encoder takes it as an int
         (request(temperature=1.5), "temperature"),  # Anthropic's temperature is 0..1 (OpenAI's goes to 2)
         (request(temperature=-0.1), "temperature"),
         (request(top_p=2), "top_p"),
