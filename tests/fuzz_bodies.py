@@ -96,7 +96,7 @@ def _chat(r: random.Random) -> dict[str, Any]:
                 {"type": "text"},
                 {"type": "json_object"},
                 {"type": "json_schema", "json_schema": {"name": "o", "schema": {"type": "object"}}},
-                {"type": "json_schema", "json_schema": {"name": "o", "schema": r.choice(_ODD_SCHEMAS)}},
+                {"type": "json_schema", "json_schema": {"name": "o", "schema": copy.deepcopy(r.choice(_ODD_SCHEMAS))}},
             ]
         ),
         "stream": r.random() < 0.3,
