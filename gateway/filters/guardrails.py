@@ -277,7 +277,8 @@ class GuardrailsFilter:
 
 def _drop_logprobs(answer: dict[str, Any]) -> bool:
     dropped = False
-    for choice in answer.get("choices") or ():
+    choices = answer.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
         if isinstance(choice, dict) and choice.get("logprobs") is not None:
             choice["logprobs"] = None
             dropped = True

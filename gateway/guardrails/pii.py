@@ -207,15 +207,26 @@ class PiiDetector:
                 at = lowered.find(hint, at + len(hint))
 
 
+_BUCKET_BITS = 6  # kept findings are indexed by the 64-character stretches of text they cover
+
+
 def _resolve(found: list[Finding]) -> list[Finding]:
-    """No two findings overlap: the more specific type wins, then the longer."""
+    """No two findings overlap: the more specific type wins, then the longer.
+
+    A finding is compared only with the kept ones that cover the same stretches of text, not with every kept one:
+    that was quadratic, and a prompt of 6,000 e-mail addresses and card numbers took 3 s (16 MB of them, hours)."""
     if len(found) < 2:
         return found
     found.sort(key=lambda f: (_RANK[f.type], f.start - f.end, f.start))
     kept: list[Finding] = []
+    near: dict[int, list[Finding]] = {}
     for finding in found:
-        if all(finding.end <= k.start or finding.start >= k.end for k in kept):
+        start, end = finding.start, finding.end
+        buckets = range(start >> _BUCKET_BITS, (max(start, end - 1) >> _BUCKET_BITS) + 1)
+        if all(end <= k.start or start >= k.end for b in buckets for k in near.get(b, ())):
             kept.append(finding)
+            for b in buckets:
+                near.setdefault(b, []).append(finding)
     kept.sort(key=lambda f: f.start)
     return kept
 
@@ -233,11 +244,13 @@ def _windows(text: str) -> list[tuple[int, int, int, bool]]:
         if digits < 7 and not dotted:
             continue  # too few digits for anything but an IPv4 address, which has three dots
         start, end = max(0, match.start() - _WINDOW_BEFORE), min(len(text), match.end() + _WINDOW_AFTER)
-        # never cut a word: lookbehinds and lookaheads must see what surrounds a match
-        space = max(text.rfind(" ", 0, start), text.rfind("\n", 0, start))
-        start = max(space + 1, start - 4 * _WINDOW_BEFORE, 0)
-        space = min((i for i in (text.find(" ", end), text.find("\n", end)) if i >= 0), default=len(text))
-        end = min(space, end + 4 * _WINDOW_AFTER, len(text))
+        # never cut a word: lookbehinds and lookaheads must see what surrounds a match. The searches stop where the
+        # window would anyway: searching the whole text for each run was quadratic in a text without newlines.
+        low, high = max(0, start - 4 * _WINDOW_BEFORE), end + 4 * _WINDOW_AFTER
+        space = max(text.rfind(" ", low, start), text.rfind("\n", low, start))
+        start = max(space + 1, low)
+        space = min((i for i in (text.find(" ", end, high), text.find("\n", end, high)) if i >= 0), default=high)
+        end = min(space, high, len(text))
         if windows and start <= windows[-1][1]:
             last = windows[-1]
             windows[-1] = (last[0], max(end, last[1]), max(digits, last[2]), dotted or last[3])

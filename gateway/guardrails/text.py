@@ -4,6 +4,9 @@ Injection and abuse checks read the turns an end user can write: user, developer
 (and the legacy prompt, and embeddings input). The system prompt and earlier assistant turns are usually the
 application's own, and scanning them for injection would flag every "You are a helpful assistant". Checks that
 protect data (pii, keywords) and `length` read every role: a client can put anything anywhere.
+
+Every function here takes any JSON shape without raising (the request validator runs first, but these also read
+upstream answers and bodies a policy rewrote): what is not text where text belongs is skipped.
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ class Slot:
         self.holder[self.key] = text
 
 
-def prompt_slots(endpoint: str, body: dict[str, Any], *, every_role: bool = False) -> list[Slot]:
+def prompt_slots(endpoint: str, body: object, *, every_role: bool = False) -> list[Slot]:
     """The request's text slots: untrusted roles only unless `every_role`."""
     slots: list[Slot] = []
+    if not isinstance(body, dict):
+        return slots
     messages = body.get("messages")
     if isinstance(messages, list):
         for message in messages:
@@ -52,8 +57,10 @@ def prompt_slots(endpoint: str, body: dict[str, Any], *, every_role: bool = Fals
     return slots
 
 
-def has_token_arrays(body: dict[str, Any]) -> bool:
+def has_token_arrays(body: object) -> bool:
     """A legacy prompt or an embeddings input given as token ids: text no check can read."""
+    if not isinstance(body, dict):
+        return False
     for field in ("prompt", "input"):
         value = body.get(field)
         if isinstance(value, list) and any(not isinstance(item, str) for item in value):
@@ -61,10 +68,10 @@ def has_token_arrays(body: dict[str, Any]) -> bool:
     return False
 
 
-def answer_slots(answer: dict[str, Any]) -> list[Slot]:
+def answer_slots(answer: object) -> list[Slot]:
     """The text of a whole answer: each choice's message content (chat) or text (legacy completions)."""
     slots: list[Slot] = []
-    choices = answer.get("choices")
+    choices = answer.get("choices") if isinstance(answer, dict) else None
     if not isinstance(choices, list):
         return slots
     for choice in choices:
@@ -75,7 +82,8 @@ def answer_slots(answer: dict[str, Any]) -> list[Slot]:
             _content_slots(message, "content", "assistant", slots)
             if isinstance(message.get("refusal"), str) and message["refusal"]:
                 slots.append(Slot(message, "refusal", "assistant"))
-            for call in message.get("tool_calls") or ():  # arguments a client acts on are answer text too
+            calls = message.get("tool_calls")
+            for call in calls if isinstance(calls, list) else ():  # arguments a client acts on are answer text too
                 function = call.get("function") if isinstance(call, dict) else None
                 if isinstance(function, dict) and isinstance(function.get("arguments"), str):
                     slots.append(Slot(function, "arguments", "assistant"))

@@ -52,13 +52,15 @@ class Facts:
     @classmethod
     def from_request(
         cls,
-        body: Mapping[str, Any],
+        body: object,
         endpoint: str,
         principal: Principal,
         tokens: int = 0,
         request_metadata: Mapping[str, str] | None = None,
         count_tokens: Callable[[], int] | None = None,
     ) -> Facts:
+        if not isinstance(body, Mapping):  # any JSON shape: what is not there is a default
+            body = {}
         meta = principal.metadata
         if request_metadata:
             # The key's own attributes win: a client must not be able to claim another plan or region.
@@ -114,11 +116,11 @@ _NAMES = tuple(name for name in Facts.__dataclass_fields__ if name != "count_tok
 _HEADER_PREFIX = b"x-gateway-metadata-"
 
 
-def request_metadata(body: Mapping[str, Any], headers: Sequence[tuple[bytes, bytes]] = ()) -> dict[str, str]:
+def request_metadata(body: object, headers: Sequence[tuple[bytes, bytes]] = ()) -> dict[str, str]:
     """What a request says about itself: the body's `metadata` strings, then `x-gateway-metadata-<name>` headers
     (which win). Facts.from_request puts the principal's own metadata above both."""
     out: dict[str, str] = {}
-    meta = body.get("metadata")
+    meta = body.get("metadata") if isinstance(body, Mapping) else None
     if isinstance(meta, dict):
         out.update((str(k), v) for k, v in meta.items() if isinstance(v, str))
     for name, value in headers:

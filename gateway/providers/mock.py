@@ -295,6 +295,9 @@ def completion_chunks(ctx: RequestContext, model: str) -> list[dict[str, Any]]:
     return chunks
 
 
+MAX_DIMENSIONS = 4096
+
+
 def embed(text: str, dimensions: int) -> list[float]:
     """A deterministic unit vector derived from the text."""
     digest = b""
@@ -312,7 +315,8 @@ def embeddings(body: dict[str, Any], model: str) -> dict[str, Any]:
     inputs = [raw] if isinstance(raw, str) else list(raw) if isinstance(raw, list) else []
     texts = [x if isinstance(x, str) else " ".join(map(str, x)) if isinstance(x, list) else str(x) for x in inputs]
     requested = body.get("dimensions")
-    dimensions = requested if isinstance(requested, int) and requested > 0 else 16
+    # Capped like a real model's (text-embedding-3-large has 3,072): a client's 2**63 must not hang the mock.
+    dimensions = min(requested, MAX_DIMENSIONS) if isinstance(requested, int) and requested > 0 else 16
     base64_format = body.get("encoding_format") == "base64"
     data = []
     for index, text in enumerate(texts):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
 
 import orjson
 
@@ -24,7 +23,7 @@ _CACHED_MAX_CHARS = 8192
 _CACHED_TEXTS = 1024
 
 
-def input_text(endpoint: str, body: dict[str, Any]) -> str:
+def input_text(endpoint: str, body: object) -> str:
     """Every text of the request, one line per message prefixed by its role (`user: ...`)."""
     return "\n".join(f"{slot.role}: {slot.text}" for slot in prompt_slots(endpoint, body, every_role=True))
 

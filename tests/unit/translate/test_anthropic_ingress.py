@@ -58,6 +58,15 @@ def test_max_tokens_zero_is_left_to_the_upstream() -> None:
     assert to_chat_request(request(max_tokens=0))["max_tokens"] == 0
 
 
+def test_edge_values_anthropic_accepts_pass() -> None:
+    chat = to_chat_request(request(max_tokens=64.0, temperature=1, top_p=0, top_k=0, metadata={"user_id": None}))
+    assert chat["max_tokens"] == 64
+    assert type(chat["max_tokens"]) is int  # as Anthropic reads 64.0
+    assert (chat["temperature"], chat["top_p"]) == (1, 0)
+    assert "user" not in chat
+    assert to_chat_request(request(thinking={"type": "enabled", "budget_tokens": 1024}))["model"] == "demo"
+
+
 def test_a_stream_always_asks_the_upstream_for_usage() -> None:
     chat = to_chat_request(request(stream=True))
     assert chat["stream"] is True
@@ -247,6 +256,15 @@ def test_disable_parallel_tool_use_and_tool_choice_without_tools() -> None:
         (request(tool_choice={"type": "sometimes"}), "tool_choice.type"),
         (request(metadata="u"), "metadata"),
         (request(output_config={"format": {"type": "text"}}), "output_config.format"),
+        (request(max_tokens=1.5), "max_tokens"),
+        (request(max_tokens=1e300), "max_tokens"),  # integral, but no JSON encoder takes it as an int
+        (request(temperature=1.5), "temperature"),  # Anthropic's temperature is 0..1 (OpenAI's goes to 2)
+        (request(temperature=-0.1), "temperature"),
+        (request(top_p=2), "top_p"),
+        (request(top_k=-1), "top_k"),
+        (request(top_k="5"), "top_k"),
+        (request(metadata={"user_id": 5}), "metadata.user_id"),
+        (request(thinking="on"), "thinking"),
     ],
 )
 def test_malformed_requests_name_the_field(body: dict[str, Any], param: str) -> None:
