@@ -7,6 +7,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+import orjson
+
 if TYPE_CHECKING:
     from gateway.config import Deployment, ModelGroup
     from gateway.errors import GatewayError
@@ -193,13 +195,22 @@ class RequestContext:
         self.watch: Watched | None = None  # set by the endpoint once the body is read
         self._trace: tuple[str, str] | None = None
 
+    def note_requested(self, body: dict[str, Any]) -> None:
+        """What a JSON body asks for, before it is checked, so that the record of a body refused by validation
+        still says it: the model as text whatever its JSON type (a dict or a number is written as its JSON)."""
+        model = body.get("model", "")
+        if type(model) is not str:
+            model = orjson.dumps(model).decode()[:256]
+        self.model: str = model
+        self.stream: bool = body.get("stream") is True
+
     def set_body(self, raw_body: bytes, body: dict[str, Any]) -> None:
         """The request's body, once read and parsed: an endpoint makes the context before, so that a request
         refused on its headers alone (no key) is recorded without its body ever being read."""
         self.raw_body = raw_body
         self.body = body
-        self.model: str = body.get("model", "")
-        self.stream: bool = body.get("stream") is True
+        self.model = body.get("model", "")
+        self.stream = body.get("stream") is True
         options = body.get("stream_options")
         self.client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
 

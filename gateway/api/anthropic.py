@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway.api.flow import PipelineEndpoint
-from gateway.api.http import parse_json_object, send_json
+from gateway.api.http import send_json
 from gateway.api.openai import response_headers
 from gateway.api.streaming import Encoder
 from gateway.context import RequestContext
@@ -39,8 +39,8 @@ class MessagesEndpoint(PipelineEndpoint):
     def request_headers(self, headers: Headers) -> Headers:
         return with_api_key(headers)
 
-    def parse(self, raw: bytes) -> tuple[dict[str, Any], bytes]:
-        body = to_chat_request(parse_json_object(raw))
+    def parse(self, body: dict[str, Any], raw: bytes) -> tuple[dict[str, Any], bytes]:
+        body = to_chat_request(body)
         # Providers forward ctx.raw_body when no filter changed the request: it must be the canonical body.
         return body, orjson.dumps(body)
 

@@ -17,7 +17,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from gateway.api.http import client_request_id, read_body
+from gateway.api.http import client_request_id, parse_json_object, read_body
 from gateway.api.streaming import Encoder, relay
 from gateway.context import RequestContext
 from gateway.errors import ClientClosed, GatewayError, InternalError
@@ -53,8 +53,9 @@ class PipelineEndpoint:
         """The headers the pipeline reads (the key among them)."""
         return headers
 
-    def parse(self, raw: bytes) -> tuple[dict[str, Any], bytes]:
-        """The canonical body (OpenAI's format) and its bytes; a GatewayError when the body is not acceptable."""
+    def parse(self, body: dict[str, Any], raw: bytes) -> tuple[dict[str, Any], bytes]:
+        """The canonical body (OpenAI's format) and its bytes, from the request's JSON object and its bytes; a
+        GatewayError when the body is not acceptable."""
         raise NotImplementedError
 
     async def answer(self, ctx: RequestContext, reply: Reply, send: Send) -> None:
@@ -96,7 +97,9 @@ class PipelineEndpoint:
                     await gateway.auth.identify(ctx)
                 raw = await read_body(scope, receive, self.max_body)
                 body_read = True
-                body, raw = self.parse(raw)
+                decoded = parse_json_object(raw)
+                ctx.note_requested(decoded)  # a body refused below is still recorded with what it asked for
+                body, raw = self.parse(decoded, raw)
                 ctx.set_body(raw, body)
                 watch.listen(receive)
                 ctx.watch = watch

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway.api.flow import PipelineEndpoint
-from gateway.api.http import JSON_TYPE, client_request_id, encode_headers, id_headers, parse_json_object, send_json
+from gateway.api.http import JSON_TYPE, client_request_id, encode_headers, id_headers, send_json
 from gateway.api.streaming import OPENAI_ENCODER, Encoder
 from gateway.api.validation import validate
 from gateway.context import RequestContext
@@ -28,8 +28,7 @@ if TYPE_CHECKING:
 class CompletionEndpoint(PipelineEndpoint):
     """OpenAI's chat/completions, completions and embeddings: the request's life is PipelineEndpoint's."""
 
-    def parse(self, raw: bytes) -> tuple[dict[str, Any], bytes]:
-        body = parse_json_object(raw)
+    def parse(self, body: dict[str, Any], raw: bytes) -> tuple[dict[str, Any], bytes]:
         validate(self.endpoint, body)
         return body, raw
 

@@ -100,8 +100,19 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                     HttpToolsProtocol.data_received(self, data)
                     return
                 # else pipelined: the next head, capped, but not timed while this request is answered
-            elif cycle.more_body:  # the body of a request answered without it (401, 413...): read no more of it
-                self._close_lingering()
+            elif cycle.more_body:  # the body of a request answered without it (401, 413...)
+                if not cycle.keep_alive:  # the answer said `connection: close`: read no more of it
+                    self._close_lingering()
+                    return
+                # A small body the app chose not to read (api/flow.py unread_body): uvicorn drops it as it comes,
+                # and the connection serves the next request, as the answer promised.
+                self.phase_since = self.loop.time()
+                HttpToolsProtocol.data_received(self, data)
+                if self.cycle is not cycle:  # the next head came whole behind it
+                    self._head_done()
+                elif not self.cycle.more_body:  # (the same cycle: its body has ended)
+                    self.phase = _IDLE
+                    self.head_bytes = 0
                 return
             else:  # the next request on a kept-alive connection
                 phase = self.phase = _IDLE
@@ -120,6 +131,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             if phase == _IDLE:  # kept alive: a head is timed from its first byte (a new connection's, from its start)
                 self.phase_since = self.loop.time()
             self.phase = _HEAD
+
+    def on_message_complete(self) -> None:
+        cycle = self.cycle
+        if cycle.response_complete and not self.parser.should_upgrade():
+            cycle.more_body = False  # the end of a body dropped after an early answer: the next head may come
+            return
+        super().on_message_complete()
 
     def _head_done(self) -> None:
         self.phase = _REQUEST
@@ -150,7 +168,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         phase = self.phase
         if phase == _REQUEST:
             cycle = self.cycle
-            if not cycle.more_body or cycle.response_complete:
+            if not cycle.more_body:
+                return
+            if cycle.response_complete:  # a body dropped after an early answer must still keep coming
+                if now - self.phase_since >= self.limits.body_timeout_s:
+                    self.phase = _CLOSING
+                    self.transport.close()
                 return
             if self.flow.read_paused:  # the app has not asked for more: the wait is not the client's
                 self.phase_since = now

@@ -151,7 +151,7 @@ def test_the_refused_request_is_recorded_as_401(make_config: Callable[..., Gatew
         assert wait_until(lambda: len(records(db_path)) == 1, timeout=10)
     (record,) = records(db_path)
     assert record["status"] == 401
-    assert record["error_type"] == "AuthenticationFailed"
+    assert record["error_type"] == "invalid_api_key"
     assert record["model_requested"] == ""  # the body was never read
 
 
@@ -184,6 +184,25 @@ def test_a_small_unread_body_is_discarded_and_the_connection_kept(gateway_url) -
     first = reader.response()
     assert first[0] == 401
     assert "connection" not in first[1]
+    second = reader.response()
+    assert second[0] == 200, second[2]
+    assert orjson.loads(second[2])["object"] == "chat.completion"
+    sock.close()
+
+
+def test_a_small_body_sent_after_its_401_is_dropped_and_the_connection_serves_the_next_request(gateway_url) -> None:
+    """A client that writes its head, then its body once the answer is in (as httpx may): the body arriving after
+    the 401 is dropped, and the connection, kept alive as the 401 said, serves the next request."""
+    sock = connect(gateway_url)
+    padded = orjson.dumps({"model": "demo", "messages": [{"role": "user", "content": "x" * 2048}]})
+    sock.sendall(request_bytes("/v1/chat/completions", b"", {"authorization": "Bearer sk-wrong"}, length=len(padded)))
+    reader = Reader(sock)
+    first = reader.response()
+    assert first[0] == 401
+    assert "connection" not in first[1]
+    for piece in (padded[:1000], padded[1000:]):  # the rest comes late, in pieces
+        sock.sendall(piece)
+    sock.sendall(request_bytes("/v1/chat/completions", CHAT, {"authorization": f"Bearer {KEY}"}))
     second = reader.response()
     assert second[0] == 200, second[2]
     assert orjson.loads(second[2])["object"] == "chat.completion"

@@ -63,18 +63,22 @@ def test_a_body_no_column_takes_is_recorded_as_text_and_the_store_goes_on(
     with store_url(kind, tmp_path) as (url, rows):
         config = make_config(telemetry={"store": url}, auth={"admin_key": "sk-admin"})
         with running(config) as (base, gateway), httpx.Client(base_url=base) as client:
-            bad = client.post("/v1/chat/completions", json={"model": {"a": 1}, "messages": []})
-            assert bad.status_code in (400, 401)
+            # Without a key the body is never read (401); with one, it is refused by validation (400) and its
+            # record keeps what it asked for, as text.
+            poison = {"model": {"a": 1}, "messages": []}
+            assert client.post("/v1/chat/completions", json=poison).status_code == 401
+            bad = client.post("/v1/chat/completions", json=poison, headers={"authorization": f"Bearer {KEY}"})
+            assert bad.status_code == 400
             for _ in range(5):
                 assert client.post(
                     "/v1/chat/completions", json=CHAT, headers={"authorization": f"Bearer {KEY}"}
                 ).is_success
-            assert wait_until(lambda: len(rows()) == 6, 10)
+            assert wait_until(lambda: len(rows()) == 7, 10)
             store = client.get("/api/v1/telemetry/status", headers=ADMIN).json()["sinks"]["store"]
             assert store["state"] == "ok"
             assert store["dead_lettered"] == 0
         models = sorted(model for _, model, _ in rows())
-        assert models == ["demo"] * 5 + ['{"a":1}']
+        assert models == ["", *["demo"] * 5, '{"a":1}']
 
 
 def old_untyped_spool(folder: Path) -> list[str]:

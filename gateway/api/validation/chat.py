@@ -124,8 +124,10 @@ def _parts(parts: list[Any]) -> None:
                 _object(part, "file", _NONE, _FILE)
             elif kind == "refusal":
                 fields(part, _REFUSAL, _NONE)
-            else:
+            elif type(kind) is not str or not kind:
                 raise _bad_kind(kind, "type", PART_TYPES)
+            # Another named type passes as it is: OpenAI-compatible servers take parts OpenAI does not (vLLM's
+            # video_url, audio_url), and refusing them here would break drop-in for those deployments.
         except Invalid as exc:
             raise exc.within(j).within("content") from None
 
@@ -195,8 +197,9 @@ def tools(value: Any, key: Key) -> None:
                 _object(tool, "function", _NAMED, _FUNCTION)
             elif kind == "custom":
                 _object(tool, "custom", _NAMED, _DESCRIBED)
-            else:
+            elif type(kind) is not str or not kind:
                 raise _bad_kind(kind, "type", TOOL_TYPES)
+            # Another named type passes, as for content parts: a provider's own tools (web search...) are its call.
         except Invalid as exc:
             raise exc.within(i).within(key) from None
 
