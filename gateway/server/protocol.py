@@ -84,6 +84,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.cycle_transport = _CycleTransport(transport, self)
         self.phase_since = self.loop.time()
         _Sweep.start(self.loop, self.server_state, self.limits.tick_s)
         if len(self.connections) > self.limits.max_connections:
@@ -132,9 +133,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self.phase_since = self.loop.time()
             self.phase = _HEAD
 
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.transport = self.cycle_transport  # type: ignore[assignment]
+
     def on_message_complete(self) -> None:
         cycle = self.cycle
-        if cycle.response_complete and not self.parser.should_upgrade():
+        if cycle is not None and cycle.response_complete and not self.parser.should_upgrade():
             cycle.more_body = False  # the end of a body dropped after an early answer: the next head may come
             return
         super().on_message_complete()
@@ -211,6 +218,33 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if transport.can_write_eof():
             transport.write_eof()
         self.loop.call_later(LINGER_S, transport.close)
+
+
+class _CycleTransport:
+    """The transport as uvicorn's request cycle sees it, one per connection: its `close` after an answer that said
+    `connection: close` (a 401 or 413 sent before the body was read) lingers instead while the body still
+    arrives. Closed at once, the socket would have unread bytes, and the kernel would reset the connection: the
+    client, still sending its body, would see the reset instead of the answer."""
+
+    __slots__ = ("transport", "protocol", "write", "is_closing", "get_extra_info")
+
+    def __init__(self, transport: asyncio.Transport, protocol: BoundedHttpToolsProtocol) -> None:
+        self.transport = transport
+        self.protocol = protocol
+        # The calls of every answer go straight to the transport's own methods.
+        self.write = transport.write
+        self.is_closing = transport.is_closing
+        self.get_extra_info = transport.get_extra_info
+
+    def close(self) -> None:
+        cycle = self.protocol.cycle
+        if cycle is not None and cycle.more_body and not cycle.disconnected:
+            self.protocol._close_lingering()
+        else:
+            self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
 
 
 def _response(error: GatewayError, default_headers: list[tuple[bytes, bytes]]) -> bytes:

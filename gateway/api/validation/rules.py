@@ -90,11 +90,19 @@ def invalid_value(key: Key, value: Any, supported: Collection[str]) -> Invalid:
 
 def out_of_range(key: Key, value: float, bound: float, *, above: bool, decimal: bool) -> Invalid:
     number = "decimal" if decimal else "integer"
-    side, relation, code = ("above maximum", "<=", "above_max") if above else ("below minimum", ">=", "below_min")
+    side, relation = ("above maximum", "<=") if above else ("below minimum", ">=")
+    code = _RANGE_CODES[decimal, above]
     detail = f"{number} {side} value. Expected a value {relation} {bound:g}, but got {shown(value)} instead."
-    return Invalid(
-        key, lambda param: InvalidRequest(f"Invalid '{param}': {detail}", param=param, code=f"{number}_{code}_value")
-    )
+    return Invalid(key, lambda param: InvalidRequest(f"Invalid '{param}': {detail}", param=param, code=code))
+
+
+# OpenAI's codes for a number out of its range, by (decimal, above).
+_RANGE_CODES = {
+    (False, False): "integer_below_min_value",
+    (False, True): "integer_above_max_value",
+    (True, False): "decimal_below_min_value",
+    (True, True): "decimal_above_max_value",
+}
 
 
 def empty_array(key: Key) -> Invalid:
