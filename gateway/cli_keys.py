@@ -48,7 +48,7 @@ def add_parser(commands: Any) -> None:
 
 
 def run(config: GatewayConfig, args: argparse.Namespace) -> int:
-    store = open_store(config.telemetry.store)
+    store = open_store(config.telemetry.store, query_timeout_s=config.telemetry.query_timeout_s)
     keys = key_store(store)
     if store is None or keys is None:
         print("virtual keys need a store: set telemetry.store", file=sys.stderr)

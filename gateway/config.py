@@ -198,6 +198,9 @@ class AuthConfig:
     admin_key: str = ""
     cache_ttl_s: float = 10.0  # how long a worker trusts a virtual key it has read: revocation lags this much
     negative_cache_ttl_s: float = 2.0  # unknown keys, so that a flood of bad keys cannot hammer the store
+    # A virtual key's lookup with no answer from the store within this long fails the request with 503 (a key read
+    # a moment ago is still served from the cache): a hung store holds no request longer.
+    lookup_timeout_s: float = 1.0
     jwt: JwtConfig = field(default_factory=JwtConfig)
 
 
@@ -505,6 +508,8 @@ def _check_references(config: GatewayConfig, problems: list[tuple[str, str]]) ->
         names.add(key.name)
     if config.auth.cache_ttl_s < 0 or config.auth.negative_cache_ttl_s < 0:
         problems.append(("auth.cache_ttl_s", "must not be negative"))
+    if config.auth.lookup_timeout_s <= 0:
+        problems.append(("auth.lookup_timeout_s", "must be positive"))
     jwt = config.auth.jwt
     if jwt.jwks_url and not jwt.jwks_url.startswith(("https://", "http://")):
         problems.append(("auth.jwt.jwks_url", "must be an http(s) URL"))

@@ -61,7 +61,7 @@ class Gateway:
             if deployments:
                 self.models[name] = dataclasses.replace(group, deployments=deployments)
         self.state: StateBackend = open_state(config.state.backend)
-        self.store: Store | None = open_store(config.telemetry.store)
+        self.store: Store | None = open_store(config.telemetry.store, query_timeout_s=config.telemetry.query_timeout_s)
         self.maintenance = (
             StoreMaintenance(self.store, config.telemetry, self.metrics.registry) if self.store is not None else None
         )

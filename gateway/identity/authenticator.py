@@ -44,7 +44,14 @@ class Authenticator:
             self.principals[digest] = Principal(name="admin", key_id=ADMIN_KEY_ID, role="admin")
         self.store = keys
         self.cache = (
-            KeyCache(keys, ttl_s=config.cache_ttl_s, negative_ttl_s=config.negative_cache_ttl_s) if keys else None
+            KeyCache(
+                keys,
+                ttl_s=config.cache_ttl_s,
+                negative_ttl_s=config.negative_cache_ttl_s,
+                lookup_timeout_s=config.lookup_timeout_s,
+            )
+            if keys
+            else None
         )
         self.jwt = JwtValidator(config.jwt) if config.jwt.enabled else None
 

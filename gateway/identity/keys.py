@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from gateway.context import Principal
 from gateway.errors import InvalidRequest
+from gateway.store.base import StoreUnavailable
 from gateway.types import Clock
 
 KEY_PREFIX = "sk-gw-"
@@ -263,9 +264,11 @@ class KeyCache:
         ttl_s: float,
         negative_ttl_s: float,
         max_entries: int = 100_000,
+        lookup_timeout_s: float = 1.0,
         clock: Clock = time.monotonic,
     ) -> None:
         self.store = store
+        self.lookup_timeout_s = lookup_timeout_s
         self.ttl_s = ttl_s
         self.negative_ttl_s = negative_ttl_s
         self.max_entries = max_entries
@@ -305,7 +308,11 @@ class KeyCache:
 
     async def _fetch(self, digest: str) -> Lookup:
         self.queries += 1
-        row = await self.store.key_by_hash(digest)
+        try:
+            async with asyncio.timeout(self.lookup_timeout_s):  # a request never waits longer on a hung store
+                row = await self.store.key_by_hash(digest)
+        except TimeoutError:
+            raise StoreUnavailable(f"no answer from the key store within {self.lookup_timeout_s:g} s") from None
         # The store found the row by its digest; compare once more in constant time, as a second lock.
         if row is None or not hmac.compare_digest(row.key_hash, digest):
             return _UNKNOWN

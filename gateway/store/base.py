@@ -263,7 +263,7 @@ def key_store(store: Store | None) -> KeyStore | None:
     return store if isinstance(store, KeyStore) else None
 
 
-def open_store(url: str) -> Store | None:
+def open_store(url: str, *, query_timeout_s: float = 5.0) -> Store | None:
     if url in ("", "none"):
         return None
     if url.startswith("sqlite://"):
@@ -273,5 +273,5 @@ def open_store(url: str) -> Store | None:
     if url.startswith(("postgres://", "postgresql://")):
         from gateway.store.postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, query_timeout_s=query_timeout_s)
     raise ValueError(f"unsupported store {url!r}")

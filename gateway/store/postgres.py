@@ -91,6 +91,7 @@ class PostgresStore(TraceQueries):
         connect_timeout_s: float = 5.0,
         command_timeout_s: float = 60.0,
         ping_timeout_s: float = 2.0,
+        query_timeout_s: float = 5.0,
         application_name: str = "gateway",
     ) -> None:
         url = urlsplit(dsn)
@@ -108,6 +109,7 @@ class PostgresStore(TraceQueries):
         self.connect_timeout_s = connect_timeout_s
         self.command_timeout_s = command_timeout_s
         self.ping_timeout_s = ping_timeout_s
+        self.query_timeout_s = query_timeout_s
         self.application_name = application_name
         # For messages: never the password.
         self.where = f"{url.hostname or 'localhost'}:{url.port or 5432}{url.path}" + (f" ({schema})" if schema else "")
@@ -179,10 +181,20 @@ class PostgresStore(TraceQueries):
                 pool.terminate()
         return pool
 
-    async def _run(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+    async def _run(self, fn: Callable[[Any], Awaitable[T]], *, bounded: bool = True) -> T:
         """fn on a pooled connection. A connection the server had closed is dropped and the call tried on another
-        (after a restart every idle connection in the pool is dead: at most max_size of them)."""
-        pool = await self._ready()
+        (after a restart every idle connection in the pool is dead: at most max_size of them). A bounded call (all
+        but maintenance) that has no answer within query_timeout_s, waiting for a connection included, has failed:
+        a hung server fails the key lookup, the query or the poll that waits on it, it does not hold them."""
+        pool = await self._ready()  # not bounded: the first connection applies migrations, which may take long
+        limit = self.query_timeout_s if bounded else None
+        try:
+            async with asyncio.timeout(limit):
+                return await self._call(pool, fn)
+        except TimeoutError:
+            raise StoreUnavailable(f"postgres {self.where}: no answer within {limit:g} s") from None
+
+    async def _call(self, pool: Any, fn: Callable[[Any], Awaitable[T]]) -> T:
         attempt = 0
         try:
             while True:
@@ -232,7 +244,7 @@ class PostgresStore(TraceQueries):
                         await conn.execute(down_sql)
                         await conn.execute("DELETE FROM schema_migrations WHERE version = $1", version)
 
-        await self._run(down)
+        await self._run(down, bounded=False)
 
     # -- records and events -----------------------------------------------------------------------------------
 
@@ -300,7 +312,7 @@ class PostgresStore(TraceQueries):
         """Create the day partitions of model_cost_logs from yesterday to `days_ahead` days on (UTC), moving rows
         the default partition holds for those days; the names created. Run at open and then daily."""
         at = time.time() if now is None else now
-        return await self._run(lambda conn: _ensure_partitions(conn, self.schema, days_ahead, at))
+        return await self._run(lambda conn: _ensure_partitions(conn, self.schema, days_ahead, at), bounded=False)
 
     async def retention(self, table: str, max_age_s: float, *, now: float | None = None) -> int:
         """Remove the rows of model_cost_logs or event_logs older than max_age_s; the number removed. Whole days of
@@ -322,7 +334,7 @@ class PostgresStore(TraceQueries):
             status = await conn.execute(f"DELETE FROM {table} WHERE ts < $1", cutoff)
             return removed + int(status.split()[-1])
 
-        return await self._run(remove)
+        return await self._run(remove, bounded=False)
 
     # -- virtual keys (gateway/store/postgres_keys.py holds the SQL) ------------------------------------------
 

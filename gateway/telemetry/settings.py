@@ -81,6 +81,9 @@ class TelemetryConfig:
     # A write to the store (or its event log) in flight longer than this has failed: the store is `stalled`, and
     # what waits for it goes to the spool.
     write_timeout_s: float = 2.0
+    # Any other call to a PostgreSQL store (a virtual key's lookup, a trace query, a policy or flag poll, an admin
+    # change) with no answer within this long has failed: a hung server fails what waits on it instead of holding it.
+    query_timeout_s: float = 5.0
     # A record that has waited this long in memory for the store (a slow or hung write ahead of it) goes to the
     # spool, with everything behind it: about what a kill -9 can lose (see the README's "Nothing lost").
     spill_after_ms: int = 1000
@@ -127,7 +130,14 @@ def check_telemetry(config: GatewayConfig, problems: list[tuple[str, str]]) -> N
     model = config.similarity.embedding_model
     if model and model not in config.models:
         problems.append(("similarity.embedding_model", f"unknown model {model!r}"))
-    for key in ("write_timeout_s", "spill_after_ms", "flush_interval_ms", "batch_size", "queue_size"):
+    for key in (
+        "write_timeout_s",
+        "query_timeout_s",
+        "spill_after_ms",
+        "flush_interval_ms",
+        "batch_size",
+        "queue_size",
+    ):
         if getattr(telemetry, key) <= 0:
             problems.append((f"telemetry.{key}", "must be positive"))
     if telemetry.dead_letter_max_mb < 0:
