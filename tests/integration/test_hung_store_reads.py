@@ -83,7 +83,7 @@ def test_a_key_lookup_on_a_hung_store_fails_within_its_bound_and_a_cached_key_st
 
 
 @pytest.mark.parametrize(
-    "method, path",
+    ("method", "path"),
     [
         ("GET", "/api/v1/traces"),
         ("GET", "/api/v1/analytics/costs"),
