@@ -101,7 +101,7 @@ class PipelineEndpoint:
                 ctx.note_requested(decoded)  # a body refused below is still recorded with what it asked for
                 body, raw = self.parse(decoded, raw)
                 ctx.set_body(raw, body)
-                watch.listen(receive)
+                watch.listen(receive, scope)
                 ctx.watch = watch
                 reply = await gateway.pipeline.run(ctx, entered)
                 if reply.stream is not None:

@@ -12,11 +12,14 @@ A watch is armed while the request waits on others; held while it settles and an
 cancelled); closed before the answer's last byte goes out, since from then on the server's own `http.disconnect`
 means that the response is complete, not that the client left.
 
-The receive() that tells of a disconnect costs a task per request, with its scheduling: 7-15 µs of CPU, some
-tenth of a request. Most requests are answered long before anyone could give up on them, so it is started only for
-a request still running LISTEN_AFTER_S after its body was read, by one timer per worker that sweeps them; a client
-that left before then is noticed at once, when it starts. A quick request pays for a watch object and a place in
-two sets: about 1 µs. The router asks before a retry or a fallback (`confirm`), so none starts in between.
+Under the gateway's own HTTP protocol (gateway/server/protocol.py), the connection is in the scope, and the watch
+hangs a callback on it that its connection_lost calls: a disconnect is heard at once, for two attribute writes
+per request. Under any other server, the receive() that tells of a disconnect costs a task per request, with its
+scheduling (7-15 µs of CPU, some tenth of a request), so it is started only for a request still running
+LISTEN_AFTER_S after its body was read, by one timer per worker that sweeps them; a client that left before then
+is noticed at once, when it starts. (Under load, when requests queue for longer than that, nearly every request
+paid for the task: S1 fell by a tenth.) The router asks before a retry or a fallback (`confirm`), so none
+starts in between.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import asyncio
 from typing import Any
 
 from gateway.errors import ClientClosed, GatewayError, ServerShuttingDown
-from gateway.types import Receive
+from gateway.server.protocol import CONNECTION_KEY
+from gateway.types import Receive, Scope
 
 # uvicorn's own deadline at shutdown (timeout_graceful_shutdown) comes this long after server.drain_timeout_s: by
 # then the gateway has ended what was still running itself (OpenRequests.cut), with an error in each request's own
@@ -37,7 +41,7 @@ LISTEN_AFTER_S = 0.025
 
 
 class Watch:
-    __slots__ = ("task", "cut", "armed", "foreign", "_cancelled", "_receive", "_receiver", "_requests")
+    __slots__ = ("task", "cut", "armed", "foreign", "_cancelled", "_receive", "_receiver", "_requests", "_connection")
 
     def __init__(self, task: asyncio.Task[Any], requests: OpenRequests) -> None:
         self.task = task
@@ -48,19 +52,38 @@ class Watch:
         self._receive: Receive | None = None
         self._receiver: asyncio.Future[Any] | None = None
         self._requests: OpenRequests | None = requests  # None once closed
+        self._connection: Any = None  # the gateway protocol's connection, whose on_lost is this watch's
         requests.watches.add(self)
 
-    def listen(self, receive: Receive) -> None:
-        """From now on (the body has been read), a client that closes its connection cuts the request: within
-        LISTEN_AFTER_S to twice that, or at once if it is still running then."""
+    def listen(self, receive: Receive, scope: Scope | None = None) -> None:
+        """From now on (the body has been read), a client that closes its connection cuts the request: at once
+        under the gateway's protocol, else within LISTEN_AFTER_S to twice that, or at once if it is still running
+        then."""
+        if self._requests is None:
+            return
+        connection = scope.get(CONNECTION_KEY) if scope is not None else None
+        if connection is not None:
+            if connection.lost:
+                self.stop(ClientClosed())
+            else:
+                self._connection = connection
+                connection.on_lost = self._lost
+            return
         self._receive = receive
-        if self._requests is not None:
-            self._requests.listening(self)
+        self._requests.listening(self)
+
+    def _lost(self) -> None:
+        self._connection = None
+        self.stop(ClientClosed())
 
     async def confirm(self) -> None:
         """Before more is spent on the request (a retry, a fallback): listen now if it does not yet, and stop here
         (CancelledError) if the client has already left. A server's receive() answers a gone client at once: its
         task's first step, which runs before this one resumes, already has the answer."""
+        if self._connection is not None or self._receive is None:  # heard at once, or not listening
+            if self._cancelled:
+                await asyncio.sleep(0)  # the cancellation lands here
+            return
         if self._receiver is None:
             self._start()
             await asyncio.sleep(0)
@@ -112,6 +135,10 @@ class Watch:
             return
         self._requests = None
         self.armed = False
+        connection = self._connection
+        if connection is not None:
+            self._connection = None
+            connection.on_lost = None
         requests.watches.discard(self)
         requests.fresh.discard(self)
         requests.due.discard(self)
