@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections.abc import Callable
 
 import pytest
@@ -38,11 +40,12 @@ async def test_selects_the_database_of_the_url() -> None:
     url = require_redis()
     base = url.rsplit("/", 1)[0]
     first, second = RespClient(f"{base}/13", timeout_s=1.0), RespClient(f"{base}/12", timeout_s=1.0)
+    key = f"resp:test:db:{os.getpid()}:{time.monotonic_ns()}"  # its own: other runs may share these databases
     try:
-        await first.call("SET", "resp:test:db", "13")
-        await second.call("DEL", "resp:test:db")
-        assert await first.call("GET", "resp:test:db") == b"13"
-        assert await second.call("GET", "resp:test:db") is None
+        await first.call("SET", key, "13", "EX", "60")
+        await second.call("DEL", key)
+        assert await first.call("GET", key) == b"13"
+        assert await second.call("GET", key) is None
     finally:
         await first.close()
         await second.close()
