@@ -19,9 +19,9 @@ from gateway.api.streaming import Encoder
 from gateway.context import RequestContext
 from gateway.errors import UpstreamUnavailable
 from gateway.pipeline import Reply
-from gateway.translate.anthropic_answer import error_json, openai_error_message, to_message
-from gateway.translate.anthropic_ingress import to_chat_request
-from gateway.translate.anthropic_stream import AnthropicEncoder
+from gateway.providers.anthropic.ingress.answer import error_json, openai_error_message, to_message
+from gateway.providers.anthropic.ingress.request import to_chat_request
+from gateway.providers.anthropic.ingress.stream import AnthropicEncoder
 from gateway.types import Headers, Send
 
 if TYPE_CHECKING:

@@ -36,10 +36,10 @@ class Provider(Protocol):
 
 
 PROVIDERS: dict[str, str] = {
-    "openai": "gateway.providers.openai:OpenAIProvider",
-    "azure": "gateway.providers.openai:OpenAIProvider",
-    "anthropic": "gateway.providers.anthropic:AnthropicProvider",
-    "gemini": "gateway.providers.gemini:GeminiProvider",
+    "openai": "gateway.providers.openai.provider:OpenAIProvider",
+    "azure": "gateway.providers.openai.provider:OpenAIProvider",
+    "anthropic": "gateway.providers.anthropic.provider:AnthropicProvider",
+    "gemini": "gateway.providers.gemini.provider:GeminiProvider",
     "mock": "gateway.providers.mock:MockProvider",
 }
 

@@ -19,8 +19,8 @@ from starlette.routing import Route
 
 from gateway.config import GatewayConfig, ProviderConfig
 from gateway.context import Usage
-from gateway.providers.anthropic import AnthropicProvider, StreamTranslator, rejected
-from gateway.providers.anthropic_translate import (
+from gateway.providers.anthropic.provider import AnthropicProvider, StreamTranslator, rejected
+from gateway.providers.anthropic.translate import (
     DEFAULT_MAX_TOKENS,
     JSON_OBJECT_INSTRUCTION,
     UnsupportedRequest,

@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from gateway.config import GatewayConfig, ProviderConfig
 from gateway.context import Usage
-from gateway.providers.gemini import (
+from gateway.providers.gemini.provider import (
     EventDecoder,
     GeminiProvider,
     StreamTranslator,
@@ -34,8 +34,8 @@ from gateway.providers.gemini import (
     rejected,
     vertex_embed_request,
 )
-from gateway.providers.gemini_schema import gemini_schema
-from gateway.providers.gemini_translate import (
+from gateway.providers.gemini.schema import gemini_schema
+from gateway.providers.gemini.translate import (
     SKIP_SIGNATURE,
     UnsupportedRequest,
     finish_reason,

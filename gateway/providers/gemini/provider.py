@@ -1,6 +1,6 @@
 """Google's Gemini API behind the OpenAI format: chat requests, whole answers, streams, embeddings and errors
 translated both ways (the pure translations of chat, and the choices made where the APIs differ, are in
-gemini_translate.py).
+translate.py).
 
 Two kinds of base URL, told apart by `is_vertex`:
 
@@ -17,7 +17,7 @@ Embeddings: Google AI's {base}/models/{model}:batchEmbedContents (one call for e
 batchEmbedContents, so there {base}/models/{model}:predict, the text-embedding API, whose token counts are used.
 Google AI gives no token count for embeddings: prompt_tokens is then estimated as ceil(characters / 4) per input.
 
-One aiohttp ClientSession per provider, made at start-up, as for OpenAI (see openai.py for why aiohttp).
+One aiohttp ClientSession per provider, made at start-up, as for OpenAI (see providers/base.py for why aiohttp).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from gateway.context import RequestContext, Usage
 from gateway.errors import UpstreamRejected, UpstreamUnavailable
 from gateway.pipeline import Reply
 from gateway.providers.base import HTTPProvider, end_stream, json_answer, map_transport_errors
-from gateway.providers.gemini_translate import (
+from gateway.providers.gemini.translate import (
     UnsupportedRequest,
     content_of,
     finish_reason,

@@ -3,7 +3,7 @@
 POST /v1/messages takes Anthropic's request format so that Anthropic's SDKs work against the gateway. The
 pipeline, the router and every provider only ever see an OpenAI chat request, so any deployment can serve it.
 A malformed request raises InvalidRequest whose message names the field as Anthropic's API does
-(`messages.0.content.1.source: ...`). The answer's way back is in anthropic_answer.py.
+(`messages.0.content.1.source: ...`). The answer's way back is in answer.py.
 """
 
 from __future__ import annotations

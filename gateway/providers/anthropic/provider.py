@@ -1,7 +1,7 @@
 """Anthropic's Messages API behind the OpenAI chat format: requests, whole answers, streams and errors translated
-both ways (the pure translations, and the choices made where the two APIs differ, are in anthropic_translate.py).
+both ways (the pure translations, and the choices made where the two APIs differ, are in translate.py).
 
-One aiohttp ClientSession per provider, made at start-up, as for OpenAI (see openai.py for why aiohttp).
+One aiohttp ClientSession per provider, made at start-up, as for OpenAI (see providers/base.py for why aiohttp).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from gateway.config import Deployment, ProviderConfig, Timeouts
 from gateway.context import RequestContext
 from gateway.errors import UpstreamRejected, UpstreamUnavailable
 from gateway.pipeline import Reply
-from gateway.providers.anthropic_translate import (
+from gateway.providers.anthropic.translate import (
     AnthropicRequest,
     UnsupportedRequest,
     finish_reason,

@@ -9,7 +9,13 @@ import orjson
 import pytest
 
 from gateway.context import Usage
-from gateway.translate.anthropic_answer import error_json, error_type, openai_error_message, to_message, tool_input
+from gateway.providers.anthropic.ingress.answer import (
+    error_json,
+    error_type,
+    openai_error_message,
+    to_message,
+    tool_input,
+)
 
 # -- the answer ----------------------------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import UpstreamTimeout
-from gateway.translate.anthropic_stream import AnthropicEncoder
+from gateway.providers.anthropic.ingress.stream import AnthropicEncoder
 
 HEAD = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "served"}
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from gateway.errors import InvalidRequest
-from gateway.translate.anthropic_ingress import to_chat_request
+from gateway.providers.anthropic.ingress.request import to_chat_request
 
 PNG = "iVBORw0KGgo="
 

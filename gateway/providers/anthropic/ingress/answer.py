@@ -1,6 +1,6 @@
 """A whole OpenAI chat answer as an Anthropic Message, and gateway errors in Anthropic's error shape.
 
-The other half of POST /v1/messages (anthropic_ingress.py translates the request): what the pipeline answered,
+The other half of POST /v1/messages (request.py translates the request): what the pipeline answered,
 in OpenAI's format from whichever provider served it, goes back to the client in Anthropic's.
 """
 

@@ -1,6 +1,6 @@
 """Pure translations between OpenAI's chat format and Google's Gemini API (`generateContent`): the request, its
 JSON schemas, the whole answer, usage, finish reasons and tool call ids. The stream, embeddings and errors are
-translated in gemini.py, beside the provider that reads them.
+translated in provider.py, beside the provider that reads them.
 
 Where the two APIs differ, these are the choices (each is also noted where it is made):
 
@@ -48,7 +48,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from gateway.context import Usage
-from gateway.providers.gemini_schema import gemini_schema
+from gateway.providers.gemini.schema import gemini_schema
 
 # Gemini's finishReason -> OpenAI's finish_reason; anything else (OTHER, LANGUAGE, MALFORMED_FUNCTION_CALL...)
 # has no OpenAI counterpart and ended the turn: "stop".

@@ -14,7 +14,7 @@ import orjson
 
 from gateway.context import Usage
 from gateway.errors import GatewayError
-from gateway.translate.anthropic_answer import ERROR_TYPES, STOP_REASONS, error_json, usage_json
+from gateway.providers.anthropic.ingress.answer import ERROR_TYPES, STOP_REASONS, error_json, usage_json
 
 
 def event(name: bytes, data: dict[str, Any]) -> bytes:
