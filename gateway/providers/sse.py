@@ -6,12 +6,18 @@ DONE = b"[DONE]"
 
 
 class SSEDecoder:
-    """Feeds on arbitrary byte chunks; returns the `data:` payload of each complete event."""
+    """Feeds on arbitrary byte chunks; returns the `data:` payload of each complete event.
 
-    __slots__ = ("_buffer",)
+    An event without `data:` lines (a comment, a keep-alive, `event:` alone) is skipped, as the SSE standard says.
+    With `bare_json`, such an event whose text is a JSON object or array is a payload too: Google appends its error
+    object, without `data:`, to a Gemini stream that fails midway.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_buffer", "_bare_json")
+
+    def __init__(self, *, bare_json: bool = False) -> None:
         self._buffer = b""
+        self._bare_json = bare_json
 
     def feed(self, chunk: bytes) -> list[bytes]:
         if b"\r" in chunk:
@@ -22,14 +28,17 @@ class SSEDecoder:
         payloads = []
         for event in events:
             payload = _data_of(event)
-            if payload is not None:
+            if payload is not None or (self._bare_json and (payload := _json_of(event)) is not None):
                 payloads.append(payload)
         return payloads
 
     def flush(self) -> list[bytes]:
         """What is left when the stream ends without a final blank line."""
         rest, self._buffer = self._buffer, b""
-        payload = _data_of(rest.strip(b"\n"))
+        rest = rest.strip(b"\n")
+        payload = _data_of(rest)
+        if payload is None and self._bare_json:
+            payload = _json_of(rest)
         return [payload] if payload is not None else []
 
 
@@ -40,6 +49,11 @@ def _data_of(event: bytes) -> bytes | None:
     if not lines:
         return None  # comments, keep-alives, `event:` without data
     return b"\n".join(line[6:] if line[5:6] == b" " else line[5:] for line in lines)
+
+
+def _json_of(event: bytes) -> bytes | None:
+    stripped = event.strip()
+    return stripped if stripped.startswith((b"{", b"[")) else None
 
 
 def frame(payload: bytes) -> bytes:

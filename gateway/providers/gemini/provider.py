@@ -52,7 +52,7 @@ from gateway.providers.gemini.translate import (
     to_openai,
     usage_of,
 )
-from gateway.providers.sse import DONE
+from gateway.providers.sse import DONE, SSEDecoder
 from gateway.telemetry.tracing import upstream_headers
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
@@ -143,7 +143,7 @@ class GeminiProvider(HTTPProvider):
     async def _events(
         self, ctx: RequestContext, response: aiohttp.ClientResponse, translator: StreamTranslator
     ) -> AsyncIterator[bytes]:
-        decoder = EventDecoder()
+        decoder = event_decoder()
         finished = False
         try:
             with map_transport_errors(self.name), unreadable_as_malformed(self.name):
@@ -227,35 +227,10 @@ def unreadable_as_malformed(provider: str) -> Iterator[None]:
 # -- stream ----------------------------------------------------------------------------------------------------------
 
 
-class EventDecoder:
-    """Gemini's SSE `data:` payloads, and the bare JSON error object Google appends, without `data:`, to a stream
-    that fails midway (the shared SSEDecoder would skip it as a non-data event)."""
-
-    __slots__ = ("_buffer",)
-
-    def __init__(self) -> None:
-        self._buffer = b""
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        if b"\r" in chunk:
-            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        events = (self._buffer + chunk).split(b"\n\n")
-        self._buffer = events.pop()
-        return [payload for event in events if (payload := _payload(event)) is not None]
-
-    def flush(self) -> list[bytes]:
-        rest, self._buffer = self._buffer, b""
-        payload = _payload(rest)
-        return [payload] if payload is not None else []
-
-
-def _payload(event: bytes) -> bytes | None:
-    event = event.strip(b"\n")
-    if event.startswith(b"data:"):
-        lines = [line for line in event.split(b"\n") if line.startswith(b"data:")]
-        return b"\n".join(line[6:] if line[5:6] == b" " else line[5:] for line in lines)
-    stripped = event.strip()
-    return stripped if stripped.startswith((b"{", b"[")) else None
+def event_decoder() -> SSEDecoder:
+    """Gemini's stream framing: SSE `data:` payloads, and the bare JSON error object Google appends, without
+    `data:`, to a stream that fails midway."""
+    return SSEDecoder(bare_json=True)
 
 
 class StreamTranslator:

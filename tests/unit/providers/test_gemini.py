@@ -22,13 +22,13 @@ from starlette.routing import Route
 from gateway.config import GatewayConfig, ProviderConfig
 from gateway.context import Usage
 from gateway.providers.gemini.provider import (
-    EventDecoder,
     GeminiProvider,
     StreamTranslator,
     embed_request,
     embedding_inputs,
     embeddings_of,
     estimate_tokens,
+    event_decoder as EventDecoder,
     is_vertex,
     openai_embeddings,
     rejected,

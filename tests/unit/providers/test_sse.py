@@ -22,3 +22,11 @@ def test_a_last_event_without_blank_line_is_flushed():
 
 def test_frame():
     assert frame(b"{}") == b"data: {}\n\n"
+
+
+def test_bare_json_events_are_payloads_only_when_asked():
+    stream = b'data: {"a":1}\n\n: keep-alive\n\n{\n  "error": {"code": 500}\n}\n\n[{"error": {}}]'
+    assert SSEDecoder().feed(stream) == [b'{"a":1}']
+    decoder = SSEDecoder(bare_json=True)
+    assert decoder.feed(stream) == [b'{"a":1}', b'{\n  "error": {"code": 500}\n}']
+    assert decoder.flush() == [b'[{"error": {}}]']
