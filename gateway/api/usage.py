@@ -18,7 +18,7 @@ from gateway.api.http import query_params
 from gateway.config import LimitRule
 from gateway.errors import InvalidRequest, NotFound, PermissionDenied
 from gateway.filters.ratelimit import RateLimitFilter, own_rule
-from gateway.limits.model import BUDGET, CONCURRENCY, REQUESTS, TOKENS
+from gateway.state.limiter import BUDGET, CONCURRENCY, REQUESTS, TOKENS
 from gateway.store.base import key_store
 from gateway.types import Receive, Scope
 

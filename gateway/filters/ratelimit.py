@@ -19,10 +19,10 @@ from prometheus_client import Counter, Gauge
 from gateway.config import LimitRule
 from gateway.context import ANONYMOUS, Principal, RequestContext
 from gateway.errors import BudgetExceeded, ClientClosed, RateLimited, ServerShuttingDown
-from gateway.limits.clientip import ClientAddress
-from gateway.limits.failover import Failover
-from gateway.limits.model import BUCKET, BUDGET, CONCURRENCY, REQUESTS, TOKENS, WINDOW, Check, Limiter, Outcome
+from gateway.identity.client_address import ClientAddress
 from gateway.pipeline import Reply
+from gateway.state.limiter import BUCKET, BUDGET, CONCURRENCY, REQUESTS, TOKENS, WINDOW, Check, Limiter, Outcome
+from gateway.state.limiter_failover import Failover
 
 if TYPE_CHECKING:
     from gateway.policy.model import Limit as PolicyLimit
@@ -67,7 +67,7 @@ class RateLimitFilter:
         self._rejected = {kind: rejected.labels(kind) for kind in ("rate", "tokens", "concurrency", "budget")}
         primary: Limiter | None = None
         if config.backend != "memory":
-            from gateway.limits.redis import RedisLimiter
+            from gateway.state.limiter_redis import RedisLimiter
 
             primary = RedisLimiter(config.backend, timeout_s=config.timeout_ms / 1000, on_error=errors.inc)
         self.limits = Failover(

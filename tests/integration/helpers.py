@@ -107,7 +107,7 @@ def wait_settled(gateway: Any) -> None:
     """Until the ratelimit filter's settlements have reached Redis: they leave in the background, a batch at a
     time, after the answer (the memory backend settles before it)."""
     from gateway.filters.ratelimit import RateLimitFilter
-    from gateway.limits.redis import RedisLimiter
+    from gateway.state.limiter_redis import RedisLimiter
 
     limiters = [
         f.limits.primary
