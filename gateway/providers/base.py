@@ -1,4 +1,5 @@
-"""The Provider protocol, the registry of provider types, and the mapping of transport errors."""
+"""The Provider protocol, the registry of provider types, the HTTP call every HTTP provider shares (HTTPProvider:
+the providers fill in its hooks), and the mapping of transport errors."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import contextlib
 import importlib
 import time
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import aiohttp
 import orjson
@@ -16,6 +17,7 @@ from gateway.config import Deployment, ProviderConfig, Timeouts
 from gateway.context import RequestContext, upstream_request
 from gateway.errors import UpstreamRejected, UpstreamTimeout, UpstreamUnavailable
 from gateway.pipeline import Reply
+from gateway.telemetry.tracing import upstream_headers
 
 
 class Provider(Protocol):
@@ -61,9 +63,39 @@ class TimedConnector(aiohttp.TCPConnector):
                 ctx.upstream_connect = (started, time.perf_counter_ns())
 
 
-class HTTPProvider:
+class UnsupportedRequest(ValueError):
+    """A request that cannot be expressed in a provider's API: HTTPProvider answers it with a 400 that names the
+    parameter (code unsupported_parameter). Raised by the providers' pure translations, which know no provider."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+Call = TypeVar("Call")
+
+
+class HTTPProvider(Generic[Call]):
     """What every HTTP provider shares: one aiohttp ClientSession, made at start-up (on this machine aiohttp's
-    client costs about a tenth of httpx's default transport per request), and one ClientTimeout per Timeouts."""
+    client costs about a tenth of httpx's default transport per request), one ClientTimeout per Timeouts, and the
+    call itself: `send` posts, checks the status, maps errors, and reads a whole answer or hands over a stream.
+
+    A provider fills in:
+    - `headers` (set by its constructor): sent with every call, its key among them;
+    - `request(ctx, deployment)`: the request's translation, as (URL, body, call), where `call` is whatever the
+      answer's translation needs to remember of the request (None for OpenAI). It may raise UnsupportedRequest
+      (a 400 naming the parameter) or an UpstreamError;
+    - `answer(ctx, deployment, status, content, call)`: a whole 2xx answer's translation into OpenAI's format,
+      noting ctx.usage and ctx.served_model;
+    - `stream(ctx, deployment, response, call)`: a streamed 2xx answer as a Reply whose stream yields OpenAI
+      chunk payloads, decoded from `response` (which it must end with `end_stream`);
+    - `streams(ctx, response)`, asked only of a streamed request: whether this answer is a stream (by default
+      yes; an OpenAI-compatible server may answer a whole JSON body);
+    - `rejected(provider, status, body, retry_after)`: an error answer (4xx, 5xx) as the gateway's error.
+    """
+
+    headers: dict[str, str]
 
     def __init__(self, name: str, config: ProviderConfig) -> None:
         self.name = name
@@ -89,6 +121,56 @@ class HTTPProvider:
             )
             self._timeouts[timeouts] = timeout
         return timeout
+
+    async def send(self, ctx: RequestContext, deployment: Deployment, timeouts: Timeouts) -> Reply:
+        session = self._session
+        if session is None:
+            raise UpstreamUnavailable(f"The provider {self.name!r} is not open.", provider=self.name)
+        try:
+            url, body, call = self.request(ctx, deployment)
+        except UnsupportedRequest as exc:
+            raise UpstreamRejected(
+                exc.message, status=400, provider=self.name, param=exc.param, code="unsupported_parameter"
+            ) from None
+        ctx.upstream_start_ns = time.perf_counter_ns()
+        with map_transport_errors(self.name):
+            response = await session.post(
+                url, data=body, headers=upstream_headers(self.headers, ctx.trace_id), timeout=self.timeout(timeouts)
+            )
+            ctx.upstream_headers_ns = time.perf_counter_ns()
+            if response.status >= 400:
+                content = await response.read()
+                response.release()
+                ctx.upstream_end_ns = time.perf_counter_ns()
+                raise self.rejected(self.name, response.status, content, response.headers.get("retry-after"))
+            if ctx.stream and self.streams(ctx, response):
+                return self.stream(ctx, deployment, response, call)
+            try:
+                content = await response.read()
+            finally:
+                response.release()
+                ctx.upstream_end_ns = time.perf_counter_ns()
+        return self.answer(ctx, deployment, response.status, content, call)
+
+    # -- hooks -------------------------------------------------------------------------------------------------------
+
+    def request(self, ctx: RequestContext, deployment: Deployment) -> tuple[str, bytes, Call]:
+        raise NotImplementedError
+
+    def answer(self, ctx: RequestContext, deployment: Deployment, status: int, content: bytes, call: Call) -> Reply:
+        raise NotImplementedError
+
+    def stream(
+        self, ctx: RequestContext, deployment: Deployment, response: aiohttp.ClientResponse, call: Call
+    ) -> Reply:
+        raise NotImplementedError
+
+    def streams(self, ctx: RequestContext, response: aiohttp.ClientResponse) -> bool:
+        return True
+
+    @staticmethod
+    def rejected(provider: str, status: int, body: bytes, retry_after: str | None) -> UpstreamRejected:
+        return rejected_from_body(provider, status, body, retry_after)
 
 
 def build_provider(name: str, config: ProviderConfig) -> Provider:

@@ -6,20 +6,17 @@ One aiohttp ClientSession per provider, made at start-up, as for OpenAI (see pro
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import orjson
 
-from gateway.config import Deployment, ProviderConfig, Timeouts
+from gateway.config import Deployment, ProviderConfig
 from gateway.context import RequestContext
 from gateway.errors import UpstreamRejected, UpstreamUnavailable
 from gateway.pipeline import Reply
 from gateway.providers.anthropic.translate import (
-    AnthropicRequest,
-    UnsupportedRequest,
     finish_reason,
     openai_usage,
     to_anthropic,
@@ -28,7 +25,6 @@ from gateway.providers.anthropic.translate import (
 )
 from gateway.providers.base import HTTPProvider, end_stream, json_answer, map_transport_errors
 from gateway.providers.sse import DONE, SSEDecoder
-from gateway.telemetry.tracing import upstream_headers
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_VERSION = "2023-06-01"
@@ -43,7 +39,7 @@ _ERROR_TYPES = {
 }
 
 
-class AnthropicProvider(HTTPProvider):
+class AnthropicProvider(HTTPProvider[str | None]):
     def __init__(self, name: str, config: ProviderConfig) -> None:
         super().__init__(name, config)
         base = (config.base_url or DEFAULT_BASE_URL).rstrip("/")
@@ -55,7 +51,9 @@ class AnthropicProvider(HTTPProvider):
             headers["x-api-key"] = config.api_key
         self.headers = headers
 
-    def translate(self, ctx: RequestContext, deployment: Deployment) -> AnthropicRequest:
+    # -- HTTPProvider's hooks: the call is the answer tool's name, if any --------------------------------------------
+
+    def request(self, ctx: RequestContext, deployment: Deployment) -> tuple[str, bytes, str | None]:
         if ctx.endpoint != "chat/completions":
             raise UpstreamRejected(
                 f"The provider {self.name!r} (Anthropic) serves only /v1/chat/completions.",
@@ -63,40 +61,23 @@ class AnthropicProvider(HTTPProvider):
                 provider=self.name,
                 code="unsupported_endpoint",
             )
-        try:
-            return to_anthropic(ctx.body, deployment.model)
-        except UnsupportedRequest as exc:
-            raise UpstreamRejected(
-                exc.message, status=400, provider=self.name, param=exc.param, code="unsupported_parameter"
-            ) from None
+        request = to_anthropic(ctx.body, deployment.model)
+        return self.url, orjson.dumps(request.body), request.answer_tool
 
-    async def send(self, ctx: RequestContext, deployment: Deployment, timeouts: Timeouts) -> Reply:
-        session = self._session
-        if session is None:
-            raise UpstreamUnavailable(f"The provider {self.name!r} is not open.", provider=self.name)
-        request = self.translate(ctx, deployment)
-        body = orjson.dumps(request.body)
-        ctx.upstream_start_ns = time.perf_counter_ns()
-        with map_transport_errors(self.name):
-            response = await session.post(
-                self.url,
-                data=body,
-                headers=upstream_headers(self.headers, ctx.trace_id),
-                timeout=self.timeout(timeouts),
-            )
-            ctx.upstream_headers_ns = time.perf_counter_ns()
-            if response.status >= 400:
-                content = await response.read()
-                response.release()
-                ctx.upstream_end_ns = time.perf_counter_ns()
-                raise rejected(self.name, response.status, content, response.headers.get("retry-after"))
-            if ctx.stream:
-                translator = StreamTranslator(deployment.model, int(ctx.started_at), request.answer_tool)
-                return Reply(status=200, stream=self._events(ctx, response, translator))
-            content = await response.read()
-            response.release()
-        ctx.upstream_end_ns = time.perf_counter_ns()
-        return Reply(status=200, body=self._answer(ctx, content, request.answer_tool), headers=_JSON)
+    def answer(
+        self, ctx: RequestContext, deployment: Deployment, status: int, content: bytes, call: str | None
+    ) -> Reply:
+        return Reply(status=200, body=self._answer(ctx, content, call), headers=_JSON)
+
+    def stream(
+        self, ctx: RequestContext, deployment: Deployment, response: aiohttp.ClientResponse, call: str | None
+    ) -> Reply:
+        translator = StreamTranslator(deployment.model, int(ctx.started_at), call)
+        return Reply(status=200, stream=self._events(ctx, response, translator))
+
+    @staticmethod
+    def rejected(provider: str, status: int, body: bytes, retry_after: str | None) -> UpstreamRejected:
+        return rejected(provider, status, body, retry_after)
 
     def _answer(self, ctx: RequestContext, content: bytes, answer_tool: str | None) -> bytes:
         message = json_answer(content, self.name)

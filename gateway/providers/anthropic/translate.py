@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 
 from gateway.context import Usage
+from gateway.providers.base import UnsupportedRequest
 
 DEFAULT_MAX_TOKENS = 4096
 JSON_OBJECT_INSTRUCTION = "Respond with one valid JSON object only: no text before or after it, no code fences."
@@ -50,15 +51,6 @@ FINISH_REASONS = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
-
-
-class UnsupportedRequest(ValueError):
-    """A request that cannot be expressed in Anthropic's API; the provider answers it with a 400."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,6 @@ import math
 import os
 import re
 import struct
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,13 +36,12 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
-from gateway.config import Deployment, ProviderConfig, Timeouts
+from gateway.config import Deployment, ProviderConfig
 from gateway.context import RequestContext, Usage
 from gateway.errors import UpstreamRejected, UpstreamUnavailable
 from gateway.pipeline import Reply
-from gateway.providers.base import HTTPProvider, end_stream, json_answer, map_transport_errors
+from gateway.providers.base import HTTPProvider, UnsupportedRequest, end_stream, json_answer, map_transport_errors
 from gateway.providers.gemini.translate import (
-    UnsupportedRequest,
     content_of,
     finish_reason,
     openai_usage,
@@ -53,7 +51,6 @@ from gateway.providers.gemini.translate import (
     usage_of,
 )
 from gateway.providers.sse import DONE, SSEDecoder
-from gateway.telemetry.tracing import upstream_headers
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 _JSON = {"content-type": "application/json"}
@@ -65,7 +62,7 @@ def is_vertex(base_url: str) -> bool:
     return (parts.hostname or "").endswith("aiplatform.googleapis.com") or "/publishers/google" in parts.path
 
 
-class GeminiProvider(HTTPProvider):
+class GeminiProvider(HTTPProvider[list[str] | None]):
     def __init__(self, name: str, config: ProviderConfig) -> None:
         super().__init__(name, config)
         self.base_url = (config.base_url or DEFAULT_BASE_URL).rstrip("/")
@@ -81,9 +78,18 @@ class GeminiProvider(HTTPProvider):
     def url(self, model: str, method: str) -> str:
         return f"{self.base_url}/models/{model.removeprefix('models/')}:{method}"
 
-    async def send(self, ctx: RequestContext, deployment: Deployment, timeouts: Timeouts) -> Reply:
+    # -- HTTPProvider's hooks: the call is the texts of an embeddings request, None for chat ---------------------------
+
+    def request(self, ctx: RequestContext, deployment: Deployment) -> tuple[str, bytes, list[str] | None]:
         if ctx.endpoint == "embeddings":
-            return await self._embed(ctx, deployment, timeouts)
+            texts = embedding_inputs(ctx.body.get("input"))
+            dimensions = ctx.body.get("dimensions")
+            dimensions = dimensions if isinstance(dimensions, int) else None
+            if self.vertex:
+                request = vertex_embed_request(texts, dimensions)
+                return self.url(deployment.model, "predict"), orjson.dumps(request), texts
+            request = embed_request(texts, deployment.model, dimensions)
+            return self.url(deployment.model, "batchEmbedContents"), orjson.dumps(request), texts
         if ctx.endpoint != "chat/completions":
             raise UpstreamRejected(
                 f"The provider {self.name!r} (Gemini) serves only /v1/chat/completions and /v1/embeddings.",
@@ -91,54 +97,40 @@ class GeminiProvider(HTTPProvider):
                 provider=self.name,
                 code="unsupported_endpoint",
             )
-        try:
-            body = orjson.dumps(to_gemini(ctx.body))
-        except UnsupportedRequest as exc:
-            raise unsupported(self.name, exc) from None
+        body = orjson.dumps(to_gemini(ctx.body))
         method = "streamGenerateContent?alt=sse" if ctx.stream else "generateContent"
-        response = await self._post(ctx, self.url(deployment.model, method), body, timeouts)
-        token = os.urandom(6).hex()
-        if ctx.stream:
-            translator = StreamTranslator(deployment.model, int(ctx.started_at), token)
-            return Reply(status=200, stream=self._events(ctx, response, translator))
-        answer = json_answer(await self._read(ctx, response), self.name)
+        return self.url(deployment.model, method), body, None
+
+    def streams(self, ctx: RequestContext, response: aiohttp.ClientResponse) -> bool:
+        return ctx.endpoint == "chat/completions"  # embeddings are whole, whatever the request says
+
+    def stream(
+        self, ctx: RequestContext, deployment: Deployment, response: aiohttp.ClientResponse, call: list[str] | None
+    ) -> Reply:
+        translator = StreamTranslator(deployment.model, int(ctx.started_at), os.urandom(6).hex())
+        return Reply(status=200, stream=self._events(ctx, response, translator))
+
+    def answer(
+        self, ctx: RequestContext, deployment: Deployment, status: int, content: bytes, call: list[str] | None
+    ) -> Reply:
+        if call is not None:
+            return self._embeddings(ctx, deployment, content, call)
+        answer = json_answer(content, self.name)
         block = prompt_block(answer)
         if block is not None:
             raise UpstreamRejected(block, status=400, provider=self.name, code="content_policy_violation")
         if not answer.get("candidates"):
             raise malformed(self.name, "an answer without candidates")
         with unreadable_as_malformed(self.name):
-            reply = to_openai(answer, deployment.model, int(ctx.started_at), token)
+            reply = to_openai(answer, deployment.model, int(ctx.started_at), os.urandom(6).hex())
             if isinstance(answer.get("usageMetadata"), dict):
                 ctx.usage = usage_of(answer["usageMetadata"])
         ctx.served_model = str(answer.get("modelVersion") or deployment.model)
         return Reply(status=200, body=orjson.dumps(reply), headers=_JSON)
 
-    async def _post(self, ctx: RequestContext, url: str, body: bytes, timeouts: Timeouts) -> aiohttp.ClientResponse:
-        """The upstream's 2xx response, headers read; any other answer raised as the gateway's error."""
-        session = self._session
-        if session is None:
-            raise UpstreamUnavailable(f"The provider {self.name!r} is not open.", provider=self.name)
-        ctx.upstream_start_ns = time.perf_counter_ns()
-        with map_transport_errors(self.name):
-            response = await session.post(
-                url, data=body, headers=upstream_headers(self.headers, ctx.trace_id), timeout=self.timeout(timeouts)
-            )
-            ctx.upstream_headers_ns = time.perf_counter_ns()
-            if response.status >= 400:
-                content = await response.read()
-                response.release()
-                ctx.upstream_end_ns = time.perf_counter_ns()
-                raise rejected(self.name, response.status, content, response.headers.get("retry-after"))
-        return response
-
-    async def _read(self, ctx: RequestContext, response: aiohttp.ClientResponse) -> bytes:
-        try:
-            with map_transport_errors(self.name):
-                return await response.read()
-        finally:
-            response.release()
-            ctx.upstream_end_ns = time.perf_counter_ns()
+    @staticmethod
+    def rejected(provider: str, status: int, body: bytes, retry_after: str | None) -> UpstreamRejected:
+        return rejected(provider, status, body, retry_after)
 
     async def _events(
         self, ctx: RequestContext, response: aiohttp.ClientResponse, translator: StreamTranslator
@@ -174,38 +166,20 @@ class GeminiProvider(HTTPProvider):
         finally:
             end_stream(ctx, response, finished)
 
-    async def _embed(self, ctx: RequestContext, deployment: Deployment, timeouts: Timeouts) -> Reply:
-        try:
-            texts = embedding_inputs(ctx.body.get("input"))
-        except UnsupportedRequest as exc:
-            raise unsupported(self.name, exc) from None
-        dimensions = ctx.body.get("dimensions")
-        dimensions = dimensions if isinstance(dimensions, int) else None
-        if self.vertex:
-            url, request = self.url(deployment.model, "predict"), vertex_embed_request(texts, dimensions)
-        else:
-            url, request = (
-                self.url(deployment.model, "batchEmbedContents"),
-                embed_request(texts, deployment.model, dimensions),
-            )
-        response = await self._post(ctx, url, orjson.dumps(request), timeouts)
-        content = json_answer(await self._read(ctx, response), self.name)
+    def _embeddings(self, ctx: RequestContext, deployment: Deployment, content: bytes, texts: list[str]) -> Reply:
+        answer = json_answer(content, self.name)
         with unreadable_as_malformed(self.name):
-            vectors, tokens = embeddings_of(content)
+            vectors, tokens = embeddings_of(answer)
             if len(vectors) != len(texts):
                 raise malformed(self.name, f"{len(vectors)} embeddings for {len(texts)} inputs")
             usage = (
                 Usage(prompt_tokens=tokens) if tokens is not None else Usage(estimate_tokens(texts), source="estimate")
             )
             as_base64 = ctx.body.get("encoding_format") == "base64"
-            answer = openai_embeddings(vectors, deployment.model, usage.prompt_tokens, as_base64)
+            reply = openai_embeddings(vectors, deployment.model, usage.prompt_tokens, as_base64)
         ctx.usage = usage
         ctx.served_model = deployment.model
-        return Reply(status=200, body=orjson.dumps(answer), headers=_JSON)
-
-
-def unsupported(provider: str, exc: UnsupportedRequest) -> UpstreamRejected:
-    return UpstreamRejected(exc.message, status=400, provider=provider, param=exc.param, code="unsupported_parameter")
+        return Reply(status=200, body=orjson.dumps(reply), headers=_JSON)
 
 
 def malformed(provider: str, what: str) -> UpstreamUnavailable:

@@ -48,6 +48,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from gateway.context import Usage
+from gateway.providers.base import UnsupportedRequest
 from gateway.providers.gemini.schema import gemini_schema
 
 # Gemini's finishReason -> OpenAI's finish_reason; anything else (OTHER, LANGUAGE, MALFORMED_FUNCTION_CALL...)
@@ -73,15 +74,6 @@ _MIME_TYPES = {
     "heic": "image/heic", "heif": "image/heif", "pdf": "application/pdf", "mp3": "audio/mp3", "wav": "audio/wav",
     "mp4": "video/mp4", "txt": "text/plain",
 }  # fmt: skip
-
-
-class UnsupportedRequest(ValueError):
-    """A request that cannot be expressed in Gemini's API; the provider answers it with a 400."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
 
 
 # -- request ---------------------------------------------------------------------------------------------------------

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 import orjson
 
-from gateway.config import Deployment, ProviderConfig, Timeouts
+from gateway.config import Deployment, ProviderConfig
 from gateway.context import RequestContext, Usage
-from gateway.errors import UpstreamUnavailable
 from gateway.pipeline import Reply
-from gateway.providers.base import HTTPProvider, end_stream, json_answer, map_transport_errors, rejected_from_body
+from gateway.providers.base import HTTPProvider, end_stream, json_answer, map_transport_errors
 from gateway.providers.sse import DONE, SSEDecoder
-from gateway.telemetry.tracing import upstream_headers
 
 _JSON = {"content-type": "application/json"}
 
 
-class OpenAIProvider(HTTPProvider):
+class OpenAIProvider(HTTPProvider[None]):
     def __init__(self, name: str, config: ProviderConfig) -> None:
         super().__init__(name, config)
         self.azure = config.type == "azure"
@@ -34,46 +31,42 @@ class OpenAIProvider(HTTPProvider):
         # Azure and recent OpenAI-compatible servers accept stream_options; an older server may not.
         self.stream_usage = True
 
-    def url(self, endpoint: str, deployment: Deployment) -> str:
-        if self.azure:
-            deployment_url = f"{self.base_url}/openai/deployments/{deployment.model}"
-            return f"{deployment_url}/{endpoint}?api-version={self.config.api_version}"
-        return f"{self.base_url}/{endpoint}"
+    # -- HTTPProvider's hooks ----------------------------------------------------------------------------------------
 
-    def request_body(self, ctx: RequestContext, deployment: Deployment) -> bytes:
+    def request(self, ctx: RequestContext, deployment: Deployment) -> tuple[str, bytes, None]:
+        """The request as it came (its bytes, when nothing changed it), for the deployment's model; with
+        stream_options.include_usage on a stream, so that the gateway gets usage (the relay strips the usage chunk
+        when the client did not ask for it)."""
         if ctx.model != deployment.model:
             ctx.set_field("model", deployment.model)
         if ctx.stream and self.stream_usage and not ctx.client_wants_usage:
             options = ctx.body.get("stream_options")
             ctx.set_field("stream_options", {**(options if isinstance(options, dict) else {}), "include_usage": True})
-        return orjson.dumps(ctx.body) if ctx.body_changed else ctx.raw_body
+        body = orjson.dumps(ctx.body) if ctx.body_changed else ctx.raw_body
+        if self.azure:
+            deployment_url = f"{self.base_url}/openai/deployments/{deployment.model}"
+            return f"{deployment_url}/{ctx.endpoint}?api-version={self.config.api_version}", body, None
+        return f"{self.base_url}/{ctx.endpoint}", body, None
 
-    async def send(self, ctx: RequestContext, deployment: Deployment, timeouts: Timeouts) -> Reply:
-        session = self._session
-        if session is None:
-            raise UpstreamUnavailable(f"The provider {self.name!r} is not open.", provider=self.name)
-        body = self.request_body(ctx, deployment)
-        ctx.upstream_start_ns = time.perf_counter_ns()
-        with map_transport_errors(self.name):
-            response = await session.post(
-                self.url(ctx.endpoint, deployment),
-                data=body,
-                headers=upstream_headers(self.headers, ctx.trace_id),
-                timeout=self.timeout(timeouts),
-            )
-            ctx.upstream_headers_ns = time.perf_counter_ns()
-            if response.status >= 400:
-                content = await response.read()
-                response.release()
-                ctx.upstream_end_ns = time.perf_counter_ns()
-                raise rejected_from_body(self.name, response.status, content, response.headers.get("retry-after"))
-            if ctx.stream and response.content_type == "text/event-stream":
-                return Reply(status=response.status, stream=self._events(ctx, response))
-            content = await response.read()
-            response.release()
-        ctx.upstream_end_ns = time.perf_counter_ns()
-        read_answer(ctx, content, self.name)
-        return Reply(status=response.status, body=content, headers=_JSON)
+    def streams(self, ctx: RequestContext, response: aiohttp.ClientResponse) -> bool:
+        # A server that ignores `stream` answers a whole JSON body: it is read as one.
+        return response.content_type == "text/event-stream"
+
+    def answer(self, ctx: RequestContext, deployment: Deployment, status: int, content: bytes, call: None) -> Reply:
+        """The answer as it came; its usage and served model noted. One that is not a JSON object is a 502."""
+        data = json_answer(content, self.name)
+        usage = data.get("usage")
+        if isinstance(usage, dict):
+            ctx.usage = Usage.from_openai(usage)
+        model = data.get("model")
+        if isinstance(model, str):
+            ctx.served_model = model
+        return Reply(status=status, body=content, headers=_JSON)
+
+    def stream(
+        self, ctx: RequestContext, deployment: Deployment, response: aiohttp.ClientResponse, call: None
+    ) -> Reply:
+        return Reply(status=response.status, stream=self._events(ctx, response))
 
     async def _events(self, ctx: RequestContext, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         decoder = SSEDecoder()
@@ -91,14 +84,3 @@ class OpenAIProvider(HTTPProvider):
             finished = True
         finally:
             end_stream(ctx, response, finished)
-
-
-def read_answer(ctx: RequestContext, content: bytes, provider: str) -> None:
-    """Note the usage and served model of a whole answer; an answer that is not a JSON object is a 502."""
-    data = json_answer(content, provider)
-    usage = data.get("usage")
-    if isinstance(usage, dict):
-        ctx.usage = Usage.from_openai(usage)
-    model = data.get("model")
-    if isinstance(model, str):
-        ctx.served_model = model
