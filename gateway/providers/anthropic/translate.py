@@ -1,5 +1,5 @@
 """Pure translations between OpenAI's chat format and Anthropic's Messages API: the request, the whole answer and
-its usage. The stream's and the errors' translations live in provider.py, beside the provider that reads them.
+its usage. The stream's translation is in stream.py, the errors' in errors.py.
 
 Where the two APIs differ, these are the choices (each is also noted where it is made):
 
@@ -21,7 +21,7 @@ Where the two APIs differ, these are the choices (each is also noted where it is
   better than an answer to a request that was silently changed;
 - in answers, thinking blocks are dropped (OpenAI's chat format has no place for them), stop reasons map as in
   FINISH_REASONS, and usage counts cache reads and writes in prompt_tokens, as OpenAI's does;
-- errors (provider.py): 529 overloaded becomes 503, which the OpenAI SDK and the router retry; error types map
+- errors (errors.py): 529 overloaded becomes 503, which the OpenAI SDK and the router retry; error types map
   to OpenAI's; "prompt is too long" gets code context_length_exceeded, the content filter's block
   content_policy_violation.
 """

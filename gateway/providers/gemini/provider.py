@@ -1,6 +1,6 @@
-"""Google's Gemini API behind the OpenAI format: chat requests, whole answers, streams, embeddings and errors
-translated both ways (the pure translations of chat, and the choices made where the APIs differ, are in
-translate.py).
+"""Google's Gemini API behind the OpenAI format: the upstream call, on HTTPProvider. The pure translations are
+beside it: chat requests and whole answers (and the choices made where the APIs differ) in translate.py, with
+schema.py, the stream's events in stream.py, embeddings in embeddings.py, errors in errors.py.
 
 Two kinds of base URL, told apart by `is_vertex`:
 
@@ -22,15 +22,8 @@ One aiohttp ClientSession per provider, made at start-up, as for OpenAI (see pro
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import itertools
-import math
 import os
-import re
-import struct
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -40,17 +33,24 @@ from gateway.config import Deployment, ProviderConfig
 from gateway.context import RequestContext, Usage
 from gateway.errors import UpstreamRejected, UpstreamUnavailable
 from gateway.pipeline import Reply
-from gateway.providers.base import HTTPProvider, UnsupportedRequest, end_stream, json_answer, map_transport_errors
+from gateway.providers.base import HTTPProvider, end_stream, json_answer, map_transport_errors
+from gateway.providers.gemini.embeddings import (
+    embed_request,
+    embedding_inputs,
+    embeddings_of,
+    estimate_tokens,
+    openai_embeddings,
+    vertex_embed_request,
+)
+from gateway.providers.gemini.errors import malformed, rejected, unreadable_as_malformed
+from gateway.providers.gemini.stream import StreamTranslator, event_decoder
 from gateway.providers.gemini.translate import (
-    content_of,
-    finish_reason,
-    openai_usage,
     prompt_block,
     to_gemini,
     to_openai,
     usage_of,
 )
-from gateway.providers.sse import DONE, SSEDecoder
+from gateway.providers.sse import DONE
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 _JSON = {"content-type": "application/json"}
@@ -180,265 +180,3 @@ class GeminiProvider(HTTPProvider[list[str] | None]):
         ctx.usage = usage
         ctx.served_model = deployment.model
         return Reply(status=200, body=orjson.dumps(reply), headers=_JSON)
-
-
-def malformed(provider: str, what: str) -> UpstreamUnavailable:
-    return UpstreamUnavailable(
-        f"The upstream provider {provider!r} answered with {what}.", provider=provider, code="invalid_upstream_response"
-    )
-
-
-@contextlib.contextmanager
-def unreadable_as_malformed(provider: str) -> Iterator[None]:
-    """An answer whose fields have types Google never sends is the upstream's fault, a 502: send() raises only
-    UpstreamError, and the translations need not check the type of every field they read."""
-    try:
-        yield
-    except (TypeError, ValueError, AttributeError, KeyError, struct.error) as exc:
-        raise malformed(provider, f"an answer of an unexpected shape ({type(exc).__name__})") from exc
-
-
-# -- stream ----------------------------------------------------------------------------------------------------------
-
-
-def event_decoder() -> SSEDecoder:
-    """Gemini's stream framing: SSE `data:` payloads, and the bare JSON error object Google appends, without
-    `data:`, to a stream that fails midway."""
-    return SSEDecoder(bare_json=True)
-
-
-class StreamTranslator:
-    """GenerateContentResponse events in, OpenAI `chat.completion.chunk` payloads out.
-
-    Each candidate is a choice: a role chunk when it first appears, its text as content deltas, and each function
-    call whole, in one tool call delta with its own index. Finish chunks wait for the end of the stream: older
-    models repeat finishReason on every event. Then a usage chunk from the last usageMetadata, always, as an
-    upstream asked for stream_options.include_usage: the relay strips it when the client did not ask.
-    """
-
-    __slots__ = ("model", "usage", "failed", "_created", "_token", "_head", "_finish", "_tools", "_counter")
-
-    def __init__(self, model: str, created: int, token: str) -> None:
-        self.model = model
-        self.usage: Usage | None = None
-        self.failed = False
-        self._created = created
-        self._token = token
-        self._head = b""
-        self._finish: dict[int, Any] = {}  # choice index -> the latest finishReason
-        self._tools: dict[int, int] = {}  # choice index -> tool calls so far; a key once the choice has begun
-        self._counter = itertools.count()
-
-    @property
-    def complete(self) -> bool:
-        return bool(self._finish)
-
-    def _delta(self, index: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return self._head + orjson.dumps({"index": index, "delta": delta, "finish_reason": finish}) + b"]}"
-
-    def feed_all(self, payloads: list[bytes]) -> list[bytes]:
-        out: list[bytes] = []
-        for payload in payloads:
-            out += self.feed(payload)
-            if self.failed:
-                break
-        return out
-
-    def feed(self, payload: bytes) -> list[bytes]:
-        try:
-            event = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return []
-        if isinstance(event, list) and event:  # an error object wrapped in an array, as Google sometimes does
-            event = event[0]
-        if not isinstance(event, dict):
-            return []
-        if "error" in event:
-            self.failed = True
-            _, info, _ = openai_error(event["error"], 502)
-            return [orjson.dumps({"error": info})]
-        if not self._head:
-            self._start(event)
-        if isinstance(event.get("usageMetadata"), dict):
-            self.usage = usage_of(event["usageMetadata"])
-        block = prompt_block(event)
-        if block is not None:
-            self.failed = True
-            info = {
-                "message": block,
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "content_policy_violation",
-            }
-            return [orjson.dumps({"error": info})]
-        out: list[bytes] = []
-        for position, candidate in enumerate(event.get("candidates") or []):
-            if isinstance(candidate, dict):
-                out += self._candidate(candidate, position)
-        return out
-
-    def _start(self, event: dict[str, Any]) -> None:
-        if isinstance(event.get("modelVersion"), str) and event["modelVersion"]:
-            self.model = event["modelVersion"]
-        answer_id = event.get("responseId") or f"chatcmpl-{self._token}"
-        head = {"id": answer_id, "object": "chat.completion.chunk", "created": self._created, "model": self.model}
-        # Every chunk starts alike: serialise that once, then only each choice per event.
-        self._head = orjson.dumps(head)[:-1] + b',"choices":['
-
-    def _candidate(self, candidate: dict[str, Any], position: int) -> list[bytes]:
-        index = candidate.get("index", position)
-        index = index if isinstance(index, int) else position
-        out: list[bytes] = []
-        if index not in self._tools:
-            self._tools[index] = 0
-            out.append(self._delta(index, {"role": "assistant", "content": ""}))
-        text, calls = content_of(candidate, f"call_{self._token}_", self._counter)
-        if text:
-            out.append(self._delta(index, {"content": text}))
-        if calls:
-            for call in calls:
-                call["index"] = self._tools[index]
-                self._tools[index] += 1
-            out.append(self._delta(index, {"tool_calls": calls}))
-        if candidate.get("finishReason"):
-            self._finish[index] = candidate["finishReason"]
-        return out
-
-    def finish(self) -> list[bytes]:
-        """The finish chunk of every choice, then the usage chunk (when Gemini sent usage)."""
-        out = [
-            self._delta(i, {}, finish_reason(reason, self._tools.get(i, 0) > 0)) for i, reason in self._finish.items()
-        ]
-        if self.usage is not None:
-            out.append(self._head + b'],"usage":' + orjson.dumps(openai_usage(self.usage)) + b"}")
-        return out
-
-
-# -- embeddings ------------------------------------------------------------------------------------------------------
-
-
-def embedding_inputs(value: Any) -> list[str]:
-    """OpenAI's input as texts; token arrays cannot be sent to Gemini, which takes text only."""
-    inputs = [value] if isinstance(value, str) else value if isinstance(value, list) else []
-    if not all(isinstance(item, str) for item in inputs):
-        raise UnsupportedRequest("Only text inputs are supported by this model's provider, not token arrays.", "input")
-    return inputs
-
-
-def embed_request(texts: list[str], model: str, dimensions: int | None) -> dict[str, Any]:
-    name = model if model.startswith("models/") else f"models/{model}"
-    requests = []
-    for text in texts:
-        request: dict[str, Any] = {"model": name, "content": {"parts": [{"text": text}]}}
-        if dimensions is not None:
-            request["outputDimensionality"] = dimensions
-        requests.append(request)
-    return {"requests": requests}
-
-
-def vertex_embed_request(texts: list[str], dimensions: int | None) -> dict[str, Any]:
-    request: dict[str, Any] = {"instances": [{"content": text} for text in texts]}
-    if dimensions is not None:
-        request["parameters"] = {"outputDimensionality": dimensions}
-    return request
-
-
-def embeddings_of(answer: dict[str, Any]) -> tuple[list[list[float]], int | None]:
-    """The vectors of a batchEmbedContents or predict answer, and its token count when it gives one."""
-    predictions = answer.get("predictions")
-    if isinstance(predictions, list):  # Vertex AI: each embedding has its statistics
-        found = [p.get("embeddings") if isinstance(p, dict) else None for p in predictions]
-        embeddings = [e if isinstance(e, dict) else {} for e in found]
-        counts = [e.get("statistics", {}).get("token_count") or 0 for e in embeddings]
-        return [list(e.get("values") or []) for e in embeddings], sum(int(c) for c in counts)
-    listed = answer.get("embeddings")
-    vectors = [list(e.get("values") or []) if isinstance(e, dict) else [] for e in listed or []]
-    metadata = answer.get("usageMetadata")
-    count = metadata.get("promptTokenCount") if isinstance(metadata, dict) else None
-    return vectors, count if isinstance(count, int) else None
-
-
-def estimate_tokens(texts: list[str]) -> int:
-    # About four characters a token in English, the rule of thumb OpenAI and Google both give.
-    return sum(math.ceil(len(text) / 4) for text in texts)
-
-
-def openai_embeddings(vectors: list[list[float]], model: str, tokens: int, as_base64: bool) -> dict[str, Any]:
-    data = []
-    for index, vector in enumerate(vectors):
-        # base64 is what the openai SDK asks for by default: little-endian float32s, as OpenAI sends them
-        embedding: Any = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode() if as_base64 else vector
-        data.append({"object": "embedding", "index": index, "embedding": embedding})
-    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-    return {"object": "list", "data": data, "model": model, "usage": usage}
-
-
-# -- errors ----------------------------------------------------------------------------------------------------------
-
-# "The input token count (N) exceeds the maximum number of tokens allowed (M)." (Google AI), "...the input token
-# count is N but model only supports up to M." (Vertex AI)
-_CONTEXT_LENGTH = re.compile(r"input token count.*(exceeds|only supports up to)", re.IGNORECASE | re.DOTALL)
-
-
-def openai_error(error: Any, status: int) -> tuple[int, dict[str, Any], str | None]:
-    """Google's error object ({code, message, status, details}) as (HTTP status, OpenAI's error object, the
-    Retry-After that Google's RetryInfo asks for)."""
-    info = error if isinstance(error, dict) else {}
-    message = str(info.get("message") or "")  # never `details`: its DebugInfo may quote the key
-    kind = info.get("status")
-    details = [d for d in info.get("details") or [] if isinstance(d, dict)]
-    reasons = {d.get("reason") for d in details}
-    error_type: str | None = None
-    code: str | None = None
-    param: str | None = None
-    if _CONTEXT_LENGTH.search(message):
-        code, param = "context_length_exceeded", "messages"
-    elif kind == "RESOURCE_EXHAUSTED":
-        status, error_type, code = 429, "rate_limit_error", "rate_limit_exceeded"
-    elif "API_KEY_INVALID" in reasons or kind == "UNAUTHENTICATED":
-        # Google answers a bad key with 400: say 401, as an OpenAI upstream would, so that it reads as what it is.
-        status, error_type, code = 401, "authentication_error", "invalid_api_key"
-    elif kind == "PERMISSION_DENIED":
-        error_type = "permission_error"
-    elif kind == "NOT_FOUND" and "models/" in message:
-        code, param = "model_not_found", "model"
-    if error_type is None:
-        error_type = "invalid_request_error" if 400 <= status < 500 else "api_error"
-    retry_after = next((_seconds(d.get("retryDelay")) for d in details if "retryDelay" in d), None)
-    return status, {"message": message, "type": error_type, "param": param, "code": code}, retry_after
-
-
-def _seconds(delay: Any) -> str | None:
-    """A google.protobuf.Duration in JSON ("37s", "0.5s") as Retry-After's whole seconds."""
-    if not isinstance(delay, str) or not delay.endswith("s"):
-        return None
-    try:
-        return str(max(1, math.ceil(float(delay[:-1]))))
-    except ValueError:
-        return None
-
-
-def rejected(provider: str, status: int, body: bytes, retry_after: str | None) -> UpstreamRejected:
-    """A Gemini error answer as the gateway's error, its status and Google's message kept."""
-    parsed: Any = None
-    try:
-        parsed = orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
-        parsed = None
-    if isinstance(parsed, list) and parsed:  # streamGenerateContent wraps its errors in an array
-        parsed = parsed[0]
-    error = parsed.get("error") if isinstance(parsed, dict) else None
-    if not isinstance(error, dict):
-        # Not Google's JSON (a proxy's HTML page, say): the status alone speaks.
-        message = f"The upstream provider {provider!r} answered {status}."
-        return UpstreamRejected(message, status=status, provider=provider, retry_after=retry_after)
-    status, info, google_retry_after = openai_error(error, status)
-    return UpstreamRejected(
-        info["message"] or f"The upstream provider {provider!r} answered {status}.",
-        status=status,
-        provider=provider,
-        error_type=info["type"],
-        code=info["code"],
-        param=info["param"],
-        retry_after=retry_after or google_retry_after,
-    )

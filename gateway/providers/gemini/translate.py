@@ -1,6 +1,6 @@
 """Pure translations between OpenAI's chat format and Google's Gemini API (`generateContent`): the request, its
-JSON schemas, the whole answer, usage, finish reasons and tool call ids. The stream, embeddings and errors are
-translated in provider.py, beside the provider that reads them.
+JSON schemas, the whole answer, usage, finish reasons and tool call ids. The stream is translated in stream.py,
+embeddings in embeddings.py, errors in errors.py.
 
 Where the two APIs differ, these are the choices (each is also noted where it is made):
 

@@ -19,15 +19,17 @@ from starlette.routing import Route
 
 from gateway.config import GatewayConfig, ProviderConfig
 from gateway.context import Usage
-from gateway.providers.anthropic.provider import AnthropicProvider, StreamTranslator, rejected
+from gateway.providers.anthropic.errors import rejected
+from gateway.providers.anthropic.provider import AnthropicProvider
+from gateway.providers.anthropic.stream import StreamTranslator
 from gateway.providers.anthropic.translate import (
     DEFAULT_MAX_TOKENS,
     JSON_OBJECT_INSTRUCTION,
-    UnsupportedRequest,
     to_anthropic,
     to_openai,
     usage_of,
 )
+from gateway.providers.base import UnsupportedRequest
 from gateway.providers.sse import SSEDecoder
 from gateway.runtime import Gateway
 from tests.conftest import KEY, running

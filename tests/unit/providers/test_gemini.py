@@ -21,23 +21,21 @@ from starlette.routing import Route
 
 from gateway.config import GatewayConfig, ProviderConfig
 from gateway.context import Usage
-from gateway.providers.gemini.provider import (
-    GeminiProvider,
-    StreamTranslator,
+from gateway.providers.base import UnsupportedRequest
+from gateway.providers.gemini.embeddings import (
     embed_request,
     embedding_inputs,
     embeddings_of,
     estimate_tokens,
-    event_decoder as EventDecoder,
-    is_vertex,
     openai_embeddings,
-    rejected,
     vertex_embed_request,
 )
+from gateway.providers.gemini.errors import rejected
+from gateway.providers.gemini.provider import GeminiProvider, is_vertex
 from gateway.providers.gemini.schema import gemini_schema
+from gateway.providers.gemini.stream import StreamTranslator, event_decoder as EventDecoder
 from gateway.providers.gemini.translate import (
     SKIP_SIGNATURE,
-    UnsupportedRequest,
     finish_reason,
     prompt_block,
     signature_of,
