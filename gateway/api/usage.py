@@ -18,6 +18,7 @@ from gateway.api.http import query_params
 from gateway.config import LimitRule
 from gateway.errors import InvalidRequest, NotFound, PermissionDenied
 from gateway.filters.ratelimit import RateLimitFilter, own_rule
+from gateway.identity.keys import principal_of
 from gateway.state.limiter import BUDGET, CONCURRENCY, REQUESTS, TOKENS
 from gateway.store.base import key_store
 from gateway.types import Receive, Scope
@@ -92,7 +93,7 @@ class UsageEndpoint(AdminEndpoint):
         if row is not None:
             if not admin and row.project != principal.project:
                 raise _other_project(which, ident)
-            key = row.principal()
+            key = principal_of(row)
             return ident, key.name, own_rule(key)
         principals = self.gateway.identity.principals.values()
         config_key = next((p for p in principals if ident in (p.key_id, p.name) and p.source == "config"), None)
