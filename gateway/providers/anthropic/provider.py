@@ -55,7 +55,14 @@ class AnthropicProvider(HTTPProvider[str | None]):
     def answer(
         self, ctx: RequestContext, deployment: Deployment, status: int, content: bytes, call: str | None
     ) -> Reply:
-        return Reply(status=200, body=self._answer(ctx, content, call), headers=_JSON)
+        message = json_answer(content, self.name)
+        answer = to_openai(message, call, int(ctx.started_at))
+        usage = message.get("usage")
+        if isinstance(usage, dict):
+            ctx.usage = usage_of(usage)
+        if isinstance(message.get("model"), str):
+            ctx.served_model = message["model"]
+        return Reply(status=200, body=orjson.dumps(answer), headers=_JSON)
 
     def stream(
         self, ctx: RequestContext, deployment: Deployment, response: aiohttp.ClientResponse, call: str | None
@@ -66,16 +73,6 @@ class AnthropicProvider(HTTPProvider[str | None]):
     @staticmethod
     def rejected(provider: str, status: int, body: bytes, retry_after: str | None) -> UpstreamRejected:
         return rejected(provider, status, body, retry_after)
-
-    def _answer(self, ctx: RequestContext, content: bytes, answer_tool: str | None) -> bytes:
-        message = json_answer(content, self.name)
-        answer = to_openai(message, answer_tool, int(ctx.started_at))
-        usage = message.get("usage")
-        if isinstance(usage, dict):
-            ctx.usage = usage_of(usage)
-        if isinstance(message.get("model"), str):
-            ctx.served_model = message["model"]
-        return orjson.dumps(answer)
 
     async def _events(
         self, ctx: RequestContext, response: aiohttp.ClientResponse, translator: StreamTranslator
