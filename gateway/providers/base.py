@@ -7,16 +7,18 @@ import asyncio
 import contextlib
 import importlib
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any, Generic, Protocol, TypeVar
 
 import aiohttp
 import orjson
 
 from gateway.config import Deployment, ProviderConfig, Timeouts
-from gateway.context import RequestContext, upstream_request
+from gateway.context import RequestContext, Usage, upstream_request
 from gateway.errors import UpstreamRejected, UpstreamTimeout, UpstreamUnavailable
 from gateway.pipeline import Reply
+from gateway.providers.sse import DONE, SSEDecoder
 from gateway.telemetry.tracing import upstream_headers
 
 
@@ -228,6 +230,79 @@ def json_answer(content: bytes, provider: str) -> dict[str, Any]:
             code="invalid_upstream_response",
         )
     return data
+
+
+class StreamTranslator(Protocol):
+    """A stream in another API's events, translated: the upstream's event payloads in, OpenAI chunk payloads out."""
+
+    @property
+    def model(self) -> str: ...  # the served model, once the stream said it
+
+    @property
+    def usage(self) -> Usage | None: ...
+
+    @property
+    def failed(self) -> bool: ...  # an error event came: its OpenAI error payload was the last output
+
+    @property
+    def stopped(self) -> bool: ...  # nothing more to read: the answer is whole, or failed
+
+    @property
+    def missing(self) -> str: ...  # what the stream lacks to be whole ("its message_stop event"); "" when whole
+
+    def feed_all(self, payloads: list[bytes]) -> list[bytes]: ...
+
+    def finish(self) -> list[bytes]: ...  # the chunks that close a whole answer
+
+
+_UNGUARDED: AbstractContextManager[None] = contextlib.nullcontext()
+
+
+async def translated_stream(
+    provider: str,
+    ctx: RequestContext,
+    response: aiohttp.ClientResponse,
+    decoder: SSEDecoder,
+    translator: StreamTranslator,
+    guard: Callable[[str], AbstractContextManager[None]] | None = None,
+) -> AsyncIterator[bytes]:
+    """A provider's SSE stream in OpenAI chunk payloads, through its translator, ending with [DONE] once whole.
+
+    An error event ends it with the error's payload (the relay ends the client's stream with it); a stream that
+    ends before it is whole is a 502 (incomplete_stream). Usage and the served model are the translator's, noted
+    before [DONE], after which the relay reads no further. `guard` maps what the translation may raise on an
+    answer of a shape the provider never sends."""
+    finished = False
+    try:
+        with map_transport_errors(provider), guard(provider) if guard is not None else _UNGUARDED:
+            async for chunk in response.content.iter_any():
+                for out in translator.feed_all(decoder.feed(chunk)):
+                    yield out
+                if translator.stopped:
+                    break
+            else:
+                for out in translator.feed_all(decoder.flush()):
+                    yield out
+        if translator.failed:
+            return  # the error payload is out: the relay ends the client's stream with it
+        missing = translator.missing
+        if missing:
+            raise UpstreamUnavailable(
+                f"The stream of the upstream provider {provider!r} ended before {missing}.",
+                provider=provider,
+                code="incomplete_stream",
+            )
+        for out in translator.finish():
+            yield out
+        # The relay noted usage from the usage chunk through Usage.from_openai, which may know less than the
+        # translator (Anthropic's cache writes): the translator's figures replace it.
+        if translator.usage is not None:
+            ctx.usage = translator.usage
+        ctx.served_model = translator.model
+        finished = True
+        yield DONE
+    finally:
+        end_stream(ctx, response, finished)
 
 
 def end_stream(ctx: RequestContext, response: aiohttp.ClientResponse, finished: bool) -> None:

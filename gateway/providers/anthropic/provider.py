@@ -7,20 +7,18 @@ One aiohttp ClientSession per provider, made at start-up, as for OpenAI (see pro
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import aiohttp
 import orjson
 
 from gateway.config import Deployment, ProviderConfig
 from gateway.context import RequestContext
-from gateway.errors import UpstreamRejected, UpstreamUnavailable
+from gateway.errors import UpstreamRejected
 from gateway.pipeline import Reply
 from gateway.providers.anthropic.errors import rejected
 from gateway.providers.anthropic.stream import StreamTranslator
 from gateway.providers.anthropic.translate import to_anthropic, to_openai, usage_of
-from gateway.providers.base import HTTPProvider, end_stream, json_answer, map_transport_errors
-from gateway.providers.sse import DONE, SSEDecoder
+from gateway.providers.base import HTTPProvider, json_answer, translated_stream
+from gateway.providers.sse import SSEDecoder
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_VERSION = "2023-06-01"
@@ -68,40 +66,8 @@ class AnthropicProvider(HTTPProvider[str | None]):
         self, ctx: RequestContext, deployment: Deployment, response: aiohttp.ClientResponse, call: str | None
     ) -> Reply:
         translator = StreamTranslator(deployment.model, int(ctx.started_at), call)
-        return Reply(status=200, stream=self._events(ctx, response, translator))
+        return Reply(status=200, stream=translated_stream(self.name, ctx, response, SSEDecoder(), translator))
 
     @staticmethod
     def rejected(provider: str, status: int, body: bytes, retry_after: str | None) -> UpstreamRejected:
         return rejected(provider, status, body, retry_after)
-
-    async def _events(
-        self, ctx: RequestContext, response: aiohttp.ClientResponse, translator: StreamTranslator
-    ) -> AsyncIterator[bytes]:
-        decoder = SSEDecoder()
-        finished = False
-        try:
-            with map_transport_errors(self.name):
-                async for chunk in response.content.iter_any():
-                    for out in translator.feed_all(decoder.feed(chunk)):
-                        yield out
-                    if translator.done or translator.failed:
-                        break
-                else:
-                    for out in translator.feed_all(decoder.flush()):
-                        yield out
-            if translator.failed:
-                return  # the error payload is out: the relay ends the client's stream with it
-            if not translator.done:
-                raise UpstreamUnavailable(
-                    f"The stream of the upstream provider {self.name!r} ended before its message_stop event.",
-                    provider=self.name,
-                    code="incomplete_stream",
-                )
-            # The relay noted usage from the usage chunk through Usage.from_openai, which knows nothing of cache
-            # writes: the whole figures replace it before [DONE], after which the relay reads no further.
-            ctx.usage = translator.usage
-            ctx.served_model = translator.model
-            finished = True
-            yield DONE
-        finally:
-            end_stream(ctx, response, finished)

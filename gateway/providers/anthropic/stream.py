@@ -24,6 +24,7 @@ class StreamTranslator:
         "usage",
         "done",
         "failed",
+        "stopped",
         "_created",
         "_answer_tool",
         "_head",
@@ -40,11 +41,19 @@ class StreamTranslator:
         self.usage = usage_of({})
         self.done = False
         self.failed = False
+        self.stopped = False  # done or failed: nothing more to read
         self._head = self._chunk_head("")
         self._counts: dict[str, Any] = {}  # Anthropic's usage fields, the latest value of each
         self._stop: Any = None
         self._tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool call index
         self._answer_blocks: set[int] = set()
+
+    @property
+    def missing(self) -> str:
+        return "" if self.done else "its message_stop event"
+
+    def finish(self) -> list[bytes]:
+        return []  # the finish and usage chunks went out at message_stop
 
     def _chunk_head(self, message_id: str) -> bytes:
         # Every chunk starts alike: serialise that once, then only each choice per event.
@@ -59,7 +68,7 @@ class StreamTranslator:
         out: list[bytes] = []
         for payload in payloads:
             out += self.feed(payload)
-            if self.done or self.failed:
+            if self.stopped:
                 break
         return out
 
@@ -82,7 +91,7 @@ class StreamTranslator:
         elif kind == "message_stop":
             return self._message_stop()
         elif kind == "error":
-            self.failed = True
+            self.failed = self.stopped = True
             return [orjson.dumps({"error": openai_error(event.get("error"))})]
         # ping, content_block_stop and event types added later carry nothing for the client
         return []
@@ -147,7 +156,7 @@ class StreamTranslator:
             self.usage = usage_of(self._counts)
 
     def _message_stop(self) -> list[bytes]:
-        self.done = True
+        self.done = self.stopped = True
         finish = self._delta({}, finish_reason(self._stop, bool(self._tools)))
         # Always sent, as an upstream asked for stream_options.include_usage: the relay strips it when the
         # client did not ask.

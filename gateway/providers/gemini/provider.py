@@ -23,7 +23,6 @@ One aiohttp ClientSession per provider, made at start-up, as for OpenAI (see pro
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -31,9 +30,9 @@ import orjson
 
 from gateway.config import Deployment, ProviderConfig
 from gateway.context import RequestContext, Usage
-from gateway.errors import UpstreamRejected, UpstreamUnavailable
+from gateway.errors import UpstreamRejected
 from gateway.pipeline import Reply
-from gateway.providers.base import HTTPProvider, end_stream, json_answer, map_transport_errors
+from gateway.providers.base import HTTPProvider, json_answer, translated_stream
 from gateway.providers.gemini.embeddings import (
     embed_request,
     embedding_inputs,
@@ -44,13 +43,7 @@ from gateway.providers.gemini.embeddings import (
 )
 from gateway.providers.gemini.errors import malformed, rejected, unreadable_as_malformed
 from gateway.providers.gemini.stream import StreamTranslator, event_decoder
-from gateway.providers.gemini.translate import (
-    prompt_block,
-    to_gemini,
-    to_openai,
-    usage_of,
-)
-from gateway.providers.sse import DONE
+from gateway.providers.gemini.translate import prompt_block, to_gemini, to_openai, usage_of
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 _JSON = {"content-type": "application/json"}
@@ -108,7 +101,8 @@ class GeminiProvider(HTTPProvider[list[str] | None]):
         self, ctx: RequestContext, deployment: Deployment, response: aiohttp.ClientResponse, call: list[str] | None
     ) -> Reply:
         translator = StreamTranslator(deployment.model, int(ctx.started_at), os.urandom(6).hex())
-        return Reply(status=200, stream=self._events(ctx, response, translator))
+        stream = translated_stream(self.name, ctx, response, event_decoder(), translator, unreadable_as_malformed)
+        return Reply(status=200, stream=stream)
 
     def answer(
         self, ctx: RequestContext, deployment: Deployment, status: int, content: bytes, call: list[str] | None
@@ -131,40 +125,6 @@ class GeminiProvider(HTTPProvider[list[str] | None]):
     @staticmethod
     def rejected(provider: str, status: int, body: bytes, retry_after: str | None) -> UpstreamRejected:
         return rejected(provider, status, body, retry_after)
-
-    async def _events(
-        self, ctx: RequestContext, response: aiohttp.ClientResponse, translator: StreamTranslator
-    ) -> AsyncIterator[bytes]:
-        decoder = event_decoder()
-        finished = False
-        try:
-            with map_transport_errors(self.name), unreadable_as_malformed(self.name):
-                async for chunk in response.content.iter_any():
-                    for out in translator.feed_all(decoder.feed(chunk)):
-                        yield out
-                    if translator.failed:
-                        break
-                else:
-                    for out in translator.feed_all(decoder.flush()):
-                        yield out
-            if translator.failed:
-                return  # the error payload is out: the relay ends the client's stream with it
-            # Gemini ends a stream by closing it; only a finishReason tells a whole answer from a cut one.
-            if not translator.complete:
-                raise UpstreamUnavailable(
-                    f"The stream of the upstream provider {self.name!r} ended before a finishReason.",
-                    provider=self.name,
-                    code="incomplete_stream",
-                )
-            for out in translator.finish():
-                yield out
-            if translator.usage is not None:
-                ctx.usage = translator.usage
-            ctx.served_model = translator.model
-            finished = True
-            yield DONE
-        finally:
-            end_stream(ctx, response, finished)
 
     def _embeddings(self, ctx: RequestContext, deployment: Deployment, content: bytes, texts: list[str]) -> Reply:
         answer = json_answer(content, self.name)

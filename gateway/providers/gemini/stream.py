@@ -29,12 +29,13 @@ class StreamTranslator:
     upstream asked for stream_options.include_usage: the relay strips it when the client did not ask.
     """
 
-    __slots__ = ("model", "usage", "failed", "_created", "_token", "_head", "_finish", "_tools", "_counter")
+    __slots__ = ("model", "usage", "failed", "stopped", "_created", "_token", "_head", "_finish", "_tools", "_counter")
 
     def __init__(self, model: str, created: int, token: str) -> None:
         self.model = model
         self.usage: Usage | None = None
         self.failed = False
+        self.stopped = False  # failed: nothing more to read (Gemini ends a whole answer by closing the stream)
         self._created = created
         self._token = token
         self._head = b""
@@ -46,6 +47,11 @@ class StreamTranslator:
     def complete(self) -> bool:
         return bool(self._finish)
 
+    @property
+    def missing(self) -> str:
+        # Gemini ends a stream by closing it; only a finishReason tells a whole answer from a cut one.
+        return "" if self._finish else "a finishReason"
+
     def _delta(self, index: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
         return self._head + orjson.dumps({"index": index, "delta": delta, "finish_reason": finish}) + b"]}"
 
@@ -53,7 +59,7 @@ class StreamTranslator:
         out: list[bytes] = []
         for payload in payloads:
             out += self.feed(payload)
-            if self.failed:
+            if self.stopped:
                 break
         return out
 
@@ -67,7 +73,7 @@ class StreamTranslator:
         if not isinstance(event, dict):
             return []
         if "error" in event:
-            self.failed = True
+            self.failed = self.stopped = True
             _, info, _ = openai_error(event["error"], 502)
             return [orjson.dumps({"error": info})]
         if not self._head:
@@ -76,7 +82,7 @@ class StreamTranslator:
             self.usage = usage_of(event["usageMetadata"])
         block = prompt_block(event)
         if block is not None:
-            self.failed = True
+            self.failed = self.stopped = True
             info = {
                 "message": block,
                 "type": "invalid_request_error",

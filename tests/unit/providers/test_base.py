@@ -16,10 +16,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.config import Deployment, ProviderConfig, Timeouts
-from gateway.context import RequestContext
-from gateway.errors import UpstreamRejected, UpstreamUnavailable
+from gateway.context import RequestContext, Usage
+from gateway.errors import UpstreamError, UpstreamRejected, UpstreamUnavailable
 from gateway.pipeline import Reply
-from gateway.providers.base import HTTPProvider, UnsupportedRequest, end_stream
+from gateway.providers.base import HTTPProvider, UnsupportedRequest, end_stream, translated_stream
+from gateway.providers.sse import DONE, SSEDecoder
 from tests.servers import serve
 
 pytestmark = pytest.mark.anyio
@@ -42,11 +43,15 @@ class Upstream:
         self.calls.append(request.url.path)
         return Response(b"data: one\n\ndata: two\n\n", media_type="text/event-stream")
 
+    async def cut(self, request: Request) -> Response:
+        return Response(b"data: one\n\n", media_type="text/event-stream")
+
     def app(self) -> Starlette:
         routes = [
             Route("/whole", self.whole, methods=["POST"]),
             Route("/refused", self.refused, methods=["POST"]),
             Route("/events", self.events, methods=["POST"]),
+            Route("/cut", self.cut, methods=["POST"]),
         ]
         return Starlette(routes=routes)
 
@@ -175,3 +180,54 @@ async def test_an_error_answer_goes_to_the_rejected_hook(upstream: tuple[str, Up
 async def test_a_provider_not_open_is_unavailable() -> None:
     with pytest.raises(UpstreamUnavailable):
         await HooksOnly("http://127.0.0.1:9").send(context({"model": "m"}), deployment("whole"), Timeouts())
+
+
+class Shouting:
+    """A toy stream translation: each payload upper-cased; whole once `two` came."""
+
+    def __init__(self) -> None:
+        self.model = "upstream-model"
+        self.usage: Usage | None = Usage(prompt_tokens=3, completion_tokens=2)
+        self.failed = False
+        self.stopped = False
+        self.missing = "two"
+
+    def feed_all(self, payloads: list[bytes]) -> list[bytes]:
+        if b"two" in payloads:
+            self.missing = ""
+        return [p.upper() for p in payloads]
+
+    def finish(self) -> list[bytes]:
+        return [b"FINISH"]
+
+
+async def stream_through(url: str, path: str) -> tuple[RequestContext, list[bytes], UpstreamError | None]:
+    ctx = context({"model": "m", "stream": True})
+    out: list[bytes] = []
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(f"{url}/{path}", data=b"{}")
+        try:
+            async for chunk in translated_stream("toy", ctx, response, SSEDecoder(), Shouting()):
+                out.append(chunk)
+        except UpstreamError as exc:
+            return ctx, out, exc
+    return ctx, out, None
+
+
+async def test_a_translated_stream_ends_with_the_translators_figures_and_done(upstream: tuple[str, Upstream]) -> None:
+    ctx, out, error = await stream_through(upstream[0], "events")
+    assert error is None
+    assert out == [b"ONE", b"TWO", b"FINISH", DONE]
+    assert ctx.usage == Usage(prompt_tokens=3, completion_tokens=2)
+    assert ctx.served_model == "upstream-model"
+    assert ctx.upstream_end_ns > 0
+
+
+async def test_a_translated_stream_cut_before_it_is_whole_is_a_502(upstream: tuple[str, Upstream]) -> None:
+    ctx, out, error = await stream_through(upstream[0], "cut")
+    assert out == [b"ONE"]
+    assert isinstance(error, UpstreamUnavailable)
+    assert error.code == "incomplete_stream"
+    assert error.message == "The stream of the upstream provider 'toy' ended before two."
+    assert ctx.usage is None
+    assert ctx.upstream_end_ns > 0
