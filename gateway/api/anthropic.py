@@ -18,10 +18,10 @@ from gateway.api.openai import response_headers
 from gateway.api.streaming import Encoder
 from gateway.context import RequestContext
 from gateway.errors import UpstreamUnavailable
-from gateway.pipeline import Reply
 from gateway.providers.anthropic.ingress.answer import error_json, openai_error_message, to_message
 from gateway.providers.anthropic.ingress.request import to_chat_request
 from gateway.providers.anthropic.ingress.stream import AnthropicEncoder
+from gateway.reply import Reply
 from gateway.types import Headers, Send
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from gateway import roles
 from gateway.context import ANONYMOUS, RequestContext
 from gateway.errors import PermissionDenied
 from gateway.identity.keys import key_digest
-from gateway.pipeline import Reply
+from gateway.reply import Reply
 
 if TYPE_CHECKING:
     from gateway.runtime import Gateway

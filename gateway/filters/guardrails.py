@@ -24,7 +24,7 @@ from gateway.errors import GuardrailBlocked, InvalidRequest
 from gateway.guardrails.base import REDACTED, CheckResult, Finding, replace_spans
 from gateway.guardrails.build import Check, build_check
 from gateway.guardrails.text import Slot, answer_slots, has_token_arrays, joined, prompt_slots
-from gateway.pipeline import Reply
+from gateway.reply import Reply
 
 if TYPE_CHECKING:
     from gateway.guardrails.json_schema import JsonSchemaCheck

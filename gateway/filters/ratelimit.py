@@ -20,7 +20,7 @@ from gateway.config import LimitRule
 from gateway.context import ANONYMOUS, Principal, RequestContext
 from gateway.errors import BudgetExceeded, ClientClosed, RateLimited, ServerShuttingDown
 from gateway.identity.client_address import ClientAddress
-from gateway.pipeline import Reply
+from gateway.reply import Reply
 from gateway.state.limiter import BUCKET, BUDGET, CONCURRENCY, REQUESTS, TOKENS, WINDOW, Check, Limiter, Outcome
 from gateway.state.limiter_failover import Failover
 

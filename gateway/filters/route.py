@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from gateway.context import RequestContext
 from gateway.errors import NoDeploymentAvailable, PolicyDenied
-from gateway.pipeline import Reply
+from gateway.reply import Reply
 
 if TYPE_CHECKING:
     from gateway.runtime import Gateway

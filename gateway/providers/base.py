@@ -17,9 +17,9 @@ import orjson
 from gateway.config import Deployment, ProviderConfig, Timeouts
 from gateway.context import RequestContext, Usage, upstream_request
 from gateway.errors import UpstreamRejected, UpstreamTimeout, UpstreamUnavailable
-from gateway.pipeline import Reply
 from gateway.providers.sse import DONE, SSEDecoder
-from gateway.telemetry.tracing import upstream_headers
+from gateway.reply import Reply
+from gateway.tracecontext import upstream_headers
 
 
 class Provider(Protocol):

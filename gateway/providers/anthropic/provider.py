@@ -13,12 +13,12 @@ import orjson
 from gateway.config import Deployment, ProviderConfig
 from gateway.context import RequestContext
 from gateway.errors import UpstreamRejected
-from gateway.pipeline import Reply
 from gateway.providers.anthropic.errors import rejected
 from gateway.providers.anthropic.stream import StreamTranslator
 from gateway.providers.anthropic.translate import to_anthropic, to_openai, usage_of
 from gateway.providers.base import HTTPProvider, json_answer, translated_stream
 from gateway.providers.sse import SSEDecoder
+from gateway.reply import Reply
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_VERSION = "2023-06-01"

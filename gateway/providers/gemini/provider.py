@@ -31,7 +31,6 @@ import orjson
 from gateway.config import Deployment, ProviderConfig
 from gateway.context import RequestContext, Usage
 from gateway.errors import UpstreamRejected
-from gateway.pipeline import Reply
 from gateway.providers.base import HTTPProvider, json_answer, translated_stream
 from gateway.providers.gemini.embeddings import (
     embed_request,
@@ -44,6 +43,7 @@ from gateway.providers.gemini.embeddings import (
 from gateway.providers.gemini.errors import malformed, rejected, unreadable_as_malformed
 from gateway.providers.gemini.stream import StreamTranslator, event_decoder
 from gateway.providers.gemini.translate import prompt_block, to_gemini, to_openai, usage_of
+from gateway.reply import Reply
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 _JSON = {"content-type": "application/json"}

@@ -9,9 +9,9 @@ import orjson
 
 from gateway.config import Deployment, ProviderConfig
 from gateway.context import RequestContext, Usage
-from gateway.pipeline import Reply
 from gateway.providers.base import HTTPProvider, end_stream, json_answer, map_transport_errors
 from gateway.providers.sse import DONE, SSEDecoder
+from gateway.reply import Reply
 
 _JSON = {"content-type": "application/json"}
 

@@ -18,9 +18,9 @@ from starlette.routing import Route
 from gateway.config import Deployment, ProviderConfig, Timeouts
 from gateway.context import RequestContext, Usage
 from gateway.errors import UpstreamError, UpstreamRejected, UpstreamUnavailable
-from gateway.pipeline import Reply
 from gateway.providers.base import HTTPProvider, UnsupportedRequest, end_stream, translated_stream
 from gateway.providers.sse import DONE, SSEDecoder
+from gateway.reply import Reply
 from tests.servers import serve
 
 pytestmark = pytest.mark.anyio
