@@ -43,7 +43,7 @@ from gateway.store.base import (
 from gateway.store.records import json_bytes
 from gateway.store.rows import FlagOverride, VirtualKey
 from gateway.store.sqlite import RETENTION_TABLES, migrations
-from gateway.store.trace_queries import TraceQueries
+from gateway.store.traces import TraceQueries
 
 T = TypeVar("T")
 logger = logging.getLogger("gateway.store")
@@ -405,7 +405,7 @@ class PostgresStore(TraceQueries):
         row = await self._run(lambda conn: conn.fetchrow(sql, *args))
         return similarity_sql.stats(row)
 
-    # -- trace queries (gateway/store/trace_queries.py: the methods; this store runs their SQL) ---------------
+    # -- trace queries (gateway/store/traces.py: the methods; this store runs their SQL) ---------------
 
     async def _named(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:
         rows = await self._run(lambda conn: conn.fetch(sql, *args))

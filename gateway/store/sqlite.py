@@ -32,7 +32,7 @@ from gateway.store.base import (
 )
 from gateway.store.records import json_bytes
 from gateway.store.rows import FlagOverride, VirtualKey
-from gateway.store.trace_queries import TraceQueries
+from gateway.store.traces import TraceQueries
 
 T = TypeVar("T")
 
@@ -301,7 +301,7 @@ class SQLiteStore(TraceQueries):
         row = await self._call(lambda: self._require().execute(sql, args).fetchone())
         return similarity_sql.stats(row)
 
-    # -- trace queries (gateway/store/trace_queries.py: the methods; this store runs their SQL) ---------------
+    # -- trace queries (gateway/store/traces.py: the methods; this store runs their SQL) ---------------
 
     async def _named(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:
         def query() -> list[dict[str, Any]]:
