@@ -374,7 +374,7 @@ class PostgresStore(TraceQueries):
     async def policies_revision(self) -> int:
         return await self._run(postgres_policies.revision)
 
-    # -- feature flags set through the API (gateway/telemetry/features.py; gateway/store/postgres_flags.py) ----
+    # -- feature flags set through the API (gateway/flags.py; gateway/store/postgres_flags.py) ----
 
     async def feature_flags(self) -> list[FlagOverride]:
         return await self._run(postgres_flags.overrides)
@@ -385,7 +385,7 @@ class PostgresStore(TraceQueries):
     async def feature_flags_revision(self) -> int:
         return await self._run(postgres_flags.revision)
 
-    # -- prompt similarity (gateway/telemetry/similarity.py; gateway/store/similarity_sql.py holds the SQL) --
+    # -- prompt similarity (gateway/similarity/worker.py; gateway/store/similarity_sql.py holds the SQL) --
 
     async def write_similarity(self, rows: Sequence[Record]) -> None:
         """One COPY: the whole batch or nothing."""

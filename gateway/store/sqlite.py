@@ -266,7 +266,7 @@ class SQLiteStore(TraceQueries):
     async def policies_revision(self) -> int:
         return await self._call(lambda: sqlite_policies.revision(self._require()))
 
-    # Feature flags set through the API (gateway/telemetry/features.py; gateway/store/sqlite_flags.py).
+    # Feature flags set through the API (gateway/flags.py; gateway/store/sqlite_flags.py).
     async def feature_flags(self) -> list[FlagOverride]:
         return await self._call(lambda: sqlite_flags.overrides(self._require()))
 
@@ -276,7 +276,7 @@ class SQLiteStore(TraceQueries):
     async def feature_flags_revision(self) -> int:
         return await self._call(lambda: sqlite_flags.revision(self._require()))
 
-    # Prompt similarity (gateway/telemetry/similarity.py; gateway/store/similarity_sql.py holds the SQL).
+    # Prompt similarity (gateway/similarity/worker.py; gateway/store/similarity_sql.py holds the SQL).
     async def write_similarity(self, rows: Sequence[Record]) -> None:
         if not rows:
             return
