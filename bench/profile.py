@@ -142,7 +142,8 @@ def main() -> int:
     url = f"http://127.0.0.1:{os.environ['GATEWAY_PORT']}/v1/chat/completions"
     pyspy = Path(sys.executable).parent / "py-spy"
     # Native frames show the garbage collector and C extensions, but py-spy must stop the process to read them
-    # (~50 µs a sample, which cuts the throughput tenfold): PROFILE_NATIVE=1. By default it samples without stopping it, Python frames only.
+    # (~50 µs a sample, which cuts the throughput tenfold): PROFILE_NATIVE=1. By default it samples without
+    # stopping it, Python frames only.
     mode = ["--native"] if os.environ.get("PROFILE_NATIVE", "0") == "1" else ["--nonblocking"]
 
     wrk(url, warmup, conns, run_dir / "profile-warmup.json")
