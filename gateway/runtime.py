@@ -145,7 +145,7 @@ class Gateway:
         self.pipeline = Pipeline([build_filter(name, self) for name in config.pipeline])
         auth = [f for f in self.pipeline.filters if isinstance(f, AuthFilter)]
         self.auth: AuthFilter | None = auth[0] if auth else None
-        self.ready = Readiness(self)
+        self.ready = Readiness(self, self.metrics.registry)
 
     def _outbox(
         self,
