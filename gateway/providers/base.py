@@ -91,7 +91,8 @@ class HTTPProvider(Generic[Call]):
     - `answer(ctx, deployment, status, content, call)`: a whole 2xx answer's translation into OpenAI's format,
       noting ctx.usage and ctx.served_model;
     - `stream(ctx, deployment, response, call)`: a streamed 2xx answer as a Reply whose stream yields OpenAI
-      chunk payloads, decoded from `response` (which it must end with `end_stream`);
+      chunk payloads, decoded from `response` (which it must end with `end_stream`); a provider whose events are
+      not OpenAI's hands `translated_stream` its SSE decoder and a StreamTranslator;
     - `streams(ctx, response)`, asked only of a streamed request: whether this answer is a stream (by default
       yes; an OpenAI-compatible server may answer a whole JSON body);
     - `rejected(provider, status, body, retry_after)`: an error answer (4xx, 5xx) as the gateway's error.
