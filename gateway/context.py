@@ -9,9 +9,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from gateway.routing.constraints import RouteConstraints
+
 if TYPE_CHECKING:
     from gateway.config import Deployment, ModelGroup
     from gateway.errors import GatewayError
+    from gateway.guardrails.stream import StreamGuard
+    from gateway.limits.model import Reservation
+    from gateway.policy.decision import Decision
+
+__all__ = ["ANONYMOUS", "Principal", "RequestContext", "RouteConstraints", "Span", "Usage", "Watched"]
 
 
 @dataclass(slots=True)
@@ -36,15 +43,6 @@ class Principal:
 
 
 ANONYMOUS = Principal(name="anonymous", role="developer")
-
-
-@dataclass(slots=True)
-class RouteConstraints:
-    """Limits on where a request may go; empty means no limit. Constraints from several sources intersect."""
-
-    regions: frozenset[str] = frozenset()
-    providers: frozenset[str] = frozenset()
-    tags: frozenset[str] = frozenset()  # a deployment must carry all of these
 
 
 @dataclass(slots=True)
@@ -185,13 +183,12 @@ class RequestContext:
         self.open_stream = False  # the router's stream whose end it has yet to account for
         # Set by ratelimit: the x-ratelimit-* headers of every answer a limit applied to, and what it reserved.
         self.limit_headers: list[tuple[bytes, bytes]] | None = None
-        self.limit_reservation: Any = None
-        # Set by the policy filter when a policy matched (gateway.policy.Decision); read by ratelimit, guardrails,
-        # route and the record.
-        self.policy: Any = None
+        self.limit_reservation: Reservation | None = None
+        # Set by the policy filter when a policy matched; read by ratelimit, guardrails, route and the record.
+        self.policy: Decision | None = None
         # Set by the guardrails filter: what each check found, as plain dicts (types and positions, never text).
         self.guardrails: list[dict[str, Any]] | None = None
-        self.stream_guard: Any = None  # the guardrails' hold-back windows of a streamed answer
+        self.stream_guard: StreamGuard | None = None  # the guardrails' hold-back windows of a streamed answer
         self.watch: Watched | None = None  # set by the endpoint once the body is read
         self._trace: tuple[str, str] | None = None
 

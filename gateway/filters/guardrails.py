@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 from prometheus_client import Counter
@@ -23,6 +23,7 @@ from gateway.context import RequestContext, Usage
 from gateway.errors import GuardrailBlocked, InvalidRequest
 from gateway.guardrails.base import REDACTED, CheckResult, Finding, replace_spans
 from gateway.guardrails.build import Check, build_check
+from gateway.guardrails.stream import Blocked
 from gateway.guardrails.text import Slot, answer_slots, has_token_arrays, joined, prompt_slots
 from gateway.pipeline import Reply
 
@@ -83,7 +84,7 @@ class GuardrailsFilter:
         if ctx.stream and any("output" in s.stages and s.name in ("pii", "keywords") for s in specs.values()):
             from gateway.guardrails.stream import StreamGuard
 
-            ctx.stream_guard = StreamGuard(self, ctx, specs, self.holdback)
+            ctx.stream_guard = StreamGuard(specs, self.check_for, self.holdback)
         return None
 
     def _input(self, ctx: RequestContext, spec: GuardrailSpec, prompt: _Prompt) -> None:
@@ -127,15 +128,25 @@ class GuardrailsFilter:
         guard = ctx.stream_guard
         if guard is None:
             return []
-        chunks: list[dict[str, Any]] = guard.end_chunks()
-        return chunks
+        try:
+            return guard.end_chunks()
+        except Blocked as blocked:
+            self._blocked(ctx, blocked)
 
     def on_chunk(self, ctx: RequestContext, chunk: dict[str, Any]) -> dict[str, Any] | None:
         guard = ctx.stream_guard
         if guard is None:
             return chunk
-        result: dict[str, Any] | None = guard.on_chunk(chunk)
-        return result
+        try:
+            return guard.on_chunk(chunk)
+        except Blocked as blocked:
+            self._blocked(ctx, blocked)
+
+    def _blocked(self, ctx: RequestContext, blocked: Blocked) -> NoReturn:
+        """A `block` check fired mid-stream: recorded, and the stream ends with the error (outcome raises it)."""
+        spec = blocked.spec
+        self.outcome(ctx, spec, blocked.result, "output")
+        raise GuardrailBlocked("The answer was blocked.", check=spec.name, stage="output")  # outcome raised already
 
     # -- output, whole answers ------------------------------------------------------------------------------------
 
@@ -144,7 +155,8 @@ class GuardrailsFilter:
         if decision is None or not decision.guardrails or reply.stream is not None:
             guard = ctx.stream_guard
             if guard is not None:
-                guard.finish()
+                for spec, result in guard.finish():
+                    self.outcome(ctx, spec, result, "output")
             return None
         if reply.status != 200 or ctx.endpoint == "embeddings":
             return None

@@ -21,7 +21,18 @@ from gateway.context import ANONYMOUS, Principal, RequestContext
 from gateway.errors import BudgetExceeded, ClientClosed, RateLimited, ServerShuttingDown
 from gateway.limits.clientip import ClientAddress
 from gateway.limits.failover import Failover
-from gateway.limits.model import BUCKET, BUDGET, CONCURRENCY, REQUESTS, TOKENS, WINDOW, Check, Limiter, Outcome
+from gateway.limits.model import (
+    BUCKET,
+    BUDGET,
+    CONCURRENCY,
+    REQUESTS,
+    TOKENS,
+    WINDOW,
+    Check,
+    Limiter,
+    Outcome,
+    Reservation,
+)
 from gateway.pipeline import Reply
 
 if TYPE_CHECKING:
@@ -94,7 +105,7 @@ class RateLimitFilter:
         outcome, limiter = await self.limits.reserve(checks)
         if not outcome.ok:
             self._refuse(ctx, checks[outcome.failed], outcome)
-        ctx.limit_reservation = (limiter, checks)
+        ctx.limit_reservation = Reservation(limiter, checks)
         ctx.limit_headers = _headers(checks, outcome)
         for i in outcome.soft_crossed:
             check = checks[i]
@@ -106,7 +117,7 @@ class RateLimitFilter:
         if reservation is None:
             return None
         ctx.limit_reservation = None
-        limiter, checks = reservation
+        limiter, checks = reservation.limiter, reservation.checks
         usage = ctx.usage
         # Nothing served (upstream error, a later filter refused): give back everything that was taken. A request
         # stopped after it reached the upstream (its client left, the shutdown) keeps its estimate: the upstream

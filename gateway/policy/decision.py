@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.context import RouteConstraints
 from gateway.policy.model import Deny, Limit
+from gateway.routing.constraints import RouteConstraints
 
 
 @dataclass(frozen=True, slots=True)
