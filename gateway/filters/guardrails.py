@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import orjson
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter
 
 from gateway.context import RequestContext, Usage
 from gateway.errors import GuardrailBlocked, InvalidRequest
@@ -25,34 +25,68 @@ from gateway.guardrails.base import REDACTED, CheckResult, Finding, replace_span
 from gateway.guardrails.build import Check, build_check
 from gateway.guardrails.stream import Blocked
 from gateway.guardrails.text import Slot, answer_slots, has_token_arrays, joined, prompt_slots
-from gateway.pipeline import Reply
+from gateway.pipeline import Reply, Stage
 
 if TYPE_CHECKING:
+    from gateway.components import Components
+    from gateway.guardrails.build import CheckEnv
     from gateway.guardrails.json_schema import JsonSchemaCheck
     from gateway.policy.decision import GuardrailSpec
-    from gateway.runtime import Gateway
+    from gateway.routing.router import Router
+    from gateway.telemetry.features import Features
 
 logger = logging.getLogger("gateway.guardrails")
 
 
-class GuardrailsFilter:
-    name = "guardrails"
+class Resend(Protocol):
+    """Sends the request upstream once more, as the router does (json_schema's `retry`), and settles that
+    attempt's routing; the reply of the new attempt."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.router = gateway.router
-        self.env = gateway.policies.check_env
-        self.holdback = gateway.config.guardrails.stream_holdback_chars
-        self.features = gateway.features
+    async def __call__(self, ctx: RequestContext) -> Reply: ...
+
+
+def resend_through(router: Router) -> Resend:
+    async def resend(ctx: RequestContext) -> Reply:
+        reply = await router.send(ctx)
+        router.finished(ctx)
+        return reply
+
+    return resend
+
+
+class GuardrailsFilter(Stage):
+    name = "guardrails"
+    requires = ("policy",)
+    order_note = "policies choose which checks run"
+    sees_chunks = True
+
+    def __init__(
+        self, env: CheckEnv, features: Features, resend: Resend, *, holdback: int, registry: CollectorRegistry
+    ) -> None:
+        self.resend = resend
+        self.env = env
+        self.holdback = holdback
+        self.features = features
         self._built: dict[tuple[str, str, int], tuple[Mapping[str, Any], Check]] = {}
         self._children: dict[tuple[str, ...], Any] = {}
         self._checks = Counter(
             "gateway_guardrail_checks", "Guardrail checks run, by check, stage and outcome (pass or the action).",
-            ["check", "stage", "outcome"], registry=gateway.metrics.registry,
+            ["check", "stage", "outcome"], registry=registry,
         )  # fmt: skip
         self._findings = Counter(
             "gateway_guardrail_findings", "What guardrail checks found, by check and finding type.",
-            ["check", "type"], registry=gateway.metrics.registry,
+            ["check", "type"], registry=registry,
         )  # fmt: skip
+
+    @classmethod
+    def build(cls, components: Components) -> GuardrailsFilter:
+        return cls(
+            components.check_env,
+            components.features,
+            resend_through(components.router),
+            holdback=components.config.guardrails.stream_holdback_chars,
+            registry=components.registry,
+        )
 
     def _active(self, ctx: RequestContext, specs: Mapping[str, GuardrailSpec]) -> Mapping[str, GuardrailSpec]:
         """The checks the policies attached, less those the project's guardrail.<check> flags turn off."""
@@ -239,8 +273,7 @@ class GuardrailsFilter:
             {"role": "user", "content": f"Your previous answer failed validation: {why}. Answer again with JSON "
                                         "that matches the schema exactly, and nothing else."},
         ])  # fmt: skip
-        reply = await self.router.send(ctx)
-        self.router.finished(ctx)
+        reply = await self.resend(ctx)
         ctx.usage = _add(first_usage, ctx.usage)
         if reply.status != 200 or reply.stream is not None:
             return None

@@ -6,14 +6,14 @@ import pytest
 
 from gateway.context import RequestContext
 from gateway.errors import PermissionDenied
-from gateway.pipeline import Filter, Pipeline, Reply
+from gateway.pipeline import Filter, Pipeline, Reply, Stage
 
 
 def make_ctx() -> RequestContext:
     return RequestContext(request_id="r1", endpoint="chat/completions", headers=[], raw_body=b"{}", body={})
 
 
-class Recording:
+class Recording(Stage):
     name: ClassVar[str] = "rec"
 
     def __init__(self, name: str, log: list[str], answer: Reply | None = None, refuse: bool = False) -> None:
