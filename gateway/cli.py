@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _check_runtime(config: GatewayConfig, source: str) -> None:
     # Limits that can never apply: an error when the config proves it, a warning when it may not (rules.py).
-    from gateway.limits.rules import rule_problems
+    from gateway.filters.ratelimit_rules import rule_problems
 
     errors, warnings = rule_problems(config)
     for key_path, problem in warnings:

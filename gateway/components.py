@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from gateway.config import GatewayConfig, ModelGroup
     from gateway.guardrails.build import CheckEnv
     from gateway.identity.authenticator import Authenticator
-    from gateway.limits.ratelimits import RateLimits
+    from gateway.state.ratelimits import RateLimits
     from gateway.policy.registry import PolicyRegistry
     from gateway.routing.router import Router
     from gateway.telemetry.events import Events

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from gateway.config import Deployment, ModelGroup
     from gateway.errors import GatewayError
     from gateway.guardrails.stream import StreamGuard
-    from gateway.limits.model import Reservation
+    from gateway.state.limiter import Reservation
     from gateway.policy.decision import Decision
 
 __all__ = ["ANONYMOUS", "Principal", "RequestContext", "RouteConstraints", "Span", "Usage", "Watched"]

@@ -15,7 +15,7 @@ from gateway.config import GatewayConfig, ModelGroup
 from gateway.context import RequestContext
 from gateway.guardrails.build import CheckEnv
 from gateway.identity.authenticator import Authenticator
-from gateway.limits.ratelimits import RateLimits
+from gateway.state.ratelimits import RateLimits
 from gateway.pipeline import build_pipeline
 from gateway.policy.registry import PolicyRegistry
 from gateway.providers.base import Provider, build_provider

@@ -15,8 +15,8 @@ from typing import Any
 
 from gateway.api.access import AdminEndpoint, authorize, visible_project
 from gateway.api.http import parse_json_object, query_params, read_body
+from gateway.config.telemetry import flag_problem
 from gateway.errors import InvalidRequest, ServiceUnavailable
-from gateway.telemetry.features import flag_problem
 from gateway.types import Receive, Scope
 
 _MAX_BODY = 64 * 1024

@@ -1,6 +1,6 @@
 """GET /admin/usage?scope=key|team|project&id=...: the spend of the current period against each budget, and what is
 left of the rate limits, for one key, team or project — read from the counters that the ratelimit filter reserves
-on (gateway/limits/ratelimits.py), without reserving anything. Without `id`, the caller's own key, team or
+on (gateway/state/ratelimits.py), without reserving anything. Without `id`, the caller's own key, team or
 project; `scope` defaults to project.
 
 Admins read any scope. Everyone else the matrix lets in stays in their own project: their project, their own
@@ -18,8 +18,9 @@ from gateway.api.access import AdminEndpoint, authorize
 from gateway.api.http import query_params
 from gateway.config import LimitRule
 from gateway.errors import InvalidRequest, NotFound, PermissionDenied
-from gateway.limits.model import BUDGET, CONCURRENCY, REQUESTS, TOKENS
-from gateway.limits.ratelimits import own_rule
+from gateway.identity.keys import principal_of
+from gateway.state.limiter import BUDGET, CONCURRENCY, REQUESTS, TOKENS
+from gateway.state.ratelimits import own_rule
 from gateway.store.base import key_store
 from gateway.types import Receive, Scope
 
@@ -92,7 +93,7 @@ class UsageEndpoint(AdminEndpoint):
         if row is not None:
             if not admin and row.project != principal.project:
                 raise _other_project(which, ident)
-            key = row.principal()
+            key = principal_of(row)
             return ident, key.name, own_rule(key)
         principals = self.gateway.identity.principals.values()
         config_key = next((p for p in principals if ident in (p.key_id, p.name) and p.source == "config"), None)

@@ -17,10 +17,10 @@ from prometheus_client import CollectorRegistry, Counter
 
 from gateway.context import ANONYMOUS, Principal, RequestContext, Usage
 from gateway.errors import BudgetExceeded, ClientClosed, RateLimited, ServerShuttingDown
-from gateway.limits.clientip import ClientAddress
-from gateway.limits.model import BUDGET, CONCURRENCY, REQUESTS, TOKENS, Check, Outcome, Reservation
-from gateway.limits.ratelimits import PREFIX, RateLimits, own_rule
+from gateway.identity.client_address import ClientAddress
 from gateway.pipeline import Reply, Stage
+from gateway.state.limiter import BUDGET, CONCURRENCY, REQUESTS, TOKENS, Check, Outcome, Reservation
+from gateway.state.ratelimits import PREFIX, RateLimits, own_rule
 
 if TYPE_CHECKING:
     from gateway.components import Components

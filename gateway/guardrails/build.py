@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gateway.config.guardrails import GUARDRAIL_SETTINGS
 from gateway.guardrails.base import CheckResult
 
 
@@ -23,19 +24,9 @@ class CheckEnv:
     abuse_cache: dict[tuple[float, float], Check] = field(default_factory=dict)
 
 
-SETTINGS: Mapping[str, frozenset[str]] = {
-    "length": frozenset({"max_chars", "max_tokens"}),
-    "pii": frozenset({"types", "entropy_threshold"}),
-    "injection": frozenset({"threshold"}),
-    "abuse": frozenset({"threshold", "similarity_threshold"}),
-    "keywords": frozenset({"deny", "topics", "whole_words"}),
-    "json_schema": frozenset({"schema"}),
-}
-
-
 def check_settings(name: str, settings: Mapping[str, Any]) -> list[str]:
     """Problems with a check's settings (unknown names); values are checked by building it."""
-    known = SETTINGS.get(name)
+    known = GUARDRAIL_SETTINGS.get(name)
     if known is None:
         return [f"unknown check {name!r}"]
     return [f"unknown setting {key!r} for {name} (known: {', '.join(sorted(known))})" for key in settings

@@ -15,12 +15,13 @@ import os
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.context import Principal
 from gateway.errors import InvalidRequest
 from gateway.store.base import StoreUnavailable
+from gateway.store.rows import VirtualKey
 from gateway.types import Clock
 
 KEY_PREFIX = "sk-gw-"
@@ -47,70 +48,25 @@ def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(24)  # 24 bytes -> 32 characters
 
 
-@dataclass(slots=True)
-class VirtualKey:
-    """One row of `virtual_keys`. `key_hash` is the SHA-256 hex digest; the key itself is never held."""
-
-    id: str
-    key_hash: str
-    key_prefix: str
-    name: str = ""
-    project: str = "default"
-    team: str = ""
-    user_id: str = ""
-    role: str = "developer"
-    allowed_models: list[str] = field(default_factory=list)
-    rpm: int = 0
-    tpm: int = 0
-    budget_usd: float = 0.0
-    budget_period: str = "month"
-    expires_at: float | None = None
-    revoked_at: float | None = None
-    metadata: dict[str, str] = field(default_factory=dict)
-    created_at: float = 0.0
-    rotated_from: str | None = None
-
-    def public(self) -> dict[str, Any]:
-        """What the admin API and the CLI show: everything but the digest."""
-        return {
-            "id": self.id,
-            "object": "virtual_key",
-            "name": self.name,
-            "key_prefix": self.key_prefix,
-            "project": self.project,
-            "team": self.team,
-            "user": self.user_id,
-            "role": self.role,
-            "allowed_models": self.allowed_models,
-            "rpm": self.rpm,
-            "tpm": self.tpm,
-            "budget_usd": self.budget_usd,
-            "budget_period": self.budget_period,
-            "expires_at": self.expires_at,
-            "revoked_at": self.revoked_at,
-            "metadata": self.metadata,
-            "created_at": self.created_at,
-            "rotated_from": self.rotated_from,
-        }
-
-    def principal(self) -> Principal:
-        ends = [t for t in (self.expires_at, self.revoked_at) if t is not None]
-        return Principal(
-            name=self.name or self.id,
-            key_id=self.id,
-            project=self.project,
-            team=self.team,
-            user=self.user_id,
-            role=self.role,
-            metadata=dict(self.metadata),
-            allowed_models=frozenset(self.allowed_models),
-            rpm=self.rpm,
-            tpm=self.tpm,
-            budget_usd=self.budget_usd,
-            budget_period=self.budget_period,
-            expires_at=min(ends) if ends else 0.0,
-            source="virtual",
-        )
+def principal_of(row: VirtualKey) -> Principal:
+    """Who a virtual key's row says is calling."""
+    ends = [t for t in (row.expires_at, row.revoked_at) if t is not None]
+    return Principal(
+        name=row.name or row.id,
+        key_id=row.id,
+        project=row.project,
+        team=row.team,
+        user=row.user_id,
+        role=row.role,
+        metadata=dict(row.metadata),
+        allowed_models=frozenset(row.allowed_models),
+        rpm=row.rpm,
+        tpm=row.tpm,
+        budget_usd=row.budget_usd,
+        budget_period=row.budget_period,
+        expires_at=min(ends) if ends else 0.0,
+        source="virtual",
+    )
 
 
 def issue(
@@ -316,7 +272,7 @@ class KeyCache:
         # The store found the row by its digest; compare once more in constant time, as a second lock.
         if row is None or not hmac.compare_digest(row.key_hash, digest):
             return _UNKNOWN
-        return Lookup(row.principal(), row.revoked_at)
+        return Lookup(principal_of(row), row.revoked_at)
 
     def invalidate(self, digest: str | None = None) -> None:
         """Forget one digest (or all): this worker then sees a change made through it at once."""

@@ -1,11 +1,12 @@
-"""State in Redis, shared by every worker and replica. One round trip per operation."""
+"""State in Redis, shared by every worker and replica. One round trip per operation, on the same lean RESP
+connection as the rate limiter (state/redis_client.py): one Redis client in the gateway, not two."""
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from typing import Any
 
 from gateway.state.base import StateUnavailable
+from gateway.state.redis_client import RedisUnavailable, RespClient, Script
 
 # INCRBY then PEXPIRE only when the key is new, atomically, in one round trip.
 _INCR = """
@@ -13,6 +14,14 @@ local v = redis.call('INCRBY', KEYS[1], ARGV[1])
 if tonumber(ARGV[2]) > 0 and v == tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return v
 """
+# HSET of field/value pairs, then PEXPIRE when a TTL is given: atomic without MULTI, which a connection shared by
+# concurrent callers could not keep to one caller.
+_HSET = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+if tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 1
+"""
+TIMEOUT_S = 1.0
 
 
 class RedisState:
@@ -20,62 +29,61 @@ class RedisState:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._client = aioredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
-        self._incr = self._client.register_script(_INCR)
+        # Connects on first use: a Redis that is down at start-up must not stop the gateway.
+        self._client = RespClient(url, timeout_s=TIMEOUT_S)
+        self._incr = Script(self._client, _INCR)
+        self._hset = Script(self._client, _HSET)
 
     async def open(self) -> None:
-        return None  # connect lazily: a Redis that is down at start-up must not stop the gateway
+        return None
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._client.close()
 
     async def ping(self) -> None:
-        try:
-            await self._client.ping()
-        except (RedisError, OSError) as exc:
-            raise StateUnavailable(f"redis: {exc}") from exc
+        await self._call("PING")
 
     async def incr(self, key: str, amount: int = 1, ttl_s: float | None = None) -> int:
         try:
-            return int(await self._incr(keys=[key], args=[amount, int((ttl_s or 0) * 1000)]))
-        except (RedisError, OSError) as exc:
-            raise StateUnavailable(f"redis: {exc}") from exc
+            return int(await self._incr(keys=[key], args=[amount, _ms(ttl_s)]))
+        except RedisUnavailable as exc:
+            raise StateUnavailable(str(exc)) from exc
 
     async def get(self, key: str) -> str | None:
-        try:
-            value = await self._client.get(key)
-        except (RedisError, OSError) as exc:
-            raise StateUnavailable(f"redis: {exc}") from exc
-        return value.decode() if isinstance(value, bytes) else value
+        value = await self._call("GET", key)
+        return None if value is None else _text(value)
 
     async def delete(self, key: str) -> None:
-        try:
-            await self._client.delete(key)
-        except (RedisError, OSError) as exc:
-            raise StateUnavailable(f"redis: {exc}") from exc
+        await self._call("DEL", key)
 
     async def hset(self, key: str, values: dict[str, str], ttl_s: float | None = None) -> None:
+        if not values:
+            return
+        pairs = [item for field_value in values.items() for item in field_value]
         try:
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.hset(key, mapping=values)  # type: ignore[arg-type]
-                if ttl_s:
-                    pipe.pexpire(key, int(ttl_s * 1000))
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise StateUnavailable(f"redis: {exc}") from exc
+            await self._hset(keys=[key], args=[_ms(ttl_s), *pairs])
+        except RedisUnavailable as exc:
+            raise StateUnavailable(str(exc)) from exc
 
     async def hgetall(self, key: str) -> dict[str, str]:
-        try:
-            raw = await self._client.hgetall(key)
-        except (RedisError, OSError) as exc:
-            raise StateUnavailable(f"redis: {exc}") from exc
-        return {_text(k): _text(v) for k, v in raw.items()}
+        flat = await self._call("HGETALL", key) or []
+        return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
 
     async def set(self, key: str, value: str, ttl_s: float | None = None) -> None:
+        if ttl_s:
+            await self._call("SET", key, value, "PX", _ms(ttl_s))
+        else:
+            await self._call("SET", key, value)
+
+    async def _call(self, *args: str | int) -> Any:
         try:
-            await self._client.set(key, value, px=int(ttl_s * 1000) if ttl_s else None)
-        except (RedisError, OSError) as exc:
-            raise StateUnavailable(f"redis: {exc}") from exc
+            return await self._client.call(*args)
+        except RedisUnavailable as exc:
+            raise StateUnavailable(str(exc)) from exc
+
+
+def _ms(ttl_s: float | None) -> int:
+    return max(1, int(ttl_s * 1000)) if ttl_s else 0  # 0: no expiry
 
 
 def _text(value: object) -> str:

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from gateway.store.records import JSON_COLUMNS as JSON_COLUMNS, RECORD_COLUMNS as RECORD_COLUMNS, Record as Record
 
 if TYPE_CHECKING:
-    from gateway.identity.keys import VirtualKey
     from gateway.store.analytics_sql import GroupBy, Kind, UsageBy
+    from gateway.store.rows import VirtualKey
     from gateway.store.trace_query import TraceQuery
 
 

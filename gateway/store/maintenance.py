@@ -13,8 +13,8 @@ import logging
 from prometheus_client import CollectorRegistry, Counter
 
 from gateway import tasks
+from gateway.config.telemetry import TelemetryConfig
 from gateway.store.base import Store, StoreUnavailable
-from gateway.telemetry.settings import TelemetryConfig
 
 logger = logging.getLogger("gateway.store")
 

@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg  # type: ignore[import-untyped]
 import orjson
 
-from gateway.identity.keys import VirtualKey
+from gateway.config.telemetry import FlagValue
 from gateway.store import postgres_flags, postgres_keys, postgres_policies, similarity_sql
 from gateway.store.base import (
     RECORD_COLUMNS,
@@ -41,10 +41,9 @@ from gateway.store.base import (
     write_setting_aside_refused,
 )
 from gateway.store.records import json_bytes
+from gateway.store.rows import FlagOverride, VirtualKey
 from gateway.store.sqlite import RETENTION_TABLES, migrations
 from gateway.store.trace_queries import TraceQueries
-from gateway.telemetry.features import FlagOverride
-from gateway.telemetry.settings import FlagValue
 
 T = TypeVar("T")
 logger = logging.getLogger("gateway.store")

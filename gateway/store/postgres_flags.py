@@ -8,8 +8,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from gateway.telemetry.features import FlagOverride
-from gateway.telemetry.settings import FlagValue
+from gateway.config.telemetry import FlagValue
+from gateway.store.rows import FlagOverride
 
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('gateway.feature_flags:' || current_schema()))"
 _UPSERT = (

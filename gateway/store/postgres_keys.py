@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.identity.keys import VirtualKey
+from gateway.store.rows import VirtualKey
 from gateway.store.sqlite_keys import COLUMNS
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM virtual_keys"

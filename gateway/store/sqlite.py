@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from gateway.identity.keys import VirtualKey
+from gateway.config.telemetry import FlagValue
 from gateway.store import similarity_sql, sqlite_flags, sqlite_keys, sqlite_policies
 from gateway.store.base import (
     JSON_COLUMNS,
@@ -31,9 +31,8 @@ from gateway.store.base import (
     write_setting_aside_refused,
 )
 from gateway.store.records import json_bytes
+from gateway.store.rows import FlagOverride, VirtualKey
 from gateway.store.trace_queries import TraceQueries
-from gateway.telemetry.features import FlagOverride
-from gateway.telemetry.settings import FlagValue
 
 T = TypeVar("T")
 

@@ -7,8 +7,8 @@ import time
 
 import orjson
 
-from gateway.telemetry.features import FlagOverride
-from gateway.telemetry.settings import FlagValue
+from gateway.config.telemetry import FlagValue
+from gateway.store.rows import FlagOverride
 
 _UPSERT = (
     "INSERT INTO feature_flags (project, flag, value, updated_at, updated_by, seq)"

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from gateway.identity.keys import VirtualKey
+from gateway.store.rows import VirtualKey
 
 COLUMNS = (
     "id", "name", "key_hash", "key_prefix", "project", "team", "user_id", "role", "allowed_models", "rpm", "tpm",

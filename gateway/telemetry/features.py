@@ -17,29 +17,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from gateway.config.guardrails import GUARDRAIL_SETTINGS
+from gateway.config.telemetry import FLAG_PREFIXES, FeaturesConfig, FlagValue, flag_problem
 from gateway.errors import ServiceUnavailable
-from gateway.guardrails.build import SETTINGS as GUARDRAIL_CHECKS
+from gateway.store.rows import FlagOverride
 from gateway.tasks import cancel, spawn
-from gateway.telemetry.settings import FeaturesConfig, FlagValue
 
 logger = logging.getLogger("gateway.features")
 Record = dict[str, Any]
-
-CONTENT_MODES = ("off", "redacted", "full")
-_BOOLEAN_FLAGS = ("cost_tracking", "similarity")
-_PREFIXES = ("sink.", "guardrail.")
-
-
-@dataclass(frozen=True, slots=True)
-class FlagOverride:
-    """A value set through the API; project "" is the global one."""
-
-    project: str
-    flag: str
-    value: FlagValue
 
 
 @runtime_checkable
@@ -52,22 +39,6 @@ class FlagStore(Protocol):
 
     async def feature_flags_revision(self) -> int:
         """Grows whenever an override is set or removed."""
-
-
-def flag_problem(flag: str, value: Any, sinks: Iterable[str]) -> str | None:
-    """Why `flag` cannot take `value` (None if it can): an unknown flag, or a value of the wrong kind."""
-    if flag == "content_logging":
-        return None if value in CONTENT_MODES else f"must be one of {', '.join(CONTENT_MODES)}"
-    known = flag in _BOOLEAN_FLAGS
-    if flag.startswith("sink."):
-        known = flag.removeprefix("sink.") in set(sinks)
-    elif flag.startswith("guardrail."):
-        known = flag.removeprefix("guardrail.") in GUARDRAIL_CHECKS
-    if not known:
-        names = sorted([*_BOOLEAN_FLAGS, "content_logging", *(f"sink.{s}" for s in sinks)])
-        names += [f"guardrail.{c}" for c in sorted(GUARDRAIL_CHECKS)]
-        return f"unknown flag (known: {', '.join(names)})"
-    return None if isinstance(value, bool) else "must be true or false"
 
 
 class Features:
@@ -99,7 +70,7 @@ class Features:
         values = self._projects.get(project, self._global)
         found = values.get(flag)
         if found is None:
-            return True if flag.startswith(_PREFIXES) else self.defaults.get(flag, False)
+            return True if flag.startswith(FLAG_PREFIXES) else self.defaults.get(flag, False)
         return found
 
     def enabled(self, flag: str, project: str) -> bool:
@@ -125,12 +96,12 @@ class Features:
             projects[project] = {**global_values, **self.config.projects.get(project, {}), **api.get(project, {})}
         off: set[str] = set()
         for values in (global_values, *projects.values()):
-            off.update(p for p in _PREFIXES for f, v in values.items() if f.startswith(p) and v is False)
+            off.update(p for p in FLAG_PREFIXES for f, v in values.items() if f.startswith(p) and v is False)
         self._global, self._projects, self._off_prefixes = global_values, projects, frozenset(off)
 
     def snapshot(self, project: str | None) -> dict[str, dict[str, Any]]:
         """Every flag's value for a project (or the global values) and where it comes from."""
-        names = [*self.defaults, *(f"sink.{s}" for s in self.sinks), *(f"guardrail.{c}" for c in GUARDRAIL_CHECKS)]
+        names = [*self.defaults, *(f"sink.{s}" for s in self.sinks), *(f"guardrail.{c}" for c in GUARDRAIL_SETTINGS)]
         api = {(o.project, o.flag): o.value for o in self._overrides}
         config_project: Mapping[str, FlagValue] = self.config.projects.get(project or "", {})
         out: dict[str, dict[str, Any]] = {}

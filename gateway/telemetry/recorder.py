@@ -7,6 +7,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from gateway.config.telemetry import FeaturesConfig
 from gateway.context import RequestContext, Usage
 from gateway.errors import BudgetExceeded, GatewayError, GuardrailBlocked, PolicyDenied, release_frames
 from gateway.store.records import typed
@@ -14,7 +15,6 @@ from gateway.telemetry.content import ContentLogger, input_text, output_text
 from gateway.telemetry.features import Features
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.pricing import PriceTable, cost_usd
-from gateway.telemetry.settings import FeaturesConfig
 from gateway.telemetry.similarity import SimilarityItem, prompt_text
 from gateway.telemetry.tokens import TokenCounter
 

@@ -28,10 +28,10 @@ from typing import Any, ClassVar, Protocol
 import aiohttp
 import orjson
 
+from gateway.config.telemetry import SinkConfig
 from gateway.telemetry import otel
 from gateway.telemetry.outbox import SinkRejected
 from gateway.telemetry.queue import map_in_slices
-from gateway.telemetry.settings import SinkConfig
 from gateway.telemetry.tracing import project_trace_id
 
 logger = logging.getLogger("gateway.telemetry")

@@ -106,7 +106,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
 def wait_settled(gateway: Any) -> None:
     """Until the ratelimit filter's settlements have reached Redis: they leave in the background, a batch at a
     time, after the answer (the memory backend settles before it)."""
-    from gateway.limits.redis import RedisLimiter
+    from gateway.state.limiter_redis import RedisLimiter
 
     limits = gateway.rate_limits
     primary = limits.failover.primary if limits is not None else None

@@ -73,7 +73,7 @@ def test_the_build_context_leaves_out_secrets_and_local_state() -> None:
     for path in (".git/config", ".venv/bin/python", ".env", "deploy/.env.prod", "gateway.db", "gateway/x.db-wal",
                  "spool/store/0001.spool", "tests/conftest.py", "gateway/__pycache__/app.cpython-311.pyc"):  # fmt: skip
         assert ignore.excluded(path), path
-    for path in ("gateway/app.py", "gateway/limits/limits.lua", "gateway.yaml", "config/pricing.yaml"):
+    for path in ("gateway/app.py", "gateway/state/limits.lua", "gateway.yaml", "config/pricing.yaml"):
         assert not ignore.excluded(path), path
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.identity.keys import KeyCache, VirtualKey, key_digest
+from gateway.identity.keys import KeyCache, key_digest
+from gateway.store.rows import VirtualKey
 from tests.clock import FakeClock
 
 pytestmark = pytest.mark.anyio

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from gateway.identity.keys import VirtualKey
 from gateway.store.base import KeyStore, PolicyStore, RecordsRefused, StoreUnavailable
 from gateway.store.records import typed
+from gateway.store.rows import VirtualKey
 from tests.unit.store.conftest import record
 
 pytestmark = pytest.mark.anyio

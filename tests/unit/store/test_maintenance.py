@@ -8,8 +8,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.config import ConfigError, parse_config
+from gateway.config.telemetry import TelemetryConfig
 from gateway.store.maintenance import StoreMaintenance
-from gateway.telemetry.settings import TelemetryConfig
 from tests.unit.store.conftest import record
 
 pytestmark = pytest.mark.anyio

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from gateway.config import ConfigError, parse_config
+from gateway.config.telemetry import FeaturesConfig, flag_problem
+from gateway.store.rows import FlagOverride
 from gateway.telemetry.content import ContentLogger, input_text, output_text
-from gateway.telemetry.features import Features, FlagOverride, ProjectGate, flag_problem
-from gateway.telemetry.settings import FeaturesConfig
+from gateway.telemetry.features import Features, ProjectGate
 
 
 class FakeFlagStore:

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from gateway.config import ConfigError, parse_config
+from gateway.config.telemetry import SinkConfig
 from gateway.ids import new_id
 from gateway.telemetry import otel
-from gateway.telemetry.settings import SinkConfig
 from gateway.telemetry.sinks import (
     LangfuseSink,
     OtlpSink,

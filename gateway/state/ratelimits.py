@@ -2,25 +2,22 @@
 and settles) and GET /admin/usage (which reads) share.
 
 It turns limit rules into Checks on counters (one counter per scope, identity and kind, whatever rule caps it),
-and holds the limiter behind them: Redis with per-process failover (failover.py), or memory alone.
+and holds the limiter behind them: Redis with per-process failover (limiter_failover.py), or memory alone. It
+reads the caller's and a policy's limits through small protocols: state imports nothing above it.
 """
 
 from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from gateway.config import LimitRule, LimitsConfig
-from gateway.limits.failover import Failover
-from gateway.limits.model import BUCKET, BUDGET, CONCURRENCY, REQUESTS, TOKENS, WINDOW, Check, Limiter, Outcome
+from gateway.state.limiter import BUCKET, BUDGET, CONCURRENCY, REQUESTS, TOKENS, WINDOW, Check, Limiter, Outcome
+from gateway.state.limiter_failover import Failover
 from gateway.types import Clock
-
-if TYPE_CHECKING:
-    from gateway.context import Principal
-    from gateway.policy.model import Limit as PolicyLimit
 
 # One hash tag for every counter: a request's counters (its key, team, project, model, global...) must share a
 # slot for one script to touch them all on Redis Cluster. The price is that one shard holds every limit; sharding
@@ -49,7 +46,7 @@ class RateLimits:
         )  # fmt: skip
         primary: Limiter | None = None
         if config.backend != "memory":
-            from gateway.limits.redis import RedisLimiter
+            from gateway.state.limiter_redis import RedisLimiter
 
             primary = RedisLimiter(config.backend, timeout_s=config.timeout_ms / 1000, on_error=errors.inc)
         self.failover = Failover(
@@ -130,7 +127,33 @@ class RateLimits:
         await self.failover.close()
 
 
-def own_rule(principal: Principal, override: PolicyLimit | None = None) -> LimitRule | None:
+class OwnLimits(Protocol):
+    """A caller's own limits (gateway.context.Principal: a virtual key's)."""
+
+    @property
+    def rpm(self) -> int: ...
+    @property
+    def tpm(self) -> int: ...
+    @property
+    def budget_usd(self) -> float: ...
+    @property
+    def budget_period(self) -> str: ...
+
+
+class LimitOverride(Protocol):
+    """A policy's `limit` action (gateway.policy.model.Limit): None leaves the key's own value."""
+
+    @property
+    def rpm(self) -> int | None: ...
+    @property
+    def tpm(self) -> int | None: ...
+    @property
+    def budget_usd(self) -> float | None: ...
+    @property
+    def budget_period(self) -> str | None: ...
+
+
+def own_rule(principal: OwnLimits, override: LimitOverride | None = None) -> LimitRule | None:
     """A virtual key's own rpm, tpm and budget as a rule of scope key; None if it has none. A policy's `limit`
     action replaces them field by field for the requests it matches (same counters: the key's)."""
     rpm, tpm, budget, period = principal.rpm, principal.tpm, principal.budget_usd, principal.budget_period

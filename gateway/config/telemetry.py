@@ -1,11 +1,14 @@
 """The telemetry part of the typed config: the store's queue, sinks, content logging, feature flags and prompt
-similarity, with their checks. gateway/config.py loads it as part of GatewayConfig."""
+similarity, with their checks. gateway/config/__init__.py loads it as part of GatewayConfig."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from gateway.config.guardrails import GUARDRAIL_SETTINGS
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -13,6 +16,9 @@ if TYPE_CHECKING:
 SinkType = Literal["langfuse", "otlp", "webhook"]
 ContentMode = Literal["off", "redacted", "full"]
 FlagValue = bool | str
+CONTENT_MODES = ("off", "redacted", "full")
+BOOLEAN_FLAGS = ("cost_tracking", "similarity")
+FLAG_PREFIXES = ("sink.", "guardrail.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +112,23 @@ class SimilarityConfig:
     embedding_model: str = ""
 
 
-def check_telemetry(config: GatewayConfig, problems: list[tuple[str, str]]) -> None:
-    from gateway.telemetry.features import flag_problem
+def flag_problem(flag: str, value: Any, sinks: Iterable[str]) -> str | None:
+    """Why `flag` cannot take `value` (None if it can): an unknown flag, or a value of the wrong kind."""
+    if flag == "content_logging":
+        return None if value in CONTENT_MODES else f"must be one of {', '.join(CONTENT_MODES)}"
+    known = flag in BOOLEAN_FLAGS
+    if flag.startswith("sink."):
+        known = flag.removeprefix("sink.") in set(sinks)
+    elif flag.startswith("guardrail."):
+        known = flag.removeprefix("guardrail.") in GUARDRAIL_SETTINGS
+    if not known:
+        names = sorted([*BOOLEAN_FLAGS, "content_logging", *(f"sink.{s}" for s in sinks)])
+        names += [f"guardrail.{c}" for c in sorted(GUARDRAIL_SETTINGS)]
+        return f"unknown flag (known: {', '.join(names)})"
+    return None if isinstance(value, bool) else "must be true or false"
 
+
+def check_telemetry(config: GatewayConfig, problems: list[tuple[str, str]]) -> None:
     telemetry = config.telemetry
     for name, sink in telemetry.sinks.items():
         path = f"telemetry.sinks.{name}"

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from gateway.config import GatewayConfig, parse_config
+from gateway.filters.ratelimit_rules import rule_problems
 from gateway.identity.keys import config_key_id
-from gateway.limits.rules import rule_problems
 
 KEYS = [
     {"name": "alpha", "key": "sk-alpha", "project": "p1", "team": "t1", "user": "ann"},

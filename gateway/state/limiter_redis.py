@@ -11,12 +11,12 @@ from collections.abc import Callable
 from importlib import resources
 
 from gateway import tasks
-from gateway.limits.model import Check, LimiterUnavailable, Outcome
-from gateway.limits.resp import RedisUnavailable, RespClient, Script
+from gateway.state.limiter import Check, LimiterUnavailable, Outcome
+from gateway.state.redis_client import RedisUnavailable, RespClient, Script
 
 logger = logging.getLogger("gateway.limits")
 
-_SCRIPT = resources.files("gateway.limits").joinpath("limits.lua").read_text(encoding="utf-8")
+_SCRIPT = resources.files("gateway.state").joinpath("limits.lua").read_text(encoding="utf-8")
 
 
 class RedisLimiter:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from gateway.limits.failover import Failover
-from gateway.limits.memory import MemoryLimiter
-from gateway.limits.model import BUCKET, REQUESTS, Check, LimiterUnavailable, Outcome
+from gateway.state.limiter import BUCKET, REQUESTS, Check, LimiterUnavailable, Outcome
+from gateway.state.limiter_failover import Failover
+from gateway.state.limiter_memory import MemoryLimiter
 from tests.clock import FakeClock
 
 pytestmark = pytest.mark.anyio

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gateway.filters.ratelimit import format_reset
-from gateway.limits.clientip import ClientAddress
-from gateway.limits.memory import MemoryLimiter
-from gateway.limits.model import BUCKET, BUDGET, CONCURRENCY, REQUESTS, TOKENS, WINDOW, Check
+from gateway.identity.client_address import ClientAddress
+from gateway.state.limiter import BUCKET, BUDGET, CONCURRENCY, REQUESTS, TOKENS, WINDOW, Check
+from gateway.state.limiter_memory import MemoryLimiter
 
 
 def rpm(limit: int, kind: int = BUCKET, capacity: int | None = None, key: str = "k:rpm") -> Check:

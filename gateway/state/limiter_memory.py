@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 
-from gateway.limits.model import BUCKET, BUDGET, CONCURRENCY, WINDOW, Check, Outcome
+from gateway.state.limiter import BUCKET, BUDGET, CONCURRENCY, WINDOW, Check, Outcome
 from gateway.types import Clock
 
 # A counter untouched this long is swept, so that per-IP or per-user state cannot grow without end.

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
-from gateway.telemetry.settings import FeaturesConfig, SimilarityConfig, TelemetryConfig, check_telemetry
+from gateway.config.telemetry import FeaturesConfig, SimilarityConfig, TelemetryConfig, check_telemetry
 
 ProviderType = Literal["openai", "azure", "anthropic", "gemini", "mock"]
 AuthMode = Literal["none", "keys"]

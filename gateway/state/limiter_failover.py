@@ -12,8 +12,8 @@ import time
 from prometheus_client import Counter, Gauge
 
 from gateway.errors import ServiceUnavailable
-from gateway.limits.memory import MemoryLimiter
-from gateway.limits.model import Check, Limiter, LimiterUnavailable, Outcome
+from gateway.state.limiter import Check, Limiter, LimiterUnavailable, Outcome
+from gateway.state.limiter_memory import MemoryLimiter
 from gateway.types import Clock
 
 logger = logging.getLogger("gateway.limits")

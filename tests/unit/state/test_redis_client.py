@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from gateway.limits.resp import RedisUnavailable, RespClient, Script
+from gateway.state.redis_client import RedisUnavailable, RespClient, Script
 from tests.services import free_port, require_redis
 
 pytestmark = pytest.mark.anyio

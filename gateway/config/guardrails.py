@@ -1,0 +1,15 @@
+"""The settings each guardrail check takes, by name: data of the config (policies and the `guardrail.<check>` flags
+name checks), read by gateway/guardrails/build.py, the one place that builds checks from them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+GUARDRAIL_SETTINGS: Mapping[str, frozenset[str]] = {
+    "length": frozenset({"max_chars", "max_tokens"}),
+    "pii": frozenset({"types", "entropy_threshold"}),
+    "injection": frozenset({"threshold"}),
+    "abuse": frozenset({"threshold", "similarity_threshold"}),
+    "keywords": frozenset({"deny", "topics", "whole_words"}),
+    "json_schema": frozenset({"schema"}),
+}
