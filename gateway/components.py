@@ -16,9 +16,9 @@ if TYPE_CHECKING:
     from gateway.config import GatewayConfig, ModelGroup
     from gateway.guardrails.build import CheckEnv
     from gateway.identity.authenticator import Authenticator
-    from gateway.state.ratelimits import RateLimits
     from gateway.policy.registry import PolicyRegistry
     from gateway.routing.router import Router
+    from gateway.state.ratelimits import RateLimits
     from gateway.telemetry.events import Events
     from gateway.telemetry.features import Features
     from gateway.telemetry.recorder import Recorder

@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from gateway.config import Deployment, ModelGroup
     from gateway.errors import GatewayError
     from gateway.guardrails.stream import StreamGuard
-    from gateway.state.limiter import Reservation
     from gateway.policy.decision import Decision
+    from gateway.state.limiter import Reservation
 
 __all__ = ["ANONYMOUS", "Principal", "RequestContext", "RouteConstraints", "Span", "Usage", "Watched"]
 

@@ -15,7 +15,6 @@ from gateway.config import GatewayConfig, ModelGroup
 from gateway.context import RequestContext
 from gateway.guardrails.build import CheckEnv
 from gateway.identity.authenticator import Authenticator
-from gateway.state.ratelimits import RateLimits
 from gateway.pipeline import build_pipeline
 from gateway.policy.registry import PolicyRegistry
 from gateway.providers.base import Provider, build_provider
@@ -23,6 +22,7 @@ from gateway.readiness import Readiness
 from gateway.routing.health import HealthRegistry
 from gateway.routing.router import Router
 from gateway.state.base import StateBackend, open_state
+from gateway.state.ratelimits import RateLimits
 from gateway.store.base import Store, key_store, open_store, policy_store
 from gateway.store.maintenance import StoreMaintenance
 from gateway.telemetry.access_log import AccessLog
