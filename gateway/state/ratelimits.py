@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from gateway.config import LimitRule, LimitsConfig
 from gateway.state.limiter import BUCKET, BUDGET, CONCURRENCY, REQUESTS, TOKENS, WINDOW, Check, Limiter, Outcome
 from gateway.state.limiter_failover import Failover
+from gateway.state.limiter_memory import MemoryLimiter
 from gateway.types import Clock
 
 # One hash tag for every counter: a request's counters (its key, team, project, model, global...) must share a
@@ -55,6 +56,7 @@ class RateLimits:
             retry_interval_s=config.retry_interval_s,
             errors=errors,
             degraded=degraded,
+            local=MemoryLimiter(clock),  # the same wall clock as the periods (Redis's TIME on the primary)
         )
 
     async def reserve(self, checks: list[Check]) -> tuple[Outcome, Limiter]:
