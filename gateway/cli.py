@@ -89,8 +89,8 @@ def _check_runtime(config: GatewayConfig, source: str) -> None:
 def serve_command(config: GatewayConfig, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from gateway.api.watch import CUT_MARGIN_S
     from gateway.server import uvicorn_options
+    from gateway.server.watch import CUT_MARGIN_S
 
     _check_runtime(config, args.config)
     # numpy is imported later (prompt similarity). Its BLAS would start a thread per core for the background

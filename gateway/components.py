@@ -14,13 +14,13 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from gateway.config import GatewayConfig, ModelGroup
+    from gateway.flags import Features
     from gateway.guardrails.build import CheckEnv
     from gateway.identity.authenticator import Authenticator
     from gateway.policy.registry import PolicyRegistry
     from gateway.routing.router import Router
     from gateway.state.ratelimits import RateLimits
     from gateway.telemetry.events import Events
-    from gateway.telemetry.features import Features
     from gateway.telemetry.recorder import Recorder
     from gateway.telemetry.tokens import TokenCounter
 

@@ -223,7 +223,7 @@ class RequestContext:
 
     def _trace_context(self) -> tuple[str, str]:
         if self._trace is None:  # read from the headers once, when first needed
-            from gateway.telemetry.tracing import incoming
+            from gateway.tracecontext import incoming
 
             trace, parent = incoming(self.headers)
             self._trace = (trace or self.request_id, parent)

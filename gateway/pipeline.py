@@ -11,33 +11,18 @@ from __future__ import annotations
 import importlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from gateway.config import ConfigError
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, InternalError
+from gateway.reply import Reply
 
 if TYPE_CHECKING:
     from gateway.components import Components
 
 logger = logging.getLogger("gateway")
-
-
-@dataclass(slots=True)
-class Reply:
-    """What goes back to the client: a whole JSON body, or a stream of SSE data payloads."""
-
-    status: int = 200
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    # Each item is one SSE `data:` payload (a JSON chunk in OpenAI's format); the relay frames it.
-    stream: AsyncIterator[bytes] | None = None
-
-    @classmethod
-    def from_error(cls, exc: GatewayError) -> Reply:
-        return cls(status=exc.status_code, body=exc.to_json(), headers=dict(exc.headers))
 
 
 class Filter(Protocol):

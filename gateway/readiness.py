@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client import Gauge
 
-from gateway.telemetry.outbox import SinkState
+from gateway.sinks.outbox import SinkState
 
 if TYPE_CHECKING:
     from gateway.runtime import Gateway

@@ -9,10 +9,10 @@ import sys
 import time
 from typing import Any, cast
 
-from gateway.api.watch import OpenRequests
 from gateway.components import Components
 from gateway.config import GatewayConfig, ModelGroup
 from gateway.context import RequestContext
+from gateway.flags import Features, FlagStore, ProjectGate
 from gateway.guardrails.build import CheckEnv
 from gateway.identity.authenticator import Authenticator
 from gateway.pipeline import build_pipeline
@@ -21,23 +21,24 @@ from gateway.providers.base import Provider, build_provider
 from gateway.readiness import Readiness
 from gateway.routing.health import HealthRegistry
 from gateway.routing.router import Router
+from gateway.server.watch import OpenRequests
+from gateway.similarity.worker import SimilarityStore, SimilarityWorker
+from gateway.sinks.access_log import AccessLog
+from gateway.sinks.base import Sink
+from gateway.sinks.deadletter import DeadLetter
+from gateway.sinks.exporters import build_sink
+from gateway.sinks.outbox import BatchSink, Outbox
+from gateway.sinks.spool import Spool
 from gateway.state.base import StateBackend, open_state
 from gateway.state.ratelimits import RateLimits
 from gateway.store.base import Store, key_store, open_store, policy_store
 from gateway.store.maintenance import StoreMaintenance
-from gateway.telemetry.access_log import AccessLog
 from gateway.telemetry.content import ContentLogger
-from gateway.telemetry.deadletter import DeadLetter
 from gateway.telemetry.events import EventLogSink, Events, WebhookSink, passthrough
-from gateway.telemetry.features import Features, FlagStore, ProjectGate
 from gateway.telemetry.metrics import Metrics
-from gateway.telemetry.outbox import BatchSink, Outbox
 from gateway.telemetry.pricing import PriceTable
-from gateway.telemetry.queue import Sink, TelemetryQueue
+from gateway.telemetry.queue import TelemetryQueue
 from gateway.telemetry.recorder import Recorder
-from gateway.telemetry.similarity import SimilarityStore, SimilarityWorker
-from gateway.telemetry.sinks import build_sink
-from gateway.telemetry.spool import Spool
 from gateway.telemetry.tail import TraceTail
 from gateway.telemetry.tokens import TokenCounter
 
@@ -260,7 +261,7 @@ class Gateway:
             return None
         embed = None
         if settings.embedding_model:  # through an embeddings deployment of the gateway's own
-            from gateway.telemetry.embed_deployment import deployment_embedder
+            from gateway.routing.embedder import deployment_embedder
 
             embed = deployment_embedder(router, settings.embedding_model)
         return SimilarityWorker(

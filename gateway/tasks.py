@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 logger = logging.getLogger("gateway")
 
 _tasks: set[asyncio.Task[Any]] = set()
+R = TypeVar("R")
+T = TypeVar("T")
 
 
 def spawn(coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
@@ -42,3 +44,14 @@ async def wait_for_wakeup(event: asyncio.Event, timeout_s: float) -> None:
     except TimeoutError:
         pass
     event.clear()
+
+
+async def map_in_slices(fn: Callable[[R], T], records: Sequence[R], size: int = 128) -> list[T]:
+    """fn over a batch, a slice at a time with a pause between, so that a big batch never holds the event loop
+    for more than a fraction of a millisecond."""
+    out: list[T] = []
+    for start in range(0, len(records), size):
+        if start:
+            await asyncio.sleep(0)
+        out.extend(fn(r) for r in records[start : start + size])
+    return out

@@ -18,7 +18,7 @@ from gateway.api.openai import response_headers
 from gateway.api.streaming import Encoder
 from gateway.context import RequestContext
 from gateway.errors import UpstreamUnavailable
-from gateway.pipeline import Reply
+from gateway.reply import Reply
 from gateway.translate.anthropic_answer import error_json, openai_error_message, to_message
 from gateway.translate.anthropic_ingress import to_chat_request
 from gateway.translate.anthropic_stream import AnthropicEncoder

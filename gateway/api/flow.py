@@ -22,7 +22,8 @@ from gateway.api.streaming import Encoder, relay
 from gateway.context import RequestContext
 from gateway.errors import ClientClosed, GatewayError, InternalError
 from gateway.ids import new_id
-from gateway.pipeline import Filter, Reply
+from gateway.pipeline import Filter
+from gateway.reply import Reply
 from gateway.types import Headers, Receive, Scope, Send
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from gateway.api.validation import validate
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, ModelNotFound
 from gateway.ids import new_id
-from gateway.pipeline import Reply
+from gateway.reply import Reply
 from gateway.types import Headers, Receive, Scope, Send
 
 if TYPE_CHECKING:

@@ -21,7 +21,6 @@ from typing import Any, Protocol
 
 import orjson
 
-from gateway.api.watch import Watch
 from gateway.context import RequestContext, Usage
 from gateway.errors import (
     ClientClosed,
@@ -33,6 +32,7 @@ from gateway.errors import (
 )
 from gateway.pipeline import Filter
 from gateway.providers.sse import DONE, DONE_FRAME, frame
+from gateway.server.watch import Watch
 from gateway.types import Headers, Send
 
 logger = logging.getLogger("gateway")

@@ -13,7 +13,8 @@ from gateway.context import ANONYMOUS, Principal, RequestContext
 from gateway.errors import PermissionDenied
 from gateway.identity.authenticator import presented_key
 from gateway.identity.keys import key_digest
-from gateway.pipeline import Reply, Stage
+from gateway.pipeline import Stage
+from gateway.reply import Reply
 
 if TYPE_CHECKING:
     from gateway.components import Components

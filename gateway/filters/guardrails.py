@@ -25,15 +25,16 @@ from gateway.guardrails.base import REDACTED, CheckResult, Finding, replace_span
 from gateway.guardrails.build import Check, build_check
 from gateway.guardrails.stream import Blocked
 from gateway.guardrails.text import Slot, answer_slots, has_token_arrays, joined, prompt_slots
-from gateway.pipeline import Reply, Stage
+from gateway.pipeline import Stage
+from gateway.reply import Reply
 
 if TYPE_CHECKING:
     from gateway.components import Components
+    from gateway.flags import Features
     from gateway.guardrails.build import CheckEnv
     from gateway.guardrails.json_schema import JsonSchemaCheck
     from gateway.policy.decision import GuardrailSpec
     from gateway.routing.router import Router
-    from gateway.telemetry.features import Features
 
 logger = logging.getLogger("gateway.guardrails")
 

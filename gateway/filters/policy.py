@@ -14,10 +14,11 @@ from prometheus_client import CollectorRegistry, Counter
 
 from gateway.context import RequestContext, RouteConstraints
 from gateway.errors import PolicyDenied
-from gateway.pipeline import Reply, Stage
+from gateway.pipeline import Stage
 from gateway.policy.decision import NO_DECISION, Decision
 from gateway.policy.facts import Facts, request_metadata
 from gateway.policy.rewrite import apply_rewrite
+from gateway.reply import Reply
 
 if TYPE_CHECKING:
     from gateway.components import Components

@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.guardrails.base import CheckResult, Finding
-from gateway.telemetry.embedding import LocalEmbedding
+from gateway.similarity.embedding import LocalEmbedding
 
 __all__ = ["SIGNALS", "AbuseCheck", "load_prompts"]
 

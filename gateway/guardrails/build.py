@@ -66,7 +66,7 @@ def _build(name: str, s: Mapping[str, Any], env: CheckEnv) -> Check:
         cached = env.abuse_cache.get((threshold, similarity))
         if cached is None:
             from gateway.guardrails.abuse import AbuseCheck
-            from gateway.telemetry.embedding import LocalEmbedding
+            from gateway.similarity.embedding import LocalEmbedding
 
             cached = AbuseCheck(
                 threshold=threshold,

@@ -16,7 +16,6 @@ import orjson
 from gateway.config import Deployment, ProviderConfig, Timeouts
 from gateway.context import RequestContext
 from gateway.errors import UpstreamRejected, UpstreamUnavailable
-from gateway.pipeline import Reply
 from gateway.providers.anthropic_translate import (
     AnthropicRequest,
     UnsupportedRequest,
@@ -28,7 +27,8 @@ from gateway.providers.anthropic_translate import (
 )
 from gateway.providers.base import HTTPProvider, end_stream, json_answer, map_transport_errors
 from gateway.providers.sse import DONE, SSEDecoder
-from gateway.telemetry.tracing import upstream_headers
+from gateway.reply import Reply
+from gateway.tracecontext import upstream_headers
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_VERSION = "2023-06-01"

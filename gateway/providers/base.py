@@ -15,7 +15,7 @@ import orjson
 from gateway.config import Deployment, ProviderConfig, Timeouts
 from gateway.context import RequestContext, upstream_request
 from gateway.errors import UpstreamRejected, UpstreamTimeout, UpstreamUnavailable
-from gateway.pipeline import Reply
+from gateway.reply import Reply
 
 
 class Provider(Protocol):

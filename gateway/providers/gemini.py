@@ -40,7 +40,6 @@ import orjson
 from gateway.config import Deployment, ProviderConfig, Timeouts
 from gateway.context import RequestContext, Usage
 from gateway.errors import UpstreamRejected, UpstreamUnavailable
-from gateway.pipeline import Reply
 from gateway.providers.base import HTTPProvider, end_stream, json_answer, map_transport_errors
 from gateway.providers.gemini_translate import (
     UnsupportedRequest,
@@ -53,7 +52,8 @@ from gateway.providers.gemini_translate import (
     usage_of,
 )
 from gateway.providers.sse import DONE
-from gateway.telemetry.tracing import upstream_headers
+from gateway.reply import Reply
+from gateway.tracecontext import upstream_headers
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 _JSON = {"content-type": "application/json"}

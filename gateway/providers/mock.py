@@ -34,8 +34,8 @@ import orjson
 from gateway.config import Deployment, ProviderConfig, Timeouts
 from gateway.context import RequestContext, Usage
 from gateway.errors import UpstreamRejected, UpstreamTimeout, UpstreamUnavailable
-from gateway.pipeline import Reply
 from gateway.providers.base import sleep_forever
+from gateway.reply import Reply
 
 _FAULT = re.compile(r"-(error|hang|slow|reset|stall|errorevent|flaky|flakyrl|refuse|ctx)(?:-(\d+))?$")
 _JSON = {"content-type": "application/json"}

@@ -11,10 +11,10 @@ import orjson
 from gateway.config import Deployment, ProviderConfig, Timeouts
 from gateway.context import RequestContext, Usage
 from gateway.errors import UpstreamUnavailable
-from gateway.pipeline import Reply
 from gateway.providers.base import HTTPProvider, end_stream, json_answer, map_transport_errors, rejected_from_body
 from gateway.providers.sse import DONE, SSEDecoder
-from gateway.telemetry.tracing import upstream_headers
+from gateway.reply import Reply
+from gateway.tracecontext import upstream_headers
 
 _JSON = {"content-type": "application/json"}
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from gateway.config import Deployment, ModelGroup, RoutingConfig
 from gateway.context import RequestContext, RouteConstraints, upstream_request
 from gateway.errors import ModelNotFound, NoDeploymentAvailable, UpstreamError
-from gateway.pipeline import Reply
+from gateway.reply import Reply
 from gateway.routing import strategies
 from gateway.routing.health import DeploymentHealth, HealthRegistry
 from gateway.routing.retry import backoff_delay, retry_after_seconds

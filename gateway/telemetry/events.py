@@ -15,9 +15,10 @@ import orjson
 
 from gateway.config import WebhookConfig
 from gateway.ids import new_id
+from gateway.sinks.exporters import SinkUnavailable, status_failure
+from gateway.store.records import Record
 from gateway.telemetry.metrics import Metrics
-from gateway.telemetry.queue import Record, TelemetryQueue
-from gateway.telemetry.sinks import SinkUnavailable, status_failure
+from gateway.telemetry.queue import TelemetryQueue
 
 logger = logging.getLogger("gateway.events")
 

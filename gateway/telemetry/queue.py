@@ -14,36 +14,17 @@ import logging
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeVar
 
 from gateway.context import RequestContext
+from gateway.sinks.base import Sink
+from gateway.store.records import Record
 from gateway.tasks import cancel, spawn, wait_for_wakeup
 from gateway.telemetry.metrics import Metrics
 
 logger = logging.getLogger("gateway.telemetry")
 
-Record = dict[str, Any]
 # A record, or a request whose record needs work off the request path first (counting its tokens).
 Item = Record | RequestContext
-T = TypeVar("T")
-
-
-async def map_in_slices(fn: Callable[[Record], T], records: Sequence[Record], size: int = 128) -> list[T]:
-    """fn over a batch, a slice at a time with a pause between, so that a big batch never holds the event loop
-    for more than a fraction of a millisecond."""
-    out: list[T] = []
-    for start in range(0, len(records), size):
-        if start:
-            await asyncio.sleep(0)
-        out.extend(fn(r) for r in records[start : start + size])
-    return out
-
-
-class Sink(Protocol):
-    name: str
-
-    async def write(self, records: Sequence[Record]) -> None:
-        """Write a batch, or raise: the writer retries the same batch later."""
 
 
 class TelemetryQueue:

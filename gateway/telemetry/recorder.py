@@ -10,18 +10,19 @@ from typing import TYPE_CHECKING, Any
 from gateway.config.telemetry import FeaturesConfig
 from gateway.context import RequestContext, Usage
 from gateway.errors import BudgetExceeded, GatewayError, GuardrailBlocked, PolicyDenied, release_frames
+from gateway.flags import Features
+from gateway.similarity.worker import SimilarityItem, prompt_text
 from gateway.store.records import typed
 from gateway.telemetry.content import ContentLogger, input_text, output_text
-from gateway.telemetry.features import Features
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.pricing import PriceTable, cost_usd
-from gateway.telemetry.similarity import SimilarityItem, prompt_text
 from gateway.telemetry.tokens import TokenCounter
 
 if TYPE_CHECKING:
+    from gateway.similarity.worker import SimilarityWorker
+    from gateway.store.records import Record
     from gateway.telemetry.events import Events
-    from gateway.telemetry.queue import Record, TelemetryQueue
-    from gateway.telemetry.similarity import SimilarityWorker
+    from gateway.telemetry.queue import TelemetryQueue
 
 logger = logging.getLogger("gateway.telemetry")
 # A record's content waiting to be rendered off the request path: (mode, prompt text, answer bytes, streamed text).

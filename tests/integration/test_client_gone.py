@@ -27,11 +27,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import pipeline
-from gateway.api import watch as watch_module
 from gateway.components import Components
 from gateway.config import GatewayConfig
 from gateway.context import RequestContext
 from gateway.runtime import Gateway
+from gateway.server import watch as watch_module
 from tests.conftest import KEY, running
 from tests.integration.helpers import wait_until
 from tests.probe_upstream import ProbeUpstream

@@ -15,9 +15,9 @@ import orjson
 import pytest
 
 from gateway.config import GatewayConfig
+from gateway.sinks.deadletter import FILE_NAME
+from gateway.sinks.spool import Spool
 from gateway.store.base import RECORD_COLUMNS
-from gateway.telemetry.deadletter import FILE_NAME
-from gateway.telemetry.spool import Spool
 from tests.conftest import KEY, running
 from tests.integration.helpers import wait_until
 from tests.services import drop_schema, postgres_fetch, require_postgres

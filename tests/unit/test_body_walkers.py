@@ -21,8 +21,8 @@ from gateway.errors import InvalidRequest
 from gateway.guardrails.json_schema import schema_from_response_format
 from gateway.guardrails.text import answer_slots, has_token_arrays, joined, prompt_slots
 from gateway.policy.facts import Facts, request_metadata
+from gateway.similarity.worker import prompt_text
 from gateway.telemetry.content import input_text, output_text
-from gateway.telemetry.similarity import prompt_text
 from gateway.telemetry.tokens import TokenCounter
 from gateway.translate.anthropic_ingress import to_chat_request
 from tests.fuzz_bodies import ENDPOINTS as FUZZ_ENDPOINTS, bodies as fuzz_bodies, mutate, valid_body

@@ -6,7 +6,8 @@ import pytest
 
 from gateway.context import RequestContext
 from gateway.errors import PermissionDenied
-from gateway.pipeline import Filter, Pipeline, Reply, Stage
+from gateway.pipeline import Filter, Pipeline, Stage
+from gateway.reply import Reply
 
 
 def make_ctx() -> RequestContext:

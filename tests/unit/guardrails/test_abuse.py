@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.guardrails.abuse import AbuseCheck, load_prompts
-from gateway.telemetry.embedding import LocalEmbedding
+from gateway.similarity.embedding import LocalEmbedding
 
 ROOT = Path(__file__).resolve().parents[3]
 PROMPTS_FILE = ROOT / "config" / "abuse_prompts.txt"

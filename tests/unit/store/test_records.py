@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from gateway.sinks.spool import json_line
 from gateway.store.base import RecordsRefused, Store
 from gateway.store.postgres import PostgresStore
 from gateway.store.records import BIGINT, FLAG, INTEGER, LIST, MAP, REAL, REAL_OR_NULL, RECORD_FIELDS, TEXT, typed
 from gateway.store.sqlite import SQLiteStore
-from gateway.telemetry.spool import json_line
 from tests.services import drop_schema, require_postgres
 from tests.unit.store.conftest import record
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from gateway.similarity.worker import SimilarityItem, SimilarityWorker
 from gateway.store.base import StoreUnavailable
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore
-from gateway.telemetry.similarity import SimilarityItem, SimilarityWorker
 
 pytestmark = pytest.mark.anyio
 

@@ -15,8 +15,8 @@ from hypothesis import given, settings, strategies as st
 from gateway.config import ConfigError, parse_config
 from gateway.config.telemetry import SinkConfig
 from gateway.ids import new_id
-from gateway.telemetry import otel
-from gateway.telemetry.sinks import (
+from gateway.sinks import otel
+from gateway.sinks.exporters import (
     LangfuseSink,
     OtlpSink,
     SinkRejected,
@@ -29,7 +29,7 @@ from gateway.telemetry.sinks import (
     segment_event,
     split_by_size,
 )
-from gateway.telemetry.tracing import project_trace_id
+from gateway.tracecontext import project_trace_id
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import orjson
 
-from gateway.telemetry.queue import Record, map_in_slices
+from gateway.store.records import Record
+from gateway.tasks import map_in_slices
 
 FIELDS = (
     "ts", "id", "client_request_id", "endpoint", "status", "model_requested", "model_served", "provider", "key_name",

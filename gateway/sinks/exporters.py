@@ -29,10 +29,10 @@ import aiohttp
 import orjson
 
 from gateway.config.telemetry import SinkConfig
-from gateway.telemetry import otel
-from gateway.telemetry.outbox import SinkRejected
-from gateway.telemetry.queue import map_in_slices
-from gateway.telemetry.tracing import project_trace_id
+from gateway.sinks import otel
+from gateway.sinks.outbox import SinkRejected
+from gateway.tasks import map_in_slices
+from gateway.tracecontext import project_trace_id
 
 logger = logging.getLogger("gateway.telemetry")
 

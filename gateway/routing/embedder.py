@@ -15,7 +15,7 @@ from gateway.context import RequestContext
 from gateway.errors import UpstreamUnavailable
 from gateway.ids import new_id
 from gateway.routing.router import Router
-from gateway.telemetry.similarity import EmbedFn
+from gateway.similarity.worker import EmbedFn
 
 
 def deployment_embedder(router: Router, model: str) -> EmbedFn:

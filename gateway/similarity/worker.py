@@ -40,8 +40,8 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter
 
+from gateway.similarity.embedding import LocalEmbedding
 from gateway.tasks import cancel, spawn, wait_for_wakeup
-from gateway.telemetry.embedding import LocalEmbedding
 
 __all__ = [
     "EmbedFn",

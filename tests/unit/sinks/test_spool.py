@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.telemetry import spool as spool_module
-from gateway.telemetry.spool import Spool
+from gateway.sinks import spool as spool_module
+from gateway.sinks.spool import Spool
 
 
 def records(start: int, stop: int) -> list[dict[str, object]]:

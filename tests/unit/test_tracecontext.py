@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from gateway.context import RequestContext
 from gateway.ids import new_id
-from gateway.telemetry.tracing import incoming, project_trace_id, traceparent, upstream_headers
+from gateway.tracecontext import incoming, project_trace_id, traceparent, upstream_headers
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"

@@ -14,15 +14,15 @@ import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
+from gateway.sinks.outbox import Outbox
+from gateway.sinks.spool import Spool
 from gateway.store.base import Store
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore
-from gateway.telemetry.outbox import Outbox
-from gateway.telemetry.spool import Spool
 from tests.faults import FaultyProxy
 from tests.services import require_postgres
+from tests.unit.sinks.test_outbox import until
 from tests.unit.store.conftest import record
-from tests.unit.telemetry.test_outbox import until
 
 pytestmark = pytest.mark.anyio
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway.telemetry.spool import json_line
+from gateway.sinks.spool import json_line
 
 logger = logging.getLogger("gateway.telemetry")
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.telemetry.embedding import LocalEmbedding, cosine
-from gateway.telemetry.similarity import (
+from gateway.similarity.embedding import LocalEmbedding, cosine
+from gateway.similarity.worker import (
     RECENT_IDS,
     SimilarityItem,
     SimilarityWorker,

@@ -14,16 +14,16 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from gateway.sinks.deadletter import FILE_NAME, DeadLetter
+from gateway.sinks.outbox import Outbox
+from gateway.sinks.spool import Spool, json_line
 from gateway.store.base import Store
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore
-from gateway.telemetry.deadletter import FILE_NAME, DeadLetter
-from gateway.telemetry.outbox import Outbox
-from gateway.telemetry.spool import Spool, json_line
 from tests.services import require_postgres
+from tests.unit.sinks.test_outbox import outcome, until
 from tests.unit.store.conftest import record
 from tests.unit.store.test_records import FaultyConnection, exceptions_drivers_raise
-from tests.unit.telemetry.test_outbox import outcome, until
 
 pytestmark = pytest.mark.anyio
 

@@ -34,12 +34,12 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry
 
+from gateway.sinks.deadletter import DeadLetter
+from gateway.sinks.metrics import sink_metrics
+from gateway.sinks.spool import Spool
 from gateway.store.base import RecordsRefused
+from gateway.store.records import Record
 from gateway.tasks import cancel, spawn, wait_for_wakeup
-from gateway.telemetry.deadletter import DeadLetter
-from gateway.telemetry.queue import Record
-from gateway.telemetry.sink_metrics import sink_metrics
-from gateway.telemetry.spool import Spool
 
 logger = logging.getLogger("gateway.telemetry")
 

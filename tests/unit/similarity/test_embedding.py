@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.telemetry.embedding import DEFAULT_DIM, LocalEmbedding, cosine
+from gateway.similarity.embedding import DEFAULT_DIM, LocalEmbedding, cosine
 
 PARAGRAPH = (
     "I'm writing a small service in Python that reads orders from a queue, validates them, and writes them to a "
@@ -121,7 +121,7 @@ def test_same_vector_in_another_process(model: LocalEmbedding) -> None:
     """Stable hashing: a vector computed in one worker can be stored and compared in another. Python's own
     hash() would differ here, since the child runs with another hash seed."""
     code = (
-        "import sys; from gateway.telemetry.embedding import LocalEmbedding; "
+        "import sys; from gateway.similarity.embedding import LocalEmbedding; "
         "sys.stdout.write(LocalEmbedding().embed_one(sys.argv[1]).tobytes().hex())"
     )
     out = subprocess.run(

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.telemetry.outbox import Outbox, SinkRejected
-from gateway.telemetry.spool import Spool
+from gateway.sinks.outbox import Outbox, SinkRejected
+from gateway.sinks.spool import Spool
 
 FAST = {"batch_size": 10, "flush_interval_s": 0.01, "max_backoff_s": 0.05}
 

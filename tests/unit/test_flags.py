@@ -6,9 +6,9 @@ import pytest
 
 from gateway.config import ConfigError, parse_config
 from gateway.config.telemetry import FeaturesConfig, flag_problem
+from gateway.flags import Features, ProjectGate
 from gateway.store.rows import FlagOverride
 from gateway.telemetry.content import ContentLogger, input_text, output_text
-from gateway.telemetry.features import Features, ProjectGate
 
 
 class FakeFlagStore:
