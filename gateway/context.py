@@ -5,18 +5,19 @@ from __future__ import annotations
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import orjson
 
-from gateway.routing.constraints import RouteConstraints
+from gateway.decision import RouteConstraints
 
 if TYPE_CHECKING:
     from gateway.config import Deployment, ModelGroup
+    from gateway.decision import Decision
     from gateway.errors import GatewayError
-    from gateway.guardrails.stream import StreamGuard
-    from gateway.policy.decision import Decision
     from gateway.state.limiter import Reservation
+
+T = TypeVar("T")
 
 __all__ = ["ANONYMOUS", "Principal", "RequestContext", "RouteConstraints", "Span", "Usage", "Watched"]
 
@@ -129,7 +130,7 @@ class RequestContext:
         "limit_reservation",
         "policy",
         "guardrails",
-        "stream_guard",
+        "_state",
         "watch",
         "_trace",
     )
@@ -188,7 +189,8 @@ class RequestContext:
         self.policy: Decision | None = None
         # Set by the guardrails filter: what each check found, as plain dicts (types and positions, never text).
         self.guardrails: list[dict[str, Any]] | None = None
-        self.stream_guard: StreamGuard | None = None  # the guardrails' hold-back windows of a streamed answer
+        # What a filter keeps for its later hooks, by type (`state`, `keep`): made only when one keeps something.
+        self._state: dict[type[Any], Any] | None = None
         self.watch: Watched | None = None  # set by the endpoint once the body is read
         self._trace: tuple[str, str] | None = None
 
@@ -228,6 +230,18 @@ class RequestContext:
             trace, parent = incoming(self.headers)
             self._trace = (trace or self.request_id, parent)
         return self._trace
+
+    def state(self, kind: type[T]) -> T | None:
+        """The state of this type that a filter kept for the request (the guardrails' stream guard); None if none.
+        Typed by its key: a filter's own types stay in its own layer, the context imports none of them."""
+        found = self._state
+        return cast("T | None", found.get(kind)) if found is not None else None
+
+    def keep(self, value: object) -> None:
+        """Keep a filter's per-request state, found again with `state(type(value))`."""
+        if self._state is None:
+            self._state = {}
+        self._state[type(value)] = value
 
     def header(self, name: bytes) -> str | None:
         """A request header by its lower-case name."""

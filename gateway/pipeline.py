@@ -1,4 +1,4 @@
-"""The Filter protocol and the Pipeline that runs filters in the order gateway.yaml names them.
+"""The Pipeline that runs filters (the Filter protocol, gateway/filters/base.py) in the order gateway.yaml names them.
 
 Filters run forward on the request; the last one (`route`, the terminal stage) always answers by calling the
 upstream. Any filter may answer earlier by returning a Reply, or refuse by raising a GatewayError. Then every
@@ -12,90 +12,20 @@ import importlib
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING
 
 from gateway.config import ConfigError
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, InternalError
+from gateway.filters.base import Filter, Stage
 from gateway.reply import Reply
+
+__all__ = ["FILTERS", "Filter", "Pipeline", "Stage", "build_pipeline", "filter_class", "pipeline_problems"]
 
 if TYPE_CHECKING:
     from gateway.components import Components
 
 logger = logging.getLogger("gateway")
-
-
-class Filter(Protocol):
-    """One stage of the request path, built once at start-up by its class's `build` from the gateway's components.
-
-    Every hook is declared here; `Stage` gives each a no-op default, and a filter says which optional ones it uses
-    with class attributes, so that the pipeline never looks for them (`sees_chunks`, `at_door`). A filter declares
-    the stages it needs before it: `requires` (the pipeline must name them, earlier), `after` (earlier, when the
-    pipeline names them). The pipeline checks the order when it is built (`pipeline_problems`).
-    """
-
-    name: ClassVar[str]
-    requires: ClassVar[tuple[str, ...]]
-    after: ClassVar[tuple[str, ...]]
-    order_note: ClassVar[str]  # why, for the error that says the order is wrong
-    terminal: ClassVar[bool]  # it always answers (calls the upstream): the last stage, and only such a stage
-    sees_chunks: ClassVar[bool]  # on_chunk and on_stream_end are called for a streamed answer
-    at_door: ClassVar[bool]  # identify is called before the body is read
-
-    @classmethod
-    def build(cls, components: Components) -> Filter:
-        """The filter, from the components it uses (and its config section, from components.config)."""
-        ...
-
-    async def identify(self, ctx: RequestContext) -> None:
-        """Before the body is read (for `at_door` filters): who is calling, from the headers alone."""
-
-    async def on_request(self, ctx: RequestContext) -> Reply | None:
-        """None: go on. A Reply: answer now. Refuse by raising a GatewayError."""
-
-    async def on_response(self, ctx: RequestContext, reply: Reply) -> Reply | None:
-        """Reverse order, for the stages whose on_request ran. A Reply replaces the answer (not for streams)."""
-
-    def on_chunk(self, ctx: RequestContext, chunk: dict[str, Any]) -> dict[str, Any] | None:
-        """Each streamed chunk (parsed), in reverse pipeline order, for `sees_chunks` filters. Synchronous and
-        cheap. Return the chunk (changed or not), or None to drop it."""
-
-    def on_stream_end(self, ctx: RequestContext) -> list[dict[str, Any]]:
-        """The upstream's stream has ended well: chunks still to send (text held back), for `sees_chunks`."""
-
-    async def close(self) -> None:
-        """At shutdown, for what the filter itself holds (components are closed by their owner)."""
-
-
-class Stage:
-    """No-op defaults for every optional part of the Filter protocol: a filter subclasses it and overrides what
-    it uses (setting the class attribute that says so)."""
-
-    name: ClassVar[str] = ""
-    requires: ClassVar[tuple[str, ...]] = ()
-    after: ClassVar[tuple[str, ...]] = ()
-    order_note: ClassVar[str] = ""
-    terminal: ClassVar[bool] = False
-    sees_chunks: ClassVar[bool] = False
-    at_door: ClassVar[bool] = False
-
-    async def identify(self, ctx: RequestContext) -> None:
-        return None
-
-    async def on_request(self, ctx: RequestContext) -> Reply | None:
-        return None
-
-    async def on_response(self, ctx: RequestContext, reply: Reply) -> Reply | None:
-        return None
-
-    def on_chunk(self, ctx: RequestContext, chunk: dict[str, Any]) -> dict[str, Any] | None:
-        return chunk
-
-    def on_stream_end(self, ctx: RequestContext) -> list[dict[str, Any]]:
-        return []
-
-    async def close(self) -> None:
-        return None
 
 
 # name -> "module:Class", imported when a pipeline names it.

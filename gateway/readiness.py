@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, Protocol
 
-from prometheus_client import Gauge
+from prometheus_client import CollectorRegistry, Gauge
 
-from gateway.sinks.outbox import SinkState
-
-if TYPE_CHECKING:
-    from gateway.runtime import Gateway
+from gateway.routing.health import HealthRegistry
+from gateway.sinks.outbox import Outbox, SinkState
 
 State = SinkState | Literal["down"]
 STATES: tuple[State, ...] = ("ok", "spooling", "retrying", "stalled", "down")
@@ -31,10 +30,37 @@ PING_TIMEOUT_S = 0.5  # a probe's own timeout is often 1 s: a hung dependency mu
 STATE_BACKEND = "state_backend"  # the component label of the state backend; the store and sinks go by their names
 
 
+class Pingable(Protocol):
+    async def ping(self) -> None: ...
+
+
+class PolicyState(Protocol):
+    @property
+    def error(self) -> str | None: ...
+
+
+class Served(Protocol):
+    """What readiness reads of the running gateway (gateway/runtime.py's Gateway): the parts, not the whole."""
+
+    @property
+    def draining(self) -> bool: ...
+    @property
+    def models(self) -> Mapping[str, object]: ...
+    @property
+    def state(self) -> Pingable: ...
+    @property
+    def store(self) -> Pingable | None: ...
+    @property
+    def policies(self) -> PolicyState: ...
+    @property
+    def health(self) -> HealthRegistry: ...
+    @property
+    def outboxes(self) -> Sequence[Outbox]: ...
+
+
 class Readiness:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Served, registry: CollectorRegistry) -> None:
         self.gateway = gateway
-        registry = gateway.metrics.registry
         self._ready = Gauge(
             "gateway_ready", "1 while this replica can serve (/health/ready is 200).", registry=registry,
             multiprocess_mode="livemin",
@@ -106,9 +132,10 @@ class Readiness:
     def _components(self) -> dict[str, State]:
         gateway = self.gateway
         states: dict[str, State] = {STATE_BACKEND: self._pinged.get(STATE_BACKEND) or "ok"}
+        store: object = gateway.store  # the store's outbox is the one whose sink is the store itself
         for outbox in gateway.outboxes:
             state: State = outbox.state
-            pinged = self._pinged.get(outbox.name) if outbox.sink is gateway.store else None
+            pinged = self._pinged.get(outbox.name) if outbox.sink is store else None
             # The ping's finding wins when it is worse than the outbox's (no write lately to find it out).
             if pinged is not None and STATES.index(pinged) > STATES.index(state):
                 state = pinged

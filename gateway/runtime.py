@@ -177,7 +177,7 @@ class Gateway:
             rate_limits=self.rate_limits,
         )
         self.pipeline = build_pipeline(config.pipeline, self.components)
-        self.ready = Readiness(self)
+        self.ready = Readiness(self, self.metrics.registry)
 
     def _outbox(
         self,

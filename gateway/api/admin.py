@@ -3,7 +3,7 @@
     GET  /admin/deployments
     POST /admin/deployments/{id}/drain | /undrain | /reset       (id: provider/model, as the list shows it)
 
-Who may call them is gateway/roles.py's matrix (viewers may list), whatever the auth mode.
+Who may call them is gateway/identity/roles.py's matrix (viewers may list), whatever the auth mode.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Feature flags over HTTP (gateway/telemetry/features.py):
+"""Feature flags over HTTP (gateway/flags.py):
 
     GET    /api/v1/features?project=p          every flag's value for p (or the global ones) and where it comes from
     PUT    /api/v1/features/{flag}             {"value": true | false | "off" | "redacted" | "full", "project": "p"}

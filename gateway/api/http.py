@@ -56,7 +56,7 @@ def query_pairs(scope: Scope) -> list[tuple[str, str]]:
 def time_range(query: dict[str, str]) -> tuple[float, float]:
     """since and until from the query: epoch seconds, or negative for seconds before now (as the trace filters
     read them, resolve_time); the last 24 hours by default."""
-    from gateway.store.trace_query import resolve_time
+    from gateway.store.trace_sql import resolve_time
 
     now = time.time()
     bounds = []

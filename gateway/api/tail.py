@@ -21,7 +21,7 @@ from gateway.api.access import authorize
 from gateway.api.http import query_pairs
 from gateway.api.traces import scoped
 from gateway.errors import GatewayError
-from gateway.store.trace_query import parse_trace_query
+from gateway.store.trace_sql import parse_trace_query
 from gateway.telemetry.tail import Subscription
 from gateway.types import Receive, Scope, Send
 

@@ -6,7 +6,7 @@
     GET /api/v1/traces/export?format=&<filters>   every matching record, streamed; `limit` caps the rows
                                                   (default and at most MAX_EXPORT_ROWS)
 
-Filters are gateway/store/trace_query.py's (parse_trace_query names them), plus `similar_to=<text>` (with `k` and
+Filters are gateway/store/trace_sql.py's (parse_trace_query names them), plus `similar_to=<text>` (with `k` and
 `min_score`; list only): the records whose prompt the similarity worker finds nearest that text, each with its
 `similarity` score. Admins read any project (or all, without `project`); everyone else the matrix lets in reads
 their own project, whatever `project` says.
@@ -26,7 +26,7 @@ from gateway.api.access import AdminEndpoint, authorize, require_traces, visible
 from gateway.api.http import query_pairs, scope_id_headers, send_error
 from gateway.errors import GatewayError, InvalidRequest, NotFound, ServiceUnavailable
 from gateway.store.base import JSON_COLUMNS, RECORD_COLUMNS, Record, StoreUnavailable, TraceStore
-from gateway.store.trace_query import MAX_LIMIT, TraceQuery, parse_trace_query
+from gateway.store.trace_sql import MAX_LIMIT, TraceQuery, parse_trace_query
 from gateway.types import Receive, Scope, Send
 
 if TYPE_CHECKING:

@@ -23,8 +23,8 @@ FLAG_PREFIXES = ("sink.", "guardrail.")
 
 @dataclass(frozen=True, slots=True)
 class SinkConfig:
-    """An export of request records (gateway/telemetry/sinks.py), delivered by its own outbox
-    (gateway/telemetry/outbox.py): bounded queue, batches, retries, and a disk spool while the sink is down."""
+    """An export of request records (gateway/sinks/exporters.py), delivered by its own outbox
+    (gateway/sinks/outbox.py): bounded queue, batches, retries, and a disk spool while the sink is down."""
 
     type: SinkType
     # langfuse: the host (https://cloud.langfuse.com); otlp: the collector's base (http://collector:4318);
@@ -59,7 +59,7 @@ class ContentConfig:
 
 @dataclass(frozen=True, slots=True)
 class FeaturesConfig:
-    """Feature flags (gateway/telemetry/features.py): a value per flag, overridden per project, and both again
+    """Feature flags (gateway/flags.py): a value per flag, overridden per project, and both again
     through the API (/api/v1/features). Flags: cost_tracking, similarity, content_logging (off|redacted|full),
     sink.<name>, guardrail.<check>."""
 

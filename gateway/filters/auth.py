@@ -1,6 +1,6 @@
 """auth: who is calling, and may they call this. Mode `none` lets everyone in as `anonymous`; mode `keys` needs
 a config key, a virtual key or a JWT (gateway/identity/), checked by `identify` from the headers before the body
-is read. Then, in the pipeline, the role matrix (gateway/roles.py) and the key's allowed models (which need the
+is read. Then, in the pipeline, the role matrix (gateway/identity/roles.py) and the key's allowed models (which need the
 body) are checked, before any later filter spends anything on the request.
 """
 
@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from gateway import roles
 from gateway.context import ANONYMOUS, Principal, RequestContext
 from gateway.errors import PermissionDenied
+from gateway.filters.base import Stage
+from gateway.identity import roles
 from gateway.identity.authenticator import presented_key
 from gateway.identity.keys import key_digest
-from gateway.pipeline import Stage
 from gateway.reply import Reply
 
 if TYPE_CHECKING:

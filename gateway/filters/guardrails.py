@@ -21,19 +21,19 @@ from prometheus_client import CollectorRegistry, Counter
 
 from gateway.context import RequestContext, Usage
 from gateway.errors import GuardrailBlocked, InvalidRequest
+from gateway.filters.base import Stage
 from gateway.guardrails.base import REDACTED, CheckResult, Finding, replace_spans
 from gateway.guardrails.build import Check, build_check
-from gateway.guardrails.stream import Blocked
+from gateway.guardrails.stream import Blocked, StreamGuard
 from gateway.guardrails.text import Slot, answer_slots, has_token_arrays, joined, prompt_slots
-from gateway.pipeline import Stage
 from gateway.reply import Reply
 
 if TYPE_CHECKING:
     from gateway.components import Components
+    from gateway.decision import GuardrailSpec
     from gateway.flags import Features
     from gateway.guardrails.build import CheckEnv
     from gateway.guardrails.json_schema import JsonSchemaCheck
-    from gateway.policy.decision import GuardrailSpec
     from gateway.routing.router import Router
 
 logger = logging.getLogger("gateway.guardrails")
@@ -117,9 +117,7 @@ class GuardrailsFilter(Stage):
             if "input" in spec.stages and spec.name != "json_schema":
                 self._input(ctx, spec, prompt)
         if ctx.stream and any("output" in s.stages and s.name in ("pii", "keywords") for s in specs.values()):
-            from gateway.guardrails.stream import StreamGuard
-
-            ctx.stream_guard = StreamGuard(specs, self.check_for, self.holdback)
+            ctx.keep(StreamGuard(specs, self.check_for, self.holdback))
         return None
 
     def _input(self, ctx: RequestContext, spec: GuardrailSpec, prompt: _Prompt) -> None:
@@ -160,7 +158,7 @@ class GuardrailsFilter(Stage):
         return bool(total.findings)
 
     def on_stream_end(self, ctx: RequestContext) -> list[dict[str, Any]]:
-        guard = ctx.stream_guard
+        guard = ctx.state(StreamGuard)
         if guard is None:
             return []
         try:
@@ -169,7 +167,7 @@ class GuardrailsFilter(Stage):
             self._blocked(ctx, blocked)
 
     def on_chunk(self, ctx: RequestContext, chunk: dict[str, Any]) -> dict[str, Any] | None:
-        guard = ctx.stream_guard
+        guard = ctx.state(StreamGuard)
         if guard is None:
             return chunk
         try:
@@ -188,7 +186,7 @@ class GuardrailsFilter(Stage):
     async def on_response(self, ctx: RequestContext, reply: Reply) -> Reply | None:
         decision = ctx.policy
         if decision is None or not decision.guardrails or reply.stream is not None:
-            guard = ctx.stream_guard
+            guard = ctx.state(StreamGuard)
             if guard is not None:
                 for spec, result in guard.finish():
                     self.outcome(ctx, spec, result, "output")

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from gateway.context import RequestContext, RouteConstraints
 from gateway.errors import PolicyDenied
-from gateway.pipeline import Stage
+from gateway.filters.base import Stage
 from gateway.policy.decision import NO_DECISION, Decision
 from gateway.policy.facts import Facts, request_metadata
 from gateway.policy.rewrite import apply_rewrite

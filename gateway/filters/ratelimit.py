@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry, Counter
 
 from gateway.context import ANONYMOUS, Principal, RequestContext, Usage
 from gateway.errors import BudgetExceeded, ClientClosed, RateLimited, ServerShuttingDown
+from gateway.filters.base import Stage
 from gateway.identity.client_address import ClientAddress
-from gateway.pipeline import Stage
 from gateway.reply import Reply
 from gateway.state.limiter import BUDGET, CONCURRENCY, REQUESTS, TOKENS, Check, Outcome, Reservation
 from gateway.state.ratelimits import PREFIX, RateLimits, own_rule

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from gateway.context import RequestContext
 from gateway.errors import NoDeploymentAvailable, PolicyDenied
-from gateway.pipeline import Stage
+from gateway.filters.base import Stage
 from gateway.reply import Reply
 
 if TYPE_CHECKING:

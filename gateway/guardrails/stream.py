@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any, cast
 from gateway.guardrails.base import CheckResult, Finding, replace_spans
 
 if TYPE_CHECKING:
+    from gateway.decision import GuardrailSpec
     from gateway.guardrails.build import Check
     from gateway.guardrails.pii import PiiDetector
     from gateway.guardrails.window import HoldbackWindow
-    from gateway.policy.decision import GuardrailSpec
 
 
 WindowKey = tuple[int, str, int]  # (choice index, content | refusal | tool | text, tool call index)

@@ -1,7 +1,7 @@
 """Sinks that export request records to outside systems: Langfuse, an OpenTelemetry collector (OTLP/HTTP JSON),
 and any Segment-compatible batch webhook (Segment, RudderStack, a receiver of one's own).
 
-The outbox (gateway/telemetry/outbox.py) calls `write` with a batch and owns retries, backoff and the spool. A
+The outbox (gateway/sinks/outbox.py) calls `write` with a batch and owns retries, backoff and the spool. A
 sink makes one request per batch (two for OTLP: traces, then metrics) and says how it failed:
 
     Exception

@@ -1,4 +1,4 @@
-"""The outboxes' metrics (gateway/telemetry/outbox.py): records by sink and outcome, queue depth, spool bytes."""
+"""The outboxes' metrics (gateway/sinks/outbox.py): records by sink and outcome, queue depth, spool bytes."""
 
 from __future__ import annotations
 

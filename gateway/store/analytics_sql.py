@@ -1,4 +1,4 @@
-"""The time series and usage sums that SQLite and PostgreSQL share, over gateway/store/trace_query.py's filters."""
+"""The time series and usage sums that SQLite and PostgreSQL share, over gateway/store/trace_sql.py's filters."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from gateway.errors import InvalidRequest
 from gateway.store.base import Record
-from gateway.store.trace_query import Args, Dialect, TraceQuery, where
+from gateway.store.trace_sql import Args, Dialect, TraceQuery, where
 
 Kind = Literal["costs", "usage", "performance", "errors", "models"]
 GroupBy = Literal[

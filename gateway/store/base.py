@@ -13,7 +13,7 @@ from gateway.store.records import JSON_COLUMNS as JSON_COLUMNS, RECORD_COLUMNS a
 if TYPE_CHECKING:
     from gateway.store.analytics_sql import GroupBy, Kind, UsageBy
     from gateway.store.rows import VirtualKey
-    from gateway.store.trace_query import TraceQuery
+    from gateway.store.trace_sql import TraceQuery
 
 
 class StoreUnavailable(Exception):
@@ -222,7 +222,7 @@ class PolicyStore(Protocol):
 
 @runtime_checkable
 class TraceStore(Protocol):
-    """Records read back as traces, time series and usage sums (gateway/store/trace_query.py and analytics_sql.py
+    """Records read back as traces, time series and usage sums (gateway/store/trace_sql.py and analytics_sql.py
     build the SQL)."""
 
     async def query_traces(self, q: TraceQuery) -> tuple[list[Record], str | None]:

@@ -43,7 +43,7 @@ from gateway.store.base import (
 from gateway.store.records import json_bytes
 from gateway.store.rows import FlagOverride, VirtualKey
 from gateway.store.sqlite import RETENTION_TABLES, migrations
-from gateway.store.trace_queries import TraceQueries
+from gateway.store.traces import TraceQueries
 
 T = TypeVar("T")
 logger = logging.getLogger("gateway.store")
@@ -374,7 +374,7 @@ class PostgresStore(TraceQueries):
     async def policies_revision(self) -> int:
         return await self._run(postgres_policies.revision)
 
-    # -- feature flags set through the API (gateway/telemetry/features.py; gateway/store/postgres_flags.py) ----
+    # -- feature flags set through the API (gateway/flags.py; gateway/store/postgres_flags.py) ----
 
     async def feature_flags(self) -> list[FlagOverride]:
         return await self._run(postgres_flags.overrides)
@@ -385,7 +385,7 @@ class PostgresStore(TraceQueries):
     async def feature_flags_revision(self) -> int:
         return await self._run(postgres_flags.revision)
 
-    # -- prompt similarity (gateway/telemetry/similarity.py; gateway/store/similarity_sql.py holds the SQL) --
+    # -- prompt similarity (gateway/similarity/worker.py; gateway/store/similarity_sql.py holds the SQL) --
 
     async def write_similarity(self, rows: Sequence[Record]) -> None:
         """One COPY: the whole batch or nothing."""
@@ -405,7 +405,7 @@ class PostgresStore(TraceQueries):
         row = await self._run(lambda conn: conn.fetchrow(sql, *args))
         return similarity_sql.stats(row)
 
-    # -- trace queries (gateway/store/trace_queries.py: the methods; this store runs their SQL) ---------------
+    # -- trace queries (gateway/store/traces.py: the methods; this store runs their SQL) ---------------
 
     async def _named(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:
         rows = await self._run(lambda conn: conn.fetch(sql, *args))

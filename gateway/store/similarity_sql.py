@@ -1,4 +1,4 @@
-"""The SQL of prompt_similarity_logs that SQLite and PostgreSQL share (gateway/telemetry/similarity.py fills it)."""
+"""The SQL of prompt_similarity_logs that SQLite and PostgreSQL share (gateway/similarity/worker.py fills it)."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ from gateway.store.base import (
 )
 from gateway.store.records import json_bytes
 from gateway.store.rows import FlagOverride, VirtualKey
-from gateway.store.trace_queries import TraceQueries
+from gateway.store.traces import TraceQueries
 
 T = TypeVar("T")
 
@@ -266,7 +266,7 @@ class SQLiteStore(TraceQueries):
     async def policies_revision(self) -> int:
         return await self._call(lambda: sqlite_policies.revision(self._require()))
 
-    # Feature flags set through the API (gateway/telemetry/features.py; gateway/store/sqlite_flags.py).
+    # Feature flags set through the API (gateway/flags.py; gateway/store/sqlite_flags.py).
     async def feature_flags(self) -> list[FlagOverride]:
         return await self._call(lambda: sqlite_flags.overrides(self._require()))
 
@@ -276,7 +276,7 @@ class SQLiteStore(TraceQueries):
     async def feature_flags_revision(self) -> int:
         return await self._call(lambda: sqlite_flags.revision(self._require()))
 
-    # Prompt similarity (gateway/telemetry/similarity.py; gateway/store/similarity_sql.py holds the SQL).
+    # Prompt similarity (gateway/similarity/worker.py; gateway/store/similarity_sql.py holds the SQL).
     async def write_similarity(self, rows: Sequence[Record]) -> None:
         if not rows:
             return
@@ -301,7 +301,7 @@ class SQLiteStore(TraceQueries):
         row = await self._call(lambda: self._require().execute(sql, args).fetchone())
         return similarity_sql.stats(row)
 
-    # -- trace queries (gateway/store/trace_queries.py: the methods; this store runs their SQL) ---------------
+    # -- trace queries (gateway/store/traces.py: the methods; this store runs their SQL) ---------------
 
     async def _named(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:
         def query() -> list[dict[str, Any]]:

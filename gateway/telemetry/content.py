@@ -1,7 +1,7 @@
 """What a record keeps of a request's prompt and answer: nothing, the text with PII replaced, or the text.
 
 Built by the telemetry writer, off the request path (redaction runs regular expressions over the whole text); the
-mode is the project's `content_logging` flag (gateway/telemetry/features.py), the size `telemetry.content.max_chars`
+mode is the project's `content_logging` flag (gateway/flags.py), the size `telemetry.content.max_chars`
 for each of input and output.
 """
 

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.store.trace_query import STATUS_RANGES, TraceQuery
+from gateway.store.trace_sql import STATUS_RANGES, TraceQuery
 
 Record = dict[str, Any]
 
@@ -28,7 +28,7 @@ _RANGES = {
 
 
 def matches(q: TraceQuery, record: Record) -> bool:
-    """What the store's WHERE clause says of a record (gateway/store/trace_query.py), in Python."""
+    """What the store's WHERE clause says of a record (gateway/store/trace_sql.py), in Python."""
     for name, key in _EQUAL.items():
         wanted = getattr(q, name)
         if wanted is not None and record.get(key) != wanted:

@@ -1,11 +1,11 @@
-"""The role matrix of gateway/roles.py, endpoint by endpoint, with a virtual key of each role."""
+"""The role matrix of gateway/identity/roles.py, endpoint by endpoint, with a virtual key of each role."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
 
-from gateway import roles
+from gateway.identity import roles
 from tests.conftest import running
 
 ADMIN = "sk-admin-bootstrap"

@@ -18,7 +18,7 @@ import pytest
 from gateway.store.base import RECORD_COLUMNS, Record, Store
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore
-from gateway.store.trace_query import parse_trace_query
+from gateway.store.trace_sql import parse_trace_query
 from gateway.telemetry.tail import matches
 from tests.conftest import running
 from tests.services import drop_schema, require_postgres

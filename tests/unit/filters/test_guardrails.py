@@ -13,6 +13,7 @@ from gateway.context import RequestContext, Usage
 from gateway.errors import GuardrailBlocked, InvalidRequest
 from gateway.filters.guardrails import GuardrailsFilter
 from gateway.guardrails.build import CheckEnv
+from gateway.guardrails.stream import StreamGuard
 from gateway.pipeline import Reply
 from gateway.policy.decision import Decision, GuardrailSpec
 from tests.unit.filters.helpers import chat, make_ctx
@@ -190,7 +191,7 @@ async def test_a_streamed_answer_is_redacted_across_chunks_through_the_hold_back
     filt, registry = make(holdback=32)
     ctx = guarded(chat("who?", stream=True), spec("pii", "redact", "output"))
     await filt.on_request(ctx)
-    assert ctx.stream_guard is not None
+    assert ctx.state(StreamGuard) is not None
     out = [filt.on_chunk(ctx, delta("mail ann@exa")), filt.on_chunk(ctx, delta("mple.com now"))]
     out.append(filt.on_chunk(ctx, delta("", finish="stop")))
     assert streamed(out) == "mail [EMAIL] now"

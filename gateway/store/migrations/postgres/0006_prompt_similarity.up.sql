@@ -1,4 +1,4 @@
--- One row per request whose prompt was compared with the project's recent prompts (gateway/telemetry/similarity.py).
+-- One row per request whose prompt was compared with the project's recent prompts (gateway/similarity/worker.py).
 CREATE TABLE prompt_similarity_logs (
     id text NOT NULL,
     ts double precision NOT NULL,

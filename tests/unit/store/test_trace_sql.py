@@ -1,4 +1,4 @@
-"""gateway/store/trace_query.py: parsing, placeholders, cursors; and the queries run on both stores."""
+"""gateway/store/trace_sql.py: parsing, placeholders, cursors; and the queries run on both stores."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from gateway.errors import InvalidRequest
 from gateway.store.analytics_sql import build_timeseries, parse_interval
-from gateway.store.trace_query import TraceQuery, build_select, encode_cursor, parse_trace_query
+from gateway.store.trace_sql import TraceQuery, build_select, encode_cursor, parse_trace_query
 from tests.unit.store.conftest import record
 
 

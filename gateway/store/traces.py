@@ -1,5 +1,5 @@
 """The TraceStore methods, written once for both stores: each store says its SQL dialect and runs a query into
-rows (`_named`: dicts by column name, JSON columns decoded); gateway/store/trace_query.py and analytics_sql.py
+rows (`_named`: dicts by column name, JSON columns decoded); gateway/store/trace_sql.py and analytics_sql.py
 build the SQL."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from gateway.store.analytics_sql import (
     usage_rows,
 )
 from gateway.store.base import Record
-from gateway.store.trace_query import Dialect, TraceQuery, build_select, page
+from gateway.store.trace_sql import Dialect, TraceQuery, build_select, page
 
 
 class TraceQueries:
