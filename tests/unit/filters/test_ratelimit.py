@@ -17,19 +17,12 @@ from gateway.policy.decision import Decision
 from gateway.policy.model import Limit
 from gateway.state.ratelimits import RateLimits
 from gateway.telemetry.pricing import PriceTable
+from tests.clock import FakeClock
 from tests.unit.filters.helpers import chat, key, make_ctx
 
-T0 = 1_800_000_000.0  # a fixed wall clock: no bucket refills unless a test steps it
+T0 = 1_800_000_000.0  # 2027-01-15, on a clock that moves only when a test advances it
 PER_TOKEN = 0.0625  # US dollars, exact in binary
 MODELS = {"demo": ModelGroup([Deployment("mock", "demo-1", price=Price(PER_TOKEN * 1e6, PER_TOKEN * 1e6))])}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Tokens:
@@ -49,9 +42,12 @@ def cost(ctx: RequestContext, usage: Usage) -> float:
     return usage.total_tokens * PER_TOKEN
 
 
-def make(*rules: LimitRule, clock: Clock | None = None, **config: Any) -> tuple[RateLimitFilter, RateLimits, Events]:
+def make(
+    *rules: LimitRule, clock: FakeClock | None = None, **config: Any
+) -> tuple[RateLimitFilter, RateLimits, Events]:
+    clock = clock or FakeClock(epoch=T0)
     limits = RateLimits(
-        LimitsConfig(rules=list(rules), **config), lease_ms=60_000, registry=CollectorRegistry(), clock=clock or Clock()
+        LimitsConfig(rules=list(rules), **config), lease_ms=60_000, registry=CollectorRegistry(), clock=clock.time
     )
     events = Events()
     filt = RateLimitFilter(
@@ -96,7 +92,7 @@ async def test_requests_over_the_rpm_are_refused_with_a_429_and_openai_s_headers
 
 @pytest.mark.anyio
 async def test_a_policy_s_limit_replaces_the_key_s_own_on_the_same_counter():
-    clock = Clock()
+    clock = FakeClock(epoch=T0)
     filt, _, _ = make(clock=clock)
     app = key(rpm=5)
     strict = Decision(matched=("tight",), limit=Limit(rpm=1))
@@ -110,7 +106,7 @@ async def test_a_policy_s_limit_replaces_the_key_s_own_on_the_same_counter():
     with pytest.raises(RateLimited) as info:  # without the policy, the key's 5 a minute, on the same bucket
         await filt.on_request(make_ctx(principal=app))
     assert "limit 5" in info.value.message
-    clock.now += 12  # which refills one request in 12 s
+    clock.advance(12)  # which refills one request in 12 s
     assert await filt.on_request(make_ctx(principal=app)) is None
 
 
@@ -209,7 +205,7 @@ async def test_anonymous_callers_are_limited_by_address_and_never_by_key_rules()
 
 @pytest.mark.anyio
 async def test_the_bucket_refills_with_time():
-    clock = Clock()
+    clock = FakeClock(epoch=T0)
     filt, _, _ = make(LimitRule(scope="key", rpm=60), clock=clock, algorithm="token-bucket")
     app = key()
     rule_burst = 60
@@ -217,5 +213,5 @@ async def test_the_bucket_refills_with_time():
         await filt.on_request(make_ctx(principal=app))
     with pytest.raises(RateLimited):
         await filt.on_request(make_ctx(principal=app))
-    clock.now += 1.0  # one request a second comes back
+    clock.advance(1.0)  # one request a second comes back
     assert await filt.on_request(make_ctx(principal=app)) is None
