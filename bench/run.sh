@@ -140,7 +140,7 @@ wait_port "$GATEWAY_PORT" "$GATEWAY_PID" gateway
 
 # --- measurements -----------------------------------------------------------------------------------------------
 # In the background and waited for, so that a signal to this script is handled at once, not after the run.
-BENCH_GATEWAY_PID=$GATEWAY_PID taskset -c "$LOAD_CPU" "$PY" bench/measure.py &
+BENCH_GATEWAY_PID=$GATEWAY_PID taskset -c "$LOAD_CPU" "$PY" "${MEASURE:-bench/measure.py}" &
 MEASURE_PID=$!
 rc=0
 wait "$MEASURE_PID" || rc=$?
