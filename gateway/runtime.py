@@ -35,6 +35,7 @@ from gateway.store.base import Store, key_store, open_store, policy_store
 from gateway.store.maintenance import StoreMaintenance
 from gateway.telemetry.content import ContentLogger
 from gateway.telemetry.events import EventLogSink, Events, WebhookSink, passthrough
+from gateway.telemetry.gc_pauses import GcPauses
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.pricing import PriceTable
 from gateway.telemetry.queue import TelemetryQueue
@@ -53,6 +54,7 @@ class Gateway:
         self.draining = False
         self.open_requests = OpenRequests()  # what the shutdown cuts at the end of its drain time
         self.metrics = Metrics()
+        self.gc_pauses = GcPauses(self.metrics.registry)
         enabled = config.enabled_providers()
         for name in config.providers.keys() - enabled.keys():
             logger.warning("provider %s is optional and has no api_key: its deployments are left out", name)
@@ -307,6 +309,7 @@ class Gateway:
         await self.pipeline.authenticate(ctx)
 
     async def open(self) -> None:
+        self.gc_pauses.start()
         for provider in self.providers.values():
             await provider.open()
         await self.state.open()
@@ -335,6 +338,7 @@ class Gateway:
         self.health.start()
 
     async def close(self) -> None:
+        self.gc_pauses.stop()
         await self.health.close()
         await self.policies.close()
         if self.maintenance is not None:
