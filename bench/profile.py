@@ -12,7 +12,9 @@ figures to $BENCH_RUN_DIR/profile.json, beside py-spy's collapsed stacks (profil
 A sample belongs to the deepest frame of the gateway's own code in its stack (a library under it, orjson under
 the recorder, counts as the recorder's), except that a few libraries are components in their own right wherever
 they are called from: the garbage collector, prometheus_client (metrics) and the upstream client (aiohttp).
-Samples with no gateway frame go by the library at their top: uvicorn and httptools are the server, asyncio and
+The collector's own share comes from the gateway's gateway_gc_pause_seconds (a sampler without native frames
+puts a collection's samples on the code that allocated when it began). Samples with no gateway frame go by the
+library at their top: uvicorn and httptools are the server, asyncio and
 uvloop the event loop. CPU per request is the process's CPU time (/proc, all threads) over the requests wrk
 completed, split by the samples' shares; py-spy's own cost (--nonblocking: it does not stop the process) is in the
 process's CPU time but not in any sample, so shares are of what was sampled.
@@ -26,6 +28,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -122,13 +125,23 @@ def wrk(url: str, seconds: int, conns: int, out: Path) -> dict[str, object]:
     return summary
 
 
-def table(shares: Counter[str], cpu_per_request_us: float) -> str:
+def gc_seconds(port: str) -> float:
+    """The garbage collector's pauses so far (gateway_gc_pause_seconds, every generation), from /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("gateway_gc_pause_seconds_sum"))  # fmt: skip
+
+
+def table(shares: Counter[str], cpu_per_request_us: float, gc_per_request_us: float) -> str:
     total = sum(shares.values()) or 1
     lines = ["| component | share of CPU | µs CPU / request |", "|---|---:|---:|"]
     for component, count in shares.most_common():
         share = count / total
         lines.append(f"| {component} | {share:.1%} | {share * cpu_per_request_us:.1f} |")
     lines.append(f"| **all** (process CPU / requests) | 100% | {cpu_per_request_us:.1f} |")
+    gc_share = gc_per_request_us / cpu_per_request_us if cpu_per_request_us else 0.0
+    lines.append(f"| of which garbage collection (in the rows above) | {gc_share:.1%} | {gc_per_request_us:.1f} |")
     return "\n".join(lines)
 
 
@@ -139,7 +152,8 @@ def main() -> int:
     warmup = int(os.environ.get("WARMUP", "3"))
     conns = int(os.environ.get("CONNS", "50"))
     rate = os.environ.get("PROFILE_RATE", "250")
-    url = f"http://127.0.0.1:{os.environ['GATEWAY_PORT']}/v1/chat/completions"
+    port = os.environ["GATEWAY_PORT"]
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
     pyspy = Path(sys.executable).parent / "py-spy"
     # Native frames show the garbage collector and C extensions, but py-spy must stop the process to read them
     # (~50 µs a sample, which cuts the throughput tenfold): PROFILE_NATIVE=1. By default it samples without
@@ -154,9 +168,9 @@ def main() -> int:
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     time.sleep(1)  # py-spy attaches before the load starts; the second of idle it samples is left out (no --idle)
-    cpu0 = cpu_seconds(pid)
+    cpu0, gc0 = cpu_seconds(pid), gc_seconds(port)
     load = wrk(url, duration, conns, run_dir / "profile-wrk.json")
-    cpu1 = cpu_seconds(pid)
+    cpu1, gc1 = cpu_seconds(pid), gc_seconds(port)
     _, err = sampler.communicate(timeout=duration + 60)
     if sampler.returncode != 0 or not stacks.exists():
         print(f"py-spy failed: {err.decode(errors='replace')[-500:]}", file=sys.stderr)
@@ -164,8 +178,9 @@ def main() -> int:
     requests = int(str(load["requests"]))
     errors = sum(int(n) for n in dict(load["errors"]).values())  # type: ignore[call-overload]
     cpu_per_request_us = (cpu1 - cpu0) / max(requests, 1) * 1e6
+    gc_per_request_us = (gc1 - gc0) / max(requests, 1) * 1e6
     shares = read_collapsed(stacks)
-    text = table(shares, cpu_per_request_us)
+    text = table(shares, cpu_per_request_us, gc_per_request_us)
     print(f"config {os.environ.get('GATEWAY_CONFIG', '?')}: {requests} requests in {duration} s "
           f"({requests / duration:.0f} req/s, {errors} errors), {cpu1 - cpu0:.2f} s of gateway CPU")  # fmt: skip
     print(text)
@@ -178,6 +193,7 @@ def main() -> int:
                 "duration_s": duration,
                 "cpu_s": cpu1 - cpu0,
                 "cpu_per_request_us": cpu_per_request_us,
+                "gc_per_request_us": gc_per_request_us,
                 "samples": dict(shares.most_common()),
                 "table": text,
             },

@@ -30,8 +30,9 @@ from gateway.api.tail import TailEndpoint
 from gateway.api.traces import TraceExportEndpoint, TracesEndpoint
 from gateway.api.usage import UsageEndpoint
 from gateway.api.usage_report import UsageReportEndpoint
-from gateway.config import GatewayConfig, load_config
+from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, InternalError, InvalidRequest, MethodNotAllowed, NotFound
+from gateway.load import load_config
 from gateway.runtime import Gateway
 from gateway.server import memory
 from gateway.types import ASGIApp, Receive, Scope, Send

@@ -12,7 +12,8 @@ import tempfile
 from collections.abc import Sequence
 
 from gateway import __version__, cli_keys, cli_policy
-from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config import ConfigError, GatewayConfig
+from gateway.load import load_config
 
 
 def main(argv: Sequence[str] | None = None) -> int:

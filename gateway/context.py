@@ -5,13 +5,21 @@ from __future__ import annotations
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import orjson
 
+from gateway.decision import RouteConstraints
+
 if TYPE_CHECKING:
     from gateway.config import Deployment, ModelGroup
+    from gateway.decision import Decision
     from gateway.errors import GatewayError
+    from gateway.state.limiter import Reservation
+
+T = TypeVar("T")
+
+__all__ = ["ANONYMOUS", "Principal", "RequestContext", "RouteConstraints", "Span", "Usage", "Watched"]
 
 
 @dataclass(slots=True)
@@ -36,15 +44,6 @@ class Principal:
 
 
 ANONYMOUS = Principal(name="anonymous", role="developer")
-
-
-@dataclass(slots=True)
-class RouteConstraints:
-    """Limits on where a request may go; empty means no limit. Constraints from several sources intersect."""
-
-    regions: frozenset[str] = frozenset()
-    providers: frozenset[str] = frozenset()
-    tags: frozenset[str] = frozenset()  # a deployment must carry all of these
 
 
 @dataclass(slots=True)
@@ -131,7 +130,7 @@ class RequestContext:
         "limit_reservation",
         "policy",
         "guardrails",
-        "stream_guard",
+        "_state",
         "watch",
         "_trace",
     )
@@ -185,13 +184,13 @@ class RequestContext:
         self.open_stream = False  # the router's stream whose end it has yet to account for
         # Set by ratelimit: the x-ratelimit-* headers of every answer a limit applied to, and what it reserved.
         self.limit_headers: list[tuple[bytes, bytes]] | None = None
-        self.limit_reservation: Any = None
-        # Set by the policy filter when a policy matched (gateway.policy.Decision); read by ratelimit, guardrails,
-        # route and the record.
-        self.policy: Any = None
+        self.limit_reservation: Reservation | None = None
+        # Set by the policy filter when a policy matched; read by ratelimit, guardrails, route and the record.
+        self.policy: Decision | None = None
         # Set by the guardrails filter: what each check found, as plain dicts (types and positions, never text).
         self.guardrails: list[dict[str, Any]] | None = None
-        self.stream_guard: Any = None  # the guardrails' hold-back windows of a streamed answer
+        # What a filter keeps for its later hooks, by type (`state`, `keep`): made only when one keeps something.
+        self._state: dict[type[Any], Any] | None = None
         self.watch: Watched | None = None  # set by the endpoint once the body is read
         self._trace: tuple[str, str] | None = None
 
@@ -231,6 +230,18 @@ class RequestContext:
             trace, parent = incoming(self.headers)
             self._trace = (trace or self.request_id, parent)
         return self._trace
+
+    def state(self, kind: type[T]) -> T | None:
+        """The state of this type that a filter kept for the request (the guardrails' stream guard); None if none.
+        Typed by its key: a filter's own types stay in its own layer, the context imports none of them."""
+        found = self._state
+        return cast("T | None", found.get(kind)) if found is not None else None
+
+    def keep(self, value: object) -> None:
+        """Keep a filter's per-request state, found again with `state(type(value))`."""
+        if self._state is None:
+            self._state = {}
+        self._state[type(value)] = value
 
     def header(self, name: bytes) -> str | None:
         """A request header by its lower-case name."""

@@ -1,4 +1,4 @@
-"""The Filter protocol and the Pipeline that runs filters in the order gateway.yaml names them.
+"""The Pipeline that runs filters (the Filter protocol, gateway/filters/base.py) in the order gateway.yaml names them.
 
 Filters run forward on the request; the last one (`route`, the terminal stage) always answers by calling the
 upstream. Any filter may answer earlier by returning a Reply, or refuse by raising a GatewayError. Then every
@@ -12,36 +12,20 @@ import importlib
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
+from gateway.config import ConfigError
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, InternalError
+from gateway.filters.base import Filter, Stage
 from gateway.reply import Reply
 
+__all__ = ["FILTERS", "Filter", "Pipeline", "Stage", "build_pipeline", "filter_class", "pipeline_problems"]
+
 if TYPE_CHECKING:
-    from gateway.runtime import Gateway
+    from gateway.components import Components
 
 logger = logging.getLogger("gateway")
-
-
-class Filter(Protocol):
-    """One stage of the request path, built once at start-up."""
-
-    name: ClassVar[str]
-
-    async def on_request(self, ctx: RequestContext) -> Reply | None:
-        """None: go on. A Reply: answer now. Refuse by raising a GatewayError."""
-
-    async def on_response(self, ctx: RequestContext, reply: Reply) -> Reply | None:
-        """Reverse order, for the stages whose on_request ran. A Reply replaces the answer (not for streams)."""
-
-
-@runtime_checkable
-class ChunkFilter(Protocol):
-    """A filter that also sees each streamed chunk (parsed), in reverse pipeline order."""
-
-    def on_chunk(self, ctx: RequestContext, chunk: dict[str, Any]) -> dict[str, Any] | None:
-        """Synchronous and cheap. Return the chunk (changed or not), or None to drop it."""
 
 
 # name -> "module:Class", imported when a pipeline names it.
@@ -52,22 +36,65 @@ FILTERS: dict[str, str] = {
     "guardrails": "gateway.filters.guardrails:GuardrailsFilter",
     "route": "gateway.filters.route:RouteFilter",
 }
-TERMINAL_FILTER = "route"
 
 
-def build_filter(name: str, gateway: Gateway) -> Filter:
+def filter_class(name: str) -> type[Filter]:
     module_name, _, class_name = FILTERS[name].partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    instance: Filter = cls(gateway)
-    return instance
+    cls: type[Filter] = getattr(importlib.import_module(module_name), class_name)
+    return cls
+
+
+def pipeline_problems(names: Sequence[str]) -> list[tuple[str, str]]:
+    """What is wrong with a pipeline list, as (key path, problem) in gateway.yaml: unknown or repeated filters, a
+    last stage that does not answer, a stage before what it needs. Empty when it can be built."""
+    problems: list[tuple[str, str]] = []
+    classes: dict[str, type[Filter]] = {}
+    for i, name in enumerate(names):
+        if name not in FILTERS:
+            problems.append((f"pipeline[{i}]", f"unknown filter {name!r} (known: {', '.join(sorted(FILTERS))})"))
+        else:
+            classes[name] = filter_class(name)
+    if len(set(names)) != len(names):
+        problems.append(("pipeline", "a filter is named twice"))
+    if not names or names[-1] not in classes or not classes[names[-1]].terminal:
+        terminal = " or ".join(repr(n) for n in FILTERS if filter_class(n).terminal)
+        problems.append(("pipeline", f"must end with {terminal}, the stage that calls the upstream"))
+    order = {name: i for i, name in enumerate(names)}
+    for name, cls in classes.items():
+        note = f": {cls.order_note}" if cls.order_note else ""
+        for needed in cls.requires:
+            if order.get(needed, len(order)) > order[name]:
+                problems.append(("pipeline", f"{name} needs {needed} before it{note}"))
+        for earlier in cls.after:
+            if earlier in order and order[earlier] > order[name]:
+                problems.append(("pipeline", f"{earlier} must come before {name}{note}"))
+    return problems
+
+
+def build_pipeline(names: Sequence[str], components: Components) -> Pipeline:
+    """The pipeline gateway.yaml names, each filter built from the components; a ConfigError naming the key path
+    when the list cannot run (gateway check reports the same problems before)."""
+    problems = pipeline_problems(names)
+    if problems:
+        raise ConfigError("the config", problems)
+    return Pipeline([filter_class(name).build(components) for name in names])
 
 
 class Pipeline:
     def __init__(self, filters: Sequence[Filter]) -> None:
         self.filters = tuple(filters)
-        self.chunk_filters: tuple[ChunkFilter, ...] = tuple(
-            f for f in reversed(self.filters) if isinstance(f, ChunkFilter)
-        )
+        self.chunk_filters: tuple[Filter, ...] = tuple(f for f in reversed(self.filters) if f.sees_chunks)
+        self.door: tuple[Filter, ...] = tuple(f for f in self.filters if f.at_door)
+
+    async def authenticate(self, ctx: RequestContext) -> None:
+        """For endpoints outside the pipeline (the models list): the door's stages run whole (identify, then
+        their on_request: roles and allowed models), as they would in the pipeline."""
+        for stage in self.door:
+            await stage.on_request(ctx)
+
+    async def close(self) -> None:
+        for stage in self.filters:
+            await stage.close()
 
     async def run(self, ctx: RequestContext, entered: list[Filter]) -> Reply:
         """Run the request phase, appending each stage to `entered` as it starts, for `complete`. The caller owns

@@ -9,13 +9,13 @@ import sys
 import time
 from typing import Any, cast
 
+from gateway.components import Components
 from gateway.config import GatewayConfig, ModelGroup
 from gateway.context import RequestContext
-from gateway.filters.auth import AuthFilter
 from gateway.flags import Features, FlagStore, ProjectGate
 from gateway.guardrails.build import CheckEnv
 from gateway.identity.authenticator import Authenticator
-from gateway.pipeline import Pipeline, build_filter
+from gateway.pipeline import build_pipeline
 from gateway.policy.registry import PolicyRegistry
 from gateway.providers.base import Provider, build_provider
 from gateway.readiness import Readiness
@@ -30,10 +30,12 @@ from gateway.sinks.exporters import build_sink
 from gateway.sinks.outbox import BatchSink, Outbox
 from gateway.sinks.spool import Spool
 from gateway.state.base import StateBackend, open_state
+from gateway.state.ratelimits import RateLimits
 from gateway.store.base import Store, key_store, open_store, policy_store
 from gateway.store.maintenance import StoreMaintenance
 from gateway.telemetry.content import ContentLogger
 from gateway.telemetry.events import EventLogSink, Events, WebhookSink, passthrough
+from gateway.telemetry.gc_pauses import GcPauses
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.pricing import PriceTable
 from gateway.telemetry.queue import TelemetryQueue
@@ -52,6 +54,7 @@ class Gateway:
         self.draining = False
         self.open_requests = OpenRequests()  # what the shutdown cuts at the end of its drain time
         self.metrics = Metrics()
+        self.gc_pauses = GcPauses(self.metrics.registry)
         enabled = config.enabled_providers()
         for name in config.providers.keys() - enabled.keys():
             logger.warning("provider %s is optional and has no api_key: its deployments are left out", name)
@@ -67,6 +70,7 @@ class Gateway:
             StoreMaintenance(self.store, config.telemetry, self.metrics.registry) if self.store is not None else None
         )
         prices = self._load_prices()
+        tokens = self._token_counter()
         telemetry = config.telemetry
         self.features = Features(
             config.features,
@@ -74,10 +78,6 @@ class Gateway:
             sinks=telemetry.sinks,
             store=self.store if isinstance(self.store, FlagStore) else None,
         )
-        content = ContentLogger(telemetry.content.max_chars)
-        self.recorder = Recorder(self.metrics, prices, self._token_counter(), self.features, content)
-        self.similarity = self._similarity()
-        self.recorder.similarity = self.similarity
         # The store and each sink get an outbox of their own: one that is down or slow holds back no other, and
         # what it cannot take waits on disk.
         self.outboxes: list[Outbox] = []
@@ -107,18 +107,7 @@ class Gateway:
             sinks.append(self.tail)
         if config.server.access_log:
             sinks.append(AccessLog(access_log_stream or sys.stdout.buffer))
-        self.queue = TelemetryQueue(
-            metrics=self.metrics,
-            to_records=self.recorder.to_records,
-            sinks=sinks,
-            maxsize=telemetry.queue_size,
-            batch_size=telemetry.batch_size,
-            flush_interval_s=telemetry.flush_interval_ms / 1000,
-        )
-        if sinks:  # with no sink, no record is built at all
-            self.recorder.queue = self.queue
         self.events, self.event_queue = self._events()
-        self.recorder.events = self.events
         self.health = HealthRegistry(
             (d for g in self.models.values() for d in g.deployments), config.routing, self.state, self.events
         )
@@ -130,21 +119,66 @@ class Gateway:
             events=self.events,
             metrics=self.metrics,
             prices=prices,
-            tokens=self.recorder.tokens,
+            tokens=tokens,
         )
-        self._embed_through_router()
+        self.similarity = self._similarity(self.router)
+        self.recorder = Recorder(
+            self.metrics,
+            prices,
+            tokens,
+            self.features,
+            ContentLogger(telemetry.content.max_chars),
+            similarity=self.similarity,
+            events=self.events,
+        )
+        self.queue = TelemetryQueue(
+            metrics=self.metrics,
+            to_records=self.recorder.to_records,
+            sinks=sinks,
+            maxsize=telemetry.queue_size,
+            batch_size=telemetry.batch_size,
+            flush_interval_s=telemetry.flush_interval_ms / 1000,
+        )
+        if sinks:  # with no sink, no record is built at all
+            # Set after both are built: the queue turns what the recorder puts in it into records with the
+            # recorder's own to_records (a request whose usage is counted off the request path).
+            self.recorder.queue = self.queue
         self.policies = PolicyRegistry(
             config.policies,
             resolve=config.resolve_path,
             store=policy_store(self.store),
             registry=self.metrics.registry,
-            check_env=self._check_env(),
+            check_env=self._check_env(tokens),
         )
         # Built whatever the pipeline: the admin endpoints authenticate with it in every auth mode.
         self.identity = Authenticator(config.auth, key_store(self.store))
-        self.pipeline = Pipeline([build_filter(name, self) for name in config.pipeline])
-        auth = [f for f in self.pipeline.filters if isinstance(f, AuthFilter)]
-        self.auth: AuthFilter | None = auth[0] if auth else None
+        # The counters that the ratelimit filter reserves on and /admin/usage reads: without that filter nothing
+        # is counted (and no Redis client is made), and /admin/usage reports no limit.
+        self.rate_limits = (
+            RateLimits(
+                config.limits,
+                # A slot held by a process that died comes back when its lease lapses: longer than any request.
+                lease_ms=int(config.routing.timeouts.total_s * 1000) + 60_000,
+                registry=self.metrics.registry,
+            )
+            if "ratelimit" in config.pipeline
+            else None
+        )
+        self.components = Components(
+            config=config,
+            registry=self.metrics.registry,
+            identity=self.identity,
+            policies=self.policies,
+            check_env=self.policies.check_env,
+            tokens=tokens,
+            recorder=self.recorder,
+            events=self.events,
+            features=self.features,
+            models=self.models,
+            router=self.router,
+            rate_limits=self.rate_limits,
+        )
+        self.pipeline = build_pipeline(config.pipeline, self.components)
         self.ready = Readiness(self, self.metrics.registry)
 
     def _outbox(
@@ -223,13 +257,19 @@ class Gateway:
         )
         return Events(self.metrics, queue), queue
 
-    def _similarity(self) -> SimilarityWorker | None:
+    def _similarity(self, router: Router) -> SimilarityWorker | None:
         settings = self.config.similarity
         if not settings.enabled or self.store is None:
             return None
+        embed = None
+        if settings.embedding_model:  # through an embeddings deployment of the gateway's own
+            from gateway.routing.embedder import deployment_embedder
+
+            embed = deployment_embedder(router, settings.embedding_model)
         return SimilarityWorker(
             store=cast(SimilarityStore, self.store),
             registry=self.metrics.registry,
+            embed=embed,
             window=settings.window,
             k=settings.k,
             near_duplicate_threshold=settings.near_duplicate_threshold,
@@ -238,16 +278,8 @@ class Gateway:
             max_chars=settings.max_chars,
         )
 
-    def _embed_through_router(self) -> None:
-        model = self.config.similarity.embedding_model
-        if self.similarity is not None and model:
-            from gateway.routing.embedder import deployment_embedder
-
-            self.similarity.embed_fn = deployment_embedder(self.router, model)
-
-    def _check_env(self) -> CheckEnv:
+    def _check_env(self, tokens: TokenCounter) -> CheckEnv:
         """What guardrail checks share: token counting and the known abuse prompts (read once)."""
-        tokens = self.recorder.tokens
         path = self.config.resolve_path(self.config.guardrails.abuse_prompts_file)
         prompts: list[str] = []
         if path.is_file():
@@ -274,10 +306,10 @@ class Gateway:
 
     async def authenticate(self, ctx: RequestContext) -> None:
         """For endpoints outside the completion pipeline (models list): the same auth as the pipeline."""
-        if self.auth is not None:
-            await self.auth.on_request(ctx)
+        await self.pipeline.authenticate(ctx)
 
     async def open(self) -> None:
+        self.gc_pauses.start()
         for provider in self.providers.values():
             await provider.open()
         await self.state.open()
@@ -306,14 +338,14 @@ class Gateway:
         self.health.start()
 
     async def close(self) -> None:
+        self.gc_pauses.stop()
         await self.health.close()
         await self.policies.close()
         if self.maintenance is not None:
             await self.maintenance.close()
-        for stage in self.pipeline.filters:  # filters holding connections or background work (ratelimit)
-            closer = getattr(stage, "close", None)
-            if closer is not None:
-                await closer()
+        await self.pipeline.close()
+        if self.rate_limits is not None:  # its Redis connection, and settlements still to send
+            await self.rate_limits.close()
         await self.queue.close(deadline_s=self.config.server.drain_timeout_s)
         if self.event_queue is not None:  # into the event sinks' outboxes, before those close
             await self.event_queue.close(deadline_s=min(5.0, self.config.server.drain_timeout_s))

@@ -13,8 +13,8 @@ from gateway.api.flow import CONNECTION_CLOSE, unread_body
 from gateway.api.http import JSON_TYPE, encode_headers, scope_id_headers, send_json
 from gateway.context import Principal
 from gateway.errors import GatewayError, InvalidRequest, ServiceUnavailable
-from gateway.filters.auth import presented_key
 from gateway.identity import roles
+from gateway.identity.authenticator import presented_key
 from gateway.store.base import StoreUnavailable, TraceStore, trace_store
 from gateway.types import Receive, Scope, Send
 

@@ -94,8 +94,8 @@ class PipelineEndpoint:
         body_read = False
         try:
             try:
-                if gateway.auth is not None:
-                    await gateway.auth.identify(ctx)
+                for stage in gateway.pipeline.door:  # auth: the key, before a byte of the body is read
+                    await stage.identify(ctx)
                 raw = await read_body(scope, receive, self.max_body)
                 body_read = True
                 decoded = parse_json_object(raw)

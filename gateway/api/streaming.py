@@ -30,7 +30,7 @@ from gateway.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
-from gateway.pipeline import ChunkFilter
+from gateway.pipeline import Filter
 from gateway.providers.sse import DONE, DONE_FRAME, frame
 from gateway.server.watch import Watch
 from gateway.types import Headers, Send
@@ -82,7 +82,7 @@ async def relay(
     send: Send,
     watch: Watch,
     headers: Headers,
-    chunk_filters: tuple[ChunkFilter, ...],
+    chunk_filters: tuple[Filter, ...],
     idle_s: float,
     encoder: Encoder = OPENAI_ENCODER,
 ) -> None:
@@ -121,7 +121,7 @@ async def _forward(
     ctx: RequestContext,
     stream: AsyncIterator[bytes],
     send: Send,
-    chunk_filters: tuple[ChunkFilter, ...],
+    chunk_filters: tuple[Filter, ...],
     idle_s: float,
     encoder: Encoder,
 ) -> GatewayError | None:
@@ -154,16 +154,14 @@ async def _forward(
     return None
 
 
-def _ending(ctx: RequestContext, chunk_filters: tuple[ChunkFilter, ...], encoder: Encoder) -> list[bytes]:
+def _ending(ctx: RequestContext, chunk_filters: tuple[Filter, ...], encoder: Encoder) -> list[bytes]:
     """What filters still hold when the upstream's stream ends (text a guardrail held back), as chunks."""
     out = []
     for stage in chunk_filters:
-        on_end = getattr(stage, "on_stream_end", None)
-        if on_end is not None:
-            for chunk in on_end(ctx):
-                data = encoder.chunk(orjson.dumps(chunk), chunk)
-                if data:
-                    out.append(data)
+        for chunk in stage.on_stream_end(ctx):
+            data = encoder.chunk(orjson.dumps(chunk), chunk)
+            if data:
+                out.append(data)
     return out
 
 
@@ -171,7 +169,7 @@ def _process(
     ctx: RequestContext,
     payload: bytes,
     strip_usage: bool,
-    chunk_filters: tuple[ChunkFilter, ...],
+    chunk_filters: tuple[Filter, ...],
     encoder: Encoder,
 ) -> bytes | None:
     """What to send for one upstream payload (None: nothing), noting usage, first token and errors."""

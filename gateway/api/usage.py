@@ -1,6 +1,7 @@
 """GET /admin/usage?scope=key|team|project&id=...: the spend of the current period against each budget, and what is
-left of the rate limits, for one key, team or project — read from the ratelimit filter's own counters without
-reserving anything. Without `id`, the caller's own key, team or project; `scope` defaults to project.
+left of the rate limits, for one key, team or project — read from the counters that the ratelimit filter reserves
+on (gateway/state/ratelimits.py), without reserving anything. Without `id`, the caller's own key, team or
+project; `scope` defaults to project.
 
 Admins read any scope. Everyone else the matrix lets in stays in their own project: their project, their own
 team (a team's counters are not tied to a project, so another team's name proves nothing) or a key of their
@@ -17,9 +18,9 @@ from gateway.api.access import AdminEndpoint, authorize
 from gateway.api.http import query_params
 from gateway.config import LimitRule
 from gateway.errors import InvalidRequest, NotFound, PermissionDenied
-from gateway.filters.ratelimit import RateLimitFilter, own_rule
 from gateway.identity.keys import principal_of
 from gateway.state.limiter import BUDGET, CONCURRENCY, REQUESTS, TOKENS
+from gateway.state.ratelimits import own_rule
 from gateway.store.base import key_store
 from gateway.types import Receive, Scope
 
@@ -33,8 +34,7 @@ SCOPES = ("key", "team", "project")
 class UsageEndpoint(AdminEndpoint):
     def __init__(self, gateway: Gateway) -> None:
         super().__init__(gateway)
-        found = [f for f in gateway.pipeline.filters if isinstance(f, RateLimitFilter)]
-        self.limits = found[0] if found else None
+        self.limits = gateway.rate_limits  # the counters the ratelimit filter reserves on; None without it
 
     async def handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
         return 200, await self._usage(scope)

@@ -6,37 +6,39 @@ body) are checked, before any later filter spends anything on the request.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from gateway.context import ANONYMOUS, RequestContext
+from gateway.context import ANONYMOUS, Principal, RequestContext
 from gateway.errors import PermissionDenied
+from gateway.filters.base import Stage
 from gateway.identity import roles
+from gateway.identity.authenticator import presented_key
 from gateway.identity.keys import key_digest
 from gateway.reply import Reply
 
 if TYPE_CHECKING:
-    from gateway.runtime import Gateway
+    from gateway.components import Components
 
 __all__ = ["AuthFilter", "key_digest", "presented_key"]
 
 
-def presented_key(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """The key from `Authorization: Bearer ...`, or from `api-key` as Azure OpenAI clients send it."""
-    for name, value in headers:
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-        if name == b"api-key":
-            return value.decode("latin-1").strip() or None
-    return None
+class Identity(Protocol):
+    """Who holds a key (gateway/identity/authenticator.py): a Principal, or AuthenticationFailed."""
+
+    async def identify(self, token: str | None) -> Principal: ...
 
 
-class AuthFilter:
+class AuthFilter(Stage):
     name = "auth"
+    at_door = True
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.mode = gateway.config.auth.mode
-        self.identity = gateway.identity
+    def __init__(self, identity: Identity, mode: str) -> None:
+        self.mode = mode
+        self.identity = identity
+
+    @classmethod
+    def build(cls, components: Components) -> AuthFilter:
+        return cls(components.identity, components.config.auth.mode)
 
     async def identify(self, ctx: RequestContext) -> None:
         """Who is calling, from the headers alone: the endpoints call it before they read the body, so that a
@@ -56,7 +58,4 @@ class AuthFilter:
             raise PermissionDenied(
                 f"This key may not use the model {ctx.model!r}.", code="model_not_allowed", param="model"
             )
-        return None
-
-    async def on_response(self, ctx: RequestContext, reply: Reply) -> Reply | None:
         return None

@@ -14,44 +14,80 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import orjson
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter
 
 from gateway.context import RequestContext, Usage
 from gateway.errors import GuardrailBlocked, InvalidRequest
+from gateway.filters.base import Stage
 from gateway.guardrails.base import REDACTED, CheckResult, Finding, replace_spans
 from gateway.guardrails.build import Check, build_check
+from gateway.guardrails.stream import Blocked, StreamGuard
 from gateway.guardrails.text import Slot, answer_slots, has_token_arrays, joined, prompt_slots
 from gateway.reply import Reply
 
 if TYPE_CHECKING:
+    from gateway.components import Components
+    from gateway.decision import GuardrailSpec
+    from gateway.flags import Features
+    from gateway.guardrails.build import CheckEnv
     from gateway.guardrails.json_schema import JsonSchemaCheck
-    from gateway.policy.decision import GuardrailSpec
-    from gateway.runtime import Gateway
+    from gateway.routing.router import Router
 
 logger = logging.getLogger("gateway.guardrails")
 
 
-class GuardrailsFilter:
-    name = "guardrails"
+class Resend(Protocol):
+    """Sends the request upstream once more, as the router does (json_schema's `retry`), and settles that
+    attempt's routing; the reply of the new attempt."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.router = gateway.router
-        self.env = gateway.policies.check_env
-        self.holdback = gateway.config.guardrails.stream_holdback_chars
-        self.features = gateway.features
+    async def __call__(self, ctx: RequestContext) -> Reply: ...
+
+
+def resend_through(router: Router) -> Resend:
+    async def resend(ctx: RequestContext) -> Reply:
+        reply = await router.send(ctx)
+        router.finished(ctx)
+        return reply
+
+    return resend
+
+
+class GuardrailsFilter(Stage):
+    name = "guardrails"
+    requires = ("policy",)
+    order_note = "policies choose which checks run"
+    sees_chunks = True
+
+    def __init__(
+        self, env: CheckEnv, features: Features, resend: Resend, *, holdback: int, registry: CollectorRegistry
+    ) -> None:
+        self.resend = resend
+        self.env = env
+        self.holdback = holdback
+        self.features = features
         self._built: dict[tuple[str, str, int], tuple[Mapping[str, Any], Check]] = {}
         self._children: dict[tuple[str, ...], Any] = {}
         self._checks = Counter(
             "gateway_guardrail_checks", "Guardrail checks run, by check, stage and outcome (pass or the action).",
-            ["check", "stage", "outcome"], registry=gateway.metrics.registry,
+            ["check", "stage", "outcome"], registry=registry,
         )  # fmt: skip
         self._findings = Counter(
             "gateway_guardrail_findings", "What guardrail checks found, by check and finding type.",
-            ["check", "type"], registry=gateway.metrics.registry,
+            ["check", "type"], registry=registry,
         )  # fmt: skip
+
+    @classmethod
+    def build(cls, components: Components) -> GuardrailsFilter:
+        return cls(
+            components.check_env,
+            components.features,
+            resend_through(components.router),
+            holdback=components.config.guardrails.stream_holdback_chars,
+            registry=components.registry,
+        )
 
     def _active(self, ctx: RequestContext, specs: Mapping[str, GuardrailSpec]) -> Mapping[str, GuardrailSpec]:
         """The checks the policies attached, less those the project's guardrail.<check> flags turn off."""
@@ -81,9 +117,7 @@ class GuardrailsFilter:
             if "input" in spec.stages and spec.name != "json_schema":
                 self._input(ctx, spec, prompt)
         if ctx.stream and any("output" in s.stages and s.name in ("pii", "keywords") for s in specs.values()):
-            from gateway.guardrails.stream import StreamGuard
-
-            ctx.stream_guard = StreamGuard(self, ctx, specs, self.holdback)
+            ctx.keep(StreamGuard(specs, self.check_for, self.holdback))
         return None
 
     def _input(self, ctx: RequestContext, spec: GuardrailSpec, prompt: _Prompt) -> None:
@@ -124,27 +158,38 @@ class GuardrailsFilter:
         return bool(total.findings)
 
     def on_stream_end(self, ctx: RequestContext) -> list[dict[str, Any]]:
-        guard = ctx.stream_guard
+        guard = ctx.state(StreamGuard)
         if guard is None:
             return []
-        chunks: list[dict[str, Any]] = guard.end_chunks()
-        return chunks
+        try:
+            return guard.end_chunks()
+        except Blocked as blocked:
+            self._blocked(ctx, blocked)
 
     def on_chunk(self, ctx: RequestContext, chunk: dict[str, Any]) -> dict[str, Any] | None:
-        guard = ctx.stream_guard
+        guard = ctx.state(StreamGuard)
         if guard is None:
             return chunk
-        result: dict[str, Any] | None = guard.on_chunk(chunk)
-        return result
+        try:
+            return guard.on_chunk(chunk)
+        except Blocked as blocked:
+            self._blocked(ctx, blocked)
+
+    def _blocked(self, ctx: RequestContext, blocked: Blocked) -> NoReturn:
+        """A `block` check fired mid-stream: recorded, and the stream ends with the error (outcome raises it)."""
+        spec = blocked.spec
+        self.outcome(ctx, spec, blocked.result, "output")
+        raise GuardrailBlocked("The answer was blocked.", check=spec.name, stage="output")  # outcome raised already
 
     # -- output, whole answers ------------------------------------------------------------------------------------
 
     async def on_response(self, ctx: RequestContext, reply: Reply) -> Reply | None:
         decision = ctx.policy
         if decision is None or not decision.guardrails or reply.stream is not None:
-            guard = ctx.stream_guard
+            guard = ctx.state(StreamGuard)
             if guard is not None:
-                guard.finish()
+                for spec, result in guard.finish():
+                    self.outcome(ctx, spec, result, "output")
             return None
         if reply.status != 200 or ctx.endpoint == "embeddings":
             return None
@@ -227,8 +272,7 @@ class GuardrailsFilter:
             {"role": "user", "content": f"Your previous answer failed validation: {why}. Answer again with JSON "
                                         "that matches the schema exactly, and nothing else."},
         ])  # fmt: skip
-        reply = await self.router.send(ctx)
-        self.router.finished(ctx)
+        reply = await self.resend(ctx)
         ctx.usage = _add(first_usage, ctx.usage)
         if reply.status != 200 or reply.stream is not None:
             return None

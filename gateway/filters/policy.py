@@ -10,32 +10,39 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter
 
 from gateway.context import RequestContext, RouteConstraints
 from gateway.errors import PolicyDenied
+from gateway.filters.base import Stage
 from gateway.policy.decision import NO_DECISION, Decision
 from gateway.policy.facts import Facts, request_metadata
 from gateway.policy.rewrite import apply_rewrite
 from gateway.reply import Reply
 
 if TYPE_CHECKING:
-    from gateway.runtime import Gateway
+    from gateway.components import Components
+    from gateway.policy.registry import PolicyRegistry
+    from gateway.telemetry.tokens import TokenCounter
 
 
-class PolicyFilter:
+class PolicyFilter(Stage):
     name = "policy"
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.registry = gateway.policies
-        self.tokens = gateway.recorder.tokens
+    def __init__(self, policies: PolicyRegistry, tokens: TokenCounter, registry: CollectorRegistry) -> None:
+        self.registry = policies  # its `current` PolicySet is read once per request: a reload swaps it
+        self.tokens = tokens
         self._decisions = Counter(
             "gateway_policy_decisions",
             "Policies that matched a request, by policy and outcome (deny, applied, shadow).",
             ["policy", "outcome"],
-            registry=gateway.metrics.registry,
+            registry=registry,
         )
         self._children: dict[tuple[str, str], Any] = {}
+
+    @classmethod
+    def build(cls, components: Components) -> PolicyFilter:
+        return cls(components.policies, components.tokens, components.registry)
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         policies = self.registry.current
@@ -74,9 +81,6 @@ class PolicyFilter:
             ctx.constraints = merged
         if decision.rewrite and apply_rewrite(ctx.body, decision, ctx.endpoint):
             ctx.body_changed = True
-        return None
-
-    async def on_response(self, ctx: RequestContext, reply: Reply) -> Reply | None:
         return None
 
     def _record(self, ctx: RequestContext, decision: Decision) -> None:

@@ -10,72 +10,76 @@ token reservation is the prompt (counted only when a TPM limit or a budget appli
 from __future__ import annotations
 
 import math
-import time
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter
 
-from gateway.config import LimitRule
-from gateway.context import ANONYMOUS, Principal, RequestContext
+from gateway.context import ANONYMOUS, Principal, RequestContext, Usage
 from gateway.errors import BudgetExceeded, ClientClosed, RateLimited, ServerShuttingDown
+from gateway.filters.base import Stage
 from gateway.identity.client_address import ClientAddress
 from gateway.reply import Reply
-from gateway.state.limiter import BUCKET, BUDGET, CONCURRENCY, REQUESTS, TOKENS, WINDOW, Check, Limiter, Outcome
-from gateway.state.limiter_failover import Failover
+from gateway.state.limiter import BUDGET, CONCURRENCY, REQUESTS, TOKENS, Check, Outcome, Reservation
+from gateway.state.ratelimits import PREFIX, RateLimits, own_rule
 
 if TYPE_CHECKING:
-    from gateway.policy.model import Limit as PolicyLimit
-    from gateway.runtime import Gateway
+    from gateway.components import Components
+    from gateway.config import LimitRule, ModelGroup
+    from gateway.telemetry.events import Events
+    from gateway.telemetry.pricing import PriceTable
+    from gateway.telemetry.tokens import TokenCounter
 
-# One hash tag for every counter: a request's counters (its key, team, project, model, global...) must share a
-# slot for one script to touch them all on Redis Cluster. The price is that one shard holds every limit; sharding
-# by tenant instead (a tag per project) would scale out but could not include global or model-wide limits.
-PREFIX = "{gw:rl}:"
+__all__ = ["PREFIX", "RateLimitFilter", "format_reset", "own_rule"]
 
 
-class RateLimitFilter:
+class RateLimitFilter(Stage):
     name = "ratelimit"
+    after = ("policy",)
+    order_note = "so that its `limit` actions apply"
 
-    def __init__(self, gateway: Gateway) -> None:
-        config = gateway.config.limits
-        self.config = config
-        self.sliding = config.algorithm == "sliding-window"
-        self.rules = list(config.rules)
-        self.has_ip_rules = any(r.scope == "ip" for r in self.rules)
-        self.tokens = gateway.recorder.tokens
-        self.recorder = gateway.recorder
-        self.events = gateway.events
-        self.models = gateway.models
-        self.soft = config.soft_pct / 100
-        self.client_address = ClientAddress(gateway.config.server.trusted_proxies)
-        # A slot held by a process that died comes back when its lease lapses: longer than any request may take.
-        self.lease_ms = int(gateway.config.routing.timeouts.total_s * 1000) + 60_000
+    def __init__(
+        self,
+        limits: RateLimits,
+        *,
+        tokens: TokenCounter,
+        prices: PriceTable,
+        cost: Callable[[RequestContext, Usage], float | None],
+        models: Mapping[str, ModelGroup],
+        events: Events,
+        default_completion_tokens: int,
+        trusted_proxies: list[str],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.limits = limits
+        self.tokens = tokens
+        self.prices = prices
+        self.cost = cost  # of a served answer, at the deployment that served it
+        self.models = models
+        self.events = events
+        self.default_completion_tokens = default_completion_tokens
+        self.client_address = ClientAddress(trusted_proxies)
         self._prices: dict[str, tuple[float, float] | None] = {}
-        self._periods: tuple[float, dict[str, tuple[str, int]]] = (0.0, {})
-        registry = gateway.metrics.registry
-        errors = Counter(
-            "gateway_ratelimit_backend_errors", "Failed calls to the rate-limit backend (Redis).", registry=registry
-        )
-        degraded = Gauge(
-            "gateway_ratelimit_degraded", "1 while Redis is unreachable and limits are per process (or refused).",
-            registry=registry, multiprocess_mode="livemax",
-        )  # fmt: skip
         rejected = Counter(
             "gateway_ratelimit_rejected", "Requests refused, by limit kind.", ["kind"], registry=registry
         )
         self._rejected = {kind: rejected.labels(kind) for kind in ("rate", "tokens", "concurrency", "budget")}
-        primary: Limiter | None = None
-        if config.backend != "memory":
-            from gateway.state.limiter_redis import RedisLimiter
 
-            primary = RedisLimiter(config.backend, timeout_s=config.timeout_ms / 1000, on_error=errors.inc)
-        self.limits = Failover(
-            primary,
-            fail_open=config.fail == "open",
-            retry_interval_s=config.retry_interval_s,
-            errors=errors,
-            degraded=degraded,
+    @classmethod
+    def build(cls, components: Components) -> RateLimitFilter:
+        config = components.config
+        # Built by the runtime whenever the pipeline names this filter (gateway/runtime.py).
+        assert components.rate_limits is not None
+        return cls(
+            components.rate_limits,
+            tokens=components.tokens,
+            prices=components.recorder.prices,
+            cost=components.recorder.cost,
+            models=components.models,
+            events=components.events,
+            default_completion_tokens=config.limits.default_completion_tokens,
+            trusted_proxies=config.server.trusted_proxies,
+            registry=components.registry,
         )
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
@@ -94,7 +98,7 @@ class RateLimitFilter:
         outcome, limiter = await self.limits.reserve(checks)
         if not outcome.ok:
             self._refuse(ctx, checks[outcome.failed], outcome)
-        ctx.limit_reservation = (limiter, checks)
+        ctx.limit_reservation = Reservation(limiter, checks)
         ctx.limit_headers = _headers(checks, outcome)
         for i in outcome.soft_crossed:
             check = checks[i]
@@ -106,7 +110,7 @@ class RateLimitFilter:
         if reservation is None:
             return None
         ctx.limit_reservation = None
-        limiter, checks = reservation
+        limiter, checks = reservation.limiter, reservation.checks
         usage = ctx.usage
         # Nothing served (upstream error, a later filter refused): give back everything that was taken. A request
         # stopped after it reached the upstream (its client left, the shutdown) keeps its estimate: the upstream
@@ -117,7 +121,7 @@ class RateLimitFilter:
             release = False
         actual_cost: float | None = None
         if usage is not None:
-            actual_cost = ctx.cost_usd if ctx.cost_usd is not None else self.recorder.cost(ctx, usage)
+            actual_cost = ctx.cost_usd if ctx.cost_usd is not None else self.cost(ctx, usage)
         items: list[tuple[Check, float]] = []
         for check in checks:
             if check.kind == CONCURRENCY:
@@ -134,90 +138,27 @@ class RateLimitFilter:
             limiter.settle(items)
         return None
 
-    async def close(self) -> None:
-        await self.limits.close()
-
     # -- building the checks --------------------------------------------------------------------------------------
 
     def _checks(self, ctx: RequestContext) -> list[Check]:
         principal = ctx.principal
         anonymous = principal is ANONYMOUS or principal.source == "anonymous"
+        limits = self.limits
         found: dict[str, Check] = {}
         ip = ""
-        if self.has_ip_rules and anonymous:
+        if limits.has_ip_rules and anonymous:
             ip = self.client_address.of(ctx.client_ip, ctx.headers)
-        for rule in self.rules:
+        for rule in limits.rules:
             ident = _identity(rule, ctx, principal, anonymous, ip)
             # A key is matched by its id or its name; its counters are the id's, whichever the rule names.
             match = rule.match
             if ident and (not match or match == ident or (rule.scope == "key" and match == principal.name)):
-                self._add(found, rule.scope, ident, rule)
+                limits.add(found, rule.scope, ident, rule)
         if not anonymous:
             own = own_rule(principal, ctx.policy.limit if ctx.policy is not None else None)
             if own is not None:
-                self._add(found, "key", principal.key_id or principal.name, own)
+                limits.add(found, "key", principal.key_id or principal.name, own)
         return list(found.values())
-
-    async def usage(
-        self, scope: str, ident: str, own: LimitRule | None, name: str = ""
-    ) -> list[tuple[Check, str, float]]:
-        """(check, budget period or "", taken now) for every limit on one key (of id `ident` and this `name`), team
-        or project: the counters that its requests reserve against, built by the same code (GET /admin/usage)."""
-        found: dict[str, Check] = {}
-        periods: dict[str, str] = {}
-        names = (ident, name) if scope == "key" and name else (ident,)
-        rules = [r for r in self.rules if r.scope == scope and (not r.match or r.match in names)]
-        for rule in [*rules, own] if own is not None else rules:
-            self._add(found, scope, ident, rule)
-            if rule.budget_usd:
-                periods[f"{PREFIX}{scope}:{ident}:usd:{self._period(rule.period)[0]}"] = rule.period
-        checks = list(found.values())
-        taken = await self.limits.peek(checks) if checks else []
-        return [(check, periods.get(check.key, ""), used) for check, used in zip(checks, taken, strict=True)]
-
-    def _add(self, found: dict[str, Check], scope: str, ident: str, rule: LimitRule) -> None:
-        base = f"{PREFIX}{scope}:{ident}:"
-        kind, letter = (WINDOW, "w") if self.sliding else (BUCKET, "b")
-        # One counter per scope, identity and kind, whatever its limit: a policy's `limit` or a changed rule then
-        # applies to the requests already counted, and two rules on one counter keep the stricter.
-        if rule.rpm:
-            cap = float(rule.burst or rule.rpm) if kind == BUCKET else float(rule.rpm)
-            key = f"{base}rpm.{letter}"
-            label = f"requests per min (RPM) of {scope} {ident}"
-            _keep_strictest(found, Check(key, kind, rule.rpm, cap, 60_000, 1.0, REQUESTS, label))
-        if rule.tpm:
-            cap = float(rule.burst_tokens or rule.tpm) if kind == BUCKET else float(rule.tpm)
-            key = f"{base}tpm.{letter}"
-            label = f"tokens per min (TPM) of {scope} {ident}"
-            _keep_strictest(found, Check(key, kind, rule.tpm, cap, 60_000, 0.0, TOKENS, label))
-        if rule.concurrency:
-            key = f"{base}cc"
-            check = Check(key, CONCURRENCY, rule.concurrency, rule.concurrency, self.lease_ms, 1.0,
-                          label=f"requests in flight of {scope} {ident}")  # fmt: skip
-            _keep_strictest(found, check)
-        if rule.budget_usd:
-            period, left_ms = self._period(rule.period)
-            key = f"{base}usd:{period}"  # one spend per key, team or project and period, whichever rule caps it
-            label = f"budget of {scope} {ident} ({rule.period})"
-            check = Check(key, BUDGET, rule.budget_usd, rule.budget_usd, left_ms, 0.0, label=label,
-                          soft=rule.budget_usd * self.soft)  # fmt: skip
-            _keep_strictest(found, check)
-
-    def _period(self, period: str) -> tuple[str, int]:
-        """The period's id and the milliseconds to its end (UTC), recomputed at most once a second."""
-        now = time.time()
-        stamp, cache = self._periods
-        if now - stamp >= 1.0:
-            today = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-            month = today.replace(day=1)
-            next_day = today.timestamp() + 86_400
-            next_month = month.replace(year=month.year + month.month // 12, month=month.month % 12 + 1).timestamp()
-            cache = {
-                "day": (today.strftime("%Y-%m-%d"), int((next_day - now) * 1000)),
-                "month": (month.strftime("%Y-%m"), int((next_month - now) * 1000)),
-            }
-            self._periods = (now, cache)
-        return cache[period]
 
     def _estimate(self, ctx: RequestContext) -> tuple[float, float]:
         """(tokens, US dollars) this request may use: prompt plus the completion it may ask for."""
@@ -226,7 +167,7 @@ class RateLimitFilter:
         completion = 0
         if ctx.endpoint != "embeddings":
             asked = body.get("max_completion_tokens") or body.get("max_tokens")
-            completion = asked if isinstance(asked, int) and asked > 0 else self.config.default_completion_tokens
+            completion = asked if isinstance(asked, int) and asked > 0 else self.default_completion_tokens
         price = self._price(ctx.model)
         cost = (prompt * price[0] + completion * price[1]) / 1e6 if price else 0.0
         return float(prompt + completion), cost
@@ -238,7 +179,7 @@ class RateLimitFilter:
         group = self.models.get(model)
         best: tuple[float, float] | None = None
         for deployment in group.deployments if group else ():
-            price = deployment.price or self.recorder.prices.price_for(deployment.model)
+            price = deployment.price or self.prices.price_for(deployment.model)
             if price is not None:
                 best = (max(price.input, best[0] if best else 0.0), max(price.output, best[1] if best else 0.0))
         if len(self._prices) < 10_000:
@@ -289,20 +230,6 @@ class RateLimitFilter:
         raise error
 
 
-def own_rule(principal: Principal, override: PolicyLimit | None = None) -> LimitRule | None:
-    """A virtual key's own rpm, tpm and budget as a rule of scope key; None if it has none. A policy's `limit`
-    action replaces them field by field for the requests it matches (same counters: the key's)."""
-    rpm, tpm, budget, period = principal.rpm, principal.tpm, principal.budget_usd, principal.budget_period
-    if override is not None:
-        rpm = override.rpm if override.rpm is not None else rpm
-        tpm = override.tpm if override.tpm is not None else tpm
-        budget = override.budget_usd if override.budget_usd is not None else budget
-        period = override.budget_period or period
-    if not (rpm or tpm or budget):
-        return None
-    return LimitRule(scope="key", rpm=rpm, tpm=tpm, budget_usd=budget, period="day" if period == "day" else "month")
-
-
 def _identity(rule: LimitRule, ctx: RequestContext, principal: Principal, anonymous: bool, ip: str) -> str:
     """Whose counter a rule uses for this request; empty: the rule does not apply."""
     scope = rule.scope
@@ -319,13 +246,6 @@ def _identity(rule: LimitRule, ctx: RequestContext, principal: Principal, anonym
     if scope == "project":
         return principal.project
     return principal.team if scope == "team" else principal.user
-
-
-def _keep_strictest(found: dict[str, Check], check: Check) -> None:
-    """Two rules on one counter (a config budget and the key's own): one reservation, against the lower cap."""
-    current = found.get(check.key)
-    if current is None or check.limit < current.limit:
-        found[check.key] = check
 
 
 def _headers(checks: list[Check], outcome: Outcome) -> list[tuple[bytes, bytes]] | None:

@@ -7,17 +7,24 @@ from typing import TYPE_CHECKING
 
 from gateway.context import RequestContext
 from gateway.errors import NoDeploymentAvailable, PolicyDenied
+from gateway.filters.base import Stage
 from gateway.reply import Reply
 
 if TYPE_CHECKING:
-    from gateway.runtime import Gateway
+    from gateway.components import Components
+    from gateway.routing.router import Router
 
 
-class RouteFilter:
+class RouteFilter(Stage):
     name = "route"
+    terminal = True
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.router = gateway.router
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    @classmethod
+    def build(cls, components: Components) -> RouteFilter:
+        return cls(components.router)
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         try:

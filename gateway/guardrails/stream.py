@@ -4,26 +4,36 @@ Text is released to the client only once no match can still be growing across th
 a phone number split over two chunks is redacted before any of it leaves. A `block` check runs on the window
 too: when it fires, the stream ends with an error event and [DONE] (the relay's handling of a GatewayError).
 Checks that only `log` see the whole answer once the stream has ended.
+
+The guard knows nothing of the filter that uses it: it gets its checks built, raises `Blocked` when a `block`
+check fires, and hands back what it found at the end (`finish`); recording and refusing are the filter's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from gateway.errors import GuardrailBlocked
 from gateway.guardrails.base import CheckResult, Finding, replace_spans
 
 if TYPE_CHECKING:
-    from gateway.context import RequestContext
-    from gateway.filters.guardrails import GuardrailsFilter
+    from gateway.decision import GuardrailSpec
     from gateway.guardrails.build import Check
     from gateway.guardrails.pii import PiiDetector
     from gateway.guardrails.window import HoldbackWindow
-    from gateway.policy.decision import GuardrailSpec
 
 
 WindowKey = tuple[int, str, int]  # (choice index, content | refusal | tool | text, tool call index)
+Checked = list[tuple["GuardrailSpec", "Check"]]
+
+
+class Blocked(Exception):
+    """A `block` check fired on the streamed answer: the filter records it and ends the stream with its error."""
+
+    def __init__(self, spec: GuardrailSpec, result: CheckResult) -> None:
+        super().__init__(spec.name)
+        self.spec = spec
+        self.result = result
 
 
 class _Redactors:
@@ -51,14 +61,12 @@ class _Redactors:
 
 class StreamGuard:
     def __init__(
-        self, owner: GuardrailsFilter, ctx: RequestContext, specs: Mapping[str, GuardrailSpec], holdback: int
+        self, specs: Mapping[str, GuardrailSpec], check_for: Callable[[GuardrailSpec], Check], holdback: int
     ) -> None:
-        self.owner = owner
-        self.ctx = ctx
         output = [s for s in specs.values() if "output" in s.stages and s.name in ("pii", "keywords")]
-        self.redacting = [(s, owner.check_for(s)) for s in output if s.action == "redact"]
-        self.blocking = [(s, owner.check_for(s)) for s in output if s.action == "block"]
-        self.logging = [(s, owner.check_for(s)) for s in output if s.action == "log"]
+        self.redacting: Checked = [(s, check_for(s)) for s in output if s.action == "redact"]
+        self.blocking: Checked = [(s, check_for(s)) for s in output if s.action == "block"]
+        self.logging: Checked = [(s, check_for(s)) for s in output if s.action == "log"]
         self.holdback = holdback
         self.windows: dict[WindowKey, HoldbackWindow] = {}
         self.flushed: list[HoldbackWindow] = []  # windows of ended choices, for their findings
@@ -164,21 +172,23 @@ class StreamGuard:
     def _blocked(self, result: CheckResult) -> None:
         spec = self.blocked_by
         assert spec is not None
-        self.owner.outcome(self.ctx, spec, result, "output")  # records and raises GuardrailBlocked
-        raise GuardrailBlocked("The answer was blocked.", check=spec.name, stage="output")  # outcome raised already
+        raise Blocked(spec, result)
 
-    def finish(self) -> None:
-        """The stream has ended: record what the windows found and run the `log` checks on the whole answer."""
+    def finish(self) -> list[tuple[GuardrailSpec, CheckResult]]:
+        """The stream has ended: what the windows found, and the `log` checks run on the whole answer, for the
+        record (once: empty the second time)."""
         if self.finished:
-            return
+            return []
         self.finished = True
+        results: list[tuple[GuardrailSpec, CheckResult]] = []
         for spec, _ in self.redacting:
             findings = [f for w in [*self.flushed, *self.windows.values()] for f in w.findings]
             mine = [f for f in findings if _belongs(f.type, spec.name)]
-            self.owner.outcome(self.ctx, spec, CheckResult(spec.name, 1.0 if mine else 0.0, mine, bool(mine)), "output")
+            results.append((spec, CheckResult(spec.name, 1.0 if mine else 0.0, mine, bool(mine))))
         for spec, check in self.logging:
             text = "\n".join("".join(parts) for parts in self.texts.values())  # every field of every choice
-            self.owner.outcome(self.ctx, spec, check.check(text), "output")
+            results.append((spec, check.check(text)))
+        return results
 
 
 def _belongs(kind: str, check: str) -> bool:

@@ -24,6 +24,17 @@ NO_KEY = (
 )
 
 
+def presented_key(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The key from `Authorization: Bearer ...`, or from `api-key` as Azure OpenAI clients send it."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+        if name == b"api-key":
+            return value.decode("latin-1").strip() or None
+    return None
+
+
 class Authenticator:
     def __init__(self, config: AuthConfig, keys: KeyStore | None, *, clock: Clock = time.time) -> None:
         self.clock = clock  # wall-clock time: expiries and revocations are dates

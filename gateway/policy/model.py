@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from gateway.decision import Deny as Deny, Limit as Limit  # a decision carries them too: defined in the leaf
+
 Mode = Literal["enforce", "shadow", "off"]
 MODES: tuple[Mode, ...] = ("enforce", "shadow", "off")
 
@@ -95,14 +97,6 @@ Node = Condition | AllOf | AnyOf | NotOf
 
 
 @dataclass(frozen=True, slots=True)
-class Deny:
-    status: int = 403
-    code: str = "policy_denied"
-    message: str = ""
-    policy: str = ""
-
-
-@dataclass(frozen=True, slots=True)
 class Route:
     model: str | None = None
     regions: frozenset[str] | None = None  # None: no constraint (an empty set is rejected by the loader)
@@ -116,22 +110,6 @@ class Rewrite:
     set: Mapping[str, Any] = field(default_factory=dict)
     strip: frozenset[str] = frozenset()
     system: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Limit:
-    rpm: int | None = None
-    tpm: int | None = None
-    budget_usd: float | None = None
-    budget_period: str | None = None
-
-    def items(self) -> tuple[tuple[str, Any], ...]:
-        return (
-            ("rpm", self.rpm),
-            ("tpm", self.tpm),
-            ("budget_usd", self.budget_usd),
-            ("budget_period", self.budget_period),
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,14 @@ class Outcome:
     soft_crossed: list[int] = field(default_factory=list)  # indexes of budgets that crossed `soft` just now
 
 
+@dataclass(slots=True)
+class Reservation:
+    """What a request reserved, to settle once it has ended: on this limiter (the one that answered), these checks."""
+
+    limiter: Limiter
+    checks: list[Check]
+
+
 class LimiterUnavailable(Exception):
     """The backend cannot be reached; the failover decides between per-process limits and a 503."""
 

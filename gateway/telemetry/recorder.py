@@ -37,6 +37,9 @@ class Recorder:
         tokens: TokenCounter,
         features: Features | None = None,
         content: ContentLogger | None = None,
+        *,
+        similarity: SimilarityWorker | None = None,
+        events: Events | None = None,
     ) -> None:
         self.metrics = metrics
         self.prices = prices
@@ -44,8 +47,8 @@ class Recorder:
         self.features = features or Features(FeaturesConfig())
         self.content = content or ContentLogger(8192)
         self.queue: TelemetryQueue | None = None
-        self.similarity: SimilarityWorker | None = None  # prompt similarity, when enabled
-        self.events: Events | None = None  # the event log: what a policy, a guardrail or a budget refused
+        self.similarity = similarity  # prompt similarity, when enabled
+        self.events = events  # the event log: what a policy, a guardrail or a budget refused
 
     def finish(self, ctx: RequestContext) -> None:
         ctx.finished_ns = time.perf_counter_ns()

@@ -106,14 +106,11 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
 def wait_settled(gateway: Any) -> None:
     """Until the ratelimit filter's settlements have reached Redis: they leave in the background, a batch at a
     time, after the answer (the memory backend settles before it)."""
-    from gateway.filters.ratelimit import RateLimitFilter
     from gateway.state.limiter_redis import RedisLimiter
 
-    limiters = [
-        f.limits.primary
-        for f in gateway.pipeline.filters
-        if isinstance(f, RateLimitFilter) and isinstance(f.limits.primary, RedisLimiter)
-    ]
+    limits = gateway.rate_limits
+    primary = limits.failover.primary if limits is not None else None
+    limiters = [primary] if isinstance(primary, RedisLimiter) else []
     assert wait_until(lambda: all(limiter.settled for limiter in limiters)), "settlements were not sent"
 
 

@@ -27,6 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import pipeline
+from gateway.components import Components
 from gateway.config import GatewayConfig
 from gateway.context import RequestContext
 from gateway.runtime import Gateway
@@ -222,7 +223,7 @@ def test_a_client_gone_before_a_retry_or_fallback_stops_the_request_there(
     assert [seen.model for seen in upstream.requests] == ["gated-1"]
 
 
-class HeldFilter:
+class HeldFilter(pipeline.Stage):
     """A pipeline stage that waits until it is cancelled: a slow policy, guardrail or limiter."""
 
     name = "held"
@@ -230,8 +231,9 @@ class HeldFilter:
     cancelled = 0
     settled: ClassVar[list[int]] = []
 
-    def __init__(self, gateway: Gateway) -> None:
-        pass
+    @classmethod
+    def build(cls, components: Components) -> HeldFilter:
+        return cls()
 
     async def on_request(self, ctx: RequestContext) -> None:
         HeldFilter.entered += 1

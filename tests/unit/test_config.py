@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from gateway.config import ConfigError, load_config, parse_config
+from gateway.load import ConfigError, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

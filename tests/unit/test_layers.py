@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "gateway"
 LAYERS: list[tuple[str, frozenset[str]]] = [
     ("base", frozenset({"config", "errors", "types", "ids", "tasks", "tracecontext"})),
     ("backends", frozenset({"store", "state"})),
-    ("request", frozenset({"context", "reply"})),
+    ("request", frozenset({"context", "reply", "decision"})),
     (
         "components",
         frozenset(
@@ -32,8 +32,8 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
             }
         ),
     ),
-    ("filters", frozenset({"filters"})),
-    ("pipeline", frozenset({"pipeline"})),
+    ("filters", frozenset({"filters", "components"})),
+    ("pipeline", frozenset({"pipeline", "load"})),
     ("face", frozenset({"api", "server", "readiness", "runtime", "app", "cli", "cli_keys", "cli_policy", "__main__"})),
 ]
 LAYER_OF = {unit: rank for rank, (_, units) in enumerate(LAYERS) for unit in units}
@@ -41,13 +41,7 @@ BACKENDS = LAYERS[1][1]
 BASE = LAYERS[0][1]
 # Edges that still cross a line, each with the reason it is allowed for now. Empty is the goal; an entry that no
 # longer occurs fails the test too, so that the list only shrinks.
-KNOWN: dict[tuple[str, str], str] = {
-    ("config", "pipeline"): "config checks the pipeline's filter names; the pipeline is to check its own order",
-    ("filters", "runtime"): "filters take the whole runtime; they are to take the components they use",
-    ("pipeline", "runtime"): "build_filter hands a filter the runtime",
-    ("guardrails", "filters"): "guardrails/stream.py calls back into the guardrails filter",
-    ("guardrails", "policy"): "guardrails/stream.py reads the policy's decision, while policy builds checks",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def unit_of(module: str) -> str:

@@ -6,7 +6,7 @@ import pytest
 
 from gateway.context import RequestContext
 from gateway.errors import PermissionDenied
-from gateway.pipeline import Filter, Pipeline
+from gateway.pipeline import Filter, Pipeline, Stage
 from gateway.reply import Reply
 
 
@@ -14,7 +14,7 @@ def make_ctx() -> RequestContext:
     return RequestContext(request_id="r1", endpoint="chat/completions", headers=[], raw_body=b"{}", body={})
 
 
-class Recording:
+class Recording(Stage):
     name: ClassVar[str] = "rec"
 
     def __init__(self, name: str, log: list[str], answer: Reply | None = None, refuse: bool = False) -> None:
