@@ -11,6 +11,7 @@ import orjson
 
 from gateway.errors import ClientClosed, GatewayError, InvalidRequest, RequestTooLarge
 from gateway.ids import new_id
+from gateway.server.protocol import send_whole
 from gateway.types import Headers, Receive, Scope, Send
 
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
@@ -130,6 +131,8 @@ def encode_headers(headers: dict[str, str]) -> Headers:
 
 
 async def send_json(send: Send, status: int, body: bytes, headers: Headers) -> None:
+    if send_whole(send, status, headers, body):  # uvicorn's send, in one write
+        return
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
