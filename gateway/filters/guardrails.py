@@ -129,14 +129,17 @@ class GuardrailsFilter(Stage):
             )
         if plan.inputs:
             prompt = _Prompt(ctx)
-            for spec in plan.inputs:
-                self._input(ctx, spec, prompt)
+            checks = plan.input_checks
+            for i, spec in enumerate(plan.inputs):
+                check = checks[i]
+                if check is None:  # built on first use, as each request did before
+                    check = checks[i] = self.check_for(spec)
+                self._input(ctx, spec, check, prompt)
         if plan.stream_guard and ctx.stream:
             ctx.keep(StreamGuard(plan.specs, self.check_for, self.holdback))
         return None
 
-    def _input(self, ctx: RequestContext, spec: GuardrailSpec, prompt: _Prompt) -> None:
-        check = self.check_for(spec)
+    def _input(self, ctx: RequestContext, spec: GuardrailSpec, check: Check, prompt: _Prompt) -> None:
         if spec.name == "length":  # the whole prompt counts, the application's own parts included
             self.outcome(ctx, spec, check.check(prompt.everything()), "input")
             return
@@ -363,13 +366,14 @@ class _Plan:
     """What a set of active checks asks of each request, worked out once: the input checks in order, the output
     ones, whether a json_schema needs its schema checked before the call, whether a stream needs a guard."""
 
-    __slots__ = ("inputs", "outputs", "schema_spec", "specs", "stream_guard")
+    __slots__ = ("input_checks", "inputs", "outputs", "schema_spec", "specs", "stream_guard")
 
     def __init__(self, specs: Mapping[str, GuardrailSpec]) -> None:
         self.specs = specs
         schema_spec = specs.get("json_schema")
         self.schema_spec = schema_spec if schema_spec is not None and "output" in schema_spec.stages else None
         self.inputs = [s for s in specs.values() if "input" in s.stages and s.name != "json_schema"]
+        self.input_checks: list[Check | None] = [None] * len(self.inputs)  # check_for's, kept with the plan
         self.outputs = [s for s in specs.values() if "output" in s.stages]
         self.stream_guard = any("output" in s.stages and s.name in ("pii", "keywords") for s in specs.values())
 
