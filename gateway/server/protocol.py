@@ -298,6 +298,27 @@ def send_whole(send: Callable[..., Any], status: int, headers: list[tuple[bytes,
     return True
 
 
+def body_received(receive: Callable[..., Any]) -> bytes | None:
+    """The request's body when it has arrived whole and `receive` is uvicorn's own (the cycle's bound method): what
+    its receive() would return as the one http.request message, taken as it takes it, without the coroutines of
+    the receive and its wait on an event already set, nor the message. None otherwise (nothing taken): the caller
+    receives as usual."""
+    cycle = getattr(receive, "__self__", None)
+    if (
+        type(cycle) is not RequestResponseCycle
+        or cycle.more_body
+        or cycle.disconnected
+        or cycle.response_complete
+        or cycle.waiting_for_100_continue
+    ):
+        return None
+    cycle.flow.resume_reading()
+    cycle.message_event.clear()
+    body = bytes(cycle.body)
+    cycle.body = bytearray()
+    return body
+
+
 class _CycleTransport:
     """The transport as uvicorn's request cycle sees it, one per connection: its `close` after an answer that said
     `connection: close` (a 401 or 413 sent before the body was read) lingers instead while the body still

@@ -12,7 +12,7 @@ import pytest
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from gateway.server.protocol import BoundedHttpToolsProtocol, EdgeLimits, send_whole
+from gateway.server.protocol import BoundedHttpToolsProtocol, EdgeLimits, body_received, send_whole
 
 
 async def echo_length(scope: Any, receive: Any, send: Any) -> None:
@@ -164,3 +164,52 @@ def test_a_whole_answer_is_sent_as_uvicorns_send_would(answer):
     through_send, whole, sent_whole = asyncio.run(answer_both_ways(*answer))
     assert whole == through_send
     assert sent_whole == (answer in ANSWERS[:2])  # the others went through uvicorn's send
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}",
+        b"POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\n{}",  # half of it: received as usual
+        b"POST /x HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n{}",
+    ],
+)
+def test_a_whole_body_is_taken_as_uvicorns_receive_would(raw):
+    async def both_ways() -> list[Any]:
+        outcomes: list[Any] = []
+        for whole in (False, True):
+            seen: dict[str, Any] = {}
+
+            async def app(
+                scope: Any, receive: Any, send: Any, whole: bool = whole, seen: dict[str, Any] = seen
+            ) -> None:
+                body = body_received(receive) if whole else None
+                seen["whole"] = body is not None
+                if body is None:
+                    message = await receive()
+                    body = message["body"]
+                cycle = receive.__self__
+                seen["state"] = (body, bytes(cycle.body), cycle.message_event.is_set(), cycle.more_body)
+                await send({"type": "http.response.start", "status": 200, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+
+            config = Config(app, lifespan="off", log_level="critical", access_log=False)
+            protocol = BoundedHttpToolsProtocol(config, ServerState(), {}, limits=EdgeLimits())
+            transport = Transport()
+            protocol.connection_made(transport)
+            protocol.data_received(raw)
+            for _ in range(50):
+                await asyncio.sleep(0)
+            if "state" not in seen:  # waiting for the rest of its body
+                protocol.data_received(b"{}")
+                for _ in range(50):
+                    await asyncio.sleep(0)
+            outcomes.append((seen["state"], bytes(transport.written), transport.reading))
+            protocol.connection_lost(None)
+        outcomes.append(seen["whole"])
+        return outcomes
+
+    through_receive, whole, taken = asyncio.run(both_ways())
+    assert whole == through_receive
+    assert taken == (b"content-length: 4" not in raw and b"expect" not in raw)
