@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -17,8 +17,19 @@ FIELDS = (
 )  # fmt: skip
 
 
-def line(record: Record) -> bytes:
-    return orjson.dumps({"log": "access", **{k: record[k] for k in FIELDS}}) + b"\n"
+def _compile_line() -> Callable[[Record], bytes]:
+    """line(), written out field by field: one dict display and orjson's own newline, where a comprehension merged
+    into a second dict and a copy to add the newline cost twice as much."""
+    fields = ", ".join(f"{k!r}: record[{k!r}]" for k in FIELDS)
+    scope: dict[str, Any] = {"dumps": orjson.dumps, "NEWLINE": orjson.OPT_APPEND_NEWLINE}
+    source = f"def line(record, dumps=dumps, NL=NEWLINE):\n    return dumps({{'log': 'access', {fields}}}, option=NL)"
+    exec(source, scope)  # code made from FIELDS above, never from input
+    function: Callable[[Record], bytes] = scope["line"]
+    function.__doc__ = 'The record\'s access log line: its FIELDS after `"log": "access"`, as JSON, and a newline.'
+    return function
+
+
+line = _compile_line()
 
 
 class AccessLog:
