@@ -5,6 +5,7 @@ frames included, so that the garbage collector and C extensions show), then each
 Run it through bench/profile.sh (which starts the mock upstream and the gateway as bench/run.sh does):
 
     bash bench/profile.sh bench/reference.yaml            # DURATION=15 CONNS=50 by default
+    PROFILE_LOAD=400 bash bench/profile.sh bench/reference.yaml   # 400 req/s, open loop: latency and loop lag
 
 It prints a table — component, share of the gateway's CPU, µs of CPU per request — and writes it with the raw
 figures to $BENCH_RUN_DIR/profile.json, beside py-spy's collapsed stacks (profile.txt, for a flame graph).
@@ -125,12 +126,61 @@ def wrk(url: str, seconds: int, conns: int, out: Path) -> dict[str, object]:
     return summary
 
 
-def gc_seconds(port: str) -> float:
-    """The garbage collector's pauses so far (gateway_gc_pause_seconds, every generation), from /metrics."""
+def scrape(port: str) -> dict[str, float]:
+    """/metrics as {sample line without its value: value}, for the few series read here."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
         text = answer.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("gateway_gc_pause_seconds_sum"))  # fmt: skip
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(("gateway_gc_pause_seconds_sum", "gateway_event_loop_lag_seconds_")):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def gc_seconds(samples: dict[str, float]) -> float:
+    """The garbage collector's pauses (gateway_gc_pause_seconds_sum, every generation)."""
+    return sum(v for k, v in samples.items() if k.startswith("gateway_gc_pause_seconds_sum"))
+
+
+def loop_lag(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """During the load: how many of the loop's 10 ms timers ran over 1 ms and over 5 ms late."""
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    count = delta("gateway_event_loop_lag_seconds_count")
+    return {
+        "timers": count,
+        "over_1ms": count - delta('gateway_event_loop_lag_seconds_bucket{le="0.001"}'),
+        "over_5ms": count - delta('gateway_event_loop_lag_seconds_bucket{le="0.005"}'),
+    }
+
+
+CHAT_BODY = (
+    '{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},'
+    '{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":64,"temperature":0}'
+)
+
+
+def loadgen(url: str, rate: str, seconds: int, out: Path) -> dict[str, object]:
+    """An open-loop load at `rate` requests per second (../shared/bench's loadgen, built by its setup.sh): the
+    latency and the event loop's lag at a load the gateway keeps up with, where S1's saturation hides them."""
+    binary = os.environ.get("LOADGEN", str(ROOT / ".bench" / "bin" / "loadgen"))
+    answer = subprocess.run(
+        [binary, "-url", url, "-rate", rate, "-duration", f"{seconds}s", "-warmup", "0s", "-body", CHAT_BODY,
+         "-H", "Content-Type: application/json", "-H", f"Authorization: Bearer {os.environ['BENCH_API_KEY']}",
+         "-expect", "chat.completion"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    out.write_text(answer.stdout)
+    result = json.loads(answer.stdout.strip().splitlines()[-1])
+    latency = result["latency_ms"]
+    return {
+        "requests": result["ok"],
+        "errors": {"failed": result["errors"], "non_2xx": result["non_2xx"], "body": result["body_mismatch"]},
+        "latency_ms": {"p50": latency["p50"], "p99": latency["p99"]},
+    }
 
 
 def table(shares: Counter[str], cpu_per_request_us: float, gc_per_request_us: float) -> str:
@@ -151,7 +201,7 @@ def main() -> int:
     duration = int(os.environ.get("DURATION", "15"))
     warmup = int(os.environ.get("WARMUP", "3"))
     conns = int(os.environ.get("CONNS", "50"))
-    rate = os.environ.get("PROFILE_RATE", "250")
+    sample_rate = os.environ.get("PROFILE_RATE", "250")
     port = os.environ["GATEWAY_PORT"]
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     pyspy = Path(sys.executable).parent / "py-spy"
@@ -163,14 +213,20 @@ def main() -> int:
     wrk(url, warmup, conns, run_dir / "profile-warmup.json")
     stacks = run_dir / "profile.txt"
     sampler = subprocess.Popen(
-        [str(pyspy), "record", "--pid", str(pid), "--rate", rate, "--threads", *mode,
+        [str(pyspy), "record", "--pid", str(pid), "--rate", sample_rate, "--threads", *mode,
          "--format", "raw", "--output", str(stacks), "--duration", str(duration + 2)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     time.sleep(1)  # py-spy attaches before the load starts; the second of idle it samples is left out (no --idle)
-    cpu0, gc0 = cpu_seconds(pid), gc_seconds(port)
-    load = wrk(url, duration, conns, run_dir / "profile-wrk.json")
-    cpu1, gc1 = cpu_seconds(pid), gc_seconds(port)
+    cpu0, metrics0 = cpu_seconds(pid), scrape(port)
+    rate = os.environ.get("PROFILE_LOAD", "s1")  # s1: wrk with CONNS connections; a number: that rate, open loop
+    if rate == "s1":
+        load = wrk(url, duration, conns, run_dir / "profile-wrk.json")
+    else:
+        load = loadgen(url, rate, duration, run_dir / "profile-loadgen.json")
+    cpu1, metrics1 = cpu_seconds(pid), scrape(port)
+    gc0, gc1 = gc_seconds(metrics0), gc_seconds(metrics1)
+    lag = loop_lag(metrics0, metrics1)
     _, err = sampler.communicate(timeout=duration + 60)
     if sampler.returncode != 0 or not stacks.exists():
         print(f"py-spy failed: {err.decode(errors='replace')[-500:]}", file=sys.stderr)
@@ -184,6 +240,10 @@ def main() -> int:
     print(f"config {os.environ.get('GATEWAY_CONFIG', '?')}: {requests} requests in {duration} s "
           f"({requests / duration:.0f} req/s, {errors} errors), {cpu1 - cpu0:.2f} s of gateway CPU")  # fmt: skip
     print(text)
+    if "latency_ms" in load:
+        print(f"latency at {rate} req/s: {load['latency_ms']}")
+    print(f"event loop: {lag['over_1ms']:.0f} of {lag['timers']:.0f} timers ran over 1 ms late, "
+          f"{lag['over_5ms']:.0f} over 5 ms (gateway_event_loop_lag_seconds)")  # fmt: skip
     (run_dir / "profile.json").write_text(
         json.dumps(
             {
@@ -194,6 +254,7 @@ def main() -> int:
                 "cpu_s": cpu1 - cpu0,
                 "cpu_per_request_us": cpu_per_request_us,
                 "gc_per_request_us": gc_per_request_us,
+                "loop_lag": lag,
                 "samples": dict(shares.most_common()),
                 "table": text,
             },

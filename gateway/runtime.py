@@ -36,6 +36,7 @@ from gateway.store.maintenance import StoreMaintenance
 from gateway.telemetry.content import ContentLogger
 from gateway.telemetry.events import EventLogSink, Events, WebhookSink, passthrough
 from gateway.telemetry.gc_pauses import GcPauses
+from gateway.telemetry.loop_lag import LoopLag
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.pricing import PriceTable
 from gateway.telemetry.queue import TelemetryQueue
@@ -55,6 +56,7 @@ class Gateway:
         self.open_requests = OpenRequests()  # what the shutdown cuts at the end of its drain time
         self.metrics = Metrics()
         self.gc_pauses = GcPauses(self.metrics.registry)
+        self.loop_lag = LoopLag(self.metrics.registry)
         enabled = config.enabled_providers()
         for name in config.providers.keys() - enabled.keys():
             logger.warning("provider %s is optional and has no api_key: its deployments are left out", name)
@@ -310,6 +312,7 @@ class Gateway:
 
     async def open(self) -> None:
         self.gc_pauses.start()
+        self.loop_lag.start()
         for provider in self.providers.values():
             await provider.open()
         await self.state.open()
@@ -339,6 +342,7 @@ class Gateway:
 
     async def close(self) -> None:
         self.gc_pauses.stop()
+        self.loop_lag.stop()
         await self.health.close()
         await self.policies.close()
         if self.maintenance is not None:
