@@ -25,7 +25,7 @@ from gateway.filters.base import Stage
 from gateway.guardrails.base import REDACTED, CheckResult, Finding, replace_spans
 from gateway.guardrails.build import Check, build_check
 from gateway.guardrails.stream import Blocked, StreamGuard
-from gateway.guardrails.text import Slot, answer_slots, has_token_arrays, joined, prompt_slots
+from gateway.guardrails.text import UNTRUSTED_ROLES, Slot, answer_slots, has_token_arrays, joined, prompt_slots
 from gateway.reply import Reply
 
 if TYPE_CHECKING:
@@ -69,7 +69,11 @@ class GuardrailsFilter(Stage):
         self.holdback = holdback
         self.features = features
         self._built: dict[tuple[str, str, int], tuple[Mapping[str, Any], Check]] = {}
-        self._children: dict[tuple[str, ...], Any] = {}
+        # What a decision's checks ask of each request, worked out once per decision (a PolicySet caches its
+        # decisions, so their guardrails mappings are the same objects request after request).
+        self._plans: dict[int, _Plan] = {}
+        self._check_children: dict[tuple[str, str, str], Any] = {}
+        self._finding_children: dict[tuple[str, str], Any] = {}
         self._checks = Counter(
             "gateway_guardrail_checks", "Guardrail checks run, by check, stage and outcome (pass or the action).",
             ["check", "stage", "outcome"], registry=registry,
@@ -97,31 +101,45 @@ class GuardrailsFilter(Stage):
         project = ctx.principal.project
         return {name: spec for name, spec in specs.items() if features.enabled(f"guardrail.{name}", project)}
 
+    def _plan(self, ctx: RequestContext, specs: Mapping[str, GuardrailSpec]) -> _Plan:
+        """The plan of the active checks: kept per decision while no project flag turns a check off."""
+        active = self._active(ctx, specs)
+        if active is not specs:
+            return _Plan(active)
+        plan = self._plans.get(id(specs))
+        if plan is None or plan.specs is not specs:  # an id reused by a newer decision's mapping
+            if len(self._plans) >= 1024:
+                self._plans.clear()
+            plan = self._plans[id(specs)] = _Plan(specs)
+        return plan
+
     # -- input ----------------------------------------------------------------------------------------------------
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         decision = ctx.policy
         if decision is None or not decision.guardrails:
             return None
-        specs = self._active(ctx, decision.guardrails)
-        schema_spec = specs.get("json_schema")
-        if schema_spec is not None and "output" in schema_spec.stages:
-            _schema_check(ctx, schema_spec)  # a schema that cannot be used fails now, before the upstream call
-        if has_token_arrays(ctx.body) and any("input" in s.stages and s.name != "json_schema" for s in specs.values()):
+        plan = self._plan(ctx, decision.guardrails)
+        if plan.schema_spec is not None:
+            _schema_check(ctx, plan.schema_spec)  # a schema that cannot be used fails now, before the upstream call
+        if plan.inputs and has_token_arrays(ctx.body):
             raise InvalidRequest(
                 "This request's prompt is token ids, which the guardrails that apply to it cannot read: send text.",
                 code="guardrail_unreadable_input",
             )
-        prompt = _Prompt(ctx)
-        for spec in specs.values():
-            if "input" in spec.stages and spec.name != "json_schema":
-                self._input(ctx, spec, prompt)
-        if ctx.stream and any("output" in s.stages and s.name in ("pii", "keywords") for s in specs.values()):
-            ctx.keep(StreamGuard(specs, self.check_for, self.holdback))
+        if plan.inputs:
+            prompt = _Prompt(ctx)
+            checks = plan.input_checks
+            for i, spec in enumerate(plan.inputs):
+                check = checks[i]
+                if check is None:  # built on first use, as each request did before
+                    check = checks[i] = self.check_for(spec)
+                self._input(ctx, spec, check, prompt)
+        if plan.stream_guard and ctx.stream:
+            ctx.keep(StreamGuard(plan.specs, self.check_for, self.holdback))
         return None
 
-    def _input(self, ctx: RequestContext, spec: GuardrailSpec, prompt: _Prompt) -> None:
-        check = self.check_for(spec)
+    def _input(self, ctx: RequestContext, spec: GuardrailSpec, check: Check, prompt: _Prompt) -> None:
         if spec.name == "length":  # the whole prompt counts, the application's own parts included
             self.outcome(ctx, spec, check.check(prompt.everything()), "input")
             return
@@ -132,7 +150,7 @@ class GuardrailsFilter(Stage):
                     prompt.changed()
                 return
             if slots:
-                self.outcome(ctx, spec, check.check(joined(slots)), "input")
+                self.outcome(ctx, spec, check.check(prompt.everything()), "input")
             return
         if prompt.slots():
             self.outcome(ctx, spec, check.check(prompt.text()), "input")
@@ -193,7 +211,7 @@ class GuardrailsFilter(Stage):
             return None
         if reply.status != 200 or ctx.endpoint == "embeddings":
             return None
-        specs = [s for s in self._active(ctx, decision.guardrails).values() if "output" in s.stages]
+        specs = self._plan(ctx, decision.guardrails).outputs
         if not specs:
             return None
         try:
@@ -307,16 +325,18 @@ class GuardrailsFilter(Stage):
             raise GuardrailBlocked(_message(spec, result, stage), check=spec.name, stage=stage)
 
     def _count(self, spec: GuardrailSpec, stage: str, outcome: str, result: CheckResult) -> None:
-        self._child(self._checks, spec.name, stage, outcome).inc()
+        # labels() costs a lock and a dict lookup per call: keep the children
+        key = (spec.name, stage, outcome)
+        child = self._check_children.get(key)
+        if child is None:
+            child = self._check_children[key] = self._checks.labels(*key)
+        child.inc()
         for finding in result.findings:
-            self._child(self._findings, spec.name, finding.type).inc()
-
-    def _child(self, metric: Counter, *labels: str) -> Any:
-        key = (str(id(metric)), *labels)
-        child = self._children.get(key)
-        if child is None:  # labels() costs a lock and a dict lookup per call: keep the children
-            child = self._children[key] = metric.labels(*labels)
-        return child
+            found = (spec.name, finding.type)
+            child = self._finding_children.get(found)
+            if child is None:
+                child = self._finding_children[found] = self._findings.labels(*found)
+            child.inc()
 
 
 def _drop_logprobs(answer: dict[str, Any]) -> bool:
@@ -342,22 +362,43 @@ def _schema_check(ctx: RequestContext, spec: GuardrailSpec) -> JsonSchemaCheck |
         raise InvalidRequest(f"response_format's schema cannot be used: {exc}", param="response_format") from None
 
 
-class _Prompt:
-    """The request's text, gathered once for all the checks of a request (again after a redaction)."""
+class _Plan:
+    """What a set of active checks asks of each request, worked out once: the input checks in order, the output
+    ones, whether a json_schema needs its schema checked before the call, whether a stream needs a guard."""
 
-    __slots__ = ("_everything", "_slots", "_text", "ctx")
+    __slots__ = ("input_checks", "inputs", "outputs", "schema_spec", "specs", "stream_guard")
+
+    def __init__(self, specs: Mapping[str, GuardrailSpec]) -> None:
+        self.specs = specs
+        schema_spec = specs.get("json_schema")
+        self.schema_spec = schema_spec if schema_spec is not None and "output" in schema_spec.stages else None
+        self.inputs = [s for s in specs.values() if "input" in s.stages and s.name != "json_schema"]
+        self.input_checks: list[Check | None] = [None] * len(self.inputs)  # check_for's, kept with the plan
+        self.outputs = [s for s in specs.values() if "output" in s.stages]
+        self.stream_guard = any("output" in s.stages and s.name in ("pii", "keywords") for s in specs.values())
+
+
+class _Prompt:
+    """The request's text, gathered once for all the checks of a request: the slots of every role in one walk of
+    the body (the untrusted roles' are a subset of them), their texts joined again only after a redaction."""
+
+    __slots__ = ("_all", "_everything", "_slots", "_text", "ctx")
 
     def __init__(self, ctx: RequestContext) -> None:
         self.ctx = ctx
+        self._all: list[Slot] | None = None
         self._slots: list[Slot] | None = None
         self._text: str | None = None
         self._everything: str | None = None
 
     def slots(self, every_role: bool = False) -> list[Slot]:
+        every = self._all
+        if every is None:
+            every = self._all = prompt_slots(self.ctx.endpoint, self.ctx.body, every_role=True)
         if every_role:
-            return prompt_slots(self.ctx.endpoint, self.ctx.body, every_role=True)
+            return every
         if self._slots is None:
-            self._slots = prompt_slots(self.ctx.endpoint, self.ctx.body)
+            self._slots = [slot for slot in every if slot.role in UNTRUSTED_ROLES]
         return self._slots
 
     def text(self) -> str:
@@ -367,7 +408,7 @@ class _Prompt:
 
     def everything(self) -> str:
         if self._everything is None:
-            self._everything = joined(prompt_slots(self.ctx.endpoint, self.ctx.body, every_role=True))
+            self._everything = joined(self.slots(every_role=True))
         return self._everything
 
     def changed(self) -> None:

@@ -93,7 +93,9 @@ _LINE_START = r"(?:\A|\n)[\x20\t>*#\[(]*\Z"
 class _Spec:
     """A rule as written. `starts`: the words a match begins with (none: search the whole text); `needs`: groups
     of words, the prompt must have one word of each; `requires`: patterns that must occur within NEAR characters
-    of the match, on either side; `before`: a pattern the text just before the match must end with."""
+    of the match, on either side; `before`: a pattern the text just before the match must end with; `hint`: a
+    literal every match begins with, which a rule without start words or needs asks of the text before its
+    search (`in` costs far less than setting up a search that finds nothing)."""
 
     category: str
     weight: float
@@ -104,6 +106,7 @@ class _Spec:
     before: str = ""
     case_sensitive: bool = False
     base64: bool = False  # the match must look like base64 (see _is_base64_like)
+    hint: str = ""
 
 
 # fmt: off
@@ -214,17 +217,18 @@ _SPECS: tuple[_Spec, ...] = (
           "for word|word-for-word|exactly as (?:written|given|it (?:is|was) written))",
           "system instructions prompt everything initial", ("verbatim word exactly",)),
     # ---- delimiter: fake chat-template tokens and role markers
-    _Spec("delimiter", 0.85, r"<\|im_start\|> ?system"),
+    _Spec("delimiter", 0.85, r"<\|im_start\|> ?system", hint="<|"),
     _Spec("delimiter", 0.4, r"<\|(?:im_start|im_end|im_sep|system|user|assistant|endoftext|eot_id|eom_id|"
-          r"start_header_id|end_header_id|begin_of_text|end_of_text|end_of_turn|start_of_turn|endofprompt)\|>"),
+          r"start_header_id|end_header_id|begin_of_text|end_of_text|end_of_turn|start_of_turn|endofprompt)\|>",
+          hint="<|"),
     _Spec("delimiter", 0.4, "<(?:start_of_turn|end_of_turn)>", needs=("turn",)),
     _Spec("delimiter", 0.4, r"\[/?inst\]", needs=("inst",)),
-    _Spec("delimiter", 0.6, "<</?sys>>"),
+    _Spec("delimiter", 0.6, "<</?sys>>", hint="<<"),
     # "System: <at least four words>" at a line's start; "system: linux" in YAML is no role line.
     _Spec("delimiter", 0.4, r"(?:system|assistant|developer|sys)[\])]?[\x20\t]*:[\x20\t]*[^\s:]+(?:[\x20\t]+\S+){3}",
           "system assistant developer sys", before=_LINE_START),
     _Spec("delimiter", 0.45, r"##+[\x20\t]*(?:system|system[\x20\t]+prompt|system[\x20\t]+message|instructions?|"
-          r"new[\x20\t]+instructions?|developer[\x20\t]+message)[\x20\t]*:?[\x20\t]*(?:\n|\Z)"),
+          r"new[\x20\t]+instructions?|developer[\x20\t]+message)[\x20\t]*:?[\x20\t]*(?:\n|\Z)", hint="##"),
     _Spec("delimiter", 0.4, "(?:end|close|closing) of (?:the )?(?:system prompt|system message|system instructions|"
           "developer instructions|user input)", "end close closing", ("system developer user",)),
     # ---- encoding: a payload hidden from the patterns above, to be decoded and obeyed
@@ -247,6 +251,7 @@ class _Rule:
     before: re.Pattern[str] | None
     case_sensitive: bool
     base64: bool
+    hint: str
 
 
 @functools.cache
@@ -264,6 +269,7 @@ def _rules() -> tuple[_Rule, ...]:
             before=re.compile(spec.before) if spec.before else None,
             case_sensitive=spec.case_sensitive,
             base64=spec.base64,
+            hint=spec.hint,
         )
         for spec in _SPECS
     )
@@ -281,7 +287,11 @@ class InjectionCheck:
         self._rules = _rules()
         # Which rule needs which word, as a bit per group of the rule: the prompt's words light up the bits, and a
         # rule with all of its bits lit runs. This costs a handful of dict lookups, not a set test per rule.
-        self._always = tuple(i for i, rule in enumerate(self._rules) if not rule.needs)
+        self._always = tuple(i for i, rule in enumerate(self._rules) if not rule.needs and not rule.hint)
+        # Rules without needs but with a hint: (index, hint, case_sensitive), run when the text has the hint.
+        self._hinted = tuple(
+            (i, rule.hint, rule.case_sensitive) for i, rule in enumerate(self._rules) if not rule.needs and rule.hint
+        )
         self._full = tuple((1 << len(rule.needs)) - 1 for rule in self._rules)
         index: dict[bytes, list[tuple[int, int]]] = {}
         for i, rule in enumerate(self._rules):
@@ -301,7 +311,11 @@ class InjectionCheck:
         for word in words:
             for i, bit in self._index[word]:
                 lit[i] = lit.get(i, 0) | bit
-        runs = sorted([*self._always, *(i for i, bits in lit.items() if bits == self._full[i])])
+        runs = sorted([
+            *self._always,
+            *(i for i, hint, case_sensitive in self._hinted if hint in (text if case_sensitive else low)),
+            *(i for i, bits in lit.items() if bits == self._full[i]),
+        ])  # fmt: skip
         miss = 1.0
         findings: list[Finding] = []
         categories: dict[str, None] = {}
