@@ -30,7 +30,7 @@ from gateway.store.base import (
     Unsure,
     write_setting_aside_refused,
 )
-from gateway.store.records import json_bytes
+from gateway.store.records import MAP, RECORD_FIELDS, json_bytes
 from gateway.store.rows import FlagOverride, VirtualKey
 from gateway.store.traces import TraceQueries
 
@@ -329,10 +329,29 @@ def _json(value: Any) -> str:
     return json_bytes(value).decode()  # never refused: what JSON cannot hold is kept as text
 
 
-def _row(record: Record) -> Row:
-    # Typed when built (gateway/store/records.py); what an older process spooled untyped and the database refuses
-    # is set aside by _write.
-    return tuple(_json(record[c]) if c in JSON_COLUMNS else record[c] for c in RECORD_COLUMNS)
+def _compile_row() -> Callable[[Record], Row]:
+    """_row, written out column by column (as records.typed is): a tuple display instead of a generator over the
+    columns, a third of the cost per record."""
+
+    def value(c: str) -> str:
+        if c not in JSON_COLUMNS:
+            return f"record[{c!r}]"
+        # Most records' tags, metadata and guardrails are empty: their JSON without a call (an empty tuple is not
+        # equal to [], and goes through _json as before).
+        empty = "{}" if RECORD_FIELDS[c] is MAP else "[]"
+        return f"({empty!r} if record[{c!r}] == {empty} else _json(record[{c!r}]))"
+
+    values = ", ".join(value(c) for c in RECORD_COLUMNS)
+    scope: dict[str, Any] = {"_json": _json}
+    exec(f"def _row(record, _json=_json):\n    return ({values},)", scope)  # code made from the schema, never input
+    row: Callable[[Record], Row] = scope["_row"]
+    row.__doc__ = """A record's row, its columns in RECORD_COLUMNS' order, JSON columns as JSON text. Typed when
+    built (gateway/store/records.py); what an older process spooled untyped and the database refuses is set aside
+    by _write."""
+    return row
+
+
+_row = _compile_row()
 
 
 def _event_row(event: Record) -> Row:

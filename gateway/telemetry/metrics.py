@@ -9,6 +9,8 @@ every worker's files (prometheus_client's multiprocess mode).
 from __future__ import annotations
 
 import os
+import time
+from bisect import bisect_left
 from typing import Any
 
 from prometheus_client import (
@@ -31,9 +33,80 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+class _Histogram:
+    """A histogram child's observations since the last flush: counts by bucket and their sum, in plain Python (an
+    observe is a bisect and two additions, where prometheus_client's takes two locks and a loop over the buckets).
+    flush() adds them to the child, bucket by bucket, as its own observe would have."""
+
+    __slots__ = ("child", "bounds", "counts", "sum", "n")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.bounds = tuple(child._upper_bounds)  # ends with +Inf: every finite value has a bucket
+        self.counts = [0] * len(self.bounds)
+        self.sum = 0.0
+        self.n = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.n += 1
+
+    def flush(self) -> None:
+        if not self.n:
+            return
+        counts, buckets = self.counts, self.child._buckets
+        for i, count in enumerate(counts):
+            if count:
+                buckets[i].inc(count)
+                counts[i] = 0
+        self.child._sum.inc(self.sum)
+        self.sum = 0.0
+        self.n = 0
+
+
+class _Counter:
+    """A counter child's increments since the last flush."""
+
+    __slots__ = ("child", "value")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+    def flush(self) -> None:
+        if self.value:
+            self.child.inc(self.value)
+            self.value = 0.0
+
+
+class _Flush:
+    """Registered first in the registry: whatever collects it (a scrape, get_sample_value) has what the requests
+    observed so far written to the metrics first."""
+
+    def __init__(self, flush: Any) -> None:
+        self._flush = flush
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> list[Any]:
+        self._flush()
+        return []
+
+
 class Metrics:
+    """What each request contributes (observe) is added up in plain Python and written to prometheus_client's
+    metrics in batches: when the registry is collected (a scrape) and at every wake-up of the telemetry writer
+    (flush), so that with several workers each one's files are at most a flush interval behind."""
+
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        self._pending: list[_Histogram | _Counter] = []  # every accumulator made, flushed together
+        r.register(_Flush(self.flush))
         route = ["endpoint", "model", "provider"]
         self.requests = Counter("gateway_requests", "Requests answered.", [*route, "status_class"], registry=r)
         self.request_seconds = Histogram(
@@ -87,30 +160,42 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         self._children: dict[tuple[str, str, str], tuple[Any, ...]] = {}
-        self._status: dict[tuple[str, str, str, int], Any] = {}
-        self._filters: dict[str, Any] = {}
+        self._status: dict[tuple[str, str, str, int], _Counter] = {}
+        self._filters: dict[str, _Histogram] = {}
         self._errors: dict[tuple[str, str], Any] = {}
-        self._overhead: dict[str, Any] = {}
+        self._overhead: dict[str, _Histogram] = {}
+
+    def _histogram(self, child: Any) -> _Histogram:
+        histogram = _Histogram(child)
+        self._pending.append(histogram)
+        return histogram
+
+    def _counter(self, child: Any) -> _Counter:
+        counter = _Counter(child)
+        self._pending.append(counter)
+        return counter
 
     def _route(self, endpoint: str, model: str, provider: str) -> tuple[Any, ...]:
         key = (endpoint, model, provider)
         children = self._children.get(key)
         if children is None:
+            histogram, counter = self._histogram, self._counter
             children = (
-                self.request_seconds.labels(*key),
-                self.upstream_seconds.labels(*key),
-                self.ttft_seconds.labels(*key),
-                self.tokens.labels(*key, "prompt"),
-                self.tokens.labels(*key, "completion"),
-                self.tokens.labels(*key, "cached"),
-                self.tokens.labels(*key, "reasoning"),
-                self.cost.labels(*key),
+                histogram(self.request_seconds.labels(*key)),
+                histogram(self.upstream_seconds.labels(*key)),
+                histogram(self.ttft_seconds.labels(*key)),
+                counter(self.tokens.labels(*key, "prompt")),
+                counter(self.tokens.labels(*key, "completion")),
+                counter(self.tokens.labels(*key, "cached")),
+                counter(self.tokens.labels(*key, "reasoning")),
+                counter(self.cost.labels(*key)),
             )
             self._children[key] = children
         return children
 
     def observe(self, ctx: RequestContext) -> None:
-        """Everything a finished request contributes. Runs once per request, so it stays lean."""
+        """Everything a finished request contributes. Runs once per request, so it stays lean: plain additions,
+        written to the metrics by flush()."""
         model = ctx.model if ctx.group is not None else "unknown"
         provider = ctx.provider or "none"
         key = (ctx.endpoint, model, provider)
@@ -118,9 +203,13 @@ class Metrics:
         status_class = ctx.status // 100
         counter = self._status.get((*key, status_class))
         if counter is None:
-            counter = self._status[(*key, status_class)] = self.requests.labels(*key, f"{status_class}xx")
-        counter.inc()
-        total.observe(ctx.total_ns / 1e9)
+            counter = self._status[(*key, status_class)] = self._counter(
+                self.requests.labels(*key, f"{status_class}xx")
+            )
+        counter.value += 1
+        # total_ns, upstream_ns and overhead_ns() as the context computes them, each worked out once.
+        total_ns = (ctx.finished_ns or time.perf_counter_ns()) - ctx.started_ns
+        total.observe(total_ns / 1e9)
         upstream_ns = ctx.upstream_ns
         if upstream_ns:
             upstream.observe(upstream_ns / 1e9)
@@ -128,22 +217,23 @@ class Metrics:
             ttft.observe((ctx.first_token_ns - ctx.started_ns) / 1e9)
         overhead = self._overhead.get(ctx.endpoint)
         if overhead is None:
-            overhead = self._overhead[ctx.endpoint] = self.overhead_seconds.labels(ctx.endpoint)
-        overhead.observe(ctx.overhead_ns() / 1e9)
+            overhead = self._overhead[ctx.endpoint] = self._histogram(self.overhead_seconds.labels(ctx.endpoint))
+        overhead.observe(max(0, total_ns - upstream_ns) / 1e9)
         usage = ctx.usage
         if usage is not None:
-            prompt.inc(usage.prompt_tokens)
-            completion.inc(usage.completion_tokens)
+            prompt.value += usage.prompt_tokens
+            completion.value += usage.completion_tokens
             if usage.cached_tokens:
-                cached.inc(usage.cached_tokens)
+                cached.value += usage.cached_tokens
             if usage.reasoning_tokens:
-                reasoning.inc(usage.reasoning_tokens)
+                reasoning.value += usage.reasoning_tokens
         if ctx.cost_usd:
-            cost.inc(ctx.cost_usd)
+            cost.value += ctx.cost_usd
+        filters = self._filters
         for span in ctx.spans:
-            child = self._filters.get(span.name)
+            child = filters.get(span.name)
             if child is None:
-                child = self._filters[span.name] = self.filter_seconds.labels(span.name)
+                child = filters[span.name] = self._histogram(self.filter_seconds.labels(span.name))
             duration = span.duration_ns
             if span.name == "route":
                 duration -= upstream_ns
@@ -151,6 +241,11 @@ class Metrics:
         error = ctx.error
         if error is not None:
             self.error(error.domain, error.error_type)
+
+    def flush(self) -> None:
+        """Write what the requests observed since the last flush to the metrics (a few µs per label set)."""
+        for pending in self._pending:
+            pending.flush()
 
     def error(self, domain: str, error_type: str) -> None:
         child = self._errors.get((domain, error_type))
@@ -160,6 +255,7 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         if multiprocess_dir():
+            self.flush()  # this worker's own, before the files of every worker are read
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry), CONTENT_TYPE_LATEST

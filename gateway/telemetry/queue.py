@@ -96,7 +96,9 @@ class TelemetryQueue:
             backoff = 0.0 if ok else min(self.max_backoff_s, max(0.1, backoff * 2)) * (0.5 + random.random() / 2)
 
     async def flush_once(self) -> bool:
-        """Write everything queued now, batch by batch. False if a sink failed (its batch is kept)."""
+        """Write everything queued now, batch by batch. False if a sink failed (its batch is kept). The requests'
+        metrics are written first (Metrics.flush): the writer's wake-up is their batch too."""
+        self.metrics.flush()
         while True:
             if not self._pending:
                 if not self._items:

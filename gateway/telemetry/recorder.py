@@ -175,6 +175,9 @@ class Recorder:
         error = ctx.error
         deployment = ctx.deployment
         start = ctx.started_ns
+        # The context's timings, each worked out once (total_ns, upstream_ns and overhead_ns() are computed).
+        total_ns = (ctx.finished_ns or time.perf_counter_ns()) - start
+        upstream_ns = ctx.upstream_ns
         return typed(
             {
                 "id": ctx.request_id,
@@ -193,11 +196,11 @@ class Recorder:
                 "error_type": error.error_type if error else "",
                 "error_domain": error.domain if error else "",
                 "stream": ctx.stream,
-                "latency_ms": ctx.total_ns / 1e6,
-                "upstream_ms": ctx.upstream_ns / 1e6,
+                "latency_ms": total_ns / 1e6,
+                "upstream_ms": upstream_ns / 1e6,
                 "ttfb_ms": (ctx.upstream_headers_ns - start) / 1e6 if ctx.upstream_headers_ns else None,
                 "ttft_ms": (ctx.first_token_ns - start) / 1e6 if ctx.first_token_ns else None,
-                "overhead_ms": ctx.overhead_ns() / 1e6,
+                "overhead_ms": max(0, total_ns - upstream_ns) / 1e6,
                 "prompt_tokens": usage.prompt_tokens,
                 "completion_tokens": usage.completion_tokens,
                 "cached_tokens": usage.cached_tokens,
@@ -205,7 +208,7 @@ class Recorder:
                 "total_tokens": usage.total_tokens,
                 "cost_usd": ctx.cost_usd,
                 "usage_source": usage.source,
-                "spans": _spans(ctx),
+                "spans": _spans(ctx, upstream_ns),
                 "tags": ctx.tags,
                 "attempts": ctx.attempts,
                 "route_reason": ctx.route_reason,
@@ -229,7 +232,7 @@ def _metadata(value: Any) -> dict[str, str]:
     return kept if len(kept) <= 16 else dict(list(kept.items())[:16])
 
 
-def _spans(ctx: RequestContext) -> list[dict[str, Any]]:
+def _spans(ctx: RequestContext, upstream_ns: int) -> list[dict[str, Any]]:
     """The request's spans (filters, routing attempts), then the upstream call's phases: `upstream` from the request
     sent to the last byte, `upstream.first_byte` until the answer's headers, `upstream.body` from there on, and
     `upstream.connect` when a new connection was opened for it (within the first byte's wait)."""
@@ -237,7 +240,7 @@ def _spans(ctx: RequestContext) -> list[dict[str, Any]]:
     sent = ctx.upstream_start_ns
     if sent:
         at_ms = (sent - ctx.started_ns) / 1e6
-        upstream_ms = ctx.upstream_ns / 1e6
+        upstream_ms = upstream_ns / 1e6
         spans.append({"name": "upstream", "start_ms": at_ms, "ms": upstream_ms})
         headers = ctx.upstream_headers_ns
         if headers:

@@ -687,3 +687,46 @@ async def test_a_request_refused_in_the_middle_of_a_batch_costs_only_its_records
     assert len([p for p in paths if p != "/v1/metrics"]) == 4  # one request a record, none skipped
     if kind == "otlp":
         assert paths[-1] == "/v1/metrics"  # every record counted in the metrics, once
+
+
+@pytest.mark.anyio
+async def test_the_access_log_writes_a_regular_file_from_the_loop_and_a_pipe_from_a_thread(tmp_path, monkeypatch):
+    import os
+    import threading
+
+    from gateway.sinks import access_log
+    from gateway.sinks.access_log import AccessLog
+
+    record = {k: 1 for k in access_log.FIELDS}
+    writers: list[str] = []
+
+    class Recording:
+        def __init__(self, stream):
+            self.stream = stream
+
+        def fileno(self):
+            return self.stream.fileno()
+
+        def write(self, data):
+            writers.append(threading.current_thread().name)
+            self.stream.write(data)
+
+        def flush(self):
+            self.stream.flush()
+
+    with (tmp_path / "access.log").open("wb") as file:
+        log = AccessLog(Recording(file))
+        assert log.regular_file
+        await log.write([record, record])
+        monkeypatch.setattr(access_log, "DIRECT_MAX_BYTES", 10)  # a big batch goes to a thread all the same
+        await log.write([record])
+    assert (tmp_path / "access.log").read_bytes().count(b"\n") == 3
+    assert writers[0] == threading.current_thread().name
+    assert writers[1] != threading.current_thread().name
+    read, write = os.pipe()
+    with os.fdopen(read, "rb") as reader, os.fdopen(write, "wb") as pipe:
+        log = AccessLog(Recording(pipe))
+        assert not log.regular_file
+        await log.write([record])
+        assert reader.readline().startswith(b'{"log":"access"')
+    assert writers[2] != threading.current_thread().name
