@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import stat
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,31 +32,14 @@ def _compile_line() -> Callable[[Record], bytes]:
 line = _compile_line()
 
 
-# A batch this small goes to a regular file from the event loop: into the page cache in microseconds, where the
-# hand-off to a thread costs ~80 µs of CPU (the thread's wake-up, the GIL passed twice, the loop woken with the
-# answer) — at a low request rate, a writer's batch of a few records paid it for every few requests.
-DIRECT_MAX_BYTES = 64 * 1024
-
-
-def _regular_file(stream: Any) -> bool:
-    try:
-        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
-    except (AttributeError, OSError, ValueError):  # no file descriptor (io.BytesIO raises UnsupportedOperation)
-        return False
-
-
 class AccessLog:
     name = "access_log"
 
     def __init__(self, stream: Any) -> None:
         self.stream = stream
-        self.regular_file = _regular_file(stream)
 
     async def write(self, records: Sequence[Record]) -> None:
         lines = b"".join(await map_in_slices(line, records))
-        if self.regular_file and len(lines) <= DIRECT_MAX_BYTES:
-            self._write(lines)  # a regular file has no reader to wait on
-            return
         # In a thread: stdout may be a pipe whose reader is slow, and the event loop must not wait on it.
         await asyncio.to_thread(self._write, lines)
 
