@@ -42,6 +42,12 @@ def upstream_headers(headers: Mapping[str, str], trace_id: str) -> dict[str, str
     return {**headers, "traceparent": traceparent(trace_id, new_span_id())}
 
 
+def upstream_traceparent(trace_id: str) -> dict[str, str]:
+    """The `traceparent` of a new span, the gateway's upstream call, alone: what a call adds to the headers its
+    session sends with every call (the provider's)."""
+    return {"traceparent": f"00-{trace_id}-{new_span_id()}-01"}
+
+
 def project_trace_id(project: str, trace_id: str) -> str:
     """The trace id a sink that merges by trace id (Langfuse) gets: the W3C trace id within the record's project.
 

@@ -11,6 +11,7 @@ import orjson
 
 from gateway.errors import ClientClosed, GatewayError, InvalidRequest, RequestTooLarge
 from gateway.ids import new_id
+from gateway.server.protocol import body_received, send_whole
 from gateway.types import Headers, Receive, Scope, Send
 
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
@@ -85,6 +86,11 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             if value.isdigit() and int(value) > limit:
                 raise _too_large(limit)
             break
+    whole = body_received(receive)  # uvicorn's receive, of a body that has arrived whole
+    if whole is not None:
+        if len(whole) > limit:
+            raise _too_large(limit)
+        return whole
     message = await receive()
     if message["type"] == "http.disconnect":
         raise ClientClosed()
@@ -130,6 +136,8 @@ def encode_headers(headers: dict[str, str]) -> Headers:
 
 
 async def send_json(send: Send, status: int, body: bytes, headers: Headers) -> None:
+    if send_whole(send, status, headers, body):  # uvicorn's send, in one write
+        return
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -19,7 +19,7 @@ from gateway.context import RequestContext, Usage, upstream_request
 from gateway.errors import UpstreamRejected, UpstreamTimeout, UpstreamUnavailable
 from gateway.providers.sse import DONE, SSEDecoder
 from gateway.reply import Reply
-from gateway.tracecontext import upstream_headers
+from gateway.tracecontext import upstream_traceparent
 
 
 class Provider(Protocol):
@@ -108,7 +108,11 @@ class HTTPProvider(Generic[Call]):
 
     async def open(self) -> None:
         connector = TimedConnector(limit=self.config.max_connections, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
+        # The provider's headers are the session's: a call adds only its traceparent (aiohttp merges the two as
+        # the call's own dict was merged before, with fewer headers to copy and check per call).
+        self._session = aiohttp.ClientSession(
+            connector=connector, skip_auto_headers=("User-Agent",), headers=self.headers
+        )
 
     async def close(self) -> None:
         if self._session is not None:
@@ -138,7 +142,7 @@ class HTTPProvider(Generic[Call]):
         ctx.upstream_start_ns = time.perf_counter_ns()
         with map_transport_errors(self.name):
             response = await session.post(
-                url, data=body, headers=upstream_headers(self.headers, ctx.trace_id), timeout=self.timeout(timeouts)
+                url, data=body, headers=upstream_traceparent(ctx.trace_id), timeout=self.timeout(timeouts)
             )
             ctx.upstream_headers_ns = time.perf_counter_ns()
             if response.status >= 400:

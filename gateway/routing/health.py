@@ -35,11 +35,14 @@ def _ewma(current: float, sample: float) -> float:
 
 class DeploymentHealth:
     __slots__ = (
-        "deployment", "breaker", "budget", "in_flight", "latency_s", "ttft_s", "drained", "_minute", "_rpm", "_tpm",
+        "deployment", "id", "span", "breaker", "budget", "in_flight", "latency_s", "ttft_s", "drained", "_minute",
+        "_rpm", "_tpm",
     )  # fmt: skip
 
     def __init__(self, deployment: Deployment, config: RoutingConfig) -> None:
         self.deployment = deployment
+        self.id = deployment.id  # made once: Deployment.id is a property that formats it
+        self.span = f"attempt:{self.id}"  # the name of an attempt's span in the record
         self.breaker = Breaker(config.breaker)
         self.budget = RetryBudgetTracker(config.retry_budget)
         self.in_flight = 0

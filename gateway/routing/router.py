@@ -17,7 +17,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.config import Deployment, ModelGroup, RoutingConfig
 from gateway.context import RequestContext, RouteConstraints, upstream_request
@@ -58,6 +58,9 @@ class Router:
         self.health = health
         self.events = events
         self.metrics = metrics
+        # gateway_upstream_attempts' children by (provider, outcome), bound once: .labels() per attempt costs
+        # about four times the .inc().
+        self._attempts: dict[tuple[str, str], Any] = {}
         self.tokens = tokens
         self.wildcards = sorted(((n[:-1], g) for n, g in models.items() if n.endswith("*")), key=lambda x: -len(x[0]))
         self.strategies: dict[str, Pick] = {
@@ -128,11 +131,11 @@ class Router:
                     f"No deployment of `{ctx.model}` is available (drained, circuit open, over capacity or outside "
                     "the request's constraints)."
                 )
-            fresh = [h for h in candidates if h.deployment.id not in tried] or candidates
+            fresh = [h for h in candidates if h.id not in tried] or candidates
             health, reason = pick(fresh, ctx)
             if not health.breaker.allow(now):  # the probe slot went to another request since available()
                 continue
-            tried.add(health.deployment.id)
+            tried.add(health.id)
             probe = health.breaker.state == "half-open"  # this attempt holds the breaker's one probe slot
             try:
                 reply = await self._attempt(ctx, health)
@@ -143,13 +146,13 @@ class Router:
                     health.breaker.release()
                 provider = health.deployment.provider
                 if not exc.retryable or retries >= self.config.retries:
-                    self.metrics.attempts.labels(provider, "failed").inc()
+                    self._count(provider, "failed")
                     raise
                 if not health.budget.withdraw(self.health.clock()):
-                    self.metrics.attempts.labels(provider, "failed").inc()
+                    self._count(provider, "failed")
                     self.events.emit("retry_budget_exhausted", deployment=health.deployment.id)
                     raise
-                self.metrics.attempts.labels(provider, "retry").inc()
+                self._count(provider, "retry")
                 retries += 1
                 delay = backoff_delay(retries, self.config.backoff, retry_after_seconds(exc.headers.get("retry-after")))
                 if delay > self.config.backoff.max_s and len(group.deployments) == 1:
@@ -162,8 +165,14 @@ class Router:
                     health.breaker.release()
                 raise
             ctx.route_reason = reason
-            self.metrics.attempts.labels(health.deployment.provider, "ok").inc()
+            self._count(health.deployment.provider, "ok")
             return reply
+
+    def _count(self, provider: str, outcome: str) -> None:
+        child = self._attempts.get((provider, outcome))
+        if child is None:
+            child = self._attempts[provider, outcome] = self.metrics.attempts.labels(provider, outcome)
+        child.inc()
 
     async def _attempt(self, ctx: RequestContext, health: DeploymentHealth) -> Reply:
         deployment = health.deployment
@@ -183,12 +192,12 @@ class Router:
             )
         except BaseException:
             health.in_flight -= 1
-            ctx.add_span(f"attempt:{deployment.id}:failed", start)
+            ctx.add_span(f"{health.span}:failed", start)
             raise
         finally:
             upstream_request.reset(token)
         # One span per attempt, in the record's spans beside the filters' (for a stream: until its headers).
-        ctx.add_span(f"attempt:{deployment.id}", start)
+        ctx.add_span(health.span, start)
         if reply.stream is not None:
             ctx.open_stream = True
         else:

@@ -29,7 +29,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.server import ServerState
 
 from gateway.config import ServerConfig
@@ -234,6 +240,83 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if transport.can_write_eof():
             transport.write_eof()
         self.loop.call_later(LINGER_S, transport.close)
+
+
+# Names that make uvicorn's cycle frame the body otherwise (or close the connection): an answer with one of them
+# goes through its send.
+_FRAMING = (b"content-length", b"transfer-encoding", b"connection")
+
+
+def send_whole(send: Callable[..., Any], status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+    """Send a whole answer in one write, when `send` is uvicorn's own (the cycle's bound method) and the answer is
+    an ordinary one; False (nothing sent) otherwise, and the caller sends it through the ASGI messages.
+
+    The bytes are those uvicorn's send would write for http.response.start then http.response.body (the status
+    line, the server's default headers, the answer's, a chunked body), and the cycle ends as it would: one
+    transport write instead of two (a system call), two messages and their awaits, and the check of each header
+    made once over all of them. Anything uvicorn's send treats otherwise (a header it would refuse, lower-case or
+    frame by, a connection to close, a HEAD, writes paused, a client gone) goes through its send unchanged."""
+    cycle = getattr(send, "__self__", None)
+    if (
+        type(cycle) is not RequestResponseCycle
+        or cycle.response_started
+        or cycle.disconnected
+        or not cycle.keep_alive
+        or cycle.access_log
+        or cycle.flow.write_paused
+        or cycle.scope["method"] == "HEAD"
+    ):
+        return False
+    parts = [STATUS_LINE[status]]
+    names = []
+    values = []
+    for name, value in cycle.default_headers:
+        parts += (name, b": ", value, b"\r\n")
+    for name, value in headers:
+        names.append(name)
+        values.append(value)
+        parts += (name, b": ", value, b"\r\n")
+    joined = b"".join(names)
+    if (
+        HEADER_RE.search(joined)
+        or HEADER_VALUE_RE.search(b"".join(values))
+        or joined.lower() != joined
+        or any(framing in joined for framing in _FRAMING)
+    ):
+        return False
+    if body:
+        parts += (b"transfer-encoding: chunked\r\n\r\n%x\r\n" % len(body), body, b"\r\n0\r\n\r\n")
+    else:
+        parts.append(b"transfer-encoding: chunked\r\n\r\n0\r\n\r\n")
+    cycle.response_started = True
+    cycle.waiting_for_100_continue = False
+    cycle.chunked_encoding = True
+    cycle.transport.write(b"".join(parts))
+    cycle.response_complete = True
+    cycle.message_event.set()
+    cycle.on_response()
+    return True
+
+
+def body_received(receive: Callable[..., Any]) -> bytes | None:
+    """The request's body when it has arrived whole and `receive` is uvicorn's own (the cycle's bound method): what
+    its receive() would return as the one http.request message, taken as it takes it, without the coroutines of
+    the receive and its wait on an event already set, nor the message. None otherwise (nothing taken): the caller
+    receives as usual."""
+    cycle = getattr(receive, "__self__", None)
+    if (
+        type(cycle) is not RequestResponseCycle
+        or cycle.more_body
+        or cycle.disconnected
+        or cycle.response_complete
+        or cycle.waiting_for_100_continue
+    ):
+        return None
+    cycle.flow.resume_reading()
+    cycle.message_event.clear()
+    body = bytes(cycle.body)
+    cycle.body = bytearray()
+    return body
 
 
 class _CycleTransport:

@@ -12,7 +12,7 @@ import pytest
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from gateway.server.protocol import BoundedHttpToolsProtocol, EdgeLimits
+from gateway.server.protocol import BoundedHttpToolsProtocol, EdgeLimits, body_received, send_whole
 
 
 async def echo_length(scope: Any, receive: Any, send: Any) -> None:
@@ -112,3 +112,104 @@ def test_a_head_is_served_up_to_the_cap_and_refused_past_it_however_its_bytes_ar
         if head > cap:
             break
     assert statuses == expected, (cap, heads)
+
+
+ANSWERS = [
+    (200, [(b"content-type", b"application/json"), (b"x-request-id", b"abc")], b'{"ok":true}'),
+    (429, [(b"content-type", b"application/json"), (b"retry-after", b"1")], b""),
+    (200, [(b"x-gateway-model", b"bad\r\nvalue")], b"x"),  # refused by uvicorn: not sent whole
+    (200, [(b"X-Upper", b"1")], b"x"),  # lower-cased by uvicorn
+    (200, [(b"content-length", b"1")], b"x"),  # framed by the app
+    (200, [(b"connection", b"close")], b"x"),
+]
+
+
+async def answer_both_ways(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> list[Any]:
+    """The bytes written and the cycle's state after an answer through uvicorn's send, then through send_whole
+    (falling back to uvicorn's send as send_json does), on two connections served alike."""
+    outcomes: list[Any] = []
+    for whole in (False, True):
+        sent: dict[str, Any] = {}
+
+        async def app(scope: Any, receive: Any, send: Any, whole: bool = whole, sent: dict[str, Any] = sent) -> None:
+            try:
+                sent["whole"] = whole and send_whole(send, status, headers, body)
+                if not sent["whole"]:
+                    await send({"type": "http.response.start", "status": status, "headers": headers})
+                    await send({"type": "http.response.body", "body": body})
+            except RuntimeError as exc:
+                sent["error"] = str(exc)
+                raise
+            sent["cycle"] = send.__self__
+
+        config = Config(app, lifespan="off", log_level="critical", access_log=False)
+        state = ServerState()
+        state.default_headers = [(b"date", b"Mon, 07 Dec 2026 03:00:00 GMT")]
+        protocol = BoundedHttpToolsProtocol(config, state, {}, limits=EdgeLimits())
+        transport = Transport()
+        protocol.connection_made(transport)
+        protocol.data_received(b"POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}")
+        for _ in range(50):
+            await asyncio.sleep(0)
+        cycle = sent.get("cycle")
+        flags = (cycle.response_started, cycle.response_complete, cycle.chunked_encoding) if cycle else None
+        outcomes.append((bytes(transport.written), sent.get("error"), flags, transport.closing, state.total_requests))
+        protocol.connection_lost(None)
+    outcomes.append(sent["whole"])
+    return outcomes
+
+
+@pytest.mark.parametrize("answer", ANSWERS)
+def test_a_whole_answer_is_sent_as_uvicorns_send_would(answer):
+    through_send, whole, sent_whole = asyncio.run(answer_both_ways(*answer))
+    assert whole == through_send
+    assert sent_whole == (answer in ANSWERS[:2])  # the others went through uvicorn's send
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}",
+        b"POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\n{}",  # half of it: received as usual
+        b"POST /x HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n{}",
+    ],
+)
+def test_a_whole_body_is_taken_as_uvicorns_receive_would(raw):
+    async def both_ways() -> list[Any]:
+        outcomes: list[Any] = []
+        for whole in (False, True):
+            seen: dict[str, Any] = {}
+
+            async def app(
+                scope: Any, receive: Any, send: Any, whole: bool = whole, seen: dict[str, Any] = seen
+            ) -> None:
+                body = body_received(receive) if whole else None
+                seen["whole"] = body is not None
+                if body is None:
+                    message = await receive()
+                    body = message["body"]
+                cycle = receive.__self__
+                seen["state"] = (body, bytes(cycle.body), cycle.message_event.is_set(), cycle.more_body)
+                await send({"type": "http.response.start", "status": 200, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+
+            config = Config(app, lifespan="off", log_level="critical", access_log=False)
+            protocol = BoundedHttpToolsProtocol(config, ServerState(), {}, limits=EdgeLimits())
+            transport = Transport()
+            protocol.connection_made(transport)
+            protocol.data_received(raw)
+            for _ in range(50):
+                await asyncio.sleep(0)
+            if "state" not in seen:  # waiting for the rest of its body
+                protocol.data_received(b"{}")
+                for _ in range(50):
+                    await asyncio.sleep(0)
+            outcomes.append((seen["state"], bytes(transport.written), transport.reading))
+            protocol.connection_lost(None)
+        outcomes.append(seen["whole"])
+        return outcomes
+
+    through_receive, whole, taken = asyncio.run(both_ways())
+    assert whole == through_receive
+    assert taken == (b"content-length: 4" not in raw and b"expect" not in raw)
