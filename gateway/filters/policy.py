@@ -8,6 +8,7 @@ from `ctx.policy`. With no policy matching, the request pays for one evaluation 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter
@@ -22,6 +23,7 @@ from gateway.reply import Reply
 
 if TYPE_CHECKING:
     from gateway.components import Components
+    from gateway.policy.evaluate import PolicySet
     from gateway.policy.registry import PolicyRegistry
     from gateway.telemetry.tokens import TokenCounter
 
@@ -39,6 +41,9 @@ class PolicyFilter(Stage):
             registry=registry,
         )
         self._children: dict[tuple[str, str], Any] = {}
+        # Decisions by the facts they were made on, for the PolicySet in force (see _decide).
+        self._decided: dict[tuple[Any, ...], tuple[dict[str, str], Decision]] = {}
+        self._decided_by: PolicySet | None = None
 
     @classmethod
     def build(cls, components: Components) -> PolicyFilter:
@@ -48,16 +53,7 @@ class PolicyFilter(Stage):
         policies = self.registry.current
         if not len(policies):
             return None
-        count = None
-        if policies.needs_tokens:
-            tokens, endpoint, model, body = self.tokens, ctx.endpoint, ctx.model, ctx.body
-
-            def count() -> int:
-                return tokens.count_prompt(endpoint, model, body)
-
-        metadata = request_metadata(ctx.body, ctx.headers) if policies.needs_metadata else None
-        facts = Facts.from_request(ctx.body, ctx.endpoint, ctx.principal, 0, metadata, count_tokens=count)
-        decision = policies.evaluate(facts)
+        decision = self._decide(ctx, policies)
         if decision is NO_DECISION:
             return None
         ctx.policy = decision
@@ -82,6 +78,58 @@ class PolicyFilter(Stage):
         if decision.rewrite and apply_rewrite(ctx.body, decision, ctx.endpoint):
             ctx.body_changed = True
         return None
+
+    def _decide(self, ctx: RequestContext, policies: PolicySet) -> Decision:
+        """The policies' decision on the request's facts. Most requests repeat the facts of an earlier one (the same
+        key asking for the same model), so a decision is kept by its facts and reused, but only where every fact it
+        rests on is in the key: the principal's fields and metadata (compared whole), the body's model, stream and
+        tools, the endpoint. Never when a policy reads the request's own metadata, nor when the evaluation read the
+        prompt's tokens (those differ from prompt to prompt). Kept for one PolicySet: a reload starts afresh."""
+        body = ctx.body
+        if policies.needs_metadata or not isinstance(body, Mapping):
+            return self._evaluate(ctx, policies)
+        if self._decided_by is not policies:
+            self._decided.clear()
+            self._decided_by = policies
+        principal = ctx.principal
+        model = body.get("model")
+        key = (
+            principal.key_id,
+            principal.name,
+            principal.team,
+            principal.project,
+            principal.user,
+            principal.role,
+            model if isinstance(model, str) else "",
+            ctx.endpoint,
+            body.get("stream") is True,
+            bool(body.get("tools") or body.get("functions")),
+        )
+        entry = self._decided.get(key)
+        if entry is not None and entry[0] == principal.metadata:
+            return entry[1]
+        count = self._counter(ctx) if policies.needs_tokens else None
+        facts = Facts.from_request(body, ctx.endpoint, principal, 0, None, count_tokens=count)
+        decision = policies.evaluate(facts)
+        if count is None or facts.count_tokens is not None:  # the tokens were not read: the facts above decided
+            if len(self._decided) >= 4096:
+                self._decided.clear()
+            self._decided[key] = (dict(principal.metadata), decision)
+        return decision
+
+    def _evaluate(self, ctx: RequestContext, policies: PolicySet) -> Decision:
+        count = self._counter(ctx) if policies.needs_tokens else None
+        metadata = request_metadata(ctx.body, ctx.headers) if policies.needs_metadata else None
+        facts = Facts.from_request(ctx.body, ctx.endpoint, ctx.principal, 0, metadata, count_tokens=count)
+        return policies.evaluate(facts)
+
+    def _counter(self, ctx: RequestContext) -> Callable[[], int]:
+        tokens, endpoint, model, body = self.tokens, ctx.endpoint, ctx.model, ctx.body
+
+        def count() -> int:
+            return tokens.count_prompt(endpoint, model, body)
+
+        return count
 
     def _record(self, ctx: RequestContext, decision: Decision) -> None:
         tags = ctx.tags

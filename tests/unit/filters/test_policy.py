@@ -135,3 +135,67 @@ async def test_a_shadow_policy_is_recorded_and_never_acts():
     assert await filt.on_request(ctx) is None
     assert ctx.tags["policies_shadow"] == "would-deny"
     assert decisions(registry, "would-deny", "shadow") == 1
+
+
+CAP = """
+    policies:
+      - name: free-cap
+        match: {plan: free, tokens: {gt: 100}}
+        actions:
+          deny: {status: 400, code: prompt_too_long, message: "Too long."}
+      - name: free-tag
+        match: {plan: free}
+        actions:
+          tag: {tier: free}
+"""
+
+
+@pytest.mark.anyio
+async def test_a_decision_kept_by_its_facts_follows_the_key_s_metadata_and_model():
+    filt, tokens, _ = policy_filter(CAP, tokens=500)
+    pro = Principal(name="app", project="p1", metadata={"plan": "pro"})
+    for _ in range(2):  # the second request reuses the first's decision: the same facts, no tokens read
+        ctx = make_ctx(principal=pro)
+        await filt.on_request(ctx)
+        assert ctx.policy is None
+    assert tokens.asked == 0
+    pro.metadata["plan"] = "free"  # the same key, now on the free plan: decided again, and the cap applies
+    with pytest.raises(PolicyDenied):
+        await filt.on_request(make_ctx(principal=pro))
+    assert tokens.asked == 1
+
+
+@pytest.mark.anyio
+async def test_a_decision_that_read_the_tokens_is_not_kept():
+    filt, tokens, _ = policy_filter(CAP, tokens=10)
+    for i in range(3):
+        ctx = make_ctx(principal=FREE)
+        await filt.on_request(ctx)
+        assert ctx.tags["tier"] == "free"
+        assert tokens.asked == i + 1  # every prompt counted: its own tokens decide
+    tokens.count = 500
+    with pytest.raises(PolicyDenied):
+        await filt.on_request(make_ctx(principal=FREE))
+
+
+@pytest.mark.anyio
+async def test_a_reloaded_policy_set_decides_afresh():
+    filt, _, _ = policy_filter("""
+        policies:
+          - name: tag-p1
+            match: {project: p1}
+            actions:
+              tag: {seen: "yes"}
+    """)  # fmt: skip
+    ctx = make_ctx(principal=FREE)
+    await filt.on_request(ctx)
+    assert ctx.tags["seen"] == "yes"
+    filt.registry.current = PolicySet(
+        parse_policies(
+            "policies:\n  - name: other\n    match: {project: p2}\n    actions:\n      tag: {seen: 'no'}\n", "t.yaml"
+        )
+    )  # type: ignore[misc]
+    ctx = make_ctx(principal=FREE)
+    await filt.on_request(ctx)
+    assert ctx.policy is None
+    assert "seen" not in ctx.tags
