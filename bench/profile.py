@@ -36,8 +36,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-# (component, pattern over one frame "function (file:line)"). The first rule that matches the deepest gateway
-# frame wins; file paths are matched from "gateway/" on.
+# (component, pattern over "gateway/<path> <function>" of the deepest gateway frame): the first that matches wins.
+# Paths of earlier layouts (telemetry/sinks.py, limits/...) are matched too, so that a profile of older code
+# compares with today's.
 GATEWAY_RULES: list[tuple[str, str]] = [
     (
         "body: read, parse, validate",
@@ -45,18 +46,18 @@ GATEWAY_RULES: list[tuple[str, str]] = [
     ),
     ("filter: auth", r"gateway/filters/auth\.py|gateway/identity/"),
     ("filter: policy", r"gateway/filters/policy\.py|gateway/policy/"),
-    ("filter: ratelimit", r"gateway/filters/ratelimit|gateway/state/"),
+    ("filter: ratelimit", r"gateway/filters/ratelimit|gateway/state/|gateway/limits/"),
     ("filter: guardrails", r"gateway/filters/guardrails\.py|gateway/guardrails/"),
     ("routing", r"gateway/filters/route\.py|gateway/routing/"),
     ("upstream call (provider)", r"gateway/providers/"),
     ("record building", r"gateway/telemetry/(recorder|pricing|tokens|content)\.py|gateway/store/records\.py"),
     ("telemetry queue", r"gateway/telemetry/queue\.py"),
-    ("store writer", r"gateway/store/|gateway/sinks/(outbox|spool|deadletter)\.py"),
-    ("access log", r"gateway/sinks/access_log\.py"),
-    ("sinks (exporters)", r"gateway/sinks/(exporters|otel)\.py"),
-    ("similarity", r"gateway/similarity/"),
+    ("access log", r"gateway/(sinks|telemetry)/access_log\.py"),
+    ("sinks (exporters)", r"gateway/sinks/(exporters|otel)\.py|gateway/telemetry/(sinks|otel)\.py"),
+    ("store writer", r"gateway/store/|gateway/(sinks|telemetry)/(outbox|spool|deadletter|sink_metrics)\.py"),
+    ("similarity", r"gateway/similarity/|gateway/telemetry/(similarity|embedding)\.py"),
     ("metrics", r"gateway/telemetry/metrics\.py"),
-    ("response", r"gateway/api/(streaming|http)\.py"),
+    ("response", r"gateway/api/(streaming|http)\.py|gateway/server/protocol\.py send_whole"),
     ("server", r"gateway/server/|gateway/app\.py"),
     ("request driver", r"gateway/api/|gateway/pipeline\.py|gateway/context\.py|gateway/reply\.py"),
     ("other gateway code", r"gateway/"),
