@@ -32,6 +32,14 @@ class Kind:
     convert: Callable[[Any], Any]
 
 
+def _utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _text(value: Any) -> str:
     if value is None:
         return ""
@@ -110,7 +118,8 @@ def _real(default: float | None) -> Callable[[Any], float | None]:
 
 
 # `v - v == 0.0` is false for NaN and the infinities.
-TEXT = Kind("text", "type(v) is str", _text)
+# A str with a lone surrogate is not UTF-8: both stores refuse it, so only ASCII or encodable text fits as it is.
+TEXT = Kind("text", "type(v) is str and (v.isascii() or _utf8(v))", _text)
 INTEGER = Kind("integer", f"type(v) is int and {-_INT32 - 1} <= v <= {_INT32}", _integer(_INT32))  # PostgreSQL's
 BIGINT = Kind("bigint", f"type(v) is int and {-_INT64 - 1} <= v <= {_INT64}", _integer(_INT64))
 REAL = Kind("real", "type(v) is float and v - v == 0.0", _real(0.0))
@@ -171,7 +180,7 @@ def _compile_typed(fields: dict[str, Kind]) -> Callable[[Record], Record]:
     subscript; a record missing a field is given the field's empty value first)."""
     builtins = ("type", "str", "int", "float", "bool", "list", "dict")
     lines = [f"def typed(record, {', '.join(f'{b}={b}' for b in builtins)}):", "    try:"]
-    scope: dict[str, Any] = {"_fill": _fill}
+    scope: dict[str, Any] = {"_fill": _fill, "_utf8": _utf8}
     for i, (name, kind) in enumerate(fields.items()):
         scope[f"_convert{i}"] = kind.convert
         lines += [

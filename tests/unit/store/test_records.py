@@ -218,3 +218,14 @@ async def test_an_sqlite_driver_raising_anything_on_any_row_costs_that_row_only(
     written = {r["id"] for r in await store.recent(limit=1000)}
     assert written == {r["id"] for r in records} - poison.keys()
     await store.close()
+
+
+def test_a_lone_surrogate_in_any_text_field_is_made_encodable() -> None:
+    """Both stores refuse text that is not UTF-8; hypothesis once found it in `endpoint`: every text field, at once."""
+    from gateway.store.records import RECORD_FIELDS, TEXT
+
+    texts = [name for name, kind in RECORD_FIELDS.items() if kind is TEXT]
+    record = typed({name: "a\ud800b" for name in texts})
+    for name in texts:
+        record[name].encode("utf-8")  # raises if a lone surrogate is left
+        assert record[name].startswith("a") and record[name].endswith("b")
