@@ -237,6 +237,24 @@ def json_answer(content: bytes, provider: str) -> dict[str, Any]:
     return data
 
 
+class FeedsPayloads:
+    """feed_all, written once for the translators: each payload fed in turn, up to the one that stops the stream
+    (the end of the answer, or an error event). A translator defines feed() and stopped."""
+
+    stopped: bool
+
+    def feed(self, payload: bytes) -> list[bytes]:
+        raise NotImplementedError
+
+    def feed_all(self, payloads: list[bytes]) -> list[bytes]:
+        out: list[bytes] = []
+        for payload in payloads:
+            out += self.feed(payload)
+            if self.stopped:
+                break
+        return out
+
+
 class StreamTranslator(Protocol):
     """A stream in another API's events, translated: the upstream's event payloads in, OpenAI chunk payloads out."""
 

@@ -8,9 +8,10 @@ import orjson
 
 from gateway.providers.anthropic.errors import openai_error
 from gateway.providers.anthropic.translate import finish_reason, openai_usage, usage_of
+from gateway.providers.base import FeedsPayloads
 
 
-class StreamTranslator:
+class StreamTranslator(FeedsPayloads):
     """Anthropic's stream events in, OpenAI `chat.completion.chunk` payloads out.
 
     Anthropic numbers content blocks (text, tool_use, thinking...); OpenAI has one content string and numbered
@@ -62,15 +63,6 @@ class StreamTranslator:
 
     def _delta(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         return self._head + orjson.dumps({"index": 0, "delta": delta, "finish_reason": finish}) + b"]}"
-
-    def feed_all(self, payloads: list[bytes]) -> list[bytes]:
-        """The chunks for these event payloads, up to the end of the message or an error event."""
-        out: list[bytes] = []
-        for payload in payloads:
-            out += self.feed(payload)
-            if self.stopped:
-                break
-        return out
 
     def feed(self, payload: bytes) -> list[bytes]:
         try:

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from gateway.context import Usage
+from gateway.providers.base import FeedsPayloads
 from gateway.providers.gemini.errors import openai_error
 from gateway.providers.gemini.translate import content_of, finish_reason, openai_usage, prompt_block, usage_of
 from gateway.providers.sse import SSEDecoder
@@ -20,7 +21,7 @@ def event_decoder() -> SSEDecoder:
     return SSEDecoder(bare_json=True)
 
 
-class StreamTranslator:
+class StreamTranslator(FeedsPayloads):
     """GenerateContentResponse events in, OpenAI `chat.completion.chunk` payloads out.
 
     Each candidate is a choice: a role chunk when it first appears, its text as content deltas, and each function
@@ -54,14 +55,6 @@ class StreamTranslator:
 
     def _delta(self, index: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
         return self._head + orjson.dumps({"index": index, "delta": delta, "finish_reason": finish}) + b"]}"
-
-    def feed_all(self, payloads: list[bytes]) -> list[bytes]:
-        out: list[bytes] = []
-        for payload in payloads:
-            out += self.feed(payload)
-            if self.stopped:
-                break
-        return out
 
     def feed(self, payload: bytes) -> list[bytes]:
         try:
