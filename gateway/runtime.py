@@ -69,7 +69,14 @@ class Gateway:
         self.state: StateBackend = open_state(config.state.backend)
         self.store: Store | None = open_store(config.telemetry.store, query_timeout_s=config.telemetry.query_timeout_s)
         self.maintenance = (
-            StoreMaintenance(self.store, config.telemetry, self.metrics.registry) if self.store is not None else None
+            StoreMaintenance(
+                self.store,
+                config.telemetry,
+                self.metrics.registry,
+                responses_retention_days=config.responses.retention_days,
+            )
+            if self.store is not None
+            else None
         )
         prices = self._load_prices()
         tokens = self._token_counter()
