@@ -94,7 +94,7 @@ class Conversations:
             del self._unsaved[oldest]
             self._not_stored.inc()
         self._waiting.set(len(self._unsaved))
-        if self._task is None:
+        if self._task is None or self._task.done():  # done: a bug ended it (tasks.spawn logged it); a new one
             self._task = tasks.spawn(self._writer(), name="responses-writer")
         self._wake.set()
 
