@@ -11,6 +11,7 @@ from openai.types.responses import ResponseItem
 from pydantic import TypeAdapter
 
 from gateway.errors import InvalidRequest
+from gateway.providers.openai.responses.answer import to_response
 from gateway.providers.openai.responses.request import to_chat_request
 
 RID = "r1"
@@ -170,6 +171,43 @@ def test_function_calls_merge_into_the_assistant_message_and_outputs_become_tool
     assert normalised[3]["id"] == "in_r1_3"
     for item in normalised:
         ITEM.validate_python(item)
+
+
+def test_an_earlier_turns_output_with_tool_calls_is_history_for_the_next() -> None:
+    first = items("weather in Oslo?")
+    answer = {
+        "choices": [
+            {
+                "message": {
+                    "content": "Looking.",
+                    "tool_calls": [
+                        {"id": "call_a", "type": "function", "function": {"name": "get", "arguments": "{}"}}
+                    ],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ]
+    }
+    output = to_response(
+        answer, {"model": "demo", "input": "x"}, request_id=RID, model="demo", created_at=0, usage=None
+    )
+    history = first + output["output"]
+    chat = translate(history, input=[{"type": "function_call_output", "call_id": "call_a", "output": "rain"}])
+    assert chat["messages"] == [
+        {"role": "user", "content": "weather in Oslo?"},
+        {
+            "role": "assistant",
+            "content": "Looking.",
+            "tool_calls": [{"id": "call_a", "type": "function", "function": {"name": "get", "arguments": "{}"}}],
+        },
+        {"role": "tool", "tool_call_id": "call_a", "content": "rain"},
+    ]
+
+
+def test_an_assistant_message_with_input_text_parts_is_output_text() -> None:
+    (item,) = items([{"role": "assistant", "content": [{"type": "input_text", "text": "said"}]}])
+    assert item["content"] == [{"type": "output_text", "text": "said", "annotations": []}]
+    ITEM.validate_python(item)
 
 
 def test_an_item_reference_brings_the_earlier_item() -> None:
@@ -336,7 +374,36 @@ JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=20,
 )
-KEYS = st.sampled_from(
+TEXT = st.text(max_size=5)
+NAME = st.text(min_size=1, max_size=5)
+PART = st.fixed_dictionaries({"type": st.just("input_text"), "text": TEXT}) | st.fixed_dictionaries(
+    {"type": st.sampled_from(["input_image", "input_file", "output_text", "refusal"])},
+    optional={"image_url": NAME, "file_id": NAME, "detail": st.sampled_from(["auto", "low"]), "text": TEXT},
+)
+GOOD_ITEM = (
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "assistant", "system", "developer"]), "content": TEXT | st.lists(PART)},
+        optional={"type": st.just("message"), "id": NAME},
+    )
+    | st.fixed_dictionaries(
+        {"type": st.just("function_call"), "call_id": NAME, "name": NAME, "arguments": TEXT},
+        optional={"id": NAME},
+    )
+    | st.fixed_dictionaries(
+        {"type": st.just("function_call_output"), "call_id": NAME, "output": TEXT | st.lists(PART, max_size=2)}
+    )
+    | st.fixed_dictionaries({"type": st.just("reasoning"), "summary": st.just([])}, optional={"id": NAME})
+)
+ITEM_KEYS = st.sampled_from(["type", "role", "content", "call_id", "name", "arguments", "output", "id", "summary"])
+# A good item, now and then with one field replaced by any JSON value.
+NOISY_ITEM = st.tuples(GOOD_ITEM, st.just({}) | st.dictionaries(ITEM_KEYS, JSON, max_size=1)).map(
+    lambda pair: {**pair[0], **pair[1]}
+)
+TOOL = st.fixed_dictionaries(
+    {"type": st.just("function"), "name": NAME},
+    optional={"parameters": st.just({"type": "object"}), "strict": st.booleans(), "description": TEXT},
+)
+BODY_KEYS = st.sampled_from(
     [
         "model",
         "input",
@@ -354,33 +421,24 @@ KEYS = st.sampled_from(
         "background",
         "include",
         "user",
+        "store",
     ]
 )
-ITEM_SHAPES = st.fixed_dictionaries(
-    {},
+GOOD_BODY = st.fixed_dictionaries(
+    {"model": NAME, "input": TEXT | st.lists(NOISY_ITEM, min_size=1, max_size=5)},
     optional={
-        "type": st.sampled_from(["message", "function_call", "function_call_output", "reasoning", "item_reference"])
-        | JSON,
-        "role": st.sampled_from(["user", "assistant", "system", "developer"]) | JSON,
-        "content": st.text(max_size=5)
-        | st.lists(
-            st.fixed_dictionaries(
-                {"type": st.sampled_from(["input_text", "input_image", "input_file", "output_text", "refusal"])},
-                optional={"text": JSON, "image_url": JSON, "file_id": JSON, "detail": JSON, "refusal": JSON},
-            ),
-            max_size=3,
-        )
-        | JSON,
-        "call_id": st.text(max_size=3) | JSON,
-        "name": st.text(max_size=3) | JSON,
-        "arguments": JSON,
-        "output": JSON,
-        "id": JSON,
+        "instructions": TEXT,
+        "tools": st.lists(TOOL, max_size=2),
+        "tool_choice": st.sampled_from(["auto", "none", "required"]),
+        "text": st.sampled_from([{"format": {"type": "json_object"}}, {"format": {"type": "text"}}]),
+        "temperature": st.floats(0, 2),
+        "max_output_tokens": st.integers(16, 1000),
+        "stream": st.booleans(),
     },
 )
-BODIES = st.dictionaries(KEYS, JSON, max_size=6) | st.fixed_dictionaries(
-    {"model": st.just("m"), "input": st.lists(ITEM_SHAPES, max_size=4) | JSON},
-    optional={"tools": JSON, "text": JSON, "tool_choice": JSON},
+# A good body, now and then with one field replaced by any JSON value; or any JSON at all.
+BODIES = st.tuples(GOOD_BODY, st.just({}) | st.dictionaries(BODY_KEYS, JSON, max_size=1)).map(
+    lambda pair: {**pair[0], **pair[1]}
 )
 
 
@@ -394,3 +452,6 @@ def test_any_json_body_translates_or_is_refused(body: Any) -> None:
     assert chat["messages"]
     for item in normalised:
         assert item["id"]
+        ITEM.validate_python(item)  # the shapes input_items.list returns
+    # and they always make the next turn's history
+    assert to_chat_request({"model": "m", "input": "next"}, normalised, "r2")[0]["messages"]

@@ -76,7 +76,9 @@ def _message(item: dict[str, Any], item_id: str, at: str) -> dict[str, Any]:
     for i, part in enumerate(content):
         where = f"{at}.content[{i}]"
         checks.obj(part, where)
-        parts.append(_part(part, checks.kind_of(part, where, allowed), where))
+        kind = checks.kind_of(part, where, allowed)
+        # What the assistant said is output text, however the client labelled it.
+        parts.append(_part(part, "output_text" if assistant and kind == "input_text" else kind, where))
     return _message_item(item_id, role, parts)
 
 
