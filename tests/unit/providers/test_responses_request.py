@@ -135,7 +135,13 @@ def test_function_calls_merge_into_the_assistant_message_and_outputs_become_tool
         {"role": "assistant", "content": "Let me look."},
         {"type": "function_call", "call_id": "c1", "name": "get", "arguments": '{"city":"Oslo"}', "id": "fc_1"},
         {"type": "function_call", "call_id": "c2", "name": "get", "arguments": "{}"},
-        {"type": "reasoning", "id": "rs_1", "summary": []},
+        {
+            "type": "reasoning",
+            "id": "rs_1",
+            "summary": [{"type": "summary_text", "text": "thought"}],
+            "encrypted_content": "gAAA",
+            "unknown": 1,
+        },
         {"type": "function_call_output", "call_id": "c1", "output": "rain"},
         {
             "type": "function_call_output",
@@ -168,6 +174,12 @@ def test_function_calls_merge_into_the_assistant_message_and_outputs_become_tool
         {"role": "assistant", "content": None, "tool_calls": [{"id": "c3", **call}]},
     ]
     assert normalised[2]["id"] == "fc_1"  # a given id is kept
+    assert normalised[4] == {
+        "id": "rs_1",
+        "type": "reasoning",
+        "summary": [{"type": "summary_text", "text": "thought"}],
+        "encrypted_content": "gAAA",
+    }
     assert normalised[3]["id"] == "in_r1_3"
     for item in normalised:
         ITEM.validate_python(item)
@@ -326,6 +338,8 @@ def test_text_format_becomes_response_format(fmt: dict[str, Any], expected: dict
             "input[0].output[0].type",
             "invalid_value",
         ),
+        ({"input": [{"type": "reasoning", "summary": [{"type": "x"}]}]}, "input[0].summary[0].type", "invalid_value"),
+        ({"input": [{"type": "reasoning", "summary": [], "content": False}]}, "input[0].content", "invalid_type"),
         ({"temperature": 3}, "temperature", "decimal_above_max_value"),
         ({"temperature": "hot"}, "temperature", "invalid_type"),
         ({"top_p": -1}, "top_p", "decimal_below_min_value"),

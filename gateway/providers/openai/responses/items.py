@@ -158,9 +158,28 @@ def _function_call_output(item: dict[str, Any], item_id: str, at: str) -> dict[s
 
 
 def _reasoning(item: dict[str, Any], item_id: str, at: str) -> dict[str, Any]:
-    """Kept as it came (its encrypted content is for OpenAI only), for input_items.list; no chat message."""
+    """Kept for input_items.list (its encrypted content is for OpenAI only); no chat message comes of it."""
     summary = item.get("summary")
-    return {**item, "id": item_id, "summary": [] if summary is None else checks.array(summary, f"{at}.summary")}
+    out: dict[str, Any] = {
+        "id": item_id,
+        "type": "reasoning",
+        "summary": [] if summary is None else _texts(summary, f"{at}.summary", "summary_text"),
+    }
+    if item.get("content") is not None:
+        out["content"] = _texts(item["content"], f"{at}.content", "reasoning_text")
+    if item.get("encrypted_content") is not None:
+        out["encrypted_content"] = checks.string(item["encrypted_content"], f"{at}.encrypted_content")
+    return out
+
+
+def _texts(value: Any, at: str, kind: str) -> list[dict[str, Any]]:
+    """A reasoning item's summary or content: text parts of one kind."""
+    out = []
+    for i, part in enumerate(checks.array(value, at)):
+        where = f"{at}[{i}]"
+        checks.kind_of(checks.obj(part, where), where, (kind,))
+        out.append({"type": kind, "text": checks.string(part.get("text"), f"{where}.text")})
+    return out
 
 
 _NORMALISERS = {

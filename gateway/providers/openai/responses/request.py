@@ -72,9 +72,8 @@ def to_chat_request(
 
 def _endpoint_fields(body: dict[str, Any]) -> None:
     """The types of the fields the endpoint reads, checked once here with the others."""
-    for name in ("store",):
-        if body.get(name) is not None:
-            checks.boolean(body[name], name)
+    if body.get("store") is not None:
+        checks.boolean(body["store"], "store")
     if body.get("previous_response_id") is not None:
         checks.string(body["previous_response_id"], "previous_response_id", non_empty=True)
     if body.get("truncation") is not None:
@@ -171,8 +170,8 @@ def _tool_choice(value: Any) -> str | dict[str, Any]:
     allowed = []
     for i, tool in enumerate(checks.array(value.get("tools"), "tool_choice.tools")):
         at = f"tool_choice.tools[{i}]"
-        checks.obj(tool, at)
-        if checks.kind_of(tool, at, ("function",)) and tool.get("name") is None:
+        checks.kind_of(checks.obj(tool, at), at, ("function",))
+        if tool.get("name") is None:
             raise checks.missing(f"{at}.name")
         allowed.append({"type": "function", "function": {"name": checks.string(tool["name"], f"{at}.name")}})
     return {"type": "allowed_tools", "allowed_tools": {"mode": mode, "tools": allowed}}
