@@ -10,6 +10,7 @@ import httpx
 import openai
 import orjson
 import pytest
+from hypothesis import given, settings, strategies as st
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
@@ -298,3 +299,55 @@ def test_the_sdk_sees_a_failed_stream_as_response_failed() -> None:
         assert [event.type for event in stream][-1] == "response.failed"
         with pytest.raises(RuntimeError, match=r"response\.completed"):
             stream.get_final_response()
+
+
+# -- any chunks ------------------------------------------------------------------------------------------------
+
+ANY = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=10,
+)
+CALL = st.fixed_dictionaries(
+    {},
+    optional={
+        "index": st.integers(0, 2) | ANY,
+        "id": st.sampled_from(["call_a", "call_b", ""]) | ANY,
+        "function": st.fixed_dictionaries(
+            {}, optional={"name": st.text(max_size=3) | ANY, "arguments": st.text(max_size=3) | ANY}
+        )
+        | ANY,
+    },
+)
+DELTA = st.fixed_dictionaries(
+    {},
+    optional={
+        "content": st.text(max_size=4) | ANY,
+        "refusal": st.text(max_size=4) | ANY,
+        "tool_calls": st.lists(CALL, max_size=2) | ANY,
+    },
+)
+CHUNK = (
+    st.builds(chunk, DELTA, st.sampled_from([None, "stop", "length", "tool_calls", "content_filter"]))
+    | st.just(chunk(usage=USAGE))
+    | st.fixed_dictionaries({"error": ANY})
+    | st.dictionaries(st.sampled_from(["choices", "model", "id"]), ANY, max_size=2)
+)
+
+
+@settings(max_examples=300, database=None, deadline=None)
+@given(chunks=st.lists(CHUNK, max_size=8), fail=st.booleans())
+def test_any_chunks_make_a_well_formed_event_sequence(chunks: list[dict[str, Any]], fail: bool) -> None:
+    run = Run()
+    data = run.feed(chunks)
+    if fail:
+        data += run.encoder.error(UpstreamTimeout("idle"))
+    out = events(data + run.encoder.end())
+    assert types(out)[:2] == ["created", "in_progress"]
+    last = out[-1]
+    assert last["type"] in ("response.completed", "response.incomplete", "response.failed")
+    Response.model_validate(last["response"])
+    assert run.completed == ([] if last["type"] == "response.failed" else [last["response"]])
+    added = {e["output_index"] for e in out if e["type"] == "response.output_item.added"}
+    closed = {e["output_index"] for e in out if e["type"] == "response.output_item.done"}
+    assert closed == (added if last["type"] != "response.failed" else closed & added)
