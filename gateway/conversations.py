@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from gateway import tasks
 from gateway.errors import InvalidRequest, ServiceUnavailable
 from gateway.store.base import ResponseStore, StoredResponse, StoreUnavailable, describe
+from gateway.store.records import json_bytes
 
 logger = logging.getLogger("gateway.responses")
 
@@ -47,6 +48,7 @@ class Conversations:
         store: ResponseStore | None,
         *,
         memory_max: int,
+        memory_max_mb: float = 64.0,
         write_timeout_s: float,
         registry: CollectorRegistry,
         read_timeout_s: float = 5.0,
@@ -59,6 +61,12 @@ class Conversations:
         responses.max_chain, the most turns history() brings back."""
         self.store = store
         self.memory_max = memory_max
+        self.memory_max_bytes = int(memory_max_mb * 1_048_576)
+        # The JSON size of each response in memory, and of each unsaved, and their sums: both are bounded by it.
+        self._memory_sizes: dict[str, int] = {}
+        self._unsaved_sizes: dict[str, int] = {}
+        self._memory_bytes = 0
+        self._unsaved_bytes = 0
         self.write_timeout_s = write_timeout_s
         self.read_timeout_s = read_timeout_s
         self.max_chain = max_chain
@@ -87,13 +95,16 @@ class Conversations:
 
     def save(self, r: StoredResponse) -> None:
         """Keep `r` (replacing a response of the same id): in memory now, in the store soon."""
-        self._remember(r)
+        size = _size(r)
+        self._remember(r, size)
         if self.store is None or self._closing.is_set():
             return
+        self._forget_unsaved(r.id)
         self._unsaved[r.id] = r
-        while len(self._unsaved) > self.memory_max:
-            oldest = next(iter(self._unsaved))
-            del self._unsaved[oldest]
+        self._unsaved_sizes[r.id] = size
+        self._unsaved_bytes += size
+        while len(self._unsaved) > self.memory_max or self._unsaved_bytes > self.memory_max_bytes:
+            self._forget_unsaved(next(iter(self._unsaved)))
             self._not_stored.inc()
         self._waiting.set(len(self._unsaved))
         if self._task is None or self._task.done():  # done: a bug ended it (tasks.spawn logged it); a new one
@@ -158,8 +169,8 @@ class Conversations:
         found = self._known(response_id)
         removed = False
         if found is not None and found.project == project:
-            self._memory.pop(response_id, None)
-            self._unsaved.pop(response_id, None)
+            self._forget(response_id)
+            self._forget_unsaved(response_id)
             self._waiting.set(len(self._unsaved))
             removed = True
             writing = self._writing.get(response_id)
@@ -206,11 +217,25 @@ class Conversations:
             return found
         return self._unsaved.get(response_id)
 
-    def _remember(self, r: StoredResponse) -> None:
+    def _remember(self, r: StoredResponse, size: int | None = None) -> None:
+        """Into memory, the least recently used leaving past memory_max responses or memory_max_mb of their JSON
+        (a response with images in its input weighs megabytes)."""
+        self._forget(r.id)
+        size = _size(r) if size is None else size
         self._memory[r.id] = r
-        self._memory.move_to_end(r.id)
-        while len(self._memory) > self.memory_max:
-            self._memory.popitem(last=False)
+        self._memory_sizes[r.id] = size
+        self._memory_bytes += size
+        while len(self._memory) > self.memory_max or self._memory_bytes > self.memory_max_bytes:
+            self._forget(next(iter(self._memory)))
+
+    def _forget(self, response_id: str) -> None:
+        """Out of memory (it may still be unsaved)."""
+        if self._memory.pop(response_id, None) is not None:
+            self._memory_bytes -= self._memory_sizes.pop(response_id)
+
+    def _forget_unsaved(self, response_id: str) -> None:
+        if self._unsaved.pop(response_id, None) is not None:
+            self._unsaved_bytes -= self._unsaved_sizes.pop(response_id)
 
     def _too_long(self) -> InvalidRequest:
         return InvalidRequest(
@@ -273,5 +298,10 @@ class Conversations:
                 logger.info("stored responses are written again (%d waiting)", len(self._unsaved) - len(batch))
         for r in batch:
             if self._unsaved.get(r.id) is r:
-                del self._unsaved[r.id]
+                self._forget_unsaved(r.id)
         return True
+
+
+def _size(r: StoredResponse) -> int:
+    """What a response weighs in memory, near enough: the size of its JSON."""
+    return len(json_bytes(r.response)) + len(json_bytes(r.input_items))

@@ -361,6 +361,9 @@ class Batches:
     async def save_responses(self, responses: list[StoredResponse]) -> None:
         self.batches.append(len(responses))
 
+    async def get_response(self, response_id: str, *, project: str) -> StoredResponse | None:
+        return None
+
 
 async def test_responses_saved_together_are_written_in_batches() -> None:
     """One transaction per batch, not per response: a commit each cost the store's thread +30 % CPU a request."""
@@ -370,4 +373,19 @@ async def test_responses_saved_together_are_written_in_batches() -> None:
         conv.save(turn(n))
     await until(lambda: not conv._unsaved, 10)
     assert store.batches == [256, 44]
+    await conv.close()
+
+
+async def test_memory_is_bounded_by_the_responses_size_too() -> None:
+    """A response whose input carries an image weighs megabytes: memory_max_mb bounds memory and the unsaved."""
+    store = SlowWrites(Batches())  # the writer never finishes: everything stays unsaved
+    conv = conversations(store, memory_max=1000, memory_max_mb=1.0)
+    image = "x" * 300_000
+    for n in range(1, 11):
+        conv.save(StoredResponse(f"resp_{n}", "p1", 0.0, None, {"output": []}, [{"type": "message", "content": image}]))
+    assert 3 * 300_000 <= conv._memory_bytes <= 1_048_576
+    assert conv._unsaved_bytes <= 1_048_576
+    assert await conv.get("resp_10", project="p1") is not None  # the newest stay
+    assert await conv.get("resp_1", project="p1") is None  # the oldest were given up
+    store.release.set()
     await conv.close()
