@@ -20,6 +20,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "POST /v1/completions": DEVELOPER,
     "POST /v1/embeddings": DEVELOPER,
     "POST /v1/messages": DEVELOPER,
+    "POST /v1/messages/count_tokens": DEVELOPER,
     "GET /v1/models": DEVELOPER,
     "GET /admin/deployments": READERS,
     "POST /admin/deployments/{id}/{action}": ADMIN,
@@ -64,6 +65,7 @@ V1_ROUTES: dict[str, str] = {
     "completions": "POST /v1/completions",
     "embeddings": "POST /v1/embeddings",
     "messages": "POST /v1/messages",
+    "messages/count_tokens": "POST /v1/messages/count_tokens",
     "models": "GET /v1/models",
 }
 
