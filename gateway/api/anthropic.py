@@ -82,12 +82,13 @@ class CountTokensEndpoint:
     """POST /v1/messages/count_tokens: `{"input_tokens": N}` for a Messages request's body (no max_tokens needed).
 
     N is the gateway's own count (gateway/telemetry/tokens.py, tiktoken), of the chat request the body becomes on
-    /v1/messages, with the encoding of the model group's first deployment: the figure the rate limits and
-    budgets reserve on, not the one Anthropic's tokenizer would give. Nothing is sent upstream, and nothing is
+    /v1/messages, with the encoding of the model group's first deployment (as the router's context-window check
+    counts): an estimate, not what Anthropic's tokenizer would give. Nothing is sent upstream, and nothing is
     recorded; the caller must still hold a key that may use the model (the pipeline's door, as on /v1/models)."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
+        self.tokens = gateway.components.tokens
         self.max_body = int(gateway.config.server.max_body_mb * 1_048_576)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -112,7 +113,7 @@ class CountTokensEndpoint:
             group = gateway.router.resolve(ctx.model)
             if group is None:
                 raise ModelNotFound(f"model: {ctx.model}", param="model")  # Anthropic's words for it
-            tokens = gateway.components.tokens.count_prompt("chat/completions", group.deployments[0].model, chat)
+            tokens = self.tokens.count_prompt("chat/completions", group.deployments[0].model, chat)
         except GatewayError as exc:
             extra = exc.headers
             if not body_read and unread_body(scope["headers"]):
