@@ -26,6 +26,7 @@ from gateway.api.http import scope_id_headers
 from gateway.api.keys import KeysEndpoint
 from gateway.api.openai import CompletionEndpoint, ModelsEndpoint
 from gateway.api.policies import PoliciesEndpoint
+from gateway.api.responses import ResponsesEndpoint, StoredResponsesEndpoint
 from gateway.api.tail import TailEndpoint
 from gateway.api.traces import TraceExportEndpoint, TracesEndpoint
 from gateway.api.usage import UsageEndpoint
@@ -54,9 +55,12 @@ def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> FastRo
         for endpoint in ("chat/completions", "completions", "embeddings")
     }
     completions["/v1/messages"] = MessagesEndpoint(gateway)  # Anthropic's Messages API, same pipeline
+    completions["/v1/responses"] = ResponsesEndpoint(gateway)  # OpenAI's Responses API, same pipeline
     routes = [
         *(Route(path, endpoint, methods=["POST"]) for path, endpoint in completions.items()),
         Route("/v1/messages/count_tokens", CountTokensEndpoint(gateway), methods=["POST"]),
+        Route("/v1/responses/{id}", StoredResponsesEndpoint(gateway), methods=["GET", "DELETE"]),
+        Route("/v1/responses/{id}/input_items", StoredResponsesEndpoint(gateway, input_items=True), methods=["GET"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", models, methods=["GET"]),
         Route("/admin/deployments", deployments, methods=["GET"]),

@@ -12,6 +12,7 @@ from typing import Any, cast
 from gateway.components import Components
 from gateway.config import GatewayConfig, ModelGroup
 from gateway.context import RequestContext
+from gateway.conversations import Conversations
 from gateway.flags import Features, FlagStore, ProjectGate
 from gateway.guardrails.build import CheckEnv
 from gateway.identity.authenticator import Authenticator
@@ -31,7 +32,7 @@ from gateway.sinks.outbox import BatchSink, Outbox
 from gateway.sinks.spool import Spool
 from gateway.state.base import StateBackend, open_state
 from gateway.state.ratelimits import RateLimits
-from gateway.store.base import Store, key_store, open_store, policy_store
+from gateway.store.base import Store, key_store, open_store, policy_store, response_store
 from gateway.store.maintenance import StoreMaintenance
 from gateway.telemetry.content import ContentLogger
 from gateway.telemetry.events import EventLogSink, Events, WebhookSink, passthrough
@@ -69,7 +70,14 @@ class Gateway:
         self.state: StateBackend = open_state(config.state.backend)
         self.store: Store | None = open_store(config.telemetry.store, query_timeout_s=config.telemetry.query_timeout_s)
         self.maintenance = (
-            StoreMaintenance(self.store, config.telemetry, self.metrics.registry) if self.store is not None else None
+            StoreMaintenance(
+                self.store,
+                config.telemetry,
+                self.metrics.registry,
+                responses_retention_days=config.responses.retention_days,
+            )
+            if self.store is not None
+            else None
         )
         prices = self._load_prices()
         tokens = self._token_counter()
@@ -154,6 +162,15 @@ class Gateway:
         )
         # Built whatever the pipeline: the admin endpoints authenticate with it in every auth mode.
         self.identity = Authenticator(config.auth, key_store(self.store))
+        # The Responses API's stored responses (previous_response_id, GET/DELETE /v1/responses/{id}).
+        self.conversations = Conversations(
+            response_store(self.store) if config.responses.store else None,
+            memory_max=config.responses.memory_max,
+            write_timeout_s=config.telemetry.write_timeout_s,
+            read_timeout_s=config.telemetry.query_timeout_s,
+            max_chain=config.responses.max_chain,
+            registry=self.metrics.registry,
+        )
         # The counters that the ratelimit filter reserves on and /admin/usage reads: without that filter nothing
         # is counted (and no Redis client is made), and /admin/usage reports no limit.
         self.rate_limits = (
@@ -363,6 +380,7 @@ class Gateway:
         for provider in self.providers.values():
             await provider.close()
         await self.identity.close()
+        await self.conversations.close(min(5.0, self.config.server.drain_timeout_s))
         if self.similarity is not None:
             await self.similarity.close(deadline_s=min(5.0, self.config.server.drain_timeout_s))
         if self.store is not None:

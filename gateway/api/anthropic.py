@@ -41,7 +41,7 @@ class MessagesEndpoint(PipelineEndpoint):
     def request_headers(self, headers: Headers) -> Headers:
         return with_api_key(headers)
 
-    def parse(self, body: dict[str, Any], raw: bytes) -> tuple[dict[str, Any], bytes]:
+    async def parse(self, ctx: RequestContext, body: dict[str, Any], raw: bytes) -> tuple[dict[str, Any], bytes]:
         body = to_chat_request(body)
         # Providers forward ctx.raw_body when no filter changed the request: it must be the canonical body.
         return body, orjson.dumps(body)

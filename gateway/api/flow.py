@@ -54,9 +54,10 @@ class PipelineEndpoint:
         """The headers the pipeline reads (the key among them)."""
         return headers
 
-    def parse(self, body: dict[str, Any], raw: bytes) -> tuple[dict[str, Any], bytes]:
+    async def parse(self, ctx: RequestContext, body: dict[str, Any], raw: bytes) -> tuple[dict[str, Any], bytes]:
         """The canonical body (OpenAI's format) and its bytes, from the request's JSON object and its bytes; a
-        GatewayError when the body is not acceptable."""
+        GatewayError when the body is not acceptable. The caller is known (ctx.principal): an ingress may read
+        what the body refers to (the Responses API's previous_response_id, of the caller's project)."""
         raise NotImplementedError
 
     async def answer(self, ctx: RequestContext, reply: Reply, send: Send) -> None:
@@ -100,7 +101,7 @@ class PipelineEndpoint:
                 body_read = True
                 decoded = parse_json_object(raw)
                 ctx.note_requested(decoded)  # a body refused below is still recorded with what it asked for
-                body, raw = self.parse(decoded, raw)
+                body, raw = await self.parse(ctx, decoded, raw)
                 ctx.set_body(raw, body)
                 watch.listen(receive, scope)
                 ctx.watch = watch

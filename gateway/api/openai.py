@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 class CompletionEndpoint(PipelineEndpoint):
     """OpenAI's chat/completions, completions and embeddings: the request's life is PipelineEndpoint's."""
 
-    def parse(self, body: dict[str, Any], raw: bytes) -> tuple[dict[str, Any], bytes]:
+    async def parse(self, ctx: RequestContext, body: dict[str, Any], raw: bytes) -> tuple[dict[str, Any], bytes]:
         validate(self.endpoint, body)
         return body, raw
 

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
+from gateway.config.responses import ResponsesConfig, check_responses
 from gateway.config.telemetry import FeaturesConfig, SimilarityConfig, TelemetryConfig, check_telemetry
 
 ProviderType = Literal["openai", "azure", "anthropic", "gemini", "mock"]
@@ -269,6 +270,7 @@ class GatewayConfig:
     guardrails: GuardrailsConfig = field(default_factory=GuardrailsConfig)
     similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    responses: ResponsesConfig = field(default_factory=ResponsesConfig)
     # Where the file was read from: relative paths inside it (pricing_file) resolve against its folder.
     base_dir: str = "."
 
@@ -481,6 +483,7 @@ def _check_references(config: GatewayConfig, problems: list[tuple[str, str]]) ->
     if config.guardrails.stream_holdback_chars < 0:
         problems.append(("guardrails.stream_holdback_chars", "must not be negative"))
     check_telemetry(config, problems)
+    check_responses(config, problems)
     for name, group in config.models.items():
         if not group.deployments:
             problems.append((f"models.{name}.deployments", "at least one deployment is needed"))
@@ -549,14 +552,10 @@ def _check_references(config: GatewayConfig, problems: list[tuple[str, str]]) ->
         or config.telemetry.store in ("", "none")
     ):
         problems.append(("telemetry.store", "supported: sqlite:///path, postgresql://user@host:5432/db, or none"))
-    for table, days in config.telemetry.retention_days.items():
-        if table not in ("model_cost_logs", "event_logs", "prompt_similarity_logs"):
-            problems.append(
-                (
-                    f"telemetry.retention_days.{table}",
-                    "no such table (model_cost_logs, event_logs, prompt_similarity_logs)",
-                )
-            )
+    for table, days in config.telemetry.retention_days.items():  # responses: check_responses says where it is set
+        tables = "model_cost_logs, event_logs, prompt_similarity_logs"
+        if table not in tables.split(", ") and table != "responses":
+            problems.append((f"telemetry.retention_days.{table}", f"no such table ({tables})"))
         elif days <= 0:
             problems.append((f"telemetry.retention_days.{table}", "must be positive"))
     similarity = config.similarity

@@ -21,6 +21,11 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "POST /v1/embeddings": DEVELOPER,
     "POST /v1/messages": DEVELOPER,
     "POST /v1/messages/count_tokens": DEVELOPER,
+    "POST /v1/responses": DEVELOPER,
+    # The responses an application stored (own project): the application's own conversation state.
+    "GET /v1/responses/{id}": DEVELOPER,
+    "DELETE /v1/responses/{id}": DEVELOPER,
+    "GET /v1/responses/{id}/input_items": DEVELOPER,
     "GET /v1/models": DEVELOPER,
     "GET /admin/deployments": READERS,
     "POST /admin/deployments/{id}/{action}": ADMIN,

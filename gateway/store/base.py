@@ -220,6 +220,38 @@ class PolicyStore(Protocol):
         """A number that grows whenever any policy is saved or deleted: cheap enough to poll every second."""
 
 
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """One response of the Responses API, kept so that a later turn's previous_response_id finds it (on any replica,
+    after a restart) and GET /v1/responses/{id} returns it."""
+
+    id: str  # resp_...
+    project: str
+    created_at: float  # epoch seconds; the row's ts, by which retention removes it
+    previous_response_id: str | None
+    response: dict[str, Any]  # the Response object exactly as GET /v1/responses/{id} returns it
+    input_items: list[dict[str, Any]]  # this turn's input items (with ids), as input_items.list returns them
+
+
+@runtime_checkable
+class ResponseStore(Protocol):
+    """The stored responses (gateway/conversations.py keeps them in memory in front of this), each of one project:
+    a read or a deletion for another project finds nothing."""
+
+    async def save_response(self, r: StoredResponse) -> None:
+        """Insert or replace by id (a row of another project with the same id is left as it is)."""
+
+    async def get_response(self, response_id: str, *, project: str) -> StoredResponse | None: ...
+
+    async def delete_response(self, response_id: str, *, project: str) -> bool:
+        """Whether there was such a response to delete."""
+
+    async def response_chain(self, response_id: str, *, project: str, max_depth: int = 1000) -> list[StoredResponse]:
+        """The response and its predecessors by previous_response_id, oldest first, all of `project` (one recursive
+        query), at most `max_depth` of them (the newest). Empty when the response is not there or is of another
+        project; a predecessor missing (deleted, past retention) or of another project ends the chain there."""
+
+
 @runtime_checkable
 class TraceStore(Protocol):
     """Records read back as traces, time series and usage sums (gateway/store/trace_sql.py and analytics_sql.py
@@ -256,6 +288,11 @@ def trace_store(store: Store | None) -> TraceStore | None:
 
 def policy_store(store: Store | None) -> PolicyStore | None:
     return store if isinstance(store, PolicyStore) else None
+
+
+def response_store(store: Store | None) -> ResponseStore | None:
+    """The store's stored responses, if it keeps them."""
+    return store if isinstance(store, ResponseStore) else None
 
 
 def key_store(store: Store | None) -> KeyStore | None:

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from gateway import tasks
 from gateway.config.telemetry import TelemetryConfig
-from gateway.store.base import Store, StoreUnavailable
+from gateway.store.base import Store, StoreUnavailable, response_store
 
 logger = logging.getLogger("gateway.store")
 
@@ -22,9 +22,20 @@ _DAY_S = 86_400.0
 
 
 class StoreMaintenance:
-    def __init__(self, store: Store, config: TelemetryConfig, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: TelemetryConfig,
+        registry: CollectorRegistry,
+        *,
+        responses_retention_days: float | None = None,
+    ) -> None:
+        """responses_retention_days: the stored responses' (responses.retention_days), when the store keeps them;
+        their own setting, so that telemetry.retention_days cannot keep a conversation for ever nor cut it short."""
         self.store = store
         self.retention = dict(config.retention_days)
+        if responses_retention_days is not None and response_store(store) is not None:
+            self.retention["responses"] = responses_retention_days
         self.interval_s = config.maintenance_interval_s
         self._task: asyncio.Task[None] | None = None
         self._removed = Counter(

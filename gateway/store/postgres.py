@@ -29,13 +29,14 @@ import asyncpg  # type: ignore[import-untyped]
 import orjson
 
 from gateway.config.telemetry import FlagValue
-from gateway.store import postgres_flags, postgres_keys, postgres_policies, similarity_sql
+from gateway.store import postgres_flags, postgres_keys, postgres_policies, postgres_responses, similarity_sql
 from gateway.store.base import (
     RECORD_COLUMNS,
     PolicyVersion,
     Record,
     RecordsRefused,
     Row,
+    StoredResponse,
     StoreUnavailable,
     Unsure,
     write_setting_aside_refused,
@@ -75,8 +76,8 @@ _FAILED = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClient
 
 
 class PostgresStore(TraceQueries):
-    """Store, KeyStore and PolicyStore on PostgreSQL. `schema`: a schema of its own (created at open, and made the
-    search path); None keeps the DSN's search path (usually `public`)."""
+    """Store, KeyStore, PolicyStore and ResponseStore on PostgreSQL. `schema`: a schema of its own (created at open,
+    and made the search path); None keeps the DSN's search path (usually `public`)."""
 
     name = "store"
     dialect = "postgres"
@@ -314,7 +315,7 @@ class PostgresStore(TraceQueries):
         return await self._run(lambda conn: _ensure_partitions(conn, self.schema, days_ahead, at), bounded=False)
 
     async def retention(self, table: str, max_age_s: float, *, now: float | None = None) -> int:
-        """Remove the rows of model_cost_logs or event_logs older than max_age_s; the number removed. Whole days of
+        """Remove the rows of a table of RETENTION_TABLES older than max_age_s; the number removed. Whole days of
         model_cost_logs are dropped, then older rows left in the rest deleted."""
         if table not in RETENTION_TABLES:
             raise ValueError(f"no retention for table {table!r}: one of {sorted(RETENTION_TABLES)}")
@@ -384,6 +385,20 @@ class PostgresStore(TraceQueries):
 
     async def feature_flags_revision(self) -> int:
         return await self._run(postgres_flags.revision)
+
+    # -- stored responses of the Responses API (gateway/conversations.py; gateway/store/postgres_responses.py) --
+
+    async def save_response(self, r: StoredResponse) -> None:
+        await self._run(lambda conn: postgres_responses.save(conn, r))
+
+    async def get_response(self, response_id: str, *, project: str) -> StoredResponse | None:
+        return await self._run(lambda conn: postgres_responses.get(conn, response_id, project))
+
+    async def delete_response(self, response_id: str, *, project: str) -> bool:
+        return await self._run(lambda conn: postgres_responses.delete(conn, response_id, project))
+
+    async def response_chain(self, response_id: str, *, project: str, max_depth: int = 1000) -> list[StoredResponse]:
+        return await self._run(lambda conn: postgres_responses.chain(conn, response_id, project, max_depth))
 
     # -- prompt similarity (gateway/similarity/worker.py; gateway/store/similarity_sql.py holds the SQL) --
 

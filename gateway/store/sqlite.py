@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import orjson
 
 from gateway.config.telemetry import FlagValue
-from gateway.store import similarity_sql, sqlite_flags, sqlite_keys, sqlite_policies
+from gateway.store import similarity_sql, sqlite_flags, sqlite_keys, sqlite_policies, sqlite_responses
 from gateway.store.base import (
     JSON_COLUMNS,
     RECORD_COLUMNS,
@@ -25,6 +25,7 @@ from gateway.store.base import (
     Record,
     RecordsRefused,
     Row,
+    StoredResponse,
     StoreStalled,
     StoreUnavailable,
     Unsure,
@@ -36,7 +37,7 @@ from gateway.store.traces import TraceQueries
 
 T = TypeVar("T")
 
-RETENTION_TABLES = frozenset({"model_cost_logs", "event_logs", "prompt_similarity_logs"})
+RETENTION_TABLES = frozenset({"model_cost_logs", "event_logs", "prompt_similarity_logs", "responses"})
 _COLUMNS = ", ".join(RECORD_COLUMNS)
 _INSERT = f"INSERT INTO model_cost_logs ({_COLUMNS}) VALUES ({', '.join('?' for _ in RECORD_COLUMNS)})"
 # For a batch that may be in the table already (see SQLiteStore._write): only the rows it does not hold, by ts and id.
@@ -219,7 +220,7 @@ class SQLiteStore(TraceQueries):
         return await self._call(query)
 
     async def retention(self, table: str, max_age_s: float) -> int:
-        """Delete the rows of model_cost_logs or event_logs older than max_age_s; the number deleted."""
+        """Delete the rows of a table of RETENTION_TABLES older than max_age_s; the number deleted."""
         if table not in RETENTION_TABLES:
             raise ValueError(f"no retention for table {table!r}: one of {sorted(RETENTION_TABLES)}")
         cutoff = time.time() - max_age_s
@@ -275,6 +276,19 @@ class SQLiteStore(TraceQueries):
 
     async def feature_flags_revision(self) -> int:
         return await self._call(lambda: sqlite_flags.revision(self._require()))
+
+    # Stored responses of the Responses API (gateway/conversations.py; gateway/store/sqlite_responses.py).
+    async def save_response(self, r: StoredResponse) -> None:
+        await self._call(lambda: sqlite_responses.save(self._require(), r))
+
+    async def get_response(self, response_id: str, *, project: str) -> StoredResponse | None:
+        return await self._call(lambda: sqlite_responses.get(self._require(), response_id, project))
+
+    async def delete_response(self, response_id: str, *, project: str) -> bool:
+        return await self._call(lambda: sqlite_responses.delete(self._require(), response_id, project))
+
+    async def response_chain(self, response_id: str, *, project: str, max_depth: int = 1000) -> list[StoredResponse]:
+        return await self._call(lambda: sqlite_responses.chain(self._require(), response_id, project, max_depth))
 
     # Prompt similarity (gateway/similarity/worker.py; gateway/store/similarity_sql.py holds the SQL).
     async def write_similarity(self, rows: Sequence[Record]) -> None:

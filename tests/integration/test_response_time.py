@@ -50,9 +50,13 @@ def test_pipeline_answers_carry_it_and_it_covers_the_overhead(server: tuple[str,
         at_least_overhead(client.post("/v1/embeddings", json={"model": "demo-embedding", "input": "hi"}))
         at_least_overhead(client.post("/v1/messages", json=MESSAGE))
         at_least_overhead(client.post("/v1/messages/count_tokens", json={k: MESSAGE[k] for k in ("model", "messages")}))
-        with client.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as stream:
-            assert stream.status_code == 200
-            at_least_overhead(stream)
+        stored = client.post("/v1/responses", json={"model": "demo", "input": "hi"})
+        at_least_overhead(stored)
+        response_time(client.get(f"/v1/responses/{stored.json()['id']}").headers)
+        for path, body in (("/v1/chat/completions", CHAT), ("/v1/responses", {"model": "demo", "input": "hi"})):
+            with client.stream("POST", path, json={**body, "stream": True}) as stream:
+                assert stream.status_code == 200
+                at_least_overhead(stream)
         # refused: by the pipeline (unknown model), at the door (no key), before the pipeline (a body not JSON)
         for response in (
             client.post("/v1/chat/completions", json={**CHAT, "model": "no-such-model"}),

@@ -119,3 +119,23 @@ def test_the_telemetry_store_s_bounds_must_be_positive():
     ]
     config = parse_config(MINIMAL, source="g.yaml", env={})
     assert (config.telemetry.write_timeout_s, config.telemetry.spill_after_ms) == (2.0, 1000)
+
+
+def test_the_responses_settings_are_checked_and_their_retention_is_their_own():
+    text = MINIMAL + (
+        "responses: {retention_days: 0, memory_max: -1, max_chain: 0}\n"
+        "telemetry: {retention_days: {responses: 3, event_logs: 7}}\n"
+    )
+    assert problems(text) == [
+        "g.yaml: responses.retention_days: must be positive",
+        "g.yaml: responses.memory_max: must be positive",
+        "g.yaml: responses.max_chain: must be positive",
+        "g.yaml: telemetry.retention_days.responses: set by responses.retention_days",
+    ]
+    responses = parse_config(MINIMAL, source="g.yaml", env={}).responses
+    assert (responses.store, responses.retention_days, responses.memory_max, responses.max_chain) == (
+        True,
+        30.0,
+        10_000,
+        1000,
+    )

@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "sinks",
                 "similarity",
                 "flags",
+                "conversations",
             }
         ),
     ),

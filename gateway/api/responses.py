@@ -1,0 +1,235 @@
+"""OpenAI's Responses API: POST /v1/responses, and GET / DELETE /v1/responses/{id}, GET .../input_items.
+
+A Responses request is translated once, at the door, into the canonical OpenAI chat request, as /v1/messages
+is: from there it runs the same pipeline as /v1/chat/completions (ctx.endpoint is "chat/completions"), so any
+deployment serves it and every filter sees it as it sees a chat request. The answer is translated back: a whole
+chat completion into a Response object, a stream through the relay with the Responses encoder.
+
+Conversations live in the gateway (gateway/conversations.py), not in a provider: a response the client asks to
+store (the API's default) is kept with its input, per project, so that `previous_response_id` brings the earlier
+turns back whichever deployment served them, after a fallback to another provider, a restart, or on another
+replica. Ids are the gateway's: `resp_<request id>`, the record's id behind it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from gateway.api.flow import PipelineEndpoint
+from gateway.api.http import JSON_TYPE, client_request_id, encode_headers, id_headers, query_params, send_json
+from gateway.api.openai import response_headers
+from gateway.api.streaming import Encoder
+from gateway.context import RequestContext
+from gateway.errors import GatewayError, InvalidRequest, NotFound, UpstreamUnavailable
+from gateway.ids import new_id
+from gateway.providers.openai.responses.answer import to_response
+from gateway.providers.openai.responses.request import to_chat_request
+from gateway.providers.openai.responses.stream import ResponsesEncoder
+from gateway.reply import Reply
+from gateway.store.base import StoredResponse
+from gateway.types import Headers, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
+
+_HEADER_PREFIX = b"x-gateway-metadata-"
+
+
+@dataclass(slots=True)
+class Turn:
+    """What the Responses ingress keeps on the context between the body's parse and the answer."""
+
+    request: dict[str, Any]  # the body as the client sent it
+    input_items: list[dict[str, Any]]  # this turn's input, normalised, with ids
+    store: bool  # keep the response for GET and for the next turn's previous_response_id
+
+
+def response_id(ctx: RequestContext) -> str:
+    return f"resp_{ctx.request_id}"
+
+
+class ResponsesEndpoint(PipelineEndpoint):
+    """POST /v1/responses on the pipeline: the request's life is PipelineEndpoint's."""
+
+    api = "responses"
+
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__(gateway, "chat/completions")
+
+    async def parse(self, ctx: RequestContext, body: dict[str, Any], raw: bytes) -> tuple[dict[str, Any], bytes]:
+        store = body.get("store", True)
+        if not isinstance(store, bool):
+            raise InvalidRequest("Invalid type for 'store': expected a boolean.", param="store")
+        previous = body.get("previous_response_id")
+        history: list[dict[str, Any]] = []
+        if previous is not None:
+            if not isinstance(previous, str) or not previous:
+                raise InvalidRequest(
+                    "Invalid type for 'previous_response_id': expected a string.", param="previous_response_id"
+                )
+            chain = await self.gateway.conversations.history(previous, project=ctx.principal.project)
+            if chain is None:
+                raise NotFound(
+                    f"Previous response with id '{previous}' not found.",
+                    param="previous_response_id",
+                    code="previous_response_not_found",
+                )
+            for earlier in chain:
+                history += earlier.input_items
+                history += earlier.response.get("output") or ()
+        chat, items = to_chat_request(body, history, ctx.request_id)
+        metadata = body.get("metadata")
+        if isinstance(metadata, dict) and metadata:
+            # Policies match on a request's metadata (gateway/policy/facts.py request_metadata): as headers, the
+            # lowest of them (the client's own x-gateway-metadata-* headers come after and win), because the chat
+            # body an upstream gets must not carry it (OpenAI takes chat metadata only with store).
+            extra = [
+                (_HEADER_PREFIX + str(k).lower().encode("latin-1", "replace"), v.encode("latin-1", "replace"))
+                for k, v in metadata.items()
+                if isinstance(v, str)
+            ]
+            ctx.headers = extra + ctx.headers
+        ctx.keep(Turn(body, items, store and self.gateway.config.responses.store))
+        return chat, orjson.dumps(chat)
+
+    def stream_headers(self, ctx: RequestContext, reply: Reply) -> Headers:
+        return response_headers(ctx, reply)
+
+    def encoder(self, ctx: RequestContext) -> Encoder:
+        turn = _turn(ctx)
+
+        def completed(response: dict[str, Any]) -> None:
+            self._keep(ctx, turn, response)
+
+        return ResponsesEncoder(
+            turn.request, request_id=ctx.request_id, model=ctx.model, created_at=ctx.started_at, on_complete=completed
+        )
+
+    async def answer(self, ctx: RequestContext, reply: Reply, send: Send) -> None:
+        if reply.status < 400:
+            try:
+                chat = orjson.loads(reply.body)
+            except orjson.JSONDecodeError:
+                chat = None
+            if not isinstance(chat, dict):
+                ctx.error = UpstreamUnavailable(
+                    "The upstream answer could not be read as a chat completion.", provider=ctx.provider
+                )
+                reply = Reply.from_error(ctx.error)
+            else:
+                turn = _turn(ctx)
+                response = to_response(
+                    chat, turn.request, request_id=ctx.request_id, model=ctx.model, created_at=ctx.started_at,
+                    usage=ctx.usage,
+                )  # fmt: skip
+                self._keep(ctx, turn, response)
+                ctx.status = reply.status
+                ctx.response_body = reply.body  # the answer in OpenAI's chat shape: what content logging reads
+                await send_json(send, reply.status, orjson.dumps(response), response_headers(ctx, reply))
+                return
+        # Errors are OpenAI's error JSON, as the Responses API answers them.
+        ctx.status = reply.status
+        ctx.response_body = reply.body
+        await send_json(send, reply.status, reply.body, response_headers(ctx, reply))
+
+    def _keep(self, ctx: RequestContext, turn: Turn, response: dict[str, Any]) -> None:
+        if not turn.store:
+            return
+        previous = turn.request.get("previous_response_id")
+        self.gateway.conversations.save(
+            StoredResponse(
+                id=response["id"],
+                project=ctx.principal.project,
+                created_at=ctx.started_at,
+                previous_response_id=previous if isinstance(previous, str) else None,
+                response=response,
+                input_items=turn.input_items,
+            )
+        )
+
+
+def _turn(ctx: RequestContext) -> Turn:
+    turn = ctx.state(Turn)
+    assert turn is not None, "the Responses ingress keeps its Turn when it parses the body"
+    return turn
+
+
+class StoredResponsesEndpoint:
+    """GET and DELETE /v1/responses/{id}, or (`input_items`) GET /v1/responses/{id}/input_items: the responses the
+    gateway stored, each visible to its own project only (another project's id is not found, as on OpenAI)."""
+
+    def __init__(self, gateway: Gateway, *, input_items: bool = False) -> None:
+        self.gateway = gateway
+        self.input_items = input_items
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = "GET /v1/responses/{id}/input_items" if self.input_items else f"{scope['method']} /v1/responses/{{id}}"
+        ctx = RequestContext(
+            request_id=new_id(),
+            endpoint=route,  # the role check's entry (gateway/identity/roles.py)
+            headers=scope["headers"],
+            raw_body=b"",
+            body={},
+            client_request_id=client_request_id(scope),
+        )
+        headers = [JSON_TYPE, *id_headers(ctx.request_id, ctx.client_request_id)]
+        try:
+            await self.gateway.authenticate(ctx)
+            wanted = scope["path_params"]["id"]
+            project = ctx.principal.project
+            conversations = self.gateway.conversations
+            if scope["method"] == "DELETE":
+                if not await conversations.delete(wanted, project=project):
+                    raise _not_found(wanted)
+                body = orjson.dumps({"id": wanted, "object": "response", "deleted": True})
+            else:
+                stored = await conversations.get(wanted, project=project)
+                if stored is None:
+                    raise _not_found(wanted)
+                if self.input_items:
+                    body = orjson.dumps(_page(stored.input_items, query_params(scope)))
+                else:
+                    body = orjson.dumps(stored.response)
+        except GatewayError as exc:
+            await send_json(send, exc.status_code, exc.to_json(), headers + encode_headers(exc.headers))
+            return
+        await send_json(send, 200, body, headers)
+
+
+def _not_found(response_id: str) -> NotFound:
+    return NotFound(f"Response with id '{response_id}' not found.", param="response_id")
+
+
+def _page(items: list[dict[str, Any]], query: dict[str, str]) -> dict[str, Any]:
+    """One page of input items, as OpenAI pages lists: `limit` (1..100, 20), `order` (desc, the default, or asc),
+    `after` / `before` an item id."""
+    limit_text = query.get("limit", "20")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 100:
+        raise InvalidRequest("limit must be an integer from 1 to 100.", param="limit")
+    limit = int(limit_text)
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise InvalidRequest("order must be 'asc' or 'desc'.", param="order")
+    ordered = items if order == "asc" else items[::-1]
+    ids = [item.get("id") for item in ordered]
+    start, end = 0, len(ordered)
+    if "after" in query:
+        if query["after"] not in ids:
+            raise InvalidRequest(f"No input item with id '{query['after']}'.", param="after")
+        start = ids.index(query["after"]) + 1
+    if "before" in query:
+        if query["before"] not in ids:
+            raise InvalidRequest(f"No input item with id '{query['before']}'.", param="before")
+        end = ids.index(query["before"])
+    window = ordered[start:end]
+    data = window[:limit]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0].get("id") if data else None,
+        "last_id": data[-1].get("id") if data else None,
+        "has_more": len(window) > limit,
+    }

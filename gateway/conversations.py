@@ -1,0 +1,267 @@
+"""Conversations: the Responses API's stored responses, which previous_response_id, GET and DELETE find.
+
+save() is synchronous and never waits: the response goes into a bounded in-memory LRU at once, so that the next turn
+on this worker finds it even before the store has it, and a background writer then puts it in the store, where it
+outlives the process and reaches the other workers and replicas. Reads look in memory first, then ask the store
+(bounded by read_timeout_s: a store that hangs fails the read with a 503, it does not hold the request).
+
+When the store is down or hangs, a response waits in memory for it ("unsaved", at most memory_max of them; past
+that the oldest is given up): the writer retries with a backoff that grows to max_backoff_s, so that the
+conversations of an outage reach the store when it is back. The outage is logged once, when it starts, and once
+when it ends; each failed write counts in gateway_responses_persist_failures_total, each response given up (past
+the bound, refused by the store, still waiting at shutdown) in gateway_responses_not_stored_total.
+
+What memory holds is this worker's view: a response deleted through another worker or replica stays readable here
+until it leaves this worker's memory (or the store's retention removes it and it is no longer used). With no store
+(telemetry.store: none) everything works from memory alone, for as long as it holds the responses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+from collections import OrderedDict
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from gateway import tasks
+from gateway.errors import InvalidRequest, ServiceUnavailable
+from gateway.store.base import ResponseStore, StoredResponse, StoreUnavailable, describe
+
+logger = logging.getLogger("gateway.responses")
+
+WRITERS = 4  # writes to the store in flight at most (a PostgreSQL store's pool has 4 connections by default)
+CLOSE_TIMEOUT_S = 5.0  # how long close() waits for the responses still unsaved
+_FIRST_BACKOFF_S = 0.5
+_UNREADABLE = "Stored responses cannot be read now; try again shortly."
+
+
+class Conversations:
+    def __init__(
+        self,
+        store: ResponseStore | None,
+        *,
+        memory_max: int,
+        write_timeout_s: float,
+        registry: CollectorRegistry,
+        read_timeout_s: float = 5.0,
+        max_chain: int = 1000,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        """store: telemetry.store when it keeps responses (gateway.store.base.response_store), None for memory only.
+        memory_max: responses.memory_max. write_timeout_s: a write with no answer within this long has failed
+        (telemetry.write_timeout_s); read_timeout_s: likewise a read (telemetry.query_timeout_s). max_chain:
+        responses.max_chain, the most turns history() brings back."""
+        self.store = store
+        self.memory_max = memory_max
+        self.write_timeout_s = write_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.max_chain = max_chain
+        self.max_backoff_s = max_backoff_s
+        self._memory: OrderedDict[str, StoredResponse] = OrderedDict()  # least recently used first
+        self._unsaved: dict[str, StoredResponse] = {}  # waiting for the store, oldest first
+        self._writing: dict[str, asyncio.Event] = {}  # set when the write of that id is over
+        self._wake = asyncio.Event()  # a response to write
+        self._closing = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._outage = False
+        self._failures = Counter(
+            "gateway_responses_persist_failures", "Writes of stored responses that failed (the store down or hung).",
+            registry=registry,
+        )  # fmt: skip
+        self._not_stored = Counter(
+            "gateway_responses_not_stored", "Responses given up before the store had them (kept in memory only).",
+            registry=registry,
+        )  # fmt: skip
+        self._waiting = Gauge(
+            "gateway_responses_unsaved", "Responses in memory waiting for the store.", registry=registry,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
+
+    # -- the request path ---------------------------------------------------------------------------------------
+
+    def save(self, r: StoredResponse) -> None:
+        """Keep `r` (replacing a response of the same id): in memory now, in the store soon."""
+        self._remember(r)
+        if self.store is None or self._closing.is_set():
+            return
+        self._unsaved[r.id] = r
+        while len(self._unsaved) > self.memory_max:
+            oldest = next(iter(self._unsaved))
+            del self._unsaved[oldest]
+            self._not_stored.inc()
+        self._waiting.set(len(self._unsaved))
+        if self._task is None or self._task.done():  # done: a bug ended it (tasks.spawn logged it); a new one
+            self._task = tasks.spawn(self._writer(), name="responses-writer")
+        self._wake.set()
+
+    async def get(self, response_id: str, *, project: str) -> StoredResponse | None:
+        """The response, if it is of `project`; ServiceUnavailable when only the store could say and it cannot."""
+        found = self._known(response_id)
+        if found is not None:
+            return found if found.project == project else None  # ids are unique: the store holds no other
+        if self.store is None:
+            return None
+        try:
+            async with asyncio.timeout(self.read_timeout_s):
+                found = await self.store.get_response(response_id, project=project)
+        except (StoreUnavailable, TimeoutError) as exc:
+            logger.warning("stored response %s not read: %s", response_id, describe(exc))
+            raise ServiceUnavailable(_UNREADABLE) from None
+        if found is not None:
+            self._remember(found)
+        return found
+
+    async def history(self, response_id: str, *, project: str) -> list[StoredResponse] | None:
+        """The response and the earlier turns it continues (by previous_response_id), oldest first; None when the
+        response is not there (or of another project). From memory when it holds every link, else memory's newest
+        links and one store query for the older ones. A link missing (deleted, past retention) or of another
+        project ends the chain there. InvalidRequest past max_chain turns; ServiceUnavailable when the store is
+        needed and cannot answer."""
+        newest: list[StoredResponse] = []  # newest first
+        link: str | None = response_id
+        while link is not None:
+            found = self._known(link)
+            if found is None:
+                break
+            if found.project != project:
+                link = None  # the store would refuse it too
+                break
+            newest.append(found)
+            if len(newest) > self.max_chain:
+                raise self._too_long()
+            link = found.previous_response_id
+        older: list[StoredResponse] = []
+        if link is not None and self.store is not None:
+            try:
+                async with asyncio.timeout(self.read_timeout_s):
+                    older = await self.store.response_chain(
+                        link, project=project, max_depth=self.max_chain + 1 - len(newest)
+                    )
+            except (StoreUnavailable, TimeoutError) as exc:
+                logger.warning("stored responses before %s not read: %s", link, describe(exc))
+                raise ServiceUnavailable(_UNREADABLE) from None
+            if len(older) + len(newest) > self.max_chain:
+                raise self._too_long()
+            for r in older:  # the next turn's history then comes from memory
+                self._remember(r)
+        chain = older + newest[::-1]
+        return chain or None
+
+    async def delete(self, response_id: str, *, project: str) -> bool:
+        """Remove the response from memory and the store; whether there was one of `project`."""
+        found = self._known(response_id)
+        removed = False
+        if found is not None and found.project == project:
+            self._memory.pop(response_id, None)
+            self._unsaved.pop(response_id, None)
+            self._waiting.set(len(self._unsaved))
+            removed = True
+            writing = self._writing.get(response_id)
+            if writing is not None:  # a write that commits after the deletion would bring it back: wait for it
+                try:
+                    async with asyncio.timeout(self.write_timeout_s):
+                        await writing.wait()
+                except TimeoutError:
+                    pass  # the write is bounded by the same time: it is over, or will be cut at once
+        if self.store is None:
+            return removed
+        try:
+            async with asyncio.timeout(self.read_timeout_s):
+                stored = await self.store.delete_response(response_id, project=project)
+        except (StoreUnavailable, TimeoutError) as exc:
+            logger.warning("stored response %s not deleted: %s", response_id, describe(exc))
+            raise ServiceUnavailable("Stored responses cannot be deleted now; try again shortly.") from None
+        return removed or stored
+
+    # -- life cycle ---------------------------------------------------------------------------------------------
+
+    async def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Stop the writer once the responses still unsaved are written, or after timeout_s; what is left is
+        counted and logged as not stored. save() keeps responses in memory only from here on."""
+        self._closing.set()
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._wake.set()
+        await asyncio.wait({task}, timeout=timeout_s)
+        await tasks.cancel(task)
+        if self._unsaved:
+            logger.warning("%d stored responses not written to the store at shutdown", len(self._unsaved))
+            self._not_stored.inc(len(self._unsaved))
+            self._unsaved.clear()
+            self._waiting.set(0)
+
+    # -- inside -------------------------------------------------------------------------------------------------
+
+    def _known(self, response_id: str) -> StoredResponse | None:
+        found = self._memory.get(response_id)
+        if found is not None:
+            self._memory.move_to_end(response_id)
+            return found
+        return self._unsaved.get(response_id)
+
+    def _remember(self, r: StoredResponse) -> None:
+        self._memory[r.id] = r
+        self._memory.move_to_end(r.id)
+        while len(self._memory) > self.memory_max:
+            self._memory.popitem(last=False)
+
+    def _too_long(self) -> InvalidRequest:
+        return InvalidRequest(
+            f"The conversation is longer than {self.max_chain} responses; start a new one.",
+            param="previous_response_id",
+        )
+
+    async def _writer(self) -> None:
+        """Write what is unsaved, WRITERS at a time; after a round with a failure, pause (backing off) first."""
+        delay = 0.0
+        while True:
+            if not self._unsaved:
+                if self._closing.is_set():
+                    return
+                await tasks.wait_for_wakeup(self._wake, 60.0)
+                continue
+            if delay:
+                if self._closing.is_set():
+                    return  # the last try failed: close() counts what is left
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay * random.uniform(0.5, 1.0)):
+                        await self._closing.wait()  # closing: one last try at once
+            batch = list(itertools.islice(self._unsaved.values(), WRITERS))
+            for r in batch:  # before any write starts: a deletion from now on waits for it
+                self._writing[r.id] = asyncio.Event()
+            results = await asyncio.gather(*(self._write(r) for r in batch))
+            delay = 0.0 if all(results) else min(max(delay * 2, _FIRST_BACKOFF_S), self.max_backoff_s)
+            self._waiting.set(len(self._unsaved))
+
+    async def _write(self, r: StoredResponse) -> bool:
+        """One response to the store; False when the store failed (it stays unsaved, to be tried again)."""
+        assert self.store is not None
+        try:
+            if self._unsaved.get(r.id) is not r:
+                return True  # deleted, or saved again since: the newer one is written in its turn
+            try:
+                async with asyncio.timeout(self.write_timeout_s):
+                    await self.store.save_response(r)
+            except (StoreUnavailable, TimeoutError) as exc:
+                self._failures.inc()
+                if not self._outage:
+                    self._outage = True
+                    logger.warning("stored responses cannot be written (%s): kept in memory and retried", describe(exc))
+                return False
+            except Exception as exc:  # noqa: BLE001 - a response the store refuses: retrying cannot help
+                logger.error("stored response %s refused by the store: %s", r.id, describe(exc))
+                self._not_stored.inc()
+            else:
+                if self._outage:
+                    self._outage = False
+                    logger.info("stored responses are written again (%d waiting)", len(self._unsaved) - 1)
+            if self._unsaved.get(r.id) is r:
+                del self._unsaved[r.id]
+            return True
+        finally:
+            self._writing.pop(r.id).set()

@@ -1,0 +1,187 @@
+"""A whole chat completion as a Response object: the answer half of POST /v1/responses (stream.py does the same
+for a stream, event by event, with the same pieces).
+
+The Response echoes the request's settings as OpenAI's does (instructions, tools in the Responses shape,
+tool_choice, text.format, ...), so that the openai SDK's `Response` model, and the code that reads it, find every
+field it expects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.context import Usage
+
+# finish_reason -> incomplete_details.reason: the answers that stopped before the model was done.
+INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+def response_object(
+    request: dict[str, Any],
+    *,
+    response_id: str,
+    model: str,
+    created_at: float,
+    status: str,
+    output: list[dict[str, Any]],
+    usage: Usage | None,
+    error: dict[str, Any] | None = None,
+    incomplete_details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The Response object as OpenAI's API returns it, for the Responses `request` (the client's body)."""
+    reasoning = request.get("reasoning")
+    reasoning = reasoning if isinstance(reasoning, dict) else {}
+    text = request.get("text")
+    text = text if isinstance(text, dict) else {}
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": int(created_at),
+        "status": status,
+        "background": False,
+        "error": error,
+        "incomplete_details": incomplete_details,
+        "instructions": request.get("instructions"),
+        "max_output_tokens": request.get("max_output_tokens"),
+        "max_tool_calls": request.get("max_tool_calls"),
+        "model": model,
+        "output": output,
+        "parallel_tool_calls": _given(request, "parallel_tool_calls", True),
+        "previous_response_id": request.get("previous_response_id"),
+        "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
+        "safety_identifier": request.get("safety_identifier"),
+        "prompt_cache_key": request.get("prompt_cache_key"),
+        "service_tier": "default",
+        "store": _given(request, "store", True),
+        "temperature": _given(request, "temperature", 1.0),
+        "text": {"format": text.get("format") or {"type": "text"}, "verbosity": text.get("verbosity") or "medium"},
+        "tool_choice": _given(request, "tool_choice", "auto"),
+        "tools": _tools(request.get("tools")),
+        "top_p": _given(request, "top_p", 1.0),
+        "truncation": _given(request, "truncation", "disabled"),
+        "usage": usage_json(usage) if usage is not None else None,
+        "user": request.get("user"),
+        "metadata": request.get("metadata") or {},
+    }
+
+
+def to_response(
+    chat: dict[str, Any],
+    request: dict[str, Any],
+    *,
+    request_id: str,
+    model: str,
+    created_at: float,
+    usage: Usage | None,
+) -> dict[str, Any]:
+    """A whole chat completion as a Response: the message item (its text, its refusal) and a function_call item
+    per tool call. `usage` is the gateway's (the answer's own when None); `model` is used when the answer names
+    none. A finish_reason of "length" or "content_filter" makes the response incomplete, as OpenAI's are."""
+    choices = chat.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+    message = choice.get("message")
+    message = message if isinstance(message, dict) else {}
+    finish = choice.get("finish_reason")
+    reason = INCOMPLETE_REASONS.get(finish) if isinstance(finish, str) else None
+    calls = message.get("tool_calls")
+    function_calls = [
+        function_call_item(call, request_id, n)
+        for n, call in enumerate(calls if isinstance(calls, list) else ())
+        if isinstance(call, dict) and isinstance(call.get("function"), dict)
+    ]
+    parts = []
+    text = message.get("content")
+    if isinstance(text, str) and (text or not function_calls):
+        parts.append(output_text(text))
+    refusal = message.get("refusal")
+    if isinstance(refusal, str) and refusal:
+        parts.append({"type": "refusal", "refusal": refusal})
+    output = []
+    if parts or not function_calls:  # an answer with nothing in it still has its (empty) message
+        output.append(message_item(request_id, parts or [output_text("")], "incomplete" if reason else "completed"))
+    output.extend(function_calls)
+    if usage is None:
+        reported = chat.get("usage")
+        usage = Usage.from_openai(reported) if isinstance(reported, dict) else None
+    served = chat.get("model")
+    return response_object(
+        request,
+        response_id=f"resp_{request_id}",
+        model=served if isinstance(served, str) and served else model,
+        created_at=created_at,
+        status="incomplete" if reason else "completed",
+        output=output,
+        usage=usage,
+        incomplete_details={"reason": reason} if reason else None,
+    )
+
+
+def message_item(request_id: str, parts: list[dict[str, Any]], status: str) -> dict[str, Any]:
+    return {"id": f"msg_{request_id}", "type": "message", "role": "assistant", "status": status, "content": parts}
+
+
+def output_text(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def function_call_item(call: dict[str, Any], request_id: str, n: int) -> dict[str, Any]:
+    """A chat tool call as a function_call item. An upstream that gave no call id gets one made up, which the
+    client sends back with the call's output."""
+    function = call["function"]
+    call_id = call.get("id")
+    name = function.get("name")
+    arguments = function.get("arguments")
+    return {
+        "id": f"fc_{request_id}_{n}",
+        "type": "function_call",
+        "status": "completed",
+        "call_id": call_id if isinstance(call_id, str) and call_id else f"call_{request_id}_{n}",
+        "name": name if isinstance(name, str) else "",
+        "arguments": arguments if isinstance(arguments, str) else "",
+    }
+
+
+def usage_json(usage: Usage) -> dict[str, Any]:
+    """Responses' usage. cache_write_tokens is required by the openai SDK's model (3.63): the gateway knows it
+    when the provider reports it (Anthropic's cache writes), else it is 0."""
+    return {
+        "input_tokens": usage.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": usage.cached_tokens, "cache_write_tokens": usage.cache_write_tokens},
+        "output_tokens": usage.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def error_json(status: int, message: str) -> dict[str, Any]:
+    """A failed response's `error`: OpenAI's codes there are few (server_error, rate_limit_exceeded,
+    invalid_prompt...), so the status picks one and the message says the rest."""
+    if status == 429:
+        code = "rate_limit_exceeded"
+    elif 400 <= status < 500:
+        code = "invalid_prompt"
+    else:
+        code = "server_error"
+    return {"code": code, "message": message}
+
+
+def _tools(tools: Any) -> list[dict[str, Any]]:
+    """The request's function tools as the Response echoes them (request.py refused every other kind)."""
+    out = []
+    for tool in tools if isinstance(tools, list) else ():
+        if isinstance(tool, dict):
+            out.append(
+                {
+                    "type": "function",
+                    "name": tool.get("name"),
+                    "description": tool.get("description"),
+                    "parameters": tool.get("parameters"),
+                    "strict": tool.get("strict"),
+                }
+            )
+    return out
+
+
+def _given(request: dict[str, Any], name: str, default: Any) -> Any:
+    value = request.get(name)
+    return default if value is None else value

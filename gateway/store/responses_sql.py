@@ -1,0 +1,53 @@
+"""The SQL of the `responses` table, for both stores (sqlite_responses.py and postgres_responses.py run it): the
+same statements, with SQLite's `?1` or PostgreSQL's `$1` for the numbered parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from gateway.store.base import StoredResponse
+from gateway.store.records import json_bytes
+
+COLUMNS = ("id", "project", "ts", "previous_response_id", "response", "input_items")
+_LISTED = ", ".join(COLUMNS)
+
+
+def statements(mark: str) -> dict[str, str]:
+    """upsert, get, delete and chain, with `mark` ("?" or "$") before each parameter's number."""
+    values = ", ".join(f"{mark}{i}" for i in range(1, len(COLUMNS) + 1))
+    updated = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[2:])
+    return {
+        # An id is the gateway's and unpredictable: another project's row under it is never replaced.
+        "upsert": f"INSERT INTO responses ({_LISTED}) VALUES ({values}) ON CONFLICT (id) DO UPDATE SET {updated}"
+        " WHERE responses.project = excluded.project",
+        "get": f"SELECT {_LISTED} FROM responses WHERE id = {mark}1 AND project = {mark}2",
+        "delete": f"DELETE FROM responses WHERE id = {mark}1 AND project = {mark}2",
+        # From the response back along previous_response_id, within the project, max_depth links at most (which
+        # also ends a cycle, should rows ever make one); the oldest first.
+        "chain": f"WITH RECURSIVE chain ({_LISTED}, depth) AS ("
+        f" SELECT {_LISTED}, 1 FROM responses WHERE id = {mark}1 AND project = {mark}2"
+        f" UNION ALL SELECT {', '.join(f'r.{c}' for c in COLUMNS)}, c.depth + 1"
+        " FROM chain c JOIN responses r ON r.id = c.previous_response_id"
+        f" WHERE r.project = {mark}2 AND c.depth < {mark}3"
+        f") SELECT {_LISTED} FROM chain ORDER BY depth DESC",
+    }
+
+
+def row(r: StoredResponse) -> tuple[Any, ...]:
+    """The row of a response, its objects as JSON text (never refused: what JSON cannot hold is kept as text)."""
+    return (
+        r.id, r.project, float(r.created_at), r.previous_response_id,
+        json_bytes(r.response).decode(), json_bytes(r.input_items).decode(),
+    )  # fmt: skip
+
+
+def stored(values: Sequence[Any]) -> StoredResponse:
+    """A row read back (its JSON columns as text in both stores: SQLite's TEXT, PostgreSQL's json)."""
+    id_, project, ts, previous, response, input_items = values
+    return StoredResponse(
+        id=id_, project=project, created_at=ts, previous_response_id=previous,
+        response=orjson.loads(response), input_items=orjson.loads(input_items),
+    )  # fmt: skip

@@ -1,0 +1,28 @@
+"""The `responses` table in SQLite: plain functions on a connection, run on the store's own thread."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from gateway.store import responses_sql
+from gateway.store.base import StoredResponse
+
+_SQL = responses_sql.statements("?")
+
+
+def save(conn: sqlite3.Connection, r: StoredResponse) -> None:
+    conn.execute(_SQL["upsert"], responses_sql.row(r))
+
+
+def get(conn: sqlite3.Connection, response_id: str, project: str) -> StoredResponse | None:
+    found = conn.execute(_SQL["get"], (response_id, project)).fetchone()
+    return None if found is None else responses_sql.stored(found)
+
+
+def delete(conn: sqlite3.Connection, response_id: str, project: str) -> bool:
+    return conn.execute(_SQL["delete"], (response_id, project)).rowcount > 0
+
+
+def chain(conn: sqlite3.Connection, response_id: str, project: str, max_depth: int) -> list[StoredResponse]:
+    rows = conn.execute(_SQL["chain"], (response_id, project, max_depth)).fetchall()
+    return [responses_sql.stored(r) for r in rows]

@@ -1,0 +1,149 @@
+"""The stored responses of the Responses API, on SQLite and PostgreSQL: saved and read back as they were, of one
+project only, chained by previous_response_id in one query, removed past their retention."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from gateway.config.telemetry import TelemetryConfig
+from gateway.store.base import StoredResponse, response_store
+from gateway.store.maintenance import StoreMaintenance
+from gateway.store.sqlite import SQLiteStore
+
+pytestmark = pytest.mark.anyio
+
+DAY = 86_400.0
+
+
+def stored(n: int, *, project: str = "p1", previous: str | None = None, ts: float | None = None) -> StoredResponse:
+    rid = f"resp_{n}"
+    return StoredResponse(
+        id=rid,
+        project=project,
+        created_at=1_700_000_000.0 + n if ts is None else ts,
+        previous_response_id=previous,
+        # Keys in an order no sorting gives: they come back as they went in.
+        response={"id": rid, "object": "response", "status": "completed", "output": [{"type": "message"}],
+                  "model": "demo", "created_at": 1_700_000_000 + n, "usage": None, "metadata": {"n": str(n)}},
+        input_items=[{"id": f"in_{n}_0", "type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": f"turn {n} ✓ \u0000 nul"}]}],
+    )  # fmt: skip
+
+
+async def chain_of(store, n: int, *, project: str = "p1", start: int = 1) -> list[StoredResponse]:
+    made, previous = [], None
+    for i in range(start, start + n):
+        r = stored(i, project=project, previous=previous)
+        await store.save_response(r)
+        made.append(r)
+        previous = r.id
+    return made
+
+
+async def test_a_response_is_read_back_as_it_was_saved(store) -> None:
+    assert response_store(store) is store
+    r = stored(1)
+    await store.save_response(r)
+    back = await store.get_response("resp_1", project="p1")
+    assert back == r
+    assert list(back.response) == list(r.response)  # key order kept (PostgreSQL's json, not jsonb)
+    assert await store.get_response("resp_2", project="p1") is None
+
+
+async def test_saving_again_replaces_the_response(store) -> None:
+    await store.save_response(stored(1))
+    newer = StoredResponse("resp_1", "p1", 5.0, None, {"status": "incomplete"}, [])
+    await store.save_response(newer)
+    assert await store.get_response("resp_1", project="p1") == newer
+
+
+async def test_another_project_neither_reads_nor_deletes_nor_replaces_a_response(store) -> None:
+    r = stored(1, project="p1")
+    await store.save_response(r)
+    assert await store.get_response("resp_1", project="p2") is None
+    assert await store.delete_response("resp_1", project="p2") is False
+    await store.save_response(stored(1, project="p2"))  # the same id under another project: ignored
+    assert await store.get_response("resp_1", project="p1") == r
+    assert await store.get_response("resp_1", project="p2") is None
+    assert await store.delete_response("resp_1", project="p1") is True
+    assert await store.get_response("resp_1", project="p1") is None
+    assert await store.delete_response("resp_1", project="p1") is False
+
+
+async def test_the_chain_is_the_response_and_its_predecessors_oldest_first(store) -> None:
+    made = await chain_of(store, 5)
+    assert await store.response_chain("resp_5", project="p1") == made
+    assert await store.response_chain("resp_3", project="p1") == made[:3]
+    assert await store.response_chain("resp_1", project="p1") == made[:1]
+    assert await store.response_chain("resp_5", project="p1", max_depth=2) == made[3:]  # the newest ones
+    assert await store.response_chain("resp_9", project="p1") == []
+    assert await store.response_chain("resp_5", project="p2") == []
+
+
+async def test_a_chain_never_crosses_into_another_project_nor_past_a_missing_link(store) -> None:
+    theirs = await chain_of(store, 2, project="p2")
+    ours = stored(3, project="p1", previous=theirs[-1].id)  # a link to another project's response
+    await store.save_response(ours)
+    assert await store.response_chain(ours.id, project="p1") == [ours]
+    assert await store.response_chain(ours.id, project="p2") == []
+    made = await chain_of(store, 4, start=10)
+    await store.delete_response("resp_11", project="p1")
+    assert await store.response_chain("resp_13", project="p1") == made[2:]
+
+
+async def test_a_cycle_ends_at_max_depth(store) -> None:
+    await store.save_response(stored(1, previous="resp_2"))
+    await store.save_response(stored(2, previous="resp_1"))
+    chain = await store.response_chain("resp_2", project="p1", max_depth=5)
+    assert [r.id for r in chain] == ["resp_2", "resp_1", "resp_2", "resp_1", "resp_2"]
+
+
+async def test_retention_removes_the_responses_past_their_own_days(store) -> None:
+    now = time.time()
+    await store.save_response(stored(1, ts=now - 40 * DAY))
+    await store.save_response(stored(2, ts=now - 10 * DAY))
+    await store.save_response(stored(3, ts=now - 60))
+    registry = CollectorRegistry()
+    # telemetry.retention_days says nothing of responses; responses.retention_days is theirs.
+    maintenance = StoreMaintenance(store, TelemetryConfig(), registry, responses_retention_days=30)
+    assert await maintenance.run_once() == {"responses": 1}
+    assert await store.get_response("resp_1", project="p1") is None
+    assert await store.get_response("resp_2", project="p1") is not None
+    assert registry.get_sample_value("gateway_store_retention_removed_total", {"table": "responses"}) == 1
+    shorter = StoreMaintenance(store, TelemetryConfig(), CollectorRegistry(), responses_retention_days=7)
+    assert await shorter.run_once() == {"responses": 1}
+    assert await store.get_response("resp_3", project="p1") is not None
+
+
+async def test_an_id_the_store_cannot_hold_is_simply_not_there(store) -> None:
+    await store.save_response(stored(1))
+    assert await store.get_response("resp_1\x00", project="p1") is None
+    assert await store.delete_response("resp_1\x00", project="p1") is False
+    assert await store.response_chain("resp_1\x00", project="p1") == []
+    odd = StoredResponse("resp_odd", "p\x00", 1.0, "resp_\x001", {"x": "\x00"}, [])
+    await store.save_response(odd)  # PostgreSQL keeps it without the NULs of its text columns; SQLite as it is
+    back = await store.get_response("resp_odd", project="p" if store.dialect == "postgres" else "p\x00")
+    assert back is not None
+    assert back.response == {"x": "\x00"}  # JSON holds it escaped
+
+
+async def test_the_migration_goes_down_and_up(tmp_path) -> None:
+    path = str(tmp_path / "g.db")
+    store = SQLiteStore(path)
+    await store.open()
+    await store.save_response(stored(1))
+    await store.migrate_down(9)
+    tables = {row[0] for row in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "responses" not in tables
+    assert "model_cost_logs" in tables
+    await store.close()
+    store = SQLiteStore(path)
+    await store.open()
+    assert await store.get_response("resp_1", project="p1") is None
+    await store.save_response(stored(1))
+    assert await store.get_response("resp_1", project="p1") == stored(1)
+    await store.close()

@@ -1,0 +1,344 @@
+"""Conversations: a saved response is found at once (memory), reaches the store in the background, and is found from
+there by another worker; a store that is down or hangs holds back neither save() nor what memory answers, fails
+other reads within their bound, and gets every response once it is back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from prometheus_client import CollectorRegistry
+
+from gateway.conversations import Conversations
+from gateway.errors import InvalidRequest, ServiceUnavailable
+from gateway.store.base import StoredResponse
+from gateway.store.postgres import PostgresStore
+from gateway.store.sqlite import SQLiteStore
+from tests.faults import FaultyProxy
+from tests.services import require_postgres
+from tests.unit.sinks.test_outbox import until
+
+pytestmark = pytest.mark.anyio
+
+# Far above the bounds set below (0.3 s writes, 0.5 s reads), far below a hold (5 s of busy_timeout, asyncpg's 60 s).
+BOUND_S = 3.0
+
+
+def turn(n: int, *, project: str = "p1", previous: str | None = None) -> StoredResponse:
+    rid = f"resp_{n}"
+    return StoredResponse(
+        rid, project, 1_700_000_000.0 + n, previous, {"id": rid, "object": "response", "n": n}, [{"id": f"in_{n}"}]
+    )
+
+
+def turns(n: int, *, project: str = "p1", start: int = 1) -> list[StoredResponse]:
+    out: list[StoredResponse] = []
+    for i in range(start, start + n):
+        out.append(turn(i, project=project, previous=out[-1].id if out else None))
+    return out
+
+
+def conversations(store, registry: CollectorRegistry | None = None, **options) -> Conversations:
+    settings = {"memory_max": 100, "write_timeout_s": 0.3, "read_timeout_s": 0.5, "max_backoff_s": 0.1, **options}
+    return Conversations(store, registry=registry or CollectorRegistry(), **settings)
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    store = SQLiteStore(str(tmp_path / "g.db"))
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+class Counting:
+    """A store that counts the calls made to it."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str):
+        self.calls.append(name)
+        return getattr(self.store, name)
+
+
+# -- memory alone -------------------------------------------------------------------------------------------------
+
+
+async def test_without_a_store_everything_works_from_memory() -> None:
+    conv = conversations(None)
+    made = turns(3)
+    for r in made:
+        conv.save(r)
+    assert await conv.get("resp_2", project="p1") == made[1]
+    assert await conv.history("resp_3", project="p1") == made
+    assert await conv.history("resp_1", project="p1") == made[:1]
+    assert await conv.history("resp_9", project="p1") is None
+    assert await conv.delete("resp_3", project="p1") is True
+    assert await conv.get("resp_3", project="p1") is None
+    assert await conv.delete("resp_3", project="p1") is False
+    await conv.close()
+
+
+async def test_another_project_sees_nothing_and_deletes_nothing() -> None:
+    conv = conversations(None)
+    ours = turns(2)
+    for r in ours:
+        conv.save(r)
+    theirs = turn(3, project="p2", previous="resp_2")  # a chain that would cross projects
+    conv.save(theirs)
+    assert await conv.get("resp_1", project="p2") is None
+    assert await conv.history("resp_2", project="p2") is None
+    assert await conv.history("resp_3", project="p2") == [theirs]  # it ends where the project does
+    assert await conv.delete("resp_1", project="p2") is False
+    assert await conv.get("resp_1", project="p1") == ours[0]
+
+
+async def test_memory_keeps_the_most_recently_used_responses() -> None:
+    conv = conversations(None, memory_max=3)
+    for r in turns(3):
+        conv.save(r)
+    assert await conv.get("resp_1", project="p1") is not None  # used: now the newest
+    conv.save(turn(4))
+    assert await conv.get("resp_2", project="p1") is None
+    assert [r.id for r in await conv.history("resp_4", project="p1") or []] == ["resp_4"]  # resp_3 starts nothing
+    assert await conv.get("resp_1", project="p1") is not None
+
+
+async def test_a_conversation_longer_than_max_chain_is_refused() -> None:
+    conv = conversations(None, max_chain=3)
+    for r in turns(4):
+        conv.save(r)
+    assert len(await conv.history("resp_3", project="p1") or []) == 3
+    with pytest.raises(InvalidRequest) as refused:
+        await conv.history("resp_4", project="p1")
+    assert refused.value.param == "previous_response_id"
+
+
+# -- with a store -------------------------------------------------------------------------------------------------
+
+
+async def test_a_saved_response_is_found_at_once_then_reaches_the_store_for_other_workers(sqlite_store) -> None:
+    conv = conversations(sqlite_store)
+    made = turns(3)
+    for r in made:
+        conv.save(r)
+    assert await conv.get("resp_3", project="p1") == made[2]  # before the store has it, maybe
+    await until(lambda: not conv._unsaved, 10)
+    assert await sqlite_store.get_response("resp_3", project="p1") == made[2]
+    other = conversations(Counting(sqlite_store))  # another worker or replica, or after a restart
+    assert await other.get("resp_2", project="p1") == made[1]
+    assert await other.get("resp_2", project="p2") is None
+    assert await other.history("resp_3", project="p1") == made
+    await conv.close()
+    await other.close()
+
+
+async def test_history_takes_memory_s_newest_links_and_the_rest_in_one_store_query(sqlite_store) -> None:
+    first = conversations(sqlite_store)
+    made = turns(4)
+    for r in made:
+        first.save(r)
+    await first.close()  # written
+    store = Counting(sqlite_store)
+    other = conversations(store)
+    fifth = turn(5, previous="resp_4")
+    other.save(fifth)
+    store.calls.clear()
+    assert await other.history("resp_5", project="p1") == [*made, fifth]
+    assert store.calls.count("response_chain") == 1
+    store.calls.clear()
+    assert await other.history("resp_5", project="p1") == [*made, fifth]  # now all in memory
+    assert "response_chain" not in store.calls
+    assert await other.history("resp_5", project="p2") is None
+    await other.close()
+
+
+async def test_a_chain_too_long_in_the_store_is_refused(sqlite_store) -> None:
+    for r in turns(5):
+        await sqlite_store.save_response(r)
+    conv = conversations(sqlite_store, max_chain=4)
+    conv.save(turn(6, previous="resp_5"))
+    assert len(await conv.history("resp_4", project="p1") or []) == 4
+    with pytest.raises(InvalidRequest):
+        await conv.history("resp_6", project="p1")
+    await conv.close()
+
+
+async def test_a_deletion_removes_the_response_from_memory_and_store(sqlite_store) -> None:
+    conv = conversations(sqlite_store)
+    conv.save(turn(1))
+    await until(lambda: not conv._unsaved, 10)
+    other = conversations(sqlite_store)
+    assert await other.delete("resp_1", project="p2") is False
+    assert await other.delete("resp_1", project="p1") is True  # only in the store, for this one
+    assert await sqlite_store.get_response("resp_1", project="p1") is None
+    conv.save(turn(2))
+    assert await conv.delete("resp_2", project="p1") is True  # maybe only in memory yet
+    await conv.close()
+    assert await sqlite_store.get_response("resp_2", project="p1") is None
+
+
+class SlowWrites:
+    """A store whose writes wait until `release` is set."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.release = asyncio.Event()
+        self.started = asyncio.Event()
+
+    async def save_response(self, r: StoredResponse) -> None:
+        self.started.set()
+        await self.release.wait()
+        await self.store.save_response(r)
+
+    def __getattr__(self, name: str):
+        return getattr(self.store, name)
+
+
+async def test_a_deletion_during_the_write_does_not_bring_the_response_back(sqlite_store) -> None:
+    slow = SlowWrites(sqlite_store)
+    conv = conversations(slow, write_timeout_s=5.0)
+    conv.save(turn(1))
+    await slow.started.wait()
+    asyncio.get_running_loop().call_later(0.05, slow.release.set)  # the write commits while the deletion waits
+    assert await conv.delete("resp_1", project="p1") is True
+    assert await sqlite_store.get_response("resp_1", project="p1") is None
+    await conv.close()
+
+
+class Refusing:
+    async def save_response(self, r: StoredResponse) -> None:
+        raise ValueError("a value the store cannot take")
+
+
+async def test_a_response_the_store_refuses_is_counted_and_not_retried() -> None:
+    registry = CollectorRegistry()
+    conv = conversations(Refusing(), registry)
+    conv.save(turn(1))
+    await until(lambda: not conv._unsaved, 10)
+    assert registry.get_sample_value("gateway_responses_not_stored_total") == 1
+    assert registry.get_sample_value("gateway_responses_persist_failures_total") == 0
+    assert await conv.get("resp_1", project="p1") is not None  # memory still has it
+    await conv.close()
+
+
+# -- a store that hangs or is down --------------------------------------------------------------------------------
+
+
+async def check_a_hung_store(store, hang, recover, caplog: pytest.LogCaptureFixture) -> None:
+    registry = CollectorRegistry()
+    conv = conversations(store, registry)
+    made = turns(3)
+    conv.save(made[0])
+    await until(lambda: not conv._unsaved, 10)
+    hang()
+    caplog.set_level(logging.INFO, logger="gateway.responses")
+    started = time.monotonic()
+    conv.save(made[1])
+    conv.save(made[2])
+    assert time.monotonic() - started < 0.05  # save() never waits for the store
+    # Memory answers for what it holds, at once.
+    started = time.monotonic()
+    assert await conv.get("resp_3", project="p1") == made[2]
+    assert await conv.history("resp_3", project="p1") == made
+    assert time.monotonic() - started < 0.05
+    # What only the store could say fails within the read bound, as the store's being unavailable.
+    await until(lambda: (registry.get_sample_value("gateway_responses_persist_failures_total") or 0) >= 1, 20)
+    other = conversations(store)
+    for read in (conv.get("resp_9", project="p1"), other.history("resp_3", project="p1")):
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailable):
+            await read
+        assert time.monotonic() - started < BOUND_S
+    await until(lambda: (registry.get_sample_value("gateway_responses_persist_failures_total") or 0) >= 4, 20)
+    failing = [r for r in caplog.records if "cannot be written" in r.getMessage()]
+    assert len(failing) == 1  # once per outage
+    assert registry.get_sample_value("gateway_responses_unsaved") == 2
+    recover()
+    await until(lambda: not conv._unsaved, 30)
+    assert any("written again" in r.getMessage() for r in caplog.records)
+    await other.close()
+    assert await other.history("resp_3", project="p1") == made  # from the store, now that it answers
+    await conv.close()
+    assert registry.get_sample_value("gateway_responses_not_stored_total") == 0
+
+
+async def test_a_frozen_postgresql_holds_back_nothing_and_gets_every_response_back(caplog) -> None:
+    dsn = require_postgres()
+    schema = f"gw_conv_{uuid.uuid4().hex[:10]}"
+    with FaultyProxy.before(dsn) as proxy:
+        store = PostgresStore(proxy.url(dsn), schema=schema, connect_timeout_s=2, query_timeout_s=0.5)
+        await store.open()
+        try:
+            await check_a_hung_store(store, proxy.freeze, proxy.thaw, caplog)
+        finally:
+            await store.close()
+            conn = await asyncpg.connect(dsn)
+            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            await conn.close()
+
+
+async def test_a_locked_sqlite_database_holds_back_nothing_and_gets_every_response_back(sqlite_store, caplog) -> None:
+    other = sqlite3.connect(sqlite_store.path, isolation_level=None, check_same_thread=False)
+    try:
+        await check_a_hung_store(
+            sqlite_store, lambda: other.execute("BEGIN EXCLUSIVE"), lambda: other.execute("COMMIT"), caplog
+        )
+    finally:
+        other.close()
+
+
+async def test_close_writes_what_waits_and_counts_what_it_cannot(sqlite_store) -> None:
+    conv = conversations(sqlite_store)
+    for r in turns(20):
+        conv.save(r)
+    await conv.close()
+    assert len(await sqlite_store.response_chain("resp_20", project="p1")) == 20
+    conv.save(turn(21))  # after close: memory only
+    assert await conv.get("resp_21", project="p1") is not None
+    assert await sqlite_store.get_response("resp_21", project="p1") is None
+
+    registry = CollectorRegistry()
+    locked = sqlite3.connect(sqlite_store.path, isolation_level=None, check_same_thread=False)
+    try:
+        locked.execute("BEGIN EXCLUSIVE")
+        stuck = conversations(sqlite_store, registry)
+        for r in turns(3, start=30):
+            stuck.save(r)
+        started = time.monotonic()
+        await stuck.close(timeout_s=1.0)
+        assert time.monotonic() - started < BOUND_S
+        assert registry.get_sample_value("gateway_responses_not_stored_total") == 3
+    finally:
+        locked.execute("COMMIT")
+        locked.close()
+
+
+async def test_responses_waiting_for_a_store_that_is_down_are_bounded(sqlite_store) -> None:
+    registry = CollectorRegistry()
+    locked = sqlite3.connect(sqlite_store.path, isolation_level=None, check_same_thread=False)
+    try:
+        locked.execute("BEGIN EXCLUSIVE")
+        conv = conversations(sqlite_store, registry, memory_max=2)
+        for r in turns(3):
+            conv.save(r)
+        assert registry.get_sample_value("gateway_responses_not_stored_total") == 1
+        assert list(conv._unsaved) == ["resp_2", "resp_3"]
+    finally:
+        locked.execute("COMMIT")
+        locked.close()
+    await until(lambda: not conv._unsaved, 30)
+    await conv.close()
+    assert await sqlite_store.get_response("resp_1", project="p1") is None
+    assert await sqlite_store.get_response("resp_3", project="p1") is not None
