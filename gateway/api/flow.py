@@ -90,7 +90,7 @@ class PipelineEndpoint:
         if self.api:
             ctx.tags["api"] = self.api
         watch = gateway.open_requests.watch()
-        gateway.metrics.in_flight.inc()
+        gateway.metrics.requests_in_flight += 1
         entered: list[Filter] = []
         body_read = False
         try:
@@ -146,7 +146,7 @@ class PipelineEndpoint:
                 await self.answer(ctx, Reply.from_error(ctx.error), send)
         finally:
             watch.close()
-            gateway.metrics.in_flight.dec()
+            gateway.metrics.requests_in_flight -= 1
             gateway.recorder.finish(ctx)
             if watch.foreign:
                 raise asyncio.CancelledError  # the server's own cancellation, honoured once the request has ended

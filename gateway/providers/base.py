@@ -105,6 +105,7 @@ class HTTPProvider(Generic[Call]):
         self.config = config
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
+        self._last: tuple[Timeouts | None, aiohttp.ClientTimeout] = (None, aiohttp.ClientTimeout())
 
     async def open(self) -> None:
         connector = TimedConnector(limit=self.config.max_connections, ttl_dns_cache=300)
@@ -119,6 +120,8 @@ class HTTPProvider(Generic[Call]):
             await self._session.close()
 
     def timeout(self, timeouts: Timeouts) -> aiohttp.ClientTimeout:
+        if timeouts is self._last[0]:  # nearly every call asks for the same as the last (no hash of the dataclass)
+            return self._last[1]
         timeout = self._timeouts.get(timeouts)
         if timeout is None:
             # sock_read bounds the wait for the first byte (and any single read); the idle time between stream
@@ -127,6 +130,7 @@ class HTTPProvider(Generic[Call]):
                 total=timeouts.total_s, sock_connect=timeouts.connect_s, sock_read=timeouts.first_byte_s
             )
             self._timeouts[timeouts] = timeout
+        self._last = (timeouts, timeout)
         return timeout
 
     async def send(self, ctx: RequestContext, deployment: Deployment, timeouts: Timeouts) -> Reply:
@@ -140,7 +144,8 @@ class HTTPProvider(Generic[Call]):
                 exc.message, status=400, provider=self.name, param=exc.param, code="unsupported_parameter"
             ) from None
         ctx.upstream_start_ns = time.perf_counter_ns()
-        with map_transport_errors(self.name):
+        # map_transport_errors' mapping, written as an except clause: no context manager made per call.
+        try:
             response = await session.post(
                 url, data=body, headers=upstream_traceparent(ctx.trace_id), timeout=self.timeout(timeouts)
             )
@@ -157,6 +162,8 @@ class HTTPProvider(Generic[Call]):
             finally:
                 response.release()
                 ctx.upstream_end_ns = time.perf_counter_ns()
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(self.name, exc) from exc
         return self.answer(ctx, deployment, response.status, content, call)
 
     # -- hooks -------------------------------------------------------------------------------------------------------
@@ -187,19 +194,28 @@ def build_provider(name: str, config: ProviderConfig) -> Provider:
     return provider
 
 
+# The upstream client's errors that become UpstreamErrors (transport_error says which).
+TRANSPORT_ERRORS = (TimeoutError, aiohttp.ClientError, ConnectionError)
+
+
+def transport_error(provider: str, exc: BaseException) -> UpstreamTimeout | UpstreamUnavailable:
+    """One of TRANSPORT_ERRORS as the gateway's error, most specific first."""
+    if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
+        return UpstreamTimeout(f"The upstream provider {provider!r} timed out.", provider=provider)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamUnavailable(f"Cannot connect to the upstream provider {provider!r}.", provider=provider)
+    return UpstreamUnavailable(
+        f"The connection to the upstream provider {provider!r} failed: {type(exc).__name__}.", provider=provider
+    )
+
+
 @contextlib.contextmanager
 def map_transport_errors(provider: str) -> Iterator[None]:
     """Translate the upstream client's exceptions into UpstreamError, most specific first."""
     try:
         yield
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise UpstreamTimeout(f"The upstream provider {provider!r} timed out.", provider=provider) from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise UpstreamUnavailable(f"Cannot connect to the upstream provider {provider!r}.", provider=provider) from exc
-    except (aiohttp.ClientError, ConnectionError) as exc:
-        raise UpstreamUnavailable(
-            f"The connection to the upstream provider {provider!r} failed: {type(exc).__name__}.", provider=provider
-        ) from exc
+    except TRANSPORT_ERRORS as exc:
+        raise transport_error(provider, exc) from exc
 
 
 def rejected_from_body(provider: str, status: int, body: bytes, retry_after: str | None) -> UpstreamRejected:

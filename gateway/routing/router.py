@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.config import Deployment, ModelGroup, RoutingConfig
@@ -37,6 +38,19 @@ if TYPE_CHECKING:
 Pick = Callable[[Sequence[DeploymentHealth], RequestContext], tuple[DeploymentHealth, str]]
 CONTEXT_LENGTH_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
 CONTENT_POLICY_CODES = frozenset({"content_policy_violation", "content_filter"})
+
+
+@dataclass(slots=True, eq=False)
+class Target:
+    """A model group as the router tries it, made once per configured model name (per request only for a name
+    that a wildcard matches): its deployments' health objects found, its strategy chosen, its fallbacks known.
+    Nothing of it changes per request: health, breakers and drains live in the DeploymentHealth objects."""
+
+    name: str
+    group: ModelGroup
+    healths: tuple[DeploymentHealth, ...]
+    pick: Pick
+    chain: tuple[Target, ...] = ()  # this group, then its fallbacks that the router knows, in order
 
 
 class Router:
@@ -70,75 +84,91 @@ class Router:
             "lowest-latency": strategies.lowest_latency,
             "lowest-cost": strategies.lowest_cost(prices),
         }
+        # Every configured group's Target, made once: a request finds its route with one lookup by model name.
+        self.targets = {name: self._target(name, group) for name, group in models.items()}
+        for target in self.targets.values():
+            target.chain = self._chain(target)
 
-    def resolve(self, name: str) -> ModelGroup | None:
-        group = self.models.get(name)
-        if group is not None or not self.wildcards:
-            return group
+    def _target(self, name: str, group: ModelGroup) -> Target:
+        healths = tuple(self.health.get(d) for d in group.deployments)
+        return Target(name, group, healths, self.strategies[group.strategy or self.config.strategy])
+
+    def _chain(self, target: Target) -> tuple[Target, ...]:
+        return (target, *(self.targets[name] for name in target.group.fallbacks if name in self.targets))
+
+    def target(self, name: str) -> Target | None:
+        """The route of a model name: its configured group's, or one made for a name that a wildcard matches."""
+        target = self.targets.get(name)
+        if target is not None or not self.wildcards:
+            return target
         for prefix, pattern in self.wildcards:
             if name.startswith(prefix) and len(name) > len(prefix):
                 rest = name[len(prefix) :]
                 deployments = [_with_model(d, rest) for d in pattern.deployments]
-                return ModelGroup(deployments=deployments, strategy=pattern.strategy, fallbacks=pattern.fallbacks)
+                group = ModelGroup(deployments=deployments, strategy=pattern.strategy, fallbacks=pattern.fallbacks)
+                target = self._target(name, group)
+                target.chain = self._chain(target)
+                return target
         return None
 
+    def resolve(self, name: str) -> ModelGroup | None:
+        target = self.target(name)
+        return target.group if target is not None else None
+
     async def send(self, ctx: RequestContext) -> Reply:
-        group = self.resolve(ctx.model)
-        if group is None:
+        target = self.target(ctx.model)
+        if target is None:
             raise ModelNotFound(
                 f"The model `{ctx.model}` does not exist or you do not have access to it.", param="model"
             )
-        ctx.group = group
-        chain: list[tuple[str, ModelGroup]] = [(ctx.model, group)]
-        if group.context_window_fallback in self.models and self._too_long(ctx, group):
-            chain = [(group.context_window_fallback, self.models[group.context_window_fallback])]
+        group = ctx.group = target.group
+        chain = target.chain
+        if group.context_window_fallback in self.targets and self._too_long(ctx, group):
+            chain = (self.targets[group.context_window_fallback], *chain[1:])
             self._fallback(ctx, ctx.model, group.context_window_fallback, "context_window")
-        chain += [(name, self.models[name]) for name in group.fallbacks if name in self.models]
         last: UpstreamError | None = None
         position = 0
         while position < len(chain):
-            name, current = chain[position]
+            current = chain[position]
             if position:
                 await _client_still_there(ctx)
-            if position and chain[position - 1][0] != name:
-                self._fallback(ctx, chain[position - 1][0], name, last.error_type if last else "unavailable")
+                if chain[position - 1].name != current.name:
+                    error = last.error_type if last else "unavailable"
+                    self._fallback(ctx, chain[position - 1].name, current.name, error)
             try:
                 return await self._send_to_group(ctx, current)
             except UpstreamError as exc:
                 last = exc
-                special = _special_fallback(exc, current)
-                if special and special in self.models and all(special != n for n, _ in chain[position + 1 :]):
-                    chain.insert(position + 1, (special, self.models[special]))
+                special = _special_fallback(exc, current.group)
+                if special and special in self.targets and all(special != t.name for t in chain[position + 1 :]):
+                    chain = (*chain[: position + 1], self.targets[special], *chain[position + 1 :])
                 elif not exc.retryable and not isinstance(exc, NoDeploymentAvailable):
                     raise
             position += 1
         assert last is not None
         raise last
 
-    async def _send_to_group(self, ctx: RequestContext, group: ModelGroup) -> Reply:
-        pick = self.strategies[group.strategy or self.config.strategy]
+    async def _send_to_group(self, ctx: RequestContext, target: Target) -> Reply:
+        pick = target.pick
+        constraints = ctx.constraints
         tried: set[str] = set()
         retries = 0
         while True:
             now = self.health.clock()
-            candidates = [
-                h
-                for d in group.deployments
-                if _allowed(d, ctx.constraints) and (h := self.health.get(d)).available(now)
-            ]
+            candidates = [h for h in target.healths if _allowed(h.deployment, constraints) and h.available(now)]
             if not candidates:
                 raise NoDeploymentAvailable(
                     f"No deployment of `{ctx.model}` is available (drained, circuit open, over capacity or outside "
                     "the request's constraints)."
                 )
-            fresh = [h for h in candidates if h.id not in tried] or candidates
+            fresh = ([h for h in candidates if h.id not in tried] or candidates) if tried else candidates
             health, reason = pick(fresh, ctx)
             if not health.breaker.allow(now):  # the probe slot went to another request since available()
                 continue
             tried.add(health.id)
             probe = health.breaker.state == "half-open"  # this attempt holds the breaker's one probe slot
             try:
-                reply = await self._attempt(ctx, health)
+                reply = await self._attempt(ctx, health, now)
             except UpstreamError as exc:
                 if exc.retryable:  # a client's bad request says nothing about the deployment's health
                     self.health.failed(health, exc.error_type)
@@ -155,7 +185,7 @@ class Router:
                 self._count(provider, "retry")
                 retries += 1
                 delay = backoff_delay(retries, self.config.backoff, retry_after_seconds(exc.headers.get("retry-after")))
-                if delay > self.config.backoff.max_s and len(group.deployments) == 1:
+                if delay > self.config.backoff.max_s and len(target.healths) == 1:
                     raise  # the upstream asks for a longer wait than we may hold the client: fall back instead
                 await asyncio.sleep(min(delay, self.config.backoff.max_s))
                 await _client_still_there(ctx)
@@ -174,14 +204,14 @@ class Router:
             child = self._attempts[provider, outcome] = self.metrics.attempts.labels(provider, outcome)
         child.inc()
 
-    async def _attempt(self, ctx: RequestContext, health: DeploymentHealth) -> Reply:
+    async def _attempt(self, ctx: RequestContext, health: DeploymentHealth, now: float) -> Reply:
         deployment = health.deployment
         ctx.attempts += 1
         ctx.deployment = deployment
         ctx.provider = deployment.provider
         ctx.served_model = ""
         health.budget.deposit()
-        health.started(self.health.clock())
+        health.started(now)
         start = time.perf_counter_ns()
         ctx.upstream_connect = None  # this attempt's, not an earlier one's
         # Only for the call: a task spawned later from this request's task would copy it, and keep ctx alive.

@@ -133,6 +133,9 @@ class Metrics:
         self.in_flight = Gauge(
             "gateway_requests_in_flight", "Requests being served.", registry=r, multiprocess_mode="livesum"
         )
+        # The request driver counts its requests here, a plain int; flush() sets the gauge from it (a Gauge's
+        # inc and dec take its lock, and in multiprocess mode write its file, twice per request).
+        self.requests_in_flight = 0
         self.filter_seconds = Histogram(
             "gateway_filter_duration_seconds", "Time in each pipeline stage (route: without the upstream).",
             ["filter"], buckets=OVERHEAD_BUCKETS, registry=r,
@@ -246,6 +249,7 @@ class Metrics:
         """Write what the requests observed since the last flush to the metrics (a few µs per label set)."""
         for pending in self._pending:
             pending.flush()
+        self.in_flight.set(self.requests_in_flight)
 
     def error(self, domain: str, error_type: str) -> None:
         child = self._errors.get((domain, error_type))

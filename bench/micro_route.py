@@ -1,0 +1,162 @@
+"""Instructions per request of the request driver and routing (issue 15's budget rows), under callgrind.
+
+    valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p .venv/bin/python bench/micro_route.py MODE N
+
+Runs N requests one after another, in one process and one event loop (uvloop), after a warm-up of WARMUP:
+- `full`: chat completions over loopback into the gateway under uvicorn and the gateway's HTTP protocol, as
+  `gateway serve` runs it (bench/reference.yaml's pipeline, auth and route, minus the store and the access log),
+  routed to an OpenAI-type provider whose upstream is a canned answer on loopback: server, request driver,
+  auth, routing, the provider's call through aiohttp, response, record;
+- `route`: the router alone, called as the route stage calls it (Router.send then Router.finished), on the
+  same provider and upstream: routing and the provider's call through aiohttp;
+- `full-mock`, `route-mock`: the same on the built-in mock provider (no upstream, no aiohttp): the gateway's own
+  code around the call, with less of the noise that the event loop's timers and the sockets add.
+
+Background work that runs by the clock (loop lag's sampler, health sync, the telemetry writer) is set to long intervals:
+under callgrind a request takes some 50 times longer, and what a timer does per second would count per request.
+
+The client and the upstream are a few lines of asyncio each, the same in every run. Instructions per request are
+the difference between two runs, N=1200 and N=200, over 1000 (start-up and warm-up cancel out):
+
+    bash bench/micro_route.sh full     # prints instructions per request (needs valgrind)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvicorn
+import uvloop
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gateway.app import build_app  # noqa: E402
+from gateway.config import parse_config  # noqa: E402
+from gateway.context import RequestContext  # noqa: E402
+from gateway.server import uvicorn_options  # noqa: E402
+
+WARMUP = 200
+KEY = "sk-bench-micro"
+BODY = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}]})
+ANSWER = orjson.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11},
+    }
+)
+UPSTREAM_REPLY = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(ANSWER) + ANSWER
+)
+
+
+class Upstream(asyncio.Protocol):
+    """Answers every request on a kept-alive connection with the same chat completion."""
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            head_end = self.buffer.find(b"\r\n\r\n")
+            if head_end < 0:
+                return
+            head = self.buffer[:head_end].lower()
+            start = head.find(b"content-length:")
+            length = int(head[start + 15 : head.find(b"\r\n", start)]) if start >= 0 else 0
+            end = head_end + 4 + length
+            if len(self.buffer) < end:
+                return
+            self.buffer = self.buffer[end:]
+            self.transport.write(UPSTREAM_REPLY)
+
+
+def config(upstream_port: int, tmp: str, mock: bool) -> Any:
+    upstream = {"type": "openai", "base_url": f"http://127.0.0.1:{upstream_port}/v1", "api_key": "sk-up"}
+    data = {
+        "server": {"access_log": False},
+        "providers": {"upstream": {"type": "mock"} if mock else upstream},
+        "routing": {"breaker": {"sync_interval_s": 3600}},
+        "models": {"gpt-4o-mini": {"deployments": [{"provider": "upstream", "model": "gpt-4o-mini"}]}},
+        "pipeline": ["auth", "route"],
+        "auth": {"mode": "keys", "keys": [{"name": "bench", "key": KEY, "project": "bench"}]},
+        "telemetry": {
+            "store": "none",
+            "flush_interval_ms": 3_600_000,
+            "spool_dir": f"{tmp}/spool",
+            "pricing_file": str(ROOT / "config/pricing.yaml"),
+        },
+    }
+    return parse_config(yaml.safe_dump(data), source="micro.yaml", env=os.environ, base_dir=str(ROOT))
+
+
+async def full(n: int, gateway_config: Any) -> None:
+    app = build_app(gateway_config)
+    app.state.gateway.loop_lag.interval_s = 3600
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=0, lifespan="on", log_level="warning", access_log=False,
+            proxy_headers=False, **uvicorn_options(gateway_config.server),
+        )
+    )  # fmt: skip
+    serving = asyncio.ensure_future(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn's Server has no event for it
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\nauthorization: Bearer %s\r\n"
+        b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (KEY.encode(), len(BODY), BODY)
+    )
+    for _ in range(WARMUP + n):
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        body = b""  # the gateway answers chunked: read to the last chunk
+        while not body.endswith(b"0\r\n\r\n"):
+            body += await reader.read(65536)
+    writer.close()
+    server.should_exit = True
+    await serving
+
+
+async def route(n: int, gateway_config: Any) -> None:
+    app = build_app(gateway_config)
+    gateway = app.state.gateway
+    gateway.loop_lag.interval_s = 3600
+    async with app.app.router.lifespan_context(app.app):
+        router = gateway.components.router
+        for _ in range(WARMUP + n):
+            ctx = RequestContext(
+                request_id="0" * 32, endpoint="chat/completions", headers=[], raw_body=BODY, body=orjson.loads(BODY)
+            )
+            reply = await router.send(ctx)
+            router.finished(ctx)
+            assert reply.status == 200, reply.body
+
+
+async def main(mode: str, n: int) -> None:
+    loop = asyncio.get_running_loop()
+    upstream = await loop.create_server(Upstream, "127.0.0.1", 0)
+    port = upstream.sockets[0].getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        run, _, provider = mode.partition("-")
+        await {"full": full, "route": route}[run](n, config(port, tmp, mock=provider == "mock"))
+    upstream.close()
+
+
+if __name__ == "__main__":
+    uvloop.run(main(sys.argv[1], int(sys.argv[2])))

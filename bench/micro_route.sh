@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Instructions per request of bench/micro_route.py MODE (full | route), under callgrind: two runs, N=1200 and
+# N=200, their difference over 1000. The callgrind files stay in $OUT (default /tmp/micro_route) for
+# callgrind_annotate.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODE=${1:-full}
+OUT=${OUT:-/tmp/micro_route}
+mkdir -p "$OUT"
+for n in 200 1200; do
+  valgrind --tool=callgrind --callgrind-out-file="$OUT/$MODE.$n.out" .venv/bin/python bench/micro_route.py "$MODE" "$n" \
+    2>"$OUT/$MODE.$n.log"
+done
+low=$(awk '/^totals:/ {print $2}' "$OUT/$MODE.200.out")
+high=$(awk '/^totals:/ {print $2}' "$OUT/$MODE.1200.out")
+echo "$MODE: $(( (high - low) / 1000 )) instructions per request"
