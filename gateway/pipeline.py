@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from gateway.components import Components
 
 logger = logging.getLogger("gateway")
+_NO_RESPONSE_PHASE: object = Stage.on_response
 
 
 # name -> "module:Class", imported when a pipeline names it.
@@ -85,6 +86,8 @@ class Pipeline:
         self.filters = tuple(filters)
         self.chunk_filters: tuple[Filter, ...] = tuple(f for f in reversed(self.filters) if f.sees_chunks)
         self.door: tuple[Filter, ...] = tuple(f for f in self.filters if f.at_door)
+        # The stages with a response phase of their own: Stage's no-op on_response is not awaited for the others.
+        self.settling = frozenset(id(f) for f in self.filters if type(f).on_response is not _NO_RESPONSE_PHASE)
 
     async def authenticate(self, ctx: RequestContext) -> None:
         """For endpoints outside the pipeline (the models list): the door's stages run whole (identify, then
@@ -121,6 +124,8 @@ class Pipeline:
     async def complete(self, ctx: RequestContext, reply: Reply, entered: list[Filter]) -> Reply:
         """The response phase, in reverse order. For a stream, called after it has ended."""
         for stage in reversed(entered):
+            if id(stage) not in self.settling:
+                continue
             try:
                 replaced = await stage.on_response(ctx, reply)
             except GatewayError as exc:

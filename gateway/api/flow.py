@@ -17,7 +17,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from gateway.api.http import client_request_id, parse_json_object, read_body
+from gateway.api.http import client_request_id, parse_json_object, read_body, whole_body
 from gateway.api.streaming import Encoder, relay
 from gateway.context import RequestContext
 from gateway.errors import ClientClosed, GatewayError, InternalError
@@ -97,7 +97,9 @@ class PipelineEndpoint:
             try:
                 for stage in gateway.pipeline.door:  # auth: the key, before a byte of the body is read
                     await stage.identify(ctx)
-                raw = await read_body(scope, receive, self.max_body)
+                raw = whole_body(scope, receive, self.max_body)  # as it nearly always is: no await
+                if raw is None:
+                    raw = await read_body(scope, receive, self.max_body)
                 body_read = True
                 decoded = parse_json_object(raw)
                 ctx.note_requested(decoded)  # a body refused below is still recorded with what it asked for

@@ -75,21 +75,28 @@ def time_range(query: dict[str, str]) -> tuple[float, float]:
     return bounds[0], bounds[1]
 
 
+def whole_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+    """The request body when the server has it whole already (uvicorn's receive, body_received): taken without an
+    await; 413 beyond `limit`. None when it must be received: read_body does."""
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            if value.isdigit() and int(value) > limit:
+                raise _too_large(limit)
+            break
+    whole = body_received(receive)
+    if whole is not None and len(whole) > limit:
+        raise _too_large(limit)
+    return whole
+
+
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     """The request body, at most `limit` bytes (413 beyond, before they are kept). A body that came in one message
     is its bytes as they came; one in several is written into one buffer that grows as bytes arrive (realloc, a
     remap once large: no copies) and is returned without a copy (BytesIO.getvalue). The buffer is not sized from
     Content-Length up front: a client announcing 16 MB and sending a byte would hold 16 MB for nothing. A client
     that leaves before its body is whole raises ClientClosed."""
-    for key, value in scope["headers"]:
-        if key == b"content-length":
-            if value.isdigit() and int(value) > limit:
-                raise _too_large(limit)
-            break
-    whole = body_received(receive)  # uvicorn's receive, of a body that has arrived whole
+    whole = whole_body(scope, receive, limit)
     if whole is not None:
-        if len(whole) > limit:
-            raise _too_large(limit)
         return whole
     message = await receive()
     if message["type"] == "http.disconnect":
