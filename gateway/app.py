@@ -19,7 +19,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from gateway.api.admin import DeploymentsEndpoint
 from gateway.api.analytics import SimilarityAnalyticsEndpoint, TelemetryStatusEndpoint, TimeseriesEndpoint
-from gateway.api.anthropic import MessagesEndpoint
+from gateway.api.anthropic import CountTokensEndpoint, MessagesEndpoint
 from gateway.api.features import FeaturesEndpoint
 from gateway.api.health import Live, MetricsEndpoint, Ready
 from gateway.api.http import scope_id_headers
@@ -58,6 +58,7 @@ def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> FastRo
     completions["/v1/responses"] = ResponsesEndpoint(gateway)  # OpenAI's Responses API, same pipeline
     routes = [
         *(Route(path, endpoint, methods=["POST"]) for path, endpoint in completions.items()),
+        Route("/v1/messages/count_tokens", CountTokensEndpoint(gateway), methods=["POST"]),
         Route("/v1/responses/{id}", StoredResponsesEndpoint(gateway), methods=["GET", "DELETE"]),
         Route("/v1/responses/{id}/input_items", StoredResponsesEndpoint(gateway, input_items=True), methods=["GET"]),
         Route("/v1/models", models, methods=["GET"]),

@@ -34,11 +34,14 @@ from gateway import tasks
 from gateway.errors import InvalidRequest, ServiceUnavailable
 from gateway.ids import id_time_s
 from gateway.store.base import ResponseStore, StoredResponse, StoreUnavailable, describe
+from gateway.store.records import json_bytes
 
 logger = logging.getLogger("gateway.responses")
 _Found = TypeVar("_Found", StoredResponse | None, list[StoredResponse])
 
-WRITERS = 4  # writes to the store in flight at most (a PostgreSQL store's pool has 4 connections by default)
+# Responses written in one transaction at most: one commit for the responses of a busy moment, as records are
+# written in batches (a write per response cost the store's thread a commit each: +30 % CPU per request).
+BATCH = 256
 CLOSE_TIMEOUT_S = 5.0  # how long close() waits for the responses still unsaved
 _FIRST_BACKOFF_S = 0.5
 # A response made this recently, not found, may be on its way to the store from the worker or replica that made it:
@@ -55,6 +58,7 @@ class Conversations:
         store: ResponseStore | None,
         *,
         memory_max: int,
+        memory_max_mb: float = 64.0,
         write_timeout_s: float,
         registry: CollectorRegistry,
         read_timeout_s: float = 5.0,
@@ -67,6 +71,12 @@ class Conversations:
         responses.max_chain, the most turns history() brings back."""
         self.store = store
         self.memory_max = memory_max
+        self.memory_max_bytes = int(memory_max_mb * 1_048_576)
+        # The JSON size of each response in memory, and of each unsaved, and their sums: both are bounded by it.
+        self._memory_sizes: dict[str, int] = {}
+        self._unsaved_sizes: dict[str, int] = {}
+        self._memory_bytes = 0
+        self._unsaved_bytes = 0
         self.write_timeout_s = write_timeout_s
         self.read_timeout_s = read_timeout_s
         self.max_chain = max_chain
@@ -95,13 +105,16 @@ class Conversations:
 
     def save(self, r: StoredResponse) -> None:
         """Keep `r` (replacing a response of the same id): in memory now, in the store soon."""
-        self._remember(r)
+        size = _size(r)
+        self._remember(r, size)
         if self.store is None or self._closing.is_set():
             return
+        self._forget_unsaved(r.id)
         self._unsaved[r.id] = r
-        while len(self._unsaved) > self.memory_max:
-            oldest = next(iter(self._unsaved))
-            del self._unsaved[oldest]
+        self._unsaved_sizes[r.id] = size
+        self._unsaved_bytes += size
+        while len(self._unsaved) > self.memory_max or self._unsaved_bytes > self.memory_max_bytes:
+            self._forget_unsaved(next(iter(self._unsaved)))
             self._not_stored.inc()
         self._waiting.set(len(self._unsaved))
         if self._task is None or self._task.done():  # done: a bug ended it (tasks.spawn logged it); a new one
@@ -162,8 +175,8 @@ class Conversations:
         found = self._known(response_id)
         removed = False
         if found is not None and found.project == project:
-            self._memory.pop(response_id, None)
-            self._unsaved.pop(response_id, None)
+            self._forget(response_id)
+            self._forget_unsaved(response_id)
             self._waiting.set(len(self._unsaved))
             removed = True
             writing = self._writing.get(response_id)
@@ -210,11 +223,25 @@ class Conversations:
             return found
         return self._unsaved.get(response_id)
 
-    def _remember(self, r: StoredResponse) -> None:
+    def _remember(self, r: StoredResponse, size: int | None = None) -> None:
+        """Into memory, the least recently used leaving past memory_max responses or memory_max_mb of their JSON
+        (a response with images in its input weighs megabytes)."""
+        self._forget(r.id)
+        size = _size(r) if size is None else size
         self._memory[r.id] = r
-        self._memory.move_to_end(r.id)
-        while len(self._memory) > self.memory_max:
-            self._memory.popitem(last=False)
+        self._memory_sizes[r.id] = size
+        self._memory_bytes += size
+        while len(self._memory) > self.memory_max or self._memory_bytes > self.memory_max_bytes:
+            self._forget(next(iter(self._memory)))
+
+    def _forget(self, response_id: str) -> None:
+        """Out of memory (it may still be unsaved)."""
+        if self._memory.pop(response_id, None) is not None:
+            self._memory_bytes -= self._memory_sizes.pop(response_id)
+
+    def _forget_unsaved(self, response_id: str) -> None:
+        if self._unsaved.pop(response_id, None) is not None:
+            self._unsaved_bytes -= self._unsaved_sizes.pop(response_id)
 
     async def _read(self, read: Callable[[], Awaitable[_Found]], response_id: str) -> _Found:
         """One read of the store, within read_timeout_s; ServiceUnavailable when it fails or hangs."""
@@ -249,7 +276,7 @@ class Conversations:
         )
 
     async def _writer(self) -> None:
-        """Write what is unsaved, WRITERS at a time; after a round with a failure, pause (backing off) first."""
+        """Write what is unsaved, a batch (one transaction) at a time; after a failed batch, pause (backing off)."""
         delay = 0.0
         while True:
             if not self._unsaved:
@@ -263,37 +290,50 @@ class Conversations:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay * random.uniform(0.5, 1.0)):
                         await self._closing.wait()  # closing: one last try at once
-            batch = list(itertools.islice(self._unsaved.values(), WRITERS))
-            for r in batch:  # before any write starts: a deletion from now on waits for it
+            batch = list(itertools.islice(self._unsaved.values(), BATCH))
+            for r in batch:  # before the write starts: a deletion from now on waits for it
                 self._writing[r.id] = asyncio.Event()
-            results = await asyncio.gather(*(self._write(r) for r in batch))
-            delay = 0.0 if all(results) else min(max(delay * 2, _FIRST_BACKOFF_S), self.max_backoff_s)
+            try:
+                written = await self._write(batch)
+            finally:
+                for r in batch:
+                    self._writing.pop(r.id).set()
+            delay = 0.0 if written else min(max(delay * 2, _FIRST_BACKOFF_S), self.max_backoff_s)
             self._waiting.set(len(self._unsaved))
 
-    async def _write(self, r: StoredResponse) -> bool:
-        """One response to the store; False when the store failed (it stays unsaved, to be tried again)."""
+    async def _write(self, batch: list[StoredResponse]) -> bool:
+        """Responses to the store, one transaction; False when the store failed (they stay unsaved, to be tried
+        again). A batch the store refuses for another reason is written again in halves until the responses it
+        refuses are alone: those are given up (retrying cannot help), the others written."""
         assert self.store is not None
-        try:
-            if self._unsaved.get(r.id) is not r:
-                return True  # deleted, or saved again since: the newer one is written in its turn
-            try:
-                async with asyncio.timeout(self.write_timeout_s):
-                    await self.store.save_response(r)
-            except (StoreUnavailable, TimeoutError) as exc:
-                self._failures.inc()
-                if not self._outage:
-                    self._outage = True
-                    logger.warning("stored responses cannot be written (%s): kept in memory and retried", describe(exc))
-                return False
-            except Exception as exc:  # noqa: BLE001 - a response the store refuses: retrying cannot help
-                logger.error("stored response %s refused by the store: %s", r.id, describe(exc))
-                self._not_stored.inc()
-            else:
-                if self._outage:
-                    self._outage = False
-                    logger.info("stored responses are written again (%d waiting)", len(self._unsaved) - 1)
-            if self._unsaved.get(r.id) is r:
-                del self._unsaved[r.id]
+        batch = [r for r in batch if self._unsaved.get(r.id) is r]  # not deleted, nor saved again since
+        if not batch:
             return True
-        finally:
-            self._writing.pop(r.id).set()
+        try:
+            async with asyncio.timeout(self.write_timeout_s):
+                await self.store.save_responses(batch)
+        except (StoreUnavailable, TimeoutError) as exc:
+            self._failures.inc()
+            if not self._outage:
+                self._outage = True
+                logger.warning("stored responses cannot be written (%s): kept in memory and retried", describe(exc))
+            return False
+        except Exception as exc:  # noqa: BLE001 - refused: split, or give the one refused up
+            if len(batch) > 1:
+                middle = len(batch) // 2
+                return await self._write(batch[:middle]) and await self._write(batch[middle:])
+            logger.error("stored response %s refused by the store: %s", batch[0].id, describe(exc))
+            self._not_stored.inc()
+        else:
+            if self._outage:
+                self._outage = False
+                logger.info("stored responses are written again (%d waiting)", len(self._unsaved) - len(batch))
+        for r in batch:
+            if self._unsaved.get(r.id) is r:
+                self._forget_unsaved(r.id)
+        return True
+
+
+def _size(r: StoredResponse) -> int:
+    """What a response weighs in memory, near enough: the size of its JSON."""
+    return len(json_bytes(r.response)) + len(json_bytes(r.input_items))

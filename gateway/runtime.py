@@ -166,6 +166,7 @@ class Gateway:
         self.conversations = Conversations(
             response_store(self.store) if config.responses.store else None,
             memory_max=config.responses.memory_max,
+            memory_max_mb=config.responses.memory_max_mb,
             write_timeout_s=config.telemetry.write_timeout_s,
             read_timeout_s=config.telemetry.query_timeout_s,
             max_chain=config.responses.max_chain,

@@ -21,13 +21,16 @@ class ResponsesConfig:
     # Responses each worker keeps in memory (the least recently used leave first): the next turn finds the last
     # one at once, even before the store has it, and while the store is down.
     memory_max: int = 10_000
+    # ...and at most this much of their JSON (as many again may wait for a store that is down): a response whose
+    # input carries images weighs megabytes.
+    memory_max_mb: float = 64.0
     # The longest chain of turns previous_response_id may bring back; a longer one is refused (400).
     max_chain: int = 1000
 
 
 def check_responses(config: GatewayConfig, problems: list[tuple[str, str]]) -> None:
     responses = config.responses
-    for key in ("retention_days", "memory_max", "max_chain"):
+    for key in ("retention_days", "memory_max", "memory_max_mb", "max_chain"):
         if not getattr(responses, key) > 0:
             problems.append((f"responses.{key}", "must be positive"))
     if "responses" in config.telemetry.retention_days:

@@ -20,6 +20,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "POST /v1/completions": DEVELOPER,
     "POST /v1/embeddings": DEVELOPER,
     "POST /v1/messages": DEVELOPER,
+    "POST /v1/messages/count_tokens": DEVELOPER,
     "POST /v1/responses": DEVELOPER,
     # The responses an application stored (own project): the application's own conversation state.
     "GET /v1/responses/{id}": DEVELOPER,
@@ -69,6 +70,7 @@ V1_ROUTES: dict[str, str] = {
     "completions": "POST /v1/completions",
     "embeddings": "POST /v1/embeddings",
     "messages": "POST /v1/messages",
+    "messages/count_tokens": "POST /v1/messages/count_tokens",
     "models": "GET /v1/models",
 }
 

@@ -12,9 +12,12 @@ head or of a body, and `limit_concurrency` counts tasks with connections. So, pe
 - a request answered before its body arrived (401, 413...) does not have the rest of its body read: the
   connection is closed once the client has had time to read the answer.
 
-An error is answered in OpenAI's shape, then the connection is closed "lingering": the write side first, and
+An error is answered in OpenAI's shape (uvicorn's own 400 for bytes that are not HTTP too), then the connection is
+closed "lingering": the write side first, and
 what the client still sends is read and dropped for up to LINGER_S, so that a client still sending its request
 reads the answer instead of a connection reset.
+
+Every answer carries x-response-time (timing.py): the cycle uvicorn makes for a request becomes a TimedCycle.
 
 Time is kept without a timer per request: each connection notes when its current phase began (`loop.time()`,
 uv_now: no system call), and one periodic sweep per server closes those past their deadline.
@@ -23,6 +26,7 @@ uv_now: no system call), and one periodic sweep per server closes those past the
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,12 +38,12 @@ from uvicorn.protocols.http.httptools_impl import (
     HEADER_VALUE_RE,
     STATUS_LINE,
     HttpToolsProtocol,
-    RequestResponseCycle,
 )
 from uvicorn.server import ServerState
 
 from gateway.config import ServerConfig
-from gateway.errors import GatewayError, RequestHeadersTooLarge, RequestTimeout, ServiceUnavailable
+from gateway.errors import GatewayError, InvalidRequest, RequestHeadersTooLarge, RequestTimeout, ServiceUnavailable
+from gateway.server.timing import TimedCycle, response_time
 
 LINGER_S = 2.0
 # The scope key under which a request finds its connection (`lost`, `on_lost`).
@@ -148,9 +152,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.phase = _HEAD
 
     def on_headers_complete(self) -> None:
+        head_ns = time.perf_counter_ns()  # X-Response-Time counts from here
+        previous = self.cycle
         super().on_headers_complete()
         cycle = self.cycle
-        if cycle is not None:
+        if cycle is not previous:  # a request's cycle (an upgrade to a websocket makes none)
+            cycle.__class__ = TimedCycle  # its answer's head carries x-response-time (timing.py)
+            cycle.head_ns = head_ns  # type: ignore[attr-defined]
             cycle.transport = self.cycle_transport  # type: ignore[assignment]
             cycle.scope[CONNECTION_KEY] = self  # type: ignore[literal-required]
 
@@ -228,8 +236,25 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 return
             cycle.disconnected = True  # the app's own answer, if it comes, goes nowhere
             cycle.message_event.set()  # and a read of the body ends with http.disconnect
-        self.transport.write(_response(error, self.server_state.default_headers))
+        self.transport.write(_response(error, self._timed_headers()))
         self._close_lingering()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes that are not HTTP (it logged them), as it sends it, in OpenAI's shape and timed
+        like the server's other refusals."""
+        self.transport.write(_response(InvalidRequest(msg), self._timed_headers()))
+        self.transport.close()
+
+    def _timed_headers(self) -> list[tuple[bytes, bytes]]:
+        """The server's default headers and x-response-time, for an answer the server sends itself: timed from the
+        head of the request being answered, or, when none was read whole, from when its first bytes came (or the
+        connection opened)."""
+        cycle = self.cycle
+        if isinstance(cycle, TimedCycle) and not cycle.response_complete:
+            since = cycle.head_ns
+        else:
+            since = time.perf_counter_ns() - int((self.loop.time() - self.phase_since) * 1e9)
+        return [*self.server_state.default_headers, response_time(since)]
 
     def _close_lingering(self) -> None:
         self.phase = _CLOSING
@@ -252,13 +277,14 @@ def send_whole(send: Callable[..., Any], status: int, headers: list[tuple[bytes,
     an ordinary one; False (nothing sent) otherwise, and the caller sends it through the ASGI messages.
 
     The bytes are those uvicorn's send would write for http.response.start then http.response.body (the status
-    line, the server's default headers, the answer's, a chunked body), and the cycle ends as it would: one
-    transport write instead of two (a system call), two messages and their awaits, and the check of each header
-    made once over all of them. Anything uvicorn's send treats otherwise (a header it would refuse, lower-case or
-    frame by, a connection to close, a HEAD, writes paused, a client gone) goes through its send unchanged."""
+    line, the server's default headers and x-response-time, the answer's, a chunked body), and the cycle ends as
+    it would: one transport write instead of two (a system call), two messages and their awaits, and the check of
+    each header made once over all of them. Anything uvicorn's send treats otherwise (a header it would refuse,
+    lower-case or frame by, a connection to close, a HEAD, writes paused, a client gone) goes through its send
+    unchanged."""
     cycle = getattr(send, "__self__", None)
     if (
-        type(cycle) is not RequestResponseCycle
+        type(cycle) is not TimedCycle
         or cycle.response_started
         or cycle.disconnected
         or not cycle.keep_alive
@@ -305,7 +331,7 @@ def body_received(receive: Callable[..., Any]) -> bytes | None:
     receives as usual."""
     cycle = getattr(receive, "__self__", None)
     if (
-        type(cycle) is not RequestResponseCycle
+        type(cycle) is not TimedCycle
         or cycle.more_body
         or cycle.disconnected
         or cycle.response_complete

@@ -238,8 +238,9 @@ class ResponseStore(Protocol):
     """The stored responses (gateway/conversations.py keeps them in memory in front of this), each of one project:
     a read or a deletion for another project finds nothing."""
 
-    async def save_response(self, r: StoredResponse) -> None:
-        """Insert or replace by id (a row of another project with the same id is left as it is)."""
+    async def save_responses(self, responses: Sequence[StoredResponse]) -> None:
+        """Insert or replace each by id (a row of another project with the same id is left as it is), in one
+        transaction: a batch costs the store one commit, as the records' batches do."""
 
     async def get_response(self, response_id: str, *, project: str) -> StoredResponse | None: ...
 

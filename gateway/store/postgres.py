@@ -388,8 +388,8 @@ class PostgresStore(TraceQueries):
 
     # -- stored responses of the Responses API (gateway/conversations.py; gateway/store/postgres_responses.py) --
 
-    async def save_response(self, r: StoredResponse) -> None:
-        await self._run(lambda conn: postgres_responses.save(conn, r))
+    async def save_responses(self, responses: Sequence[StoredResponse]) -> None:
+        await self._run(lambda conn: postgres_responses.save(conn, responses))
 
     async def get_response(self, response_id: str, *, project: str) -> StoredResponse | None:
         return await self._run(lambda conn: postgres_responses.get(conn, response_id, project))

@@ -6,6 +6,7 @@ response it reads: an id or project with a NUL cannot be in the table, and is an
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from gateway.store import responses_sql
@@ -18,11 +19,15 @@ def _impossible(*names: str) -> bool:
     return any("\x00" in name for name in names)
 
 
-async def save(conn: Any, r: StoredResponse) -> None:
-    values = responses_sql.row(r)
-    if _impossible(*(v for v in values[:4] if isinstance(v, str))):
-        values = tuple(v.replace("\x00", "") if isinstance(v, str) else v for v in values)
-    await conn.execute(_SQL["upsert"], *values)
+async def save(conn: Any, responses: Sequence[StoredResponse]) -> None:
+    rows = []
+    for r in responses:
+        values = responses_sql.row(r)
+        if _impossible(*(v for v in values[:4] if isinstance(v, str))):
+            values = tuple(v.replace("\x00", "") if isinstance(v, str) else v for v in values)
+        rows.append(values)
+    async with conn.transaction():
+        await conn.executemany(_SQL["upsert"], rows)
 
 
 async def get(conn: Any, response_id: str, project: str) -> StoredResponse | None:

@@ -278,8 +278,8 @@ class SQLiteStore(TraceQueries):
         return await self._call(lambda: sqlite_flags.revision(self._require()))
 
     # Stored responses of the Responses API (gateway/conversations.py; gateway/store/sqlite_responses.py).
-    async def save_response(self, r: StoredResponse) -> None:
-        await self._call(lambda: sqlite_responses.save(self._require(), r))
+    async def save_responses(self, responses: Sequence[StoredResponse]) -> None:
+        await self._call(lambda: sqlite_responses.save(self._require(), responses))
 
     async def get_response(self, response_id: str, *, project: str) -> StoredResponse | None:
         return await self._call(lambda: sqlite_responses.get(self._require(), response_id, project))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
 from gateway.store import responses_sql
 from gateway.store.base import StoredResponse
@@ -10,8 +11,14 @@ from gateway.store.base import StoredResponse
 _SQL = responses_sql.statements("?")
 
 
-def save(conn: sqlite3.Connection, r: StoredResponse) -> None:
-    conn.execute(_SQL["upsert"], responses_sql.row(r))
+def save(conn: sqlite3.Connection, responses: Sequence[StoredResponse]) -> None:
+    conn.execute("BEGIN")
+    try:
+        conn.executemany(_SQL["upsert"], [responses_sql.row(r) for r in responses])
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def get(conn: sqlite3.Connection, response_id: str, project: str) -> StoredResponse | None:

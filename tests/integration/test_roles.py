@@ -18,6 +18,8 @@ CALLS = [
     ("POST", "/v1/embeddings", {"model": "demo-embedding", "input": "hi"}, "POST /v1/embeddings"),
     ("POST", "/v1/messages", {"model": "demo", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
      "POST /v1/messages"),
+    ("POST", "/v1/messages/count_tokens", {"model": "demo", "messages": [{"role": "user", "content": "hi"}]},
+     "POST /v1/messages/count_tokens"),
     ("GET", "/v1/models", None, "GET /v1/models"),
     ("GET", "/admin/deployments", None, "GET /admin/deployments"),
     ("POST", "/admin/deployments/mock/demo-1/reset", None, "POST /admin/deployments/{id}/{action}"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from typing import Any
 
 import pytest
@@ -57,6 +58,14 @@ class Transport(asyncio.Transport):
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"peername": ("127.0.0.1", 5000), "sockname": ("127.0.0.1", 8080)}.get(name, default)
+
+
+def untimed(written: bytes) -> bytes:
+    """What was written, with each answer's x-response-time (which differs from one run to the next) as `T`;
+    every answer has one."""
+    timed, count = re.subn(rb"\r\nx-response-time: \d+\.\d{3}ms\r\n", b"\r\nx-response-time: T\r\n", written)
+    assert count == written.count(b"HTTP/1.1 ") - written.count(b"HTTP/1.1 100 Continue"), written
+    return timed
 
 
 def request(head_size: int, body: bytes) -> bytes:
@@ -153,7 +162,8 @@ async def answer_both_ways(status: int, headers: list[tuple[bytes, bytes]], body
             await asyncio.sleep(0)
         cycle = sent.get("cycle")
         flags = (cycle.response_started, cycle.response_complete, cycle.chunked_encoding) if cycle else None
-        outcomes.append((bytes(transport.written), sent.get("error"), flags, transport.closing, state.total_requests))
+        written = untimed(bytes(transport.written))
+        outcomes.append((written, sent.get("error"), flags, transport.closing, state.total_requests))
         protocol.connection_lost(None)
     outcomes.append(sent["whole"])
     return outcomes
@@ -205,7 +215,7 @@ def test_a_whole_body_is_taken_as_uvicorns_receive_would(raw):
                 protocol.data_received(b"{}")
                 for _ in range(50):
                     await asyncio.sleep(0)
-            outcomes.append((seen["state"], bytes(transport.written), transport.reading))
+            outcomes.append((seen["state"], untimed(bytes(transport.written)), transport.reading))
             protocol.connection_lost(None)
         outcomes.append(seen["whole"])
         return outcomes
@@ -213,3 +223,30 @@ def test_a_whole_body_is_taken_as_uvicorns_receive_would(raw):
     through_receive, whole, taken = asyncio.run(both_ways())
     assert whole == through_receive
     assert taken == (b"content-length: 4" not in raw and b"expect" not in raw)
+
+
+def test_uvicorns_own_500_is_timed_from_the_head():
+    """An app that fails before it answers gets uvicorn's 500, through the cycle's send: timed like any answer."""
+
+    async def failing(scope: Any, receive: Any, send: Any) -> None:
+        await asyncio.sleep(0.02)
+        raise RuntimeError("a bug")
+
+    async def serve() -> bytes:
+        config = Config(failing, lifespan="off", log_level="critical", access_log=False)
+        protocol = BoundedHttpToolsProtocol(config, ServerState(), {}, limits=EdgeLimits())
+        transport = Transport()
+        protocol.connection_made(transport)
+        protocol.data_received(b"GET /x HTTP/1.1\r\nhost: x\r\n\r\n")
+        for _ in range(100):
+            if transport.written:
+                break
+            await asyncio.sleep(0.005)
+        protocol.connection_lost(None)
+        return bytes(transport.written)
+
+    written = asyncio.run(serve())
+    assert written.startswith(b"HTTP/1.1 500 ")
+    took = re.search(rb"\r\nx-response-time: (\d+\.\d{3})ms\r\n", written)
+    assert took is not None
+    assert float(took[1]) >= 20

@@ -38,7 +38,7 @@ async def chain_of(store, n: int, *, project: str = "p1", start: int = 1) -> lis
     made, previous = [], None
     for i in range(start, start + n):
         r = stored(i, project=project, previous=previous)
-        await store.save_response(r)
+        await store.save_responses([r])
         made.append(r)
         previous = r.id
     return made
@@ -47,7 +47,7 @@ async def chain_of(store, n: int, *, project: str = "p1", start: int = 1) -> lis
 async def test_a_response_is_read_back_as_it_was_saved(store) -> None:
     assert response_store(store) is store
     r = stored(1)
-    await store.save_response(r)
+    await store.save_responses([r])
     back = await store.get_response("resp_1", project="p1")
     assert back == r
     assert list(back.response) == list(r.response)  # key order kept (PostgreSQL's json, not jsonb)
@@ -55,18 +55,18 @@ async def test_a_response_is_read_back_as_it_was_saved(store) -> None:
 
 
 async def test_saving_again_replaces_the_response(store) -> None:
-    await store.save_response(stored(1))
+    await store.save_responses([stored(1)])
     newer = StoredResponse("resp_1", "p1", 5.0, None, {"status": "incomplete"}, [])
-    await store.save_response(newer)
+    await store.save_responses([newer])
     assert await store.get_response("resp_1", project="p1") == newer
 
 
 async def test_another_project_neither_reads_nor_deletes_nor_replaces_a_response(store) -> None:
     r = stored(1, project="p1")
-    await store.save_response(r)
+    await store.save_responses([r])
     assert await store.get_response("resp_1", project="p2") is None
     assert await store.delete_response("resp_1", project="p2") is False
-    await store.save_response(stored(1, project="p2"))  # the same id under another project: ignored
+    await store.save_responses([stored(1, project="p2")])  # the same id under another project: ignored
     assert await store.get_response("resp_1", project="p1") == r
     assert await store.get_response("resp_1", project="p2") is None
     assert await store.delete_response("resp_1", project="p1") is True
@@ -87,7 +87,7 @@ async def test_the_chain_is_the_response_and_its_predecessors_oldest_first(store
 async def test_a_chain_never_crosses_into_another_project_nor_past_a_missing_link(store) -> None:
     theirs = await chain_of(store, 2, project="p2")
     ours = stored(3, project="p1", previous=theirs[-1].id)  # a link to another project's response
-    await store.save_response(ours)
+    await store.save_responses([ours])
     assert await store.response_chain(ours.id, project="p1") == [ours]
     assert await store.response_chain(ours.id, project="p2") == []
     made = await chain_of(store, 4, start=10)
@@ -96,17 +96,17 @@ async def test_a_chain_never_crosses_into_another_project_nor_past_a_missing_lin
 
 
 async def test_a_cycle_ends_at_max_depth(store) -> None:
-    await store.save_response(stored(1, previous="resp_2"))
-    await store.save_response(stored(2, previous="resp_1"))
+    await store.save_responses([stored(1, previous="resp_2")])
+    await store.save_responses([stored(2, previous="resp_1")])
     chain = await store.response_chain("resp_2", project="p1", max_depth=5)
     assert [r.id for r in chain] == ["resp_2", "resp_1", "resp_2", "resp_1", "resp_2"]
 
 
 async def test_retention_removes_the_responses_past_their_own_days(store) -> None:
     now = time.time()
-    await store.save_response(stored(1, ts=now - 40 * DAY))
-    await store.save_response(stored(2, ts=now - 10 * DAY))
-    await store.save_response(stored(3, ts=now - 60))
+    await store.save_responses([stored(1, ts=now - 40 * DAY)])
+    await store.save_responses([stored(2, ts=now - 10 * DAY)])
+    await store.save_responses([stored(3, ts=now - 60)])
     registry = CollectorRegistry()
     # telemetry.retention_days says nothing of responses; responses.retention_days is theirs.
     maintenance = StoreMaintenance(store, TelemetryConfig(), registry, responses_retention_days=30)
@@ -120,12 +120,12 @@ async def test_retention_removes_the_responses_past_their_own_days(store) -> Non
 
 
 async def test_an_id_the_store_cannot_hold_is_simply_not_there(store) -> None:
-    await store.save_response(stored(1))
+    await store.save_responses([stored(1)])
     assert await store.get_response("resp_1\x00", project="p1") is None
     assert await store.delete_response("resp_1\x00", project="p1") is False
     assert await store.response_chain("resp_1\x00", project="p1") == []
     odd = StoredResponse("resp_odd", "p\x00", 1.0, "resp_\x001", {"x": "\x00"}, [])
-    await store.save_response(odd)  # PostgreSQL keeps it without the NULs of its text columns; SQLite as it is
+    await store.save_responses([odd])  # PostgreSQL keeps it without the NULs of its text columns; SQLite as it is
     back = await store.get_response("resp_odd", project="p" if store.dialect == "postgres" else "p\x00")
     assert back is not None
     assert back.response == {"x": "\x00"}  # JSON holds it escaped
@@ -135,7 +135,7 @@ async def test_the_migration_goes_down_and_up(tmp_path) -> None:
     path = str(tmp_path / "g.db")
     store = SQLiteStore(path)
     await store.open()
-    await store.save_response(stored(1))
+    await store.save_responses([stored(1)])
     await store.migrate_down(9)
     tables = {row[0] for row in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "responses" not in tables
@@ -144,6 +144,6 @@ async def test_the_migration_goes_down_and_up(tmp_path) -> None:
     store = SQLiteStore(path)
     await store.open()
     assert await store.get_response("resp_1", project="p1") is None
-    await store.save_response(stored(1))
+    await store.save_responses([stored(1)])
     assert await store.get_response("resp_1", project="p1") == stored(1)
     await store.close()

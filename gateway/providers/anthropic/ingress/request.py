@@ -18,16 +18,15 @@ _TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
 _EXACT_FLOAT_INT = 2**53
 
 
-def to_chat_request(body: dict[str, Any]) -> dict[str, Any]:
-    """The OpenAI chat body for an Anthropic Messages request. Raises InvalidRequest when it is malformed."""
+def to_chat_request(body: dict[str, Any], *, counting: bool = False) -> dict[str, Any]:
+    """The OpenAI chat body for an Anthropic Messages request. Raises InvalidRequest when it is malformed.
+
+    `counting`: the body of POST /v1/messages/count_tokens, the same request without max_tokens (nothing is
+    generated): the chat body has none either."""
     model = _required(body, "model")
     if not isinstance(model, str) or not model:
         raise _invalid("model", "Input should be a non-empty string")
-    max_tokens = _required(body, "max_tokens")
-    # 0 is valid for Anthropic (it warms the prompt cache without generating): the upstream decides.
-    if not _is_int(max_tokens) or max_tokens < 0:
-        raise _invalid("max_tokens", "Input should be an integer greater than or equal to 0")
-    max_tokens = int(max_tokens)  # 32.0 is 32, as Anthropic's validation reads it
+    max_tokens = None if counting else _max_tokens(body)
     turns = _required(body, "messages")
     if not isinstance(turns, list):
         raise _invalid("messages", "Input should be a valid list")
@@ -36,7 +35,9 @@ def to_chat_request(body: dict[str, Any]) -> dict[str, Any]:
     messages = _system(body.get("system"))
     for i, turn in enumerate(turns):
         messages.extend(_turn(turn, f"messages.{i}"))
-    chat: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens}
+    chat: dict[str, Any] = {"model": model, "messages": messages}
+    if max_tokens is not None:
+        chat["max_tokens"] = max_tokens
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise _invalid("stream", "Input should be a valid boolean")
@@ -92,6 +93,14 @@ def to_chat_request(body: dict[str, Any]) -> dict[str, Any]:
         if user_id:
             chat["user"] = user_id
     return chat
+
+
+def _max_tokens(body: dict[str, Any]) -> int:
+    max_tokens = _required(body, "max_tokens")
+    # 0 is valid for Anthropic (it warms the prompt cache without generating): the upstream decides.
+    if not _is_int(max_tokens) or max_tokens < 0:
+        raise _invalid("max_tokens", "Input should be an integer greater than or equal to 0")
+    return int(max_tokens)  # 32.0 is 32, as Anthropic's validation reads it
 
 
 def _system(system: Any) -> list[dict[str, Any]]:
