@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["ANONYMOUS", "Principal", "RequestContext", "RouteConstraints", "Span", "Usage", "Watched"]
+__all__ = ["ANONYMOUS", "NativeRequest", "Principal", "RequestContext", "RouteConstraints", "Span", "Usage", "Watched"]
 
 
 @dataclass(slots=True)
@@ -79,6 +79,19 @@ class Span:
     duration_ns: int
 
 
+@dataclass(slots=True)
+class NativeRequest:
+    """A request an ingress took in an API that some providers speak themselves (OpenAI's Responses API), kept
+    beside its chat translation: `body`, in that API, for a provider that speaks `api`. Such a provider leaves the
+    whole answer it got in `answer` and the chat completion made of it, the bytes the pipeline saw, in `chat`: the
+    ingress sends `answer` while the reply's body is still those bytes (no filter changed it)."""
+
+    api: str
+    body: dict[str, Any]
+    answer: dict[str, Any] | None = None
+    chat: bytes | None = None
+
+
 class Watched(Protocol):
     """The request's watch on its client (gateway/api/watch.py), as the router sees it."""
 
@@ -133,6 +146,7 @@ class RequestContext:
         "guardrails",
         "_state",
         "watch",
+        "native",
         "_trace",
     )
 
@@ -196,6 +210,8 @@ class RequestContext:
         # What a filter keeps for its later hooks, by type (`state`, `keep`): made only when one keeps something.
         self._state: dict[type[Any], Any] | None = None
         self.watch: Watched | None = None  # set by the endpoint once the body is read
+        # Set by an ingress whose API some providers speak themselves (the Responses API): see NativeRequest.
+        self.native: NativeRequest | None = None
         self._trace: tuple[str, str] | None = None
 
     def note_requested(self, body: dict[str, Any]) -> None:

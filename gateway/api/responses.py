@@ -30,10 +30,11 @@ from gateway.api.http import (
 )
 from gateway.api.openai import response_headers
 from gateway.api.streaming import Encoder
-from gateway.context import RequestContext
+from gateway.context import NativeRequest, RequestContext
 from gateway.errors import GatewayError, InvalidRequest, NotFound, UpstreamUnavailable
 from gateway.ids import new_id
 from gateway.providers.openai.responses.answer import to_response
+from gateway.providers.openai.responses.native import as_served, native_body
 from gateway.providers.openai.responses.request import to_chat_request
 from gateway.providers.openai.responses.stream import ResponsesEncoder
 from gateway.reply import Reply
@@ -66,6 +67,8 @@ class ResponsesEndpoint(PipelineEndpoint):
 
     def __init__(self, gateway: Gateway) -> None:
         super().__init__(gateway, "chat/completions")
+        # A deployment may serve it in the Responses API itself: the request then carries its body in that API.
+        self.native = any(p.responses_api for p in gateway.config.enabled_providers().values())
 
     async def parse(self, ctx: RequestContext, body: dict[str, Any], raw: bytes) -> tuple[dict[str, Any], bytes]:
         store = body.get("store")
@@ -91,6 +94,8 @@ class ResponsesEndpoint(PipelineEndpoint):
                 history += earlier.input_items
                 history += earlier.response.get("output") or ()
         chat, items = to_chat_request(body, history, ctx.request_id)
+        if self.native:
+            ctx.native = NativeRequest("responses", native_body(body, history + items))
         metadata = body.get("metadata")
         if isinstance(metadata, dict):  # checked by to_chat_request: at most 16 string values
             # Policies match on it and the record keeps it, as a chat request's; the chat body an upstream gets
@@ -125,10 +130,16 @@ class ResponsesEndpoint(PipelineEndpoint):
                 reply = Reply.from_error(ctx.error)
             else:
                 turn = _turn(ctx)
-                response = to_response(
-                    chat, turn.request, request_id=ctx.request_id, model=ctx.model, created_at=ctx.started_at,
-                    usage=ctx.usage,
-                )  # fmt: skip
+                native = ctx.native
+                if native is not None and native.answer is not None and reply.body is native.chat:
+                    # Served in the Responses API and left as it came by every filter: sent as it came (with the
+                    # items a chat answer has no place for), under the gateway's id.
+                    response = as_served(native.answer, turn.request, response_id=response_id(ctx))
+                else:
+                    response = to_response(
+                        chat, turn.request, request_id=ctx.request_id, model=ctx.model, created_at=ctx.started_at,
+                        usage=ctx.usage,
+                    )  # fmt: skip
                 self._keep(ctx, turn, response)
                 ctx.status = reply.status
                 ctx.response_body = reply.body  # the answer in OpenAI's chat shape: what content logging reads
