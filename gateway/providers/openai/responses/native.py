@@ -49,14 +49,19 @@ def usage_of(usage: Any) -> Usage | None:
     """Responses' usage as the gateway's."""
     if not isinstance(usage, dict):
         return None
-    inputs = usage.get("input_tokens_details") or {}
-    outputs = usage.get("output_tokens_details") or {}
+    inputs = usage.get("input_tokens_details")
+    outputs = usage.get("output_tokens_details")
     return Usage(
-        prompt_tokens=int(usage.get("input_tokens") or 0),
-        completion_tokens=int(usage.get("output_tokens") or 0),
-        cached_tokens=int(inputs.get("cached_tokens") or 0) if isinstance(inputs, dict) else 0,
-        reasoning_tokens=int(outputs.get("reasoning_tokens") or 0) if isinstance(outputs, dict) else 0,
+        prompt_tokens=_count(usage.get("input_tokens")),
+        completion_tokens=_count(usage.get("output_tokens")),
+        cached_tokens=_count(inputs.get("cached_tokens")) if isinstance(inputs, dict) else 0,
+        reasoning_tokens=_count(outputs.get("reasoning_tokens")) if isinstance(outputs, dict) else 0,
     )
+
+
+def _count(value: Any) -> int:
+    """A token count an upstream sent: a non-negative integer, or nothing (0)."""
+    return value if type(value) is int and value >= 0 else 0
 
 
 def to_chat(response: dict[str, Any]) -> dict[str, Any]:
@@ -64,11 +69,13 @@ def to_chat(response: dict[str, Any]) -> dict[str, Any]:
     text: list[str] = []
     refusal: list[str] = []
     calls: list[dict[str, Any]] = []
-    for item in response.get("output") or ():
+    output = response.get("output")
+    for item in output if isinstance(output, list) else ():
         if not isinstance(item, dict):
             continue
         if item.get("type") == "message":
-            for part in item.get("content") or ():
+            content = item.get("content")
+            for part in content if isinstance(content, list) else ():
                 if isinstance(part, dict) and part.get("type") == "output_text":
                     text.append(str(part.get("text") or ""))
                 elif isinstance(part, dict) and part.get("type") == "refusal":
@@ -83,7 +90,7 @@ def to_chat(response: dict[str, Any]) -> dict[str, Any]:
     chat: dict[str, Any] = {
         "id": str(response.get("id") or ""),
         "object": "chat.completion",
-        "created": int(response.get("created_at") or 0),
+        "created": _count(response.get("created_at")),
         "model": str(response.get("model") or ""),
         "choices": [{"index": 0, "message": message, "finish_reason": _finish(response, bool(calls))}],
     }
