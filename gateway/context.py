@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["ANONYMOUS", "Principal", "RequestContext", "RouteConstraints", "Span", "Usage", "Watched"]
+__all__ = ["ANONYMOUS", "NativeRequest", "Principal", "RequestContext", "RouteConstraints", "Span", "Usage", "Watched"]
 
 
 @dataclass(slots=True)
@@ -79,6 +79,19 @@ class Span:
     duration_ns: int
 
 
+@dataclass(slots=True)
+class NativeRequest:
+    """A request an ingress took in an API that some providers speak themselves (OpenAI's Responses API), kept
+    beside its chat translation: `body`, in that API, for a provider that speaks `api`. Such a provider leaves the
+    whole answer it got in `answer` and the chat completion made of it, the bytes the pipeline saw, in `chat`: the
+    ingress sends `answer` while the reply's body is still those bytes (no filter changed it)."""
+
+    api: str
+    body: dict[str, Any]
+    answer: dict[str, Any] | None = None
+    chat: bytes | None = None
+
+
 class Watched(Protocol):
     """The request's watch on its client (gateway/api/watch.py), as the router sees it."""
 
@@ -100,6 +113,7 @@ class RequestContext:
         "raw_body",
         "body",
         "body_changed",
+        "metadata",
         "model",
         "stream",
         "client_wants_usage",
@@ -132,6 +146,7 @@ class RequestContext:
         "guardrails",
         "_state",
         "watch",
+        "native",
         "_trace",
     )
 
@@ -155,6 +170,9 @@ class RequestContext:
         self.headers = headers
         self.client_ip = client_ip
         self.body_changed = False
+        # The request's own `metadata` when its ingress reads it from a body the canonical one does not carry (the
+        # Responses API's: a chat body sent upstream must not have it); None: the canonical body's `metadata`.
+        self.metadata: dict[str, Any] | None = None
         self.set_body(raw_body, body)
         self.principal: Principal = ANONYMOUS
         self.group: ModelGroup | None = None
@@ -192,6 +210,8 @@ class RequestContext:
         # What a filter keeps for its later hooks, by type (`state`, `keep`): made only when one keeps something.
         self._state: dict[type[Any], Any] | None = None
         self.watch: Watched | None = None  # set by the endpoint once the body is read
+        # Set by an ingress whose API some providers speak themselves (the Responses API): see NativeRequest.
+        self.native: NativeRequest | None = None
         self._trace: tuple[str, str] | None = None
 
     def note_requested(self, body: dict[str, Any]) -> None:
@@ -242,6 +262,10 @@ class RequestContext:
         if self._state is None:
             self._state = {}
         self._state[type(value)] = value
+
+    def request_metadata(self) -> Any:
+        """The request's `metadata` as the client sent it (policies match on it, the record keeps it)."""
+        return self.body.get("metadata") if self.metadata is None else self.metadata
 
     def header(self, name: bytes) -> str | None:
         """A request header by its lower-case name."""

@@ -6,6 +6,9 @@ test to predict, so that agents (tool calls, handoffs, structured output) can ru
   called yet is called, with arguments that fit its parameters.
 - Otherwise: text, "Answer: " and the last tool result, or "Echo: " and the latest user message.
 
+It speaks OpenAI's Responses API too (POST /v1/responses): it thinks first (a reasoning item, encrypted), then
+answers "Native: " and the latest user text, whole or streamed, with usage (input_tokens 42).
+
 `failing` makes every request answer 500 (a deployment that went down); `requests` keeps each body received.
 """
 
@@ -78,7 +81,12 @@ class ScriptedModel:
     requests: list[dict[str, Any]] = field(default_factory=list)
 
     def app(self) -> Starlette:
-        return Starlette(routes=[Route("/v1/chat/completions", self.chat, methods=["POST"])])
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", self.chat, methods=["POST"]),
+                Route("/v1/responses", self.responses, methods=["POST"]),
+            ]
+        )
 
     async def chat(self, request: Request) -> Response:
         body = orjson.loads(await request.body())
@@ -119,3 +127,46 @@ class ScriptedModel:
         if (body.get("stream_options") or {}).get("include_usage"):
             yield b"data: " + orjson.dumps({**head, "choices": [], "usage": USAGE}) + b"\n\n"
         yield b"data: [DONE]\n\n"
+
+    async def responses(self, request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        self.requests.append({"path": "/v1/responses", **body})
+        if self.failing:
+            error = {"message": "scripted model is down", "type": "server_error", "param": None, "code": None}
+            return JSONResponse({"error": error}, status_code=500)
+        users = [item for item in body.get("input") or [] if item.get("role") == "user"]
+        said = _text(users[-1].get("content")) if users else ""
+        reasoning = {"id": "rs_up1", "type": "reasoning", "summary": [], "encrypted_content": "gAAAA-thought"}
+        part = {"type": "output_text", "text": "Native: " + said, "annotations": [], "logprobs": []}
+        message = {"id": "msg_up1", "type": "message", "role": "assistant", "status": "completed", "content": [part]}
+        usage = {"input_tokens": 42, "input_tokens_details": {"cached_tokens": 2}, "output_tokens": 7,
+                 "output_tokens_details": {"reasoning_tokens": 3}, "total_tokens": 49}  # fmt: skip
+        response = {"id": "resp_upstream", "object": "response", "created_at": 1, "status": "completed",
+                    "model": body.get("model"), "output": [reasoning, message], "usage": usage, "error": None,
+                    "incomplete_details": None, "instructions": body.get("instructions"), "tools": [],
+                    "tool_choice": "auto", "parallel_tool_calls": True, "metadata": {},
+                    "text": {"format": {"type": "text"}}, "previous_response_id": None, "store": False,
+                    "temperature": 1.0, "top_p": 1.0}  # fmt: skip
+        if not body.get("stream"):
+            return JSONResponse(response)
+        return StreamingResponse(self._response_events(response), media_type="text/event-stream")
+
+    async def _response_events(self, response: dict[str, Any]) -> Any:
+        text = response["output"][1]["content"][0]["text"]
+        started = {**response, "status": "in_progress", "output": [], "usage": None}
+        events: list[dict[str, Any]] = [
+            {"type": "response.created", "response": started},
+            {"type": "response.output_item.added", "output_index": 0, "item": response["output"][0]},
+            {"type": "response.output_item.done", "output_index": 0, "item": response["output"][0]},
+            {
+                "type": "response.output_item.added",
+                "output_index": 1,
+                "item": {**response["output"][1], "status": "in_progress", "content": []},
+            },  # fmt: skip
+        ]
+        events += [{"type": "response.output_text.delta", "item_id": "msg_up1", "output_index": 1, "content_index": 0,
+                    "delta": text[i : i + 4], "logprobs": []} for i in range(0, len(text), 4)]  # fmt: skip
+        events.append({"type": "response.completed", "response": response})
+        for n, event in enumerate(events):
+            event["sequence_number"] = n
+            yield b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"

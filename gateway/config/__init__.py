@@ -68,6 +68,8 @@ class ProviderConfig:
     optional: bool = False
     latency_ms: float = 0.0
     chunk_delay_ms: float = 0.0
+    # type openai: the server speaks OpenAI's Responses API too, and serves /v1/responses in it (see the README).
+    responses_api: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -505,6 +507,8 @@ def _check_references(config: GatewayConfig, problems: list[tuple[str, str]]) ->
             problems.append((f"providers.{name}.base_url", f"required for type {provider.type!r}"))
         if provider.type == "azure" and not provider.api_version:
             problems.append((f"providers.{name}.api_version", "required for type 'azure'"))
+        if provider.responses_api and provider.type != "openai":
+            problems.append((f"providers.{name}.responses_api", "only for type 'openai'"))
     names: set[str] = set()
     for i, key in enumerate(config.auth.keys):
         if bool(key.key) == bool(key.key_sha256):

@@ -218,7 +218,7 @@ class Recorder:
                 "parent_span_id": ctx.parent_span_id,
                 "content_input": "",
                 "content_output": "",
-                "metadata": _metadata(ctx.body.get("metadata")),
+                "metadata": _metadata(ctx.request_metadata()),
                 "client_request_id": ctx.client_request_id,  # the client's X-Request-ID; "id" is the gateway's
             }
         )

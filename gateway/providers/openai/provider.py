@@ -9,14 +9,19 @@ import orjson
 
 from gateway.config import Deployment, ProviderConfig
 from gateway.context import RequestContext, Usage
-from gateway.providers.base import HTTPProvider, end_stream, json_answer, map_transport_errors
+from gateway.providers.base import HTTPProvider, end_stream, json_answer, map_transport_errors, translated_stream
+from gateway.providers.openai.responses import native
 from gateway.providers.sse import DONE, SSEDecoder
 from gateway.reply import Reply
 
 _JSON = {"content-type": "application/json"}
 
 
-class OpenAIProvider(HTTPProvider[None]):
+# The call a request is made as: None for the chat format, "responses" for the Responses API itself.
+Call = str | None
+
+
+class OpenAIProvider(HTTPProvider[Call]):
     def __init__(self, name: str, config: ProviderConfig) -> None:
         super().__init__(name, config)
         self.azure = config.type == "azure"
@@ -33,10 +38,15 @@ class OpenAIProvider(HTTPProvider[None]):
 
     # -- HTTPProvider's hooks ----------------------------------------------------------------------------------------
 
-    def request(self, ctx: RequestContext, deployment: Deployment) -> tuple[str, bytes, None]:
+    def request(self, ctx: RequestContext, deployment: Deployment) -> tuple[str, bytes, Call]:
         """The request as it came (its bytes, when nothing changed it), for the deployment's model; with
         stream_options.include_usage on a stream, so that the gateway gets usage (the relay strips the usage chunk
-        when the client did not ask for it)."""
+        when the client did not ask for it). A Responses request goes to a server that speaks that API in it, as
+        long as no filter changed its chat translation (a redaction, a policy's rewrite): what the upstream gets
+        is then what the filters passed."""
+        native = ctx.native
+        if native is not None and self.config.responses_api and native.api == "responses" and not ctx.body_changed:
+            return f"{self.base_url}/responses", orjson.dumps({**native.body, "model": deployment.model}), "responses"
         if ctx.model != deployment.model:
             ctx.set_field("model", deployment.model)
         if ctx.stream and self.stream_usage and not ctx.client_wants_usage:
@@ -52,9 +62,17 @@ class OpenAIProvider(HTTPProvider[None]):
         # A server that ignores `stream` answers a whole JSON body: it is read as one.
         return response.content_type == "text/event-stream"
 
-    def answer(self, ctx: RequestContext, deployment: Deployment, status: int, content: bytes, call: None) -> Reply:
-        """The answer as it came; its usage and served model noted. One that is not a JSON object is a 502."""
+    def answer(self, ctx: RequestContext, deployment: Deployment, status: int, content: bytes, call: Call) -> Reply:
+        """The answer as it came; its usage and served model noted. One that is not a JSON object is a 502. A
+        Response is kept for the ingress, and the pipeline gets its chat completion."""
         data = json_answer(content, self.name)
+        if call == "responses" and ctx.native is not None:
+            ctx.usage = native.usage_of(data.get("usage"))
+            if isinstance(data.get("model"), str):
+                ctx.served_model = data["model"]
+            ctx.native.answer = data
+            ctx.native.chat = orjson.dumps(native.to_chat(data))
+            return Reply(status=status, body=ctx.native.chat, headers=_JSON)
         usage = data.get("usage")
         if isinstance(usage, dict):
             ctx.usage = Usage.from_openai(usage)
@@ -64,8 +82,14 @@ class OpenAIProvider(HTTPProvider[None]):
         return Reply(status=status, body=content, headers=_JSON)
 
     def stream(
-        self, ctx: RequestContext, deployment: Deployment, response: aiohttp.ClientResponse, call: None
+        self, ctx: RequestContext, deployment: Deployment, response: aiohttp.ClientResponse, call: Call
     ) -> Reply:
+        if call == "responses":
+            translator = native.ChatFromResponses(deployment.model)
+            return Reply(
+                status=response.status,
+                stream=translated_stream(self.name, ctx, response, SSEDecoder(), translator),
+            )
         return Reply(status=response.status, stream=self._events(ctx, response))
 
     async def _events(self, ctx: RequestContext, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
