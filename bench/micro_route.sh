@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Instructions per request of bench/micro_route.py MODE (full | route), under callgrind: two runs, N=1200 and
-# N=200, their difference over 1000. The callgrind files stay in $OUT (default /tmp/micro_route) for
-# callgrind_annotate.
+# Instructions per request of bench/micro_route.py MODE (full | route | full-mock | route-mock), under
+# callgrind: two runs, N=1200 and N=200, their difference over 1000. The callgrind files stay in $OUT (default
+# /tmp/micro_route) for callgrind_annotate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-full}
+# numpy's OpenBLAS threads spin while idle, for as long as the run lasts: one thread, none spinning.
+export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
 OUT=${OUT:-/tmp/micro_route}
 mkdir -p "$OUT"
+# A run outside callgrind first: the sources changed since the last run are compiled (__pycache__) before either
+# measured run, which would otherwise count their compilation.
+.venv/bin/python bench/micro_route.py "$MODE" 1
 for n in 200 1200; do
   valgrind --tool=callgrind --callgrind-out-file="$OUT/$MODE.$n.out" .venv/bin/python bench/micro_route.py "$MODE" "$n" \
     2>"$OUT/$MODE.$n.log"
