@@ -100,6 +100,7 @@ class RequestContext:
         "raw_body",
         "body",
         "body_changed",
+        "metadata",
         "model",
         "stream",
         "client_wants_usage",
@@ -155,6 +156,9 @@ class RequestContext:
         self.headers = headers
         self.client_ip = client_ip
         self.body_changed = False
+        # The request's own `metadata` when its ingress reads it from a body the canonical one does not carry (the
+        # Responses API's: a chat body sent upstream must not have it); None: the canonical body's `metadata`.
+        self.metadata: dict[str, Any] | None = None
         self.set_body(raw_body, body)
         self.principal: Principal = ANONYMOUS
         self.group: ModelGroup | None = None
@@ -242,6 +246,10 @@ class RequestContext:
         if self._state is None:
             self._state = {}
         self._state[type(value)] = value
+
+    def request_metadata(self) -> Any:
+        """The request's `metadata` as the client sent it (policies match on it, the record keeps it)."""
+        return self.body.get("metadata") if self.metadata is None else self.metadata
 
     def header(self, name: bytes) -> str | None:
         """A request header by its lower-case name."""

@@ -23,22 +23,32 @@ import contextlib
 import itertools
 import logging
 import random
+import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from gateway import tasks
 from gateway.errors import InvalidRequest, ServiceUnavailable
+from gateway.ids import id_time_s
 from gateway.store.base import ResponseStore, StoredResponse, StoreUnavailable, describe
 from gateway.store.records import json_bytes
 
 logger = logging.getLogger("gateway.responses")
+_Found = TypeVar("_Found", StoredResponse | None, list[StoredResponse])
 
 # Responses written in one transaction at most: one commit for the responses of a busy moment, as records are
 # written in batches (a write per response cost the store's thread a commit each: +30 % CPU per request).
 BATCH = 256
 CLOSE_TIMEOUT_S = 5.0  # how long close() waits for the responses still unsaved
 _FIRST_BACKOFF_S = 0.5
+# A response made this recently, not found, may be on its way to the store from the worker or replica that made it:
+# the read is tried again (after 5 ms, then twice as long each time, up to 100 ms) until the id is this old.
+FRESH_S = 2.0
+_FIRST_POLL_S = 0.005
+_MAX_POLL_S = 0.1
 _UNREADABLE = "Stored responses cannot be read now; try again shortly."
 
 
@@ -116,14 +126,10 @@ class Conversations:
         found = self._known(response_id)
         if found is not None:
             return found if found.project == project else None  # ids are unique: the store holds no other
-        if self.store is None:
+        store = self.store
+        if store is None:
             return None
-        try:
-            async with asyncio.timeout(self.read_timeout_s):
-                found = await self.store.get_response(response_id, project=project)
-        except (StoreUnavailable, TimeoutError) as exc:
-            logger.warning("stored response %s not read: %s", response_id, describe(exc))
-            raise ServiceUnavailable(_UNREADABLE) from None
+        found = await self._read_fresh(response_id, lambda: store.get_response(response_id, project=project))
         if found is not None:
             self._remember(found)
         return found
@@ -148,15 +154,15 @@ class Conversations:
                 raise self._too_long()
             link = found.previous_response_id
         older: list[StoredResponse] = []
-        if link is not None and self.store is not None:
-            try:
-                async with asyncio.timeout(self.read_timeout_s):
-                    older = await self.store.response_chain(
-                        link, project=project, max_depth=self.max_chain + 1 - len(newest)
-                    )
-            except (StoreUnavailable, TimeoutError) as exc:
-                logger.warning("stored responses before %s not read: %s", link, describe(exc))
-                raise ServiceUnavailable(_UNREADABLE) from None
+        store = self.store
+        if link is not None and store is not None:
+            older_link, depth = link, self.max_chain + 1 - len(newest)
+
+            def read() -> Awaitable[list[StoredResponse]]:
+                return store.response_chain(older_link, project=project, max_depth=depth)
+
+            # Only the response asked for may be too young for the store: a link missing further back is gone.
+            older = await (self._read_fresh(link, read) if not newest else self._read(read, link))
             if len(older) + len(newest) > self.max_chain:
                 raise self._too_long()
             for r in older:  # the next turn's history then comes from memory
@@ -236,6 +242,32 @@ class Conversations:
     def _forget_unsaved(self, response_id: str) -> None:
         if self._unsaved.pop(response_id, None) is not None:
             self._unsaved_bytes -= self._unsaved_sizes.pop(response_id)
+
+    async def _read(self, read: Callable[[], Awaitable[_Found]], response_id: str) -> _Found:
+        """One read of the store, within read_timeout_s; ServiceUnavailable when it fails or hangs."""
+        try:
+            async with asyncio.timeout(self.read_timeout_s):
+                return await read()
+        except (StoreUnavailable, TimeoutError) as exc:
+            logger.warning("stored response %s not read: %s", response_id, describe(exc))
+            raise ServiceUnavailable(_UNREADABLE) from None
+
+    async def _read_fresh(self, response_id: str, read: Callable[[], Awaitable[_Found]]) -> _Found:
+        """read(), and while it finds nothing and the response's id says it was made less than FRESH_S ago, again
+        after a short pause: another worker or replica made it and answered, and its writer has yet to store it
+        (a few ms behind the answer: a client that sends the next turn at once to another replica sharing a
+        PostgreSQL store found nothing one time in four). Only a miss waits, at most FRESH_S from the id's time."""
+        pause = _FIRST_POLL_S
+        while True:
+            found = await self._read(read, response_id)
+            made = id_time_s(response_id.rpartition("_")[2])
+            if found or made is None:
+                return found
+            left = FRESH_S - abs(time.time() - made)
+            if left <= 0:
+                return found
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, _MAX_POLL_S)
 
     def _too_long(self) -> InvalidRequest:
         return InvalidRequest(

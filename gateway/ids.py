@@ -74,6 +74,17 @@ def new_id() -> str:
     return stamp[1] + block.hex[offset : offset + _DIGITS]
 
 
+def id_time_s(record_id: str) -> float | None:
+    """When a record id was made (Unix seconds, to the millisecond), read from its first 12 digits; None when it is
+    not one of ours (32 lowercase hex digits)."""
+    if len(record_id) != _DIGITS + 12 or not all(c in _HEX for c in record_id):
+        return None
+    return int(record_id[:12], 16) / 1000
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
 def new_span_id() -> str:
     """A new W3C span id: 64 random bits as 16 hex digits, never all zeros (the invalid span id)."""
     global _spans

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway.api.flow import PipelineEndpoint, unread_body
-from gateway.api.http import client_request_id, parse_json_object, read_body, send_json
+from gateway.api.http import canonical_bytes, client_request_id, parse_json_object, read_body, send_json
 from gateway.api.openai import response_headers
 from gateway.api.streaming import Encoder
 from gateway.context import RequestContext
@@ -44,7 +44,7 @@ class MessagesEndpoint(PipelineEndpoint):
     async def parse(self, ctx: RequestContext, body: dict[str, Any], raw: bytes) -> tuple[dict[str, Any], bytes]:
         body = to_chat_request(body)
         # Providers forward ctx.raw_body when no filter changed the request: it must be the canonical body.
-        return body, orjson.dumps(body)
+        return body, canonical_bytes(body)
 
     def stream_headers(self, ctx: RequestContext, reply: Reply) -> Headers:
         return _headers(ctx, reply)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import time
+from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
@@ -129,6 +130,18 @@ def parse_json_object(raw: bytes) -> dict[str, object]:
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     return body
+
+
+def canonical_bytes(body: dict[str, Any]) -> bytes:
+    """The bytes of a canonical body an ingress translated (the Responses API's, Anthropic's). orjson reads 1,024
+    levels of nesting but writes 254: a body nested deeper than that (a tool's schema of 300 levels) is refused
+    here, with a 400, instead of failing as a bug."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        raise InvalidRequest(
+            "The request is nested too deeply: at most 254 levels.", code="nested_too_deeply"
+        ) from None
 
 
 def encode_headers(headers: dict[str, str]) -> Headers:

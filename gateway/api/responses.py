@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway.api.flow import PipelineEndpoint
-from gateway.api.http import JSON_TYPE, client_request_id, encode_headers, id_headers, query_params, send_json
+from gateway.api.http import (
+    JSON_TYPE,
+    canonical_bytes,
+    client_request_id,
+    encode_headers,
+    id_headers,
+    query_params,
+    send_json,
+)
 from gateway.api.openai import response_headers
 from gateway.api.streaming import Encoder
 from gateway.context import RequestContext
@@ -35,7 +43,7 @@ from gateway.types import Headers, Receive, Scope, Send
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
 
-_HEADER_PREFIX = b"x-gateway-metadata-"
+_SHOWN_CHARS = 80  # of an id in an error message
 
 
 @dataclass(slots=True)
@@ -60,7 +68,9 @@ class ResponsesEndpoint(PipelineEndpoint):
         super().__init__(gateway, "chat/completions")
 
     async def parse(self, ctx: RequestContext, body: dict[str, Any], raw: bytes) -> tuple[dict[str, Any], bytes]:
-        store = body.get("store", True)
+        store = body.get("store")
+        if store is None:  # null is the default, as OpenAI takes it
+            store = True
         if not isinstance(store, bool):
             raise InvalidRequest("Invalid type for 'store': expected a boolean.", param="store")
         previous = body.get("previous_response_id")
@@ -73,7 +83,7 @@ class ResponsesEndpoint(PipelineEndpoint):
             chain = await self.gateway.conversations.history(previous, project=ctx.principal.project)
             if chain is None:
                 raise NotFound(
-                    f"Previous response with id '{previous}' not found.",
+                    f"Previous response with id '{_shown(previous)}' not found.",
                     param="previous_response_id",
                     code="previous_response_not_found",
                 )
@@ -82,18 +92,12 @@ class ResponsesEndpoint(PipelineEndpoint):
                 history += earlier.response.get("output") or ()
         chat, items = to_chat_request(body, history, ctx.request_id)
         metadata = body.get("metadata")
-        if isinstance(metadata, dict) and metadata:
-            # Policies match on a request's metadata (gateway/policy/facts.py request_metadata): as headers, the
-            # lowest of them (the client's own x-gateway-metadata-* headers come after and win), because the chat
-            # body an upstream gets must not carry it (OpenAI takes chat metadata only with store).
-            extra = [
-                (_HEADER_PREFIX + str(k).lower().encode("latin-1", "replace"), v.encode("latin-1", "replace"))
-                for k, v in metadata.items()
-                if isinstance(v, str)
-            ]
-            ctx.headers = extra + ctx.headers
+        if isinstance(metadata, dict):  # checked by to_chat_request: at most 16 string values
+            # Policies match on it and the record keeps it, as a chat request's; the chat body an upstream gets
+            # must not carry it (OpenAI takes chat metadata only with store).
+            ctx.metadata = metadata
         ctx.keep(Turn(body, items, store and self.gateway.config.responses.store))
-        return chat, orjson.dumps(chat)
+        return chat, canonical_bytes(chat)
 
     def stream_headers(self, ctx: RequestContext, reply: Reply) -> Headers:
         return response_headers(ctx, reply)
@@ -200,7 +204,12 @@ class StoredResponsesEndpoint:
 
 
 def _not_found(response_id: str) -> NotFound:
-    return NotFound(f"Response with id '{response_id}' not found.", param="response_id")
+    return NotFound(f"Response with id '{_shown(response_id)}' not found.", param="response_id")
+
+
+def _shown(response_id: str) -> str:
+    """An id as an error message names it: a client's id of a megabyte is not sent back whole."""
+    return response_id if len(response_id) <= _SHOWN_CHARS else response_id[:_SHOWN_CHARS] + "..."
 
 
 def _page(items: list[dict[str, Any]], query: dict[str, str]) -> dict[str, Any]:
@@ -218,11 +227,11 @@ def _page(items: list[dict[str, Any]], query: dict[str, str]) -> dict[str, Any]:
     start, end = 0, len(ordered)
     if "after" in query:
         if query["after"] not in ids:
-            raise InvalidRequest(f"No input item with id '{query['after']}'.", param="after")
+            raise InvalidRequest(f"No input item with id '{_shown(query['after'])}'.", param="after")
         start = ids.index(query["after"]) + 1
     if "before" in query:
         if query["before"] not in ids:
-            raise InvalidRequest(f"No input item with id '{query['before']}'.", param="before")
+            raise InvalidRequest(f"No input item with id '{_shown(query['before'])}'.", param="before")
         end = ids.index(query["before"])
     window = ordered[start:end]
     data = window[:limit]

@@ -119,7 +119,9 @@ class PolicyFilter(Stage):
 
     def _evaluate(self, ctx: RequestContext, policies: PolicySet) -> Decision:
         count = self._counter(ctx) if policies.needs_tokens else None
-        metadata = request_metadata(ctx.body, ctx.headers) if policies.needs_metadata else None
+        metadata = None
+        if policies.needs_metadata:
+            metadata = request_metadata({"metadata": ctx.request_metadata()}, ctx.headers)
         facts = Facts.from_request(ctx.body, ctx.endpoint, ctx.principal, 0, metadata, count_tokens=count)
         return policies.evaluate(facts)
 

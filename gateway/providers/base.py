@@ -139,6 +139,13 @@ class HTTPProvider(Generic[Call]):
             raise UpstreamRejected(
                 exc.message, status=400, provider=self.name, param=exc.param, code="unsupported_parameter"
             ) from None
+        except orjson.JSONEncodeError:
+            # orjson reads 1,024 levels of nesting but writes 254: a body a filter changed (the deployment's model
+            # name, stream_options) cannot be re-encoded when it is nested deeper (a tool schema of 300 levels).
+            raise UpstreamRejected(
+                "The request is nested too deeply: at most 254 levels.", status=400, provider=self.name,
+                code="nested_too_deeply",
+            ) from None  # fmt: skip
         ctx.upstream_start_ns = time.perf_counter_ns()
         with map_transport_errors(self.name):
             response = await session.post(

@@ -224,7 +224,7 @@ class Recorder:
         record["parent_span_id"] = ctx.parent_span_id
         record["content_input"] = ""
         record["content_output"] = ""
-        record["metadata"] = _metadata(ctx.body.get("metadata"))
+        record["metadata"] = _metadata(ctx.request_metadata())
         record["client_request_id"] = ctx.client_request_id  # the client's X-Request-ID; "id" is the gateway's
         return typed(record)
 

@@ -68,8 +68,12 @@ def get_weather(city: str) -> str:
     return f"sunny in {city}"
 
 
-def agents(server: Server) -> Agent[Any]:
-    client = openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0, timeout=10)
+def sdk(server: Server) -> openai.AsyncOpenAI:
+    """A client for `async with`: one left open is a socket a later test's garbage collection warns about."""
+    return openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0, timeout=10)
+
+
+def agents(client: openai.AsyncOpenAI) -> Agent[Any]:
     model = OpenAIResponsesModel("agent", client)
     weather = Agent(name="weather_agent", instructions="Answer about the weather.", tools=[get_weather], model=model)
     return Agent(name="triage", instructions="Hand weather questions over.", handoffs=[weather], model=model)
@@ -79,7 +83,8 @@ PROMPT = "use transfer_to_weather_agent, then get_weather for Paris"
 
 
 async def test_an_agent_with_a_tool_and_a_handoff_runs_whole(server: Server) -> None:
-    result = await Runner.run(agents(server), PROMPT)
+    async with sdk(server) as client:
+        result = await Runner.run(agents(client), PROMPT)
     assert result.final_output == "Answer: sunny in Paris"
     assert result.last_agent.name == "weather_agent"
     # three model calls: the handoff, the tool call, the answer
@@ -88,8 +93,9 @@ async def test_an_agent_with_a_tool_and_a_handoff_runs_whole(server: Server) -> 
 
 
 async def test_an_agent_with_a_tool_and_a_handoff_runs_streamed(server: Server) -> None:
-    result = Runner.run_streamed(agents(server), PROMPT)
-    kinds = [event.type async for event in result.stream_events()]
+    async with sdk(server) as client:
+        result = Runner.run_streamed(agents(client), PROMPT)
+        kinds = [event.type async for event in result.stream_events()]
     assert "raw_response_event" in kinds
     assert "agent_updated_stream_event" in kinds
     assert result.final_output == "Answer: sunny in Paris"
@@ -97,13 +103,13 @@ async def test_an_agent_with_a_tool_and_a_handoff_runs_streamed(server: Server) 
 
 
 async def test_a_chained_conversation_keeps_its_context_across_a_failover(server: Server) -> None:
-    client = openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0, timeout=10)
-    agent = Agent(name="assistant", instructions="Be helpful.", model=OpenAIResponsesModel("agent", client))
-    first = await Runner.run(agent, "my name is Ada")
-    assert first.final_output == "Echo: my name is Ada"
-    assert first.last_response_id is not None
-    server.a.failing = True
-    second = await Runner.run(agent, "what is my name?", previous_response_id=first.last_response_id)
+    async with sdk(server) as client:
+        agent = Agent(name="assistant", instructions="Be helpful.", model=OpenAIResponsesModel("agent", client))
+        first = await Runner.run(agent, "my name is Ada")
+        assert first.final_output == "Echo: my name is Ada"
+        assert first.last_response_id is not None
+        server.a.failing = True
+        second = await Runner.run(agent, "what is my name?", previous_response_id=first.last_response_id)
     assert second.final_output == "Echo: what is my name?"
     flat = str(server.b.requests[-1]["messages"])
     assert "my name is Ada" in flat

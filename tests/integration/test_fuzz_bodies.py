@@ -159,6 +159,8 @@ def problems_of(endpoint: str, exchange: Exchange) -> str | None:
         return None if ok else f"{exchange.status} not in the API's error shape: {error}"
     if exchange.headers.get(b"content-type", b"").startswith(b"text/event-stream"):
         text = exchange.body
+        if endpoint == "responses":
+            return _responses_stream_problem(text)
         if endpoint != "messages" and not text.rstrip().endswith(b"data: [DONE]"):
             return f"stream without [DONE]: {text[-300:]!r}"
         for line in text.split(b"\n"):
@@ -166,6 +168,17 @@ def problems_of(endpoint: str, exchange: Exchange) -> str | None:
                 error = orjson.loads(line[6:])["error"]
                 if error.get("type") == "api_error" or error.get("code") == "internal_error":
                     return f"stream ended by a gateway error: {line[:300]!r}"
+    return None
+
+
+def _responses_stream_problem(text: bytes) -> str | None:
+    """A Responses stream ends with its final event (no [DONE]); a failure the gateway caused is a problem."""
+    events = [orjson.loads(line[6:]) for line in text.split(b"\n") if line.startswith(b"data: ")]
+    if not events or events[-1]["type"] not in ("response.completed", "response.incomplete", "response.failed"):
+        return f"Responses stream without its final event: {text[-300:]!r}"
+    error = events[-1]["response"].get("error") or {}
+    if events[-1]["type"] == "response.failed" and error.get("code") == "server_error":
+        return f"stream ended by a gateway error: {text[-300:]!r}"
     return None
 
 

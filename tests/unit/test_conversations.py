@@ -16,8 +16,9 @@ import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.conversations import Conversations
+from gateway.conversations import FRESH_S, Conversations
 from gateway.errors import InvalidRequest, ServiceUnavailable
+from gateway.ids import new_id
 from gateway.store.base import StoredResponse
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore
@@ -142,6 +143,66 @@ async def test_a_saved_response_is_found_at_once_then_reaches_the_store_for_othe
     assert await other.history("resp_3", project="p1") == made
     await conv.close()
     await other.close()
+
+
+class LateWrites:
+    """A store whose writes take `delay_s` (a loaded PostgreSQL): what one worker saved reaches it late."""
+
+    def __init__(self, store, delay_s: float) -> None:
+        self.store = store
+        self.delay_s = delay_s
+
+    async def save_response(self, r: StoredResponse) -> None:
+        await asyncio.sleep(self.delay_s)
+        await self.store.save_response(r)
+
+    def __getattr__(self, name: str):
+        return getattr(self.store, name)
+
+
+def fresh_turns(n: int) -> list[StoredResponse]:
+    """Turns whose ids are the gateway's, made now."""
+    out: list[StoredResponse] = []
+    for _ in range(n):
+        rid = f"resp_{new_id()}"
+        previous = out[-1].id if out else None
+        out.append(StoredResponse(rid, "p1", time.time(), previous, {"id": rid}, [{"id": f"in_{rid}"}]))
+    return out
+
+
+@pytest.mark.parametrize("read", ["history", "get"])
+async def test_a_response_another_worker_just_made_is_found_while_its_write_is_on_the_way(sqlite_store, read) -> None:
+    """The next turn sent at once to another worker or replica: the first one's writer is behind its answer."""
+    maker = conversations(LateWrites(sqlite_store, 0.2))
+    made = fresh_turns(3)
+    for r in made:
+        maker.save(r)
+    other = conversations(sqlite_store)
+    started = time.monotonic()
+    if read == "history":
+        assert await other.history(made[-1].id, project="p1") == made
+    else:
+        assert await other.get(made[-1].id, project="p1") == made[-1]
+    assert time.monotonic() - started < FRESH_S
+    assert await other.get(made[-1].id, project="p2") is None  # and never another project's
+    await maker.close()
+    await other.close()
+
+
+async def test_a_miss_waits_only_for_a_young_id_of_the_gateway_and_never_past_fresh_s(sqlite_store) -> None:
+    conv = conversations(sqlite_store)
+    young = f"resp_{new_id()}"
+    old = "resp_" + f"{int((time.time() - 10) * 1000):012x}" + new_id()[12:]
+    future = "resp_" + f"{int((time.time() + 3600) * 1000):012x}" + new_id()[12:]
+    for quick in ("resp_nothing", old, future, "resp_" + "f" * 32):
+        started = time.monotonic()
+        assert await conv.history(quick, project="p1") is None
+        assert await conv.get(quick, project="p1") is None
+        assert time.monotonic() - started < 0.2, quick
+    started = time.monotonic()
+    assert await conv.history(young, project="p1") is None
+    assert FRESH_S - 0.5 < time.monotonic() - started < FRESH_S + 0.5
+    await conv.close()
 
 
 async def test_history_takes_memory_s_newest_links_and_the_rest_in_one_store_query(sqlite_store) -> None:

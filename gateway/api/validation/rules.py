@@ -14,22 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import Any
 
+from gateway import refusals
 from gateway.errors import InvalidRequest
 
 Key = str | int  # a field's name or an array index
 Check = Callable[[Any, Key], None]
 Fields = tuple[tuple[str, type], ...]  # an object's simple fields: (name, JSON type) pairs
-
-_KINDS: dict[type, str] = {
-    str: "a string",
-    bool: "a boolean",
-    int: "an integer",
-    float: "a decimal",
-    list: "an array",
-    dict: "an object",
-    type(None): "null",
-}
-_SHOWN_CHARS = 80  # of a client's value quoted in an error message
 
 
 class Invalid(Exception):
@@ -50,79 +40,35 @@ class Invalid(Exception):
         return self.make(param)
 
 
-# -- errors ----------------------------------------------------------------------------------------------------------
-
-
-def kind(value: Any) -> str:
-    return _KINDS.get(type(value), "a value")
-
-
-def shown(value: Any) -> str:
-    text = str(value)
-    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."
+# -- errors (worded in gateway/refusals.py) ------------------------------------------------------------------------
 
 
 def invalid_type(key: Key, expected: str, value: Any) -> Invalid:
-    got = kind(value)
-    return Invalid(
-        key,
-        lambda param: InvalidRequest(
-            f"Invalid type for '{param}': expected {expected}, but got {got} instead.", param=param, code="invalid_type"
-        ),
-    )
+    return Invalid(key, lambda param: refusals.invalid_type(param, expected, value))
 
 
 def missing(key: Key) -> Invalid:
-    return Invalid(
-        key,
-        lambda param: InvalidRequest(
-            f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
-        ),
-    )
+    return Invalid(key, refusals.missing)
 
 
 def invalid_value(key: Key, value: Any, supported: Collection[str]) -> Invalid:
-    names = [f"'{name}'" for name in supported]
-    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])}{',' if len(names) > 2 else ''} and {names[-1]}"
-    message = f"Invalid value: '{shown(value)}'. Supported values are: {listed}."
-    return Invalid(key, lambda param: InvalidRequest(message, param=param, code="invalid_value"))
+    return Invalid(key, lambda param: refusals.invalid_value(param, value, supported))
 
 
 def out_of_range(key: Key, value: float, bound: float, *, above: bool, decimal: bool) -> Invalid:
-    number = "decimal" if decimal else "integer"
-    side, relation = ("above maximum", "<=") if above else ("below minimum", ">=")
-    code = _RANGE_CODES[decimal, above]
-    detail = f"{number} {side} value. Expected a value {relation} {bound:g}, but got {shown(value)} instead."
-    return Invalid(key, lambda param: InvalidRequest(f"Invalid '{param}': {detail}", param=param, code=code))
-
-
-# OpenAI's codes for a number out of its range, by (decimal, above).
-_RANGE_CODES = {
-    (False, False): "integer_below_min_value",
-    (False, True): "integer_above_max_value",
-    (True, False): "decimal_below_min_value",
-    (True, True): "decimal_above_max_value",
-}
+    return Invalid(key, lambda param: refusals.out_of_range(param, value, bound, above=above, decimal=decimal))
 
 
 def empty_array(key: Key) -> Invalid:
-    detail = "empty array. Expected an array with minimum length 1, but got an empty array instead."
-    return Invalid(key, lambda param: InvalidRequest(f"Invalid '{param}': {detail}", param=param, code="empty_array"))
+    return Invalid(key, refusals.empty_array)
 
 
 def array_too_long(key: Key, limit: int, length: int) -> Invalid:
-    detail = f"array too long. Expected an array with maximum length {limit}, but got an array with length {length}"
-    return Invalid(
-        key,
-        lambda param: InvalidRequest(
-            f"Invalid '{param}': {detail} instead.", param=param, code="array_above_max_length"
-        ),
-    )
+    return Invalid(key, lambda param: refusals.array_too_long(param, limit, length))
 
 
 def empty_string(key: Key) -> Invalid:
-    detail = "empty string. Expected a string with minimum length 1, but got an empty string instead."
-    return Invalid(key, lambda param: InvalidRequest(f"Invalid '{param}': {detail}", param=param, code="empty_string"))
+    return Invalid(key, refusals.empty_string)
 
 
 # -- checks ----------------------------------------------------------------------------------------------------------
@@ -279,8 +225,8 @@ def fields(value: dict[str, Any], required: Fields, optional: Fields) -> None:
     for name, cls in required:
         item = get(name)
         if type(item) is not cls:
-            raise missing(name) if item is None else invalid_type(name, _KINDS[cls], item)
+            raise missing(name) if item is None else invalid_type(name, refusals.kind_of_type(cls), item)
     for name, cls in optional:
         item = get(name)
         if item is not None and type(item) is not cls:
-            raise invalid_type(name, _KINDS[cls], item)
+            raise invalid_type(name, refusals.kind_of_type(cls), item)

@@ -469,3 +469,76 @@ def test_any_json_body_translates_or_is_refused(body: Any) -> None:
         ITEM.validate_python(item)  # the shapes input_items.list returns
     # and they always make the next turn's history
     assert to_chat_request({"model": "m", "input": "next"}, normalised, "r2")[0]["messages"]
+
+
+# Where the first property test does not reach: a history that item_reference points into, the object forms of
+# tool_choice, text.format json_schema, reasoning, the fields the endpoint reads (metadata, include, truncation,
+# store, previous_response_id), function_call_output parts, and any JSON in each of them.
+HISTORY_IDS = ["h_msg", "h_call", "h_out", "h_reason"]
+HISTORY: list[dict[str, Any]] = [
+    {"id": "h_msg", "type": "message", "role": "user", "status": "completed",
+     "content": [{"type": "input_text", "text": "earlier"}]},
+    {"id": "h_call", "type": "function_call", "status": "completed", "call_id": "c0", "name": "f", "arguments": "{}"},
+    {"id": "h_out", "type": "function_call_output", "status": "completed", "call_id": "c0", "output": "42"},
+    {"id": "h_reason", "type": "reasoning", "summary": []},
+]  # fmt: skip
+REFERENCE = st.fixed_dictionaries({"type": st.just("item_reference"), "id": st.sampled_from(HISTORY_IDS) | NAME})
+OUTPUT_PARTS = st.lists(
+    st.fixed_dictionaries({"type": st.just("input_text"), "text": TEXT})
+    | st.fixed_dictionaries({"type": st.just("input_image"), "image_url": NAME}, optional={"detail": JSON})
+    | st.fixed_dictionaries({"type": st.just("input_file"), "file_data": NAME}, optional={"filename": JSON}),
+    max_size=3,
+)
+MORE_ITEMS = (
+    REFERENCE
+    | st.fixed_dictionaries({"type": st.just("function_call_output"), "call_id": NAME, "output": OUTPUT_PARTS})
+    | st.fixed_dictionaries(
+        {"type": st.just("reasoning")},
+        optional={"summary": JSON, "content": JSON, "encrypted_content": JSON},
+    )
+)
+TOOL_CHOICE = (
+    st.sampled_from(["auto", "none", "required"])
+    | st.fixed_dictionaries({"type": st.just("function"), "name": NAME | JSON})
+    | st.fixed_dictionaries(
+        {"type": st.just("allowed_tools"), "mode": st.sampled_from(["auto", "required"]) | JSON, "tools": JSON}
+    )
+)
+TEXT_FORMAT = st.fixed_dictionaries(
+    {"type": st.just("json_schema"), "name": NAME | JSON, "schema": st.just({"type": "object"}) | JSON},
+    optional={"strict": JSON, "description": JSON},
+)
+RICH_BODY = st.fixed_dictionaries(
+    {"model": NAME, "input": st.lists(NOISY_ITEM | MORE_ITEMS, min_size=1, max_size=5)},
+    optional={
+        "tools": st.lists(TOOL, min_size=1, max_size=2),
+        "tool_choice": TOOL_CHOICE,
+        "text": st.fixed_dictionaries({"format": TEXT_FORMAT}, optional={"verbosity": JSON}),
+        "reasoning": st.fixed_dictionaries({}, optional={"effort": st.sampled_from(["low", "high"]) | JSON}),
+        "metadata": st.dictionaries(st.text(max_size=8), st.text(max_size=8) | JSON, max_size=17),
+        "include": st.lists(st.text(max_size=8)) | JSON,
+        "truncation": st.sampled_from(["auto", "disabled"]) | JSON,
+        "store": JSON,
+        "previous_response_id": JSON,
+        "parallel_tool_calls": JSON,
+    },
+)
+
+
+@settings(max_examples=400, database=None, deadline=None)
+@given(body=RICH_BODY)
+def test_any_rich_body_with_a_history_translates_or_is_refused(body: dict[str, Any]) -> None:
+    try:
+        chat, normalised = to_chat_request(body, HISTORY, RID)
+    except InvalidRequest:
+        return
+    assert chat["messages"]
+    assert "metadata" not in chat  # kept by the endpoint, never sent upstream
+    for item in normalised:
+        ITEM.validate_python(item)
+    answer = to_response(
+        {"choices": [{"message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]},
+        body, request_id=RID, model="m", created_at=0.0, usage=None,
+    )  # fmt: skip
+    # and this turn, with its answer, makes the next turn's history
+    assert to_chat_request({"model": "m", "input": "next"}, HISTORY + normalised + answer["output"], "r2")[0]

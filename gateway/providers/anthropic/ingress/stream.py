@@ -15,14 +15,15 @@ import orjson
 from gateway.context import Usage
 from gateway.errors import GatewayError
 from gateway.providers.anthropic.ingress.answer import ERROR_TYPES, STOP_REASONS, error_json, usage_json
+from gateway.providers.chunks import ChunkEncoder
 
 
 def event(name: bytes, data: dict[str, Any]) -> bytes:
     return b"event: " + name + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
-class AnthropicEncoder:
-    """One per stream. Implements gateway.api.streaming.Encoder."""
+class AnthropicEncoder(ChunkEncoder):
+    """One per stream. Implements gateway.api.streaming.Encoder (its `chunk` is ChunkEncoder's)."""
 
     __slots__ = (
         "message_id",
@@ -51,47 +52,36 @@ class AnthropicEncoder:
         self.usage: Usage | None = None
         self.done = False  # ended or failed: nothing more is sent
 
-    def chunk(self, payload: bytes, parsed: dict[str, Any] | None) -> bytes | None:
-        if parsed is None or self.done:
-            return None  # not a JSON object (nothing Anthropic's stream could carry), or the stream has failed
-        error = parsed.get("error")
-        if error:
-            info = error if isinstance(error, dict) else {"message": str(error)}
-            kind = info.get("type")
-            message = info.get("message")
-            # An upstream that speaks Anthropic's error types (overloaded_error...) keeps its own.
-            return self._fail(
-                502,
-                message if isinstance(message, str) and message else "The upstream stream failed.",
-                kind if isinstance(kind, str) and kind in ERROR_TYPES else None,
-            )
-        out: list[bytes] = []
-        if not self.started:
-            out.append(self._start(parsed.get("model")))
-        usage = parsed.get("usage")
-        if isinstance(usage, dict) and usage:
-            self.usage = Usage.from_openai(usage)
-        choices = parsed.get("choices")
-        if choices and isinstance(choices, list) and isinstance(choices[0], dict):
-            choice = choices[0]
-            delta = choice.get("delta")
-            if isinstance(delta, dict):
-                text = delta.get("content")
-                if isinstance(text, str) and text:
-                    self._text(text, out)
-                refusal = delta.get("refusal")
-                if isinstance(refusal, str) and refusal:
-                    self._text(refusal, out)
-                    self.stop = "refusal"
-                calls = delta.get("tool_calls")
-                if isinstance(calls, list):
-                    for call in calls:
-                        if isinstance(call, dict):
-                            self._tool(call, out)
-            finish = choice.get("finish_reason")
-            if isinstance(finish, str) and finish and self.stop != "refusal":
-                self.stop = STOP_REASONS.get(finish, "end_turn")
-        return b"".join(out) if out else None
+    # -- ChunkEncoder's hooks ---------------------------------------------------------------------------------
+
+    def begin(self, model: Any, out: list[bytes]) -> None:
+        out.append(self._start(model))
+
+    def text(self, text: str, out: list[bytes]) -> None:
+        self._text(text, out)
+
+    def refusal(self, text: str, out: list[bytes]) -> None:
+        self._text(text, out)
+        self.stop = "refusal"
+
+    def tool(self, call: dict[str, Any], out: list[bytes]) -> None:
+        self._tool(call, out)
+
+    def finished(self, reason: str) -> None:
+        if self.stop != "refusal":
+            self.stop = STOP_REASONS.get(reason, "end_turn")
+
+    def upstream_failed(self, error: dict[str, Any]) -> bytes:
+        kind = error.get("type")
+        message = error.get("message")
+        # An upstream that speaks Anthropic's error types (overloaded_error...) keeps its own.
+        return self._fail(
+            502,
+            message if isinstance(message, str) and message else "The upstream stream failed.",
+            kind if isinstance(kind, str) and kind in ERROR_TYPES else None,
+        )
+
+    # -- the rest of the Encoder protocol ----------------------------------------------------------------------
 
     def error(self, exc: GatewayError) -> bytes:
         return self._fail(exc.status_code, exc.message, None)

@@ -1,8 +1,8 @@
 """The errors of a Responses request, worded and coded as OpenAI's API words them (`Missing required parameter:
 'input[0].content'.`, code missing_required_parameter), with `param` the field's path as OpenAI writes it.
 
-The chat endpoint's validation (gateway/api/validation) words them the same way, but it belongs to the API layer,
-which a provider must not import: these few helpers are the Responses translation's own.
+The wording is gateway/refusals.py's, the chat endpoints' validation's too; these are the Responses translation's
+checks, which return the value they checked.
 """
 
 from __future__ import annotations
@@ -11,36 +11,9 @@ from collections.abc import Collection
 from typing import Any
 
 from gateway.errors import InvalidRequest
+from gateway.refusals import empty_string, invalid_type, invalid_value, missing, out_of_range
 
-_KINDS: dict[type, str] = {
-    str: "a string",
-    bool: "a boolean",
-    int: "an integer",
-    float: "a decimal",
-    list: "an array",
-    dict: "an object",
-    type(None): "null",
-}
-_SHOWN_CHARS = 80
 _EXACT_FLOAT_INT = 2**53
-
-
-def missing(param: str) -> InvalidRequest:
-    return InvalidRequest(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
-
-
-def invalid_type(param: str, expected: str, value: Any) -> InvalidRequest:
-    got = _KINDS.get(type(value), "a value")
-    return InvalidRequest(
-        f"Invalid type for '{param}': expected {expected}, but got {got} instead.", param=param, code="invalid_type"
-    )
-
-
-def invalid_value(param: str, value: Any, supported: Collection[str]) -> InvalidRequest:
-    listed = ", ".join(f"'{name}'" for name in supported)
-    return InvalidRequest(
-        f"Invalid value: '{_shown(value)}'. Supported values are: {listed}.", param=param, code="invalid_value"
-    )
 
 
 def unsupported(param: str, message: str) -> InvalidRequest:
@@ -48,28 +21,11 @@ def unsupported(param: str, message: str) -> InvalidRequest:
     return InvalidRequest(f"Invalid value for '{param}': {message}", param=param, code="unsupported_value")
 
 
-def out_of_range(param: str, value: float, bound: float, *, above: bool, decimal: bool) -> InvalidRequest:
-    number = "decimal" if decimal else "integer"
-    side, relation = ("above maximum", "<=") if above else ("below minimum", ">=")
-    code = f"{number}_{'above_max' if above else 'below_min'}_value"
-    return InvalidRequest(
-        f"Invalid '{param}': {number} {side} value. Expected a value {relation} {bound:g}, but got {_shown(value)} "
-        "instead.",
-        param=param,
-        code=code,
-    )
-
-
 def string(value: Any, param: str, *, non_empty: bool = False) -> str:
     if type(value) is not str:
         raise invalid_type(param, "a string", value)
     if non_empty and not value:
-        raise InvalidRequest(
-            f"Invalid '{param}': empty string. Expected a string with minimum length 1, but got an empty string "
-            "instead.",
-            param=param,
-            code="empty_string",
-        )
+        raise empty_string(param)
     return value
 
 
@@ -126,8 +82,3 @@ def kind_of(item: dict[str, Any], param: str, supported: Collection[str]) -> str
     if kind is None:
         raise missing(f"{param}.type")
     return one_of(kind, f"{param}.type", supported)
-
-
-def _shown(value: Any) -> str:
-    text = str(value)
-    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."

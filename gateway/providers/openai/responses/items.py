@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway import refusals
 from gateway.errors import InvalidRequest
 from gateway.providers.openai.responses import checks
 
@@ -43,7 +44,7 @@ def normalise_input(value: Any, request_id: str, history: list[dict[str, Any]]) 
         if kind is None and "role" in item:
             kind = "message"  # an EasyInputMessage: {role, content} with no type
         elif kind is None:
-            raise checks.missing(f"{at}.type")
+            raise refusals.missing(f"{at}.type")
         kind = checks.one_of(kind, f"{at}.type", ITEM_TYPES)
         if kind == "item_reference":
             if earlier is None:
@@ -61,11 +62,11 @@ def normalise_input(value: Any, request_id: str, history: list[dict[str, Any]]) 
 
 def _message(item: dict[str, Any], item_id: str, at: str) -> dict[str, Any]:
     if "role" not in item:
-        raise checks.missing(f"{at}.role")
+        raise refusals.missing(f"{at}.role")
     role = checks.one_of(item["role"], f"{at}.role", ROLES)
     content = item.get("content")
     if content is None:
-        raise checks.missing(f"{at}.content")
+        raise refusals.missing(f"{at}.content")
     assistant = role == "assistant"
     if type(content) is str:
         parts = [{"type": "output_text", "text": content, "annotations": []} if assistant else _text(content)]
@@ -122,13 +123,13 @@ def _source(part: dict[str, Any], out: dict[str, Any], at: str, fields: tuple[st
         if value is not None:
             out[name] = checks.string(value, f"{at}.{name}", non_empty=True)
             return
-    raise checks.missing(f"{at}.{fields[0]}")
+    raise refusals.missing(f"{at}.{fields[0]}")
 
 
 def _function_call(item: dict[str, Any], item_id: str, at: str) -> dict[str, Any]:
     for name in ("call_id", "name", "arguments"):
         if item.get(name) is None:
-            raise checks.missing(f"{at}.{name}")
+            raise refusals.missing(f"{at}.{name}")
     return {
         "id": item_id,
         "type": "function_call",
@@ -141,11 +142,11 @@ def _function_call(item: dict[str, Any], item_id: str, at: str) -> dict[str, Any
 
 def _function_call_output(item: dict[str, Any], item_id: str, at: str) -> dict[str, Any]:
     if item.get("call_id") is None:
-        raise checks.missing(f"{at}.call_id")
+        raise refusals.missing(f"{at}.call_id")
     call_id = checks.string(item["call_id"], f"{at}.call_id", non_empty=True)
     output = item.get("output")
     if output is None:
-        raise checks.missing(f"{at}.output")
+        raise refusals.missing(f"{at}.output")
     if type(output) is not str:
         checks.array(output, f"{at}.output")
         parts = []

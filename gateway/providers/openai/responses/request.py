@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway import refusals
 from gateway.errors import InvalidRequest
 from gateway.providers.openai.responses import checks
 from gateway.providers.openai.responses.items import items_to_messages, normalise_input
@@ -43,7 +44,7 @@ def to_chat_request(
     if type(body) is not dict:
         raise InvalidRequest("The request body should be a JSON object.")
     if body.get("model") is None:
-        raise checks.missing("model")
+        raise refusals.missing("model")
     model = checks.string(body["model"], "model", non_empty=True)
     if body.get("background") is not None and checks.boolean(body["background"], "background"):
         raise checks.unsupported("background", "background mode is not supported by this gateway.")
@@ -52,7 +53,7 @@ def to_chat_request(
             raise checks.unsupported(name, problem)
     _endpoint_fields(body)
     if body.get("input") is None:
-        raise checks.missing("input")
+        raise refusals.missing("input")
     items = normalise_input(body["input"], request_id, history)
     messages: list[dict[str, Any]] = []
     instructions = body.get("instructions")
@@ -139,13 +140,13 @@ def _tools(value: Any) -> list[dict[str, Any]]:
         checks.obj(tool, at)
         kind = tool.get("type")
         if kind is None:
-            raise checks.missing(f"{at}.type")
+            raise refusals.missing(f"{at}.type")
         if checks.string(kind, f"{at}.type") != "function":
             # Hosted tools (web_search, file_search, code_interpreter, mcp...) run inside OpenAI's Responses API;
             # a chat request cannot ask for them, whichever deployment serves it.
             raise checks.unsupported(f"{at}.type", f"tool type '{kind}' is not supported: only function tools are.")
         if tool.get("name") is None:
-            raise checks.missing(f"{at}.name")
+            raise refusals.missing(f"{at}.name")
         function: dict[str, Any] = {"name": checks.string(tool["name"], f"{at}.name", non_empty=True)}
         if tool.get("description") is not None:
             function["description"] = checks.string(tool["description"], f"{at}.description")
@@ -164,7 +165,7 @@ def _tool_choice(value: Any) -> str | dict[str, Any]:
     kind = checks.kind_of(value, "tool_choice", ("function", "allowed_tools"))
     if kind == "function":
         if value.get("name") is None:
-            raise checks.missing("tool_choice.name")
+            raise refusals.missing("tool_choice.name")
         return {"type": "function", "function": {"name": checks.string(value["name"], "tool_choice.name")}}
     mode = checks.one_of(value.get("mode"), "tool_choice.mode", ("auto", "required"))
     allowed = []
@@ -172,7 +173,7 @@ def _tool_choice(value: Any) -> str | dict[str, Any]:
         at = f"tool_choice.tools[{i}]"
         checks.kind_of(checks.obj(tool, at), at, ("function",))
         if tool.get("name") is None:
-            raise checks.missing(f"{at}.name")
+            raise refusals.missing(f"{at}.name")
         allowed.append({"type": "function", "function": {"name": checks.string(tool["name"], f"{at}.name")}})
     return {"type": "allowed_tools", "allowed_tools": {"mode": mode, "tools": allowed}}
 
@@ -191,7 +192,7 @@ def _text(text: dict[str, Any], chat: dict[str, Any]) -> None:
     elif kind == "json_schema":
         for name in ("name", "schema"):
             if fmt.get(name) is None:
-                raise checks.missing(f"text.format.{name}")
+                raise refusals.missing(f"text.format.{name}")
         schema: dict[str, Any] = {
             "name": checks.string(fmt["name"], "text.format.name", non_empty=True),
             "schema": checks.obj(fmt["schema"], "text.format.schema"),

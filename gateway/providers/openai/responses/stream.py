@@ -23,6 +23,7 @@ import orjson
 
 from gateway.context import Usage
 from gateway.errors import GatewayError
+from gateway.providers.chunks import ChunkEncoder
 from gateway.providers.openai.responses.answer import INCOMPLETE_REASONS, error_json, output_text, response_object
 
 _PARTS = {"output_text": output_text(""), "refusal": {"type": "refusal", "refusal": ""}}
@@ -48,7 +49,7 @@ class _Call:
         self.arguments: list[str] = []
 
 
-class ResponsesEncoder:
+class ResponsesEncoder(ChunkEncoder):
     """One per stream. Implements gateway.api.streaming.Encoder. `on_complete` gets the final Response once, when
     the stream ended with response.completed or response.incomplete (never after response.failed)."""
 
@@ -93,46 +94,31 @@ class ResponsesEncoder:
         self.finish: str | None = None
         self.usage: Usage | None = None
 
-    # -- the Encoder protocol ----------------------------------------------------------------------------------
+    # -- ChunkEncoder's hooks ---------------------------------------------------------------------------------
 
-    def chunk(self, payload: bytes, parsed: dict[str, Any] | None) -> bytes | None:
-        if parsed is None or self.done:
-            return None  # not a JSON object (nothing a Responses stream could carry), or the stream has ended
-        error = parsed.get("error")
-        if error:
-            info = error if isinstance(error, dict) else {"message": str(error)}
-            message = info.get("message")
-            # The codes of a failed response are few: an upstream's rate limit is one of them, the rest is the
-            # server's.
-            limited = "rate_limit" in f"{info.get('type')} {info.get('code')}"
-            said = message if isinstance(message, str) and message else "The upstream stream failed."
-            return self._fail(error_json(429 if limited else 502, said))
-        out: list[bytes] = []
-        if not self.started:
-            self._start(parsed.get("model"), out)
-        usage = parsed.get("usage")
-        if isinstance(usage, dict) and usage:
-            self.usage = Usage.from_openai(usage)
-        choices = parsed.get("choices")
-        if choices and isinstance(choices, list) and isinstance(choices[0], dict):
-            choice = choices[0]
-            delta = choice.get("delta")
-            if isinstance(delta, dict):
-                text = delta.get("content")
-                if isinstance(text, str) and text:
-                    self._text("output_text", text, out)
-                refusal = delta.get("refusal")
-                if isinstance(refusal, str) and refusal:
-                    self._text("refusal", refusal, out)
-                calls = delta.get("tool_calls")
-                if isinstance(calls, list):
-                    for call in calls:
-                        if isinstance(call, dict):
-                            self._tool(call, out)
-            finish = choice.get("finish_reason")
-            if isinstance(finish, str) and finish:
-                self.finish = finish
-        return b"".join(out) if out else None
+    def begin(self, model: Any, out: list[bytes]) -> None:
+        self._start(model, out)
+
+    def text(self, text: str, out: list[bytes]) -> None:
+        self._text("output_text", text, out)
+
+    def refusal(self, text: str, out: list[bytes]) -> None:
+        self._text("refusal", text, out)
+
+    def tool(self, call: dict[str, Any], out: list[bytes]) -> None:
+        self._tool(call, out)
+
+    def finished(self, reason: str) -> None:
+        self.finish = reason
+
+    def upstream_failed(self, error: dict[str, Any]) -> bytes:
+        message = error.get("message")
+        # The codes of a failed response are few: an upstream's rate limit is one of them, the rest is the server's.
+        limited = "rate_limit" in f"{error.get('type')} {error.get('code')}"
+        said = message if isinstance(message, str) and message else "The upstream stream failed."
+        return self._fail(error_json(429 if limited else 502, said))
+
+    # -- the rest of the Encoder protocol ----------------------------------------------------------------------
 
     def error(self, exc: GatewayError) -> bytes:
         return self._fail(error_json(exc.status_code, exc.message))
