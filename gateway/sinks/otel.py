@@ -340,43 +340,61 @@ def _observe(series: _Series, key: tuple[object, ...], bounds: Sequence[float], 
     histogram.observe(v)
 
 
-def metrics_request(records: Sequence[Record], start_s: float, end_s: float) -> Json:
-    """The body of POST /v1/metrics: the batch's gen_ai.client.token.usage and gen_ai.client.operation.duration,
-    delta histograms over [start_s, end_s] (the batch's first request start to the export time).
+class MetricSeries:
+    """The delta histograms of a batch's requests, observed a part at a time (OtlpSink pauses the event loop
+    between parts), then made into the body of POST /v1/metrics (`request`).
 
     Series are keyed by operation, provider, requested and served model (and token type, or error type); a
     client's view in name, since the gateway is the upstream's client and these are the upstream calls it made."""
-    tokens: _Series = {}
-    durations: _Series = {}
-    for record in records:
-        base = (
-            operation(record),
-            record.get("provider") or None,
-            record.get("model_requested") or None,
-            record.get("model_served") or None,
-        )
-        status = int(record.get("status") or 0)
-        error = (record.get("error_type") or str(status)) if status >= 400 else None
-        _observe(durations, (*base, error), DURATION_BOUNDS, float(record.get("latency_ms") or 0) / 1000)
-        if record.get("usage_source") == "none":
-            continue  # no usage known: a zero would be a false count
-        _observe(tokens, (*base, "input"), TOKEN_BOUNDS, int(record.get("prompt_tokens") or 0))
-        _observe(tokens, (*base, "output"), TOKEN_BOUNDS, int(record.get("completion_tokens") or 0))
-    start, end = _nanos(start_s), _nanos(end_s)
-    token_labels = (*_BASE_LABELS, "gen_ai.token.type")
-    duration_labels = (*_BASE_LABELS, "error.type")
-    metrics = [
-        _histogram(
-            "gen_ai.client.token.usage", "{token}", "Tokens of the upstream calls", token_labels, tokens, start, end
-        ),
-        _histogram(
-            "gen_ai.client.operation.duration", "s", "Duration of the requests", duration_labels, durations, start, end
-        ),
-    ]
-    # A metric with no data point (a batch with no known usage) is left out rather than sent empty.
-    metrics = [m for m in metrics if m["histogram"]["dataPoints"]]
-    return {
-        "resourceMetrics": [
-            {"resource": _resource(), "scopeMetrics": [{"scope": {"name": SCOPE_NAME}, "metrics": metrics}]}
-        ]
-    }
+
+    def __init__(self) -> None:
+        self.tokens: _Series = {}
+        self.durations: _Series = {}
+
+    def observe(self, records: Sequence[Record]) -> None:
+        tokens, durations = self.tokens, self.durations
+        for record in records:
+            base = (
+                operation(record),
+                record.get("provider") or None,
+                record.get("model_requested") or None,
+                record.get("model_served") or None,
+            )
+            status = int(record.get("status") or 0)
+            error = (record.get("error_type") or str(status)) if status >= 400 else None
+            _observe(durations, (*base, error), DURATION_BOUNDS, float(record.get("latency_ms") or 0) / 1000)
+            if record.get("usage_source") == "none":
+                continue  # no usage known: a zero would be a false count
+            _observe(tokens, (*base, "input"), TOKEN_BOUNDS, int(record.get("prompt_tokens") or 0))
+            _observe(tokens, (*base, "output"), TOKEN_BOUNDS, int(record.get("completion_tokens") or 0))
+
+    def request(self, start_s: float, end_s: float) -> Json:
+        """The body of POST /v1/metrics: gen_ai.client.token.usage and gen_ai.client.operation.duration over
+        [start_s, end_s] (the batch's first request start to the export time)."""
+        start, end = _nanos(start_s), _nanos(end_s)
+        token_labels = (*_BASE_LABELS, "gen_ai.token.type")
+        duration_labels = (*_BASE_LABELS, "error.type")
+        metrics = [
+            _histogram(
+                "gen_ai.client.token.usage", "{token}", "Tokens of the upstream calls", token_labels, self.tokens,
+                start, end,
+            ),
+            _histogram(
+                "gen_ai.client.operation.duration", "s", "Duration of the requests", duration_labels,
+                self.durations, start, end,
+            ),
+        ]  # fmt: skip
+        # A metric with no data point (a batch with no known usage) is left out rather than sent empty.
+        metrics = [m for m in metrics if m["histogram"]["dataPoints"]]
+        return {
+            "resourceMetrics": [
+                {"resource": _resource(), "scopeMetrics": [{"scope": {"name": SCOPE_NAME}, "metrics": metrics}]}
+            ]
+        }
+
+
+def metrics_request(records: Sequence[Record], start_s: float, end_s: float) -> Json:
+    """The body of POST /v1/metrics for a batch's records, observed at once (MetricSeries)."""
+    series = MetricSeries()
+    series.observe(records)
+    return series.request(start_s, end_s)
