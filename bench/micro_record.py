@@ -18,6 +18,7 @@ contexts and records are kept. Then one phase, N times, with the code the pipeli
 - sinks: LangfuseSink.write and OtlpSink.write in batches of 128 (a sink's default), posting to a fake transport.
 - queue: TelemetryQueue.flush_once in batches of 300 into the store (its outbox), the access log and both sinks'
   outboxes, delivered as bench/reference-full.yaml runs them (the store in SQLite): the whole background path.
+  Its count includes the gateway's start and close: compare it between commits, not with the others.
 """
 
 from __future__ import annotations
