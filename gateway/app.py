@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
+from gateway import memory
 from gateway.api.admin import DeploymentsEndpoint
 from gateway.api.analytics import SimilarityAnalyticsEndpoint, TelemetryStatusEndpoint, TimeseriesEndpoint
 from gateway.api.anthropic import CountTokensEndpoint, MessagesEndpoint
@@ -35,7 +36,6 @@ from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, InternalError, InvalidRequest, MethodNotAllowed, NotFound
 from gateway.load import load_config
 from gateway.runtime import Gateway
-from gateway.server import memory
 from gateway.types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger("gateway")

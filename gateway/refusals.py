@@ -101,3 +101,12 @@ def empty_string(param: str) -> InvalidRequest:
         param=param,
         code="empty_string",
     )
+
+
+def string_too_long(param: str, limit: int, length: int) -> InvalidRequest:
+    return InvalidRequest(
+        f"Invalid '{param}': string too long. Expected a string with maximum length {limit}, but got a string with "
+        f"length {length} instead.",
+        param=param,
+        code="string_above_max_length",
+    )

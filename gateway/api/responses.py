@@ -227,7 +227,7 @@ def _page(items: list[dict[str, Any]], query: dict[str, str]) -> dict[str, Any]:
     """One page of input items, as OpenAI pages lists: `limit` (1..100, 20), `order` (desc, the default, or asc),
     `after` / `before` an item id."""
     limit_text = query.get("limit", "20")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 100:
+    if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= 100:  # "²".isdigit()
         raise InvalidRequest("limit must be an integer from 1 to 100.", param="limit")
     limit = int(limit_text)
     order = query.get("order", "desc")

@@ -41,10 +41,14 @@ class AuthFilter(Stage):
         return cls(components.identity, components.config.auth.mode)
 
     async def identify(self, ctx: RequestContext) -> None:
-        """Who is calling, from the headers alone: the endpoints call it before they read the body, so that a
-        request without a valid key is refused at the cost of its headers (an AuthenticationFailed)."""
+        """Who is calling, and whether their role may call the route, from the headers alone: the endpoints call
+        it before they read the body, so that a request without a valid key, or of a role the route is closed to,
+        is refused at the cost of its headers (AuthenticationFailed, PermissionDenied)."""
         if self.mode != "none":
-            ctx.principal = await self.identity.identify(presented_key(ctx.headers))
+            ctx.principal = principal = await self.identity.identify(presented_key(ctx.headers))
+            # An ingress in another API (tags.api: /v1/messages, /v1/responses) has its own entry in the matrix.
+            route = ctx.tags.get("api") or ctx.endpoint
+            roles.require(roles.V1_ROUTES.get(route, route), principal)
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         if self.mode == "none":
@@ -52,7 +56,6 @@ class AuthFilter(Stage):
         if ctx.principal is ANONYMOUS:  # not identified at the door (the models list, a direct caller)
             await self.identify(ctx)
         principal = ctx.principal
-        roles.require(roles.V1_ROUTES.get(ctx.endpoint, ctx.endpoint), principal)
         allowed = principal.allowed_models
         if allowed and ctx.endpoint != "models" and ctx.model not in allowed:
             raise PermissionDenied(

@@ -70,6 +70,8 @@ V1_ROUTES: dict[str, str] = {
     "completions": "POST /v1/completions",
     "embeddings": "POST /v1/embeddings",
     "messages": "POST /v1/messages",
+    "anthropic": "POST /v1/messages",  # by the ingress's tags.api: the pipeline serves them as chat/completions
+    "responses": "POST /v1/responses",
     "messages/count_tokens": "POST /v1/messages/count_tokens",
     "models": "GET /v1/models",
 }

@@ -1,5 +1,5 @@
-"""The HTTP server under the app: uvicorn's httptools protocol with its edges bounded (protocol.py), and the
-allocator settings that give the memory of large requests back (memory.py)."""
+"""The HTTP server under the app: uvicorn's httptools protocol with its edges bounded (protocol.py); the allocator
+settings that give the memory of large requests back are gateway/memory.py's."""
 
 from __future__ import annotations
 

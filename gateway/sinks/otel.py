@@ -65,13 +65,8 @@ _MASK64 = (1 << 64) - 1
 
 def _span_number(record_id: str) -> int:
     """The record's span id as a number, stable for a record: a resent batch gives the same ids, which a backend
-    may dedupe. Its children's are the next numbers (see _child_id)."""
+    may dedupe. Its children's are the next numbers (see spans)."""
     return int.from_bytes(hashlib.blake2b(record_id.encode(), digest_size=8).digest(), "big") or 1
-
-
-def _child_id(root: int, i: int) -> int:
-    # All zeros is the invalid span id: wrapping past it skips it.
-    return (root + i) & _MASK64 or 1
 
 
 def value(v: object) -> Json:
@@ -219,12 +214,17 @@ _ROOT = (
     b'"startTimeUnixNano":"%d","endTimeUnixNano":"%d","attributes":%s,"status":%s}'
 )
 # A child's template is filled in two steps: the record's trace and parent ids once, then each child's own fields
-# (hence the %% of the second step).
-_CHILD = (
-    b'{"traceId":%s,"spanId":"%%016x","parentSpanId":"%016x","name":%%s,"kind":%d,'
-    b'"startTimeUnixNano":"%%d","endTimeUnixNano":"%%d","attributes":[],"status":%%s}'
-)
+# (hence the %% of the second step): its id and times, and the rest, which depends on its name alone (cached).
+_CHILD = b'{"traceId":%s,"parentSpanId":"%016x","spanId":"%%016x","startTimeUnixNano":"%%d","endTimeUnixNano":"%%d",%%s'
 _CHILD_FAILED = orjson.dumps({"code": STATUS_ERROR, "message": "attempt failed"})
+
+
+@lru_cache(maxsize=4096)
+def _child_rest(name: str) -> bytes:
+    """A child span's fields after its times, which depend on its name only (names repeat: filters, deployments,
+    phases)."""
+    status = _CHILD_FAILED if name.endswith(":failed") else b"{}"
+    return b'"name":%s,"kind":%d,"attributes":[],"status":%s}' % (orjson.dumps(name), SPAN_KIND_INTERNAL, status)
 
 
 def spans(record: Record) -> bytes:
@@ -251,20 +251,13 @@ def spans(record: Record) -> bytes:
             else b"{}",
         )
     ]
-    child = _CHILD % (trace_json, root_number, SPAN_KIND_INTERNAL)
+    child = _CHILD % (trace_json, root_number)
+    # Per child, in line (no call but the cached one): it runs for every phase of every request. A child's id is
+    # the root's plus its rank; all zeros is the invalid span id: wrapping past it skips it.
     for i, phase in enumerate(record.get("spans") or (), 1):
-        name = str(phase["name"])
-        phase_start = start + _ms_nanos(phase["start_ms"])
-        out.append(
-            child
-            % (
-                _child_id(root_number, i),
-                _json_string(name),
-                phase_start,
-                phase_start + _ms_nanos(phase["ms"]),
-                _CHILD_FAILED if name.endswith(":failed") else b"{}",
-            )
-        )
+        phase_start = start + round((phase["start_ms"] or 0.0) * 1e6)
+        phase_end = phase_start + round((phase["ms"] or 0.0) * 1e6)
+        out.append(child % ((root_number + i) & _MASK64 or 1, phase_start, phase_end, _child_rest(str(phase["name"]))))
     return b",".join(out)
 
 
@@ -347,43 +340,61 @@ def _observe(series: _Series, key: tuple[object, ...], bounds: Sequence[float], 
     histogram.observe(v)
 
 
-def metrics_request(records: Sequence[Record], start_s: float, end_s: float) -> Json:
-    """The body of POST /v1/metrics: the batch's gen_ai.client.token.usage and gen_ai.client.operation.duration,
-    delta histograms over [start_s, end_s] (the batch's first request start to the export time).
+class MetricSeries:
+    """The delta histograms of a batch's requests, observed a part at a time (OtlpSink pauses the event loop
+    between parts), then made into the body of POST /v1/metrics (`request`).
 
     Series are keyed by operation, provider, requested and served model (and token type, or error type); a
     client's view in name, since the gateway is the upstream's client and these are the upstream calls it made."""
-    tokens: _Series = {}
-    durations: _Series = {}
-    for record in records:
-        base = (
-            operation(record),
-            record.get("provider") or None,
-            record.get("model_requested") or None,
-            record.get("model_served") or None,
-        )
-        status = int(record.get("status") or 0)
-        error = (record.get("error_type") or str(status)) if status >= 400 else None
-        _observe(durations, (*base, error), DURATION_BOUNDS, float(record.get("latency_ms") or 0) / 1000)
-        if record.get("usage_source") == "none":
-            continue  # no usage known: a zero would be a false count
-        _observe(tokens, (*base, "input"), TOKEN_BOUNDS, int(record.get("prompt_tokens") or 0))
-        _observe(tokens, (*base, "output"), TOKEN_BOUNDS, int(record.get("completion_tokens") or 0))
-    start, end = _nanos(start_s), _nanos(end_s)
-    token_labels = (*_BASE_LABELS, "gen_ai.token.type")
-    duration_labels = (*_BASE_LABELS, "error.type")
-    metrics = [
-        _histogram(
-            "gen_ai.client.token.usage", "{token}", "Tokens of the upstream calls", token_labels, tokens, start, end
-        ),
-        _histogram(
-            "gen_ai.client.operation.duration", "s", "Duration of the requests", duration_labels, durations, start, end
-        ),
-    ]
-    # A metric with no data point (a batch with no known usage) is left out rather than sent empty.
-    metrics = [m for m in metrics if m["histogram"]["dataPoints"]]
-    return {
-        "resourceMetrics": [
-            {"resource": _resource(), "scopeMetrics": [{"scope": {"name": SCOPE_NAME}, "metrics": metrics}]}
-        ]
-    }
+
+    def __init__(self) -> None:
+        self.tokens: _Series = {}
+        self.durations: _Series = {}
+
+    def observe(self, records: Sequence[Record]) -> None:
+        tokens, durations = self.tokens, self.durations
+        for record in records:
+            base = (
+                operation(record),
+                record.get("provider") or None,
+                record.get("model_requested") or None,
+                record.get("model_served") or None,
+            )
+            status = int(record.get("status") or 0)
+            error = (record.get("error_type") or str(status)) if status >= 400 else None
+            _observe(durations, (*base, error), DURATION_BOUNDS, float(record.get("latency_ms") or 0) / 1000)
+            if record.get("usage_source") == "none":
+                continue  # no usage known: a zero would be a false count
+            _observe(tokens, (*base, "input"), TOKEN_BOUNDS, int(record.get("prompt_tokens") or 0))
+            _observe(tokens, (*base, "output"), TOKEN_BOUNDS, int(record.get("completion_tokens") or 0))
+
+    def request(self, start_s: float, end_s: float) -> Json:
+        """The body of POST /v1/metrics: gen_ai.client.token.usage and gen_ai.client.operation.duration over
+        [start_s, end_s] (the batch's first request start to the export time)."""
+        start, end = _nanos(start_s), _nanos(end_s)
+        token_labels = (*_BASE_LABELS, "gen_ai.token.type")
+        duration_labels = (*_BASE_LABELS, "error.type")
+        metrics = [
+            _histogram(
+                "gen_ai.client.token.usage", "{token}", "Tokens of the upstream calls", token_labels, self.tokens,
+                start, end,
+            ),
+            _histogram(
+                "gen_ai.client.operation.duration", "s", "Duration of the requests", duration_labels,
+                self.durations, start, end,
+            ),
+        ]  # fmt: skip
+        # A metric with no data point (a batch with no known usage) is left out rather than sent empty.
+        metrics = [m for m in metrics if m["histogram"]["dataPoints"]]
+        return {
+            "resourceMetrics": [
+                {"resource": _resource(), "scopeMetrics": [{"scope": {"name": SCOPE_NAME}, "metrics": metrics}]}
+            ]
+        }
+
+
+def metrics_request(records: Sequence[Record], start_s: float, end_s: float) -> Json:
+    """The body of POST /v1/metrics for a batch's records, observed at once (MetricSeries)."""
+    series = MetricSeries()
+    series.observe(records)
+    return series.request(start_s, end_s)

@@ -12,7 +12,7 @@ from gateway.context import RequestContext, Usage
 from gateway.errors import BudgetExceeded, GatewayError, GuardrailBlocked, PolicyDenied, release_frames
 from gateway.flags import Features
 from gateway.similarity.worker import SimilarityItem, prompt_text
-from gateway.store.records import typed
+from gateway.store.records import RECORD_COLUMNS, typed
 from gateway.telemetry.content import ContentLogger, input_text, output_text
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.pricing import PriceTable, cost_usd
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("gateway.telemetry")
 # A record's content waiting to be rendered off the request path: (mode, prompt text, answer bytes, streamed text).
 _RAW_CONTENT = "_raw_content"
+# Records finished between two pauses of the event loop (to_records): a record still to be built costs tens of
+# microseconds, and no background work may hold the loop for a millisecond.
+_SLICE = 16
 
 
 class Recorder:
@@ -128,7 +131,9 @@ class Recorder:
             return batch  # type: ignore[return-value]
         contents = await asyncio.to_thread(self._finish_off_path, waiting)
         records = []
-        for item in batch:
+        for i, item in enumerate(batch):
+            if i and not i % _SLICE:
+                await asyncio.sleep(0)  # a batch is up to a thousand records: the event loop is not held for them
             try:
                 record = self.to_record(item) if isinstance(item, RequestContext) else item
                 record.pop(_RAW_CONTENT, None)
@@ -178,50 +183,53 @@ class Recorder:
         # The context's timings, each worked out once (total_ns, upstream_ns and overhead_ns() are computed).
         total_ns = (ctx.finished_ns or time.perf_counter_ns()) - start
         upstream_ns = ctx.upstream_ns
-        return typed(
-            {
-                "id": ctx.request_id,
-                "ts": ctx.started_at,
-                "endpoint": ctx.endpoint,
-                "key_name": principal.name,
-                "key_id": principal.key_id,
-                "project": principal.project,
-                "team": principal.team,
-                "user_id": principal.user,
-                "model_requested": ctx.model,
-                "model_served": ctx.served_model or (deployment.model if deployment else ""),
-                "provider": ctx.provider,
-                "deployment": f"{deployment.provider}/{deployment.model}" if deployment else "",
-                "status": ctx.status,
-                "error_type": error.error_type if error else "",
-                "error_domain": error.domain if error else "",
-                "stream": ctx.stream,
-                "latency_ms": total_ns / 1e6,
-                "upstream_ms": upstream_ns / 1e6,
-                "ttfb_ms": (ctx.upstream_headers_ns - start) / 1e6 if ctx.upstream_headers_ns else None,
-                "ttft_ms": (ctx.first_token_ns - start) / 1e6 if ctx.first_token_ns else None,
-                "overhead_ms": max(0, total_ns - upstream_ns) / 1e6,
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "cached_tokens": usage.cached_tokens,
-                "reasoning_tokens": usage.reasoning_tokens,
-                "total_tokens": usage.total_tokens,
-                "cost_usd": ctx.cost_usd,
-                "usage_source": usage.source,
-                "spans": _spans(ctx, upstream_ns),
-                "tags": ctx.tags,
-                "attempts": ctx.attempts,
-                "route_reason": ctx.route_reason,
-                # What each guardrail check found: types and positions, never the text.
-                "guardrails": ctx.guardrails or [],
-                "trace_id": ctx.trace_id,
-                "parent_span_id": ctx.parent_span_id,
-                "content_input": "",
-                "content_output": "",
-                "metadata": _metadata(ctx.request_metadata()),
-                "client_request_id": ctx.client_request_id,  # the client's X-Request-ID; "id" is the gateway's
-            }
-        )
+        # Filled in a copy of a dict holding every field already (in RECORD_COLUMNS' order): a dict display of 39
+        # entries is built in chunks of 16 merged together, more than twice the cost.
+        record = _EMPTY_RECORD.copy()
+        record["id"] = ctx.request_id
+        record["ts"] = ctx.started_at
+        record["endpoint"] = ctx.endpoint
+        record["key_name"] = principal.name
+        record["key_id"] = principal.key_id
+        record["project"] = principal.project
+        record["team"] = principal.team
+        record["user_id"] = principal.user
+        record["model_requested"] = ctx.model
+        record["model_served"] = ctx.served_model or (deployment.model if deployment else "")
+        record["provider"] = ctx.provider
+        record["deployment"] = f"{deployment.provider}/{deployment.model}" if deployment else ""
+        record["status"] = ctx.status
+        record["error_type"] = error.error_type if error else ""
+        record["error_domain"] = error.domain if error else ""
+        record["stream"] = ctx.stream
+        record["latency_ms"] = total_ns / 1e6
+        record["upstream_ms"] = upstream_ns / 1e6
+        record["ttfb_ms"] = (ctx.upstream_headers_ns - start) / 1e6 if ctx.upstream_headers_ns else None
+        record["ttft_ms"] = (ctx.first_token_ns - start) / 1e6 if ctx.first_token_ns else None
+        record["overhead_ms"] = (total_ns - upstream_ns) / 1e6 if total_ns > upstream_ns else 0.0
+        record["prompt_tokens"] = usage.prompt_tokens
+        record["completion_tokens"] = usage.completion_tokens
+        record["cached_tokens"] = usage.cached_tokens
+        record["reasoning_tokens"] = usage.reasoning_tokens
+        record["total_tokens"] = usage.total_tokens
+        record["cost_usd"] = ctx.cost_usd
+        record["usage_source"] = usage.source
+        record["spans"] = _spans(ctx, upstream_ns)
+        record["tags"] = ctx.tags
+        record["attempts"] = ctx.attempts
+        record["route_reason"] = ctx.route_reason
+        # What each guardrail check found: types and positions, never the text.
+        record["guardrails"] = ctx.guardrails or []
+        record["trace_id"] = ctx.trace_id
+        record["parent_span_id"] = ctx.parent_span_id
+        record["content_input"] = ""
+        record["content_output"] = ""
+        record["metadata"] = _metadata(ctx.request_metadata())
+        record["client_request_id"] = ctx.client_request_id  # the client's X-Request-ID; "id" is the gateway's
+        return typed(record)
+
+
+_EMPTY_RECORD: Record = dict.fromkeys(RECORD_COLUMNS)
 
 
 def _metadata(value: Any) -> dict[str, str]:
@@ -246,7 +254,7 @@ def _spans(ctx: RequestContext, upstream_ns: int) -> list[dict[str, Any]]:
         if headers:
             first_byte_ms = (headers - sent) / 1e6
             spans.append({"name": "upstream.first_byte", "start_ms": at_ms, "ms": first_byte_ms})
-            body_ms = max(0.0, upstream_ms - first_byte_ms)
+            body_ms = upstream_ms - first_byte_ms if upstream_ms > first_byte_ms else 0.0
             spans.append({"name": "upstream.body", "start_ms": at_ms + first_byte_ms, "ms": body_ms})
         connect = ctx.upstream_connect
         if connect is not None:

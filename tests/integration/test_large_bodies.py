@@ -1,5 +1,5 @@
 """Large bodies that end in an error give their memory back: nothing keeps them alive after the answer (an error's
-traceback held the body in a cycle), and the allocator returns them to the system (gateway/server/memory.py)."""
+traceback held the body in a cycle), and the allocator returns them to the system (gateway/memory.py)."""
 
 from __future__ import annotations
 

@@ -178,3 +178,54 @@ def test_a_frozen_postgresql_fails_a_lookup_within_its_bound_and_delays_no_answe
                 assert answer.status_code == 200, answer.text
     finally:
         drop_schema(dsn, schema)
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    payload = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [choice]}
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+async def _cut_upstream(scope: Any, receive: Any, send: Any) -> None:
+    """An OpenAI-compatible stream cut between two events (model `cut`), or whole but without [DONE] (`nodone`)."""
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    model = orjson.loads(body)["model"]
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+    events = [_chunk({"role": "assistant", "content": "Hel"}), _chunk({"content": "lo"})]
+    if model == "nodone":
+        events.append(_chunk({}, "stop"))
+    for event in events:
+        await send({"type": "http.response.body", "body": event, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def test_an_upstream_stream_cut_between_two_events_fails_and_is_not_stored(tmp_path: Path) -> None:
+    with serve(_cut_upstream) as up_url:
+        config = config_of(
+            tmp_path,
+            providers={"up": {"type": "openai", "base_url": f"{up_url}/v1", "api_key": "sk-up"}},
+            models={name: {"deployments": [{"provider": "up", "model": name}]} for name in ("cut", "nodone")},
+            routing={"retries": 0},
+        )
+        with running(config) as (url, _), httpx.Client(base_url=url, timeout=30) as client:
+            events = events_of(create(client, model="cut", stream=True).text)
+            assert events[-1]["type"] == "response.failed"
+            assert "ended before its finish_reason" in events[-1]["response"]["error"]["message"]
+            assert client.get(f"/v1/responses/{events[-1]['response']['id']}", headers=AUTH).status_code == 404
+            chat = client.post(
+                "/v1/chat/completions",
+                json={"model": "cut", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+                headers=AUTH,
+            )
+            assert '"incomplete_stream"' in chat.text  # an error event, then [DONE]
+            assert chat.text.rstrip().endswith("data: [DONE]")
+            whole = events_of(create(client, model="nodone", stream=True).text)  # no [DONE], but a finish_reason
+            assert whole[-1]["type"] == "response.completed"
+            assert client.get(f"/v1/responses/{whole[-1]['response']['id']}", headers=AUTH).status_code == 200

@@ -20,6 +20,10 @@ CALLS = [
      "POST /v1/messages"),
     ("POST", "/v1/messages/count_tokens", {"model": "demo", "messages": [{"role": "user", "content": "hi"}]},
      "POST /v1/messages/count_tokens"),
+    ("POST", "/v1/responses", {"model": "demo", "input": "hi"}, "POST /v1/responses"),
+    ("GET", "/v1/responses/resp_none", None, "GET /v1/responses/{id}"),
+    ("GET", "/v1/responses/resp_none/input_items", None, "GET /v1/responses/{id}/input_items"),
+    ("DELETE", "/v1/responses/resp_none", None, "DELETE /v1/responses/{id}"),
     ("GET", "/v1/models", None, "GET /v1/models"),
     ("GET", "/admin/deployments", None, "GET /admin/deployments"),
     ("POST", "/admin/deployments/mock/demo-1/reset", None, "POST /admin/deployments/{id}/{action}"),
@@ -60,6 +64,22 @@ def test_admin_endpoints_need_a_key_even_in_mode_none(make_config):
     with running(make_config(auth={"mode": "none", "admin_key": ADMIN})) as (url, _):
         assert httpx.get(f"{url}/admin/keys").status_code == 401
         assert httpx.post(f"{url}/v1/chat/completions", json=CHAT).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "route"),
+    [("/v1/responses", {"model": "demo", "input": "hi"}, "POST /v1/responses"), (*CALLS[3][1:3], CALLS[3][3])],
+)
+def test_an_ingress_in_another_api_has_its_own_entry(make_config, monkeypatch, path, body, route):
+    """/v1/messages and /v1/responses run the chat pipeline, but the matrix's entry is theirs."""
+    monkeypatch.setitem(roles.PERMISSIONS, route, roles.ADMIN)
+    with running(make_config(auth={"admin_key": ADMIN})) as (url, _):
+        made = httpx.post(f"{url}/admin/keys", json={"project": "p1", "role": "developer"},
+                          headers={"Authorization": f"Bearer {ADMIN}"})  # fmt: skip
+        key = made.json()["key"]
+        assert httpx.post(f"{url}{path}", json=body, headers={"Authorization": f"Bearer {key}"}).status_code == 403
+        assert httpx.post(f"{url}/v1/chat/completions", json=CHAT,
+                          headers={"Authorization": f"Bearer {key}"}).status_code == 200  # fmt: skip
 
 
 def test_a_route_missing_from_the_matrix_is_admin_only():

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "gateway"
 
 # Bottom up. A unit is a package under gateway/ (its subpackages included) or a top-level module.
 LAYERS: list[tuple[str, frozenset[str]]] = [
-    ("base", frozenset({"config", "errors", "refusals", "types", "ids", "tasks", "tracecontext"})),
+    ("base", frozenset({"config", "errors", "memory", "refusals", "types", "ids", "tasks", "tracecontext"})),
     ("backends", frozenset({"store", "state"})),
     ("request", frozenset({"context", "reply", "decision"})),
     (

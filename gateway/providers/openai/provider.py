@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -9,12 +10,14 @@ import orjson
 
 from gateway.config import Deployment, ProviderConfig
 from gateway.context import RequestContext, Usage
+from gateway.errors import UpstreamUnavailable
 from gateway.providers.base import HTTPProvider, end_stream, json_answer, map_transport_errors, translated_stream
 from gateway.providers.openai.responses import native
 from gateway.providers.sse import DONE, SSEDecoder
 from gateway.reply import Reply
 
 _JSON = {"content-type": "application/json"}
+_FINISH = re.compile(rb'"finish_reason"\s*:\s*"')  # a finish_reason that is not null
 
 
 # The call a request is made as: None for the chat format, "responses" for the Responses API itself.
@@ -93,18 +96,32 @@ class OpenAIProvider(HTTPProvider[Call]):
         return Reply(status=response.status, stream=self._events(ctx, response))
 
     async def _events(self, ctx: RequestContext, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        """The upstream's payloads as they come. A stream that ends with neither `[DONE]` nor a finish_reason was
+        cut (a proxy or the server gone between two events): an UpstreamUnavailable (incomplete_stream), so that
+        the client's stream ends with an error rather than as a whole answer (and the Responses API does not
+        store it as completed). A server that leaves out `[DONE]` but says its finish_reason is whole."""
         decoder = SSEDecoder()
         finished = False
+        said_finish = False
         try:
             with map_transport_errors(self.name):
                 async for chunk in response.content.iter_any():
                     for payload in decoder.feed(chunk):
                         if payload == DONE:
                             # The answer is whole: the consumer may stop here, and the connection is reusable.
-                            finished = True
+                            finished = said_finish = True
+                        elif not said_finish and _FINISH.search(payload) is not None:
+                            said_finish = True
                         yield payload
                 for payload in decoder.flush():
+                    said_finish = said_finish or payload == DONE or _FINISH.search(payload) is not None
                     yield payload
+            if not said_finish:
+                raise UpstreamUnavailable(
+                    f"The stream of the upstream provider {self.name!r} ended before its finish_reason.",
+                    provider=self.name,
+                    code="incomplete_stream",
+                )
             finished = True
         finally:
             end_stream(ctx, response, finished)

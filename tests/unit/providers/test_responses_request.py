@@ -542,3 +542,15 @@ def test_any_rich_body_with_a_history_translates_or_is_refused(body: dict[str, A
     )  # fmt: skip
     # and this turn, with its answer, makes the next turn's history
     assert to_chat_request({"model": "m", "input": "next"}, HISTORY + normalised + answer["output"], "r2")[0]
+
+
+def test_metadata_keys_and_values_are_bounded_as_openai_bounds_them() -> None:
+    from gateway.errors import InvalidRequest
+    from gateway.providers.openai.responses.request import to_chat_request
+
+    for metadata, param in (({"k" * 65: "v"}, "metadata"), ({"k": "v" * 513}, "metadata.k")):
+        with pytest.raises(InvalidRequest) as caught:
+            to_chat_request({"model": "m", "input": "hi", "metadata": metadata}, [], "r1")
+        assert caught.value.param == param
+        assert caught.value.code == "string_above_max_length"
+    to_chat_request({"model": "m", "input": "hi", "metadata": {"k" * 64: "v" * 512}}, [], "r1")

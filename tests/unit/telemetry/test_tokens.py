@@ -136,6 +136,18 @@ def test_cl100k_models_count_exactly_with_the_offline_encoding(
     assert reasons == []
 
 
+def test_a_loaded_encoding_keeps_no_python_copy_of_its_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tiktoken keeps the ranks in Python only to pickle an encoding; the counter drops that copy (8 MB for cl100k)
+    and gives the load's freed memory back, and counts the same."""
+    loaded: list[tiktoken.Encoding] = []
+    shed = tokens._shed
+    monkeypatch.setattr(tokens, "_shed", lambda encoding: loaded.append(encoding) or shed(encoding))
+    counter = TokenCounter(cache_dir=tempfile.mkdtemp())
+    assert counter.count_text("gpt-4", "The quick brown fox jumps over the lazy dog.") == 10
+    assert len(loaded) == 1
+    assert loaded[0]._mergeable_ranks == {}
+
+
 def test_o200k_without_its_file_approximates_with_cl100k(counter: TokenCounter, reasons: list[str]) -> None:
     assert counter.count_text("gpt-4o", HELLO) == 2
     assert reasons == ["approximate_encoding"]

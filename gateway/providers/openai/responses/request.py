@@ -25,6 +25,8 @@ VERBOSITIES = ("low", "medium", "high")
 TRUNCATIONS = ("auto", "disabled")
 MIN_OUTPUT_TOKENS = 16  # OpenAI refuses a max_output_tokens below 16
 METADATA_PAIRS = 16
+METADATA_KEY_CHARS = 64
+METADATA_VALUE_CHARS = 512
 # Fields OpenAI has that no chat request can carry, with what to say.
 UNSUPPORTED = {
     "conversation": "conversations are not supported by this gateway; use previous_response_id.",
@@ -94,6 +96,11 @@ def _endpoint_fields(body: dict[str, Any]) -> None:
             )
         for key, value in metadata.items():
             checks.string(value, f"metadata.{key}")
+            # OpenAI's bounds: what a policy matches on and the record keeps stays small.
+            if len(key) > METADATA_KEY_CHARS:
+                raise refusals.string_too_long("metadata", METADATA_KEY_CHARS, len(key))
+            if len(value) > METADATA_VALUE_CHARS:
+                raise refusals.string_too_long(f"metadata.{refusals.shown(key)}", METADATA_VALUE_CHARS, len(value))
 
 
 def _options(body: dict[str, Any], chat: dict[str, Any]) -> None:

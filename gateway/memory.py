@@ -1,4 +1,4 @@
-"""Large requests give their memory back to the system.
+"""The C allocator's settings: large requests give their memory back to the system, and so does a big load.
 
 glibc serves an allocation below its mmap threshold from its heaps, and gives a heap's free memory back only
 from the top. The threshold starts at 128 KiB but rises to the size of any mapped block that is freed (up to
@@ -11,6 +11,7 @@ Nothing on the hot path allocates that much, so it costs nothing there; a large 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import platform
@@ -33,3 +34,13 @@ def configure() -> bool:
     if not done:
         logger.warning("could not set malloc's mmap threshold: large bodies may leave memory behind")
     return done
+
+
+def trim() -> None:
+    """Give the free memory of every heap back to the system (glibc's malloc_trim): after a large one-off load
+    (a token encoding builds tens of megabytes of tables, some of them only while it loads), whose freed pages
+    would otherwise stay in the process among live ones."""
+    if platform.libc_ver()[0] != "glibc":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

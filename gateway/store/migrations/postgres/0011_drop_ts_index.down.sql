@@ -1,0 +1,1 @@
+CREATE INDEX model_cost_logs_ts ON model_cost_logs (ts);
