@@ -9,6 +9,7 @@ token reservation is the prompt (counted only when a TPM limit or a budget appli
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
@@ -89,11 +90,14 @@ class RateLimitFilter(Stage):
         tokens = cost = 0.0
         if any(c.header == TOKENS or c.kind == BUDGET for c in checks):
             tokens, cost = self._estimate(ctx)
-            for check in checks:
-                if check.header == TOKENS:
-                    check.cost = tokens
-                elif check.kind == BUDGET:
-                    check.cost = cost
+            checks = [
+                check.taking(tokens)
+                if check.header == TOKENS
+                else check.taking(cost)
+                if check.kind == BUDGET
+                else check
+                for check in checks
+            ]
             self._refuse_oversized(ctx, checks)
         outcome, limiter = await self.limits.reserve(checks)
         if not outcome.ok:
@@ -248,30 +252,48 @@ def _identity(rule: LimitRule, ctx: RequestContext, principal: Principal, anonym
     return principal.team if scope == "team" else principal.user
 
 
+# The names of each x-ratelimit-* triple: limit, remaining, reset.
+_HEADER_NAMES = {
+    kind: tuple(f"x-ratelimit-{field}-{what}".encode() for field in ("limit", "remaining", "reset"))
+    for kind, what in ((REQUESTS, "requests"), (TOKENS, "tokens"))
+}
+
+
 def _headers(checks: list[Check], outcome: Outcome) -> list[tuple[bytes, bytes]] | None:
     """OpenAI's x-ratelimit-* triples, each from the tightest limit of its kind."""
     tightest: dict[int, int] = {}
+    remaining = outcome.remaining
     for i, check in enumerate(checks):
-        if check.header and (
-            check.header not in tightest or outcome.remaining[i] < outcome.remaining[tightest[check.header]]
-        ):
-            tightest[check.header] = i
+        header = check.header
+        if header and (header not in tightest or remaining[i] < remaining[tightest[header]]):
+            tightest[header] = i
     if not tightest:
         return None
     headers: list[tuple[bytes, bytes]] = []
-    for header, i in sorted(tightest.items()):
-        what = "requests" if header == REQUESTS else "tokens"
-        headers.append((f"x-ratelimit-limit-{what}".encode(), b"%d" % checks[i].limit))
-        headers.append((f"x-ratelimit-remaining-{what}".encode(), b"%d" % max(0, math.floor(outcome.remaining[i]))))
-        headers.append((f"x-ratelimit-reset-{what}".encode(), format_reset(outcome.reset_ms[i]).encode()))
+    for header in sorted(tightest):
+        i = tightest[header]
+        limit, left, reset = _HEADER_NAMES[header]
+        headers += (
+            (limit, b"%d" % checks[i].limit),
+            (left, b"%d" % max(0, math.floor(remaining[i]))),
+            (reset, _reset_bytes(math.ceil(outcome.reset_ms[i]))),
+        )
     return headers
+
+
+@functools.lru_cache(maxsize=4096)
+def _reset_bytes(ms: int) -> bytes:
+    """format_reset of a whole number of milliseconds, encoded: the same few values come back request after
+    request (a bucket far from empty refills in the same 1 or 2 ms), and formatting one costs more than a lookup."""
+    return format_reset(ms).encode()
 
 
 def format_reset(ms: float) -> str:
     """A duration as OpenAI writes it in x-ratelimit-reset-*: 20ms, 1s, 1.5s, 6m0s, 1h2m3s."""
+    ms = math.ceil(ms)  # in whole milliseconds first: 999.2 is 1s, as 1000 is
     if ms < 1000:
-        return f"{max(0, math.ceil(ms))}ms"
-    seconds = math.ceil(ms) / 1000
+        return f"{max(0, ms)}ms"
+    seconds = ms / 1000
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     text = f"{secs:.3f}".rstrip("0").rstrip(".") + "s"

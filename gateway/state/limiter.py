@@ -36,6 +36,11 @@ class Check:
     label: str = ""  # names the limit in a 429's message: "tpm of team t1"
     soft: float = 0.0  # BUDGET: spend that fires the soft threshold; 0: none
 
+    def taking(self, cost: float) -> Check:
+        """This check with this request's cost: checks are shared by the requests of one caller."""
+        return Check(self.key, self.kind, self.limit, self.capacity, self.window_ms, cost, self.header, self.label,
+                     self.soft)  # fmt: skip
+
     def args(self, amount: float) -> list[float | int]:
         """The six script arguments of this check, with `amount` as the cost (reserve) or delta (settle)."""
         return [self.kind, self.limit, self.capacity, self.window_ms, amount, self.soft]

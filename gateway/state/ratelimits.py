@@ -39,6 +39,8 @@ class RateLimits:
         self.lease_ms = lease_ms
         self.clock = clock
         self._periods: tuple[float, dict[str, tuple[str, int]]] = (-1.0, {})
+        self._made: dict[tuple[str, str, LimitRule], tuple[Check, ...]] = {}  # add()'s checks, by rule and identity
+        self._made_at = -1.0
         errors = Counter(
             "gateway_ratelimit_backend_errors", "Failed calls to the rate-limit backend (Redis).", registry=registry
         )
@@ -81,7 +83,21 @@ class RateLimits:
         return [(check, periods.get(check.key, ""), used) for check, used in zip(checks, taken, strict=True)]
 
     def add(self, found: dict[str, Check], scope: str, ident: str, rule: LimitRule) -> None:
-        """The checks of one rule for one identity, into `found` (by counter key, the stricter kept)."""
+        """The checks of one rule for one identity, into `found` (by counter key, the stricter kept). They are
+        shared by every request of that identity for up to a second (a budget's key and time to the period's end
+        move with the clock): a caller that sets a cost puts a copy in their place (Check.taking)."""
+        now = self.clock()
+        if now - self._made_at >= 1.0 or len(self._made) >= 10_000:
+            self._made.clear()
+            self._made_at = now
+        made = self._made.get((scope, ident, rule))
+        if made is None:
+            made = self._made[(scope, ident, rule)] = self._make(scope, ident, rule)
+        for check in made:
+            _keep_strictest(found, check)
+
+    def _make(self, scope: str, ident: str, rule: LimitRule) -> tuple[Check, ...]:
+        found: dict[str, Check] = {}
         base = f"{PREFIX}{scope}:{ident}:"
         kind, letter = (WINDOW, "w") if self.sliding else (BUCKET, "b")
         # One counter per scope, identity and kind, whatever its limit: a policy's `limit` or a changed rule then
@@ -108,6 +124,7 @@ class RateLimits:
             check = Check(key, BUDGET, rule.budget_usd, rule.budget_usd, left_ms, 0.0, label=label,
                           soft=rule.budget_usd * self.soft)  # fmt: skip
             _keep_strictest(found, check)
+        return tuple(found.values())
 
     def period(self, period: str) -> tuple[str, int]:
         """The period's id and the milliseconds to its end (UTC), recomputed at most once a second."""

@@ -61,6 +61,9 @@ REPLY_PRIMING_TOKENS = 3
 IMAGE_TOKENS = 85
 # The longest text tiktoken is given in one call (see _encoder_count).
 CHUNK_CHARS = 8192
+# Texts this short have their counts kept (up to SHORT_KEPT of them): roles, names, tool ids.
+SHORT_CHARS = 16
+SHORT_KEPT = 4096
 # The most characters one count (a prompt, a completion) gives tiktoken: ~40 ms of the event loop at worst, and
 # ~64,000 tokens, past which a count is extrapolated from windows spread over the rest (see _Budget).
 EXACT_CHARS = 262_144
@@ -293,8 +296,18 @@ def _offline_cl100k() -> tiktoken.Encoding | None:
 
 def _encoder_count(encoder: tiktoken.Encoding) -> Count:
     encode = encoder.encode_ordinary  # ordinary: text that spells "<|endoftext|>" is counted, not refused
+    # Roles and names, the same few short strings in every message: a call into tiktoken costs ~25,000
+    # instructions however short its text, a lookup here a hundredth of that.
+    short: dict[str, int] = {}
 
     def count(text: str) -> int:
+        if len(text) <= SHORT_CHARS:
+            tokens = short.get(text)
+            if tokens is None:
+                tokens = len(encode(text))
+                if len(short) < SHORT_KEPT:
+                    short[text] = tokens
+            return tokens
         if len(text) <= CHUNK_CHARS:
             return len(encode(text))
         # tiktoken's byte-pair merge is quadratic in the length of one piece of its split, and a run of letters

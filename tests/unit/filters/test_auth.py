@@ -68,10 +68,10 @@ async def test_azure_s_api_key_header_is_a_key_too():
 async def test_a_role_the_matrix_does_not_allow_is_denied():
     viewer = Principal(name="auditor", role="viewer")
     auth = AuthFilter(Keys(viewer), "keys")
-    ctx = make_ctx(headers=BEARER)
-    await auth.identify(ctx)
-    with pytest.raises(PermissionDenied):
-        await auth.on_request(ctx)
+    with pytest.raises(PermissionDenied):  # at the door, before the body is read
+        await auth.identify(make_ctx(headers=BEARER))
+    with pytest.raises(PermissionDenied):  # and for a caller that was not identified at the door
+        await auth.on_request(make_ctx(headers=BEARER))
 
 
 @pytest.mark.anyio
