@@ -50,6 +50,9 @@ class Target:
     group: ModelGroup
     healths: tuple[DeploymentHealth, ...]
     pick: Pick
+    # Each health's deployment as this group lists it: a deployment two groups list shares one health (one
+    # upstream target), but its price, region, tags and timeouts are each group's own.
+    own: dict[str, Deployment]
     chain: tuple[Target, ...] = ()  # this group, then its fallbacks that the router knows, in order
 
 
@@ -91,7 +94,8 @@ class Router:
 
     def _target(self, name: str, group: ModelGroup) -> Target:
         healths = tuple(self.health.get(d) for d in group.deployments)
-        return Target(name, group, healths, self.strategies[group.strategy or self.config.strategy])
+        own = {health.id: d for health, d in zip(healths, group.deployments, strict=True)}
+        return Target(name, group, healths, self.strategies[group.strategy or self.config.strategy], own)
 
     def _chain(self, target: Target) -> tuple[Target, ...]:
         return (target, *(self.targets[name] for name in target.group.fallbacks if name in self.targets))
@@ -155,7 +159,8 @@ class Router:
         retries = 0
         while True:
             now = self.health.clock()
-            candidates = [h for h in target.healths if _allowed(h.deployment, constraints) and h.available(now)]
+            own = target.own
+            candidates = [h for h in target.healths if _allowed(own[h.id], constraints) and h.available(now)]
             if not candidates:
                 raise NoDeploymentAvailable(
                     f"No deployment of `{ctx.model}` is available (drained, circuit open, over capacity or outside "
@@ -168,7 +173,7 @@ class Router:
             tried.add(health.id)
             probe = health.breaker.state == "half-open"  # this attempt holds the breaker's one probe slot
             try:
-                reply = await self._attempt(ctx, health, now)
+                reply = await self._attempt(ctx, health, own[health.id], now)
             except UpstreamError as exc:
                 if exc.retryable:  # a client's bad request says nothing about the deployment's health
                     self.health.failed(health, exc.error_type)
@@ -204,8 +209,9 @@ class Router:
             child = self._attempts[provider, outcome] = self.metrics.attempts.labels(provider, outcome)
         child.inc()
 
-    async def _attempt(self, ctx: RequestContext, health: DeploymentHealth, now: float) -> Reply:
-        deployment = health.deployment
+    async def _attempt(
+        self, ctx: RequestContext, health: DeploymentHealth, deployment: Deployment, now: float
+    ) -> Reply:
         ctx.attempts += 1
         ctx.deployment = deployment
         ctx.provider = deployment.provider

@@ -352,3 +352,29 @@ def test_each_attempt_is_a_span_of_the_record(make_config, tmp_path) -> None:
         ]
         pipeline = [name for name in spans if not name.startswith("upstream")]  # the upstream call's phases follow
         assert pipeline[-3:] == ["attempt:mock/demo-error-503:failed", "attempt:mock/demo-1", "route"]
+
+
+def test_groups_that_list_the_same_deployment_each_keep_their_own_settings(
+    make_config: Callable[..., GatewayConfig], db_path
+) -> None:
+    """One upstream target, two groups: they share its health, but each request is priced and timed as its own
+    group lists the deployment (the first group's settings served both, and the second's cost was null)."""
+    from tests.integration.helpers import record_of
+
+    deployment = {"provider": "mock", "model": "demo-1"}
+    models = {
+        "cheap": {"deployments": [{**deployment, "price": {"input": 1, "output": 1}}]},
+        "dear": {"deployments": [{**deployment, "price": {"input": 1000, "output": 1000}, "region": "eu"}]},
+    }
+    with running(make_config(models=models)) as (url, gateway):
+        costs = {}
+        for model in ("cheap", "dear"):
+            answer = httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
+                                json={"model": model, "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+            assert answer.status_code == 200
+            costs[model] = record_of(db_path, answer.headers["x-gateway-request-id"])["cost_usd"]
+        assert costs["cheap"] is not None
+        assert costs["dear"] is not None
+        assert costs["dear"] == pytest.approx(costs["cheap"] * 1000)
+        targets = gateway.router.targets
+        assert targets["cheap"].healths[0] is targets["dear"].healths[0]  # one upstream target, one health
