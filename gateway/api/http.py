@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from gateway.context import RequestContext
 from gateway.errors import ClientClosed, GatewayError, InvalidRequest, RequestTooLarge
 from gateway.ids import new_id
 from gateway.server.protocol import body_received, send_whole
@@ -165,3 +166,17 @@ async def send_json(send: Send, status: int, body: bytes, headers: Headers) -> N
 async def send_error(send: Send, exc: GatewayError, ids: Headers) -> None:
     """The error's JSON with its status and headers; `ids` are the answer's id_headers."""
     await send_json(send, exc.status_code, exc.to_json(), [JSON_TYPE, *ids, *encode_headers(exc.headers)])
+
+
+def bodiless_context(scope: Scope, endpoint: str) -> tuple[RequestContext, Headers]:
+    """The context of a request outside the pipeline that reads no body (the models list, stored responses), and
+    the headers its answer starts with: JSON, its ids."""
+    ctx = RequestContext(
+        request_id=new_id(),
+        endpoint=endpoint,
+        headers=scope["headers"],
+        raw_body=b"",
+        body={},
+        client_request_id=client_request_id(scope),
+    )
+    return ctx, [JSON_TYPE, *id_headers(ctx.request_id, ctx.client_request_id)]

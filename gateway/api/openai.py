@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway.api.flow import PipelineEndpoint
-from gateway.api.http import JSON_TYPE, client_request_id, encode_headers, id_headers, send_json
+from gateway.api.http import JSON_TYPE, bodiless_context, encode_headers, id_headers, send_json
 from gateway.api.streaming import OPENAI_ENCODER, Encoder
 from gateway.api.validation import validate
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, ModelNotFound
-from gateway.ids import new_id
 from gateway.reply import Reply
 from gateway.types import Headers, Receive, Scope, Send
 
@@ -75,15 +74,7 @@ class ModelsEndpoint:
         return {"id": name, "object": "model", "created": self.gateway.started_at, "owned_by": "gateway"}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ctx = RequestContext(
-            request_id=new_id(),
-            endpoint="models",
-            headers=scope["headers"],
-            raw_body=b"",
-            body={},
-            client_request_id=client_request_id(scope),
-        )
-        headers = [JSON_TYPE, *id_headers(ctx.request_id, ctx.client_request_id)]
+        ctx, headers = bodiless_context(scope, "models")
         try:
             await self.gateway.authenticate(ctx)
             model_id = scope.get("path_params", {}).get("model_id")

@@ -20,11 +20,9 @@ import orjson
 
 from gateway.api.flow import PipelineEndpoint
 from gateway.api.http import (
-    JSON_TYPE,
+    bodiless_context,
     canonical_bytes,
-    client_request_id,
     encode_headers,
-    id_headers,
     query_params,
     send_json,
 )
@@ -32,7 +30,6 @@ from gateway.api.openai import response_headers
 from gateway.api.streaming import Encoder
 from gateway.context import NativeRequest, RequestContext
 from gateway.errors import GatewayError, InvalidRequest, NotFound, UpstreamUnavailable
-from gateway.ids import new_id
 from gateway.providers.openai.responses.answer import to_response
 from gateway.providers.openai.responses.native import as_served, native_body
 from gateway.providers.openai.responses.request import to_chat_request
@@ -182,15 +179,7 @@ class StoredResponsesEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = "GET /v1/responses/{id}/input_items" if self.input_items else f"{scope['method']} /v1/responses/{{id}}"
-        ctx = RequestContext(
-            request_id=new_id(),
-            endpoint=route,  # the role check's entry (gateway/identity/roles.py)
-            headers=scope["headers"],
-            raw_body=b"",
-            body={},
-            client_request_id=client_request_id(scope),
-        )
-        headers = [JSON_TYPE, *id_headers(ctx.request_id, ctx.client_request_id)]
+        ctx, headers = bodiless_context(scope, route)  # the route: the role check's entry (identity/roles.py)
         try:
             await self.gateway.authenticate(ctx)
             wanted = scope["path_params"]["id"]

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
+
 DONE = b"[DONE]"
+
+
+def json_object(payload: bytes) -> dict[str, Any] | None:
+    """A payload's JSON object; None for anything else (broken JSON, an array, a scalar), which a stream skips."""
+    try:
+        event = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    return event if isinstance(event, dict) else None
 
 
 class SSEDecoder:

@@ -170,7 +170,7 @@ def test_a_frozen_postgresql_fails_a_lookup_within_its_bound_and_delays_no_answe
                 for _ in range(5):  # saves wait for the store in the background
                     started = time.monotonic()
                     assert create(a, input="more").status_code == 200
-                    assert time.monotonic() - started < 0.5
+                    assert time.monotonic() - started < 0.9  # a save awaited would take the 1 s write timeout
                 same_worker = create(a, input="what number?", previous_response_id=first)
                 assert same_worker.status_code == 200  # from memory, the store frozen
                 proxy.thaw()

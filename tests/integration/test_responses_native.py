@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ class Server:
     native: ScriptedModel
     chat: ScriptedModel
     tmp: Path
+    clients: list[openai.OpenAI] = field(default_factory=list)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         data = merge(base_config(tmp), overrides)
         config = parse_config(yaml.safe_dump(data), source="test.yaml", env=os.environ, base_dir=str(ROOT))
         with running(config) as (url, _):
-            yield Server(url, native, chat, tmp)
+            server = Server(url, native, chat, tmp)
+            yield server
+            for client in server.clients:
+                client.close()
 
 
 @pytest.fixture(autouse=True)
@@ -74,7 +78,11 @@ def _healthy(server: Server) -> Iterator[None]:
 
 
 def sdk(server: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0, timeout=10)
+    """A client closed with the module's server: one left to the garbage collector warns about its sockets in
+    whichever test runs then (warnings are errors)."""
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0, timeout=10)
+    server.clients.append(client)
+    return client
 
 
 def test_a_whole_answer_comes_back_as_the_upstream_gave_it(server: Server) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -42,6 +42,7 @@ class Server:
     a: ScriptedModel
     b: ScriptedModel
     tmp: Any
+    clients: list[openai.OpenAI] = field(default_factory=list)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         data = merge(base_config(tmp), overrides)
         config = parse_config(yaml.safe_dump(data), source="test.yaml", env=os.environ, base_dir=str(ROOT))
         with running(config) as (url, gateway):
-            yield Server(url, gateway, a, b, tmp)
+            server = Server(url, gateway, a, b, tmp)
+            yield server
+            for client in server.clients:
+                client.close()
 
 
 @pytest.fixture(autouse=True)
@@ -83,7 +87,11 @@ def _healthy(server: Server) -> Iterator[None]:
 
 
 def sdk(server: Server, key: str = KEY) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0, timeout=10)
+    """A client closed with the module's server: one left to the garbage collector warns about its sockets in
+    whichever test runs then (warnings are errors)."""
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0, timeout=10)
+    server.clients.append(client)
+    return client
 
 
 def test_create_whole_answers_a_response_with_the_gateways_ids(server: Server) -> None:

@@ -198,10 +198,10 @@ async def test_a_miss_waits_only_for_a_young_id_of_the_gateway_and_never_past_fr
         started = time.monotonic()
         assert await conv.history(quick, project="p1") is None
         assert await conv.get(quick, project="p1") is None
-        assert time.monotonic() - started < 0.2, quick
+        assert time.monotonic() - started < FRESH_S / 2, quick  # no re-reads: they last FRESH_S
     started = time.monotonic()
     assert await conv.history(young, project="p1") is None
-    assert FRESH_S - 0.5 < time.monotonic() - started < FRESH_S + 0.5
+    assert FRESH_S - 0.5 < time.monotonic() - started < FRESH_S + 2
     await conv.close()
 
 
@@ -318,12 +318,12 @@ async def check_a_hung_store(store, hang, recover, caplog: pytest.LogCaptureFixt
     started = time.monotonic()
     conv.save(made[1])
     conv.save(made[2])
-    assert time.monotonic() - started < 0.05  # save() never waits for the store
+    assert time.monotonic() - started < 0.25  # save() never waits for the store (its writes time out at 0.3 s)
     # Memory answers for what it holds, at once.
     started = time.monotonic()
     assert await conv.get("resp_3", project="p1") == made[2]
     assert await conv.history("resp_3", project="p1") == made
-    assert time.monotonic() - started < 0.05
+    assert time.monotonic() - started < 0.25  # not a read of the store (bounded at 0.5 s)
     # What only the store could say fails within the read bound, as the store's being unavailable.
     await until(lambda: (registry.get_sample_value("gateway_responses_persist_failures_total") or 0) >= 1, 20)
     other = conversations(store)

@@ -9,6 +9,7 @@ import orjson
 from gateway.providers.anthropic.errors import openai_error
 from gateway.providers.anthropic.translate import finish_reason, openai_usage, usage_of
 from gateway.providers.base import FeedsPayloads
+from gateway.providers.sse import json_object
 
 
 class StreamTranslator(FeedsPayloads):
@@ -65,11 +66,8 @@ class StreamTranslator(FeedsPayloads):
         return self._head + orjson.dumps({"index": 0, "delta": delta, "finish_reason": finish}) + b"]}"
 
     def feed(self, payload: bytes) -> list[bytes]:
-        try:
-            event = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return []
-        if not isinstance(event, dict):
+        event = json_object(payload)
+        if event is None:
             return []
         kind = event.get("type")
         if kind == "content_block_delta":  # by far the most frequent: first

@@ -19,6 +19,7 @@ import orjson
 
 from gateway.context import Usage
 from gateway.providers.base import FeedsPayloads
+from gateway.providers.sse import json_object
 
 # The client's fields the upstream does not get: the gateway keeps the conversation, and says whether to keep it.
 _GATEWAYS = ("previous_response_id", "store", "stream_options")
@@ -133,7 +134,7 @@ def _chat_usage(usage: Usage) -> dict[str, Any]:
 class ChatFromResponses(FeedsPayloads):
     """Responses stream events in, chat chunk payloads out (a StreamTranslator, gateway/providers/base.py)."""
 
-    __slots__ = ("model", "usage", "failed", "stopped", "calls", "finish_reason", "final")
+    __slots__ = ("model", "usage", "failed", "stopped", "calls", "finish_reason")
 
     def __init__(self, model: str) -> None:
         self.model = model
@@ -142,18 +143,14 @@ class ChatFromResponses(FeedsPayloads):
         self.stopped = False
         self.calls: dict[str, int] = {}  # the upstream's item id of a function call -> its chat tool call index
         self.finish_reason = "stop"
-        self.final: dict[str, Any] | None = None  # the upstream's final Response, when it came
 
     @property
     def missing(self) -> str:
         return "" if self.stopped else "its response.completed event"
 
     def feed(self, payload: bytes) -> list[bytes]:
-        try:
-            event = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return []
-        if not isinstance(event, dict):
+        event = json_object(payload)
+        if event is None:
             return []
         kind = event.get("type")
         if kind == "response.output_text.delta":
@@ -183,7 +180,6 @@ class ChatFromResponses(FeedsPayloads):
         if kind in ("response.completed", "response.incomplete"):
             response = event.get("response")
             response = response if isinstance(response, dict) else {}
-            self.final = response
             self.stopped = True
             self.usage = usage_of(response.get("usage"))
             out = [self._chunk({}, _finish(response, self.finish_reason == "tool_calls"))]
