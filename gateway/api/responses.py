@@ -36,6 +36,7 @@ from gateway.providers.openai.responses.request import to_chat_request
 from gateway.providers.openai.responses.stream import ResponsesEncoder
 from gateway.reply import Reply
 from gateway.store.base import StoredResponse
+from gateway.store.records import json_bytes
 from gateway.types import Headers, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -137,28 +138,31 @@ class ResponsesEndpoint(PipelineEndpoint):
                         chat, turn.request, request_id=ctx.request_id, model=ctx.model, created_at=ctx.started_at,
                         usage=ctx.usage,
                     )  # fmt: skip
-                self._keep(ctx, turn, response)
+                body = json_bytes(response)
+                self._keep(ctx, turn, response, body)
                 ctx.status = reply.status
                 ctx.response_body = reply.body  # the answer in OpenAI's chat shape: what content logging reads
-                await send_json(send, reply.status, orjson.dumps(response), response_headers(ctx, reply))
+                await send_json(send, reply.status, body, response_headers(ctx, reply))
                 return
         # Errors are OpenAI's error JSON, as the Responses API answers them.
         ctx.status = reply.status
         ctx.response_body = reply.body
         await send_json(send, reply.status, reply.body, response_headers(ctx, reply))
 
-    def _keep(self, ctx: RequestContext, turn: Turn, response: dict[str, Any]) -> None:
+    def _keep(self, ctx: RequestContext, turn: Turn, response: dict[str, Any], body: bytes | None = None) -> None:
+        """Store the response when the turn asks to; `body`: its JSON, when the answer has it encoded already."""
         if not turn.store:
             return
         previous = turn.request.get("previous_response_id")
         self.gateway.conversations.save(
-            StoredResponse(
-                id=response["id"],
-                project=ctx.principal.project,
-                created_at=ctx.started_at,
-                previous_response_id=previous if isinstance(previous, str) else None,
-                response=response,
-                input_items=turn.input_items,
+            StoredResponse.of(
+                response["id"],
+                ctx.principal.project,
+                ctx.started_at,
+                previous if isinstance(previous, str) else None,
+                response,
+                turn.input_items,
+                response_json=body,
             )
         )
 
@@ -196,7 +200,7 @@ class StoredResponsesEndpoint:
                 if self.input_items:
                     body = orjson.dumps(_page(stored.input_items, query_params(scope)))
                 else:
-                    body = orjson.dumps(stored.response)
+                    body = stored.response_json
         except GatewayError as exc:
             await send_json(send, exc.status_code, exc.to_json(), headers + encode_headers(exc.headers))
             return

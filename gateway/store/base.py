@@ -8,7 +8,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from gateway.store.records import JSON_COLUMNS as JSON_COLUMNS, RECORD_COLUMNS as RECORD_COLUMNS, Record as Record
+import orjson
+
+from gateway.store.records import (
+    JSON_COLUMNS as JSON_COLUMNS,
+    RECORD_COLUMNS as RECORD_COLUMNS,
+    Record as Record,
+    json_bytes,
+)
 
 if TYPE_CHECKING:
     from gateway.store.analytics_sql import GroupBy, Kind, UsageBy
@@ -223,14 +230,55 @@ class PolicyStore(Protocol):
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
     """One response of the Responses API, kept so that a later turn's previous_response_id finds it (on any replica,
-    after a restart) and GET /v1/responses/{id} returns it."""
+    after a restart) and GET /v1/responses/{id} returns it.
+
+    Its objects are kept as JSON, encoded once (for the answer, memory's bound and the store's row) and read back
+    when a later turn or a GET needs them: ten thousand responses in memory are twenty thousand byte strings,
+    which the garbage collector never walks, rather than a quarter of a million dicts and lists, which each full
+    collection would."""
 
     id: str  # resp_...
     project: str
     created_at: float  # epoch seconds; the row's ts, by which retention removes it
     previous_response_id: str | None
-    response: dict[str, Any]  # the Response object exactly as GET /v1/responses/{id} returns it
-    input_items: list[dict[str, Any]]  # this turn's input items (with ids), as input_items.list returns them
+    response_json: bytes  # the Response object exactly as GET /v1/responses/{id} returns it
+    input_json: bytes  # this turn's input items (with ids), as input_items.list returns them
+
+    @classmethod
+    def of(
+        cls,
+        id: str,
+        project: str,
+        created_at: float,
+        previous_response_id: str | None,
+        response: dict[str, Any],
+        input_items: list[dict[str, Any]],
+        *,
+        response_json: bytes | None = None,
+    ) -> StoredResponse:
+        """A response from its objects, encoded here (what JSON cannot hold is kept as its text); `response_json`
+        when the caller has encoded the response already."""
+        return cls(
+            id, project, created_at, previous_response_id,
+            json_bytes(response) if response_json is None else response_json, json_bytes(input_items),
+        )  # fmt: skip
+
+    @property
+    def response(self) -> dict[str, Any]:
+        """The Response object, decoded anew at each use."""
+        response: dict[str, Any] = orjson.loads(self.response_json)
+        return response
+
+    @property
+    def input_items(self) -> list[dict[str, Any]]:
+        """This turn's input items, decoded anew at each use."""
+        items: list[dict[str, Any]] = orjson.loads(self.input_json)
+        return items
+
+    @property
+    def size(self) -> int:
+        """What it weighs in memory, near enough: its JSON's bytes."""
+        return len(self.response_json) + len(self.input_json)
 
 
 @runtime_checkable

@@ -6,10 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
 from gateway.store.base import StoredResponse
-from gateway.store.records import json_bytes
 
 COLUMNS = ("id", "project", "ts", "previous_response_id", "response", "input_items")
 _LISTED = ", ".join(COLUMNS)
@@ -37,17 +34,17 @@ def statements(mark: str) -> dict[str, str]:
 
 
 def row(r: StoredResponse) -> tuple[Any, ...]:
-    """The row of a response, its objects as JSON text (never refused: what JSON cannot hold is kept as text)."""
+    """The row of a response, its objects as JSON text."""
     return (
-        r.id, r.project, float(r.created_at), r.previous_response_id,
-        json_bytes(r.response).decode(), json_bytes(r.input_items).decode(),
+        r.id, r.project, float(r.created_at), r.previous_response_id, r.response_json.decode(), r.input_json.decode(),
     )  # fmt: skip
 
 
 def stored(values: Sequence[Any]) -> StoredResponse:
     """A row read back (its JSON columns as text in both stores: SQLite's TEXT, PostgreSQL's json)."""
     id_, project, ts, previous, response, input_items = values
-    return StoredResponse(
-        id=id_, project=project, created_at=ts, previous_response_id=previous,
-        response=orjson.loads(response), input_items=orjson.loads(input_items),
-    )  # fmt: skip
+    return StoredResponse(id_, project, ts, previous, _utf8(response), _utf8(input_items))
+
+
+def _utf8(text: str | bytes) -> bytes:
+    return text.encode() if isinstance(text, str) else text

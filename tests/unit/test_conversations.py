@@ -34,7 +34,7 @@ BOUND_S = 3.0
 
 def turn(n: int, *, project: str = "p1", previous: str | None = None) -> StoredResponse:
     rid = f"resp_{n}"
-    return StoredResponse(
+    return StoredResponse.of(
         rid, project, 1_700_000_000.0 + n, previous, {"id": rid, "object": "response", "n": n}, [{"id": f"in_{n}"}]
     )
 
@@ -166,7 +166,7 @@ def fresh_turns(n: int) -> list[StoredResponse]:
     for _ in range(n):
         rid = f"resp_{new_id()}"
         previous = out[-1].id if out else None
-        out.append(StoredResponse(rid, "p1", time.time(), previous, {"id": rid}, [{"id": f"in_{rid}"}]))
+        out.append(StoredResponse.of(rid, "p1", time.time(), previous, {"id": rid}, [{"id": f"in_{rid}"}]))
     return out
 
 
@@ -443,7 +443,9 @@ async def test_memory_is_bounded_by_the_responses_size_too() -> None:
     conv = conversations(store, memory_max=1000, memory_max_mb=1.0)
     image = "x" * 300_000
     for n in range(1, 11):
-        conv.save(StoredResponse(f"resp_{n}", "p1", 0.0, None, {"output": []}, [{"type": "message", "content": image}]))
+        conv.save(
+            StoredResponse.of(f"resp_{n}", "p1", 0.0, None, {"output": []}, [{"type": "message", "content": image}])
+        )
     assert 3 * 300_000 <= conv._memory_bytes <= 1_048_576
     assert conv._unsaved_bytes <= 1_048_576
     assert await conv.get("resp_10", project="p1") is not None  # the newest stay

@@ -21,7 +21,7 @@ DAY = 86_400.0
 
 def stored(n: int, *, project: str = "p1", previous: str | None = None, ts: float | None = None) -> StoredResponse:
     rid = f"resp_{n}"
-    return StoredResponse(
+    return StoredResponse.of(
         id=rid,
         project=project,
         created_at=1_700_000_000.0 + n if ts is None else ts,
@@ -56,7 +56,7 @@ async def test_a_response_is_read_back_as_it_was_saved(store) -> None:
 
 async def test_saving_again_replaces_the_response(store) -> None:
     await store.save_responses([stored(1)])
-    newer = StoredResponse("resp_1", "p1", 5.0, None, {"status": "incomplete"}, [])
+    newer = StoredResponse.of("resp_1", "p1", 5.0, None, {"status": "incomplete"}, [])
     await store.save_responses([newer])
     assert await store.get_response("resp_1", project="p1") == newer
 
@@ -124,7 +124,7 @@ async def test_an_id_the_store_cannot_hold_is_simply_not_there(store) -> None:
     assert await store.get_response("resp_1\x00", project="p1") is None
     assert await store.delete_response("resp_1\x00", project="p1") is False
     assert await store.response_chain("resp_1\x00", project="p1") == []
-    odd = StoredResponse("resp_odd", "p\x00", 1.0, "resp_\x001", {"x": "\x00"}, [])
+    odd = StoredResponse.of("resp_odd", "p\x00", 1.0, "resp_\x001", {"x": "\x00"}, [])
     await store.save_responses([odd])  # PostgreSQL keeps it without the NULs of its text columns; SQLite as it is
     back = await store.get_response("resp_odd", project="p" if store.dialect == "postgres" else "p\x00")
     assert back is not None

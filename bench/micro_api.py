@@ -1,0 +1,134 @@
+"""Instructions per request of a chat completion and of the same request through the Responses API, under callgrind.
+
+    bash bench/micro_api.sh chat|responses|responses-stored     # needs valgrind
+
+The load-independent counterpart of bench/api_cost.py: the gateway with api-cost.yaml's pipeline (auth, policy,
+guardrails, route, the shipped policies) and its telemetry in SQLite, under uvicorn in this process, in front of a
+canned upstream on loopback (bench/micro_route.py's). CONNS clients send N requests in all, each on its own
+kept-alive connection, so that the record's and the stored responses' writers batch as under load rather than
+writing one row per transaction. Instructions per request are the difference between two runs, N=1200 and N=200,
+over 1000 (start-up and warm-up cancel out); the stores' threads are counted, and the run waits for them to drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+from typing import Any
+
+import orjson
+import uvicorn
+import uvloop
+import yaml
+from micro_route import ROOT, Upstream
+
+from gateway.app import build_app
+from gateway.config import parse_config
+from gateway.server import uvicorn_options
+
+WARMUP = 200
+CONNS = int(os.environ.get("CONNS", "20"))
+KEY = "sk-bench-micro"
+INSTRUCTIONS, PROMPT = "You are terse.", "Say hello in one short sentence."
+BODIES = {
+    "chat": (
+        b"/v1/chat/completions",
+        {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "system", "content": INSTRUCTIONS}, {"role": "user", "content": PROMPT}],
+            "max_tokens": 64,
+            "temperature": 0,
+        },
+    ),
+    "responses": (
+        b"/v1/responses",
+        {
+            "model": "gpt-4o-mini",
+            "instructions": INSTRUCTIONS,
+            "input": PROMPT,
+            "max_output_tokens": 64,
+            "temperature": 0,
+            "store": False,
+        },
+    ),
+}
+BODIES["responses-stored"] = (BODIES["responses"][0], {**BODIES["responses"][1], "store": True})
+
+
+def config(upstream_port: int, tmp: str) -> Any:
+    data = yaml.safe_load((ROOT / "bench/api-cost.yaml").read_text())
+    data["server"] = {"access_log": True}
+    data["providers"] = {
+        "upstream": {"type": "openai", "base_url": f"http://127.0.0.1:{upstream_port}/v1", "api_key": "sk-up"}
+    }
+    data["models"] = {"gpt-4o-mini": {"deployments": [{"provider": "upstream", "model": "gpt-4o-mini"}]}}
+    data["routing"] = {"breaker": {"sync_interval_s": 3600}}
+    data["auth"]["keys"][0]["key"] = KEY
+    data["telemetry"] = {
+        "store": f"sqlite:///{tmp}/gateway.db",
+        "spool_dir": f"{tmp}/spool",
+        "pricing_file": str(ROOT / "config/pricing.yaml"),
+        "write_timeout_s": 60,  # under callgrind a batch takes some 50 times longer: not a stall
+    }
+    data["policies"] = {"paths": [str(ROOT / "policies")]}
+    return parse_config(yaml.safe_dump(data), source="micro.yaml", env=os.environ, base_dir=str(ROOT))
+
+
+async def client(port: int, request: bytes, count: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for _ in range(count):
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        lowered = head.lower()
+        start = lowered.find(b"content-length:")
+        if start >= 0:
+            await reader.readexactly(int(lowered[start + 15 : lowered.find(b"\r\n", start)]))
+        else:
+            body = b""  # chunked: read to the last chunk
+            while not body.endswith(b"0\r\n\r\n"):
+                body += await reader.read(65536)
+    writer.close()
+
+
+async def run(api: str, n: int, gateway_config: Any) -> None:
+    app = build_app(gateway_config)
+    gateway = app.state.gateway
+    gateway.loop_lag.interval_s = 3600
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=0, lifespan="on", log_level="warning", access_log=False,
+            proxy_headers=False, **uvicorn_options(gateway_config.server),
+        )
+    )  # fmt: skip
+    serving = asyncio.ensure_future(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn's Server has no event for it
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    path, body = BODIES[api]
+    raw = orjson.dumps(body)
+    request = (
+        b"POST %s HTTP/1.1\r\nhost: gateway\r\nauthorization: Bearer %s\r\n"
+        b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (path, KEY.encode(), len(raw), raw)
+    )
+    for total in (WARMUP, n):
+        share, extra = divmod(total, CONNS)
+        await asyncio.gather(*(client(port, request, share + (i < extra)) for i in range(CONNS)))
+    server.should_exit = True
+    await serving  # the lifespan's end drains the record's writer and the stored responses' writer
+
+
+async def main(api: str, n: int) -> None:
+    loop = asyncio.get_running_loop()
+    upstream = await loop.create_server(Upstream, "127.0.0.1", 0)
+    port = upstream.sockets[0].getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        await run(api, n, config(port, tmp))
+    upstream.close()
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    uvloop.run(main(sys.argv[1], int(sys.argv[2])))
