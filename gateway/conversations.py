@@ -114,8 +114,8 @@ class Conversations:
             return
         self._forget_unsaved(r.id)
         self._unsaved[r.id] = r
-        self._unsaved_sizes[r.id] = r.size
-        self._unsaved_bytes += r.size
+        size = self._unsaved_sizes[r.id] = r.size
+        self._unsaved_bytes += size
         while len(self._unsaved) > self.memory_max or self._unsaved_bytes > self.memory_max_bytes:
             self._forget_unsaved(next(iter(self._unsaved)))
             self._not_stored.inc()
@@ -231,8 +231,8 @@ class Conversations:
         (a response with images in its input weighs megabytes)."""
         self._forget(r.id)
         self._memory[r.id] = r
-        self._memory_sizes[r.id] = r.size
-        self._memory_bytes += r.size
+        size = self._memory_sizes[r.id] = r.size
+        self._memory_bytes += size
         while len(self._memory) > self.memory_max or self._memory_bytes > self.memory_max_bytes:
             self._forget(next(iter(self._memory)))
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import settings
 
 from gateway.app import build_app
 from gateway.config import GatewayConfig, parse_config
@@ -19,6 +20,11 @@ from tests.servers import Upstream, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-test-key"
+
+# Property tests never fail for the machine's speed (hypothesis's default deadline is 200 ms an example: a busy core
+# turned a passing example into a failure), nor for what an earlier run stored in .hypothesis.
+settings.register_profile("gateway", deadline=None, database=None)
+settings.load_profile("gateway")
 
 
 def base_config(tmp_path: Path) -> dict[str, Any]:

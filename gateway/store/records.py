@@ -75,6 +75,10 @@ def json_bytes(value: Any) -> bytes:
     """A JSON column's value as JSON, whatever it holds: what JSON has no type for as its text, and when orjson
     cannot encode it at all (an int past 64 bits, a lone surrogate), made safe first."""
     try:
+        return orjson.dumps(value)  # JSON's own types, as nearly always: twice as fast as with the options below
+    except TypeError:
+        pass
+    try:
         return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
     except TypeError:
         return orjson.dumps(json_safe(value))

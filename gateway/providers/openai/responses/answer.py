@@ -29,9 +29,10 @@ def response_object(
     incomplete_details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The Response object as OpenAI's API returns it, for the Responses `request` (the client's body)."""
-    reasoning = request.get("reasoning")
+    get = request.get
+    reasoning = get("reasoning")
     reasoning = reasoning if isinstance(reasoning, dict) else {}
-    text = request.get("text")
+    text = get("text")
     text = text if isinstance(text, dict) else {}
     return {
         "id": response_id,
@@ -41,27 +42,28 @@ def response_object(
         "background": False,
         "error": error,
         "incomplete_details": incomplete_details,
-        "instructions": request.get("instructions"),
-        "max_output_tokens": request.get("max_output_tokens"),
-        "max_tool_calls": request.get("max_tool_calls"),
+        "instructions": get("instructions"),
+        "max_output_tokens": get("max_output_tokens"),
+        "max_tool_calls": get("max_tool_calls"),
         "model": model,
         "output": output,
-        "parallel_tool_calls": _given(request, "parallel_tool_calls", True),
-        "previous_response_id": request.get("previous_response_id"),
+        # What the client left out (or sent as null) is echoed with the API's default.
+        "parallel_tool_calls": True if (parallel := get("parallel_tool_calls")) is None else parallel,
+        "previous_response_id": get("previous_response_id"),
         "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
-        "safety_identifier": request.get("safety_identifier"),
-        "prompt_cache_key": request.get("prompt_cache_key"),
+        "safety_identifier": get("safety_identifier"),
+        "prompt_cache_key": get("prompt_cache_key"),
         "service_tier": "default",
-        "store": _given(request, "store", True),
-        "temperature": _given(request, "temperature", 1.0),
+        "store": True if (store := get("store")) is None else store,
+        "temperature": 1.0 if (temperature := get("temperature")) is None else temperature,
         "text": {"format": text.get("format") or {"type": "text"}, "verbosity": text.get("verbosity") or "medium"},
-        "tool_choice": _given(request, "tool_choice", "auto"),
-        "tools": _tools(request.get("tools")),
-        "top_p": _given(request, "top_p", 1.0),
-        "truncation": _given(request, "truncation", "disabled"),
+        "tool_choice": "auto" if (tool_choice := get("tool_choice")) is None else tool_choice,
+        "tools": _tools(tools) if (tools := get("tools")) else [],
+        "top_p": 1.0 if (top_p := get("top_p")) is None else top_p,
+        "truncation": "disabled" if (truncation := get("truncation")) is None else truncation,
         "usage": usage_json(usage) if usage is not None else None,
-        "user": request.get("user"),
-        "metadata": request.get("metadata") or {},
+        "user": get("user"),
+        "metadata": get("metadata") or {},
     }
 
 
@@ -180,8 +182,3 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
                 }
             )
     return out
-
-
-def _given(request: dict[str, Any], name: str, default: Any) -> Any:
-    value = request.get(name)
-    return default if value is None else value

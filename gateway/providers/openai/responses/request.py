@@ -75,17 +75,17 @@ def to_chat_request(
 
 def _endpoint_fields(body: dict[str, Any]) -> None:
     """The types of the fields the endpoint reads, checked once here with the others."""
-    if body.get("store") is not None:
-        checks.boolean(body["store"], "store")
-    if body.get("previous_response_id") is not None:
-        checks.string(body["previous_response_id"], "previous_response_id", non_empty=True)
-    if body.get("truncation") is not None:
-        checks.one_of(body["truncation"], "truncation", TRUNCATIONS)
-    if body.get("include") is not None:
-        for i, entry in enumerate(checks.array(body["include"], "include")):
+    get = body.get
+    if (store := get("store")) is not None:
+        checks.boolean(store, "store")
+    if (previous := get("previous_response_id")) is not None:
+        checks.string(previous, "previous_response_id", non_empty=True)
+    if (truncation := get("truncation")) is not None:
+        checks.one_of(truncation, "truncation", TRUNCATIONS)
+    if (include := get("include")) is not None:
+        for i, entry in enumerate(checks.array(include, "include")):
             checks.string(entry, f"include[{i}]")
-    metadata = body.get("metadata")
-    if metadata is not None:
+    if (metadata := get("metadata")) is not None:
         checks.obj(metadata, "metadata")
         if len(metadata) > METADATA_PAIRS:
             raise InvalidRequest(
@@ -105,39 +105,36 @@ def _endpoint_fields(body: dict[str, Any]) -> None:
 
 def _options(body: dict[str, Any], chat: dict[str, Any]) -> None:
     """Every option of the request that the chat request has too, under the chat request's name."""
-    stream = body.get("stream")
-    if stream is not None and checks.boolean(stream, "stream"):
+    get = body.get
+    if (stream := get("stream")) is not None and checks.boolean(stream, "stream"):
         chat["stream"] = True
         # response.completed carries the usage: always ask the upstream for its usage chunk.
         chat["stream_options"] = {"include_usage": True}
-    if body.get("temperature") is not None:
-        chat["temperature"] = checks.number(body["temperature"], "temperature", 0, 2)
-    if body.get("top_p") is not None:
-        chat["top_p"] = checks.number(body["top_p"], "top_p", 0, 1)
-    if body.get("max_output_tokens") is not None:
-        limit = checks.integer(body["max_output_tokens"], "max_output_tokens", MIN_OUTPUT_TOKENS)
-        chat["max_completion_tokens"] = limit
+    if (temperature := get("temperature")) is not None:
+        chat["temperature"] = checks.number(temperature, "temperature", 0, 2)
+    if (top_p := get("top_p")) is not None:
+        chat["top_p"] = checks.number(top_p, "top_p", 0, 1)
+    if (limit := get("max_output_tokens")) is not None:
+        chat["max_completion_tokens"] = checks.integer(limit, "max_output_tokens", MIN_OUTPUT_TOKENS)
     for name in PASSED_STRINGS:
-        if body.get(name) is not None:
-            chat[name] = checks.string(body[name], name)
-    if body.get("tools") is not None:
-        tools = _tools(body["tools"])
-        if tools:
-            chat["tools"] = tools
-    if body.get("tool_choice") is not None:
-        choice = _tool_choice(body["tool_choice"])
+        if (value := get(name)) is not None:
+            chat[name] = checks.string(value, name)
+    if (tools := get("tools")) is not None and (chat_tools := _tools(tools)):
+        chat["tools"] = chat_tools
+    if (tool_choice := get("tool_choice")) is not None:
+        choice = _tool_choice(tool_choice)
         if "tools" in chat:  # OpenAI's chat API refuses tool_choice without tools
             chat["tool_choice"] = choice
-    if body.get("parallel_tool_calls") is not None:
-        parallel = checks.boolean(body["parallel_tool_calls"], "parallel_tool_calls")
+    if (parallel := get("parallel_tool_calls")) is not None:
+        checks.boolean(parallel, "parallel_tool_calls")
         if "tools" in chat:  # and parallel_tool_calls likewise
             chat["parallel_tool_calls"] = parallel
-    if body.get("text") is not None:
-        _text(checks.obj(body["text"], "text"), chat)
-    if body.get("reasoning") is not None:
-        reasoning = checks.obj(body["reasoning"], "reasoning")
-        if reasoning.get("effort") is not None:
-            chat["reasoning_effort"] = checks.one_of(reasoning["effort"], "reasoning.effort", EFFORTS)
+    if (text := get("text")) is not None:
+        _text(checks.obj(text, "text"), chat)
+    if (reasoning := get("reasoning")) is not None:
+        checks.obj(reasoning, "reasoning")
+        if (effort := reasoning.get("effort")) is not None:
+            chat["reasoning_effort"] = checks.one_of(effort, "reasoning.effort", EFFORTS)
 
 
 def _tools(value: Any) -> list[dict[str, Any]]:
