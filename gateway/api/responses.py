@@ -118,7 +118,7 @@ class ResponsesEndpoint(PipelineEndpoint):
     async def answer(self, ctx: RequestContext, reply: Reply, send: Send) -> None:
         if reply.status < 400:
             try:
-                chat = orjson.loads(reply.body)
+                chat = reply.decoded()
             except orjson.JSONDecodeError:
                 chat = None
             if not isinstance(chat, dict):

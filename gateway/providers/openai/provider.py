@@ -82,7 +82,7 @@ class OpenAIProvider(HTTPProvider[Call]):
         model = data.get("model")
         if isinstance(model, str):
             ctx.served_model = model
-        return Reply(status=status, body=content, headers=_JSON)
+        return Reply(status=status, body=content, headers=_JSON, decoded_body=(content, data))
 
     def stream(
         self, ctx: RequestContext, deployment: Deployment, response: aiohttp.ClientResponse, call: Call

@@ -29,42 +29,72 @@ def response_object(
     incomplete_details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The Response object as OpenAI's API returns it, for the Responses `request` (the client's body)."""
+    response = _TEMPLATE.copy()  # a copy of a dict is one block copied: cheaper than 28 keys inserted one by one
+    response["id"] = response_id
+    response["created_at"] = int(created_at)
+    response["status"] = status
+    response["error"] = error
+    response["incomplete_details"] = incomplete_details
+    response["model"] = model
+    response["output"] = output
+    for name in _ECHOED.intersection(request):  # what the client sent (not null) is echoed, else the API's default
+        value = request[name]
+        if value is not None:
+            response[name] = value
     get = request.get
     reasoning = get("reasoning")
-    reasoning = reasoning if isinstance(reasoning, dict) else {}
+    if isinstance(reasoning, dict):
+        response["reasoning"] = {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")}
+    else:
+        response["reasoning"] = {"effort": None, "summary": None}
     text = get("text")
     text = text if isinstance(text, dict) else {}
-    return {
-        "id": response_id,
-        "object": "response",
-        "created_at": int(created_at),
-        "status": status,
-        "background": False,
-        "error": error,
-        "incomplete_details": incomplete_details,
-        "instructions": get("instructions"),
-        "max_output_tokens": get("max_output_tokens"),
-        "max_tool_calls": get("max_tool_calls"),
-        "model": model,
-        "output": output,
-        # What the client left out (or sent as null) is echoed with the API's default.
-        "parallel_tool_calls": True if (parallel := get("parallel_tool_calls")) is None else parallel,
-        "previous_response_id": get("previous_response_id"),
-        "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
-        "safety_identifier": get("safety_identifier"),
-        "prompt_cache_key": get("prompt_cache_key"),
-        "service_tier": "default",
-        "store": True if (store := get("store")) is None else store,
-        "temperature": 1.0 if (temperature := get("temperature")) is None else temperature,
-        "text": {"format": text.get("format") or {"type": "text"}, "verbosity": text.get("verbosity") or "medium"},
-        "tool_choice": "auto" if (tool_choice := get("tool_choice")) is None else tool_choice,
-        "tools": _tools(tools) if (tools := get("tools")) else [],
-        "top_p": 1.0 if (top_p := get("top_p")) is None else top_p,
-        "truncation": "disabled" if (truncation := get("truncation")) is None else truncation,
-        "usage": usage_json(usage) if usage is not None else None,
-        "user": get("user"),
-        "metadata": get("metadata") or {},
-    }
+    fmt, verbosity = text.get("format"), text.get("verbosity")
+    response["text"] = {"format": fmt or {"type": "text"}, "verbosity": verbosity or "medium"}
+    response["tools"] = _tools(tools) if (tools := get("tools")) else []
+    response["usage"] = usage_json(usage) if usage is not None else None
+    response["metadata"] = get("metadata") or {}
+    return response
+
+
+# The Response object's fields in OpenAI's order, with the API's defaults; response_object() fills in the rest.
+_TEMPLATE: dict[str, Any] = {
+    "id": None,
+    "object": "response",
+    "created_at": 0,
+    "status": None,
+    "background": False,
+    "error": None,
+    "incomplete_details": None,
+    "instructions": None,
+    "max_output_tokens": None,
+    "max_tool_calls": None,
+    "model": None,
+    "output": None,
+    "parallel_tool_calls": True,
+    "previous_response_id": None,
+    "reasoning": None,
+    "safety_identifier": None,
+    "prompt_cache_key": None,
+    "service_tier": "default",
+    "store": True,
+    "temperature": 1.0,
+    "text": None,
+    "tool_choice": "auto",
+    "tools": None,
+    "top_p": 1.0,
+    "truncation": "disabled",
+    "usage": None,
+    "user": None,
+    "metadata": None,
+}
+# The request's fields a Response echoes as they came.
+_ECHOED = frozenset(
+    (
+        "instructions", "max_output_tokens", "max_tool_calls", "parallel_tool_calls", "previous_response_id",
+        "safety_identifier", "prompt_cache_key", "store", "temperature", "tool_choice", "top_p", "truncation", "user",
+    )
+)  # fmt: skip
 
 
 def to_response(
