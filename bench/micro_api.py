@@ -73,6 +73,8 @@ def config(upstream_port: int, tmp: str) -> Any:
         "write_timeout_s": 60,  # under callgrind a batch takes some 50 times longer: not a stall
     }
     data["policies"] = {"paths": [str(ROOT / "policies")]}
+    if os.environ.get("MEMORY_MAX"):
+        data["responses"] = {"memory_max": int(os.environ["MEMORY_MAX"])}
     return parse_config(yaml.safe_dump(data), source="micro.yaml", env=os.environ, base_dir=str(ROOT))
 
 
