@@ -11,9 +11,17 @@ from typing import Any
 
 import pytest
 from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE
 from uvicorn.server import ServerState
 
-from gateway.server.protocol import BoundedHttpToolsProtocol, EdgeLimits, body_received, send_whole
+from gateway.server.protocol import (
+    _NAME_REFUSED,
+    _VALUE_REFUSED,
+    BoundedHttpToolsProtocol,
+    EdgeLimits,
+    body_received,
+    send_whole,
+)
 
 
 async def echo_length(scope: Any, receive: Any, send: Any) -> None:
@@ -174,6 +182,16 @@ def test_a_whole_answer_is_sent_as_uvicorns_send_would(answer):
     through_send, whole, sent_whole = asyncio.run(answer_both_ways(*answer))
     assert whole == through_send
     assert sent_whole == (answer in ANSWERS[:2])  # the others went through uvicorn's send
+
+
+def test_send_whole_refuses_the_header_bytes_uvicorns_send_refuses_or_lowers():
+    """Byte by byte: what send_whole's tables delete is what uvicorn's expressions find (and, in a name, upper case,
+    which uvicorn lower-cases)."""
+    for code in range(256):
+        byte = bytes([code])
+        refused_name = HEADER_RE.search(byte) is not None or byte.lower() != byte
+        assert refused_name == (byte.translate(None, _NAME_REFUSED) != byte), code
+        assert (HEADER_VALUE_RE.search(byte) is not None) == (byte.translate(None, _VALUE_REFUSED) != byte), code
 
 
 @pytest.mark.parametrize(
