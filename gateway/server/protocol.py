@@ -44,8 +44,8 @@ LINGER_S = 2.0
 # The scope key under which a request finds its connection (`lost`, `on_lost`).
 CONNECTION_KEY = "gateway.connection"
 # Phases of a connection. NEW: nothing has arrived yet; HEAD: a head is arriving; REQUEST: its head is whole (the
-# cycle's more_body says whether its body is still arriving); IDLE: answered and kept alive, which uvicorn's
-# timeout_keep_alive times; CLOSING: refused, what still arrives is dropped.
+# cycle's more_body says whether its body is still arriving; once it is answered, the connection is idle, kept alive
+# for keep_alive_s); IDLE: the first bytes of the next head came; CLOSING: refused, what still arrives is dropped.
 _NEW, _HEAD, _REQUEST, _IDLE, _CLOSING = range(5)
 
 
@@ -55,15 +55,19 @@ class EdgeLimits:
     max_header_bytes: int = 65_536
     header_timeout_s: float = 30.0
     body_timeout_s: float = 30.0
+    keep_alive_s: float = 5.0
 
     @classmethod
     def of(cls, server: ServerConfig) -> EdgeLimits:
-        return cls(server.max_connections, server.max_header_bytes, server.header_timeout_s, server.body_timeout_s)
+        return cls(
+            server.max_connections, server.max_header_bytes, server.header_timeout_s, server.body_timeout_s,
+            server.keep_alive_s,
+        )  # fmt: skip
 
     @property
     def tick_s(self) -> float:
         """How often the sweep runs: a tenth of the shortest timeout, between 20 ms and 1 s."""
-        return min(1.0, max(0.02, min(self.header_timeout_s, self.body_timeout_s) / 10))
+        return min(1.0, max(0.02, min(self.header_timeout_s, self.body_timeout_s, self.keep_alive_s) / 10))
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -164,6 +168,19 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if hook is not None:
             hook()
 
+    def on_response_complete(self) -> None:
+        """uvicorn's, but for its keep-alive timer (a timer made and cancelled per request): the connection notes
+        when it went idle, and the sweep closes it once idle for keep_alive_s (check_deadline)."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:  # a pipelined request waits: its turn now
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self.phase_since = self.loop.time()
+
     def on_message_complete(self) -> None:
         cycle = self.cycle
         if cycle is not None and cycle.response_complete and not self.parser.should_upgrade():
@@ -201,6 +218,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if phase == _REQUEST:
             cycle = self.cycle
             if not cycle.more_body:
+                # Answered, and nothing of the next request has come since: kept alive for keep_alive_s.
+                if cycle.response_complete and not self.pipeline and now - self.phase_since >= self.limits.keep_alive_s:
+                    self.phase = _CLOSING
+                    self.transport.close()
                 return
             if cycle.response_complete:  # a body dropped after an early answer must still keep coming
                 if now - self.phase_since >= self.limits.body_timeout_s:

@@ -268,3 +268,31 @@ def test_uvicorns_own_500_is_timed_from_the_head():
     took = re.search(rb"\r\nx-response-time: (\d+\.\d{3})ms\r\n", written)
     assert took is not None
     assert float(took[1]) >= 20
+
+
+def test_an_idle_kept_alive_connection_is_closed_by_the_sweep_after_keep_alive_s():
+    """No timer per request: once answered, the connection notes when it went idle, and the sweep closes it after
+    keep_alive_s without a byte of the next request; a request that comes in time is served, and idles anew."""
+
+    async def serve() -> list[Any]:
+        config = Config(echo_length, lifespan="off", log_level="critical", access_log=False)
+        protocol = BoundedHttpToolsProtocol(config, ServerState(), {}, limits=EdgeLimits(keep_alive_s=5.0))
+        transport = Transport()
+        protocol.connection_made(transport)
+        seen = []
+        for _ in range(2):
+            before = len(transport.written)
+            protocol.data_received(b"POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}")
+            for _ in range(50):
+                await asyncio.sleep(0)
+            assert len(transport.written) > before
+            assert protocol.timeout_keep_alive_task is None  # uvicorn's timer was not armed
+            idle_since = protocol.phase_since
+            protocol.check_deadline(idle_since + 4.9)
+            seen.append(transport.closing)
+        protocol.check_deadline(idle_since + 5.0)
+        seen.append(transport.closing)
+        protocol.connection_lost(None)
+        return seen
+
+    assert asyncio.run(serve()) == [False, False, True]
