@@ -178,6 +178,11 @@ class Metrics:
         self._pending.append(counter)
         return counter
 
+    def counter(self, child: Any) -> _Counter:
+        """A counter child whose increments (`.value += n`) are added up here and written to it when the metrics
+        are read or flushed: for a component's own counters on the request path."""
+        return self._counter(child)
+
     def _route(self, endpoint: str, model: str, provider: str) -> tuple[Any, ...]:
         key = (endpoint, model, provider)
         children = self._children.get(key)
