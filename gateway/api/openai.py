@@ -18,6 +18,7 @@ from gateway.api.validation import validate
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, ModelNotFound
 from gateway.reply import Reply
+from gateway.server.protocol import send_whole
 from gateway.types import Headers, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -34,7 +35,9 @@ class CompletionEndpoint(PipelineEndpoint):
     async def answer(self, ctx: RequestContext, reply: Reply, send: Send) -> None:
         ctx.status = reply.status
         ctx.response_body = reply.body
-        await send_json(send, reply.status, reply.body, response_headers(ctx, reply))
+        headers = response_headers(ctx, reply)
+        if not send_whole(send, reply.status, headers, reply.body):  # uvicorn's send, in one write, without an await
+            await send_json(send, reply.status, reply.body, headers)
 
     def stream_headers(self, ctx: RequestContext, reply: Reply) -> Headers:
         return response_headers(ctx, reply)
