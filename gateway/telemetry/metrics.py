@@ -232,7 +232,8 @@ class Metrics:
         overhead = self._overhead.get(ctx.endpoint)
         if overhead is None:
             overhead = self._overhead[ctx.endpoint] = self._histogram(self.overhead_seconds.labels(ctx.endpoint))
-        overhead.values.append(max(0, total_ns - upstream_ns) / 1e9)
+        own_ns = total_ns - upstream_ns
+        overhead.values.append(own_ns / 1e9 if own_ns > 0 else 0.0)
         usage = ctx.usage
         if usage is not None:
             prompt.value += usage.prompt_tokens
