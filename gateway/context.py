@@ -173,7 +173,14 @@ class RequestContext:
         # The request's own `metadata` when its ingress reads it from a body the canonical one does not carry (the
         # Responses API's: a chat body sent upstream must not have it); None: the canonical body's `metadata`.
         self.metadata: dict[str, Any] | None = None
-        self.set_body(raw_body, body)
+        if body:
+            self.set_body(raw_body, body)
+        else:  # an endpoint's context, made before the body is read (set_body's values for an empty one)
+            self.raw_body = raw_body
+            self.body = body
+            self.model: str = ""
+            self.stream: bool = False
+            self.client_wants_usage = False
         self.principal: Principal = ANONYMOUS
         self.group: ModelGroup | None = None
         self.deployment: Deployment | None = None
@@ -220,8 +227,8 @@ class RequestContext:
         model = body.get("model", "")
         if type(model) is not str:
             model = orjson.dumps(model).decode()[:256]
-        self.model: str = model
-        self.stream: bool = body.get("stream") is True
+        self.model = model
+        self.stream = body.get("stream") is True
 
     def set_body(self, raw_body: bytes, body: dict[str, Any]) -> None:
         """The request's body, once read and parsed: an endpoint makes the context before, so that a request
@@ -285,10 +292,12 @@ class RequestContext:
 
     @property
     def upstream_ns(self) -> int:
-        if not self.upstream_start_ns:
+        # Comparisons, not max(): it costs a call with keyword parsing, read several times per request.
+        start = self.upstream_start_ns
+        if not start:
             return 0
         end = self.upstream_end_ns or self.upstream_headers_ns
-        return max(0, end - self.upstream_start_ns) if end else 0
+        return end - start if end > start else 0
 
     @property
     def total_ns(self) -> int:
@@ -297,7 +306,8 @@ class RequestContext:
     def overhead_ns(self, now_ns: int | None = None) -> int:
         """The gateway's own time: everything but the wait for the upstream."""
         end = now_ns or self.finished_ns or time.perf_counter_ns()
-        return max(0, end - self.started_ns - self.upstream_ns)
+        spent = end - self.started_ns - self.upstream_ns
+        return spent if spent > 0 else 0
 
 
 # The request an upstream call is made for, set by the router before each attempt: the providers' connector

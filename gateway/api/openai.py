@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway.api.flow import PipelineEndpoint
-from gateway.api.http import JSON_TYPE, bodiless_context, encode_headers, id_headers, send_json
+from gateway.api.http import JSON_TYPE, bodiless_context, encode_headers, send_json
 from gateway.api.streaming import OPENAI_ENCODER, Encoder
 from gateway.api.validation import validate
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, ModelNotFound
 from gateway.reply import Reply
+from gateway.server.protocol import send_whole
 from gateway.types import Headers, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -34,7 +35,9 @@ class CompletionEndpoint(PipelineEndpoint):
     async def answer(self, ctx: RequestContext, reply: Reply, send: Send) -> None:
         ctx.status = reply.status
         ctx.response_body = reply.body
-        await send_json(send, reply.status, reply.body, response_headers(ctx, reply))
+        headers = response_headers(ctx, reply)
+        if not send_whole(send, reply.status, headers, reply.body):  # uvicorn's send, in one write, without an await
+            await send_json(send, reply.status, reply.body, headers)
 
     def stream_headers(self, ctx: RequestContext, reply: Reply) -> Headers:
         return response_headers(ctx, reply)
@@ -44,15 +47,18 @@ class CompletionEndpoint(PipelineEndpoint):
 
 
 def response_headers(ctx: RequestContext, reply: Reply) -> Headers:
-    headers: Headers = [] if reply.stream is not None else [JSON_TYPE]
-    headers += id_headers(ctx.request_id, ctx.client_request_id)
+    if reply.stream is None:
+        headers: Headers = [JSON_TYPE]
+    else:
+        headers = []
+    gateway_id = ctx.request_id.encode()  # id_headers, written out
+    client_id = ctx.client_request_id
+    headers += (
+        (b"x-request-id", client_id.encode() if client_id else gateway_id),
+        (b"x-gateway-request-id", gateway_id),
+    )
     if ctx.provider:
-        headers.append((b"x-gateway-provider", ctx.provider.encode()))
-        model = ctx.served_model or (ctx.deployment.model if ctx.deployment else "")
-        headers.append((b"x-gateway-model", model.encode("latin-1", "replace")))
-        headers.append((b"x-gateway-attempts", b"%d" % ctx.attempts))
-        if ctx.route_reason:
-            headers.append((b"x-gateway-route", ctx.route_reason.encode("latin-1", "replace")))
+        headers += _route_headers(ctx)
         if "fallback" in ctx.tags:
             headers.append((b"x-gateway-fallback", ctx.tags["fallback"].encode("latin-1", "replace")))
     headers.append((b"x-gateway-overhead-ms", b"%.3f" % (ctx.overhead_ns(time.perf_counter_ns()) / 1e6)))
@@ -61,6 +67,31 @@ def response_headers(ctx: RequestContext, reply: Reply) -> Headers:
     for name, value in reply.headers.items():
         if name != "content-type":
             headers.append((name.encode("latin-1"), value.encode("latin-1")))
+    return headers
+
+
+# The headers that say how a request was routed, by what they say: made once per provider, model, attempts and
+# route reason (a few per deployment), not per answer. Cleared when it grows past _ROUTED_MAX (model names that
+# a wildcard passes on come from clients).
+_ROUTED: dict[tuple[str, str, int, str], tuple[tuple[bytes, bytes], ...]] = {}
+_ROUTED_MAX = 1024
+
+
+def _route_headers(ctx: RequestContext) -> tuple[tuple[bytes, bytes], ...]:
+    model = ctx.served_model or (ctx.deployment.model if ctx.deployment else "")
+    key = (ctx.provider, model, ctx.attempts, ctx.route_reason)
+    headers = _ROUTED.get(key)
+    if headers is None:
+        made = [
+            (b"x-gateway-provider", ctx.provider.encode()),
+            (b"x-gateway-model", model.encode("latin-1", "replace")),
+            (b"x-gateway-attempts", b"%d" % ctx.attempts),
+        ]
+        if ctx.route_reason:
+            made.append((b"x-gateway-route", ctx.route_reason.encode("latin-1", "replace")))
+        if len(_ROUTED) >= _ROUTED_MAX:
+            _ROUTED.clear()
+        headers = _ROUTED[key] = tuple(made)
     return headers
 
 

@@ -55,9 +55,14 @@ class DeploymentHealth:
 
     def available(self, now: float) -> bool:
         """Not drained, breaker closed (or free to probe), and under its rpm/tpm capacity this minute."""
-        if self.drained or not self.breaker.available(now):
+        if self.drained:
+            return False
+        breaker = self.breaker
+        if breaker.state != "closed" and not breaker.available(now):
             return False
         deployment = self.deployment
+        if not deployment.rpm and not deployment.tpm:  # no capacity of its own: nothing to count against
+            return True
         if int(now // 60) != self._minute:
             return True
         return (not deployment.rpm or self._rpm < deployment.rpm) and (not deployment.tpm or self._tpm < deployment.tpm)
@@ -127,7 +132,9 @@ class HealthRegistry:
             health.latency_s = _ewma(health.latency_s, latency_s)
         if ttft_s:
             health.ttft_s = _ewma(health.ttft_s, ttft_s)
-        self._transition(health, health.breaker.record(True, self.clock()))
+        transition = health.breaker.record(True, self.clock())
+        if transition is not None:
+            self._transition(health, transition)
 
     def failed(self, health: DeploymentHealth, reason: str) -> None:
         transition = health.breaker.record(False, self.clock())

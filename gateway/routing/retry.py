@@ -28,19 +28,19 @@ class RetryBudgetTracker:
     """Retries may be at most `ratio` of the requests sent to a deployment, plus `min_per_s` a second: during a
     full outage the retries stop growing with the traffic instead of multiplying it."""
 
-    __slots__ = ("config", "tokens", "_last")
+    __slots__ = ("config", "tokens", "cap", "_ratio", "_last")
 
     def __init__(self, config: RetryBudget) -> None:
         self.config = config
         self.tokens = max(1.0, config.min_per_s)  # a fresh deployment may retry its first failure
+        self.cap = max(10.0, config.min_per_s * 10)
+        self._ratio = config.ratio
         self._last = 0.0
 
-    @property
-    def cap(self) -> float:
-        return max(10.0, self.config.min_per_s * 10)
-
     def deposit(self) -> None:
-        self.tokens = min(self.cap, self.tokens + self.config.ratio)
+        """Once per attempt: a plain addition, until the budget is full."""
+        tokens = self.tokens + self._ratio
+        self.tokens = tokens if tokens < self.cap else self.cap
 
     def withdraw(self, now: float) -> bool:
         if self._last:

@@ -75,8 +75,7 @@ class Router:
         self.health = health
         self.events = events
         self.metrics = metrics
-        # gateway_upstream_attempts' children by (provider, outcome), bound once: .labels() per attempt costs
-        # about four times the .inc().
+        # gateway_upstream_attempts' children by (provider, outcome), bound once and batched (Metrics.counter).
         self._attempts: dict[tuple[str, str], Any] = {}
         self.tokens = tokens
         self.wildcards = sorted(((n[:-1], g) for n, g in models.items() if n.endswith("*")), key=lambda x: -len(x[0]))
@@ -120,7 +119,7 @@ class Router:
         return target.group if target is not None else None
 
     async def send(self, ctx: RequestContext) -> Reply:
-        target = self.target(ctx.model)
+        target = self.targets.get(ctx.model) or self.target(ctx.model)
         if target is None:
             raise ModelNotFound(
                 f"The model `{ctx.model}` does not exist or you do not have access to it.", param="model"
@@ -155,12 +154,15 @@ class Router:
     async def _send_to_group(self, ctx: RequestContext, target: Target) -> Reply:
         pick = target.pick
         constraints = ctx.constraints
-        tried: set[str] = set()
+        own = target.own
+        tried: set[str] | None = None  # the deployments tried, made at the first retry
         retries = 0
         while True:
             now = self.health.clock()
-            own = target.own
-            candidates = [h for h in target.healths if _allowed(own[h.id], constraints) and h.available(now)]
+            if constraints is None:
+                candidates = [h for h in target.healths if h.available(now)]
+            else:
+                candidates = [h for h in target.healths if _allowed(own[h.id], constraints) and h.available(now)]
             if not candidates:
                 raise NoDeploymentAvailable(
                     f"No deployment of `{ctx.model}` is available (drained, circuit open, over capacity or outside "
@@ -170,11 +172,13 @@ class Router:
             health, reason = pick(fresh, ctx)
             if not health.breaker.allow(now):  # the probe slot went to another request since available()
                 continue
-            tried.add(health.id)
             probe = health.breaker.state == "half-open"  # this attempt holds the breaker's one probe slot
             try:
                 reply = await self._attempt(ctx, health, own[health.id], now)
             except UpstreamError as exc:
+                if tried is None:
+                    tried = set()
+                tried.add(health.id)
                 if exc.retryable:  # a client's bad request says nothing about the deployment's health
                     self.health.failed(health, exc.error_type)
                 elif probe:
@@ -205,9 +209,11 @@ class Router:
 
     def _count(self, provider: str, outcome: str) -> None:
         child = self._attempts.get((provider, outcome))
-        if child is None:
-            child = self._attempts[provider, outcome] = self.metrics.attempts.labels(provider, outcome)
-        child.inc()
+        if child is None:  # added up in plain Python, written to the metric when it is read (Metrics.flush)
+            child = self._attempts[provider, outcome] = self.metrics.counter(
+                self.metrics.attempts.labels(provider, outcome)
+            )
+        child.value += 1
 
     async def _attempt(
         self, ctx: RequestContext, health: DeploymentHealth, deployment: Deployment, now: float

@@ -123,17 +123,16 @@ def cost_usd(usage: Usage, price: Price) -> float:
     tokens, and as providers that report them apart are normalised); the uncached rest is billed at `input`.
     Reasoning tokens are part of `completion_tokens` and billed as output, as OpenAI and Google bill them.
     """
-    cached = max(usage.cached_tokens, 0)
-    written = max(usage.cache_write_tokens, 0)
-    uncached = max(usage.prompt_tokens - cached - written, 0)
+    # Comparisons, not max(): once per request, and max() is a call with keyword parsing.
+    cached = usage.cached_tokens if usage.cached_tokens > 0 else 0
+    written = usage.cache_write_tokens if usage.cache_write_tokens > 0 else 0
+    uncached = usage.prompt_tokens - cached - written
+    if uncached < 0:
+        uncached = 0
+    completion = usage.completion_tokens if usage.completion_tokens > 0 else 0
     cached_rate = price.input if price.cached_input is None else price.cached_input
     write_rate = price.input if price.cache_write is None else price.cache_write
-    total = (
-        uncached * price.input
-        + cached * cached_rate
-        + written * write_rate
-        + max(usage.completion_tokens, 0) * price.output
-    )
+    total = uncached * price.input + cached * cached_rate + written * write_rate + completion * price.output
     return total / 1e6
 
 

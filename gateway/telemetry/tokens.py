@@ -36,7 +36,7 @@ import hashlib
 import os
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,6 +170,18 @@ class TokenCounter:
         """Load every encoding now: reading a BPE file takes a quarter to half a second, better spent at start-up
         than on the first request. Safe to run in a worker thread."""
         for encoding in _SPECS:
+            self._counter_for_encoding(encoding)
+
+    def warm_for(self, models: Iterable[str]) -> None:
+        """Load the encodings these model names count with (a name ending in `*`, a wildcard, may stand for any):
+        what warm() does, for what a config will use."""
+        encodings = {CL100K}  # the model-less counts (a guardrail's token cap) use it
+        for model in models:
+            if model.endswith("*"):
+                encodings.update(_SPECS)
+            else:
+                encodings.add(encoding_for_model(model))
+        for encoding in sorted(encodings):
             self._counter_for_encoding(encoding)
 
     def source(self, model: str) -> str:

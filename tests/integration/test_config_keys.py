@@ -127,3 +127,29 @@ def test_a_key_rule_matches_a_virtual_key_by_name_or_id(make_config: Callable[..
 
         assert [post(bot["key"]) for _ in range(2)] == [200, 429]
         assert [post(other["key"]) for _ in range(2)] == [200, 200]
+
+
+def test_a_config_key_seen_once_is_found_again_without_its_digest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token whose digest matched a config key is kept by the token (no SHA-256 for its next requests); a token
+    that matched nothing is never kept, so what callers send cannot grow it."""
+    import asyncio
+
+    from gateway.errors import AuthenticationFailed
+    from gateway.identity import authenticator
+
+    by_digest = KeyConfig(name="ops", key_sha256=hashlib.sha256(b"sk-ops").hexdigest())
+    auth = Authenticator(AuthConfig(keys=[by_digest, KeyConfig(name="ci", key="sk-ci")]), None)
+    digests: list[str] = []
+    digest = authenticator.key_digest
+    monkeypatch.setattr(authenticator, "key_digest", lambda token: digests.append(token) or digest(token))
+
+    async def identify(token: str) -> str:
+        try:
+            return (await auth.identify(token)).name
+        except AuthenticationFailed:
+            return "refused"
+
+    tokens = ["sk-ops", "sk-ci", "sk-wrong", "sk-ops", "sk-ci", "sk-wrong", "sk-op"]
+    assert [asyncio.run(identify(t)) for t in tokens] == ["ops", "ci", "refused", "ops", "ci", "refused", "refused"]
+    assert digests == ["sk-ops", "sk-ci", "sk-wrong", "sk-wrong", "sk-op"]
+    assert sorted(auth.seen) == ["sk-ci", "sk-ops"]

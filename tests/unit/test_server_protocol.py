@@ -11,9 +11,17 @@ from typing import Any
 
 import pytest
 from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE
 from uvicorn.server import ServerState
 
-from gateway.server.protocol import BoundedHttpToolsProtocol, EdgeLimits, body_received, send_whole
+from gateway.server.protocol import (
+    _NAME_REFUSED,
+    _VALUE_REFUSED,
+    BoundedHttpToolsProtocol,
+    EdgeLimits,
+    body_received,
+    send_whole,
+)
 
 
 async def echo_length(scope: Any, receive: Any, send: Any) -> None:
@@ -176,6 +184,16 @@ def test_a_whole_answer_is_sent_as_uvicorns_send_would(answer):
     assert sent_whole == (answer in ANSWERS[:2])  # the others went through uvicorn's send
 
 
+def test_send_whole_refuses_the_header_bytes_uvicorns_send_refuses_or_lowers():
+    """Byte by byte: what send_whole's tables delete is what uvicorn's expressions find (and, in a name, upper case,
+    which uvicorn lower-cases)."""
+    for code in range(256):
+        byte = bytes([code])
+        refused_name = HEADER_RE.search(byte) is not None or byte.lower() != byte
+        assert refused_name == (byte.translate(None, _NAME_REFUSED) != byte), code
+        assert (HEADER_VALUE_RE.search(byte) is not None) == (byte.translate(None, _VALUE_REFUSED) != byte), code
+
+
 @pytest.mark.parametrize(
     "raw",
     [
@@ -250,3 +268,31 @@ def test_uvicorns_own_500_is_timed_from_the_head():
     took = re.search(rb"\r\nx-response-time: (\d+\.\d{3})ms\r\n", written)
     assert took is not None
     assert float(took[1]) >= 20
+
+
+def test_an_idle_kept_alive_connection_is_closed_by_the_sweep_after_keep_alive_s():
+    """No timer per request: once answered, the connection notes when it went idle, and the sweep closes it after
+    keep_alive_s without a byte of the next request; a request that comes in time is served, and idles anew."""
+
+    async def serve() -> list[Any]:
+        config = Config(echo_length, lifespan="off", log_level="critical", access_log=False)
+        protocol = BoundedHttpToolsProtocol(config, ServerState(), {}, limits=EdgeLimits(keep_alive_s=5.0))
+        transport = Transport()
+        protocol.connection_made(transport)
+        seen = []
+        for _ in range(2):
+            before = len(transport.written)
+            protocol.data_received(b"POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}")
+            for _ in range(50):
+                await asyncio.sleep(0)
+            assert len(transport.written) > before
+            assert protocol.timeout_keep_alive_task is None  # uvicorn's timer was not armed
+            idle_since = protocol.phase_since
+            protocol.check_deadline(idle_since + 4.9)
+            seen.append(transport.closing)
+        protocol.check_deadline(idle_since + 5.0)
+        seen.append(transport.closing)
+        protocol.connection_lost(None)
+        return seen
+
+    assert asyncio.run(serve()) == [False, False, True]

