@@ -79,7 +79,11 @@ class Authenticator:
             raise AuthenticationFailed(NO_KEY)
         if self.jwt is not None and looks_like_jwt(token):
             return await self.jwt.validate(token)
-        digest = key_digest(token)
+        return await self.identify_digest(key_digest(token))
+
+    async def identify_digest(self, digest: str) -> Principal:
+        """The principal of the key whose SHA-256 is `digest`: what a console session keeps instead of the key, so
+        that each page checks the key again (revoked, expired) without holding it."""
         principal = self.principals.get(digest)
         if principal is not None:
             return principal
