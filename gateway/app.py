@@ -33,6 +33,7 @@ from gateway.api.traces import TraceExportEndpoint, TracesEndpoint
 from gateway.api.usage import UsageEndpoint
 from gateway.api.usage_report import UsageReportEndpoint
 from gateway.config import GatewayConfig
+from gateway.console import console_mount
 from gateway.errors import GatewayError, InternalError, InvalidRequest, MethodNotAllowed, NotFound
 from gateway.load import load_config
 from gateway.runtime import Gateway
@@ -86,6 +87,8 @@ def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> FastRo
         Route("/health/ready", Ready(gateway), methods=["GET"]),
         Route("/metrics", MetricsEndpoint(gateway), methods=["GET"]),
     ]
+    if config.console.enabled:  # /ui: a Mount of the Starlette app, never on the completion endpoints' path
+        routes.append(console_mount(gateway))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -12,6 +12,7 @@ class GuardrailsConfig:
     stream_holdback_chars: int = 64  # streamed answers: text held back so that a match split across chunks is seen
     abuse_prompts_file: str = "config/abuse_prompts.txt"  # known abuse prompts for the `abuse` check
 
+
 GUARDRAIL_SETTINGS: Mapping[str, frozenset[str]] = {
     "length": frozenset({"max_chars", "max_tokens"}),
     "pii": frozenset({"types", "entropy_threshold"}),

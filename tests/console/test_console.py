@@ -1,0 +1,194 @@
+"""The console's main flows in Chromium: sign-in and out, the trace viewer, keys, health, roles and projects."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import orjson
+
+from tests.console.conftest import ADMIN, chat, sign_in, wait_for_records
+
+
+def test_sign_in_and_out(page: Any, console: str, shot: Any) -> None:
+    page.goto(f"{console}/ui/traces")
+    assert "/ui/signin" in page.url
+    shot(page, "signin")
+    page.get_by_label("Key or token").fill("sk-wrong")
+    page.get_by_role("button", name="Sign in").click()
+    assert page.get_by_role("alert").inner_text() == "Incorrect API key provided."
+    page.get_by_label("Key or token").fill(ADMIN)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/ui/traces"))  # back where the browser first asked to go
+    cookie = next(c for c in page.context.cookies() if c["name"] == "gw_console")
+    assert cookie["httpOnly"]
+    assert cookie["sameSite"] == "Strict"
+    assert cookie["path"] == "/ui"
+    assert ADMIN not in cookie["value"]
+    assert page.locator(".who .badge").inner_text() == "admin"
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile(r"/ui/signin"))
+    assert "Signed out." in page.get_by_role("alert").inner_text()
+    page.goto(f"{console}/ui/traces")
+    assert "/ui/signin" in page.url
+
+
+def test_filter_traces_open_one_and_export(page: Any, console: str, shot: Any) -> None:
+    for i in range(3):
+        assert chat(console, "sk-app-a", "demo", f"first question {i}").status_code == 200
+    assert chat(console, "sk-app-a", "other", "my mail is ann@example.com").status_code == 200
+    wait_for_records(console, 4)
+    sign_in(page, console, ADMIN)
+    assert page.locator("#trace-rows tr").count() == 4
+    shot(page, "traces")
+    page.get_by_label("Model", exact=True).fill("other")
+    page.get_by_label("Time range").select_option("-900")
+    page.get_by_role("button", name="Apply filters").click()
+    page.wait_for_url(re.compile(r"model=other"))  # the filters are in the URL: the view can be shared
+    rows = page.locator("#trace-rows tr")
+    assert rows.count() == 1
+    assert "other" in rows.first.inner_text()
+    assert "since=-900" in page.url
+    shot(page, "traces-filtered")
+    # Export of the current filter, through the session.
+    href = page.get_by_role("link", name="NDJSON").get_attribute("href")
+    assert "model=other" in href
+    exported = page.request.get(f"{console}{href}")
+    assert exported.status == 200
+    lines = [orjson.loads(line) for line in exported.text().splitlines()]
+    assert [r["model_requested"] for r in lines] == ["other"]
+    # A reload (no htmx) shows the same view.
+    page.reload()
+    assert page.locator("#trace-rows tr").count() == 1
+    page.locator("#trace-rows a").first.click()
+    page.wait_for_url(re.compile(r"/ui/traces/[^/?]+$"))
+    assert page.get_by_role("heading", name="Spans").is_visible()
+    assert page.locator("table.waterfall tbody tr").count() >= 2
+    assert "[EMAIL]" in page.locator("pre.content").first.inner_text()  # content as logged: redacted
+    page.get_by_text("Raw record (JSON)").click()
+    assert '"model_requested": "other"' in page.locator("pre.raw").inner_text()
+    shot(page, "trace")
+
+
+def test_paging_by_cursor(page: Any, console: str) -> None:
+    for i in range(5):
+        chat(console, "sk-app-a", "demo", f"q{i}")
+    wait_for_records(console, 5)
+    sign_in(page, console, ADMIN)
+    page.goto(f"{console}/ui/traces?limit=2")
+    seen = []
+    for _ in range(3):
+        seen += page.locator("#trace-rows a").all_inner_texts()
+        nxt = page.get_by_role("link", name="Next page")
+        if not nxt.count():
+            break
+        nxt.click()
+        page.wait_for_url(re.compile(r"cursor="))
+    assert len(seen) == 5
+    assert len(set(seen)) == 5
+
+
+def test_viewer_sees_no_write_controls_and_a_forged_post_is_refused(page: Any, console: str, shot: Any) -> None:
+    sign_in(page, console, "sk-viewer-a")
+    assert page.locator(".who .badge").inner_text() == "viewer"
+    page.goto(f"{console}/ui/keys")
+    assert page.get_by_text("Create a key").count() == 0
+    assert page.get_by_role("button", name=re.compile("Revoke")).count() == 0
+    shot(page, "keys-viewer")
+    page.goto(f"{console}/ui/health")
+    assert page.get_by_role("button", name=re.compile("Drain|Undrain|Reset")).count() == 0
+    shot(page, "health-viewer")
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value")  # the viewer's own, valid token
+    forged = page.request.post(f"{console}/ui/keys", form={"csrf": csrf, "name": "sneaky", "role": "admin"})
+    assert forged.status == 403
+    forged = page.request.post(
+        f"{console}/ui/health", form={"csrf": csrf, "deployment": "mock/demo-1", "action": "drain"}
+    )
+    assert forged.status == 403
+    admin_view = httpx.get(f"{console}/admin/deployments", headers={"authorization": f"Bearer {ADMIN}"}).json()
+    assert not any(d["drained"] for d in admin_view["data"])
+    keys = httpx.get(f"{console}/admin/keys", headers={"authorization": f"Bearer {ADMIN}"}).json()["data"]
+    assert not [k for k in keys if k["name"] == "sneaky"]
+
+
+def test_a_post_without_the_session_csrf_token_is_refused(page: Any, console: str) -> None:
+    sign_in(page, console, ADMIN)
+    for form in ({}, {"csrf": "forged"}):
+        answer = page.request.post(
+            f"{console}/ui/health", form={**form, "deployment": "mock/demo-1", "action": "drain"}
+        )
+        assert answer.status == 403
+    answer = page.request.post(
+        f"{console}/ui/health",
+        form={"csrf": page.locator("input[name=csrf]").first.get_attribute("value"), "deployment": "mock/demo-1",
+              "action": "drain"},
+        headers={"origin": "http://evil.example"},
+    )  # fmt: skip
+    assert answer.status == 403
+
+
+def test_project_b_records_never_appear_for_project_a(page: Any, console: str) -> None:
+    chat(console, "sk-app-a", "demo", "from A")
+    chat(console, "sk-app-b", "demo", "from B secret")
+    rows = wait_for_records(console, 2)
+    b_id = next(r["id"] for r in rows if r["project"] == "B")
+    sign_in(page, console, "sk-viewer-a")
+    page.goto(f"{console}/ui/traces?project=B")  # asking for B gets A's: a viewer is held to its project
+    texts = page.locator("#trace-rows tr").all_inner_texts()
+    assert len(texts) == 1
+    assert page.get_by_label("Project").count() == 0  # no project filter for a non-admin
+    page.goto(f"{console}/ui/traces?text=secret")
+    assert page.locator("#trace-rows a").count() == 0
+    assert page.goto(f"{console}/ui/traces/{b_id}").status == 404
+    assert "secret" not in page.content()
+    exported = page.request.get(f"{console}/ui/traces/export?format=json&project=B")
+    assert [r["project"] for r in orjson.loads(exported.body())] == ["A"]
+    assert page.request.get(f"{console}/ui/traces/{b_id}/export?format=json").status == 404
+
+
+def test_create_use_and_revoke_a_key(page: Any, console: str, shot: Any) -> None:
+    sign_in(page, console, ADMIN)
+    page.get_by_role("link", name="Keys").click()
+    page.wait_for_url(re.compile(r"/ui/keys"))
+    page.get_by_text("Create a key").click()
+    page.get_by_label("Name").fill("batch-job")
+    page.get_by_label("Project").fill("A")
+    page.get_by_label("Requests / min").fill("100")
+    shot(page, "keys-create")
+    page.get_by_role("button", name="Create key").click()
+    key = page.get_by_label(re.compile("Key for batch-job")).input_value()
+    assert key.startswith("sk-")
+    page.get_by_role("button", name="Copy").click()
+    assert page.locator("#copy-status").inner_text() == "Copied to the clipboard."
+    shot(page, "key-created")
+    assert chat(console, key).status_code == 200
+    page.get_by_role("link", name="Back to keys").click()
+    page.get_by_role("button", name="Revoke key batch-job").click()
+    page.wait_for_url(re.compile(r"revoked="))
+    assert "is revoked" in page.get_by_role("status").inner_text()
+    shot(page, "keys")
+    assert chat(console, key).status_code == 401
+
+
+def test_drain_and_undrain_a_deployment(page: Any, console: str, shot: Any) -> None:
+    sign_in(page, console, ADMIN)
+    page.goto(f"{console}/ui/health")
+    shot(page, "health")
+    page.get_by_role("button", name="Drain mock/demo-1").click()
+    page.wait_for_url(re.compile(r"done=drain"))
+    row = page.locator("tbody tr", has_text="mock/demo-1")
+    assert "drained" in row.inner_text()
+    api = httpx.get(f"{console}/admin/deployments", headers={"authorization": f"Bearer {ADMIN}"}).json()["data"]
+    assert next(d for d in api if d["id"] == "mock/demo-1")["drained"] is True
+    shot(page, "health-drained")
+    page.get_by_role("button", name="Undrain mock/demo-1").click()
+    page.wait_for_url(re.compile(r"done=undrain"))
+    api = httpx.get(f"{console}/admin/deployments", headers={"authorization": f"Bearer {ADMIN}"}).json()["data"]
+    assert next(d for d in api if d["id"] == "mock/demo-1")["drained"] is False
+
+
+def test_a_developer_key_sees_no_console_page(page: Any, console: str) -> None:
+    sign_in(page, console, "sk-app-a")
+    assert page.get_by_role("heading", name="Nothing to show for this role").is_visible()
+    assert page.goto(f"{console}/ui/traces").status == 403

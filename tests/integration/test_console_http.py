@@ -1,0 +1,70 @@
+"""The console over plain HTTP: its headers, sign-in's checks, and /ui gone when console.enabled is false."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.conftest import KEY, running
+
+ADMIN = "sk-admin-http"
+
+
+def _form(client: httpx.Client, credential: str) -> httpx.Response:
+    page = client.get("/ui/signin")
+    pre = page.cookies["gw_console_pre"]
+    return client.post("/ui/signin", data={"csrf": pre, "credential": credential, "next": "/ui/health"})
+
+
+def test_console_pages_carry_a_strict_csp_and_refuse_framing(make_config):
+    with running(make_config(auth={"admin_key": ADMIN})) as (url, _), httpx.Client(base_url=url) as client:
+        for path in ("/ui/signin", "/ui/static/console.css", "/ui/static/htmx.min.js"):
+            answer = client.get(path)
+            assert answer.status_code == 200, path
+            csp = answer.headers["content-security-policy"]
+            assert "script-src 'self'" in csp
+            assert "style-src 'self'" in csp
+            assert "unsafe-inline" not in csp
+            assert answer.headers["x-frame-options"] == "DENY"
+        assert client.get("/ui/signin").headers["cache-control"] == "no-store"
+        # The /v1 path is untouched by the console: no console header there.
+        models = client.get("/v1/models", headers={"authorization": f"Bearer {ADMIN}"})
+        assert "content-security-policy" not in models.headers
+
+
+def test_sign_in_needs_its_form_token_and_a_valid_key(make_config):
+    with running(make_config(auth={"admin_key": ADMIN})) as (url, _), httpx.Client(base_url=url) as client:
+        assert _form(client, "sk-nope").status_code == 401
+        assert client.post("/ui/signin", data={"credential": ADMIN}).status_code == 403  # no form token
+        answer = _form(client, ADMIN)
+        assert answer.status_code == 303
+        assert answer.headers["location"] == "/ui/health"
+        cookie = answer.headers["set-cookie"]
+        assert "HttpOnly" in cookie
+        assert "SameSite=strict" in cookie
+        assert ADMIN not in cookie
+        assert client.get("/ui/health").status_code == 200
+        # An open redirect is not offered.
+        client.cookies.clear()
+        page = client.get("/ui/signin")
+        pre = page.cookies["gw_console_pre"]
+        out = client.post("/ui/signin", data={"csrf": pre, "credential": ADMIN, "next": "//evil.example/ui/"})
+        assert out.headers["location"] == "/ui/"
+
+
+def test_a_revoked_key_ends_its_console_session(make_config):
+    config = make_config(auth={"admin_key": ADMIN, "cache_ttl_s": 0, "negative_cache_ttl_s": 0})
+    with running(config) as (url, _), httpx.Client(base_url=url) as client:
+        auth = {"authorization": f"Bearer {ADMIN}"}
+        created = client.post("/admin/keys", json={"name": "v", "role": "viewer"}, headers=auth).json()
+        assert _form(client, created["key"]).status_code == 303
+        assert client.get("/ui/health").status_code == 200
+        client.post(f"/admin/keys/{created['id']}/revoke", headers=auth)
+        answer = client.get("/ui/health")
+        assert answer.status_code == 303
+        assert answer.headers["location"].startswith("/ui/signin")
+
+
+def test_console_off_means_no_ui_route(make_config):
+    with running(make_config(console={"enabled": False})) as (url, _):
+        assert httpx.get(f"{url}/ui/signin").status_code == 404
+        assert httpx.get(f"{url}/v1/models", headers={"authorization": f"Bearer {KEY}"}).status_code == 200
