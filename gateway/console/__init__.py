@@ -7,7 +7,7 @@ from __future__ import annotations
 from importlib.resources import files
 from typing import TYPE_CHECKING
 
-from starlette.routing import Mount, Route, Router
+from starlette.routing import Mount, Route, Router, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from gateway.console import health, keys, signin, traces
@@ -29,6 +29,7 @@ def console_mount(gateway: Gateway) -> Mount:
             Route("/signout", page(console, signin.signout), methods=["POST"]),
             Route("/traces", page(console, traces.traces_page), methods=["GET"]),
             Route("/traces/export", export, methods=["GET"]),  # before /traces/{id}
+            WebSocketRoute("/traces/tail", traces.ConsoleTail(console)),
             Route("/traces/{id}", page(console, traces.trace_page), methods=["GET"]),
             Route("/traces/{id}/export", export, methods=["GET"]),
             Route("/keys", page(console, keys.keys_page), methods=["GET"]),

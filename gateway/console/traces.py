@@ -9,10 +9,11 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.api.tail import TailEndpoint
 from gateway.api.traces import TraceExportEndpoint, list_traces, one_trace
 from gateway.console.web import Console, SignInRequired
 from gateway.context import Principal
-from gateway.errors import AuthenticationFailed, InvalidRequest
+from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
 from gateway.identity import roles
 from gateway.types import Scope
 
@@ -124,4 +125,25 @@ class ConsoleTraceExport(TraceExportEndpoint):
         except SignInRequired:
             raise AuthenticationFailed("Sign in to the console first.", code="no_session") from None
         roles.require(route, me)
+        return me
+
+
+class ConsoleTail(TailEndpoint):
+    """The API's live tail (same filters, same project scoping) for the console's live mode: the session instead
+    of a key, and only from the console's own pages (a WebSocket is not bound by the same-origin policy)."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(console.gateway)
+        self.console = console
+
+    async def authorize(self, scope: Scope) -> Principal:
+        headers = dict(scope["headers"])
+        origin, host = headers.get(b"origin", b"").decode("latin-1"), headers.get(b"host", b"").decode("latin-1")
+        if origin.partition("://")[2] != host:
+            raise PermissionDenied("The live tail answers the console's own pages only.", code="csrf_failed")
+        try:
+            _, me = await self.console.session(scope)
+        except SignInRequired:
+            raise AuthenticationFailed("Sign in to the console first.", code="no_session") from None
+        roles.require("GET /api/v1/traces/tail", me)
         return me

@@ -196,7 +196,9 @@ def _when(ts: float | None) -> str:
 
 
 def _ms(value: float | None) -> str:
-    return "—" if value is None else f"{value:,.1f} ms"
+    if value is None:
+        return "—"
+    return f"{value:,.2f} ms" if value < 10 else f"{value:,.1f} ms"
 
 
 def _usd(value: float | None) -> str:

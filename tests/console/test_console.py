@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import orjson
+from playwright.sync_api import expect
 
 from tests.console.conftest import ADMIN, chat, sign_in, wait_for_records
 
@@ -160,7 +161,7 @@ def test_create_use_and_revoke_a_key(page: Any, console: str, shot: Any) -> None
     key = page.get_by_label(re.compile("Key for batch-job")).input_value()
     assert key.startswith("sk-")
     page.get_by_role("button", name="Copy").click()
-    assert page.locator("#copy-status").inner_text() == "Copied to the clipboard."
+    expect(page.locator("#copy-status")).to_have_text("Copied to the clipboard.")  # the clipboard answers later
     shot(page, "key-created")
     assert chat(console, key).status_code == 200
     page.get_by_role("link", name="Back to keys").click()
@@ -192,3 +193,35 @@ def test_a_developer_key_sees_no_console_page(page: Any, console: str) -> None:
     sign_in(page, console, "sk-app-a")
     assert page.get_by_role("heading", name="Nothing to show for this role").is_visible()
     assert page.goto(f"{console}/ui/traces").status == 403
+
+
+def test_live_mode_shows_a_request_sent_during_the_test(page: Any, console: str, shot: Any) -> None:
+    chat(console, "sk-app-a", "demo", "before")
+    wait_for_records(console, 1)
+    sign_in(page, console, "sk-viewer-a")
+    page.goto(f"{console}/ui/traces?model=other")
+    assert page.locator("#trace-rows a").count() == 0
+    page.get_by_label("Live: add new records as they arrive").check()
+    page.wait_for_selector("#live-state[data-state=open]")
+    chat(console, "sk-app-b", "other", "project B, not shown")
+    chat(console, "sk-app-a", "demo", "another model, not shown")
+    assert chat(console, "sk-app-a", "other", "live one").status_code == 200
+    fresh = page.locator("#trace-rows tr.fresh")
+    fresh.first.wait_for()
+    page.wait_for_timeout(300)  # the two that do not match had their chance to arrive first
+    assert fresh.count() == 1
+    assert "other" in fresh.first.inner_text()
+    shot(page, "traces-live")
+    fresh.first.get_by_role("link").click()
+    page.wait_for_url(re.compile(r"/ui/traces/[^/?]+$"))
+    assert "live one" in page.locator("pre.content").first.inner_text()
+
+
+def test_the_live_tail_refuses_another_origin(console: str) -> None:
+    from websockets.sync.client import connect
+
+    ws_url = console.replace("http://", "ws://") + "/ui/traces/tail"
+    with connect(ws_url, origin="http://evil.example") as socket:
+        message = orjson.loads(socket.recv())
+    assert message["type"] == "error"
+    assert message["error"]["code"] == "csrf_failed"
