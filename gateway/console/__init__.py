@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from starlette.routing import Mount, Route, Router, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from gateway.console import health, keys, signin, traces
+from gateway.console import health, keys, policies, signin, traces
 from gateway.console.web import PREFIX, Console, SecurityHeaders, page
 
 if TYPE_CHECKING:
@@ -32,6 +32,15 @@ def console_mount(gateway: Gateway) -> Mount:
             WebSocketRoute("/traces/tail", traces.ConsoleTail(console)),
             Route("/traces/{id}", page(console, traces.trace_page), methods=["GET"]),
             Route("/traces/{id}/export", export, methods=["GET"]),
+            Route("/policies", page(console, policies.policies_page), methods=["GET"]),
+            Route("/policies", page(console, policies.save), methods=["POST"]),
+            Route("/policies/new", page(console, policies.editor), methods=["GET"]),  # before /policies/{name}
+            Route("/policies/check", page(console, policies.check_fragment), methods=["POST"]),
+            Route("/policies/try", page(console, policies.try_request), methods=["GET", "POST"]),
+            Route("/policies/{name}", page(console, policies.policy_page), methods=["GET"]),
+            Route("/policies/{name}", page(console, policies.save), methods=["POST"]),
+            Route("/policies/{name}/edit", page(console, policies.editor), methods=["GET"]),
+            Route("/policies/{name}/rollback", page(console, policies.rollback), methods=["POST"]),
             Route("/keys", page(console, keys.keys_page), methods=["GET"]),
             Route("/keys", page(console, keys.create), methods=["POST"]),
             Route("/keys/{key_id}/revoke", page(console, keys.revoke), methods=["POST"]),

@@ -38,6 +38,7 @@ SECURITY_HEADERS = [
 # The pages of the navigation: (path, label, the matrix route that decides who sees it).
 NAV = [
     ("/ui/traces", "Traces", "GET /api/v1/traces"),
+    ("/ui/policies", "Policies", "GET /api/v1/policies"),
     ("/ui/keys", "Keys", "GET /admin/keys"),
     ("/ui/health", "Health", "GET /admin/deployments"),
 ]

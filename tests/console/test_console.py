@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import orjson
+import yaml
 from playwright.sync_api import expect
 
 from tests.console.conftest import ADMIN, chat, sign_in, wait_for_records
@@ -225,3 +226,73 @@ def test_the_live_tail_refuses_another_origin(console: str) -> None:
         message = orjson.loads(socket.recv())
     assert message["type"] == "error"
     assert message["error"]["code"] == "csrf_failed"
+
+
+BROKEN = """\
+- name: tag-demo
+  description: Tags requests for the demo model.
+  mode: sometimes
+  match:
+    model: demo
+  actions:
+    tag: {reviewed: "yes"}
+"""
+
+
+def test_create_a_policy_with_an_error_fix_it_evaluate_and_roll_back(page: Any, console: str, shot: Any) -> None:
+    sign_in(page, console, ADMIN)
+    page.get_by_role("link", name="Policies").click()
+    page.get_by_role("link", name="New policy").click()
+    editor = page.get_by_label("Policy (YAML)")
+    editor.fill(BROKEN)
+    # Checked as you type, by the policy loader: the problem names its line.
+    expect(page.locator("#problems")).to_contain_text("Line 3")
+    page.get_by_role("button", name="Save policy").click()
+    expect(page.locator("ol.listing li#line-3.bad")).to_contain_text("mode: sometimes")
+    shot(page, "policy-error")
+    page.get_by_label("Policy (YAML)").fill(BROKEN.replace("sometimes", "enforce"))
+    expect(page.locator("#problems")).to_contain_text("The policy loads.")
+    page.get_by_role("button", name="Save policy").click()
+    page.wait_for_url(re.compile(r"/ui/policies/tag-demo\?saved=1"))
+    page.get_by_role("link", name="Edit").click()
+    page.get_by_label("Policy (YAML)").fill(BROKEN.replace("sometimes", "shadow"))
+    page.get_by_role("button", name="Save policy").click()
+    page.wait_for_url(re.compile(r"saved=2"))
+    # Try a request: the shadow version matches and says so.
+    page.get_by_role("link", name="Try a request").click()
+    page.get_by_role("button", name="Evaluate").click()
+    row = page.locator("table.steps tbody tr", has_text="tag-demo")
+    expect(row).to_contain_text("shadow")
+    expect(row.locator("td").nth(2)).to_have_text("yes")
+    shot(page, "policy-try")
+    page.goto(f"{console}/ui/policies/tag-demo")
+    page.get_by_text("Diff with version 1").click()
+    expect(page.locator("pre.diff .d-add")).to_contain_text("mode: shadow")
+    page.get_by_role("button", name="Roll back to version 1").click()
+    page.wait_for_url(re.compile(r"rolled=1"))
+    expect(page.locator(".badge.mode-enforce").first).to_be_visible()
+    assert page.locator("table.versions tbody tr").count() == 3
+    shot(page, "policy")
+    api = httpx.get(f"{console}/api/v1/policies/tag-demo", headers={"authorization": f"Bearer {ADMIN}"}).json()
+    assert api["mode"] == "enforce"
+    assert api["version"] == 3
+
+
+def test_a_viewer_reads_policies_but_edits_none(page: Any, console: str) -> None:
+    httpx.post(
+        f"{console}/api/v1/policies",
+        json={"policy": yaml.safe_load(BROKEN.replace("sometimes", "enforce"))[0]},
+        headers={"authorization": f"Bearer {ADMIN}"},
+    ).raise_for_status()
+    sign_in(page, console, "sk-viewer-a")
+    page.goto(f"{console}/ui/policies")
+    assert page.get_by_role("link", name="New policy").count() == 0
+    page.get_by_role("link", name="tag-demo").click()
+    assert page.get_by_role("link", name="Edit").count() == 0
+    assert page.get_by_role("button", name=re.compile("Roll back")).count() == 0
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+    assert page.request.post(f"{console}/ui/policies", form={"csrf": csrf, "yaml": BROKEN}).status == 403
+    assert (
+        page.request.post(f"{console}/ui/policies/tag-demo/rollback", form={"csrf": csrf, "version": "1"}).status == 403
+    )
+    assert page.goto(f"{console}/ui/policies/new").status == 403
