@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from starlette.routing import Mount, Route, Router, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from gateway.console import health, keys, policies, signin, traces
+from gateway.console import health, keys, policies, signin, spend, traces
 from gateway.console.web import PREFIX, Console, SecurityHeaders, page
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ def console_mount(gateway: Gateway) -> Mount:
             Route("/policies/{name}", page(console, policies.save), methods=["POST"]),
             Route("/policies/{name}/edit", page(console, policies.editor), methods=["GET"]),
             Route("/policies/{name}/rollback", page(console, policies.rollback), methods=["POST"]),
+            Route("/spend", page(console, spend.spend_page), methods=["GET"]),
             Route("/keys", page(console, keys.keys_page), methods=["GET"]),
             Route("/keys", page(console, keys.create), methods=["POST"]),
             Route("/keys/{key_id}/revoke", page(console, keys.revoke), methods=["POST"]),

@@ -39,6 +39,7 @@ SECURITY_HEADERS = [
 NAV = [
     ("/ui/traces", "Traces", "GET /api/v1/traces"),
     ("/ui/policies", "Policies", "GET /api/v1/policies"),
+    ("/ui/spend", "Spend", "GET /api/v1/usage"),
     ("/ui/keys", "Keys", "GET /admin/keys"),
     ("/ui/health", "Health", "GET /admin/deployments"),
 ]

@@ -38,8 +38,10 @@ def _require_chromium() -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium for one test module: Playwright's sync API holds an event loop in this thread while it runs, and
+    the asyncio tests that come after need it gone."""
     _require_chromium()
     from playwright.sync_api import sync_playwright
 

@@ -296,3 +296,21 @@ def test_a_viewer_reads_policies_but_edits_none(page: Any, console: str) -> None
         page.request.post(f"{console}/ui/policies/tag-demo/rollback", form={"csrf": csrf, "version": "1"}).status == 403
     )
     assert page.goto(f"{console}/ui/policies/new").status == 403
+
+
+def test_spend_charts_group_by_model_and_stay_in_the_project(page: Any, console: str, shot: Any) -> None:
+    for model, key in (("demo", "sk-app-a"), ("demo", "sk-app-a"), ("other", "sk-app-a"), ("other", "sk-app-b")):
+        chat(console, key, model, "count me")
+    wait_for_records(console, 4)
+    sign_in(page, console, "sk-viewer-a")
+    page.get_by_role("link", name="Spend").click()
+    page.get_by_label("Group by").select_option("model")
+    page.get_by_role("button", name="Show").click()
+    page.wait_for_url(re.compile(r"group_by=model"))
+    requests = page.locator("section.chart", has=page.get_by_role("heading", name="Requests", exact=True))
+    legend = requests.locator(".legend").inner_text()
+    assert "demo: 2" in legend
+    assert "other: 1" in legend  # project B's request is not counted for a viewer of A
+    assert requests.locator("polyline").count() == 2
+    assert page.get_by_label("Project").count() == 0
+    shot(page, "spend")

@@ -1,0 +1,69 @@
+"""Spend and usage: requests, cost, tokens, errors and latency over time, grouped by model, project, key or team,
+and the sums per key, team or project — the analytics API's functions, after the same role checks. One page view
+is one request; the figures come from four time-series queries and one summary on the server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.api.analytics import timeseries
+from gateway.api.usage_report import usage_report
+from gateway.console.charts import chart
+from gateway.console.web import Console
+from gateway.errors import InvalidRequest
+from gateway.identity import roles
+
+# (since, label, bucket interval)
+RANGES = [("-86400", "Last 24 hours", "1h"), ("-604800", "Last 7 days", "6h"), ("-2592000", "Last 30 days", "1d")]
+GROUPS = [("none", "Nothing"), ("model", "Model"), ("project", "Project"), ("key", "Key"), ("team", "Team")]
+# (title, analytics kind, figure, adds up, format)
+METRICS = [
+    ("Requests", "costs", "requests", True, "count"),
+    ("Cost", "costs", "cost_usd", True, "usd"),
+    ("Tokens", "usage", "total_tokens", True, "count"),
+    ("Errors", "errors", "errors", True, "count"),
+    ("Latency p50", "performance", "p50_latency_ms", False, "ms"),
+    ("Latency p95", "performance", "p95_latency_ms", False, "ms"),
+]
+
+
+async def spend_page(console: Console, request: Request) -> Response:
+    session, me = await console.session(request.scope)
+    roles.require("GET /api/v1/analytics/{kind}", me)
+    roles.require("GET /api/v1/usage", me)
+    params = request.query_params
+    since = params.get("since") or RANGES[0][0]
+    interval = next((r[2] for r in RANGES if r[0] == since), None)
+    if interval is None:
+        raise InvalidRequest("Choose one of the time ranges.", param="since")
+    group_by = params.get("group_by") or "none"
+    if group_by not in dict(GROUPS) or (group_by == "project" and me.role != "admin"):
+        raise InvalidRequest("Choose one of the groupings.", param="group_by")
+    query = {"since": since, "interval": interval, "group_by": group_by, "project": params.get("project", "")}
+    figures: dict[str, dict[str, Any]] = {}
+    for kind in dict.fromkeys(m[1] for m in METRICS):
+        figures[kind] = await timeseries(console.gateway, me, kind, query)
+    charts = []
+    for title, kind, field, additive, fmt in METRICS:
+        f = figures[kind]
+        drawn = chart(f["data"], field, since=f["since"], until=f["until"], interval=f["interval"], additive=additive)
+        charts.append({"title": title, "format": fmt, "additive": additive, **drawn})
+    by = "team" if group_by == "team" else "project" if me.role == "admin" and group_by != "key" else "key"
+    summary = await usage_report(console.gateway, me, {"by": by, "since": since, "project": query["project"]})
+    context = {
+        "me": me,
+        "title": "Spend",
+        "charts": charts,
+        "summary": summary["data"],
+        "by": by,
+        "since": since,
+        "group_by": group_by,
+        "project": query["project"],
+        "ranges": RANGES,
+        "groups": [g for g in GROUPS if g[0] != "project" or me.role == "admin"],
+        "is_admin": me.role == "admin",
+    }
+    return console.render("spend.html", request, context, session=session)
