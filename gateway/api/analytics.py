@@ -40,17 +40,21 @@ class TelemetryStatusEndpoint(AdminEndpoint):
 
     async def handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
         await authorize(self.gateway, scope, "GET /api/v1/telemetry/status")
-        gateway = self.gateway
-        status: dict[str, Any] = {"object": "telemetry_status", "records": gateway.queue.stats()}
-        # Each of the store and the sinks: its own queue, its spool, what it sent, retried and dropped.
-        status["sinks"] = {outbox.name: outbox.stats() for outbox in gateway.outboxes}
-        status["features"] = {"error": gateway.features.error or None}
-        if gateway.event_queue is not None:
-            status["events"] = gateway.event_queue.stats()
-        worker = gateway.similarity
-        if worker is not None:
-            status["similarity"] = {"processed": worker.processed, "dropped": worker.dropped}
-        return 200, status
+        return 200, telemetry_status(self.gateway)
+
+
+def telemetry_status(gateway: Gateway) -> dict[str, Any]:
+    """The record queue, each sink's outbox and spool, events and similarity (the console's Health page too)."""
+    status: dict[str, Any] = {"object": "telemetry_status", "records": gateway.queue.stats()}
+    # Each of the store and the sinks: its own queue, its spool, what it sent, retried and dropped.
+    status["sinks"] = {outbox.name: outbox.stats() for outbox in gateway.outboxes}
+    status["features"] = {"error": gateway.features.error or None}
+    if gateway.event_queue is not None:
+        status["events"] = gateway.event_queue.stats()
+    worker = gateway.similarity
+    if worker is not None:
+        status["similarity"] = {"processed": worker.processed, "dropped": worker.dropped}
+    return status
 
 
 class TimeseriesEndpoint(AdminEndpoint):

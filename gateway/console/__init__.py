@@ -45,6 +45,7 @@ def console_mount(gateway: Gateway) -> Mount:
             Route("/keys", page(console, keys.keys_page), methods=["GET"]),
             Route("/keys", page(console, keys.create), methods=["POST"]),
             Route("/keys/{key_id}/revoke", page(console, keys.revoke), methods=["POST"]),
+            Route("/keys/{key_id}/rotate", page(console, keys.rotate), methods=["POST"]),
             Route("/health", page(console, health.health_page), methods=["GET"]),
             Route("/health", page(console, health.act), methods=["POST"]),
             Mount("/static", app=static, name="static"),

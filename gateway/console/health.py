@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from gateway.api.admin import ACTIONS, act_on_deployment, list_deployments
+from gateway.api.analytics import telemetry_status
 from gateway.console.web import PREFIX, Console
 from gateway.identity import roles
 
@@ -20,6 +21,9 @@ async def health_page(console: Console, request: Request) -> Response:
         "deployments": list_deployments(console.gateway)["data"],
         "can_act": roles.allows("POST /admin/deployments/{id}/{action}", me.role),
         "done": request.query_params.get("done", ""),
+        "telemetry": (
+            telemetry_status(console.gateway) if roles.allows("GET /api/v1/telemetry/status", me.role) else None
+        ),
     }
     return console.render("health.html", request, context, session=session)
 

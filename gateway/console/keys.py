@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from gateway.api.keys import create_key, list_keys, revoke_key
+from gateway.api.keys import create_key, list_keys, revoke_key, rotate_key
 from gateway.console.web import PREFIX, Console
 from gateway.errors import InvalidRequest
 from gateway.identity import roles
@@ -29,6 +29,7 @@ async def keys_page(console: Console, request: Request) -> Response:
         "roles": list(ROLES),
         "can_create": roles.allows("POST /admin/keys", me.role),
         "can_revoke": roles.allows("POST /admin/keys/{id}/revoke", me.role),
+        "can_rotate": roles.allows("POST /admin/keys/{id}/rotate", me.role),
         "revoked": request.query_params.get("revoked", ""),
         "problem": "",
         "form": {},
@@ -46,7 +47,7 @@ async def create(console: Console, request: Request) -> Response:
         keys = await list_keys(console.gateway, me, None)
         context = {
             "me": me, "title": "Keys", "keys": keys["data"], "roles": list(ROLES), "can_create": True,
-            "can_revoke": roles.allows("POST /admin/keys/{id}/revoke", me.role), "revoked": "",
+            "can_revoke": roles.allows("POST /admin/keys/{id}/revoke", me.role), "revoked": "", "can_rotate": False,
             "problem": str(exc.message), "form": form,
         }  # fmt: skip
         return console.render("keys.html", request, context, status=400, session=session)
@@ -60,6 +61,16 @@ async def revoke(console: Console, request: Request) -> Response:
     await console.form(request, session)
     row = await revoke_key(console.gateway, request.path_params["key_id"])
     return RedirectResponse(f"{PREFIX}/keys?revoked={row['id']}", status_code=303)
+
+
+async def rotate(console: Console, request: Request) -> Response:
+    """A new key with the same attributes, shown once; the old one is revoked at once."""
+    session, me = await console.session(request.scope)
+    roles.require("POST /admin/keys/{id}/rotate", me)
+    await console.form(request, session)
+    created = await rotate_key(console.gateway, request.path_params["key_id"], {})
+    context = {"me": me, "title": "Key rotated", "key": created}
+    return console.render("key_created.html", request, context, status=201, session=session)
 
 
 def key_fields(form: dict[str, str]) -> dict[str, Any]:

@@ -166,16 +166,24 @@ def test_create_use_and_revoke_a_key(page: Any, console: str, shot: Any) -> None
     shot(page, "key-created")
     assert chat(console, key).status_code == 200
     page.get_by_role("link", name="Back to keys").click()
+    page.get_by_role("button", name="Rotate key batch-job").click()
+    expect(page.get_by_role("heading", name="Key rotated")).to_be_visible()
+    rotated = page.get_by_label(re.compile("Key for batch-job")).input_value()
+    assert rotated != key
+    assert chat(console, key).status_code == 401
+    assert chat(console, rotated).status_code == 200
+    page.get_by_role("link", name="Back to keys").click()
     page.get_by_role("button", name="Revoke key batch-job").click()
     page.wait_for_url(re.compile(r"revoked="))
     assert "is revoked" in page.get_by_role("status").inner_text()
     shot(page, "keys")
-    assert chat(console, key).status_code == 401
+    assert chat(console, rotated).status_code == 401
 
 
 def test_drain_and_undrain_a_deployment(page: Any, console: str, shot: Any) -> None:
     sign_in(page, console, ADMIN)
     page.goto(f"{console}/ui/health")
+    expect(page.locator("table.sinks")).to_contain_text("store")
     shot(page, "health")
     page.get_by_role("button", name="Drain mock/demo-1").click()
     page.wait_for_url(re.compile(r"done=drain"))
@@ -314,3 +322,27 @@ def test_spend_charts_group_by_model_and_stay_in_the_project(page: Any, console:
     assert requests.locator("polyline").count() == 2
     assert page.get_by_label("Project").count() == 0
     shot(page, "spend")
+
+
+def test_the_main_flows_work_with_the_keyboard(page: Any, console: str) -> None:
+    page.goto(f"{console}/ui/")
+    page.keyboard.type(ADMIN)  # the key field has the focus
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/ui/traces"))
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    # Through the navigation to Health, and a drain by keyboard alone.
+    for _ in range(20):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.textContent") == "Health":
+            break
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/ui/health"))
+    page.get_by_role("button", name="Drain mock/demo-1").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"done=drain"))
+    outline = page.evaluate(
+        "(() => { const b = document.querySelector('button[value=undrain]'); b.focus();"
+        " return getComputedStyle(b).outlineStyle; })()"
+    )
+    assert outline == "solid"  # focus is visible
