@@ -33,6 +33,7 @@ RANGE_FILTERS = [
     ("min_cost_usd", "Cost from ($)"), ("max_cost_usd", "Cost to ($)"),
 ]  # fmt: skip
 _EXPORT_FORMATS = ("json", "ndjson", "csv")
+_SIMILAR_K = 5
 
 
 def _filters(request: Request) -> list[tuple[str, str]]:
@@ -79,6 +80,7 @@ async def trace_page(console: Console, request: Request) -> Response:
     roles.require("GET /api/v1/traces/{id}", me)
     record = await one_trace(console.gateway, me, request.path_params["id"])
     context = {
+        "similar": await _similar(console, me, record),
         "me": me,
         "title": f"Trace {record['id']}",
         "r": record,
@@ -87,6 +89,17 @@ async def trace_page(console: Console, request: Request) -> Response:
         "formats": _EXPORT_FORMATS,
     }
     return console.render("trace.html", request, context, session=session)
+
+
+async def _similar(console: Console, me: Principal, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The records of the same project whose prompts the similarity worker finds nearest this one's (as logged):
+    the list's similar_to filter. None without similarity or logged content."""
+    text = record.get("content_input") or ""
+    if console.gateway.similarity is None or not text:
+        return []
+    pairs = [("similar_to", text), ("project", record["project"]), ("k", str(_SIMILAR_K + 1)), ("min_score", "0.3")]
+    rows = (await list_traces(console.gateway, me, pairs))["data"]
+    return [r for r in rows if r["id"] != record["id"]][:_SIMILAR_K]
 
 
 def waterfall(record: dict[str, Any]) -> list[dict[str, Any]]:

@@ -71,6 +71,7 @@ def console(make_config: Callable[..., GatewayConfig]) -> Iterator[str]:
         auth={"admin_key": ADMIN, "keys": KEYS, "cache_ttl_s": 0.2, "negative_cache_ttl_s": 0.1},
         models={"other": {"deployments": [{"provider": "mock", "model": "other-1"}]}},
         telemetry={"content": {"mode": "redacted"}},
+        similarity={"enabled": True},
     )
     with running(config) as (url, _):
         yield url

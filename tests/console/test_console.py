@@ -39,7 +39,7 @@ def test_sign_in_and_out(page: Any, console: str, shot: Any) -> None:
 def test_filter_traces_open_one_and_export(page: Any, console: str, shot: Any) -> None:
     for i in range(3):
         assert chat(console, "sk-app-a", "demo", f"first question {i}").status_code == 200
-    assert chat(console, "sk-app-a", "other", "my mail is ann@example.com").status_code == 200
+    assert chat(console, "sk-app-a", "other", "first question: my mail is ann@example.com").status_code == 200
     wait_for_records(console, 4)
     sign_in(page, console, ADMIN)
     assert page.locator("#trace-rows tr").count() == 4
@@ -68,6 +68,12 @@ def test_filter_traces_open_one_and_export(page: Any, console: str, shot: Any) -
     assert page.get_by_role("heading", name="Spans").is_visible()
     assert page.locator("table.waterfall tbody tr").count() >= 2
     assert "[EMAIL]" in page.locator("pre.content").first.inner_text()  # content as logged: redacted
+    for _ in range(50):  # the similarity worker embeds prompts off the request path: a moment after the records
+        if page.locator("table.similar").count():
+            break
+        page.wait_for_timeout(100)
+        page.reload()
+    expect(page.locator("table.similar")).to_contain_text("first question")  # the nearest prompts of project A
     page.get_by_text("Raw record (JSON)").click()
     assert '"model_requested": "other"' in page.locator("pre.raw").inner_text()
     shot(page, "trace")
