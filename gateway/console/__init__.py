@@ -48,6 +48,7 @@ def console_mount(gateway: Gateway) -> Mount:
             Route("/keys/{key_id}/rotate", page(console, keys.rotate), methods=["POST"]),
             Route("/health", page(console, health.health_page), methods=["GET"]),
             Route("/health", page(console, health.act), methods=["POST"]),
+            Route("/health/flags", page(console, health.set_flag), methods=["POST"]),
             Mount("/static", app=static, name="static"),
         ]
     )

@@ -3,6 +3,7 @@ the Authenticator (the API's own check) and gives a session cookie for it."""
 
 from __future__ import annotations
 
+import hmac
 import os
 
 from starlette.requests import Request
@@ -50,7 +51,7 @@ def _form(console: Console, request: Request, problem: str, *, status: int = 200
 async def signin(console: Console, request: Request) -> Response:
     fields = await console.form(request, None)
     pre = cookie(request.scope, PRE_COOKIE)
-    if not pre or fields.get("csrf") != pre:
+    if not pre or not hmac.compare_digest(fields.get("csrf", "").encode(), pre.encode()):
         raise PermissionDenied("The sign-in form expired or came from elsewhere: reload it.", code="csrf_failed")
     credential = fields.get("credential", "").strip()
     try:

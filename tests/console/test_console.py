@@ -105,13 +105,18 @@ def test_viewer_sees_no_write_controls_and_a_forged_post_is_refused(page: Any, c
     assert page.get_by_role("button", name=re.compile("Revoke")).count() == 0
     shot(page, "keys-viewer")
     page.goto(f"{console}/ui/health")
-    assert page.get_by_role("button", name=re.compile("Drain|Undrain|Reset")).count() == 0
+    assert page.get_by_role("button", name=re.compile("Drain|Undrain|Reset|Set")).count() == 0
+    expect(page.locator("table.flags")).to_contain_text("content_logging")  # read, not changed
     shot(page, "health-viewer")
     csrf = page.locator("input[name=csrf]").first.get_attribute("value")  # the viewer's own, valid token
     forged = page.request.post(f"{console}/ui/keys", form={"csrf": csrf, "name": "sneaky", "role": "admin"})
     assert forged.status == 403
     forged = page.request.post(
         f"{console}/ui/health", form={"csrf": csrf, "deployment": "mock/demo-1", "action": "drain"}
+    )
+    assert forged.status == 403
+    forged = page.request.post(
+        f"{console}/ui/health/flags", form={"csrf": csrf, "flag": "content_logging", "value": "full", "project": "A"}
     )
     assert forged.status == 403
     admin_view = httpx.get(f"{console}/admin/deployments", headers={"authorization": f"Bearer {ADMIN}"}).json()
@@ -352,3 +357,24 @@ def test_the_main_flows_work_with_the_keyboard(page: Any, console: str) -> None:
         " return getComputedStyle(b).outlineStyle; })()"
     )
     assert outline == "solid"  # focus is visible
+
+
+def test_set_and_reset_a_feature_flag_for_a_project(page: Any, console: str, shot: Any) -> None:
+    sign_in(page, console, ADMIN)
+    page.goto(f"{console}/ui/health")
+    page.get_by_label("Project (blank: the global values)").fill("A")
+    page.get_by_role("button", name="Show").click()
+    page.wait_for_url(re.compile(r"project=A"))
+    page.get_by_label("Value of content_logging").select_option("full")
+    page.get_by_role("button", name="Set content_logging").click()
+    page.wait_for_url(re.compile(r"done=set"))
+    row = page.locator("table.flags tbody tr", has_text="content_logging")
+    expect(row).to_contain_text("api:project")
+    shot(page, "health-flags")
+    auth = {"authorization": f"Bearer {ADMIN}"}
+    flags = httpx.get(f"{console}/api/v1/features", params={"project": "A"}, headers=auth).json()["flags"]
+    assert flags["content_logging"] == {"value": "full", "source": "api:project"}
+    page.get_by_role("button", name="Reset content_logging to the config's value").click()
+    page.wait_for_url(re.compile(r"done=reset"))
+    flags = httpx.get(f"{console}/api/v1/features", params={"project": "A"}, headers=auth).json()["flags"]
+    assert flags["content_logging"]["source"] != "api:project"
