@@ -35,6 +35,7 @@ def console_mount(gateway: Gateway) -> Mount:
             Route("/policies", page(console, policies.policies_page), methods=["GET"]),
             Route("/policies", page(console, policies.save), methods=["POST"]),
             Route("/policies/new", page(console, policies.editor), methods=["GET"]),  # before /policies/{name}
+            Route("/policies/form", page(console, policies.form_page), methods=["GET", "POST"]),
             Route("/policies/check", page(console, policies.check_fragment), methods=["POST"]),
             Route("/policies/try", page(console, policies.try_request), methods=["GET", "POST"]),
             Route("/policies/{name}", page(console, policies.policy_page), methods=["GET"]),

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from gateway.api.policies import PolicyAdmin
+from gateway.console.policy_form import ACTIONS, GUARDRAIL_ACTIONS, policy_yaml
 from gateway.console.web import PREFIX, Console
 from gateway.context import Principal
 from gateway.errors import GatewayError, InvalidRequest, NotFound
@@ -138,6 +139,18 @@ async def check_fragment(console: Console, request: Request) -> Response:
     form = await console.form(request, session)
     _, problems = check(form.get("yaml", ""))
     return console.render("policy_problems.html", request, {"me": me, "problems": problems}, session=session)
+
+
+async def form_page(console: Console, request: Request) -> Response:
+    """GET: the form for the common cases; POST: its YAML, in the editor, checked, not yet saved."""
+    session, me = await console.session(request.scope)
+    roles.require(_EDIT, me)
+    if request.method == "POST":
+        text = policy_yaml(await console.form(request, session))
+        _, problems = check(text)
+        return _editor(console, request, me, session, None, text, problems)
+    context = {"me": me, "title": "New policy (form)", "actions": ACTIONS, "guardrails": GUARDRAIL_ACTIONS}
+    return console.render("policy_form.html", request, context, session=session)
 
 
 async def save(console: Console, request: Request) -> Response:

@@ -261,7 +261,7 @@ BROKEN = """\
 def test_create_a_policy_with_an_error_fix_it_evaluate_and_roll_back(page: Any, console: str, shot: Any) -> None:
     sign_in(page, console, ADMIN)
     page.get_by_role("link", name="Policies").click()
-    page.get_by_role("link", name="New policy").click()
+    page.get_by_role("link", name="New policy (YAML)").click()
     editor = page.get_by_label("Policy (YAML)")
     editor.fill(BROKEN)
     # Checked as you type, by the policy loader: the problem names its line.
@@ -305,7 +305,7 @@ def test_a_viewer_reads_policies_but_edits_none(page: Any, console: str) -> None
     ).raise_for_status()
     sign_in(page, console, "sk-viewer-a")
     page.goto(f"{console}/ui/policies")
-    assert page.get_by_role("link", name="New policy").count() == 0
+    assert page.get_by_role("link", name=re.compile("New policy")).count() == 0
     page.get_by_role("link", name="tag-demo").click()
     assert page.get_by_role("link", name="Edit").count() == 0
     assert page.get_by_role("button", name=re.compile("Roll back")).count() == 0
@@ -378,3 +378,23 @@ def test_set_and_reset_a_feature_flag_for_a_project(page: Any, console: str, sho
     page.wait_for_url(re.compile(r"done=reset"))
     flags = httpx.get(f"{console}/api/v1/features", params={"project": "A"}, headers=auth).json()["flags"]
     assert flags["content_logging"]["source"] != "api:project"
+
+
+def test_the_policy_form_writes_yaml_the_editor_saves(page: Any, console: str, shot: Any) -> None:
+    sign_in(page, console, ADMIN)
+    page.goto(f"{console}/ui/policies")
+    page.get_by_role("link", name="New policy (form)").click()
+    page.get_by_label("Name", exact=True).fill("eu-only")
+    page.get_by_label("Project", exact=True).fill("A")
+    page.get_by_label("What to do").select_option("route")
+    page.get_by_label("Route: regions").fill("eu")
+    shot(page, "policy-form")
+    page.get_by_role("button", name="Write the YAML").click()
+    editor = page.get_by_label("Policy (YAML)")
+    text = yaml.safe_load(editor.input_value())
+    assert text == [
+        {"name": "eu-only", "mode": "enforce", "match": {"project": "A"}, "actions": {"route": {"regions": ["eu"]}}}
+    ]
+    expect(page.locator("#problems")).to_contain_text("The policy loads.")
+    page.get_by_role("button", name="Save policy").click()
+    page.wait_for_url(re.compile(r"/ui/policies/eu-only\?saved=1"))
