@@ -34,14 +34,21 @@ SCOPES = ("key", "team", "project")
 class UsageEndpoint(AdminEndpoint):
     def __init__(self, gateway: Gateway) -> None:
         super().__init__(gateway)
-        self.limits = gateway.rate_limits  # the counters the ratelimit filter reserves on; None without it
+        self.usage = Usage(gateway)
 
     async def handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
-        return 200, await self._usage(scope)
-
-    async def _usage(self, scope: Scope) -> dict[str, Any]:
         principal = await authorize(self.gateway, scope, "GET /admin/usage")
-        query = query_params(scope)
+        return 200, await self.usage.read(principal, query_params(scope))
+
+
+class Usage:
+    """What GET /admin/usage does once the role is checked (the console's budgets too)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.limits = gateway.rate_limits  # the counters the ratelimit filter reserves on; None without it
+
+    async def read(self, principal: Principal, query: dict[str, str]) -> dict[str, Any]:
         which = query.get("scope", "project")
         if which not in SCOPES:
             raise InvalidRequest(f"scope must be one of {', '.join(SCOPES)}, not {which!r}.", param="scope")

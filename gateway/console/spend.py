@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.api.analytics import timeseries
+from gateway.api.usage import Usage
 from gateway.api.usage_report import usage_report
 from gateway.console.charts import chart
 from gateway.console.web import Console
@@ -56,9 +57,13 @@ async def spend_page(console: Console, request: Request) -> Response:
         f = figures[kind]
         drawn = chart(f["data"], field, since=f["since"], until=f["until"], interval=f["interval"], additive=additive)
         charts.append({"title": title, "format": fmt, "additive": additive, **drawn})
+    budgets = None
+    if roles.allows("GET /admin/usage", me.role) and (query["project"] or me.role != "admin"):
+        budgets = await Usage(console.gateway).read(me, {"scope": "project", "id": query["project"] or me.project})
     context = {
         "me": me,
         "title": "Spend",
+        "budgets": budgets,
         "charts": charts,
         "summary": summary["data"],
         "by": by,

@@ -68,3 +68,27 @@ def test_console_off_means_no_ui_route(make_config):
     with running(make_config(console={"enabled": False})) as (url, _):
         assert httpx.get(f"{url}/ui/signin").status_code == 404
         assert httpx.get(f"{url}/v1/models", headers={"authorization": f"Bearer {KEY}"}).status_code == 200
+
+
+def test_billing_sees_its_projects_budget_and_a_viewer_does_not(make_config):
+    keys = [
+        {"name": "billing-1", "key": "sk-billing-1", "project": "p1", "role": "billing"},
+        {"name": "viewer-1", "key": "sk-viewer-1", "project": "p1", "role": "viewer"},
+    ]
+    config = make_config(
+        pipeline=["auth", "ratelimit", "route"],
+        limits={"rules": [{"scope": "project", "budget_usd": 100, "period": "day"}]},
+        auth={"admin_key": ADMIN, "keys": keys},
+    )
+    with running(config) as (url, _):
+        with httpx.Client(base_url=url) as billing:
+            assert _form(billing, "sk-billing-1").status_code == 303
+            page = billing.get("/ui/spend")
+            assert page.status_code == 200
+            assert "Budgets and limits of project p1" in page.text
+            assert "$100.0000" in page.text
+        with httpx.Client(base_url=url) as viewer:
+            assert _form(viewer, "sk-viewer-1").status_code == 303
+            page = viewer.get("/ui/spend")
+            assert page.status_code == 200
+            assert "Budgets and limits" not in page.text
