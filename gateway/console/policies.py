@@ -39,10 +39,26 @@ def _admin(console: Console) -> PolicyAdmin:
     return PolicyAdmin(console.gateway)
 
 
+_OUTCOMES = ("deny", "applied", "shadow")
+
+
+def decisions(console: Console, name: str) -> dict[str, int]:
+    """How often the policy decided, by outcome, in this worker since it started (the policy filter's
+    gateway_policy_decisions counter): for a shadow policy, how often it would have acted."""
+    registry = console.gateway.metrics.registry
+    counts = {}
+    for outcome in _OUTCOMES:
+        value = registry.get_sample_value("gateway_policy_decisions_total", {"policy": name, "outcome": outcome})
+        counts[outcome] = int(value or 0)
+    return counts
+
+
 async def policies_page(console: Console, request: Request) -> Response:
     session, me = await console.session(request.scope)
     roles.require("GET /api/v1/policies", me)
     listing = _admin(console).list_policies(me)
+    for policy in listing["data"]:
+        policy["decisions"] = decisions(console, policy["name"])
     context = {
         "me": me,
         "title": "Policies",

@@ -92,3 +92,19 @@ def test_billing_sees_its_projects_budget_and_a_viewer_does_not(make_config):
             page = viewer.get("/ui/spend")
             assert page.status_code == 200
             assert "Budgets and limits" not in page.text
+
+
+def test_a_shadow_policy_shows_how_often_it_would_have_acted(make_config):
+    config = make_config(pipeline=["auth", "policy", "route"], auth={"admin_key": ADMIN})
+    with running(config) as (url, _), httpx.Client(base_url=url) as client:
+        policy = {"name": "would-deny", "mode": "shadow", "match": {"model": "demo"}, "actions": {"deny": {}}}
+        auth = {"authorization": f"Bearer {ADMIN}"}
+        assert client.post("/api/v1/policies", json={"policy": policy}, headers=auth).status_code == 201
+        chat = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
+        for _ in range(2):
+            answer = client.post("/v1/chat/completions", json=chat, headers={"authorization": f"Bearer {KEY}"})
+            assert answer.status_code == 200  # shadow: recorded, not applied
+        assert _form(client, ADMIN).status_code == 303
+        page = client.get("/ui/policies").text
+        row = page[page.index("would-deny") : page.index("</tr>", page.index("would-deny"))]
+        assert "0 · 0 · 2" in row
