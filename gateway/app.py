@@ -51,6 +51,7 @@ def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> FastRo
     traces, export = TracesEndpoint(gateway), TraceExportEndpoint(gateway)
     policies = PoliciesEndpoint(gateway)
     features = FeaturesEndpoint(gateway)
+    usage = UsageEndpoint(gateway)
     completions: dict[str, ASGIApp] = {
         f"/v1/{endpoint}": CompletionEndpoint(gateway, endpoint)
         for endpoint in ("chat/completions", "completions", "embeddings")
@@ -68,7 +69,8 @@ def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> FastRo
         Route("/admin/deployments/{deployment_id:path}/{action}", deployments, methods=["POST"]),
         Route("/admin/keys", keys, methods=["GET", "POST"]),
         Route("/admin/keys/{key_id}/{action}", keys, methods=["POST"]),
-        Route("/admin/usage", UsageEndpoint(gateway), methods=["GET"]),
+        Route("/admin/usage", usage, methods=["GET"]),
+        Route("/admin/usage/reset", usage, methods=["POST"]),
         Route("/api/v1/analytics/similarity", SimilarityAnalyticsEndpoint(gateway), methods=["GET"]),
         Route("/api/v1/analytics/{kind}", TimeseriesEndpoint(gateway), methods=["GET"]),  # after similarity
         Route("/api/v1/usage", UsageReportEndpoint(gateway), methods=["GET"]),

@@ -43,6 +43,7 @@ def console_mount(gateway: Gateway) -> Mount:
             Route("/policies/{name}/edit", page(console, policies.editor), methods=["GET"]),
             Route("/policies/{name}/rollback", page(console, policies.rollback), methods=["POST"]),
             Route("/spend", page(console, spend.spend_page), methods=["GET"]),
+            Route("/spend/reset", page(console, spend.reset), methods=["POST"]),
             Route("/keys", page(console, keys.keys_page), methods=["GET"]),
             Route("/keys", page(console, keys.create), methods=["POST"]),
             Route("/keys/{key_id}/revoke", page(console, keys.revoke), methods=["POST"]),

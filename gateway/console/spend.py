@@ -5,15 +5,16 @@ is one request; the figures come from four time-series queries and one summary, 
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import urlencode
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from gateway.api.analytics import timeseries
 from gateway.api.usage import Usage
 from gateway.api.usage_report import usage_report
 from gateway.console.charts import chart
-from gateway.console.web import Console
+from gateway.console.web import PREFIX, Console
 from gateway.errors import InvalidRequest
 from gateway.identity import roles
 
@@ -64,6 +65,8 @@ async def spend_page(console: Console, request: Request) -> Response:
         "me": me,
         "title": "Spend",
         "budgets": budgets,
+        "can_reset": roles.allows("POST /admin/usage/reset", me.role),
+        "reset": params.get("reset", ""),
         "charts": charts,
         "summary": summary["data"],
         "by": by,
@@ -75,3 +78,14 @@ async def spend_page(console: Console, request: Request) -> Response:
         "is_admin": me.role == "admin",
     }
     return console.render("spend.html", request, context, session=session)
+
+
+async def reset(console: Console, request: Request) -> Response:
+    """Start a project's budgets anew (admins): POST /admin/usage/reset's work, which leaves an event."""
+    session, me = await console.session(request.scope)
+    roles.require("POST /admin/usage/reset", me)
+    form = await console.form(request, session)
+    project = form.get("project", "")
+    await Usage(console.gateway).reset(me, {"scope": "project", "id": project})
+    target = f"{PREFIX}/spend?{urlencode({'project': project, 'since': form.get('since', ''), 'reset': project})}"
+    return RedirectResponse(target, status_code=303)

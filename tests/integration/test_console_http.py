@@ -108,3 +108,39 @@ def test_a_shadow_policy_shows_how_often_it_would_have_acted(make_config):
         page = client.get("/ui/policies").text
         row = page[page.index("would-deny") : page.index("</tr>", page.index("would-deny"))]
         assert "0 · 0 · 2" in row
+
+
+PRICED = {"deployments": [{"provider": "mock", "model": "demo-1", "price": {"input": 1000, "output": 1000}}]}
+
+
+def test_an_admin_resets_a_projects_budget_from_the_console(make_config):
+    config = make_config(
+        pipeline=["auth", "ratelimit", "route"],
+        models={"demo": PRICED},
+        limits={"rules": [{"scope": "project", "budget_usd": 100, "period": "day"}]},
+        auth={"admin_key": ADMIN},
+    )
+    admin = {"authorization": f"Bearer {ADMIN}"}
+    chat = {"model": "demo", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 20}
+    with running(config) as (url, _), httpx.Client(base_url=url) as client:
+        for _ in range(2):
+            assert client.post("/v1/chat/completions", json=chat, headers={"authorization": f"Bearer {KEY}"}).is_success
+
+        def spent() -> float:
+            usage = client.get("/admin/usage", params={"scope": "project", "id": "p1"}, headers=admin).json()
+            return float(usage["budgets"][0]["spend_usd"])
+
+        assert spent() > 0
+        billing = client.post("/admin/keys", json={"project": "p1", "role": "billing"}, headers=admin).json()["key"]
+        refused = client.post(
+            "/admin/usage/reset", json={"scope": "project", "id": "p1"}, headers={"authorization": f"Bearer {billing}"}
+        )
+        assert refused.status_code == 403
+        assert _form(client, ADMIN).status_code == 303
+        page = client.get("/ui/spend", params={"project": "p1"})
+        assert "Reset the budgets of project p1" in page.text
+        csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        done = client.post("/ui/spend/reset", data={"csrf": csrf, "project": "p1"})
+        assert done.status_code == 303
+        assert spent() == 0
+        assert 'gateway_events_total{type="usage_reset"} 1.0' in client.get("/metrics").text
