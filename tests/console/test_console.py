@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -398,3 +399,16 @@ def test_the_policy_form_writes_yaml_the_editor_saves(page: Any, console: str, s
     expect(page.locator("#problems")).to_contain_text("The policy loads.")
     page.get_by_role("button", name="Save policy").click()
     page.wait_for_url(re.compile(r"/ui/policies/eu-only\?saved=1"))
+
+
+def test_every_page_has_sufficient_contrast(page: Any, console: str) -> None:
+    check = (Path(__file__).parent / "contrast.js").read_text()
+    chat(console, "sk-app-a", "demo", "x")
+    trace_id = wait_for_records(console, 1)[0]["id"]
+    page.goto(f"{console}/ui/signin")
+    assert page.evaluate(check) == []
+    sign_in(page, console, ADMIN)
+    for path in ("/ui/traces", f"/ui/traces/{trace_id}", "/ui/policies", "/ui/policies/form", "/ui/policies/try",
+                 "/ui/spend?group_by=model", "/ui/keys", "/ui/health"):  # fmt: skip
+        page.goto(f"{console}{path}")
+        assert page.evaluate(check) == [], path
