@@ -144,3 +144,25 @@ def test_an_admin_resets_a_projects_budget_from_the_console(make_config):
         assert done.status_code == 303
         assert spent() == 0
         assert 'gateway_events_total{type="usage_reset"} 1.0' in client.get("/metrics").text
+
+
+def test_a_jwt_of_the_issuer_signs_in_and_its_session_ends_with_the_token(make_config):
+    import re
+    import time
+
+    import jwt
+
+    secret = "s" * 40
+    config = make_config(auth={"jwt": {"hs256_secret": secret, "issuer": "https://idp.test", "audience": "gateway"}})
+    claims = {"sub": "ada", "project": "p1", "role": "viewer", "iss": "https://idp.test", "aud": "gateway",
+              "exp": int(time.time()) + 60}  # fmt: skip
+    with running(config) as (url, _), httpx.Client(base_url=url) as client:
+        foreign = jwt.encode({**claims, "iss": "https://other.test"}, secret, algorithm="HS256")
+        assert _form(client, foreign).status_code == 401
+        answer = _form(client, jwt.encode(claims, secret, algorithm="HS256"))
+        assert answer.status_code == 303
+        max_age = int(re.search(r"Max-Age=(\d+)", answer.headers["set-cookie"])[1])
+        assert 0 < max_age <= 60  # the token's exp, not the session's 8 hours (tests/unit/console: expiry itself)
+        page = client.get("/ui/traces")
+        assert page.status_code == 200
+        assert "viewer" in page.text
