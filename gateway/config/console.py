@@ -12,8 +12,9 @@ MIN_SECRET_CHARS = 32
 class ConsoleConfig:
     # Serve the console at /ui (same process and port). Off: /ui is not routed at all.
     enabled: bool = True
-    # The HMAC key that signs session cookies (at least 32 characters; ${ENV} works). Empty: a random one is made
-    # at start, so sessions end with the process and each worker has its own: set it when server.workers > 1.
+    # The HMAC key that signs session cookies (at least 32 characters; ${ENV} works). Empty: one derived from
+    # auth.admin_key (the same in every worker and replica; rotating the admin key ends the sessions), or without
+    # an admin key a random one made at start (sessions end with the process, and each worker has its own).
     session_secret: str = ""
     # How long a session lasts after sign-in (a JWT's session ends with the token's exp if that comes first).
     session_ttl_s: float = 8 * 3600.0

@@ -36,11 +36,23 @@ class Session:
     principal: Principal | None = None  # a JWT's session: the token's principal as it was at sign-in
 
 
-class Signer:
-    """Signs and reads session cookies and CSRF tokens with one secret."""
+def session_key(secret: str, admin_key: str) -> bytes:
+    """The key that signs sessions: console.session_secret; else one derived from auth.admin_key (every worker and
+    replica of one configuration derives the same, and rotating the admin key ends the sessions); else b"" (the
+    Signer makes a random one: sessions of this process only)."""
+    if secret:
+        return secret.encode()
+    if admin_key:
+        return hmac.new(admin_key.encode(), b"gateway console sessions", hashlib.sha256).digest()
+    return b""
 
-    def __init__(self, secret: str, ttl_s: float) -> None:
-        self.key = secret.encode() if secret else os.urandom(32)
+
+class Signer:
+    """Signs and reads session cookies and CSRF tokens with one key (random when given none)."""
+
+    def __init__(self, key: bytes | str, ttl_s: float) -> None:
+        key = key.encode() if isinstance(key, str) else key
+        self.key = key or os.urandom(32)
         self.ttl_s = ttl_s
 
     @staticmethod

@@ -3,6 +3,7 @@ with their CSRF check. Pages are rendered on the server; nothing here runs for /
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -12,7 +13,7 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from gateway.console.session import COOKIE, Session, Signer
+from gateway.console.session import COOKIE, Session, Signer, session_key
 from gateway.context import Principal
 from gateway.errors import AuthenticationFailed, GatewayError, PermissionDenied, ServiceUnavailable
 from gateway.identity import roles
@@ -22,6 +23,7 @@ from gateway.types import ASGIApp, Receive, Scope, Send
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
 
+logger = logging.getLogger("gateway.console")
 PREFIX = "/ui"
 MAX_FORM_BYTES = 64 * 1024
 CSP = (
@@ -83,7 +85,13 @@ class Console:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         config = gateway.config.console
-        self.signer = Signer(config.session_secret, config.session_ttl_s)
+        key = session_key(config.session_secret, gateway.config.auth.admin_key)
+        if not key and gateway.config.server.workers > 1:
+            logger.warning(
+                "console: no console.session_secret nor auth.admin_key: each worker signs its own sessions, "
+                "so a signed-in browser is sent to sign in again whenever another worker answers"
+            )
+        self.signer = Signer(key, config.session_ttl_s)
         self.secure_cookies = config.secure_cookies
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("gateway.console", "templates"),

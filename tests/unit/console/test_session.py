@@ -49,3 +49,16 @@ def test_csrf_tokens_are_bound_to_the_session():
     assert signer.csrf_ok(a.sid, signer.csrf_token(a.sid))
     assert not signer.csrf_ok(b.sid, signer.csrf_token(a.sid))
     assert not signer.csrf_ok(a.sid, "")
+
+
+def test_the_session_key_is_the_secret_else_derived_from_the_admin_key_else_random():
+    from gateway.console.session import session_key
+
+    assert session_key(SECRET, "sk-admin") == SECRET.encode()
+    derived = session_key("", "sk-admin")
+    assert derived == session_key("", "sk-admin")  # every worker and replica of one configuration
+    assert derived not in (b"", b"sk-admin", session_key("", "sk-other-admin"))
+    cookie = Signer(derived, 60).dump(Signer(derived, 60).new_session(key_digest="ab" * 32))
+    assert Signer(session_key("", "sk-admin"), 60).load(cookie) is not None
+    assert session_key("", "") == b""
+    assert Signer(b"", 60).key != Signer(b"", 60).key  # random, per process
