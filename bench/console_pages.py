@@ -74,6 +74,14 @@ async def seed(store: Store, count: int, days: float, batch: int = 5000) -> None
         await store.close()
 
 
+async def analyze(dsn: str, schema: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"ANALYZE {schema}.model_cost_logs")
+    finally:
+        await conn.close()
+
+
 def serve(app: Any, options: dict[str, Any]) -> tuple[str, uvicorn.Server, threading.Thread]:
     """The gateway's own server (its protocol times each answer: x-response-time) on a free loopback port."""
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", **options)
@@ -95,7 +103,8 @@ def timed(client: httpx.Client, path: str, samples: int) -> str:
     times = []
     for _ in range(samples):
         answer = client.get(path)
-        assert answer.status_code == 200, (path, answer.status_code, answer.text[:300])
+        if answer.status_code != 200:  # a store query past telemetry.query_timeout_s is a 503
+            return f"status {answer.status_code} after {answer.headers.get('x-response-time')}   {path}"
         times.append(float(answer.headers["x-response-time"].removesuffix("ms")))
     p95 = statistics.quantiles(times, n=20)[-1] if len(times) > 1 else times[0]
     return f"p50 {statistics.median(times):7.1f} ms   p95 {p95:7.1f} ms   {path}"
@@ -117,6 +126,8 @@ def main() -> None:
     store: Store = SQLiteStore(str(tmp / "gateway.db")) if args.sqlite else PostgresStore(url)
     if not args.reuse:
         asyncio.run(seed(store, args.records, args.days))
+        if not args.sqlite:  # as autovacuum would soon: without statistics the planner scans (45 ms, not 0.6)
+            asyncio.run(analyze(args.dsn, args.schema))
     config = {
         "server": {"access_log": False},
         "providers": {"mock": {"type": "mock"}},
