@@ -42,6 +42,7 @@ def console_mount(gateway: Gateway) -> Mount:
             Route("/policies/{name}", page(console, policies.save), methods=["POST"]),
             Route("/policies/{name}/edit", page(console, policies.editor), methods=["GET"]),
             Route("/policies/{name}/rollback", page(console, policies.rollback), methods=["POST"]),
+            Route("/policies/{name}/delete", page(console, policies.delete), methods=["POST"]),
             Route("/spend", page(console, spend.spend_page), methods=["GET"]),
             Route("/spend/reset", page(console, spend.reset), methods=["POST"]),
             Route("/keys", page(console, keys.keys_page), methods=["GET"]),

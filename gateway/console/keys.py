@@ -31,6 +31,7 @@ async def keys_page(console: Console, request: Request) -> Response:
         "can_revoke": roles.allows("POST /admin/keys/{id}/revoke", me.role),
         "can_rotate": roles.allows("POST /admin/keys/{id}/rotate", me.role),
         "revoked": request.query_params.get("revoked", ""),
+        "project": request.query_params.get("project", ""),
         "problem": "",
         "form": {},
     }
@@ -48,7 +49,7 @@ async def create(console: Console, request: Request) -> Response:
         context = {
             "me": me, "title": "Keys", "keys": keys["data"], "roles": list(ROLES), "can_create": True,
             "can_revoke": roles.allows("POST /admin/keys/{id}/revoke", me.role), "revoked": "", "can_rotate": False,
-            "problem": str(exc.message), "form": form,
+            "project": "", "problem": str(exc.message), "form": form,
         }  # fmt: skip
         return console.render("keys.html", request, context, status=400, session=session)
     context = {"me": me, "title": "Key created", "key": created}

@@ -66,6 +66,7 @@ async def policies_page(console: Console, request: Request) -> Response:
         "reload_error": listing["reload_error"],
         "can_edit": roles.allows(_EDIT, me.role),
         "saved": request.query_params.get("saved", ""),
+        "deleted": request.query_params.get("deleted", ""),
     }
     return console.render("policies.html", request, context, session=session)
 
@@ -199,6 +200,16 @@ async def rollback(console: Console, request: Request) -> Response:
         raise InvalidRequest("version must be a version number.", param="version") from None
     await _admin(console).rollback(name, {"version": version}, me.name)
     return RedirectResponse(f"{PREFIX}/policies/{name}?rolled={version}", status_code=303)
+
+
+async def delete(console: Console, request: Request) -> Response:
+    """Delete an API policy (kept in its history): DELETE /api/v1/policies/{name}'s work."""
+    session, me = await console.session(request.scope)
+    roles.require("DELETE /api/v1/policies/{name}", me)
+    await console.form(request, session)
+    name = request.path_params["name"]
+    await _admin(console).delete(name, me.name)
+    return RedirectResponse(f"{PREFIX}/policies?deleted={name}", status_code=303)
 
 
 async def try_request(console: Console, request: Request) -> Response:

@@ -167,7 +167,7 @@ def test_create_use_and_revoke_a_key(page: Any, console: str, shot: Any) -> None
     page.wait_for_url(re.compile(r"/ui/keys"))
     page.get_by_text("Create a key").click()
     page.get_by_label("Name").fill("batch-job")
-    page.get_by_label("Project").fill("A")
+    page.get_by_label("Project", exact=True).fill("A")
     page.get_by_label("Requests / min").fill("100")
     shot(page, "keys-create")
     page.get_by_role("button", name="Create key").click()
@@ -296,6 +296,11 @@ def test_create_a_policy_with_an_error_fix_it_evaluate_and_roll_back(page: Any, 
     api = httpx.get(f"{console}/api/v1/policies/tag-demo", headers={"authorization": f"Bearer {ADMIN}"}).json()
     assert api["mode"] == "enforce"
     assert api["version"] == 3
+    page.once("dialog", lambda dialog: dialog.accept())  # "Delete the policy tag-demo?"
+    page.get_by_role("button", name="Delete").click()
+    page.wait_for_url(re.compile(r"deleted=tag-demo"))
+    gone = httpx.get(f"{console}/api/v1/policies/tag-demo", headers={"authorization": f"Bearer {ADMIN}"})
+    assert gone.status_code == 404
 
 
 def test_a_viewer_reads_policies_but_edits_none(page: Any, console: str) -> None:
@@ -309,7 +314,7 @@ def test_a_viewer_reads_policies_but_edits_none(page: Any, console: str) -> None
     assert page.get_by_role("link", name=re.compile("New policy")).count() == 0
     page.get_by_role("link", name="tag-demo").click()
     assert page.get_by_role("link", name="Edit").count() == 0
-    assert page.get_by_role("button", name=re.compile("Roll back")).count() == 0
+    assert page.get_by_role("button", name=re.compile("Roll back|Delete")).count() == 0
     csrf = page.locator("input[name=csrf]").first.get_attribute("value")
     assert page.request.post(f"{console}/ui/policies", form={"csrf": csrf, "yaml": BROKEN}).status == 403
     assert (

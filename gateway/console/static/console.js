@@ -16,6 +16,12 @@ document.addEventListener("click", (event) => {
   }
 });
 
+// Forms that undo something ask first (data-confirm); without script they submit at once.
+document.addEventListener("submit", (event) => {
+  const message = event.target.dataset && event.target.dataset.confirm;
+  if (message && !window.confirm(message)) event.preventDefault();
+});
+
 // Live mode of the traces page: the tail WebSocket with the page's filters; each new record is prepended to the
 // table, built with textContent (a record's text is never parsed as HTML).
 let liveSocket = null;
