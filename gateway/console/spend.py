@@ -5,6 +5,7 @@ is one request; the figures come from four time-series queries and one summary, 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -17,7 +18,12 @@ from gateway.console.charts import chart
 from gateway.console.web import PREFIX, Console
 from gateway.errors import InvalidRequest
 from gateway.identity import roles
+from gateway.store.base import StoreUnavailable
 
+SLOW = (
+    "The store did not answer in time for these figures (telemetry.query_timeout_s): choose a shorter range or one"
+    " project. The Spend page sums the records themselves; on millions of them, 30 days is more than it can scan."
+)
 # (since, label, bucket interval)
 RANGES = [("-86400", "Last 24 hours", "1h"), ("-604800", "Last 7 days", "6h"), ("-2592000", "Last 30 days", "1d")]
 GROUPS = [("none", "Nothing"), ("model", "Model"), ("project", "Project"), ("key", "Key"), ("team", "Team")]
@@ -48,16 +54,31 @@ async def spend_page(console: Console, request: Request) -> Response:
     kinds = list(dict.fromkeys(m[1] for m in METRICS))
     # The queries at once: PostgreSQL runs them on as many pooled connections (SQLite one after the other).
     by = "team" if group_by == "team" else "project" if me.role == "admin" and group_by != "key" else "key"
-    *series, summary = await asyncio.gather(
+    charts: list[dict[str, Any]] = []
+    summary: dict[str, Any] = {"data": []}
+    problem, status = "", 200
+    answers = await asyncio.gather(
         *(timeseries(console.gateway, me, kind, query) for kind in kinds),
         usage_report(console.gateway, me, {"by": by, "since": since, "project": query["project"]}),
+        return_exceptions=True,  # each query is awaited to its end, whichever fails
     )
-    figures = dict(zip(kinds, series, strict=True))
-    charts = []
-    for title, kind, field, additive, fmt in METRICS:
-        f = figures[kind]
-        drawn = chart(f["data"], field, since=f["since"], until=f["until"], interval=f["interval"], additive=additive)
-        charts.append({"title": title, "format": fmt, "additive": additive, **drawn})
+    results: list[dict[str, Any]] = []
+    for answer in answers:
+        if isinstance(answer, StoreUnavailable):
+            problem, status = SLOW, 503  # past telemetry.query_timeout_s: the page stays, with what to try instead
+        elif isinstance(answer, BaseException):
+            raise answer
+        else:
+            results.append(answer)
+    if not problem:
+        *series, summary = results
+        figures = dict(zip(kinds, series, strict=True))
+        for title, kind, field, additive, fmt in METRICS:
+            f = figures[kind]
+            drawn = chart(
+                f["data"], field, since=f["since"], until=f["until"], interval=f["interval"], additive=additive
+            )
+            charts.append({"title": title, "format": fmt, "additive": additive, **drawn})
     budgets = None
     if roles.allows("GET /admin/usage", me.role) and (query["project"] or me.role != "admin"):
         budgets = await Usage(console.gateway).read(me, {"scope": "project", "id": query["project"] or me.project})
@@ -68,6 +89,7 @@ async def spend_page(console: Console, request: Request) -> Response:
         "can_reset": roles.allows("POST /admin/usage/reset", me.role),
         "reset": params.get("reset", ""),
         "charts": charts,
+        "problem": problem,
         "summary": summary["data"],
         "by": by,
         "since": since,
@@ -77,7 +99,7 @@ async def spend_page(console: Console, request: Request) -> Response:
         "groups": [g for g in GROUPS if g[0] != "project" or me.role == "admin"],
         "is_admin": me.role == "admin",
     }
-    return console.render("spend.html", request, context, session=session)
+    return console.render("spend.html", request, context, status=status, session=session)
 
 
 async def reset(console: Console, request: Request) -> Response:
