@@ -53,6 +53,7 @@ def console_mount(gateway: Gateway) -> Mount:
             Route("/health", page(console, health.act), methods=["POST"]),
             Route("/health/flags", page(console, health.set_flag), methods=["POST"]),
             Mount("/static", app=static, name="static"),
+            Route("/{path:path}", page(console, signin.not_found), methods=["GET"]),  # last: the console's 404
         ]
     )
     return Mount(PREFIX, app=SecurityHeaders(router))

@@ -11,7 +11,7 @@ from starlette.responses import RedirectResponse, Response
 
 from gateway.console.session import COOKIE, PRE_COOKIE
 from gateway.console.web import NAV, PREFIX, Console, SignInRequired, cookie
-from gateway.errors import AuthenticationFailed, GatewayError, PermissionDenied
+from gateway.errors import AuthenticationFailed, GatewayError, NotFound, PermissionDenied
 from gateway.identity import roles
 from gateway.identity.keys import key_digest
 from gateway.store.base import StoreUnavailable
@@ -84,3 +84,8 @@ async def home(console: Console, request: Request) -> Response:
         if roles.allows(route, me.role):
             return RedirectResponse(path, status_code=303)
     return console.render("home.html", request, {"me": me, "title": "Console"}, session=session)
+
+
+async def not_found(console: Console, request: Request) -> Response:
+    """Any other path under /ui: the console's own 404 page, with its navigation."""
+    raise NotFound(f"No console page at {request.url.path}.")

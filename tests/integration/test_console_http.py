@@ -166,3 +166,12 @@ def test_a_jwt_of_the_issuer_signs_in_and_its_session_ends_with_the_token(make_c
         page = client.get("/ui/traces")
         assert page.status_code == 200
         assert "viewer" in page.text
+
+
+def test_an_unknown_console_path_is_the_consoles_own_404(make_config):
+    with running(make_config(auth={"admin_key": ADMIN})) as (url, _), httpx.Client(base_url=url) as client:
+        answer = client.get("/ui/nope")
+        assert answer.status_code == 404
+        assert "No console page at /ui/nope." in answer.text
+        assert answer.headers["content-type"].startswith("text/html")
+        assert client.get("/ui/static/nope.js").status_code == 404
