@@ -33,6 +33,7 @@ from gateway.api.traces import TraceExportEndpoint, TracesEndpoint
 from gateway.api.usage import UsageEndpoint
 from gateway.api.usage_report import UsageReportEndpoint
 from gateway.config import GatewayConfig
+from gateway.console import console_mount
 from gateway.errors import GatewayError, InternalError, InvalidRequest, MethodNotAllowed, NotFound
 from gateway.load import load_config
 from gateway.runtime import Gateway
@@ -50,6 +51,7 @@ def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> FastRo
     traces, export = TracesEndpoint(gateway), TraceExportEndpoint(gateway)
     policies = PoliciesEndpoint(gateway)
     features = FeaturesEndpoint(gateway)
+    usage = UsageEndpoint(gateway)
     completions: dict[str, ASGIApp] = {
         f"/v1/{endpoint}": CompletionEndpoint(gateway, endpoint)
         for endpoint in ("chat/completions", "completions", "embeddings")
@@ -67,7 +69,8 @@ def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> FastRo
         Route("/admin/deployments/{deployment_id:path}/{action}", deployments, methods=["POST"]),
         Route("/admin/keys", keys, methods=["GET", "POST"]),
         Route("/admin/keys/{key_id}/{action}", keys, methods=["POST"]),
-        Route("/admin/usage", UsageEndpoint(gateway), methods=["GET"]),
+        Route("/admin/usage", usage, methods=["GET"]),
+        Route("/admin/usage/reset", usage, methods=["POST"]),
         Route("/api/v1/analytics/similarity", SimilarityAnalyticsEndpoint(gateway), methods=["GET"]),
         Route("/api/v1/analytics/{kind}", TimeseriesEndpoint(gateway), methods=["GET"]),  # after similarity
         Route("/api/v1/usage", UsageReportEndpoint(gateway), methods=["GET"]),
@@ -86,6 +89,8 @@ def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> FastRo
         Route("/health/ready", Ready(gateway), methods=["GET"]),
         Route("/metrics", MetricsEndpoint(gateway), methods=["GET"]),
     ]
+    if config.console.enabled:  # /ui: a Mount of the Starlette app, never on the completion endpoints' path
+        routes.append(console_mount(gateway))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

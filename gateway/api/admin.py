@@ -8,11 +8,14 @@ Who may call them is gateway/identity/roles.py's matrix (viewers may list), what
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.api.access import AdminEndpoint, authorize
 from gateway.errors import NotFound
 from gateway.types import Receive, Scope
+
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
 
 ACTIONS = ("drain", "undrain", "reset")
 
@@ -29,21 +32,33 @@ class DeploymentsEndpoint(AdminEndpoint):
         return "POST /admin/deployments/{id}/{action}"
 
     async def _handle(self, scope: Scope) -> dict[str, Any]:
-        health = self.gateway.health
-        now = health.clock()
         params = scope.get("path_params", {})
         deployment_id, action = params.get("deployment_id"), params.get("action")
         if deployment_id is None:
-            groups: dict[str, list[str]] = {}
-            for name, group in self.gateway.models.items():
-                for d in group.deployments:
-                    groups.setdefault(d.id, []).append(name)
-            data = [{**h.snapshot(now), "models": groups.get(i, [])} for i, h in health.deployments.items()]
-            return {"object": "list", "data": data}
-        if deployment_id not in health.deployments or action not in ACTIONS:
-            raise NotFound(f"No deployment {deployment_id!r} (see GET /admin/deployments).")
-        if action == "reset":
-            await health.reset(deployment_id)
-        else:
-            await health.drain(deployment_id, action == "drain")
-        return health.deployments[deployment_id].snapshot(now)
+            return list_deployments(self.gateway)
+        return await act_on_deployment(self.gateway, deployment_id, action)
+
+
+# What the API and the console do once the role is checked (gateway/identity/roles.py).
+
+
+def list_deployments(gateway: Gateway) -> dict[str, Any]:
+    health = gateway.health
+    now = health.clock()
+    groups: dict[str, list[str]] = {}
+    for name, group in gateway.models.items():
+        for d in group.deployments:
+            groups.setdefault(d.id, []).append(name)
+    data = [{**h.snapshot(now), "models": groups.get(i, [])} for i, h in health.deployments.items()]
+    return {"object": "list", "data": data}
+
+
+async def act_on_deployment(gateway: Gateway, deployment_id: str, action: str | None) -> dict[str, Any]:
+    health = gateway.health
+    if deployment_id not in health.deployments or action not in ACTIONS:
+        raise NotFound(f"No deployment {deployment_id!r} (see GET /admin/deployments).")
+    if action == "reset":
+        await health.reset(deployment_id)
+    else:
+        await health.drain(deployment_id, action == "drain")
+    return health.deployments[deployment_id].snapshot(health.clock())

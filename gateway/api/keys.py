@@ -22,6 +22,7 @@ from gateway.types import Receive, Scope
 
 if TYPE_CHECKING:
     from gateway.context import Principal
+    from gateway.runtime import Gateway
 
 MAX_GRACE_S = 7 * 86400
 _MAX_BODY = 64 * 1024
@@ -33,23 +34,17 @@ class KeysEndpoint(AdminEndpoint):
         key_id, action = params.get("key_id"), params.get("action")
         if scope["method"] == "GET":
             principal = await authorize(self.gateway, scope, "GET /admin/keys")
-            return 200, await self._list(scope, principal)
+            return 200, await list_keys(self.gateway, principal, query_params(scope).get("project"))
         if key_id is None:
             await authorize(self.gateway, scope, "POST /admin/keys")
-            return 201, await self._create(await self._body(scope, receive))
+            return 201, await create_key(self.gateway, await self._body(scope, receive))
         if action not in ("rotate", "revoke"):
             raise NotFound(f"Unknown action {action!r}: use rotate or revoke.")
         await authorize(self.gateway, scope, f"POST /admin/keys/{{id}}/{action}")
         body = await self._body(scope, receive, optional=True)
         if action == "revoke":
-            return 200, await self._revoke(key_id)
-        return 200, await self._rotate(key_id, body)
-
-    def _store(self) -> KeyStore:
-        store = key_store(self.gateway.store)
-        if store is None:
-            raise InvalidRequest("Virtual keys need a store: set telemetry.store.")
-        return store
+            return 200, await revoke_key(self.gateway, key_id)
+        return 200, await rotate_key(self.gateway, key_id, body)
 
     async def _body(self, scope: Scope, receive: Receive, *, optional: bool = False) -> dict[str, Any]:
         raw = await read_body(scope, receive, _MAX_BODY)
@@ -57,42 +52,55 @@ class KeysEndpoint(AdminEndpoint):
             return {}
         return parse_json_object(raw)
 
-    async def _list(self, scope: Scope, principal: Principal) -> dict[str, Any]:
-        project = visible_project(principal, query_params(scope).get("project"))
-        keys = await self._store().list_keys(project=project)
-        return {"object": "list", "data": [k.public() for k in keys]}
 
-    async def _create(self, fields: dict[str, Any]) -> dict[str, Any]:
-        key, row = issue(fields)
-        await self._store().create_key(row)
-        return {**row.public(), "key": key}
+# What the API and the console do once the role is checked (gateway/identity/roles.py): one place each.
 
-    async def _revoke(self, key_id: str) -> dict[str, Any]:
-        store = self._store()
-        row = await store.revoke_key(key_id, at=time.time())
-        if row is None:
-            raise NotFound(f"No key {key_id!r}.")
-        self._forget(row.key_hash)
-        return row.public()
 
-    async def _rotate(self, key_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        grace = body.get("grace_s", 0)
-        if isinstance(grace, bool) or not isinstance(grace, int | float) or not 0 <= grace <= MAX_GRACE_S:
-            raise InvalidRequest(f"grace_s must be a number of seconds from 0 to {MAX_GRACE_S}.", param="grace_s")
-        store = self._store()
-        old = await store.get_key(key_id)
-        if old is None:
-            raise NotFound(f"No key {key_id!r}.")
-        if old.revoked_at is not None and old.revoked_at <= time.time():
-            raise InvalidRequest(f"The key {key_id!r} is revoked: create a new one instead.")
-        key, new = successor(old)
-        if await store.rotate_key(key_id, new, revoke_at=time.time() + grace) is None:
-            raise NotFound(f"No key {key_id!r}.")
-        self._forget(old.key_hash)
-        return {**new.public(), "key": key}
+def _store(gateway: Gateway) -> KeyStore:
+    store = key_store(gateway.store)
+    if store is None:
+        raise InvalidRequest("Virtual keys need a store: set telemetry.store.")
+    return store
 
-    def _forget(self, digest: str) -> None:
-        # This worker sees the change at once; the others within auth.cache_ttl_s.
-        cache = self.gateway.identity.cache
-        if cache is not None:
-            cache.invalidate(digest)
+
+async def list_keys(gateway: Gateway, principal: Principal, project: str | None) -> dict[str, Any]:
+    keys = await _store(gateway).list_keys(project=visible_project(principal, project))
+    return {"object": "list", "data": [k.public() for k in keys]}
+
+
+async def create_key(gateway: Gateway, fields: dict[str, Any]) -> dict[str, Any]:
+    key, row = issue(fields)
+    await _store(gateway).create_key(row)
+    return {**row.public(), "key": key}
+
+
+async def revoke_key(gateway: Gateway, key_id: str) -> dict[str, Any]:
+    row = await _store(gateway).revoke_key(key_id, at=time.time())
+    if row is None:
+        raise NotFound(f"No key {key_id!r}.")
+    _forget(gateway, row.key_hash)
+    return row.public()
+
+
+async def rotate_key(gateway: Gateway, key_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    grace = body.get("grace_s", 0)
+    if isinstance(grace, bool) or not isinstance(grace, int | float) or not 0 <= grace <= MAX_GRACE_S:
+        raise InvalidRequest(f"grace_s must be a number of seconds from 0 to {MAX_GRACE_S}.", param="grace_s")
+    store = _store(gateway)
+    old = await store.get_key(key_id)
+    if old is None:
+        raise NotFound(f"No key {key_id!r}.")
+    if old.revoked_at is not None and old.revoked_at <= time.time():
+        raise InvalidRequest(f"The key {key_id!r} is revoked: create a new one instead.")
+    key, new = successor(old)
+    if await store.rotate_key(key_id, new, revoke_at=time.time() + grace) is None:
+        raise NotFound(f"No key {key_id!r}.")
+    _forget(gateway, old.key_hash)
+    return {**new.public(), "key": key}
+
+
+def _forget(gateway: Gateway, digest: str) -> None:
+    # This worker sees the change at once; the others within auth.cache_ttl_s.
+    cache = gateway.identity.cache
+    if cache is not None:
+        cache.invalidate(digest)

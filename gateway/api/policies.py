@@ -34,11 +34,18 @@ from gateway.types import Receive, Scope
 
 if TYPE_CHECKING:
     from gateway.policy.evaluate import PolicySet
+    from gateway.runtime import Gateway
 
 _MAX_BODY = 256 * 1024
 
 
 class PoliciesEndpoint(AdminEndpoint):
+    """The HTTP face: each route's role check (gateway/identity/roles.py), then PolicyAdmin's work."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__(gateway)
+        self.admin = PolicyAdmin(gateway)
+
     async def handle(self, scope: Scope, receive: Receive) -> tuple[int, Any]:
         method = scope["method"]
         params = scope.get("path_params", {})
@@ -47,46 +54,54 @@ class PoliciesEndpoint(AdminEndpoint):
         if name is None:
             if method == "GET":
                 principal = await authorize(self.gateway, scope, "GET /api/v1/policies")
-                return 200, self._list(principal)
+                return 200, self.admin.list_policies(principal)
             principal = await authorize(self.gateway, scope, "POST /api/v1/policies")
-            return 201, await self._save(None, await self._body(scope, receive), principal.name)
+            return 201, await self.admin.save(None, await self._body(scope, receive), principal.name)
         if name == "evaluate" and method == "POST" and action is None:
             principal = await authorize(self.gateway, scope, "POST /api/v1/policies/evaluate")
-            return 200, self._evaluate(await self._body(scope, receive), principal)
+            return 200, self.admin.evaluate(await self._body(scope, receive), principal)
         if action == "versions" and method == "GET":
             principal = await authorize(self.gateway, scope, "GET /api/v1/policies/{name}/versions")
-            if principal.role != "admin":
-                self._one(name, principal)  # 404 unless the policy is in force and visible to the caller
-            return 200, {"object": "list", "data": [_version(v) for v in await self._store().policy_history(name)]}
+            return 200, await self.admin.history(name, principal)
         if action == "rollback" and method == "POST":
             principal = await authorize(self.gateway, scope, "POST /api/v1/policies/{name}/rollback")
-            return 200, await self._rollback(name, await self._body(scope, receive), principal.name)
+            return 200, await self.admin.rollback(name, await self._body(scope, receive), principal.name)
         if action is not None:
             raise NotFound(f"Unknown policy action {action!r}: use versions or rollback.")
         if method == "GET":
             principal = await authorize(self.gateway, scope, "GET /api/v1/policies/{name}")
-            return 200, self._one(name, principal)
+            return 200, self.admin.one(name, principal)
         principal = await authorize(
             self.gateway, scope, f"{'DELETE' if method == 'DELETE' else 'PUT'} /api/v1/policies/{{name}}"
         )
         if method == "DELETE":
-            return 200, await self._delete(name, principal.name)
-        return 200, await self._save(name, await self._body(scope, receive), principal.name)
+            return 200, await self.admin.delete(name, principal.name)
+        return 200, await self.admin.save(name, await self._body(scope, receive), principal.name)
+
+    async def _body(self, scope: Scope, receive: Receive) -> dict[str, Any]:
+        return parse_json_object(await read_body(scope, receive, _MAX_BODY))
+
+
+class PolicyAdmin:
+    """What the policy API does once the caller's role is checked: the console calls it too."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
 
     # -- reads ----------------------------------------------------------------------------------------------------
 
-    def _list(self, principal: Principal) -> dict[str, Any]:
+    def list_policies(self, principal: Principal) -> dict[str, Any]:
         registry = self.gateway.policies
-        data = [self._describe(p) for p in registry.current.policies if _visible(p, principal)]
+        data = [self.describe(p) for p in registry.current.policies if _visible(p, principal)]
         return {"object": "list", "data": data, "reload_error": registry.error or None}
 
-    def _one(self, name: str, principal: Principal) -> dict[str, Any]:
+    def one(self, name: str, principal: Principal) -> dict[str, Any]:
         for policy in self.gateway.policies.current.policies:
             if policy.name == name and _visible(policy, principal):
-                return self._describe(policy)
+                return self.describe(policy)
         raise NotFound(f"No policy {name!r} is in force.")
 
-    def _describe(self, policy: Policy) -> dict[str, Any]:
+    def describe(self, policy: Policy) -> dict[str, Any]:
         api = policy.source.startswith("api:")
         version = self.gateway.policies.api_versions.get(policy.name) if api else None
         out: dict[str, Any] = {
@@ -106,7 +121,7 @@ class PoliciesEndpoint(AdminEndpoint):
             out["source"] = version.source
         return out
 
-    def _evaluate(self, body: dict[str, Any], caller: Principal) -> dict[str, Any]:
+    def evaluate(self, body: dict[str, Any], caller: Principal) -> dict[str, Any]:
         request = body.get("request")
         if not isinstance(request, dict):
             raise InvalidRequest("`request` must be an object: the request body to evaluate.", param="request")
@@ -129,13 +144,13 @@ class PoliciesEndpoint(AdminEndpoint):
 
     # -- writes ---------------------------------------------------------------------------------------------------
 
-    def _store(self) -> PolicyStore:
+    def store(self) -> PolicyStore:
         store = policy_store(self.gateway.store)
         if store is None:
             raise InvalidRequest("Policies created through the API need a store: set telemetry.store.")
         return store
 
-    async def _save(self, name: str | None, body: dict[str, Any], author: str) -> dict[str, Any]:
+    async def save(self, name: str | None, body: dict[str, Any], author: str) -> dict[str, Any]:
         source, parsed = _source(body, name)
         registry = self.gateway.policies
         if name is None and any(p.name == parsed.name for p in registry.current.policies):
@@ -147,37 +162,42 @@ class PoliciesEndpoint(AdminEndpoint):
             raise InvalidRequest("`expected_version` must be an integer.", param="expected_version")
         if name is None:
             expected = 0
-        self._check_loads(parsed.name, source)
+        self.check_loads(parsed.name, source)
         try:
-            version = await self._store().save_policy(parsed.name, source, author=author, expected_version=expected)
+            version = await self.store().save_policy(parsed.name, source, author=author, expected_version=expected)
         except PolicyConflict as exc:
             raise Conflict(str(exc) or f"The policy {parsed.name!r} changed since version {expected}.") from None
         await registry.refresh()
         return _version(version)
 
-    async def _delete(self, name: str, author: str) -> dict[str, Any]:
+    async def delete(self, name: str, author: str) -> dict[str, Any]:
         if any(p.name == name for p in self.gateway.policies.file_policies):
             raise Conflict(f"The policy {name!r} comes from a file and is read-only here.")
-        version = await self._store().delete_policy(name, author=author)
+        version = await self.store().delete_policy(name, author=author)
         if version is None:
             raise NotFound(f"No policy {name!r} was created through the API.")
         await self.gateway.policies.refresh()
         return _version(version)
 
-    async def _rollback(self, name: str, body: dict[str, Any], author: str) -> dict[str, Any]:
+    async def rollback(self, name: str, body: dict[str, Any], author: str) -> dict[str, Any]:
         wanted = body.get("version")
         if isinstance(wanted, bool) or not isinstance(wanted, int):
             raise InvalidRequest("`version` must be the integer version to bring back.", param="version")
-        history = await self._store().policy_history(name)
+        history = await self.store().policy_history(name)
         old = next((v for v in history if v.version == wanted), None)
         if old is None or old.deleted:
             raise NotFound(f"Policy {name!r} has no version {wanted} to roll back to.")
-        self._check_loads(name, old.source)
-        version = await self._store().save_policy(name, old.source, author=author)
+        self.check_loads(name, old.source)
+        version = await self.store().save_policy(name, old.source, author=author)
         await self.gateway.policies.refresh()
         return {**_version(version), "rolled_back_to": wanted}
 
-    def _check_loads(self, name: str, source: str) -> PolicySet:
+    async def history(self, name: str, principal: Principal) -> dict[str, Any]:
+        if principal.role != "admin":
+            self.one(name, principal)  # 404 unless the policy is in force and visible to the caller
+        return {"object": "list", "data": [_version(v) for v in await self.store().policy_history(name)]}
+
+    def check_loads(self, name: str, source: str) -> PolicySet:
         """The set as it would be with this policy saved: refused now rather than failing every reload later."""
         registry = self.gateway.policies
         candidate = dict(registry.api_versions)
@@ -186,9 +206,6 @@ class PoliciesEndpoint(AdminEndpoint):
             return registry.compose(candidate)
         except PolicyError as exc:
             raise _invalid(exc) from None
-
-    async def _body(self, scope: Scope, receive: Receive) -> dict[str, Any]:
-        return parse_json_object(await read_body(scope, receive, _MAX_BODY))
 
 
 def _source(body: dict[str, Any], name: str | None) -> tuple[str, Policy]:

@@ -26,6 +26,7 @@ from gateway.telemetry.tail import Subscription
 from gateway.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
+    from gateway.context import Principal
     from gateway.runtime import Gateway
 
 _POLICY_VIOLATION = 1008
@@ -41,7 +42,7 @@ class TailEndpoint:
         socket = WebSocket(scope, receive, send)
         await socket.accept()
         try:
-            principal = await authorize(self.gateway, scope, _ROUTE)
+            principal = await self.authorize(scope)
             query = scoped(parse_trace_query(query_pairs(scope), allow=("similar_to",)), principal)
         except GatewayError as exc:
             await _refuse(socket, exc)
@@ -50,7 +51,7 @@ class TailEndpoint:
         subscription = tail.subscribe(query)
         reader = asyncio.ensure_future(_until_closed(socket))
         try:
-            await _forward(socket, subscription, reader, lambda: authorize(self.gateway, scope, _ROUTE))
+            await _forward(socket, subscription, reader, lambda: self.authorize(scope))
         except GatewayError as exc:  # the key was revoked, or its role changed, while the tail was open
             await _refuse(socket, exc)
         except WebSocketDisconnect:
@@ -58,6 +59,10 @@ class TailEndpoint:
         finally:
             tail.unsubscribe(subscription)
             reader.cancel()
+
+    async def authorize(self, scope: Scope) -> Principal:
+        """The caller, allowed on the tail: by its key here, by its session in the console's live mode."""
+        return await authorize(self.gateway, scope, _ROUTE)
 
 
 async def _refuse(socket: WebSocket, exc: GatewayError) -> None:

@@ -31,6 +31,7 @@ from gateway.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
     from gateway.context import Principal
+    from gateway.runtime import Gateway
 
 MAX_EXPORT_ROWS = 100_000
 FORMATS = {"json": "application/json", "ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
@@ -51,35 +52,43 @@ class TracesEndpoint(AdminEndpoint):
             principal = await authorize(self.gateway, scope, "GET /api/v1/traces/{id}")
             return 200, await one_trace(self.gateway, principal, record_id)
         principal = await authorize(self.gateway, scope, "GET /api/v1/traces")
-        store = require_traces(self.gateway)
-        pairs = query_pairs(scope)
-        q = scoped(parse_trace_query(pairs, allow=_SIMILAR), principal)
-        q, scores = await self._similar(q, pairs)
-        rows, cursor = await store.query_traces(q)
-        if scores:
-            for row in rows:
-                row["similarity"] = scores.get(row["id"])
-        return 200, {"object": "list", "data": rows, "next_cursor": cursor, "has_more": cursor is not None}
-
-    async def _similar(self, q: TraceQuery, pairs: list[tuple[str, str]]) -> tuple[TraceQuery, dict[str, float]]:
-        """similar_to: the query restricted to the nearest records' ids, and their scores."""
-        params = dict(pairs)
-        text = params.get("similar_to", "")
-        if not text:
-            return q, {}
-        similarity = self.gateway.similarity
-        if similarity is None:
-            raise InvalidRequest("similarity is off: similar_to needs similarity.enabled.", param="similar_to")
-        if q.project is None:
-            raise InvalidRequest("similar_to compares within one project: pass project.", param="project")
-        k = _bounded(params, "k", 100, int, 1, MAX_LIMIT)
-        min_score = _bounded(params, "min_score", 0.0, float, -1.0, 1.0)
-        found = await similarity.nearest(q.project, text, int(k), float(min_score))
-        scores = {str(i): float(s) for i, s in found}
-        return dataclasses.replace(q, ids=tuple(scores)), scores
+        return 200, await list_traces(self.gateway, principal, query_pairs(scope))
 
 
-async def one_trace(gateway: Any, principal: Principal, record_id: str) -> Record:
+async def list_traces(gateway: Gateway, principal: Principal, pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """A page of the records the filters in `pairs` select, held to the principal's project (the console's list
+    too); the caller has checked the role."""
+    store = require_traces(gateway)
+    q = scoped(parse_trace_query(pairs, allow=_SIMILAR), principal)
+    q, scores = await _similar(gateway, q, pairs)
+    rows, cursor = await store.query_traces(q)
+    if scores:
+        for row in rows:
+            row["similarity"] = scores.get(row["id"])
+    return {"object": "list", "data": rows, "next_cursor": cursor, "has_more": cursor is not None}
+
+
+async def _similar(
+    gateway: Gateway, q: TraceQuery, pairs: list[tuple[str, str]]
+) -> tuple[TraceQuery, dict[str, float]]:
+    """similar_to: the query restricted to the nearest records' ids, and their scores."""
+    params = dict(pairs)
+    text = params.get("similar_to", "")
+    if not text:
+        return q, {}
+    similarity = gateway.similarity
+    if similarity is None:
+        raise InvalidRequest("similarity is off: similar_to needs similarity.enabled.", param="similar_to")
+    if q.project is None:
+        raise InvalidRequest("similar_to compares within one project: pass project.", param="project")
+    k = _bounded(params, "k", 100, int, 1, MAX_LIMIT)
+    min_score = _bounded(params, "min_score", 0.0, float, -1.0, 1.0)
+    found = await similarity.nearest(q.project, text, int(k), float(min_score))
+    scores = {str(i): float(s) for i, s in found}
+    return dataclasses.replace(q, ids=tuple(scores)), scores
+
+
+async def one_trace(gateway: Gateway, principal: Principal, record_id: str) -> Record:
     project = visible_project(principal, None)
     record = await require_traces(gateway).get_trace(record_id, project=project)
     if record is None:  # another project's record is as absent as a missing one: nothing leaks
@@ -130,10 +139,14 @@ class TraceExportEndpoint(AdminEndpoint):
             pass  # the status is sent: a cut body (no closing bracket, a short CSV) is what the client sees
         await send({"type": "http.response.body", "body": b""})
 
+    async def principal(self, scope: Scope, route: str) -> Principal:
+        """The caller, allowed on `route`: by its key here, by its session in the console's export."""
+        return await authorize(self.gateway, scope, route)
+
     async def _prepare(self, scope: Scope) -> tuple[str, str, AsyncIterator[Record]]:
         record_id = scope.get("path_params", {}).get("id")
         route = "GET /api/v1/traces/{id}/export" if record_id is not None else "GET /api/v1/traces/export"
-        principal = await authorize(self.gateway, scope, route)
+        principal = await self.principal(scope, route)
         pairs = query_pairs(scope)
         fmt = dict(pairs).get("format") or "json"
         if fmt not in FORMATS:

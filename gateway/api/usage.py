@@ -1,4 +1,6 @@
-"""GET /admin/usage?scope=key|team|project&id=...: the spend of the current period against each budget, and what is
+"""POST /admin/usage/reset {"scope", "id"} (admins): the budgets of one key, team or project start their period anew.
+
+GET /admin/usage?scope=key|team|project&id=...: the spend of the current period against each budget, and what is
 left of the rate limits, for one key, team or project — read from the counters that the ratelimit filter reserves
 on (gateway/state/ratelimits.py), without reserving anything. Without `id`, the caller's own key, team or
 project; `scope` defaults to project.
@@ -15,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from gateway.api.access import AdminEndpoint, authorize
-from gateway.api.http import query_params
+from gateway.api.http import parse_json_object, query_params, read_body
 from gateway.config import LimitRule
 from gateway.errors import InvalidRequest, NotFound, PermissionDenied
 from gateway.identity.keys import principal_of
@@ -29,19 +31,31 @@ if TYPE_CHECKING:
     from gateway.runtime import Gateway
 
 SCOPES = ("key", "team", "project")
+_MAX_BODY = 64 * 1024
 
 
 class UsageEndpoint(AdminEndpoint):
     def __init__(self, gateway: Gateway) -> None:
         super().__init__(gateway)
-        self.limits = gateway.rate_limits  # the counters the ratelimit filter reserves on; None without it
+        self.usage = Usage(gateway)
 
     async def handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
-        return 200, await self._usage(scope)
-
-    async def _usage(self, scope: Scope) -> dict[str, Any]:
+        if scope["method"] == "POST":
+            principal = await authorize(self.gateway, scope, "POST /admin/usage/reset")
+            body = parse_json_object(await read_body(scope, receive, _MAX_BODY))
+            return 200, await self.usage.reset(principal, body)
         principal = await authorize(self.gateway, scope, "GET /admin/usage")
-        query = query_params(scope)
+        return 200, await self.usage.read(principal, query_params(scope))
+
+
+class Usage:
+    """What GET /admin/usage does once the role is checked (the console's budgets too)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.limits = gateway.rate_limits  # the counters the ratelimit filter reserves on; None without it
+
+    async def read(self, principal: Principal, query: dict[str, str]) -> dict[str, Any]:
         which = query.get("scope", "project")
         if which not in SCOPES:
             raise InvalidRequest(f"scope must be one of {', '.join(SCOPES)}, not {which!r}.", param="scope")
@@ -71,6 +85,24 @@ class UsageEndpoint(AdminEndpoint):
                     {"name": name, "limit": check.limit, "remaining": max(0, math.floor(capacity - taken))}
                 )
         return {"object": "usage", "scope": which, "id": ident, "budgets": budgets, "rate_limits": rate_limits}
+
+    async def reset(self, principal: Principal, fields: dict[str, Any]) -> dict[str, Any]:
+        """Start the current period of the budgets on one key, team or project anew (POST /admin/usage/reset,
+        admins): the spend counted so far is forgotten, and a `usage_reset` event says who did it and what it was."""
+        which, ident = fields.get("scope", "project"), fields.get("id")
+        if which not in SCOPES:
+            raise InvalidRequest(f"scope must be one of {', '.join(SCOPES)}.", param="scope")
+        if not isinstance(ident, str) or not ident:
+            raise InvalidRequest("id must name the key, team or project.", param="id")
+        if self.limits is None:
+            raise InvalidRequest("Nothing is counted: the pipeline has no ratelimit filter.")
+        ident, name, own = await self._authorize(principal, which, ident)
+        reset = await self.limits.reset_budgets(which, ident, own, name)
+        if not reset:
+            raise InvalidRequest(f"No budget applies to the {which} {ident!r}.", param="id")
+        budgets = [{"period": period, "spend_usd_before": round(spent, 6)} for period, spent in reset]
+        self.gateway.events.emit("usage_reset", scope=which, id=ident, by=principal.name, budgets=budgets)
+        return {"object": "usage.reset", "scope": which, "id": ident, "budgets": budgets}
 
     async def _authorize(self, principal: Principal, which: str, ident: str) -> tuple[str, str, LimitRule | None]:
         """PermissionDenied outside the caller's project (unless admin). (id, name, own limits as a rule) of the

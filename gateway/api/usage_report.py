@@ -8,7 +8,7 @@ since/until are epoch seconds, or negative: seconds before now (default: the las
 
 from __future__ import annotations
 
-from typing import Any, cast, get_args
+from typing import TYPE_CHECKING, Any, cast, get_args
 
 from gateway.api.access import AdminEndpoint, authorize, require_traces, visible_project
 from gateway.api.http import query_params, time_range
@@ -16,22 +16,23 @@ from gateway.errors import InvalidRequest
 from gateway.store.analytics_sql import UsageBy
 from gateway.types import Receive, Scope
 
+if TYPE_CHECKING:
+    from gateway.context import Principal
+    from gateway.runtime import Gateway
+
 
 class UsageReportEndpoint(AdminEndpoint):
     async def handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
         principal = await authorize(self.gateway, scope, "GET /api/v1/usage")
-        query = query_params(scope)
-        by = cast(UsageBy, query.get("by") or "project")
-        if by not in get_args(UsageBy):
-            raise InvalidRequest(f"by must be one of {', '.join(get_args(UsageBy))}.", param="by")
-        project = visible_project(principal, query.get("project") or None)
-        since, until = time_range(query)
-        data = await require_traces(self.gateway).usage_summary(by, since=since, until=until, project=project)
-        return 200, {
-            "object": "list",
-            "by": by,
-            "project": project,
-            "since": since,
-            "until": until,
-            "data": data,
-        }
+        return 200, await usage_report(self.gateway, principal, query_params(scope))
+
+
+async def usage_report(gateway: Gateway, principal: Principal, query: dict[str, str]) -> dict[str, Any]:
+    """The sums per key, team or project, held to the principal's project; the caller has checked the role."""
+    by = cast(UsageBy, query.get("by") or "project")
+    if by not in get_args(UsageBy):
+        raise InvalidRequest(f"by must be one of {', '.join(get_args(UsageBy))}.", param="by")
+    project = visible_project(principal, query.get("project") or None)
+    since, until = time_range(query)
+    data = await require_traces(gateway).usage_summary(by, since=since, until=until, project=project)
+    return {"object": "list", "by": by, "project": project, "since": since, "until": until, "data": data}

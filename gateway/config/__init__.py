@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 import yaml
 
+from gateway.config.console import ConsoleConfig, check_console
+from gateway.config.guardrails import GuardrailsConfig
 from gateway.config.responses import ResponsesConfig, check_responses
 from gateway.config.telemetry import FeaturesConfig, SimilarityConfig, TelemetryConfig, check_telemetry
 
@@ -252,12 +254,6 @@ class PoliciesConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class GuardrailsConfig:
-    stream_holdback_chars: int = 64  # streamed answers: text held back so that a match split across chunks is seen
-    abuse_prompts_file: str = "config/abuse_prompts.txt"  # known abuse prompts for the `abuse` check
-
-
-@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
@@ -273,6 +269,7 @@ class GatewayConfig:
     similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     responses: ResponsesConfig = field(default_factory=ResponsesConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     # Where the file was read from: relative paths inside it (pricing_file) resolve against its folder.
     base_dir: str = "."
 
@@ -486,6 +483,7 @@ def _check_references(config: GatewayConfig, problems: list[tuple[str, str]]) ->
         problems.append(("guardrails.stream_holdback_chars", "must not be negative"))
     check_telemetry(config, problems)
     check_responses(config, problems)
+    check_console(config.console, problems)
     for name, group in config.models.items():
         if not group.deployments:
             problems.append((f"models.{name}.deployments", "at least one deployment is needed"))

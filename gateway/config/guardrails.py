@@ -4,6 +4,14 @@ name checks), read by gateway/guardrails/build.py, the one place that builds che
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailsConfig:
+    stream_holdback_chars: int = 64  # streamed answers: text held back so that a match split across chunks is seen
+    abuse_prompts_file: str = "config/abuse_prompts.txt"  # known abuse prompts for the `abuse` check
+
 
 GUARDRAIL_SETTINGS: Mapping[str, frozenset[str]] = {
     "length": frozenset({"max_chars", "max_tokens"}),

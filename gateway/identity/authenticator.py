@@ -92,6 +92,14 @@ class Authenticator:
         if principal is not None:
             self.seen[token] = principal
             return principal
+        return await self.identify_digest(digest)
+
+    async def identify_digest(self, digest: str) -> Principal:
+        """The principal of the key whose SHA-256 is `digest`: what a console session keeps instead of the key, so
+        that each page checks the key again (revoked, expired) without holding it."""
+        principal = self.principals.get(digest)
+        if principal is not None:
+            return principal
         if self.cache is not None:
             try:
                 lookup = await self.cache.get(digest)

@@ -36,6 +36,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "POST /admin/keys/{id}/revoke": ADMIN,
     # A key's, team's or project's budgets and rate limits, as its counters stand.
     "GET /admin/usage": BILLING,
+    # A budget's period started anew (its spend forgotten, an event left): admins only.
+    "POST /admin/usage/reset": ADMIN,
     # What an exact or semantic cache would have served, from the prompt-similarity log (own project).
     "GET /api/v1/analytics/similarity": READERS | BILLING,
     "GET /api/v1/telemetry/status": READERS,

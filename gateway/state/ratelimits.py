@@ -82,6 +82,21 @@ class RateLimits:
         taken = await self.failover.peek(checks) if checks else []
         return [(check, periods.get(check.key, ""), used) for check, used in zip(checks, taken, strict=True)]
 
+    async def reset_budgets(
+        self, scope: str, ident: str, own: LimitRule | None, name: str = ""
+    ) -> list[tuple[str, float]]:
+        """Start the current period of every budget on one key, team or project anew: what was spent is taken back
+        (a negative settle of what peek reads) on the limiter admission uses now — Redis, or this process's own
+        while Redis is away. (period, what had been spent) for each budget."""
+        counters = await self.usage(scope, ident, own, name)
+        budgets = [(check, period, taken) for check, period, taken in counters if check.kind == BUDGET]
+        spent = [(check, -taken) for check, _, taken in budgets if taken > 0]
+        if spent:
+            failover = self.failover
+            primary = failover.primary
+            (primary if primary is not None and not failover.degraded else failover.local).settle(spent)
+        return [(period, taken) for _, period, taken in budgets]
+
     def add(self, found: dict[str, Check], scope: str, ident: str, rule: LimitRule) -> None:
         """The checks of one rule for one identity, into `found` (by counter key, the stricter kept). They are
         shared by every request of that identity for up to a second (a budget's key and time to the period's end

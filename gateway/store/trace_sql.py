@@ -257,6 +257,16 @@ def build_select(q: TraceQuery, dialect: Dialect) -> tuple[str, list[Any]]:
     return sql, args.values
 
 
+def build_get(record_id: str, project: str | None, dialect: Dialect) -> tuple[str, list[Any]]:
+    """One record by its id (and project): no ORDER BY, so that PostgreSQL looks it up by the id index rather than
+    walk the (ts, id) index backwards until it meets it (hundreds of ms on 200,000 records)."""
+    args = Args(dialect)
+    sql = f"{_SELECT} WHERE id = {args.add(record_id)}"
+    if project is not None:
+        sql += f" AND project = {args.add(project)}"
+    return sql + " LIMIT 1", args.values
+
+
 def page(rows: Sequence[Record], q: TraceQuery) -> tuple[list[Record], str | None]:
     """The page's rows and the cursor of the next page (None when this is the last)."""
     if len(rows) <= q.limit:

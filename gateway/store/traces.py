@@ -16,7 +16,7 @@ from gateway.store.analytics_sql import (
     usage_rows,
 )
 from gateway.store.base import Record
-from gateway.store.trace_sql import Dialect, TraceQuery, build_select, page
+from gateway.store.trace_sql import Dialect, TraceQuery, build_get, build_select, page
 
 
 class TraceQueries:
@@ -30,7 +30,8 @@ class TraceQueries:
         return page(await self._named(sql, args), q)
 
     async def get_trace(self, record_id: str, *, project: str | None = None) -> Record | None:
-        rows, _ = await self.query_traces(TraceQuery(ids=(record_id,), project=project, limit=1))
+        sql, args = build_get(record_id, project, self.dialect)
+        rows = await self._named(sql, args)
         return rows[0] if rows else None
 
     async def timeseries(

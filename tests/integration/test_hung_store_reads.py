@@ -111,3 +111,20 @@ def test_the_query_and_admin_apis_answer_503_within_their_bound_on_a_hung_store(
     while not (answer := call()).is_success and time.monotonic() < deadline:
         time.sleep(0.1)
     assert answer.is_success, answer.text
+
+
+def test_the_console_spend_page_on_a_hung_store_says_so_within_its_bound(
+    hung_store: tuple[FaultyProxy, httpx.Client],
+) -> None:
+    proxy, client = hung_store
+    pre = client.get("/ui/signin").cookies["gw_console_pre"]
+    assert client.post("/ui/signin", data={"csrf": pre, "credential": "sk-admin-hung"}).status_code == 303
+    proxy.freeze()
+    try:
+        page, took = timed(lambda: client.get("/ui/spend", params={"project": "p1"}))
+    finally:
+        proxy.thaw()
+    assert took < BOUND_S
+    assert page.status_code == 503
+    assert "did not answer in time" in page.text
+    assert 'name="group_by"' in page.text  # the page and its controls stay

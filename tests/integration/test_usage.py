@@ -119,3 +119,28 @@ def test_models_list_shows_only_allowed_models(make_config: Callable[..., Gatewa
         assert httpx.get(f"{url}/v1/models/demo", headers=auth(limited)).json()["id"] == "demo"
         response = httpx.get(f"{url}/v1/models/slow-stream", headers=auth(limited))
         assert_error_shape(response, 404, code="model_not_found")
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_a_usage_reset_starts_the_budget_anew(make_config: Callable[..., GatewayConfig], backend: str) -> None:
+    url_of_backend = require_redis() if backend == "redis" else "memory"
+    if backend == "redis":
+        client = redis.Redis.from_url(url_of_backend)
+        stale = client.keys("{gw:rl}:*")
+        if stale:
+            client.delete(*stale)
+    with running(config_for(make_config, url_of_backend)) as (url, gateway):
+        key = create(url, project="p1")["key"]
+        for _ in range(2):
+            assert httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers=auth(key)).status_code == 200
+        wait_settled(gateway)
+        assert usage(url, ADMIN, scope="project", id="p1").json()["budgets"][0]["spend_usd"] > 0
+        reset = httpx.post(f"{url}/admin/usage/reset", json={"scope": "project", "id": "p1"}, headers=auth(ADMIN))
+        assert reset.status_code == 200, reset.text
+        (before,) = reset.json()["budgets"]
+        assert before["period"] == "day"
+        assert before["spend_usd_before"] > 0
+        wait_settled(gateway)
+        assert usage(url, ADMIN, scope="project", id="p1").json()["budgets"][0]["spend_usd"] == 0
+        answer = httpx.post(f"{url}/admin/usage/reset", json={"scope": "team", "id": "nobody"}, headers=auth(ADMIN))
+        assert answer.status_code == 400  # no budget there to reset

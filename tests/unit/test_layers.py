@@ -35,7 +35,12 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
     ),
     ("filters", frozenset({"filters", "components"})),
     ("pipeline", frozenset({"pipeline", "load"})),
-    ("face", frozenset({"api", "server", "readiness", "runtime", "app", "cli", "cli_keys", "cli_policy", "__main__"})),
+    (
+        "face",
+        frozenset(
+            {"api", "console", "server", "readiness", "runtime", "app", "cli", "cli_keys", "cli_policy", "__main__"}
+        ),
+    ),
 ]
 LAYER_OF = {unit: rank for rank, (_, units) in enumerate(LAYERS) for unit in units}
 BACKENDS = LAYERS[1][1]
