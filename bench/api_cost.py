@@ -34,6 +34,7 @@ WARMUP = int(os.environ.get("WARMUP", "2"))
 CONNS = int(os.environ.get("CONNS", "50"))
 ROUNDS = int(os.environ.get("ROUNDS", "2"))
 STREAM_N = int(os.environ.get("STREAM_N", "30"))
+PROFILE = os.environ.get("PROFILE") == "1"  # py-spy's samples of each measured run into the run dir
 
 
 def wrk(api: str, seconds: int, out: Path) -> dict[str, Any]:
@@ -55,9 +56,17 @@ def load(api: str, round_: int) -> dict[str, Any]:
     wrk(api, WARMUP, RUN_DIR / f"{api}-{round_}-warmup.json")
     time.sleep(0.6)
     before = cpu_seconds(PID)
+    spy = None
+    if PROFILE:  # every thread of the gateway sampled while the load runs (py-spy from the venv)
+        out = RUN_DIR / f"{api}-{round_}.spy.txt"
+        spy = subprocess.Popen([str(HERE.parent / ".venv/bin/py-spy"), "record", "-r", "250", "-f", "raw", "-o",
+                                str(out), "-p", str(PID), "-d", str(DURATION)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
     w = wrk(api, DURATION, RUN_DIR / f"{api}-{round_}.json")
     time.sleep(0.6)  # in-flight requests and the record's batch
     cpu = cpu_seconds(PID) - before
+    if spy is not None:
+        spy.wait()
     errors = sum(w["errors"].values())
     seconds = w["duration_us"] / 1e6
     return {"api": api, "round": round_, "requests": w["requests"], "rps": round(w["requests"] / seconds, 1),
