@@ -69,7 +69,8 @@ def load(api: str, round_: int) -> dict[str, Any]:
         spy.wait()
     errors = sum(w["errors"].values())
     seconds = w["duration_us"] / 1e6
-    return {"api": api, "round": round_, "requests": w["requests"], "rps": round(w["requests"] / seconds, 1),
+    return {"api": api, "round": round_, "requests": w["requests"], "cpu_s": cpu,
+            "rps": round(w["requests"] / seconds, 1),
             "cpu_us_per_request": round(cpu / w["requests"] * 1e6, 1), "errors": errors,
             "p50_ms": w["latency_us"]["p50"] / 1000, "p99_ms": w["latency_us"]["p99"] / 1000}  # fmt: skip
 
@@ -132,6 +133,15 @@ def main() -> int:
         ratio = run["cpu_us_per_request"] / chat["cpu_us_per_request"]
         print(f"| {run['round']} | {run['api']} | {run['rps']:,} | {run['cpu_us_per_request']} | {ratio:.3f} | "
               f"{run['p50_ms']:.2f} | {run['p99_ms']:.2f} | {run['errors']} |")  # fmt: skip
+    # The machine's speed drifts by ±15 % between windows seconds apart: over many short interleaved rounds, the
+    # ratio of the sums is the figure to read (ROUNDS=10 DURATION=3), each round's only its spread.
+    totals = {}
+    for api in APIS:
+        mine = [r for r in runs if r["api"] == api]
+        totals[api] = sum(r["cpu_s"] for r in mine) / sum(r["requests"] for r in mine)
+    result["all_rounds_cpu_us_per_request"] = {api: round(t * 1e6, 1) for api, t in totals.items()}
+    (RUN_DIR / "api-cost.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    print("all rounds: " + ", ".join(f"{api} {t * 1e6:.1f} µs ({t / totals['chat']:.3f})" for api, t in totals.items()))
     print(f"first token p50 (ms), {STREAM_N} streams each, interleaved: {result['first_token_ms_p50']}")
     return 1 if any(r["errors"] for r in runs) else 0
 
