@@ -19,14 +19,11 @@ import tempfile
 from typing import Any
 
 import orjson
-import uvicorn
 import uvloop
 import yaml
-from micro_route import ROOT, Upstream
+from micro_route import ROOT, Upstream, serving
 
-from gateway.app import build_app
 from gateway.config import parse_config
-from gateway.server import uvicorn_options
 
 WARMUP = 200
 CONNS = int(os.environ.get("CONNS", "20"))
@@ -96,30 +93,16 @@ async def client(port: int, request: bytes, count: int) -> None:
 
 
 async def run(api: str, n: int, gateway_config: Any) -> None:
-    app = build_app(gateway_config)
-    gateway = app.state.gateway
-    gateway.loop_lag.interval_s = 3600
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=0, lifespan="on", log_level="warning", access_log=False,
-            proxy_headers=False, **uvicorn_options(gateway_config.server),
-        )
-    )  # fmt: skip
-    serving = asyncio.ensure_future(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn's Server has no event for it
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
     path, body = BODIES[api]
     raw = orjson.dumps(body)
     request = (
         b"POST %s HTTP/1.1\r\nhost: gateway\r\nauthorization: Bearer %s\r\n"
         b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (path, KEY.encode(), len(raw), raw)
     )
-    for total in (WARMUP, n):
-        share, extra = divmod(total, CONNS)
-        await asyncio.gather(*(client(port, request, share + (i < extra)) for i in range(CONNS)))
-    server.should_exit = True
-    await serving  # the lifespan's end drains the record's writer and the stored responses' writer
+    async with serving(gateway_config) as port:  # its end drains the record's and the stored responses' writers
+        for total in (WARMUP, n):
+            share, extra = divmod(total, CONNS)
+            await asyncio.gather(*(client(port, request, share + (i < extra)) for i in range(CONNS)))
 
 
 async def main(api: str, n: int) -> None:

@@ -24,9 +24,11 @@ the difference between two runs, N=1200 and N=200, over 1000 (start-up and warm-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +105,10 @@ def config(upstream_port: int, tmp: str, mock: bool) -> Any:
     return parse_config(yaml.safe_dump(data), source="micro.yaml", env=os.environ, base_dir=str(ROOT))
 
 
-async def full(n: int, gateway_config: Any) -> None:
+@contextlib.asynccontextmanager
+async def serving(gateway_config: Any) -> AsyncIterator[int]:
+    """The gateway under uvicorn in this process, as `gateway serve` runs it, on a free port (yielded); background
+    work that runs by the clock set to long intervals."""
     app = build_app(gateway_config)
     app.state.gateway.loop_lag.interval_s = 3600
     server = uvicorn.Server(
@@ -112,25 +117,31 @@ async def full(n: int, gateway_config: Any) -> None:
             proxy_headers=False, **uvicorn_options(gateway_config.server),
         )
     )  # fmt: skip
-    serving = asyncio.ensure_future(server.serve())
+    running = asyncio.ensure_future(server.serve())
     while not server.started:  # noqa: ASYNC110 - uvicorn's Server has no event for it
         await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    request = (
-        b"POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\nauthorization: Bearer %s\r\n"
-        b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (KEY.encode(), len(BODY), BODY)
-    )
-    for _ in range(WARMUP + n):
-        writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200"), head
-        body = b""  # the gateway answers chunked: read to the last chunk
-        while not body.endswith(b"0\r\n\r\n"):
-            body += await reader.read(65536)
-    writer.close()
-    server.should_exit = True
-    await serving
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        await running  # the lifespan's end drains the writers
+
+
+async def full(n: int, gateway_config: Any) -> None:
+    async with serving(gateway_config) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        request = (
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\nauthorization: Bearer %s\r\n"
+            b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (KEY.encode(), len(BODY), BODY)
+        )
+        for _ in range(WARMUP + n):
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), head
+            body = b""  # the gateway answers chunked: read to the last chunk
+            while not body.endswith(b"0\r\n\r\n"):
+                body += await reader.read(65536)
+        writer.close()
 
 
 async def route(n: int, gateway_config: Any) -> None:
