@@ -111,7 +111,10 @@ def _is_token(api: str, event: bytes) -> bool:
 
 
 def main() -> int:
-    runs = [load(api, r) for r in range(1, ROUNDS + 1) for api in APIS]
+    # Each round starts with the next API: none is always measured first, after the pause (the machine's speed
+    # drifts within a round too).
+    runs = [load(APIS[(r + i) % len(APIS)], r) for r in range(1, ROUNDS + 1) for i in range(len(APIS))]
+    runs.sort(key=lambda run: (run["round"], APIS.index(run["api"])))
     streams: dict[str, list[float]] = {api: [] for api in ("chat", "responses")}
     with httpx.Client(timeout=30) as client:
         for i in range(STREAM_N + 3):
