@@ -343,7 +343,10 @@ def test_spend_charts_group_by_model_and_stay_in_the_project(page: Any, console:
 
 def test_the_main_flows_work_with_the_keyboard(page: Any, console: str) -> None:
     page.goto(f"{console}/ui/")
-    page.keyboard.type(ADMIN)  # the key field has the focus
+    # The key field takes the focus (autofocus) once the page is laid out, which may be after goto() returns:
+    # typed before that, the key went nowhere and the sign-in came back empty.
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'credential'")
+    page.keyboard.type(ADMIN)
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile(r"/ui/traces"))
     page.keyboard.press("Tab")
