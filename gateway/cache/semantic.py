@@ -31,6 +31,7 @@ import numpy.typing as npt
 from gateway.cache.semantic_embed import DeploymentEmbedder, Embedder, EmbedFn, LocalTurnEmbedder
 from gateway.cache.semantic_index import Row, VectorIndex, signatures
 from gateway.cache.semantic_redis import RedisSync
+from gateway.cache.semantic_text import normalize_turn
 from gateway.cache.veto import Fingerprint, fingerprint
 from gateway.config.cache_semantic import SemanticCacheConfig
 
@@ -120,8 +121,9 @@ class SemanticIndex:
         if len(text) > self.max_chars or not text.strip():
             self.stats.skipped += 1
             return None
+        normalized = normalize_turn(text)
         if isinstance(self.embedder, LocalTurnEmbedder):
-            vector = self.embedder.embed_now(text)
+            vector = self.embedder.embed_now(text, normalized)
         else:
             try:
                 async with asyncio.timeout(self.timeout_s):
@@ -133,7 +135,7 @@ class SemanticIndex:
         if not vector.any():
             self.stats.skipped += 1
             return None
-        return vector, fingerprint(text)
+        return vector, fingerprint(text, normalized)
 
 
 def build_semantic_index(

@@ -39,8 +39,9 @@ class LocalTurnEmbedder:
         self._local = LocalEmbedding(dim)
         self.name = f"local-{dim}"
 
-    def embed_now(self, text: str) -> F32:
-        return self._local.embed_one(normalize_turn(text))
+    def embed_now(self, text: str, normalized: str | None = None) -> F32:
+        """`normalized`: normalize_turn(text), when the caller has it already."""
+        return self._local.embed_one(normalize_turn(text) if normalized is None else normalized)
 
     async def embed(self, text: str) -> F32:
         return self.embed_now(text)

@@ -49,13 +49,13 @@ class Fingerprint(NamedTuple):
     negations: int
     operators: str
     script: str
-    language: str
+    language: str  # the most likely languages, space-separated: two texts differ when they share none
     words: str  # the normalized turn (semantic_text.py), for the one-word-swapped check
 
 
 def veto(a: Fingerprint, b: Fingerprint) -> str | None:
     """The first kind of token that differs between the two texts (the reason the hit is refused), or None."""
-    if a.script != b.script or (a.language and b.language and a.language != b.language):
+    if a.script != b.script or (a.language and b.language and not set(a.language.split()) & set(b.language.split())):
         return "language"
     if a.numbers != b.numbers or a.quantities != b.quantities or a.operators != b.operators:
         return "number"
@@ -214,7 +214,7 @@ _LANGUAGES: dict[str, frozenset[str]] = {
     "en": frozenset(
         _words(
             "the is are what how of and to in for with do does can you my i it this that which why when where "
-            "should would could will be was there about from me please tell am an have has who did were"
+            "should would could will be was there about from me please tell am an have has who did were whom by"
         )
     ),
     "fr": frozenset(
@@ -319,15 +319,18 @@ def fingerprint(text: str, normalized: str | None = None) -> Fingerprint:
             negations += 1
         if low in _UNITS and (low not in _UNIT_AFTER_NUMBER or _number(prev) is not None):
             units.add(_UNITS[low])
+        date = None
         if low in _MONTHS:
             beside_number = _number(prev) is not None or _number(nxt) is not None
             inside_capitalized = word[0].isupper() and not _starts_sentence(text, m.start())
             if low not in _AMBIGUOUS_MONTHS or beside_number or inside_capitalized:
-                dates.add("month " + _MONTHS[low])
+                date = "month " + _MONTHS[low]
         elif low in _DAYS:
-            dates.add(_DAYS[low])
+            date = _DAYS[low]
         elif low in _PERIODS and prev in _RELATIVE:
-            dates.add(f"{prev} {low}")
+            date = low
+        if date is not None:  # "next weekend" is not "this weekend", nor "last March" "March"
+            dates.add(f"{prev} {date}" if prev in _RELATIVE else date)
         if (word[0].isupper() or any(c.isupper() for c in word[1:])) and not (
             low in _COMMON or low in _DATE_WORDS or low in _UNITS or low in _NUMBER_WORDS
         ):
@@ -380,27 +383,31 @@ def _starts_sentence(text: str, at: int) -> bool:
 
 
 def _language(text: str, words: list[str]) -> tuple[str, str]:
-    """(script, language): the script most letters are in, and for Latin the language of the most common words
-    ("" when no language's words are the most)."""
-    counts: dict[str, int] = {}
-    for ch in text:
-        if ch.isalpha():
-            code = ord(ch)
-            script = "latn"
-            if code >= 0x0370:
-                script = next((s for lo, hi, s in _SCRIPTS if lo <= code <= hi), "other")
-            counts[script] = counts.get(script, 0) + 1
-    if not counts:
-        return "", ""
-    script = max(sorted(counts), key=counts.__getitem__)
-    if script != "latn":
-        return script, ""
+    """(script, languages): the script most letters are in, and for Latin the languages whose common words the
+    text uses most ("en", or "de en" for a tie: "was" is English and German; "" when it uses none)."""
+    plain = text.isascii()
+    if plain:  # the common case, without a loop in Python over every character
+        if not any(ch.isalpha() for ch in text):
+            return "", ""
+        script = "latn"
+    else:
+        counts: dict[str, int] = {}
+        for ch in text:
+            if ch.isalpha():
+                code = ord(ch)
+                name = "latn" if code < 0x0370 else next((s for lo, hi, s in _SCRIPTS if lo <= code <= hi), "other")
+                counts[name] = counts.get(name, 0) + 1
+        if not counts:
+            return "", ""
+        script = max(sorted(counts), key=counts.__getitem__)
+        if script != "latn":
+            return script, ""
     scores = sorted(
         (
-            (sum(w in common or bool(_LETTERS[lang].intersection(w)) for w in words), lang)
+            (sum(w in common or (not plain and bool(_LETTERS[lang].intersection(w))) for w in words), lang)
             for lang, common in _LANGUAGES.items()
         ),
         reverse=True,
     )
-    (best, lang), (second, _) = scores[0], scores[1]
-    return script, lang if best > second else ""
+    best = scores[0][0]
+    return script, " ".join(sorted(lang for score, lang in scores if score == best)) if best else ""
