@@ -163,6 +163,7 @@ def build_semantic_index(
             timeout_s=config.timeout_s,
             clock=clock,
             replica=os.urandom(8).hex(),
+            queue_max=config.queue_max,
         )
     return SemanticIndex(
         index, embedder, max_chars=config.max_chars, timeout_s=config.timeout_s, sync=sync, clock=clock

@@ -57,10 +57,10 @@ def veto(a: Fingerprint, b: Fingerprint) -> str | None:
     """The first kind of token that differs between the two texts (the reason the hit is refused), or None."""
     if a.script != b.script or (a.language and b.language and not set(a.language.split()) & set(b.language.split())):
         return "language"
-    if a.numbers != b.numbers or a.quantities != b.quantities or a.operators != b.operators:
-        return "number"
     if a.units != b.units:
         return "unit"
+    if a.numbers != b.numbers or a.quantities != b.quantities or a.operators != b.operators:
+        return "number"
     if a.dates != b.dates:
         return "date"
     if _names_differ(a, b):

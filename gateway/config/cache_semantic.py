@@ -35,13 +35,16 @@ class SemanticCacheConfig:
     sync_interval_s: float = 0.2
     stream_max: int = 200_000
     timeout_s: float = 0.5
+    # Rows waiting to be written while Redis is away, at most; beyond, they stay in this replica only (counted).
+    queue_max: int = 10_000
 
 
 def check_semantic_cache(config: SemanticCacheConfig, path: str, problems: list[tuple[str, str]]) -> None:
     """Append (key path, problem) for each value that cannot work; `path` is where the section sits."""
     if not 0.0 < config.min_score <= 1.0:
         problems.append((f"{path}.min_score", "must be above 0 and at most 1"))
-    for key in ("max_entries", "max_projects", "max_chars", "sync_interval_s", "stream_max", "timeout_s"):
+    positive = ("max_entries", "max_projects", "max_chars", "sync_interval_s", "stream_max", "timeout_s", "queue_max")
+    for key in positive:
         if not getattr(config, key) > 0:
             problems.append((f"{path}.{key}", "must be positive"))
     if config.redis_url and not config.redis_url.startswith(("redis://", "rediss://", "unix://")):
