@@ -107,10 +107,12 @@ class SemanticIndex:
 
     async def purge(self, project: str, scope: str | None = None) -> int:
         """Rows removed here; with Redis, every replica removes them when it reads the purge from the stream."""
-        removed = self.index.purge(project, scope)
+        removed, rest = self.index.purge(project, scope)
         if self.sync is not None:
             self.sync.start()
             self.sync.publish_purge(project, scope)
+        for _ in rest:
+            await asyncio.sleep(0)
         return removed
 
     async def close(self) -> None:

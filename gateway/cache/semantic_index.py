@@ -18,9 +18,9 @@ here awaits: this is the state a lookup reads.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +28,7 @@ import numpy.typing as npt
 
 from gateway.cache.veto import Fingerprint, veto
 
-__all__ = ["BITS", "Found", "Row", "VectorIndex", "signatures"]
+__all__ = ["BITS", "Found", "Row", "VectorIndex", "quantize", "signatures"]
 
 BITS = 128
 WORDS = BITS // 64
@@ -58,6 +58,14 @@ def signatures(vectors: F32) -> U64:
     bits = (np.atleast_2d(vectors) @ _planes(vectors.shape[-1])) > 0
     packed = np.packbits(bits, axis=1, bitorder="little")
     return np.ascontiguousarray(packed).view(np.uint64).reshape(-1, WORDS)
+
+
+def quantize(vector: F32) -> tuple[npt.NDArray[np.int8], float]:
+    """int8 components and the scale that gives them back (component ~ int8 * scale)."""
+    peak = float(np.abs(vector).max()) if len(vector) else 0.0
+    if peak == 0.0:
+        return np.zeros(len(vector), dtype=np.int8), 0.0
+    return np.rint(vector * (127 / peak)).astype(np.int8), peak / 127
 
 
 def max_distance(min_score: float) -> int:
@@ -92,7 +100,8 @@ class Found:
 
 
 class _Scope:
-    def __init__(self, dim: int) -> None:
+    def __init__(self, name: str, dim: int) -> None:
+        self.name = name
         self.dim = dim
         self.high = 0  # slots ever used: the scan covers [0, high)
         self.sigs: list[U64] = [np.zeros(16, dtype=np.uint64) for _ in range(WORDS)]
@@ -127,9 +136,7 @@ class _Scope:
         for w in range(WORDS):
             self.sigs[w][slot] = row.signature[w]
         self.alive[slot] = True
-        peak = float(np.abs(row.vector).max())
-        self.scales[slot] = peak / 127 if peak > 0 else 0.0
-        self.blocks[slot // BLOCK][slot % BLOCK] = np.rint(row.vector * (127 / peak if peak > 0 else 0.0))
+        self.blocks[slot // BLOCK][slot % BLOCK], self.scales[slot] = quantize(row.vector)
         self.keys[slot] = row.key
         self.fingerprints[slot] = row.fingerprint
         self.expires[slot] = row.expires_at
@@ -190,7 +197,7 @@ class _Project:
     def __init__(self) -> None:
         self.scopes: dict[str, _Scope] = {}
         # key -> (scope, slot), least recently used first: one entry per exact-cache key.
-        self.order: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        self.order: OrderedDict[str, tuple[_Scope, int]] = OrderedDict()
 
 
 class VectorIndex:
@@ -222,8 +229,8 @@ class VectorIndex:
             self._remove(p, row.key)
         scope = p.scopes.get(row.scope)
         if scope is None or scope.dim != len(row.vector):
-            scope = p.scopes[row.scope] = _Scope(len(row.vector))
-        p.order[row.key] = (row.scope, scope.put(row))
+            scope = p.scopes[row.scope] = _Scope(row.scope, len(row.vector))
+        p.order[row.key] = (scope, scope.put(row))
         while len(p.order) > self.max_entries:
             self._remove(p, next(iter(p.order)))
             self.evicted += 1
@@ -269,35 +276,50 @@ class VectorIndex:
             return Found(key, score, vetoed)
         return Found(None, 0.0, vetoed) if vetoed else None
 
-    def purge(self, project: str, scope: str | None = None) -> int:
+    def purge(self, project: str, scope: str | None = None) -> tuple[int, Iterator[None]]:
+        """Rows of the project (or of one of its scopes) out of every lookup at once; returns how many, and the
+        rest of the work (forgetting them, freeing their memory) in steps of about CLEANUP_STEP rows to run with
+        a yield to the event loop between: a scope of 100,000 rows is several milliseconds of work."""
         p = self._projects.get(project)
         if p is None:
-            return 0
+            return 0, iter(())
         if scope is None:
             del self._projects[project]
-            return len(p.order)
-        keys = [key for key, (s, _) in p.order.items() if s == scope]
-        for key in keys:
-            self._remove(p, key)
-        return len(keys)
-
-    def clear(self) -> None:
-        self._projects.clear()
-
-    def expire(self, now: float, budget: int) -> int:
-        """Remove rows past their time, looking at no more than `budget` rows (oldest first, per project): a
-        sweep in small steps that never holds the loop long. Returns how many were removed."""
-        removed = 0
-        for p in list(self._projects.values()):
-            for key, (scope_name, slot) in list(itertools.islice(p.order.items(), budget)):
-                if p.scopes[scope_name].expires[slot] <= now:
-                    self._remove(p, key)
-                    removed += 1
-        return removed
+            return len(p.order), _forget_project(p)
+        gone = p.scopes.pop(scope, None)
+        if gone is None:
+            return 0, iter(())
+        return len(gone), _forget_scope(p, gone)
 
     def _remove(self, p: _Project, key: str) -> None:
-        scope_name, slot = p.order.pop(key)
-        scope = p.scopes[scope_name]
+        scope, slot = p.order.pop(key)
         scope.drop(slot)
-        if len(scope) == 0:
-            del p.scopes[scope_name]
+        if len(scope) == 0 and p.scopes.get(scope.name) is scope:
+            del p.scopes[scope.name]
+
+
+CLEANUP_STEP = 2000
+
+
+def _forget_scope(p: _Project, scope: _Scope) -> Iterator[None]:
+    """The purged scope's keys out of its project's LRU order (a key added again since, to another scope, stays)."""
+    keys = scope.keys
+    for start in range(0, len(keys), CLEANUP_STEP):
+        for key in keys[start : start + CLEANUP_STEP]:
+            if key is not None and (entry := p.order.get(key)) is not None and entry[0] is scope:
+                del p.order[key]
+        yield
+
+
+def _forget_project(p: _Project) -> Iterator[None]:
+    """The purged project's rows freed a step at a time (dropping them at once would free them at once)."""
+    while p.order:
+        for _ in range(min(CLEANUP_STEP, len(p.order))):
+            p.order.popitem()
+        yield
+    for scope in p.scopes.values():
+        while scope.keys:
+            del scope.keys[-CLEANUP_STEP:]
+            del scope.fingerprints[-CLEANUP_STEP:]
+            yield
+    p.scopes.clear()

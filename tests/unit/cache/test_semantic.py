@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gateway.cache.semantic import SemanticMatch, build_semantic_index
-from gateway.cache.semantic_index import RERANK
+from gateway.cache.semantic_index import CLEANUP_STEP, RERANK
 from gateway.config.cache_semantic import SemanticCacheConfig, parse_semantic_cache
 from tests.clock import FakeClock
 
@@ -167,3 +167,19 @@ def test_the_config_section_parses_with_its_problems_named() -> None:
         "cache.semantic.redis_url",
         "cache.semantic.sync_interval_s",
     ]
+
+
+async def test_a_big_purge_is_done_in_steps_and_leaves_other_scopes() -> None:
+    index = make(max_entries=10_000)
+    n = 2 * CLEANUP_STEP + 1
+    for i in range(n):
+        await index.add("p1", "big", f"Summarize support ticket {i} for the weekly report", key=f"k{i}", ttl_s=60)
+    await index.add("p1", "small", Q, key="kept", ttl_s=60)
+    removed, rest = index.index.purge("p1", "big")
+    assert removed == n
+    assert await index.lookup("p1", "big", "Summarize support ticket 7 for the weekly report", 0.5) is None
+    assert sum(1 for _ in rest) == 3  # three steps of at most CLEANUP_STEP rows each
+    assert index.index.entries("p1") == 1
+    assert await index.lookup("p1", "small", Q, 0.5) is not None
+    removed, rest = index.index.purge("p1")
+    assert (removed, len(list(rest)) >= 1, index.index.entries("p1")) == (1, True, 0)
