@@ -26,14 +26,15 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from gateway.cache.veto import Fingerprint, veto
+from gateway.cache.veto import Bucket, Fingerprint, bucket_of, veto
 
 __all__ = ["BITS", "Found", "Row", "VectorIndex", "quantize", "signatures"]
 
 BITS = 128
 WORDS = BITS // 64
 BLOCK = 1024
-RERANK = 64
+RERANK = 32
+PREFILTER = 4 * RERANK  # nearest by the first 64 bits, ranked again by all 128
 # Candidates above min_score offered to the veto, at most: a scope of near-identical turns that differ by a number
 # (ticket ids) would otherwise have the veto refuse all 64 on every lookup.
 VETO_TRIES = 16
@@ -99,23 +100,26 @@ class Found:
         self.vetoed = vetoed
 
 
-class _Scope:
-    def __init__(self, name: str, dim: int) -> None:
-        self.name = name
+class _Bucket:
+    """The rows of one scope whose turns have one veto key (veto.bucket): the only rows a lookup with that key
+    could be served from. Starts with room for 4 rows and doubles, so that a bucket of one row stays small."""
+
+    def __init__(self, scope: str, key: Bucket, dim: int) -> None:
+        self.scope = scope
+        self.key = key
         self.dim = dim
         self.high = 0  # slots ever used: the scan covers [0, high)
-        self.sigs: list[U64] = [np.zeros(16, dtype=np.uint64) for _ in range(WORDS)]
-        self.alive = np.zeros(16, dtype=bool)
-        self.scales = np.zeros(16, dtype=np.float32)
+        self.sigs: list[U64] = [np.zeros(4, dtype=np.uint64) for _ in range(WORDS)]
+        self.alive = np.zeros(4, dtype=bool)
+        self.scales = np.zeros(4, dtype=np.float32)
         self.blocks: list[npt.NDArray[np.int8]] = []
         self.keys: list[str | None] = []
         self.fingerprints: list[Fingerprint | None] = []
         self.expires: list[float] = []
         self.free: list[int] = []
         # Scratch for the scan, reused: a lookup allocates no big array.
-        self._xor = np.zeros(16, dtype=np.uint64)
-        self._bits = np.zeros(16, dtype=np.uint8)
-        self._dist = np.zeros(16, dtype=np.uint8)
+        self._xor = np.zeros(4, dtype=np.uint64)
+        self._dist = np.zeros(4, dtype=np.uint8)
 
     def __len__(self) -> int:
         return self.high - len(self.free)
@@ -128,8 +132,13 @@ class _Scope:
             self.high += 1
             if slot >= len(self.alive):
                 self._grow(2 * len(self.alive))
-            if slot // BLOCK >= len(self.blocks):
-                self.blocks.append(np.zeros((BLOCK, self.dim), dtype=np.int8))
+            block = slot // BLOCK
+            if block >= len(self.blocks):
+                size = BLOCK if block else min(BLOCK, len(self.alive))
+                self.blocks.append(np.zeros((size, self.dim), dtype=np.int8))
+            elif slot % BLOCK >= len(self.blocks[block]):  # the first block grows with the bucket, up to BLOCK
+                extra = min(BLOCK, len(self.alive)) - len(self.blocks[0])
+                self.blocks[0] = np.concatenate((self.blocks[0], np.zeros((extra, self.dim), dtype=np.int8)))
             self.keys.append(None)
             self.fingerprints.append(None)
             self.expires.append(0.0)
@@ -154,35 +163,39 @@ class _Scope:
         self.alive = np.concatenate((self.alive, np.zeros(size - n, dtype=bool)))
         self.scales = np.concatenate((self.scales, np.zeros(size - n, dtype=np.float32)))
         self._xor = np.zeros(size, dtype=np.uint64)
-        self._bits = np.zeros(size, dtype=np.uint8)
         self._dist = np.zeros(size, dtype=np.uint8)
 
     def candidates(self, signature: U64, within: int) -> npt.NDArray[np.intp]:
-        """The RERANK live slots nearest `signature` (fewer if fewer are within `within` bits)."""
+        """The RERANK live slots nearest `signature` (none farther than `within` bits), in two stages: the
+        PREFILTER nearest by the first 64 bits (one pass over 8 bytes a row), then the nearest of those by all."""
         n = self.high
-        xor, bits, dist = self._xor[:n], self._bits[:n], self._dist[:n]
+        xor, dist = self._xor[:n], self._dist[:n]
         np.bitwise_xor(self.sigs[0][:n], signature[0], out=xor)
         np.bitwise_count(xor, out=dist)
-        for w in range(1, WORDS):
-            np.bitwise_xor(self.sigs[w][:n], signature[w], out=xor)
-            np.bitwise_count(xor, out=bits)
-            np.add(dist, bits, out=dist)
-        # The smallest radius holding RERANK rows, by bisection: a few passes over one byte a row, cheaper than
-        # sorting (a low min_score puts half the rows within `within`).
-        radius = within
-        if np.count_nonzero(dist <= within) > RERANK:
-            lo, hi = 0, within
+        # The smallest radius holding PREFILTER rows, by bisection: a few passes over one byte a row, cheaper than
+        # sorting (at a low min_score, half the rows are within reach).
+        radius = min(64, within)  # 64 bits of the row cannot differ by more
+        if np.count_nonzero(dist <= radius) > PREFILTER:
+            lo, hi = 0, radius
             while lo < hi:
                 mid = (lo + hi) // 2
-                if np.count_nonzero(dist <= mid) >= RERANK:
+                if np.count_nonzero(dist <= mid) >= PREFILTER:
                     hi = mid
                 else:
                     lo = mid + 1
             radius = lo
         near = np.flatnonzero(dist < radius)
-        if len(near) < RERANK:  # rows at the radius itself, as many as there is room for
-            near = np.concatenate((near, np.flatnonzero(dist == radius)[: RERANK - len(near)]))
-        return near[self.alive[near]]
+        if len(near) < PREFILTER:  # rows at the radius itself, as many as there is room for
+            near = np.concatenate((near, np.flatnonzero(dist == radius)[: PREFILTER - len(near)]))
+        near = near[self.alive[near]]
+        full = dist[near].astype(np.intp)
+        for w in range(1, WORDS):
+            full += np.bitwise_count(self.sigs[w][near] ^ signature[w])
+        keep = full <= within
+        near, full = near[keep], full[keep]
+        if len(near) > RERANK:
+            near = near[np.argsort(full, kind="stable")[:RERANK]]
+        return near
 
     def scores(self, slots: npt.NDArray[np.intp], vector: F32) -> F32:
         """Cosine of each slot's row with `vector` (both unit norm), from the quantized rows."""
@@ -195,9 +208,9 @@ class _Scope:
 
 class _Project:
     def __init__(self) -> None:
-        self.scopes: dict[str, _Scope] = {}
-        # key -> (scope, slot), least recently used first: one entry per exact-cache key.
-        self.order: OrderedDict[str, tuple[_Scope, int]] = OrderedDict()
+        self.scopes: dict[str, dict[Bucket, _Bucket]] = {}
+        # key -> (bucket, slot), least recently used first: one entry per exact-cache key.
+        self.order: OrderedDict[str, tuple[_Bucket, int]] = OrderedDict()
 
 
 class VectorIndex:
@@ -227,10 +240,12 @@ class VectorIndex:
             self._projects.move_to_end(row.project)
         if row.key in p.order:
             self._remove(p, row.key)
-        scope = p.scopes.get(row.scope)
-        if scope is None or scope.dim != len(row.vector):
-            scope = p.scopes[row.scope] = _Scope(row.scope, len(row.vector))
-        p.order[row.key] = (scope, scope.put(row))
+        buckets = p.scopes.setdefault(row.scope, {})
+        key = bucket_of(row.fingerprint)
+        bucket = buckets.get(key)
+        if bucket is None or bucket.dim != len(row.vector):
+            bucket = buckets[key] = _Bucket(row.scope, key, len(row.vector))
+        p.order[row.key] = (bucket, bucket.put(row))
         while len(p.order) > self.max_entries:
             self._remove(p, next(iter(p.order)))
             self.evicted += 1
@@ -238,7 +253,7 @@ class VectorIndex:
     def lookup(
         self,
         project: str,
-        scope_name: str,
+        scope: str,
         vector: F32,
         signature: U64,
         fp: Fingerprint,
@@ -246,25 +261,27 @@ class VectorIndex:
         now: float,
     ) -> Found | None:
         """The best-scoring live row of this project and scope at or above `min_score` that the veto lets
-        through (Found with its key), or what was refused (Found with key None), or None when nothing scored."""
+        through (Found with its key), or what was refused (Found with key None), or None when nothing scored.
+        Only the rows of the turn's bucket are searched: any other would be refused by the veto."""
         p = self._projects.get(project)
-        scope = p.scopes.get(scope_name) if p is not None else None
-        if p is None or scope is None or len(scope) == 0 or scope.dim != len(vector):
+        buckets = p.scopes.get(scope) if p is not None else None
+        bucket = buckets.get(bucket_of(fp)) if buckets is not None else None
+        if p is None or bucket is None or len(bucket) == 0 or bucket.dim != len(vector):
             return None
-        slots = scope.candidates(signature, max_distance(min_score))
+        slots = bucket.candidates(signature, max_distance(min_score))
         if not len(slots):
             return None
-        scores = scope.scores(slots, vector)
+        scores = bucket.scores(slots, vector)
         vetoed: list[str] = []
         for i in np.argsort(-scores)[:VETO_TRIES].tolist():
             score = float(scores[i])
             if score < min_score:
                 break
             slot = int(slots[i])
-            key, other = scope.keys[slot], scope.fingerprints[slot]
+            key, other = bucket.keys[slot], bucket.fingerprints[slot]
             if key is None or other is None:
                 continue
-            if scope.expires[slot] <= now:
+            if bucket.expires[slot] <= now:
                 self._remove(p, key)
                 continue
             reason = veto(fp, other)
@@ -289,26 +306,32 @@ class VectorIndex:
         gone = p.scopes.pop(scope, None)
         if gone is None:
             return 0, iter(())
-        return len(gone), _forget_scope(p, gone)
+        return sum(len(b) for b in gone.values()), _forget_buckets(p, list(gone.values()))
 
     def _remove(self, p: _Project, key: str) -> None:
-        scope, slot = p.order.pop(key)
-        scope.drop(slot)
-        if len(scope) == 0 and p.scopes.get(scope.name) is scope:
-            del p.scopes[scope.name]
+        bucket, slot = p.order.pop(key)
+        bucket.drop(slot)
+        if len(bucket) == 0:
+            buckets = p.scopes.get(bucket.scope)
+            if buckets is not None and buckets.get(bucket.key) is bucket:
+                del buckets[bucket.key]
+                if not buckets:
+                    del p.scopes[bucket.scope]
 
 
 CLEANUP_STEP = 2000
 
 
-def _forget_scope(p: _Project, scope: _Scope) -> Iterator[None]:
-    """The purged scope's keys out of its project's LRU order (a key added again since, to another scope, stays)."""
-    keys = scope.keys
-    for start in range(0, len(keys), CLEANUP_STEP):
-        for key in keys[start : start + CLEANUP_STEP]:
-            if key is not None and (entry := p.order.get(key)) is not None and entry[0] is scope:
+def _forget_buckets(p: _Project, buckets: list[_Bucket]) -> Iterator[None]:
+    """The purged scope's keys out of its project's LRU order (a key added again since, elsewhere, stays)."""
+    done = 0
+    for bucket in buckets:
+        for key in bucket.keys:
+            if key is not None and (entry := p.order.get(key)) is not None and entry[0] is bucket:
                 del p.order[key]
-        yield
+            done += 1
+            if done % CLEANUP_STEP == 0:
+                yield
 
 
 def _forget_project(p: _Project) -> Iterator[None]:
@@ -317,9 +340,14 @@ def _forget_project(p: _Project) -> Iterator[None]:
         for _ in range(min(CLEANUP_STEP, len(p.order))):
             p.order.popitem()
         yield
-    for scope in p.scopes.values():
-        while scope.keys:
-            del scope.keys[-CLEANUP_STEP:]
-            del scope.fingerprints[-CLEANUP_STEP:]
-            yield
+    done = 0
+    for buckets in p.scopes.values():
+        for bucket in buckets.values():
+            while bucket.keys:
+                done += min(CLEANUP_STEP, len(bucket.keys))
+                del bucket.keys[-CLEANUP_STEP:]
+                del bucket.fingerprints[-CLEANUP_STEP:]
+                if done >= CLEANUP_STEP:
+                    done = 0
+                    yield
     p.scopes.clear()

@@ -46,7 +46,7 @@ def encode_row(row: Row, origin: str) -> list[Field]:
     quantized, scale = quantize(row.vector)
     fp = row.fingerprint
     sets = [fp.numbers, fp.quantities, fp.units, fp.dates, fp.names, fp.initials]
-    fingerprint = [[sorted(s) for s in sets], fp.negations, fp.operators, fp.script, fp.language, fp.words]
+    fingerprint = [sets, fp.negations, fp.operators, fp.script, fp.language, fp.words]
     return [
         "o", origin, "t", "a", "p", row.project, "s", row.scope, "k", row.key,
         "v", quantized.tobytes(), "c", repr(scale), "g", row.signature.tobytes(),
@@ -56,7 +56,7 @@ def encode_row(row: Row, origin: str) -> list[Field]:
 
 def decode_row(fields: dict[bytes, bytes]) -> Row:
     sets, negations, operators, script, language, words = orjson.loads(fields[b"f"])
-    numbers, quantities, units, dates, names, initials = (frozenset(map(str, s)) for s in sets)
+    numbers, quantities, units, dates, names, initials = (tuple(map(str, s)) for s in sets)
     fp = Fingerprint(
         numbers, quantities, units, dates, names, initials, int(negations), str(operators), str(script),
         str(language), str(words),

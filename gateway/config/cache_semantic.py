@@ -23,7 +23,7 @@ class SemanticCacheConfig:
     min_score: float = 0.5
     # Entries per project (the least recently used leave first), and projects kept (idem).
     max_entries: int = 10_000
-    max_projects: int = 64
+    max_projects: int = 32
     # A last user turn longer than this is neither cached nor looked up: the veto reads the whole text, and a
     # long turn is rarely asked again in other words.
     max_chars: int = 2000
@@ -33,7 +33,7 @@ class SemanticCacheConfig:
     # projects; older ones are trimmed, and a replica that starts later does not see them); and how long any
     # call to Redis may take before it counts as failed (the cache carries on from its copy).
     sync_interval_s: float = 0.2
-    stream_max: int = 200_000
+    stream_max: int = 100_000
     timeout_s: float = 0.5
     # Rows waiting to be written while Redis is away, at most; beyond, they stay in this replica only (counted).
     queue_max: int = 10_000

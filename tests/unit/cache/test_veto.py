@@ -60,10 +60,10 @@ def test_rewordings_pass(a: str, b: str) -> None:
 
 def test_a_fingerprint_reads_what_it_says() -> None:
     fp = fingerprint("Convert $1,500 to euros by next Friday, not in Berlin")
-    assert fp.numbers == {"1500"}
-    assert fp.quantities == {"1500 usd"}
-    assert fp.units == {"usd", "eur"}
-    assert fp.dates == {"next friday"}
-    assert fp.names == {"berlin"}
+    assert fp.numbers == ("1500",)
+    assert fp.quantities == ("1500 usd",)
+    assert fp.units == ("eur", "usd")
+    assert fp.dates == ("next friday",)
+    assert fp.names == ("berlin",)
     assert fp.negations == 1
     assert (fp.script, fp.language) == ("latn", "en")
