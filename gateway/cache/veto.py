@@ -94,7 +94,7 @@ def _one_word_swapped(a: str, b: str) -> bool:
 _TOKEN = re.compile(r"°\s?[cCfF]\b|\d+(?:[.,]\d+)*(?:st|nd|rd|th)?|[^\W\d_]+(?:['’][^\W\d_]+)*|[$€£¥%°]")
 _OPERATOR = re.compile(r"(?<=[\d)])\s*([-+*/^×÷=<>])\s*(?=[\d(])")
 _THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+")
-_SENTENCE_END = re.compile(r"[.!?:;\n]\s*[\"'“‘(\[*-]*\s*$")
+_SENTENCE_END = re.compile(r"[.!?:;\n]")
 
 _NUMBER_WORDS = {
     w: str(i)
@@ -332,7 +332,7 @@ def fingerprint(text: str, normalized: str | None = None) -> Fingerprint:
         date = None
         if low in _MONTHS:
             beside_number = _number(prev) is not None or _number(nxt) is not None
-            inside_capitalized = word[0].isupper() and not _starts_sentence(text, m.start())
+            inside_capitalized = word[0].isupper() and not _starts_sentence(text, matches, i)
             if low not in _AMBIGUOUS_MONTHS or beside_number or inside_capitalized:
                 date = "month " + _MONTHS[low]
         elif low in _DAYS:
@@ -344,7 +344,7 @@ def fingerprint(text: str, normalized: str | None = None) -> Fingerprint:
         if (word[0].isupper() or any(c.isupper() for c in word[1:])) and not (
             low in _COMMON or low in _DATE_WORDS or low in _UNITS or low in _NUMBER_WORDS
         ):
-            (initials if _starts_sentence(text, m.start()) else names).add(low.removesuffix("'s"))
+            (initials if _starts_sentence(text, matches, i) else names).add(low.removesuffix("'s"))
     script, language = _language(text, lowered)
     operators = "".join(sorted(_OPERATOR.findall(text)))
     return Fingerprint(
@@ -388,8 +388,10 @@ def _number(token: str) -> str | None:
     return _NUMBER_WORDS.get(token)
 
 
-def _starts_sentence(text: str, at: int) -> bool:
-    return at == 0 or _SENTENCE_END.search(text, 0, at) is not None or not text[:at].strip()
+def _starts_sentence(text: str, matches: list[re.Match[str]], i: int) -> bool:
+    """Whether token i is the first of the text or follows the end of a sentence (looking only at what lies
+    between it and the token before: a scan of the whole prefix per word would be quadratic)."""
+    return i == 0 or _SENTENCE_END.search(text, matches[i - 1].end(), matches[i].start()) is not None
 
 
 def _language(text: str, words: list[str]) -> tuple[str, str]:

@@ -17,16 +17,16 @@ class SemanticCacheConfig:
     backend: SemanticBackend = "memory"
     # The Redis of the redis backend (redis://host:port/db); empty: the caller's (the state backend's) Redis.
     redis_url: str = ""
-    # Cosine similarity (of the built-in embedding) at and above which a cached turn may answer, before the veto.
-    # At 0.7 the labelled set (bench/semantic_pairs.py) gives 0 false hits of 600 near misses and serves 6 in 10
-    # paraphrases or more; below, the veto alone stands between a near miss and a wrong answer.
+    # Cosine similarity (of the built-in embedding) at and above which a cached turn may answer, if the veto lets
+    # it. At 0.5 the labelled set (bench/semantic_pairs.py) gets 0 of 600 near misses served and 62% of the
+    # paraphrases; at 0.7, 22%. The veto, not the score, is what refuses another number, name, date or unit.
     min_score: float = 0.5
     # Entries per project (the least recently used leave first), and projects kept (idem).
     max_entries: int = 10_000
     max_projects: int = 32
-    # A last user turn longer than this is neither cached nor looked up: the veto reads the whole text, and a
-    # long turn is rarely asked again in other words.
-    max_chars: int = 2000
+    # A last user turn longer than this is neither cached nor looked up: the veto reads the whole text (embedding
+    # and fingerprint cost ~0.5 µs a character), and a long turn is rarely asked again in other words.
+    max_chars: int = 1000
     # A model group of this gateway that serves embeddings, used instead of the built-in hashed n-gram embedding.
     embedding_model: str = ""
     # Redis backend: how often each replica reads what the others added; the stream's length (entries of all
