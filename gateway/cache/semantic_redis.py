@@ -18,6 +18,7 @@ the semantic index: a semantic hit is served from the exact cache's entry, which
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -125,8 +126,13 @@ class RedisSync:
         self._wake.set()
 
     async def close(self) -> None:
+        """Stops the loop, then writes what is still queued, if Redis answers within its timeout: the rows of a
+        replica that shuts down stay useful to the others."""
         await cancel(self._task)
         self._task = None
+        if self._pending:
+            with contextlib.suppress(RedisUnavailable):
+                await self._write()
         await self._client.close()
 
     async def _run(self) -> None:

@@ -159,3 +159,17 @@ async def test_a_malformed_stream_entry_is_skipped(redis_url: str) -> None:
     finally:
         await one.close()
         await two.close()
+
+
+async def test_a_replica_that_closes_writes_what_it_still_had_queued(redis_url: str) -> None:
+    one = replica(redis_url, sync_interval_s=60.0)  # its loop would not write again for a minute
+    await one.lookup("p1", "s", Q, 0.5)
+    await until(lambda: sync_of(one).rounds >= 1)  # now waiting out its interval
+    await one.add("p1", "s", Q, key="k1", ttl_s=60)
+    await one.close()
+    two = replica(redis_url)
+    try:
+        await two.lookup("p1", "s", Q, 0.5)
+        await until(lambda: two.index.entries("p1") == 1)
+    finally:
+        await two.close()
