@@ -242,7 +242,7 @@ _LANGUAGES: dict[str, frozenset[str]] = {
     "es": frozenset(
         _words(
             "el los las es son qué cómo cuál cuáles por para con y del yo mi una está puedo dónde cuándo "
-            "porque muy hay lo tengo se"
+            "porque muy hay lo tengo se quién quiénes cuánto cuántos cuánta cuántas"
         )
     ),
     "it": frozenset(
@@ -282,7 +282,7 @@ _LETTERS = {
     "en": frozenset(),
     "fr": frozenset("éèêàçùâîôœë"),
     "de": frozenset("äöüß"),
-    "es": frozenset("ñ¿¡áíóú"),
+    "es": frozenset("ñáíóú"),
     "it": frozenset("àèìòù"),
     "pt": frozenset("ãõçáâêô"),
     "nl": frozenset("ĳ"),
@@ -421,5 +421,7 @@ def _language(text: str, words: list[str]) -> tuple[str, str]:
         ),
         reverse=True,
     )
+    if not plain and ("¿" in text or "¡" in text):  # only Spanish opens its questions and exclamations so
+        scores = sorted(((score + 2 if lang == "es" else score), lang) for score, lang in scores)[::-1]
     best = scores[0][0]
     return script, " ".join(sorted(lang for score, lang in scores if score == best)) if best else ""

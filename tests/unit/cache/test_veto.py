@@ -32,6 +32,7 @@ def reason(a: str, b: str) -> str | None:
         ("Should I take it with food?", "Shouldn't I take it with food?", "negation"),
         ("Who wrote Don Quixote?", "Qui a écrit Don Quixote ?", "language"),
         ("Anna Karenina was written by whom?", "Qui a écrit Anna Karenina ?", "language"),  # "was" is German too
+        ("Who wrote Pride and Prejudice?", "¿Quién escribió Pride and Prejudice?", "language"),
         ("What is the capital of Japan?", "日本の首都はどこですか?", "language"),
         ("How many calories are in 3 eggs?", "How many calories are in 3 bananas?", "topic"),
     ],
