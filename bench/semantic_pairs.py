@@ -1,6 +1,6 @@
 """The semantic cache's labelled safety set, generated deterministically (seeded): pairs of last user turns.
 
-    python bench/semantic_pairs.py > pairs.jsonl     # one {"kind", "category", "a", "b"} per line
+    python bench/semantic_pairs.py > pairs.jsonl     # {"kind", "category", "a", "b", "a_answer", "b_answer"}
 
 - near misses (`kind` "near-miss"): the same question about something else, which must NOT share an answer.
   Six categories, 100 pairs each: another number, name, date, unit, a negation added or removed, and the same
@@ -350,7 +350,15 @@ def _values(intent: Intent, rng: random.Random) -> dict[str, str]:
     return values
 
 
-def _near_miss(category: str, rng: random.Random) -> tuple[str, str] | None:
+Turn = tuple[str, str]  # (text, answer): turns with one answer id may share a cached answer, no others
+
+
+def _turn(intent: Intent, template: str, values: dict[str, str], variant: str) -> Turn:
+    answer = f"{INTENTS.index(intent)}/{variant}/" + ",".join(f"{k}={v}" for k, v in sorted(values.items()))
+    return _fill(template, values), answer
+
+
+def _near_miss(category: str, rng: random.Random) -> tuple[Turn, Turn] | None:
     intents = [i for i in INTENTS if category in {c for c, _ in i.slots.values()}]
     if category == "negation":
         intents = [i for i in INTENTS if i.negated]
@@ -361,45 +369,64 @@ def _near_miss(category: str, rng: random.Random) -> tuple[str, str] | None:
     a = rng.choice(intent.wordings)
     same_wording = rng.random() < 0.5
     if category == "negation":
-        return _fill(a, values), _fill(rng.choice(intent.negated), values)
+        return _turn(intent, a, values, "yes"), _turn(intent, rng.choice(intent.negated), values, "no")
     if category == "language":
-        return _fill(a, values), _fill(rng.choice(intent.translations), values)
+        t = rng.randrange(len(intent.translations))
+        return _turn(intent, a, values, "yes"), _turn(intent, intent.translations[t], values, f"lang{t}")
     b = a if same_wording else rng.choice([w for w in intent.wordings if w != a])
     slot = rng.choice([s for s, (c, _) in intent.slots.items() if c == category])
     other = dict(values)
     other[slot] = rng.choice([c for c in intent.slots[slot][1] if c not in values.values()])
-    return _fill(a, values), _fill(b, other)
+    return _turn(intent, a, values, "yes"), _turn(intent, b, other, "yes")
 
 
-def _paraphrase(rng: random.Random) -> tuple[str, str]:
+def _paraphrase(rng: random.Random) -> tuple[Turn, Turn]:
     intent = rng.choice(INTENTS)
     values = _values(intent, rng)
-    pool = intent.negated if intent.negated and len(intent.negated) > 1 and rng.random() < 0.2 else intent.wordings
-    a, b = rng.sample(pool, 2)
-    return _fill(a, values), _fill(b, values)
+    negated = bool(intent.negated) and len(intent.negated) > 1 and rng.random() < 0.2
+    a, b = rng.sample(intent.negated if negated else intent.wordings, 2)
+    variant = "no" if negated else "yes"
+    return _turn(intent, a, values, variant), _turn(intent, b, values, variant)
 
 
 def pairs(seed: int = SEED) -> Iterator[dict[str, str]]:
-    """Near misses (PER_CATEGORY of each category) then paraphrases, each pair once, the same on every run."""
+    """Near misses (PER_CATEGORY of each category) then paraphrases, each pair once, the same on every run. Each
+    turn comes with its answer id (`a_answer`, `b_answer`): two turns may share an answer only when their ids are
+    equal (the same intent, values, polarity and language)."""
     rng = random.Random(seed)
     seen: set[tuple[str, str]] = set()
     for category in CATEGORIES:
         made = 0
         while made < PER_CATEGORY:
             pair = _near_miss(category, rng)
-            if pair is None or pair in seen or pair[0] == pair[1]:
+            if pair is None or (pair[0][0], pair[1][0]) in seen or pair[0][0] == pair[1][0]:
                 continue
-            seen.add(pair)
+            seen.add((pair[0][0], pair[1][0]))
             made += 1
-            yield {"kind": "near-miss", "category": category, "a": pair[0], "b": pair[1]}
+            (a, a_answer), (b, b_answer) = pair
+            yield {
+                "kind": "near-miss",
+                "category": category,
+                "a": a,
+                "b": b,
+                "a_answer": a_answer,
+                "b_answer": b_answer,
+            }
     made = 0
     while made < PARAPHRASES:
-        pair = _paraphrase(rng)
-        if pair in seen or pair[0].lower() == pair[1].lower():
+        (a, a_answer), (b, b_answer) = _paraphrase(rng)
+        if (a, b) in seen or a.lower() == b.lower():
             continue
-        seen.add(pair)
+        seen.add((a, b))
         made += 1
-        yield {"kind": "paraphrase", "category": "paraphrase", "a": pair[0], "b": pair[1]}
+        yield {
+            "kind": "paraphrase",
+            "category": "paraphrase",
+            "a": a,
+            "b": b,
+            "a_answer": a_answer,
+            "b_answer": b_answer,
+        }
 
 
 if __name__ == "__main__":

@@ -32,8 +32,11 @@ def main() -> None:
     rng = random.Random(99)
     for category in CATEGORIES:
         for _ in range(DRAWS):
-            pair = _near_miss(category, rng)
-            if pair is None or pair in seen or pair[0] == pair[1]:
+            turns = _near_miss(category, rng)
+            if turns is None:
+                continue
+            pair = (turns[0][0], turns[1][0])
+            if pair in seen or pair[0] == pair[1]:
                 continue
             seen.add(pair)
             total[category] += 1

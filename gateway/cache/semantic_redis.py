@@ -47,7 +47,7 @@ def encode_row(row: Row, origin: str) -> list[Field]:
     quantized, scale = quantize(row.vector)
     fp = row.fingerprint
     sets = [fp.numbers, fp.quantities, fp.units, fp.dates, fp.names, fp.initials]
-    fingerprint = [sets, fp.negations, fp.operators, fp.script, fp.language, fp.words]
+    fingerprint = [sets, fp.negations, fp.operators, fp.script, fp.language, fp.words, fp.roles]
     return [
         "o", origin, "t", "a", "p", row.project, "s", row.scope, "k", row.key,
         "v", quantized.tobytes(), "c", repr(scale), "g", row.signature.tobytes(),
@@ -56,11 +56,11 @@ def encode_row(row: Row, origin: str) -> list[Field]:
 
 
 def decode_row(fields: dict[bytes, bytes]) -> Row:
-    sets, negations, operators, script, language, words = orjson.loads(fields[b"f"])
+    sets, negations, operators, script, language, words, roles = orjson.loads(fields[b"f"])
     numbers, quantities, units, dates, names, initials = (tuple(map(str, s)) for s in sets)
     fp = Fingerprint(
         numbers, quantities, units, dates, names, initials, int(negations), str(operators), str(script),
-        str(language), str(words),
+        str(language), str(words), tuple(map(str, roles)),
     )  # fmt: skip
     vector = np.frombuffer(fields[b"v"], dtype=np.int8).astype(np.float32) * float(fields[b"c"])
     signature = np.frombuffer(fields[b"g"], dtype=np.uint64).copy()

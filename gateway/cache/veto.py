@@ -20,6 +20,8 @@ What counts, on NFKC-normalized text:
   lack: it vetoes only where the other text starts with a word this one lacks too (`_names_differ`);
 - negations: how many of not, no, never, n't, without, except... (a paraphrase keeps the count);
 - arithmetic: the operators between numbers ("2 + 3" and "2 * 3");
+- roles: the word of direction before a number or a name ("from Madrid to Boston", "6 by 2"), where both texts
+  have some;
 - language: the script, and for Latin script the language whose common words the text uses most (en, fr, de,
   es, it, pt, nl), when that is clear in both texts.
 """
@@ -52,6 +54,7 @@ class Fingerprint(NamedTuple):
     script: str
     language: str  # the most likely languages, space-separated: two texts differ when they share none
     words: str  # the normalized turn (semantic_text.py), for the one-word-swapped check
+    roles: tuple[str, ...] = ()  # "from:paris", "to:london", "by:2": a number or name after a word of direction
 
 
 # The fields veto() compares for plain equality: two turns with different buckets are always refused, so the index
@@ -75,6 +78,8 @@ def veto(a: Fingerprint, b: Fingerprint) -> str | None:
         return "date"
     if _names_differ(a, b):
         return "name"
+    if a.roles and b.roles and a.roles != b.roles:
+        return "order"
     if a.negations != b.negations:
         return "negation"
     if _one_word_swapped(a.words, b.words):
@@ -92,6 +97,9 @@ def _one_word_swapped(a: str, b: str) -> bool:
 
 
 _TOKEN = re.compile(r"°\s?[cCfF]\b|\d+(?:[.,]\d+)*(?:st|nd|rd|th)?|[^\W\d_]+(?:['’][^\W\d_]+)*|[$€£¥%°]")
+# Words before a number or a name that give it a role: "from Madrid to Boston" is not "from Boston to Madrid",
+# nor "divide 6 by 2" "divide 2 by 6".
+_DIRECTIONS = frozenset({"from", "to", "into", "than", "by", "between", "vs", "versus", "over", "under", "per"})
 _OPERATOR = re.compile(r"(?<=[\d)])\s*([-+*/^×÷=<>])\s*(?=[\d(])")
 _THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+")
 _SENTENCE_END = re.compile(r"[.!?:;\n]")
@@ -312,6 +320,7 @@ def fingerprint(text: str, normalized: str | None = None) -> Fingerprint:
     dates: set[str] = set()
     names: set[str] = set()
     initials: set[str] = set()
+    roles: set[str] = set()
     negations = 0
     for i, (m, low) in enumerate(zip(matches, lowered, strict=True)):
         word = m.group()
@@ -320,6 +329,8 @@ def fingerprint(text: str, normalized: str | None = None) -> Fingerprint:
         number = _number(low)
         if number is not None:
             numbers.add(number)
+            if prev in _DIRECTIONS:
+                roles.add(f"{prev}:{number}")
             unit = _UNITS.get(nxt) if nxt else None
             if unit is None and prev in _CURRENCY_SIGNS:
                 unit = _UNITS[prev]
@@ -345,6 +356,8 @@ def fingerprint(text: str, normalized: str | None = None) -> Fingerprint:
             low in _COMMON or low in _DATE_WORDS or low in _UNITS or low in _NUMBER_WORDS
         ):
             (initials if _starts_sentence(text, matches, i) else names).add(low.removesuffix("'s"))
+            if prev in _DIRECTIONS:
+                roles.add(f"{prev}:{low.removesuffix(chr(39) + 's')}")
     script, language = _language(text, lowered)
     operators = "".join(sorted(_OPERATOR.findall(text)))
     return Fingerprint(
@@ -359,6 +372,7 @@ def fingerprint(text: str, normalized: str | None = None) -> Fingerprint:
         script,
         language,
         normalize_turn(text) if normalized is None else normalized,
+        tuple(sorted(roles)),
     )
 
 
