@@ -6,6 +6,8 @@ POST /admin/keys                 create: {name, project, team, user, role, allow
 POST /admin/keys/{id}/rotate     a new key with the same attributes; the old one is revoked after
                                   {"grace_s": N} (default 0: at once, at most a week)
 POST /admin/keys/{id}/revoke     revoked at once; other workers drop it within auth.cache_ttl_s
+PATCH /admin/keys/{id}           change its {name, allowed_models, rpm, tpm, budget_usd, budget_period, metadata}
+                                  (the fields given; not project, team, user or role); the key itself is unchanged
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.api.access import AdminEndpoint, authorize, visible_project
 from gateway.api.http import parse_json_object, query_params, read_body
 from gateway.errors import InvalidRequest, NotFound
-from gateway.identity.keys import issue, successor
+from gateway.identity.keys import edited, issue, successor
 from gateway.store.base import KeyStore, key_store
 from gateway.types import Receive, Scope
 
@@ -35,6 +37,9 @@ class KeysEndpoint(AdminEndpoint):
         if scope["method"] == "GET":
             principal = await authorize(self.gateway, scope, "GET /admin/keys")
             return 200, await list_keys(self.gateway, principal, query_params(scope).get("project"))
+        if scope["method"] == "PATCH" and key_id is not None and action is None:
+            await authorize(self.gateway, scope, "PATCH /admin/keys/{id}")
+            return 200, await update_key(self.gateway, key_id, await self._body(scope, receive))
         if key_id is None:
             await authorize(self.gateway, scope, "POST /admin/keys")
             return 201, await create_key(self.gateway, await self._body(scope, receive))
@@ -97,6 +102,21 @@ async def rotate_key(gateway: Gateway, key_id: str, body: dict[str, Any]) -> dic
         raise NotFound(f"No key {key_id!r}.")
     _forget(gateway, old.key_hash)
     return {**new.public(), "key": key}
+
+
+async def update_key(gateway: Gateway, key_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    store = _store(gateway)
+    old = await store.get_key(key_id)
+    if old is None:
+        raise NotFound(f"No key {key_id!r}.")
+    now = time.time()
+    if old.revoked_at is not None and old.revoked_at <= now:
+        raise InvalidRequest(f"The key {key_id!r} is revoked: create a new one instead.")
+    row = await store.update_key(edited(old, fields), now=now)
+    if row is None:
+        raise InvalidRequest(f"The key {key_id!r} was revoked meanwhile.")
+    _forget(gateway, row.key_hash)
+    return row.public()
 
 
 def _forget(gateway: Gateway, digest: str) -> None:

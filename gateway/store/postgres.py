@@ -374,6 +374,9 @@ class PostgresStore(TraceQueries):
     async def rotate_key(self, key_id: str, new: VirtualKey, *, revoke_at: float) -> VirtualKey | None:
         return await self._run(lambda conn: postgres_keys.rotate(conn, key_id, new, revoke_at))
 
+    async def update_key(self, key: VirtualKey, *, now: float) -> VirtualKey | None:
+        return await self._run(lambda conn: postgres_keys.update(conn, key, now))
+
     # -- policies (gateway/store/postgres_policies.py holds the SQL) ------------------------------------------
 
     async def save_policy(

@@ -258,6 +258,9 @@ class SQLiteStore(TraceQueries):
     async def rotate_key(self, key_id: str, new: VirtualKey, *, revoke_at: float) -> VirtualKey | None:
         return await self._call(lambda: sqlite_keys.rotate(self._require(), key_id, new, revoke_at))
 
+    async def update_key(self, key: VirtualKey, *, now: float) -> VirtualKey | None:
+        return await self._call(lambda: sqlite_keys.update(self._require(), key, now))
+
     # Policies created through the API (gateway/store/sqlite_policies.py holds the SQL).
     async def save_policy(
         self, name: str, source: str, *, author: str, expected_version: int | None = None
