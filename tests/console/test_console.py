@@ -171,6 +171,7 @@ def test_create_use_and_revoke_a_key(page: Any, console: str, shot: Any) -> None
     page.get_by_label("Requests / min").fill("100")
     shot(page, "keys-create")
     page.get_by_role("button", name="Create key").click()
+    page.wait_for_url(re.compile(r"/ui/keys/created$"))
     key = page.get_by_label(re.compile("Key for batch-job")).input_value()
     assert key.startswith("sk-")
     page.get_by_role("button", name="Copy").click()
@@ -190,6 +191,58 @@ def test_create_use_and_revoke_a_key(page: Any, console: str, shot: Any) -> None
     assert "is revoked" in page.get_by_role("status").inner_text()
     shot(page, "keys")
     assert chat(console, rotated).status_code == 401
+
+
+def test_reloading_the_new_keys_page_makes_no_other_key(page: Any, console: str, shot: Any) -> None:
+    sign_in(page, console, ADMIN)
+    page.goto(f"{console}/ui/keys")
+    page.get_by_text("Create a key").click()
+    page.get_by_label("Name").fill("once")
+    page.get_by_label("Project", exact=True).fill("A")
+    page.get_by_role("button", name="Create key").click()
+    page.wait_for_url(re.compile(r"/ui/keys/created$"))  # POST-redirect-GET: the page is a GET
+    key = page.get_by_label(re.compile("Key for once")).input_value()
+    assert key.startswith("sk-gw-")
+    page.reload()
+    expect(page.get_by_role("heading", name="Key already shown")).to_be_visible()
+    assert key not in page.content()
+    shot(page, "key-already-shown")
+    page.go_back()  # back to the form's page, as the history has it: still no second key
+    listed = httpx.get(f"{console}/admin/keys", headers={"authorization": f"Bearer {ADMIN}"}).json()["data"]
+    assert [k["name"] for k in listed].count("once") == 1
+    assert chat(console, key).status_code == 200
+
+
+def test_edit_a_keys_models_limits_and_budget(page: Any, console: str, shot: Any) -> None:
+    auth = {"authorization": f"Bearer {ADMIN}"}
+    made = httpx.post(f"{console}/admin/keys", json={"name": "editable", "project": "A", "allowed_models": ["demo"]},
+                      headers=auth).json()  # fmt: skip
+    assert chat(console, made["key"], "other").status_code == 403
+    sign_in(page, console, ADMIN)
+    page.goto(f"{console}/ui/keys")
+    page.get_by_role("link", name="Edit key editable").click()
+    expect(page.get_by_label("Allowed models (comma-separated, blank: all)")).to_have_value("demo")
+    page.get_by_label("Allowed models (comma-separated, blank: all)").fill("demo, other")
+    page.get_by_label("Requests / min (blank: no limit)").fill("many")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_role("alert")).to_contain_text("rpm must be a number")  # the form stays, with what was typed
+    expect(page.get_by_label("Allowed models (comma-separated, blank: all)")).to_have_value("demo, other")
+    page.get_by_label("Requests / min (blank: no limit)").fill("90")
+    page.get_by_label("Budget in $ (blank: none)").fill("12.5")
+    page.get_by_label("Budget period").select_option("day")
+    shot(page, "key-edit")
+    page.get_by_role("button", name="Save changes").click()
+    page.wait_for_url(re.compile(r"updated="))
+    expect(page.get_by_role("status")).to_contain_text("is changed")
+    row = page.locator("table.keys tbody tr", has_text="editable")
+    expect(row).to_contain_text("demo, other")
+    expect(row).to_contain_text("90 rpm")
+    expect(row).to_contain_text("$12.5/day")
+    shot(page, "keys-edited")
+    (key,) = [k for k in httpx.get(f"{console}/admin/keys", headers=auth).json()["data"] if k["name"] == "editable"]
+    assert (key["allowed_models"], key["rpm"], key["budget_usd"], key["budget_period"]) == (
+        ["demo", "other"], 90, 12.5, "day")  # fmt: skip
+    assert chat(console, made["key"], "other").status_code == 200  # the same key, its new models
 
 
 def test_drain_and_undrain_a_deployment(page: Any, console: str, shot: Any) -> None:
