@@ -148,6 +148,8 @@ def main() -> None:
                 "/ui/traces",
                 three,
                 f"/ui/traces/{first['data'][0]['id']}",
+                "/ui/spend",
+                "/ui/spend?since=-604800",
                 "/ui/spend?since=-2592000",
                 "/ui/spend?since=-2592000&group_by=model",
                 "/ui/spend?since=-2592000&group_by=key&project=p3",

@@ -21,8 +21,8 @@ from gateway.console.charts import chart
 from gateway.console.web import PREFIX, Console
 from gateway.errors import InvalidRequest
 from gateway.identity import roles
+from gateway.store.analytics_sql import parse_interval
 from gateway.store.base import StoreUnavailable
-from gateway.store.rollups import HOUR
 
 SLOW = (
     "The store did not answer in time for these figures (telemetry.query_timeout_s): choose a shorter range or one"
@@ -54,9 +54,10 @@ async def spend_page(console: Console, request: Request) -> Response:
     group_by = params.get("group_by") or "none"
     if group_by not in dict(GROUPS) or (group_by == "project" and me.role != "admin"):
         raise InvalidRequest("Choose one of the groupings.", param="group_by")
-    # Whole hours, the last one still going: the usage rollups answer alone (gateway/store/rollup_sql.py).
-    now = time.time()
-    start, end = math.floor((now + float(since)) / HOUR) * HOUR, math.ceil(now / HOUR) * HOUR
+    # Whole buckets, the last one still going: the first is not cut short, and the usage rollups answer alone (the
+    # daily ones for the 30 days' daily buckets: gateway/store/rollup_sql.py).
+    now, step = time.time(), parse_interval(interval)
+    start, end = math.floor((now + float(since)) / step) * step, math.ceil(now / step) * step
     query = {"since": str(start), "until": str(end), "interval": interval, "group_by": group_by,
              "project": params.get("project", "")}  # fmt: skip
     kinds = list(dict.fromkeys(m[1] for m in METRICS))
@@ -101,6 +102,8 @@ async def spend_page(console: Console, request: Request) -> Response:
         "summary": summary["data"],
         "by": by,
         "since": since,
+        "start": start,
+        "bucket": {"1h": "hour", "6h": "6 hours", "1d": "day"}[interval],
         "group_by": group_by,
         "project": query["project"],
         "ranges": RANGES,

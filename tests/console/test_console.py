@@ -473,3 +473,70 @@ def test_every_page_has_sufficient_contrast(page: Any, console: str) -> None:
                  "/ui/spend?group_by=model", "/ui/keys", "/ui/health"):  # fmt: skip
         page.goto(f"{console}{path}")
         assert page.evaluate(check) == [], path
+
+
+def test_every_control_on_every_page_has_a_name(page: Any, console: str, shot: Any) -> None:
+    """Accessibility: what a screen reader says for each control is never empty, on every page an admin can reach,
+    the key pages and the policy editor included; the new pages' contrast too."""
+    labels = (Path(__file__).parent / "labels.js").read_text()
+    contrast = (Path(__file__).parent / "contrast.js").read_text()
+    auth = {"authorization": f"Bearer {ADMIN}"}
+    made = httpx.post(f"{console}/admin/keys", json={"name": "named", "project": "A"}, headers=auth).json()
+    policy = {"policy": {"name": "tagger", "actions": {"tag": {"a": "b"}}}}
+    assert httpx.post(f"{console}/api/v1/policies", json=policy, headers=auth).status_code in (200, 201)
+    chat(console, "sk-app-a", "demo", "x")
+    trace_id = wait_for_records(console, 1)[0]["id"]
+    page.goto(f"{console}/ui/signin")
+    assert page.evaluate(labels) == []
+    sign_in(page, console, ADMIN)
+    paths = ["/ui/traces", f"/ui/traces/{trace_id}", "/ui/policies", "/ui/policies/new", "/ui/policies/form",
+             "/ui/policies/try", "/ui/policies/tagger", "/ui/policies/tagger/edit", "/ui/spend?group_by=model",
+             "/ui/spend?project=A", "/ui/keys", f"/ui/keys/{made['id']}/edit", "/ui/keys/created", "/ui/health",
+             "/ui/nowhere"]  # fmt: skip
+    for path in paths:
+        page.goto(f"{console}{path}")
+        page.locator("details").evaluate_all("ds => ds.forEach(d => d.open = true)")  # the folded forms too
+        assert page.evaluate(labels) == [], path
+        assert page.evaluate(contrast) == [], path
+    page.goto(f"{console}/ui/keys")
+    page.get_by_text("Create a key").click()
+    page.get_by_label("Name", exact=True).fill("named-2")
+    page.get_by_role("button", name="Create key").click()
+    page.wait_for_url(re.compile(r"/ui/keys/created$"))
+    assert page.evaluate(labels) == []
+    assert page.evaluate(contrast) == []
+    shot(page, "key-created")
+    page.evaluate("document.querySelector('main').append(document.createElement('input'))")
+    assert len(page.evaluate(labels)) == 1  # the check finds a control without a name
+
+
+def _tab_to(page: Any, test: str, limit: int = 60) -> None:
+    """Tab until the focused element passes `test` (a JS expression of `e`)."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if page.evaluate(f"(e => !!e && ({test}))(document.activeElement)"):
+            return
+    raise AssertionError(f"no focusable element where {test}")
+
+
+def test_create_and_edit_a_key_with_the_keyboard(page: Any, console: str) -> None:
+    sign_in(page, console, ADMIN)
+    page.goto(f"{console}/ui/keys")
+    _tab_to(page, "e.tagName === 'SUMMARY'")
+    page.keyboard.press("Enter")  # unfolds "Create a key"
+    _tab_to(page, "e.id === 'k-name'")
+    page.keyboard.type("typed")
+    page.keyboard.press("Enter")  # submits the form
+    page.wait_for_url(re.compile(r"/ui/keys/created$"))
+    _tab_to(page, "e.dataset.copy === 'new-key'")
+    _tab_to(page, "e.textContent === 'Back to keys'")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/ui/keys$"))
+    _tab_to(page, "e.getAttribute('aria-label') === 'Edit key typed'")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/edit$"))
+    _tab_to(page, "e.id === 'e-tpm'")
+    page.keyboard.type("5000")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"updated="))
+    expect(page.locator("table.keys tbody tr", has_text="typed")).to_contain_text("5000 tpm")
