@@ -1,10 +1,11 @@
 """The time series and usage sums read from the usage rollups (gateway/store/rollups.py) instead of the records.
 
-A range is cut in three: its whole UTC days (when the buckets are whole days too) from the daily rollups, its other
-whole hours from the hourly ones, and the partial hours at either end from the records themselves, so the figures
-are the records' own, to the second, whatever the range. The ends cost at most two hours of records; a range
-that starts and ends on the hour (the console's) reads rollups only. Buckets of less than an hour, or groups the
-rollups do not keep (deployment, user, status, error type), are summed from the records (analytics_sql.py).
+A range is cut in three: its whole periods of the longest rollup its buckets are made of (UTC days for daily buckets,
+quarter days for 6-hour ones) from those rollups, its other whole hours from the hourly ones, and the partial hours
+at either end from the records themselves, so the figures are the records' own, to the second, whatever the range.
+The ends cost at most two hours of records; a range that starts and ends on a bucket's bounds (the console's) reads
+rollups only. Buckets of less than an hour, or groups the rollups do not keep (deployment, user, status, error
+type), are summed from the records (analytics_sql.py).
 """
 
 from __future__ import annotations
@@ -52,10 +53,12 @@ def plan(since: float | None, until: float | None, interval_s: int) -> list[Part
         parts.append((None, since, h0))
     if until is not None and h1 is not None and h1 < until:
         parts.append((None, h1, until))
-    d0 = None if h0 is None else math.ceil(h0 / DAY) * DAY
-    d1 = None if h1 is None else math.floor(h1 / DAY) * DAY
-    if interval_s % DAY == 0 and (d0 is None or d1 is None or d0 < d1):
-        parts.append((DAY, d0, d1))
+    # The longest period the buckets are made of: its whole periods from its rollups, the hours around from the hourly.
+    period = max(p for p in rollups.PERIODS if interval_s % p == 0)
+    d0 = None if h0 is None else math.ceil(h0 / period) * period
+    d1 = None if h1 is None else math.floor(h1 / period) * period
+    if period > HOUR and (d0 is None or d1 is None or d0 < d1):
+        parts.append((period, d0, d1))
         if h0 is not None and d0 is not None and h0 < d0:
             parts.append((HOUR, h0, d0))
         if h1 is not None and d1 is not None and d1 < h1:

@@ -1,6 +1,7 @@
-"""Usage rollups: the records summed per hour and per UTC day, and per project, key, team, requested model, served
-model and provider, written by the store in the same transaction as the records they count. The Spend page and the
-analytics API read them instead of scanning millions of records (gateway/store/rollup_sql.py builds those queries).
+"""Usage rollups: the records summed per hour, per 6 hours and per UTC day, and per project, key, team, requested
+model, served model and provider, written by the store in the same transaction as the records they count. The Spend
+page and the analytics API read them instead of scanning millions of records (gateway/store/rollup_sql.py builds
+those queries).
 
 A batch's rows are summed here, in the writer (never per request on the event loop): one upsert per distinct
 (period, start, dimensions) adds them to the table. Only the rows a write inserts are counted, so a batch written
@@ -24,7 +25,8 @@ Dialect = Literal["sqlite", "postgres"]
 Row = tuple[Any, ...]
 
 HOUR, DAY = 3600, 86_400
-PERIODS = (HOUR, DAY)
+# Hours, quarter days (the console's 7-day charts: 28 points) and UTC days; each divides the next.
+PERIODS = (HOUR, 6 * HOUR, DAY)
 RATIO = 2**0.25
 EDGES = tuple(RATIO**i for i in range(68))  # ms: 1.0 ... 2^(67/4) = 110 s
 BINS = tuple(f"lat_{i:02d}" for i in range(len(EDGES) + 1))  # bin i: EDGES[i-1] <= ms < EDGES[i]
@@ -91,7 +93,7 @@ def summed(rows: Sequence[Row]) -> list[Row]:
     hours: dict[tuple[Any, ...], list[Any]] = {}
     for row in rows:
         _count(hours, row)
-    return _with_days(hours)
+    return _with_longer(hours)
 
 
 async def summed_async(rows: Sequence[Row]) -> list[Row]:
@@ -101,7 +103,7 @@ async def summed_async(rows: Sequence[Row]) -> list[Row]:
         if i and not i % _SLICE:
             await asyncio.sleep(0)
         _count(hours, row)
-    return _with_days(hours)
+    return _with_longer(hours)
 
 
 def _count(hours: dict[tuple[Any, ...], list[Any]], row: Row) -> None:
@@ -112,17 +114,19 @@ def _count(hours: dict[tuple[Any, ...], list[Any]], row: Row) -> None:
     _add(figures, row)
 
 
-def _with_days(hours: dict[tuple[Any, ...], list[Any]]) -> list[Row]:
-    days: dict[tuple[Any, ...], list[Any]] = {}
-    for (_, hour, *dims), figures in hours.items():
-        key = (DAY, hour // DAY * DAY, *dims)
-        day = days.get(key)
-        if day is None:
-            days[key] = list(figures)
-        else:
-            for i, value in enumerate(figures):
-                day[i] = max(day[i], value) if i == 9 else day[i] + value
-    return sorted((*key, *figures) for key, figures in (*hours.items(), *days.items()))
+def _with_longer(hours: dict[tuple[Any, ...], list[Any]]) -> list[Row]:
+    """The hourly rows and, summed from them, those of the longer periods."""
+    out = dict(hours)
+    for period in PERIODS[1:]:
+        for (_, hour, *dims), figures in hours.items():
+            key = (period, hour // period * period, *dims)
+            into = out.get(key)
+            if into is None:
+                out[key] = list(figures)
+            else:
+                for i, value in enumerate(figures):
+                    into[i] = max(into[i], value) if i == 9 else into[i] + value
+    return sorted((*key, *figures) for key, figures in out.items())
 
 
 def upsert_sql(dialect: Dialect) -> str:
