@@ -20,6 +20,7 @@ from gateway.api.http import parse_json_object, query_params, read_body
 from gateway.errors import InvalidRequest, NotFound
 from gateway.identity.keys import edited, issue, successor
 from gateway.store.base import KeyStore, key_store
+from gateway.store.rows import VirtualKey
 from gateway.types import Receive, Scope
 
 if TYPE_CHECKING:
@@ -92,9 +93,7 @@ async def rotate_key(gateway: Gateway, key_id: str, body: dict[str, Any]) -> dic
     if isinstance(grace, bool) or not isinstance(grace, int | float) or not 0 <= grace <= MAX_GRACE_S:
         raise InvalidRequest(f"grace_s must be a number of seconds from 0 to {MAX_GRACE_S}.", param="grace_s")
     store = _store(gateway)
-    old = await store.get_key(key_id)
-    if old is None:
-        raise NotFound(f"No key {key_id!r}.")
+    old = await get_key(gateway, key_id)
     if old.revoked_at is not None and old.revoked_at <= time.time():
         raise InvalidRequest(f"The key {key_id!r} is revoked: create a new one instead.")
     key, new = successor(old)
@@ -104,11 +103,16 @@ async def rotate_key(gateway: Gateway, key_id: str, body: dict[str, Any]) -> dic
     return {**new.public(), "key": key}
 
 
+async def get_key(gateway: Gateway, key_id: str) -> VirtualKey:
+    key = await _store(gateway).get_key(key_id)
+    if key is None:
+        raise NotFound(f"No key {key_id!r}.")
+    return key
+
+
 async def update_key(gateway: Gateway, key_id: str, fields: dict[str, Any]) -> dict[str, Any]:
     store = _store(gateway)
-    old = await store.get_key(key_id)
-    if old is None:
-        raise NotFound(f"No key {key_id!r}.")
+    old = await get_key(gateway, key_id)
     now = time.time()
     if old.revoked_at is not None and old.revoked_at <= now:
         raise InvalidRequest(f"The key {key_id!r} is revoked: create a new one instead.")

@@ -8,15 +8,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from gateway.api.keys import create_key, list_keys, revoke_key, rotate_key, update_key
+from gateway.api.keys import create_key, get_key, list_keys, revoke_key, rotate_key, update_key
 from gateway.console import reveal
 from gateway.console.session import Session
 from gateway.console.web import PREFIX, Console, cookie
-from gateway.errors import InvalidRequest, NotFound
+from gateway.errors import InvalidRequest
 from gateway.identity import roles
 from gateway.identity.keys import ROLES
-from gateway.store.base import key_store
-from gateway.store.rows import VirtualKey
 
 _NUMBERS = ("rpm", "tpm", "budget_usd", "expires_days")
 _SHOWN = ("id", "name", "role", "project", "key", "rotated_from")
@@ -105,7 +103,7 @@ async def created_page(console: Console, request: Request) -> Response:
 async def edit_page(console: Console, request: Request) -> Response:
     session, me = await console.session(request.scope)
     roles.require("PATCH /admin/keys/{id}", me)
-    key = await _key(console, request.path_params["key_id"])
+    key = await get_key(console.gateway, request.path_params["key_id"])
     form = {
         "name": key.name, "allowed_models": ", ".join(key.allowed_models), "rpm": key.rpm or "",
         "tpm": key.tpm or "", "budget_usd": f"{key.budget_usd:g}" if key.budget_usd else "",
@@ -128,18 +126,10 @@ async def edit(console: Console, request: Request) -> Response:
         fields["budget_period"] = form.get("budget_period") or "month"
         await update_key(console.gateway, key_id, fields)
     except InvalidRequest as exc:
-        key = await _key(console, key_id)
+        key = await get_key(console.gateway, key_id)
         context = {"me": me, "title": "Edit key", "key": key.public(), "form": form, "problem": str(exc.message)}
         return console.render("key_edit.html", request, context, status=400, session=session)
     return RedirectResponse(f"{PREFIX}/keys?updated={key_id}", status_code=303)
-
-
-async def _key(console: Console, key_id: str) -> VirtualKey:
-    store = key_store(console.gateway.store)
-    key = None if store is None else await store.get_key(key_id)
-    if key is None:
-        raise NotFound(f"No key {key_id!r}.")
-    return key
 
 
 def key_fields(form: dict[str, str]) -> dict[str, Any]:
