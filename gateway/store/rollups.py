@@ -188,18 +188,32 @@ def migration_sql(dialect: Dialect) -> str:
         f"CREATE TABLE usage_rollups (\n    {(',' + chr(10) + '    ').join(columns)},\n    PRIMARY KEY ({key})\n)",
         "CREATE INDEX usage_rollups_project ON usage_rollups (period_s, project, start_ts)",
     ]
+    # The hours from the records (each record's bin found once: a binary search on PostgreSQL, a CASE on SQLite),
+    # then the longer periods from the hours.
+    if dialect == "sqlite":
+        bin_of = "CASE " + " ".join(f"WHEN latency_ms < {e!r} THEN {i}" for i, e in enumerate(EDGES))
+        bin_of += f" ELSE {len(EDGES)} END"
+    else:
+        bin_of = f"width_bucket(latency_ms, ARRAY[{', '.join(repr(e) for e in EDGES)}]::double precision[])"
+    start = f"CAST(ts / {HOUR} AS INTEGER) * {HOUR}" if dialect == "sqlite" else (
+        f"CAST(floor(ts / {HOUR}) AS BIGINT) * {HOUR}")  # fmt: skip
+    per_record = dict(zip(FIGURES, record_figures_sql(), strict=True))
+    per_record.update({b: f"CASE WHEN b = {i} THEN 1 ELSE 0 END" for i, b in enumerate(BINS)})
+    figures = [f"max({f})" if c == "latency_max_ms" else f"sum({f})" for c, f in per_record.items()]
     dims = [_DIMENSION_SQL.get(d, d) for d in DIMENSIONS]
-    per_record = record_figures_sql()
-    for period in PERIODS:
-        start = f"CAST(ts / {period} AS INTEGER) * {period}" if dialect == "sqlite" else (
-            f"CAST(floor(ts / {period}) AS BIGINT) * {period}")  # fmt: skip
-        figures = [
-            f"max({f})" if c == "latency_max_ms" else f"sum({f})" for c, f in zip(FIGURES, per_record, strict=True)
-        ]
+    group = ", ".join(str(i) for i in range(2, 3 + len(DIMENSIONS)))
+    statements.append(
+        f"INSERT INTO usage_rollups ({', '.join(COLUMNS)})\nSELECT {HOUR}, {start}, {', '.join(dims)},\n    "
+        + ",\n    ".join(figures)
+        + f"\nFROM (SELECT *, {bin_of} AS b FROM model_cost_logs) r GROUP BY {group}"
+    )
+    for period in PERIODS[1:]:
+        summed = [f"max({c})" if c == "latency_max_ms" else f"sum({c})" for c in FIGURES]
         statements.append(
-            f"INSERT INTO usage_rollups ({', '.join(COLUMNS)})\nSELECT {period}, {start}, {', '.join(dims)},\n    "
-            + ",\n    ".join(figures)
-            + f"\nFROM model_cost_logs GROUP BY {', '.join(str(i) for i in range(2, 3 + len(DIMENSIONS)))}"
+            f"INSERT INTO usage_rollups ({', '.join(COLUMNS)})\nSELECT {period}, start_ts / {period} * {period},"
+            f" {', '.join(DIMENSIONS)},\n    "
+            + ", ".join(summed)
+            + f"\nFROM usage_rollups WHERE period_s = {HOUR} GROUP BY {group}"
         )
     return header + ";\n".join(statements) + ";\n"
 
