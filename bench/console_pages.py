@@ -42,12 +42,13 @@ STATUSES = [200] * 45 + [429, 400, 500, 503, 502]
 
 def record(rng: random.Random, ts: float) -> dict[str, Any]:
     model, provider = MODELS[rng.randrange(len(MODELS))]
+    key = rng.randrange(50)  # a key belongs to one project and one team, as virtual keys do
     status = STATUSES[rng.randrange(len(STATUSES))]
     prompt, completion = rng.randrange(20, 4000), rng.randrange(0, 800)
     out: dict[str, Any] = {c: "" for c in RECORD_COLUMNS}
     out.update(
-        id=uuid.uuid4().hex, ts=ts, endpoint="chat/completions", key_name=f"key-{rng.randrange(50)}",
-        key_id=f"vk_{rng.randrange(50):04d}", project=f"p{rng.randrange(20)}", team=f"t{rng.randrange(8)}",
+        id=uuid.uuid4().hex, ts=ts, endpoint="chat/completions", key_name=f"key-{key}", key_id=f"vk_{key:04d}",
+        project=f"p{key % 20}", team=f"t{key % 8}", user_id=f"u{rng.randrange(1000)}",
         model_requested=model, model_served=model, provider=provider, deployment=f"{provider}/{model}",
         status=status, error_type="" if status < 400 else "upstream_error", stream=rng.random() < 0.5,
         latency_ms=rng.uniform(80, 4000), upstream_ms=rng.uniform(70, 3900), ttfb_ms=rng.uniform(50, 900),
@@ -78,6 +79,7 @@ async def analyze(dsn: str, schema: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(f"ANALYZE {schema}.model_cost_logs")
+        await conn.execute(f"ANALYZE {schema}.usage_rollups")
     finally:
         await conn.close()
 
@@ -146,6 +148,8 @@ def main() -> None:
                 "/ui/traces",
                 three,
                 f"/ui/traces/{first['data'][0]['id']}",
+                "/ui/spend",
+                "/ui/spend?since=-604800",
                 "/ui/spend?since=-2592000",
                 "/ui/spend?since=-2592000&group_by=model",
                 "/ui/spend?since=-2592000&group_by=key&project=p3",

@@ -1,6 +1,10 @@
 """Write rate of the stores: N records in batches of B through Store.write, as the telemetry writer calls it.
 
     .venv/bin/python bench/store_write.py [--records 50000] [--batch 500] [--dsn postgresql://postgres@127.0.0.1/test]
+                                          [--without-rollups]
+
+--without-rollups: the writes as they were before the usage rollups (gateway/store/rollups.py), which are then
+summed and upserted with no row: what the rollups cost the writer is the difference.
 
 PostgreSQL runs in a schema of its own, dropped at the end; SQLite in a temporary file (WAL, synchronous=NORMAL).
 """
@@ -17,6 +21,7 @@ from typing import Any
 
 import asyncpg
 
+from gateway.store import rollups
 from gateway.store.base import RECORD_COLUMNS, Store
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore
@@ -56,7 +61,15 @@ async def main() -> None:
     parser.add_argument("--records", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--without-rollups", action="store_true")
     args = parser.parse_args()
+    if args.without_rollups:
+        rollups.summed = lambda rows: []
+
+        async def nothing(rows: Any) -> list[Any]:
+            return []
+
+        rollups.summed_async = nothing
     now = time.time()
     records = [record(i, now) for i in range(args.records)]
     schema = f"gw_bench_{uuid.uuid4().hex[:8]}"

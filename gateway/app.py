@@ -68,6 +68,7 @@ def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> FastRo
         Route("/admin/deployments", deployments, methods=["GET"]),
         Route("/admin/deployments/{deployment_id:path}/{action}", deployments, methods=["POST"]),
         Route("/admin/keys", keys, methods=["GET", "POST"]),
+        Route("/admin/keys/{key_id}", keys, methods=["PATCH"]),
         Route("/admin/keys/{key_id}/{action}", keys, methods=["POST"]),
         Route("/admin/usage", usage, methods=["GET"]),
         Route("/admin/usage/reset", usage, methods=["POST"]),

@@ -6,6 +6,8 @@ POST /admin/keys                 create: {name, project, team, user, role, allow
 POST /admin/keys/{id}/rotate     a new key with the same attributes; the old one is revoked after
                                   {"grace_s": N} (default 0: at once, at most a week)
 POST /admin/keys/{id}/revoke     revoked at once; other workers drop it within auth.cache_ttl_s
+PATCH /admin/keys/{id}           change its {name, allowed_models, rpm, tpm, budget_usd, budget_period, metadata}
+                                  (the fields given; not project, team, user or role); the key itself is unchanged
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 from gateway.api.access import AdminEndpoint, authorize, visible_project
 from gateway.api.http import parse_json_object, query_params, read_body
 from gateway.errors import InvalidRequest, NotFound
-from gateway.identity.keys import issue, successor
+from gateway.identity.keys import edited, issue, successor
 from gateway.store.base import KeyStore, key_store
+from gateway.store.rows import VirtualKey
 from gateway.types import Receive, Scope
 
 if TYPE_CHECKING:
@@ -35,6 +38,9 @@ class KeysEndpoint(AdminEndpoint):
         if scope["method"] == "GET":
             principal = await authorize(self.gateway, scope, "GET /admin/keys")
             return 200, await list_keys(self.gateway, principal, query_params(scope).get("project"))
+        if scope["method"] == "PATCH" and key_id is not None and action is None:
+            await authorize(self.gateway, scope, "PATCH /admin/keys/{id}")
+            return 200, await update_key(self.gateway, key_id, await self._body(scope, receive))
         if key_id is None:
             await authorize(self.gateway, scope, "POST /admin/keys")
             return 201, await create_key(self.gateway, await self._body(scope, receive))
@@ -87,9 +93,7 @@ async def rotate_key(gateway: Gateway, key_id: str, body: dict[str, Any]) -> dic
     if isinstance(grace, bool) or not isinstance(grace, int | float) or not 0 <= grace <= MAX_GRACE_S:
         raise InvalidRequest(f"grace_s must be a number of seconds from 0 to {MAX_GRACE_S}.", param="grace_s")
     store = _store(gateway)
-    old = await store.get_key(key_id)
-    if old is None:
-        raise NotFound(f"No key {key_id!r}.")
+    old = await get_key(gateway, key_id)
     if old.revoked_at is not None and old.revoked_at <= time.time():
         raise InvalidRequest(f"The key {key_id!r} is revoked: create a new one instead.")
     key, new = successor(old)
@@ -97,6 +101,26 @@ async def rotate_key(gateway: Gateway, key_id: str, body: dict[str, Any]) -> dic
         raise NotFound(f"No key {key_id!r}.")
     _forget(gateway, old.key_hash)
     return {**new.public(), "key": key}
+
+
+async def get_key(gateway: Gateway, key_id: str) -> VirtualKey:
+    key = await _store(gateway).get_key(key_id)
+    if key is None:
+        raise NotFound(f"No key {key_id!r}.")
+    return key
+
+
+async def update_key(gateway: Gateway, key_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    store = _store(gateway)
+    old = await get_key(gateway, key_id)
+    now = time.time()
+    if old.revoked_at is not None and old.revoked_at <= now:
+        raise InvalidRequest(f"The key {key_id!r} is revoked: create a new one instead.")
+    row = await store.update_key(edited(old, fields), now=now)
+    if row is None:
+        raise InvalidRequest(f"The key {key_id!r} was revoked meanwhile.")
+    _forget(gateway, row.key_hash)
+    return row.public()
 
 
 def _forget(gateway: Gateway, digest: str) -> None:

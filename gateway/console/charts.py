@@ -40,12 +40,14 @@ def chart(
     for n, (name, points) in enumerate(shown.items()):
         # A sum is 0 where there were no records; an average or a percentile is absent there: no point.
         drawn = [(i, v) for i, v in enumerate(points) if additive or i in seen.get(name, ())]
+        xy = {i: f"{i * step:.1f},{HEIGHT - v / scale * HEIGHT:.1f}" for i, v in drawn}
         series.append(
             {
                 "name": name,
                 "index": n,
                 "total": sum(points) if additive else max(points),
-                "points": " ".join(f"{i * step:.1f},{HEIGHT - v / scale * HEIGHT:.1f}" for i, v in drawn),
+                "points": " ".join(xy.values()),
+                "runs": _runs(xy),
             }
         )
     return {
@@ -55,6 +57,19 @@ def chart(
         "start": _label(buckets[0], interval),
         "end": _label(buckets[-1], interval),
     }
+
+
+def _runs(xy: dict[int, str]) -> list[dict[str, Any]]:
+    """The points as lines over consecutive buckets only: a gap (no records: no average) is not bridged, and a
+    lone point is a zero-length line (`dot`), which round line caps draw as a dot."""
+    runs: list[list[str]] = []
+    last = None
+    for i, point in xy.items():
+        if last is None or i != last + 1:
+            runs.append([])
+        runs[-1].append(point)
+        last = i
+    return [{"points": " ".join(run if len(run) > 1 else run * 2), "dot": len(run) == 1} for run in runs]
 
 
 def _label(ts: float, interval: int) -> str:

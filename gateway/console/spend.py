@@ -1,10 +1,13 @@
 """Spend and usage: requests, cost, tokens, errors and latency over time, grouped by model, project, key or team,
 and the sums per key, team or project — the analytics API's functions, after the same role checks. One page view
-is one request; the figures come from four time-series queries and one summary, run at once on the server."""
+is one request; the figures come from four time-series queries and one summary, run at once on the server, over
+whole hours (the usage rollups)."""
 
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,11 +21,12 @@ from gateway.console.charts import chart
 from gateway.console.web import PREFIX, Console
 from gateway.errors import InvalidRequest
 from gateway.identity import roles
+from gateway.store.analytics_sql import parse_interval
 from gateway.store.base import StoreUnavailable
 
 SLOW = (
     "The store did not answer in time for these figures (telemetry.query_timeout_s): choose a shorter range or one"
-    " project. The Spend page sums the records themselves; on millions of them, 30 days is more than it can scan."
+    " project."
 )
 # (since, label, bucket interval)
 RANGES = [("-86400", "Last 24 hours", "1h"), ("-604800", "Last 7 days", "6h"), ("-2592000", "Last 30 days", "1d")]
@@ -50,7 +54,12 @@ async def spend_page(console: Console, request: Request) -> Response:
     group_by = params.get("group_by") or "none"
     if group_by not in dict(GROUPS) or (group_by == "project" and me.role != "admin"):
         raise InvalidRequest("Choose one of the groupings.", param="group_by")
-    query = {"since": since, "interval": interval, "group_by": group_by, "project": params.get("project", "")}
+    # Whole buckets, the last one still going: the first is not cut short, and the usage rollups answer alone (the
+    # daily ones for the 30 days' daily buckets: gateway/store/rollup_sql.py).
+    now, step = time.time(), parse_interval(interval)
+    start, end = math.floor((now + float(since)) / step) * step, math.ceil(now / step) * step
+    query = {"since": str(start), "until": str(end), "interval": interval, "group_by": group_by,
+             "project": params.get("project", "")}  # fmt: skip
     kinds = list(dict.fromkeys(m[1] for m in METRICS))
     # The queries at once: PostgreSQL runs them on as many pooled connections (SQLite one after the other).
     by = "team" if group_by == "team" else "project" if me.role == "admin" and group_by != "key" else "key"
@@ -59,7 +68,7 @@ async def spend_page(console: Console, request: Request) -> Response:
     problem, status = "", 200
     answers = await asyncio.gather(
         *(timeseries(console.gateway, me, kind, query) for kind in kinds),
-        usage_report(console.gateway, me, {"by": by, "since": since, "project": query["project"]}),
+        usage_report(console.gateway, me, {"by": by, **{k: query[k] for k in ("since", "until", "project")}}),
         return_exceptions=True,  # each query is awaited to its end, whichever fails
     )
     results: list[dict[str, Any]] = []
@@ -93,6 +102,8 @@ async def spend_page(console: Console, request: Request) -> Response:
         "summary": summary["data"],
         "by": by,
         "since": since,
+        "start": start,
+        "bucket": {"1h": "hour", "6h": "6 hours", "1d": "day"}[interval],
         "group_by": group_by,
         "project": query["project"],
         "ranges": RANGES,

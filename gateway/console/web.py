@@ -13,6 +13,7 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from gateway.console.reveal import Sealer
 from gateway.console.session import COOKIE, Session, Signer, session_key
 from gateway.context import Principal
 from gateway.errors import AuthenticationFailed, GatewayError, PermissionDenied, ServiceUnavailable
@@ -92,6 +93,7 @@ class Console:
                 "so a signed-in browser is sent to sign in again whenever another worker answers"
             )
         self.signer = Signer(key, config.session_ttl_s)
+        self.sealer = Sealer(self.signer.key)
         self.secure_cookies = config.secure_cookies
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("gateway.console", "templates"),

@@ -122,6 +122,37 @@ def successor(old: VirtualKey, *, now: float | None = None) -> tuple[str, Virtua
     return key, row
 
 
+EDITABLE = ("name", "allowed_models", "models", "rpm", "tpm", "budget_usd", "budget_period", "metadata")
+
+
+def edited(old: VirtualKey, fields: Mapping[str, Any]) -> VirtualKey:
+    """The key with the fields the admin API lets an edit change (its models, rate limits, budget, name and
+    metadata), read as `issue` reads them; a field not given stays as it was. InvalidRequest names a bad field, or
+    one that cannot be changed (project, team, user, role: who the key is; create another key instead)."""
+    for name in fields:
+        if name not in EDITABLE:
+            fixed = name in ("project", "team", "user", "role", "expires_at", "expires_days")
+            why = "cannot be changed: create a new key instead" if fixed else "is not a field of a key"
+            raise InvalidRequest(f"{name!r} {why}.", param=name)
+    changes: dict[str, Any] = {}
+    if "name" in fields:
+        changes["name"] = _text(fields, "name", "")
+    if "allowed_models" in fields or "models" in fields:
+        changes["allowed_models"] = _models(fields.get("allowed_models", fields.get("models")))
+    for limit in ("rpm", "tpm"):
+        if limit in fields:
+            changes[limit] = int(_number(fields, limit, 0) or 0)
+    if "budget_usd" in fields or "budget_period" in fields:
+        period = fields.get("budget_period")
+        amount = fields.get("budget_usd", old.budget_usd)
+        if period is None and not (isinstance(amount, str) and "/" in amount):
+            period = old.budget_period  # a new amount keeps the period it had
+        changes["budget_usd"], changes["budget_period"] = parse_budget(amount, period)
+    if "metadata" in fields:
+        changes["metadata"] = _metadata(fields["metadata"])
+    return dataclasses.replace(old, **changes)
+
+
 def _new_id() -> str:
     return "vk_" + os.urandom(8).hex()
 

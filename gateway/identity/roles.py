@@ -34,6 +34,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "POST /admin/keys": ADMIN,
     "POST /admin/keys/{id}/rotate": ADMIN,
     "POST /admin/keys/{id}/revoke": ADMIN,
+    # A key's models, rate limits, budget, name and metadata changed in place (not its project, team, user or role:
+    # who a key is stays as it was made).
+    "PATCH /admin/keys/{id}": ADMIN,
     # A key's, team's or project's budgets and rate limits, as its counters stand.
     "GET /admin/usage": BILLING,
     # A budget's period started anew (its spend forgotten, an event left): admins only.

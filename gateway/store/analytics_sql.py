@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from gateway.errors import InvalidRequest
 from gateway.store.base import Record
+from gateway.store.rollup_sql import bucket_sql
+from gateway.store.rollups import KEY_SQL
 from gateway.store.trace_sql import Args, Dialect, TraceQuery, where
 
 Kind = Literal["costs", "usage", "performance", "errors", "models"]
@@ -19,11 +21,9 @@ UsageBy = Literal["key", "team", "project"]
 MAX_BUCKETS = 10_000
 _INTERVALS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 _INTERVAL = re.compile(r"(\d+)([smhd]?)")
-# A key is its virtual key's id, or the config key's name (config keys have no id).
-_KEY_SQL = "CASE WHEN key_id = '' THEN key_name ELSE key_id END"
 _GROUP_SQL = {
     "none": "''", "model": "model_requested", "served_model": "model_served", "provider": "provider",
-    "deployment": "deployment", "project": "project", "team": "team", "key": _KEY_SQL, "user": "user_id",
+    "deployment": "deployment", "project": "project", "team": "team", "key": KEY_SQL, "user": "user_id",
     "status": "status", "error_type": "error_type",
 }  # fmt: skip
 
@@ -88,10 +88,7 @@ def build_timeseries(
         group_by = "served_model"
     args = Args(dialect)
     where = _filters(since, until, project, args)
-    step = int(interval_s)
-    bucket = f"CAST(floor(ts / {step}) AS BIGINT) * {step}"
-    if dialect == "sqlite":  # floor() needs SQLite's math functions; ts is positive, so CAST truncates the same
-        bucket = f"CAST(ts / {step} AS INTEGER) * {step}"
+    bucket = bucket_sql("ts", int(interval_s), dialect)
     group = _GROUP_SQL[group_by]
     extra = ""
     if kind == "performance":

@@ -186,6 +186,10 @@ class KeyStore(Protocol):
     async def rotate_key(self, key_id: str, new: VirtualKey, *, revoke_at: float) -> VirtualKey | None:
         """Insert `new` and revoke the old key at `revoke_at`, atomically; None if there is no such key."""
 
+    async def update_key(self, key: VirtualKey, *, now: float) -> VirtualKey | None:
+        """Write the editable fields of `key` (name, allowed models, rpm, tpm, budget, metadata) over its row's, unless
+        the key is revoked by `now`; the row as it is then, or None if there is no such key not revoked."""
+
 
 @dataclass(frozen=True, slots=True)
 class PolicyVersion:

@@ -29,7 +29,14 @@ import asyncpg  # type: ignore[import-untyped]
 import orjson
 
 from gateway.config.telemetry import FlagValue
-from gateway.store import postgres_flags, postgres_keys, postgres_policies, postgres_responses, similarity_sql
+from gateway.store import (
+    postgres_flags,
+    postgres_keys,
+    postgres_policies,
+    postgres_responses,
+    rollups,
+    similarity_sql,
+)
 from gateway.store.base import (
     RECORD_COLUMNS,
     PolicyVersion,
@@ -50,6 +57,7 @@ T = TypeVar("T")
 logger = logging.getLogger("gateway.store")
 
 _DAY = 86_400
+_ROLLUP_UPSERT = rollups.upsert_sql("postgres")
 _EVENT_COLUMNS = ("id", "ts", "type", "attrs")
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _PARTITION = re.compile(r"model_cost_logs_p(\d{8})")
@@ -266,16 +274,24 @@ class PostgresStore(TraceQueries):
         if not records:
             return
 
+        counted = table == "model_cost_logs"  # the usage rollups count the records in the same transaction
+
         async def write(rows: list[Row]) -> None:
             attempts = 0
+            sums = await rollups.summed_async(rows) if counted and not unsure else []
 
             async def copy(conn: Any) -> None:
-                nonlocal attempts
+                nonlocal attempts, sums
                 attempts += 1
-                if unsure or attempts > 1:  # a retry of _run after a lost connection is unsure too
-                    await _copy_new_rows(conn, table, columns, rows)
-                else:
-                    await conn.copy_records_to_table(table, records=rows, columns=columns)
+                async with conn.transaction():
+                    if unsure or attempts > 1:  # a retry of _run after a lost connection is unsure too
+                        new = await _copy_new_rows(conn, table, columns, rows)
+                        if counted:
+                            sums = await rollups.summed_async([row for row in rows if row[0] in new])
+                    else:
+                        await conn.copy_records_to_table(table, records=rows, columns=columns)
+                    if sums:
+                        await conn.executemany(_ROLLUP_UPSERT, sums)
 
             await self._run(copy)
 
@@ -332,6 +348,8 @@ class PostgresStore(TraceQueries):
                         await conn.execute(_LOCK, self.schema)
                         await conn.execute(f"DROP TABLE IF EXISTS {', '.join(old)}")
             status = await conn.execute(f"DELETE FROM {table} WHERE ts < $1", cutoff)
+            if table == "model_cost_logs":  # the rollups go with their records: a period once all of it is past
+                await conn.execute(rollups.RETENTION_SQL.replace("?", "$1"), cutoff)
             return removed + int(status.split()[-1])
 
         return await self._run(remove, bounded=False)
@@ -355,6 +373,9 @@ class PostgresStore(TraceQueries):
 
     async def rotate_key(self, key_id: str, new: VirtualKey, *, revoke_at: float) -> VirtualKey | None:
         return await self._run(lambda conn: postgres_keys.rotate(conn, key_id, new, revoke_at))
+
+    async def update_key(self, key: VirtualKey, *, now: float) -> VirtualKey | None:
+        return await self._run(lambda conn: postgres_keys.update(conn, key, now))
 
     # -- policies (gateway/store/postgres_policies.py holds the SQL) ------------------------------------------
 
@@ -438,17 +459,18 @@ async def _init_connection(conn: Any) -> None:
     )
 
 
-async def _copy_new_rows(conn: Any, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
-    """COPY into a staging table, then insert the rows the table does not hold yet (by ts and id, indexed)."""
+async def _copy_new_rows(conn: Any, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> set[str]:
+    """COPY into a staging table, then insert the rows the table does not hold yet (by ts and id, indexed); the ids
+    inserted. Inside the caller's transaction."""
     listed = ", ".join(columns)
-    async with conn.transaction():
-        # Per connection, emptied at each commit.
-        await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS incoming_{table} (LIKE {table}) ON COMMIT DELETE ROWS")
-        await conn.copy_records_to_table(f"incoming_{table}", records=rows, columns=columns)
-        await conn.execute(
-            f"INSERT INTO {table} ({listed}) SELECT {listed} FROM incoming_{table} i"
-            f" WHERE NOT EXISTS (SELECT 1 FROM {table} m WHERE m.ts = i.ts AND m.id = i.id)"
-        )
+    # Per connection, emptied at each commit.
+    await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS incoming_{table} (LIKE {table}) ON COMMIT DELETE ROWS")
+    await conn.copy_records_to_table(f"incoming_{table}", records=rows, columns=columns)
+    inserted = await conn.fetch(
+        f"INSERT INTO {table} ({listed}) SELECT {listed} FROM incoming_{table} i"
+        f" WHERE NOT EXISTS (SELECT 1 FROM {table} m WHERE m.ts = i.ts AND m.id = i.id) RETURNING id"
+    )
+    return {row[0] for row in inserted}
 
 
 def _unavailable(exc: BaseException) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.store.rows import VirtualKey
-from gateway.store.sqlite_keys import COLUMNS
+from gateway.store.sqlite_keys import COLUMNS, EDITABLE
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM virtual_keys"
 _INSERT = f"INSERT INTO virtual_keys ({', '.join(COLUMNS)}) VALUES ({', '.join(f'${i}' for i in range(1, 19))})"
@@ -14,6 +14,11 @@ _INSERT = f"INSERT INTO virtual_keys ({', '.join(COLUMNS)}) VALUES ({', '.join(f
 _REVOKE = (
     "UPDATE virtual_keys SET revoked_at = CASE WHEN revoked_at IS NULL OR revoked_at > $2 THEN $2 ELSE revoked_at END"
     f" WHERE id = $1 RETURNING {', '.join(COLUMNS)}"
+)
+
+_UPDATE = (
+    f"UPDATE virtual_keys SET {', '.join(f'{c} = ${i}' for i, c in enumerate(EDITABLE, 3))}"
+    f" WHERE id = $1 AND (revoked_at IS NULL OR revoked_at > $2) RETURNING {', '.join(COLUMNS)}"
 )
 
 
@@ -57,3 +62,9 @@ async def rotate(conn: Any, old_id: str, new: VirtualKey, revoke_at: float) -> V
         await create(conn, new)
         await revoke(conn, old_id, revoke_at)
     return new
+
+
+async def update(conn: Any, key: VirtualKey, now: float) -> VirtualKey | None:
+    """The editable columns written over the row's, unless it is revoked by `now`."""
+    row = await conn.fetchrow(_UPDATE, key.id, now, *(getattr(key, c) for c in EDITABLE))
+    return _key(row) if row else None

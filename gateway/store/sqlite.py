@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import orjson
 
 from gateway.config.telemetry import FlagValue
-from gateway.store import similarity_sql, sqlite_flags, sqlite_keys, sqlite_policies, sqlite_responses
+from gateway.store import rollups, similarity_sql, sqlite_flags, sqlite_keys, sqlite_policies, sqlite_responses
 from gateway.store.base import (
     JSON_COLUMNS,
     RECORD_COLUMNS,
@@ -45,6 +45,7 @@ _INSERT_NEW = (
     f"INSERT INTO model_cost_logs ({_COLUMNS}) SELECT {', '.join('?' for _ in RECORD_COLUMNS)}"
     " WHERE NOT EXISTS (SELECT 1 FROM model_cost_logs WHERE ts = ? AND id = ?)"
 )
+_ROLLUP_UPSERT = rollups.upsert_sql("sqlite")
 _EVENT_INSERT = "INSERT INTO event_logs (id, ts, type, attrs) VALUES (?, ?, ?, ?)"
 _EVENT_INSERT_NEW = (
     "INSERT INTO event_logs (id, ts, type, attrs) SELECT ?, ?, ?, ?"
@@ -156,14 +157,18 @@ class SQLiteStore(TraceQueries):
     async def _write(
         self, table: str, records: Sequence[Record], make_row: Callable[[Record], Row], insert: str, insert_new: str
     ) -> None:
+        counted = table == "model_cost_logs"  # the usage rollups count the records in the same transaction
+
         def run(batch: list[Row], unsure: bool) -> None:
             conn = self._require()
             conn.execute("BEGIN")
             try:
-                if unsure:  # ts and id (the first two columns) bound again for the check
-                    conn.executemany(insert_new, [(*row, row[1], row[0]) for row in batch])
+                if unsure:  # ts and id (the first two columns) bound again for the check; the rows inserted kept
+                    batch = [row for row in batch if conn.execute(insert_new, (*row, row[1], row[0])).rowcount]
                 else:
                     conn.executemany(insert, batch)
+                if counted:
+                    conn.executemany(_ROLLUP_UPSERT, rollups.summed(batch))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -226,7 +231,11 @@ class SQLiteStore(TraceQueries):
         cutoff = time.time() - max_age_s
 
         def delete() -> int:
-            return self._require().execute(f"DELETE FROM {table} WHERE ts < ?", (cutoff,)).rowcount
+            conn = self._require()
+            removed = conn.execute(f"DELETE FROM {table} WHERE ts < ?", (cutoff,)).rowcount
+            if table == "model_cost_logs":  # the rollups go with their records: a period once all of it is past
+                conn.execute(rollups.RETENTION_SQL, (cutoff,))
+            return removed
 
         return await self._call(delete)
 
@@ -248,6 +257,9 @@ class SQLiteStore(TraceQueries):
 
     async def rotate_key(self, key_id: str, new: VirtualKey, *, revoke_at: float) -> VirtualKey | None:
         return await self._call(lambda: sqlite_keys.rotate(self._require(), key_id, new, revoke_at))
+
+    async def update_key(self, key: VirtualKey, *, now: float) -> VirtualKey | None:
+        return await self._call(lambda: sqlite_keys.update(self._require(), key, now))
 
     # Policies created through the API (gateway/store/sqlite_policies.py holds the SQL).
     async def save_policy(

@@ -14,6 +14,8 @@ COLUMNS = (
     "budget_usd", "budget_period", "expires_at", "revoked_at", "metadata", "created_at", "rotated_from",
 )  # fmt: skip
 _JSON = frozenset({"allowed_models", "metadata"})
+# What an edit may change (gateway/identity/keys.py: edited); the rest is who the key is.
+EDITABLE = ("name", "allowed_models", "rpm", "tpm", "budget_usd", "budget_period", "metadata")
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM virtual_keys"
 _INSERT = f"INSERT INTO virtual_keys ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
 
@@ -77,3 +79,14 @@ def rotate(conn: sqlite3.Connection, old_id: str, new: VirtualKey, revoke_at: fl
         conn.execute("ROLLBACK")
         raise
     return new
+
+
+def update(conn: sqlite3.Connection, key: VirtualKey, now: float) -> VirtualKey | None:
+    """The editable columns written over the row's, unless it is revoked by `now`."""
+    values = [orjson.dumps(getattr(key, c)).decode() if c in _JSON else getattr(key, c) for c in EDITABLE]
+    changed = conn.execute(
+        f"UPDATE virtual_keys SET {', '.join(f'{c} = ?' for c in EDITABLE)}"
+        " WHERE id = ? AND (revoked_at IS NULL OR revoked_at > ?)",
+        (*values, key.id, now),
+    ).rowcount
+    return by_id(conn, key.id) if changed else None

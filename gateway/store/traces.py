@@ -1,11 +1,12 @@
 """The TraceStore methods, written once for both stores: each store says its SQL dialect and runs a query into
 rows (`_named`: dicts by column name, JSON columns decoded); gateway/store/trace_sql.py and analytics_sql.py
-build the SQL."""
+build the SQL over the records, rollup_sql.py over the usage rollups where they can answer."""
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from gateway.store import rollup_sql
 from gateway.store.analytics_sql import (
     GroupBy,
     Kind,
@@ -44,11 +45,17 @@ class TraceQueries:
         until: float | None = None,
         project: str | None = None,
     ) -> list[Record]:
+        rolled = rollup_sql.build_timeseries(kind, interval_s, group_by, since, until, project, self.dialect)
+        if rolled is not None:
+            rows = rollup_sql.timeseries_figures(kind, await self._named(*rolled))
+            return timeseries_rows(kind, group_by, rows)
         sql, args = build_timeseries(kind, interval_s, group_by, since, until, project, self.dialect)
         return timeseries_rows(kind, group_by, await self._named(sql, args))
 
     async def usage_summary(
         self, by: UsageBy, *, since: float | None = None, until: float | None = None, project: str | None = None
     ) -> list[Record]:
-        sql, args = build_usage(by, since, until, project, self.dialect)
+        sql, args = rollup_sql.build_usage(by, since, until, project, self.dialect) or build_usage(
+            by, since, until, project, self.dialect
+        )
         return usage_rows(await self._named(sql, args))

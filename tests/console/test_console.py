@@ -171,6 +171,7 @@ def test_create_use_and_revoke_a_key(page: Any, console: str, shot: Any) -> None
     page.get_by_label("Requests / min").fill("100")
     shot(page, "keys-create")
     page.get_by_role("button", name="Create key").click()
+    page.wait_for_url(re.compile(r"/ui/keys/created$"))
     key = page.get_by_label(re.compile("Key for batch-job")).input_value()
     assert key.startswith("sk-")
     page.get_by_role("button", name="Copy").click()
@@ -190,6 +191,58 @@ def test_create_use_and_revoke_a_key(page: Any, console: str, shot: Any) -> None
     assert "is revoked" in page.get_by_role("status").inner_text()
     shot(page, "keys")
     assert chat(console, rotated).status_code == 401
+
+
+def test_reloading_the_new_keys_page_makes_no_other_key(page: Any, console: str, shot: Any) -> None:
+    sign_in(page, console, ADMIN)
+    page.goto(f"{console}/ui/keys")
+    page.get_by_text("Create a key").click()
+    page.get_by_label("Name").fill("once")
+    page.get_by_label("Project", exact=True).fill("A")
+    page.get_by_role("button", name="Create key").click()
+    page.wait_for_url(re.compile(r"/ui/keys/created$"))  # POST-redirect-GET: the page is a GET
+    key = page.get_by_label(re.compile("Key for once")).input_value()
+    assert key.startswith("sk-gw-")
+    page.reload()
+    expect(page.get_by_role("heading", name="Key already shown")).to_be_visible()
+    assert key not in page.content()
+    shot(page, "key-already-shown")
+    page.go_back()  # back to the form's page, as the history has it: still no second key
+    listed = httpx.get(f"{console}/admin/keys", headers={"authorization": f"Bearer {ADMIN}"}).json()["data"]
+    assert [k["name"] for k in listed].count("once") == 1
+    assert chat(console, key).status_code == 200
+
+
+def test_edit_a_keys_models_limits_and_budget(page: Any, console: str, shot: Any) -> None:
+    auth = {"authorization": f"Bearer {ADMIN}"}
+    made = httpx.post(f"{console}/admin/keys", json={"name": "editable", "project": "A", "allowed_models": ["demo"]},
+                      headers=auth).json()  # fmt: skip
+    assert chat(console, made["key"], "other").status_code == 403
+    sign_in(page, console, ADMIN)
+    page.goto(f"{console}/ui/keys")
+    page.get_by_role("link", name="Edit key editable").click()
+    expect(page.get_by_label("Allowed models (comma-separated, blank: all)")).to_have_value("demo")
+    page.get_by_label("Allowed models (comma-separated, blank: all)").fill("demo, other")
+    page.get_by_label("Requests / min (blank: no limit)").fill("many")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_role("alert")).to_contain_text("rpm must be a number")  # the form stays, with what was typed
+    expect(page.get_by_label("Allowed models (comma-separated, blank: all)")).to_have_value("demo, other")
+    page.get_by_label("Requests / min (blank: no limit)").fill("90")
+    page.get_by_label("Budget in $ (blank: none)").fill("12.5")
+    page.get_by_label("Budget period").select_option("day")
+    shot(page, "key-edit")
+    page.get_by_role("button", name="Save changes").click()
+    page.wait_for_url(re.compile(r"updated="))
+    expect(page.get_by_role("status")).to_contain_text("is changed")
+    row = page.locator("table.keys tbody tr", has_text="editable")
+    expect(row).to_contain_text("demo, other")
+    expect(row).to_contain_text("90 rpm")
+    expect(row).to_contain_text("$12.5/day")
+    shot(page, "keys-edited")
+    (key,) = [k for k in httpx.get(f"{console}/admin/keys", headers=auth).json()["data"] if k["name"] == "editable"]
+    assert (key["allowed_models"], key["rpm"], key["budget_usd"], key["budget_period"]) == (
+        ["demo", "other"], 90, 12.5, "day")  # fmt: skip
+    assert chat(console, made["key"], "other").status_code == 200  # the same key, its new models
 
 
 def test_drain_and_undrain_a_deployment(page: Any, console: str, shot: Any) -> None:
@@ -420,3 +473,70 @@ def test_every_page_has_sufficient_contrast(page: Any, console: str) -> None:
                  "/ui/spend?group_by=model", "/ui/keys", "/ui/health"):  # fmt: skip
         page.goto(f"{console}{path}")
         assert page.evaluate(check) == [], path
+
+
+def test_every_control_on_every_page_has_a_name(page: Any, console: str, shot: Any) -> None:
+    """Accessibility: what a screen reader says for each control is never empty, on every page an admin can reach,
+    the key pages and the policy editor included; the new pages' contrast too."""
+    labels = (Path(__file__).parent / "labels.js").read_text()
+    contrast = (Path(__file__).parent / "contrast.js").read_text()
+    auth = {"authorization": f"Bearer {ADMIN}"}
+    made = httpx.post(f"{console}/admin/keys", json={"name": "named", "project": "A"}, headers=auth).json()
+    policy = {"policy": {"name": "tagger", "actions": {"tag": {"a": "b"}}}}
+    assert httpx.post(f"{console}/api/v1/policies", json=policy, headers=auth).status_code in (200, 201)
+    chat(console, "sk-app-a", "demo", "x")
+    trace_id = wait_for_records(console, 1)[0]["id"]
+    page.goto(f"{console}/ui/signin")
+    assert page.evaluate(labels) == []
+    sign_in(page, console, ADMIN)
+    paths = ["/ui/traces", f"/ui/traces/{trace_id}", "/ui/policies", "/ui/policies/new", "/ui/policies/form",
+             "/ui/policies/try", "/ui/policies/tagger", "/ui/policies/tagger/edit", "/ui/spend?group_by=model",
+             "/ui/spend?project=A", "/ui/keys", f"/ui/keys/{made['id']}/edit", "/ui/keys/created", "/ui/health",
+             "/ui/nowhere"]  # fmt: skip
+    for path in paths:
+        page.goto(f"{console}{path}")
+        page.locator("details").evaluate_all("ds => ds.forEach(d => d.open = true)")  # the folded forms too
+        assert page.evaluate(labels) == [], path
+        assert page.evaluate(contrast) == [], path
+    page.goto(f"{console}/ui/keys")
+    page.get_by_text("Create a key").click()
+    page.get_by_label("Name", exact=True).fill("named-2")
+    page.get_by_role("button", name="Create key").click()
+    page.wait_for_url(re.compile(r"/ui/keys/created$"))
+    assert page.evaluate(labels) == []
+    assert page.evaluate(contrast) == []
+    shot(page, "key-created")
+    page.evaluate("document.querySelector('main').append(document.createElement('input'))")
+    assert len(page.evaluate(labels)) == 1  # the check finds a control without a name
+
+
+def _tab_to(page: Any, test: str, limit: int = 60) -> None:
+    """Tab until the focused element passes `test` (a JS expression of `e`)."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if page.evaluate(f"(e => !!e && ({test}))(document.activeElement)"):
+            return
+    raise AssertionError(f"no focusable element where {test}")
+
+
+def test_create_and_edit_a_key_with_the_keyboard(page: Any, console: str) -> None:
+    sign_in(page, console, ADMIN)
+    page.goto(f"{console}/ui/keys")
+    _tab_to(page, "e.tagName === 'SUMMARY'")
+    page.keyboard.press("Enter")  # unfolds "Create a key"
+    _tab_to(page, "e.id === 'k-name'")
+    page.keyboard.type("typed")
+    page.keyboard.press("Enter")  # submits the form
+    page.wait_for_url(re.compile(r"/ui/keys/created$"))
+    _tab_to(page, "e.dataset.copy === 'new-key'")
+    _tab_to(page, "e.textContent === 'Back to keys'")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/ui/keys$"))
+    _tab_to(page, "e.getAttribute('aria-label') === 'Edit key typed'")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/edit$"))
+    _tab_to(page, "e.id === 'e-tpm'")
+    page.keyboard.type("5000")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"updated="))
+    expect(page.locator("table.keys tbody tr", has_text="typed")).to_contain_text("5000 tpm")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 
 from tests.conftest import KEY, running
@@ -65,8 +67,29 @@ def test_a_revoked_key_ends_its_console_session(make_config):
 
 
 def test_console_off_means_no_ui_route(make_config):
+    """Every route the console mounts (read from the app built with it on), with each of its methods, is the app's
+    plain 404 when console.enabled is false: not the console's page, not a redirect to sign in."""
+    from starlette.routing import Mount, Route, WebSocketRoute
+
+    from gateway.app import build_app
+
+    (mount,) = [r for r in build_app(make_config()).app.routes if isinstance(r, Mount) and r.path == "/ui"]
+    routes = mount.app.app.routes  # SecurityHeaders(Router)
+    calls = []
+    for route in routes:
+        path = "/ui" + re.sub(r"\{[^}]+\}", "x", route.path)
+        if isinstance(route, Route):
+            calls += [(method, path) for method in sorted(route.methods or ()) if method != "HEAD"]
+        elif isinstance(route, WebSocketRoute):
+            calls.append(("GET", path))
+        else:
+            calls.append(("GET", path + "/console.css"))  # the static files
+    assert len(calls) >= 30
     with running(make_config(console={"enabled": False})) as (url, _):
-        assert httpx.get(f"{url}/ui/signin").status_code == 404
+        for method, path in [*calls, ("GET", "/ui"), ("GET", "/ui/")]:
+            answer = httpx.request(method, f"{url}{path}", headers={"authorization": f"Bearer {KEY}"})
+            assert answer.status_code == 404, (method, path, answer.status_code)
+            assert answer.headers["content-type"].startswith("application/json"), (method, path)  # the app's 404
         assert httpx.get(f"{url}/v1/models", headers={"authorization": f"Bearer {KEY}"}).status_code == 200
 
 

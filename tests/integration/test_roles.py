@@ -50,6 +50,7 @@ def test_every_endpoint_answers_as_the_matrix_says(make_config, role):
         made_id = made.json()["id"]
         calls = [*CALLS, ("POST", f"/admin/keys/{made_id}/rotate", {"grace_s": 60}, "POST /admin/keys/{id}/rotate")]
         calls.append(("POST", "/admin/keys/vk_missing/revoke", None, "POST /admin/keys/{id}/revoke"))
+        calls.append(("PATCH", "/admin/keys/vk_missing", {"rpm": 1}, "PATCH /admin/keys/{id}"))
         for method, path, body, route in calls:
             response = httpx.request(method, f"{url}{path}", json=body, headers={"Authorization": f"Bearer {key}"})
             if roles.allows(route, role):

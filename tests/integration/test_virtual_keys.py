@@ -172,3 +172,38 @@ def test_project_isolation_on_the_key_list(config):
         assert [k["name"] for k in admin_b] == ["b-dev"]
         developer_a = create(url, project="a")["key"]
         assert_error_shape(httpx.get(f"{url}/admin/keys", headers=auth(developer_a)), 403, code="role_not_allowed")
+
+
+def test_an_edit_changes_models_limits_and_budget_at_once(make_config):
+    config = make_config(auth={"admin_key": ADMIN}, pipeline=["auth", "ratelimit", "route"])
+    with running(config) as (url, _):
+        made = create(url, name="app", project="p1", allowed_models=["demo"], budget_usd="5/day")
+        key = made["key"]
+        assert chat(url, key).status_code == 200
+
+        def patch(key_id: str, **fields: object) -> httpx.Response:
+            return httpx.patch(f"{url}/admin/keys/{key_id}", json=fields, headers=auth(ADMIN))
+
+        edited = patch(made["id"], allowed_models=["slow-stream"], rpm=1, budget_usd=7.5, name="app-2")
+        assert edited.status_code == 200, edited.text
+        body = edited.json()
+        assert (body["allowed_models"], body["rpm"], body["budget_usd"]) == (["slow-stream"], 1, 7.5)
+        assert (body["budget_period"], body["name"], body["key_prefix"]) == ("day", "app-2", made["key_prefix"])
+        assert "key" not in body
+        # This worker forgets the cached key at once: the new models hold for the same key.
+        assert_error_shape(chat(url, key), 403, code="model_not_allowed")
+        assert patch(made["id"], allowed_models=[]).json()["allowed_models"] == []  # all models
+        assert chat(url, key).status_code == 200
+        assert_error_shape(chat(url, key), 429)  # rpm 1
+        listed = httpx.get(f"{url}/admin/keys", headers=auth(ADMIN)).json()["data"]
+        assert (listed[0]["rpm"], listed[0]["budget_usd"]) == (1, 7.5)
+
+        for fields, param in (({"project": "p2"}, "project"), ({"role": "admin"}, "role"), ({"rpm": -1}, "rpm"),
+                              ({"budget_usd": "5/week"}, "budget_period"), ({"colour": "red"}, "colour")):  # fmt: skip
+            assert assert_error_shape(patch(made["id"], **fields), 400)["param"] == param
+        assert_error_shape(patch("vk_missing", rpm=1), 404)
+        httpx.post(f"{url}/admin/keys/{made['id']}/revoke", headers=auth(ADMIN))
+        assert_error_shape(patch(made["id"], rpm=5), 400)
+        viewer = create(url, project="p1", role="viewer")["key"]
+        forged = httpx.patch(f"{url}/admin/keys/{made['id']}", json={"rpm": 0}, headers=auth(viewer))
+        assert_error_shape(forged, 403, code="role_not_allowed")

@@ -23,6 +23,9 @@ def test_averages_have_no_points_where_there_were_no_records():
     assert series["name"] == "all"
     assert len(series["points"].split()) == 2
     assert series["total"] == 9.0
+    # Buckets 0 and 2 h, not 1 h: two lone points, each drawn as a dot (a zero-length line), not one line across.
+    assert [run["dot"] for run in series["runs"]] == [True, True]
+    assert [len(set(run["points"].split())) for run in series["runs"]] == [1, 1]
 
 
 def test_no_records_is_an_empty_chart_with_a_zero_top():

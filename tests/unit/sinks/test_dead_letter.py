@@ -63,7 +63,16 @@ async def faulty_store(request, tmp_path: Path, monkeypatch):
                     faults.check(rows)
                 return real(sql, rows)
 
+            real_execute = conn.execute
+
+            def execute(*args: Any) -> Any:
+                # A batch that may be in the table already is inserted row by row (the rows inserted are counted).
+                if len(args) > 1 and args[0].startswith("INSERT INTO model_cost_logs"):
+                    faults.check([args[1]])
+                return real_execute(*args)
+
             conn.executemany = executemany  # type: ignore[method-assign]
+            conn.execute = execute  # type: ignore[method-assign]
             store._conn = conn  # type: ignore[assignment]
 
         yield store, install, sqlite3.OperationalError("database is locked")

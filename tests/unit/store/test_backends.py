@@ -112,3 +112,19 @@ async def test_rotation_adds_the_successor_and_schedules_the_old_keys_end(store)
         await store.rotate_key("k1", key("k4", key_hash="hash-k2"), revoke_at=100.0)
     assert (await store.get_key("k1")).revoked_at == 500.0
     assert await store.get_key("k4") is None
+
+
+async def test_an_edit_changes_the_editable_fields_only_and_never_a_revoked_key(store):
+    await store.create_key(key("k1", rpm=5, allowed_models=["a"], metadata={"o": "1"}))
+    forged = key("k1", project="p9", key_hash="hash-other", role="admin", rpm=60, tpm=1000, budget_usd=3.0,
+                 budget_period="day", allowed_models=["a", "b"], metadata={"o": "2"}, name="renamed")  # fmt: skip
+    updated = await store.update_key(forged, now=10.0)
+    assert updated == await store.get_key("k1")
+    assert (updated.rpm, updated.tpm, updated.budget_usd, updated.budget_period) == (60, 1000, 3.0, "day")
+    assert (updated.allowed_models, updated.metadata, updated.name) == (["a", "b"], {"o": "2"}, "renamed")
+    # Who the key is stays as it was made.
+    assert (updated.project, updated.key_hash, updated.role) == ("p1", "hash-k1", "developer")
+    await store.revoke_key("k1", at=20.0)
+    assert await store.update_key(forged, now=15.0) is not None  # revoked later: still editable until then
+    assert await store.update_key(forged, now=20.0) is None
+    assert await store.update_key(key("nope"), now=1.0) is None
