@@ -30,11 +30,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-import uvicorn
 import uvloop
 import yaml
 from micro_api import BODIES, CONNS, WARMUP, client
-from micro_route import ROOT, Upstream, serving
+from micro_route import ROOT, Upstream, serving, serving_app
 
 from gateway.config import parse_config
 
@@ -67,20 +66,8 @@ async def passthrough(upstream_port: int) -> AsyncIterator[int]:
         raise SystemExit(f"no passthrough at {PASSTHROUGH} (set PASSTHROUGH)")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            module.app, host="127.0.0.1", port=0, lifespan="on", log_level="warning", access_log=False,
-            http="httptools",
-        )
-    )  # fmt: skip
-    running = asyncio.ensure_future(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn's Server has no event for it
-        await asyncio.sleep(0.01)
-    try:
-        yield server.servers[0].sockets[0].getsockname()[1]
-    finally:
-        server.should_exit = True
-        await running
+    async with serving_app(module.app, http="httptools") as port:
+        yield port
 
 
 @contextlib.asynccontextmanager
