@@ -111,12 +111,18 @@ async def serving(gateway_config: Any) -> AsyncIterator[int]:
     work that runs by the clock set to long intervals."""
     app = build_app(gateway_config)
     app.state.gateway.loop_lag.interval_s = 3600
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=0, lifespan="on", log_level="warning", access_log=False,
-            proxy_headers=False, **uvicorn_options(gateway_config.server),
-        )
-    )  # fmt: skip
+    async with serving_app(app, proxy_headers=False, **uvicorn_options(gateway_config.server)) as port:
+        yield port
+
+
+@contextlib.asynccontextmanager
+async def serving_app(app: Any, **options: Any) -> AsyncIterator[int]:
+    """An ASGI app under uvicorn in this process, on a free port (yielded), with its lifespan; stopped at the end
+    (the gateway's lifespan then drains its writers)."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, lifespan="on", log_level="warning", access_log=False, **options
+    )
+    server = uvicorn.Server(config)
     running = asyncio.ensure_future(server.serve())
     while not server.started:  # noqa: ASYNC110 - uvicorn's Server has no event for it
         await asyncio.sleep(0.01)
@@ -124,7 +130,7 @@ async def serving(gateway_config: Any) -> AsyncIterator[int]:
         yield server.servers[0].sockets[0].getsockname()[1]
     finally:
         server.should_exit = True
-        await running  # the lifespan's end drains the writers
+        await running
 
 
 async def full(n: int, gateway_config: Any) -> None:

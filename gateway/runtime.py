@@ -7,14 +7,14 @@ import dataclasses
 import logging
 import sys
 import time
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from gateway.components import Components
 from gateway.config import GatewayConfig, ModelGroup
 from gateway.context import RequestContext
 from gateway.conversations import Conversations
 from gateway.flags import Features, FlagStore, ProjectGate
-from gateway.guardrails.build import CheckEnv
+from gateway.guardrails.build import CheckEnv, load_prompts
 from gateway.identity.authenticator import Authenticator
 from gateway.pipeline import build_pipeline
 from gateway.policy.registry import PolicyRegistry
@@ -23,7 +23,6 @@ from gateway.readiness import Readiness
 from gateway.routing.health import HealthRegistry
 from gateway.routing.router import Router
 from gateway.server.watch import OpenRequests
-from gateway.similarity.worker import SimilarityStore, SimilarityWorker
 from gateway.sinks.access_log import AccessLog
 from gateway.sinks.base import Sink
 from gateway.sinks.deadletter import DeadLetter
@@ -44,6 +43,9 @@ from gateway.telemetry.queue import TelemetryQueue
 from gateway.telemetry.recorder import Recorder
 from gateway.telemetry.tail import TraceTail
 from gateway.telemetry.tokens import TokenCounter
+
+if TYPE_CHECKING:
+    from gateway.similarity.worker import SimilarityWorker
 
 logger = logging.getLogger("gateway")
 STORE_OPEN_TIMEOUT_S = 10.0  # connecting and migrating at start; past it the gateway serves, the store retries
@@ -281,6 +283,9 @@ class Gateway:
         settings = self.config.similarity
         if not settings.enabled or self.store is None:
             return None
+        # Imported only when similarity is on: the worker needs numpy, some 15 MB of the process's memory.
+        from gateway.similarity.worker import SimilarityStore, SimilarityWorker
+
         embed = None
         if settings.embedding_model:  # through an embeddings deployment of the gateway's own
             from gateway.routing.embedder import deployment_embedder
@@ -303,8 +308,6 @@ class Gateway:
         path = self.config.resolve_path(self.config.guardrails.abuse_prompts_file)
         prompts: list[str] = []
         if path.is_file():
-            from gateway.guardrails.abuse import load_prompts
-
             prompts = load_prompts(path)
         return CheckEnv(count_tokens=lambda text: tokens.count_text("", text), abuse_prompts=prompts)
 

@@ -31,7 +31,6 @@ import math
 import re
 import zlib
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -39,7 +38,7 @@ import numpy.typing as npt
 from gateway.guardrails.base import CheckResult, Finding
 from gateway.similarity.embedding import LocalEmbedding
 
-__all__ = ["SIGNALS", "AbuseCheck", "load_prompts"]
+__all__ = ["SIGNALS", "AbuseCheck"]
 
 SIGNALS = ("entropy", "repetition", "unusual_chars", "known_prompt")
 
@@ -73,12 +72,6 @@ _GREEK_CYRILLIC = "\u0370-\u03ff\u0400-\u04ff"
 _HAS_GREEK_CYRILLIC = re.compile(f"[{_GREEK_CYRILLIC}]")
 # A word with a Latin letter next to a Greek or Cyrillic one: "pаypal" spelt with a Cyrillic "а".
 _MIXED_WORD = re.compile(f"\\w*(?:[a-zA-Z][{_GREEK_CYRILLIC}]|[{_GREEK_CYRILLIC}][a-zA-Z])\\w*")
-
-
-def load_prompts(path: str | Path) -> list[str]:
-    """Known abuse prompts from a file: one a line, blank lines and lines starting with `#` skipped."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    return [s for line in lines if (s := line.strip()) and not s.startswith("#")]
 
 
 def _ramp(value: float, zero: float, one: float) -> float:

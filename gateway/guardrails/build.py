@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from gateway.config.guardrails import GUARDRAIL_SETTINGS
@@ -22,6 +23,13 @@ class CheckEnv:
     count_tokens: Callable[[str], int] | None = None
     abuse_prompts: Sequence[str] = ()
     abuse_cache: dict[tuple[float, float], Check] = field(default_factory=dict)
+
+
+def load_prompts(path: str | Path) -> list[str]:
+    """Known abuse prompts from a file: one a line, blank lines and lines starting with `#` skipped. Here, not in
+    abuse.py: reading them must not import numpy (some 15 MB) for a gateway whose policies use no abuse check."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [s for line in lines if (s := line.strip()) and not s.startswith("#")]
 
 
 def check_settings(name: str, settings: Mapping[str, Any]) -> list[str]:

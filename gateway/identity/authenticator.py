@@ -9,14 +9,17 @@ Every failure is an AuthenticationFailed with a code of its own.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from gateway.config import AuthConfig
 from gateway.context import Principal
 from gateway.errors import AuthenticationFailed, ServiceUnavailable
-from gateway.identity.jwt import JwtValidator, looks_like_jwt
 from gateway.identity.keys import ADMIN_KEY_ID, KeyCache, config_key_id, key_digest
 from gateway.store.base import KeyStore, StoreUnavailable
 from gateway.types import Clock
+
+if TYPE_CHECKING:
+    from gateway.identity.jwt import JwtValidator
 
 NO_KEY = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header using "
@@ -69,7 +72,12 @@ class Authenticator:
             if keys
             else None
         )
-        self.jwt = JwtValidator(config.jwt) if config.jwt.enabled else None
+        self.jwt: JwtValidator | None = None
+        if config.jwt.enabled:
+            # Imported only when JWTs are on: PyJWT with cryptography is some 11 MB of the process's memory.
+            from gateway.identity.jwt import JwtValidator
+
+            self.jwt = JwtValidator(config.jwt)
 
     async def open(self) -> None:
         if self.jwt is not None:
@@ -82,7 +90,7 @@ class Authenticator:
     async def identify(self, token: str | None) -> Principal:
         if not token:
             raise AuthenticationFailed(NO_KEY)
-        if self.jwt is not None and looks_like_jwt(token):
+        if self.jwt is not None and self.jwt.looks_like(token):
             return await self.jwt.validate(token)
         principal = self.seen.get(token)
         if principal is not None:

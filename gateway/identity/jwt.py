@@ -111,6 +111,10 @@ class JwtValidator:
         if self.jwks is not None:
             await self.jwks.close()
 
+    @staticmethod
+    def looks_like(token: str) -> bool:
+        return looks_like_jwt(token)
+
     async def validate(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)

@@ -31,7 +31,7 @@ from gateway.store.base import (
     Unsure,
     write_setting_aside_refused,
 )
-from gateway.store.records import MAP, RECORD_FIELDS, json_bytes
+from gateway.store.records import FLAG, MAP, RECORD_FIELDS, json_bytes
 from gateway.store.rows import FlagOverride, VirtualKey
 from gateway.store.traces import TraceQueries
 
@@ -360,6 +360,10 @@ def _compile_row() -> Callable[[Record], Row]:
     columns, a third of the cost per record."""
 
     def value(c: str) -> str:
+        if RECORD_FIELDS[c] is FLAG:
+            # As 1 or 0, what SQLite stores for a bool anyway: sqlite3 binds an int at once, where a bool (not an int
+            # to its fast path) looks for an adapter and raises and clears an AttributeError, ~3,300 instructions.
+            return f"(1 if record[{c!r}] else 0)"
         if c not in JSON_COLUMNS:
             return f"record[{c!r}]"
         # Most records' tags, metadata and guardrails are empty: their JSON without a call (an empty tuple is not

@@ -11,7 +11,7 @@ from gateway.config.telemetry import FeaturesConfig
 from gateway.context import RequestContext, Usage
 from gateway.errors import BudgetExceeded, GatewayError, GuardrailBlocked, PolicyDenied, release_frames
 from gateway.flags import Features
-from gateway.similarity.worker import SimilarityItem, prompt_text
+from gateway.similarity.prompt import SimilarityItem, prompt_text
 from gateway.store.records import RECORD_COLUMNS, typed
 from gateway.telemetry.content import ContentLogger, input_text, output_text
 from gateway.telemetry.metrics import Metrics

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.guardrails.abuse import AbuseCheck, load_prompts
+from gateway.guardrails.abuse import AbuseCheck
+from gateway.guardrails.build import load_prompts
 from gateway.similarity.embedding import LocalEmbedding
 
 ROOT = Path(__file__).resolve().parents[3]

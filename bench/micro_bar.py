@@ -1,0 +1,104 @@
+"""Issue 15's bars in instructions: the gateway on a bench config against the bare passthrough, under callgrind.
+
+    bash bench/micro_bar.sh passthrough|direct|reference|policies     # needs valgrind
+
+S1's ratio (gateway req/s ÷ the bare passthrough's, one core each) is the ratio of their CPU per request; on a
+shared machine wall-clock figures are not honest, instruction counts are. This runs, in one process and one event
+loop (uvloop), bench/micro_api.py's harness: CONNS clients on kept-alive connections sending S1's request
+(bench/chat.lua's body) N times in all, to a canned upstream on loopback (bench/micro_route.py's), through:
+- `passthrough`: ../shared/bench/examples/passthrough_proxy.py (Starlette + uvicorn + aiohttp, no filters), the
+  bars' yardstick (PASSTHROUGH names another copy of it);
+- `reference`, `policies`: the gateway under uvicorn as `gateway serve` runs it, on bench/reference.yaml or
+  bench/reference-policies.yaml as they are (SQLite store, its thread counted; the access log to stdout);
+- `direct`: the clients straight to the upstream: what the harness itself costs, to subtract from the others
+  (in S1 the load and the upstream run on the other core and are not counted).
+
+The ratio for a config is (passthrough − direct) ÷ (config − direct). Background work that runs by the clock is set
+to long intervals: under callgrind a request takes some 50 times longer, and what a timer does per second would
+count per request; so the record's writer writes full batches (telemetry.batch_size), as it does under S1's load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import os
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import uvloop
+import yaml
+from micro_api import BODIES, CONNS, WARMUP, client
+from micro_route import ROOT, Upstream, serving, serving_app
+
+from gateway.config import parse_config
+
+KEY = "sk-bench-micro"
+CONFIGS = {"reference": "bench/reference.yaml", "policies": "bench/reference-policies.yaml"}
+PASSTHROUGH = os.environ.get("PASSTHROUGH", str(ROOT.parent / "shared/bench/examples/passthrough_proxy.py"))
+
+
+def gateway_config(name: str, upstream_port: int, tmp: str) -> Any:
+    data = yaml.safe_load((ROOT / CONFIGS[name]).read_text())
+    data.setdefault("routing", {})["breaker"] = {"sync_interval_s": 3600}
+    telemetry = data["telemetry"]
+    telemetry["flush_interval_ms"] = 3_600_000  # full batches, as under load
+    telemetry["write_timeout_s"] = 60  # under callgrind a batch takes some 50 times longer: not a stall
+    env = {
+        **os.environ,
+        "GATEWAY_PORT": "0",
+        "MOCK_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
+        "BENCH_API_KEY": KEY,
+        "BENCH_RUN_DIR": tmp,
+    }
+    return parse_config(yaml.safe_dump(data), source=CONFIGS[name], env=env, base_dir=str(ROOT / "bench"))
+
+
+@contextlib.asynccontextmanager
+async def passthrough(upstream_port: int) -> AsyncIterator[int]:
+    os.environ.update(MOCK_BASE_URL=f"http://127.0.0.1:{upstream_port}/v1", GATEWAY_PORT="0")
+    spec = importlib.util.spec_from_file_location("passthrough_proxy", PASSTHROUGH)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"no passthrough at {PASSTHROUGH} (set PASSTHROUGH)")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    async with serving_app(module.app, http="httptools") as port:
+        yield port
+
+
+@contextlib.asynccontextmanager
+async def direct(upstream_port: int) -> AsyncIterator[int]:
+    yield upstream_port
+
+
+async def main(mode: str, n: int) -> None:
+    loop = asyncio.get_running_loop()
+    upstream = await loop.create_server(Upstream, "127.0.0.1", 0)
+    upstream_port = upstream.sockets[0].getsockname()[1]
+    path, body = BODIES["chat"]
+    raw = orjson.dumps(body)
+    request = (
+        b"POST %s HTTP/1.1\r\nhost: gateway\r\nauthorization: Bearer %s\r\n"
+        b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (path, KEY.encode(), len(raw), raw)
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        if mode == "passthrough":
+            target = passthrough(upstream_port)
+        elif mode == "direct":
+            target = direct(upstream_port)
+        else:
+            target = serving(gateway_config(mode, upstream_port, tmp))
+        async with target as port:  # the gateway's lifespan drains the record's writer at its end
+            for total in (WARMUP, n):
+                share, extra = divmod(total, CONNS)
+                await asyncio.gather(*(client(port, request, share + (i < extra)) for i in range(CONNS)))
+    upstream.close()
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    uvloop.run(main(sys.argv[1], int(sys.argv[2])))
