@@ -39,6 +39,10 @@ class PolicyState(Protocol):
     def error(self) -> str | None: ...
 
 
+class CacheState(Protocol):
+    def status(self) -> str: ...
+
+
 class Served(Protocol):
     """What readiness reads of the running gateway (gateway/runtime.py's Gateway): the parts, not the whole."""
 
@@ -56,6 +60,8 @@ class Served(Protocol):
     def health(self) -> HealthRegistry: ...
     @property
     def outboxes(self) -> Sequence[Outbox]: ...
+    @property
+    def cache(self) -> CacheState | None: ...
 
 
 class Readiness:
@@ -107,6 +113,8 @@ class Readiness:
             # A broken policy file leaves the previous set in force: serving stays safe, so readiness holds, but the
             # details say so until the file is fixed.
             "policies": f"failed to reload: {gateway.policies.error}" if gateway.policies.error else "ok",
+            # The response cache's backend: while it fails, requests go on without the cache (a miss each).
+            "cache": gateway.cache.status() if gateway.cache is not None else "disabled",
         }
         return ready, checks
 

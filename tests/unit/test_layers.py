@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "similarity",
                 "flags",
                 "conversations",
+                "cache",
             }
         ),
     ),

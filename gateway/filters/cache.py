@@ -1,0 +1,156 @@
+"""cache: answers served again from the response cache (gateway/cache/), per project, when the project turned it
+on — by a policy's `cache` action (mode, ttl_s, min_score) or by the `cache` feature flag (off | exact | semantic).
+
+On the request: a request that asks to skip the cache (Cache-Control: no-store, x-gateway-cache: bypass) or that
+is not deterministic (unless cache.deterministic_only is false) goes on as a `bypass`; otherwise its exact key is
+looked up, then, in semantic mode, the semantic index; a hit answers at once, whole or replayed as a stream in the
+ingress's format. A miss goes on to the upstream, and its answer (assembled from the chunks when streamed) is
+kept once the request is done: never one that failed, was cut short, or is not a 200.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from gateway.cache.entry import Entry
+from gateway.cache.keys import CACHEABLE, deterministic, exact_key, request_control, semantic_parts
+from gateway.cache.replay import StreamAssembler, replay, replay_chunks
+from gateway.cache.service import ResponseCache, Write
+from gateway.context import CacheOutcome, RequestContext, Usage
+from gateway.filters.base import Stage
+from gateway.reply import Reply
+
+if TYPE_CHECKING:
+    from gateway.components import Components
+    from gateway.config.cache import CacheConfig
+    from gateway.flags import Features
+
+
+@dataclass(slots=True)
+class Pending:
+    """A miss whose answer is to be kept: what the cache filter holds between on_request and on_response."""
+
+    key: str
+    model: str
+    ttl_s: float
+    semantic: tuple[str, str] | None
+    assembler: StreamAssembler | None  # a streamed answer's chunks
+
+
+class CacheFilter(Stage):
+    name = "cache"
+    after = ("auth", "ratelimit", "guardrails", "policy")
+    order_note = "a hit answers only a caller the earlier stages let through, and the policy's rewrites are in its key"
+    sees_chunks = True
+
+    def __init__(
+        self,
+        cache: ResponseCache,
+        features: Features,
+        config: CacheConfig,
+        cost: Callable[[RequestContext, Usage], float | None],
+    ) -> None:
+        self.cache = cache
+        self.features = features
+        self.config = config
+        self.cost = cost  # of a served answer, at the deployment that served it: what each later hit saves
+
+    @classmethod
+    def build(cls, components: Components) -> CacheFilter:
+        assert components.cache is not None, "the runtime builds the cache when the pipeline names this filter"
+        return cls(components.cache, components.features, components.config.cache, components.recorder.cost)
+
+    def _plan(self, ctx: RequestContext) -> tuple[str, float, float]:
+        """(mode, ttl_s, min_score): the first matching policy's cache action, else the project's flag."""
+        config = self.config
+        decision = ctx.policy
+        plan = decision.cache if decision is not None else None
+        if plan is not None:
+            return plan.mode, plan.ttl_s or config.ttl_s, plan.min_score or config.min_score
+        return str(self.features.value("cache", ctx.principal.project)), config.ttl_s, config.min_score
+
+    async def on_request(self, ctx: RequestContext) -> Reply | None:
+        mode, ttl_s, min_score = self._plan(ctx)
+        if mode == "off" or ctx.endpoint not in CACHEABLE:
+            return None
+        cache = self.cache
+        control = request_control(ctx.headers)
+        body = ctx.body
+        if control == "skip" or (self.config.deterministic_only and not deterministic(ctx.endpoint, body)):
+            self._bypass(ctx)
+            return None
+        project, model = ctx.principal.project, ctx.model
+        api = ctx.tags.get("api", "")
+        key = exact_key(project, ctx.endpoint, api, model, body)
+        if key is None:
+            self._bypass(ctx)
+            return None
+        semantic = semantic_parts(project, ctx.endpoint, api, model, body) if mode == "semantic" else None
+        if control == "use":
+            entry = await cache.get(project, model, key)
+            if entry is not None:
+                return self._hit(ctx, entry, CacheOutcome("hit", key, entry.record_id, None, entry.cost_usd))
+            if semantic is not None:
+                match = await cache.lookup_similar(project, semantic[0], semantic[1], min_score)
+                if match is not None:
+                    entry = await cache.get(project, model, match.key)
+                    if entry is not None:
+                        outcome = CacheOutcome("semantic-hit", match.key, entry.record_id, match.score, entry.cost_usd)
+                        return self._hit(ctx, entry, outcome)
+        ctx.cache = CacheOutcome("miss" if control == "use" else "bypass", key)
+        cache.count(ctx.cache.status)
+        ctx.keep(Pending(key, model, ttl_s, semantic, StreamAssembler(ctx.endpoint) if ctx.stream else None))
+        return None
+
+    def _bypass(self, ctx: RequestContext) -> None:
+        ctx.cache = CacheOutcome("bypass")
+        self.cache.count("bypass")
+
+    def _hit(self, ctx: RequestContext, entry: Entry, outcome: CacheOutcome) -> Reply:
+        ctx.cache = outcome
+        ctx.usage = Usage(entry.prompt_tokens, entry.completion_tokens, source="cache")
+        ctx.cost_usd = 0.0  # a budget settles a hit at nothing
+        ctx.served_model = entry.served
+        cache = self.cache
+        cache.count(outcome.status)
+        cache.bytes_served.inc(len(entry.body))
+        if ctx.stream and ctx.endpoint != "embeddings":
+            return Reply(stream=replay(replay_chunks(ctx.endpoint, orjson.loads(entry.body))))
+        return Reply(body=entry.body)
+
+    def on_chunk(self, ctx: RequestContext, chunk: dict[str, Any]) -> dict[str, Any] | None:
+        pending = ctx.state(Pending)
+        if pending is not None and pending.assembler is not None:
+            pending.assembler.add(chunk)
+        return chunk
+
+    async def on_response(self, ctx: RequestContext, reply: Reply) -> Reply | None:
+        pending = ctx.state(Pending)
+        if pending is None or ctx.error is not None or reply.status != 200:
+            return None
+        if reply.stream is not None:
+            assembler = pending.assembler
+            if assembler is None or not assembler.complete:
+                return None
+            body = orjson.dumps(assembler.answer(ctx.usage))
+        else:
+            body = reply.body
+        usage = ctx.usage
+        entry = Entry(
+            body=body,
+            record_id=ctx.request_id,
+            created=time.time(),
+            project=ctx.principal.project,
+            model=pending.model,
+            served=ctx.served_model or (ctx.deployment.model if ctx.deployment else ""),
+            prompt_tokens=usage.prompt_tokens if usage is not None else 0,
+            completion_tokens=usage.completion_tokens if usage is not None else 0,
+            cost_usd=self.cost(ctx, usage) if usage is not None else None,
+        )
+        self.cache.keep(Write(pending.key, entry, pending.ttl_s, pending.semantic))
+        return None
