@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anthropic
 import httpx
@@ -299,3 +299,76 @@ def test_a_redis_outage_skips_the_cache_and_says_so_and_requests_go_on(
             proxy.thaw()
             assert wait_until(lambda: ask(url).headers["x-gateway-cache"] == "hit", timeout=15)
             assert httpx.get(f"{url}/health/ready").json()["checks"]["cache"] == "ok"
+
+
+class Match(NamedTuple):
+    key: str
+    score: float
+
+
+class FakeIndex:
+    """The semantic index's shape (gateway/cache/index.py): any other wording in the same scope of the same project
+    matches at 0.97, never across projects or scopes."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, str], list[tuple[str, str]]] = {}
+
+    async def lookup(self, project: str, scope: str, text: str, min_score: float) -> Match | None:
+        for earlier, key in self.entries.get((project, scope), []):
+            if earlier != text and min_score <= 0.97:
+                return Match(key, 0.97)
+        return None
+
+    async def add(self, project: str, scope: str, text: str, key: str, ttl_s: float) -> None:
+        self.entries.setdefault((project, scope), []).append((text, key))
+
+    async def purge(self, project: str, scope: str | None = None) -> int:
+        return 0
+
+    async def close(self) -> None:
+        return None
+
+
+def test_semantic_mode_serves_another_wording_with_its_score_never_another_projects(
+    make_config: Callable[..., GatewayConfig], upstream: tuple[str, Upstream]
+):
+    up_url, up = upstream
+    config = overrides(up_url)
+    config["features"] = {"defaults": {"cache": "semantic"}}
+    with running(make_config(**config)) as (url, gateway):
+        assert gateway.cache is not None
+        index = gateway.cache.semantic = FakeIndex()
+        first = ask(url, text="What is 2 + 2?")
+        assert first.headers["x-gateway-cache"] == "miss"
+        assert wait_until(lambda: bool(index.entries))
+        other = ask(url, text="How much is two plus two?")
+        assert other.headers["x-gateway-cache"] == "semantic-hit"
+        assert other.headers["x-gateway-cache-score"] == "0.9700"
+        assert other.headers["x-gateway-cache-key"] == first.headers["x-gateway-cache-key"]
+        assert other.parse().choices[0].message.content == "Hello there!"
+        assert ask(url, key=P2_KEY, text="How much is two plus two?").headers["x-gateway-cache"] == "miss"
+        # Another system prompt is another scope: the index is not even asked to compare.
+        with sdk_client(url) as client:
+            raw = client.chat.completions.with_raw_response.create(
+                model=MODEL, temperature=0, messages=[{"role": "system", "content": "Be terse."}, *user("2+2?")]
+            )
+        assert raw.headers["x-gateway-cache"] == "miss"
+    assert len(up.requests) == 3
+
+
+def test_a_rate_limit_counts_a_hit_as_a_request_but_not_its_tokens(
+    make_config: Callable[..., GatewayConfig], upstream: tuple[str, Upstream]
+):
+    up_url, _ = upstream
+    config = overrides(up_url)
+    config["pipeline"] = ["auth", "ratelimit", "cache", "route"]
+    config["limits"] = {"algorithm": "sliding-window", "rules": [{"scope": "project", "rpm": 1000, "tpm": 1_000_000}]}
+    with running(make_config(**config)) as (url, _):
+        assert ask(url).headers["x-gateway-cache"] == "miss"
+        # The memory backend keeps an answer before it is sent: the next request finds it.
+        assert [ask(url).headers["x-gateway-cache"] for _ in range(3)] == ["hit"] * 3
+        admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+        usage = httpx.get(f"{url}/admin/usage", params={"scope": "project", "id": "p1"}, headers=admin).json()
+        remaining = {limit["name"]: limit["remaining"] for limit in usage["rate_limits"]}
+        assert remaining["rpm"] == 1000 - 4
+        assert remaining["tpm"] == 1_000_000 - 14  # the miss's tokens only
