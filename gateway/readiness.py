@@ -113,9 +113,9 @@ class Readiness:
             # A broken policy file leaves the previous set in force: serving stays safe, so readiness holds, but the
             # details say so until the file is fixed.
             "policies": f"failed to reload: {gateway.policies.error}" if gateway.policies.error else "ok",
-            # The response cache's backend: while it fails, requests go on without the cache (a miss each).
-            "cache": gateway.cache.status() if gateway.cache is not None else "disabled",
         }
+        if gateway.cache is not None:  # its backend: while it fails, requests go on without the cache (a miss each)
+            checks["cache"] = gateway.cache.status()
         return ready, checks
 
     def _serving(self) -> tuple[bool, dict[str, str]]:
