@@ -19,7 +19,7 @@ from gateway.runtime import Gateway
 from tests.conftest import KEY, running
 from tests.faults import FaultyProxy
 from tests.integration.helpers import record_of, sdk_client, sse_payloads, user, wait_until
-from tests.servers import Upstream, serve
+from tests.servers import Upstream
 from tests.services import require_redis
 
 pytestmark = pytest.mark.sdk
@@ -55,13 +55,6 @@ def overrides(up_url: str, **cache: Any) -> dict[str, Any]:
         "features": {"defaults": {"cache": "exact"}},
         "cache": cache,
     }
-
-
-@pytest.fixture
-def upstream() -> Iterator[tuple[str, Upstream]]:
-    up = Upstream()
-    with serve(up.app()) as url:
-        yield url, up
 
 
 @pytest.fixture
