@@ -27,6 +27,7 @@ from gateway.reply import Reply
 
 if TYPE_CHECKING:
     from gateway.components import Components
+    from gateway.config import ModelGroup
     from gateway.config.cache import CacheConfig
     from gateway.flags import Features
 
@@ -54,8 +55,10 @@ class CacheFilter(Stage):
         features: Features,
         config: CacheConfig,
         cost: Callable[[RequestContext, Usage], float | None],
+        group: Callable[[str], ModelGroup | None],
     ) -> None:
         self.cache = cache
+        self.group = group  # a hit's model group, for its metrics' model label (the router sets it on a miss)
         self.features = features
         self.config = config
         self.cost = cost  # of a served answer, at the deployment that served it: what each later hit saves
@@ -63,7 +66,13 @@ class CacheFilter(Stage):
     @classmethod
     def build(cls, components: Components) -> CacheFilter:
         assert components.cache is not None, "the runtime builds the cache when the pipeline names this filter"
-        return cls(components.cache, components.features, components.config.cache, components.recorder.cost)
+        return cls(
+            components.cache,
+            components.features,
+            components.config.cache,
+            components.recorder.cost,
+            components.router.resolve,
+        )
 
     def _plan(self, ctx: RequestContext) -> tuple[str, float, float]:
         """(mode, ttl_s, min_score): the first matching policy's cache action, else the project's flag."""
@@ -116,6 +125,7 @@ class CacheFilter(Stage):
         ctx.usage = Usage(entry.prompt_tokens, entry.completion_tokens, source="cache")
         ctx.cost_usd = 0.0  # a budget settles a hit at nothing
         ctx.served_model = entry.served
+        ctx.group = self.group(ctx.model)
         cache = self.cache
         cache.count(outcome.status)
         cache.bytes_served.inc(len(entry.body))

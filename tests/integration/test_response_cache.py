@@ -365,3 +365,13 @@ def test_a_rate_limit_counts_a_hit_as_a_request_but_not_its_tokens(
         remaining = {limit["name"]: limit["remaining"] for limit in usage["rate_limits"]}
         assert remaining["rpm"] == 1000 - 4
         assert remaining["tpm"] == 1_000_000 - 14  # the miss's tokens only
+
+
+def test_hits_and_misses_are_counted_in_the_metrics_under_their_model(cached: Cached):
+    ask(cached.url)
+    ask(cached.url)
+    metrics = httpx.get(f"{cached.url}/metrics").text
+    assert re.search(r'gateway_cache_requests_total\{result="hit"\} 1\.0', metrics)
+    assert re.search(r'gateway_cache_requests_total\{result="miss"\} 1\.0', metrics)
+    assert re.search(r"gateway_cache_served_bytes_total [1-9]", metrics)
+    assert f'model="{MODEL}",provider="none"' in metrics  # the hit, under its model group, served by no provider
