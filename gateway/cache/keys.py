@@ -36,9 +36,10 @@ GATEWAY_HEADER = b"x-gateway-cache"  # the gateway's own request header: bypass 
 
 def exact_key(project: str, endpoint: str, api: str, model: str, body: dict[str, Any]) -> str | None:
     """The exact key (32 hex digits); None when the body cannot be encoded (nested past orjson's depth)."""
+    if _DELIVERY_FIELDS.isdisjoint(body):  # as most bodies are: hashed as they are, without a copy
+        return _digest([project, endpoint, api, model, body])
     fields = {name: value for name, value in body.items() if name not in _DELIVERY_FIELDS}
-    fields["model"] = model
-    return _digest([project, endpoint, api, fields])
+    return _digest([project, endpoint, api, model, fields])
 
 
 def semantic_parts(project: str, endpoint: str, api: str, model: str, body: dict[str, Any]) -> tuple[str, str] | None:
