@@ -186,7 +186,7 @@ class Gateway:
             else None
         )
         # The response cache: built only when the pipeline names its filter (no Redis client otherwise).
-        self.cache = ResponseCache(config.cache, self.metrics.registry) if "cache" in config.pipeline else None
+        self.cache = ResponseCache(config.cache, self.metrics) if "cache" in config.pipeline else None
         self.components = Components(
             config=config,
             registry=self.metrics.registry,

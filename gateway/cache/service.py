@@ -17,19 +17,21 @@ import logging
 import time
 from typing import NamedTuple
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import Counter, Gauge
 
 from gateway.cache.backends import CacheBackend, MemoryBackend, RedisBackend
 from gateway.cache.entry import Entry
 from gateway.cache.index import Match, SemanticLookup
 from gateway.config.cache import CacheConfig
 from gateway.tasks import cancel, spawn
+from gateway.telemetry.metrics import Metrics
 from gateway.types import Clock
 
 logger = logging.getLogger("gateway.cache")
 RESULTS = ("hit", "semantic-hit", "miss", "bypass")
 _SEMANTIC_ADD_S = 10.0
 _PURGE_S = 30.0  # a purge scans the backend's keys: longer than a request's call, still bounded
+_GAUGE_EVERY = 64
 
 
 class Write(NamedTuple):
@@ -43,7 +45,7 @@ class ResponseCache:
     def __init__(
         self,
         config: CacheConfig,
-        registry: CollectorRegistry,
+        metrics: Metrics,
         *,
         backend: CacheBackend | None = None,
         semantic: SemanticLookup | None = None,
@@ -65,17 +67,20 @@ class ResponseCache:
         self._retry_at = 0.0
         self._queue: asyncio.Queue[Write] | None = None
         self._task: asyncio.Task[None] | None = None
+        registry = metrics.registry
+        # The request path's counters add up in plain Python, written to the metrics when they are read or flushed.
         results = Counter(
             "gateway_cache_requests", "Requests the response cache looked at, by result.", ["result"],
             registry=registry,
         )  # fmt: skip
-        self.results = {result: results.labels(result) for result in RESULTS}
-        self.bytes_served = Counter(
-            "gateway_cache_served_bytes", "Bytes of answers served from the cache.", registry=registry
+        self.results = {result: metrics.counter(results.labels(result)) for result in RESULTS}
+        self.bytes_served = metrics.counter(
+            Counter("gateway_cache_served_bytes", "Bytes of answers served from the cache.", registry=registry)
         )
-        self.bytes_stored = Counter(
-            "gateway_cache_stored_bytes", "Bytes of answers written to the cache.", registry=registry
+        self.bytes_stored = metrics.counter(
+            Counter("gateway_cache_stored_bytes", "Bytes of answers written to the cache.", registry=registry)
         )
+        self._kept = 0  # answers kept in memory: the memory gauge is set every _GAUGE_EVERY of them
         self.memory_bytes = Gauge(
             "gateway_cache_memory_bytes", "Bytes the memory backend holds.", registry=registry,
             multiprocess_mode="livesum",
@@ -132,8 +137,10 @@ class ResponseCache:
         memory = self.memory
         if memory is not None and write.semantic is None:
             memory.put_now(write.key, write.entry, write.ttl_s)
-            self.bytes_stored.inc(size)
-            self.memory_bytes.set(memory.bytes)
+            self.bytes_stored.value += size
+            self._kept += 1
+            if not self._kept % _GAUGE_EVERY:
+                self.memory_bytes.set(memory.bytes)
             return
         queue = self._queue
         if queue is None or queue.full():
@@ -142,7 +149,7 @@ class ResponseCache:
         queue.put_nowait(write)
 
     def count(self, result: str) -> None:
-        self.results[result].inc()
+        self.results[result].value += 1
 
     # -- the backend's health ---------------------------------------------------------------------------------------
 
@@ -202,7 +209,7 @@ class ResponseCache:
                 self._failed(exc)
                 continue
             self._answered()
-            self.bytes_stored.inc(write.entry.size)
+            self.bytes_stored.value += write.entry.size
             if self.memory is not None:
                 self.memory_bytes.set(self.memory.bytes)
             if write.semantic is not None and self.semantic is not None:

@@ -128,7 +128,7 @@ class CacheFilter(Stage):
         ctx.group = self.group(ctx.model)
         cache = self.cache
         cache.count(outcome.status)
-        cache.bytes_served.inc(len(entry.body))
+        cache.bytes_served.value += len(entry.body)
         if ctx.stream and ctx.endpoint != "embeddings":
             return Reply(stream=replay(replay_chunks(ctx.endpoint, orjson.loads(entry.body))))
         return Reply(body=entry.body)

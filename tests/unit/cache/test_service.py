@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from gateway.cache.entry import Entry
 from gateway.cache.service import ResponseCache, Write
 from gateway.config.cache import CacheConfig
+from gateway.telemetry.metrics import Metrics
 from tests.clock import FakeClock
 
 pytestmark = pytest.mark.anyio
@@ -49,7 +49,7 @@ class FlakyBackend:
 def make(backend: FlakyBackend, clock: FakeClock, **config: float) -> ResponseCache:
     return ResponseCache(
         CacheConfig(backend="redis://unused", **config),  # type: ignore[arg-type]
-        CollectorRegistry(),
+        Metrics(),
         backend=backend,
         clock=clock.monotonic,
     )
