@@ -16,8 +16,9 @@ import orjson
 from gateway.context import Usage
 
 
-def replay_chunks(endpoint: str, answer: dict[str, Any]) -> list[bytes]:
-    """The chunk payloads of a whole chat completion (or legacy completion), usage in the last."""
+def replay_chunks(endpoint: str, answer: dict[str, Any], *, usage: bool = True) -> list[bytes]:
+    """The chunk payloads of a whole chat completion (or legacy completion), usage in the last (when `usage`: what
+    the client asked for with stream_options.include_usage)."""
     base = {"id": answer.get("id", ""), "created": answer.get("created", 0), "model": answer.get("model", "")}
     if answer.get("system_fingerprint"):
         base["system_fingerprint"] = answer["system_fingerprint"]
@@ -47,9 +48,8 @@ def replay_chunks(endpoint: str, answer: dict[str, Any]) -> list[bytes]:
                 delta_call = {"index": position, **{k: v for k, v in call.items() if k != "index"}}
                 chunks.append(_chat(kind, index, {"tool_calls": [delta_call]}, None))
             chunks.append(_chat(kind, index, {}, choice.get("finish_reason") or "stop"))
-    usage = answer.get("usage")
-    if usage:
-        chunks.append({**kind, "choices": [], "usage": usage})
+    if usage and answer.get("usage"):
+        chunks.append({**kind, "choices": [], "usage": answer["usage"]})
     return [orjson.dumps(chunk) for chunk in chunks]
 
 

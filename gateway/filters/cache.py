@@ -130,7 +130,8 @@ class CacheFilter(Stage):
         cache.count(outcome.status)
         cache.bytes_served.value += len(entry.body)
         if ctx.stream and ctx.endpoint != "embeddings":
-            return Reply(stream=replay(replay_chunks(ctx.endpoint, orjson.loads(entry.body))))
+            chunks = replay_chunks(ctx.endpoint, orjson.loads(entry.body), usage=ctx.client_wants_usage)
+            return Reply(stream=replay(chunks))
         return Reply(body=entry.body)
 
     def on_chunk(self, ctx: RequestContext, chunk: dict[str, Any]) -> dict[str, Any] | None:
@@ -141,7 +142,12 @@ class CacheFilter(Stage):
 
     async def on_response(self, ctx: RequestContext, reply: Reply) -> Reply | None:
         pending = ctx.state(Pending)
-        if pending is None or ctx.error is not None or reply.status != 200:
+        if pending is None:
+            outcome, usage = ctx.cache, ctx.usage
+            if outcome is not None and outcome.hit and usage is not None:
+                usage.source = "cache"  # a replayed stream's usage chunk was read as an upstream's
+            return None
+        if ctx.error is not None or reply.status != 200:
             return None
         if reply.stream is not None:
             assembler = pending.assembler

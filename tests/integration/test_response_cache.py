@@ -102,6 +102,13 @@ def test_a_streamed_request_is_replayed_from_a_whole_answer_and_a_streamed_answe
     text, usage = stream_text(streamed)
     assert text == "Hello there!"
     assert usage.total_tokens == 14
+    record = record_of(cached.db_path, streamed.headers["x-gateway-request-id"])
+    assert (record["cache"], record["usage_source"], record["total_tokens"], record["stream"]) == (
+        "hit",
+        "cache",
+        14,
+        1,
+    )
     # An answer first streamed is assembled and cached: the same question asked whole is a hit.
     miss = ask(cached.url, text="Say hi", stream=True)
     assert miss.headers["x-gateway-cache"] == "miss"
