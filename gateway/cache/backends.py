@@ -61,10 +61,11 @@ class MemoryBackend:
     async def get(self, project: str, model: str, key: str) -> Entry | None:
         return self.get_now(key)  # the key is a digest of the project and model already
 
-    def put_now(self, key: str, entry: Entry, ttl_s: float) -> None:
+    def put_now(self, key: str, entry: Entry, ttl_s: float, size: int | None = None) -> None:
         if key in self._entries:
             self._remove(key)
-        size = entry.size
+        if size is None:
+            size = entry.size
         if size > self.max_bytes:
             return
         self._entries[key] = (entry, self.clock() + ttl_s)

@@ -128,15 +128,15 @@ class ResponseCache:
             logger.debug("semantic lookup failed", exc_info=True)
             return None
 
-    def keep(self, write: Write) -> None:
+    def keep(self, key: str, entry: Entry, ttl_s: float, semantic: tuple[str, str] | None) -> None:
         """Store an answer once the request is done: at once in memory, else through the writer's queue."""
-        size = write.entry.size
+        size = entry.size
         if size > self.max_entry_bytes:
             self.errors["too_large"].inc()
             return
         memory = self.memory
-        if memory is not None and write.semantic is None:
-            memory.put_now(write.key, write.entry, write.ttl_s)
+        if memory is not None and semantic is None:
+            memory.put_now(key, entry, ttl_s, size)
             self.bytes_stored.value += size
             self._kept += 1
             if not self._kept % _GAUGE_EVERY:
@@ -146,7 +146,7 @@ class ResponseCache:
         if queue is None or queue.full():
             self.errors["dropped"].inc()
             return
-        queue.put_nowait(write)
+        queue.put_nowait(Write(key, entry, ttl_s, semantic))
 
     def count(self, result: str) -> None:
         self.results[result].value += 1

@@ -20,7 +20,7 @@ import orjson
 from gateway.cache.entry import Entry
 from gateway.cache.keys import CACHEABLE, deterministic, exact_key, request_control, semantic_parts
 from gateway.cache.replay import StreamAssembler, replay, replay_chunks
-from gateway.cache.service import ResponseCache, Write
+from gateway.cache.service import ResponseCache
 from gateway.context import CacheOutcome, RequestContext, Usage
 from gateway.filters.base import Stage
 from gateway.reply import Reply
@@ -62,6 +62,7 @@ class CacheFilter(Stage):
         self.features = features
         self.config = config
         self.cost = cost  # of a served answer, at the deployment that served it: what each later hit saves
+        self.deterministic_only = config.deterministic_only
 
     @classmethod
     def build(cls, components: Components) -> CacheFilter:
@@ -74,46 +75,46 @@ class CacheFilter(Stage):
             components.router.resolve,
         )
 
-    def _plan(self, ctx: RequestContext) -> tuple[str, float, float]:
-        """(mode, ttl_s, min_score): the first matching policy's cache action, else the project's flag."""
-        config = self.config
+    async def on_request(self, ctx: RequestContext) -> Reply | None:
+        # The first matching policy's cache action, else the project's flag. Written out (no helper calls): this
+        # runs for every request of a project whose cache is on, and a miss must cost next to nothing.
         decision = ctx.policy
         plan = decision.cache if decision is not None else None
-        if plan is not None:
-            return plan.mode, plan.ttl_s or config.ttl_s, plan.min_score or config.min_score
-        return str(self.features.value("cache", ctx.principal.project)), config.ttl_s, config.min_score
-
-    async def on_request(self, ctx: RequestContext) -> Reply | None:
-        mode, ttl_s, min_score = self._plan(ctx)
-        if mode == "off" or ctx.endpoint not in CACHEABLE:
+        mode = plan.mode if plan is not None else self.features.value("cache", ctx.principal.project)
+        endpoint = ctx.endpoint
+        if mode == "off" or endpoint not in CACHEABLE:
             return None
         cache = self.cache
         control = request_control(ctx.headers)
         body = ctx.body
-        if control == "skip" or (self.config.deterministic_only and not deterministic(ctx.endpoint, body)):
+        if control == "skip" or (self.deterministic_only and not deterministic(endpoint, body)):
             self._bypass(ctx)
             return None
         project, model = ctx.principal.project, ctx.model
         api = ctx.tags.get("api", "")
-        key = exact_key(project, ctx.endpoint, api, model, body)
+        key = exact_key(project, endpoint, api, model, body)
         if key is None:
             self._bypass(ctx)
             return None
-        semantic = semantic_parts(project, ctx.endpoint, api, model, body) if mode == "semantic" else None
+        semantic = semantic_parts(project, endpoint, api, model, body) if mode == "semantic" else None
         if control == "use":
-            entry = await cache.get(project, model, key)
+            memory = cache.memory
+            entry = memory.get_now(key) if memory is not None else await cache.get(project, model, key)
             if entry is not None:
                 return self._hit(ctx, entry, CacheOutcome("hit", key, entry.record_id, None, entry.cost_usd))
             if semantic is not None:
+                min_score = (plan.min_score if plan is not None else None) or self.config.min_score
                 match = await cache.lookup_similar(project, semantic[0], semantic[1], min_score)
                 if match is not None:
                     entry = await cache.get(project, model, match.key)
                     if entry is not None:
                         outcome = CacheOutcome("semantic-hit", match.key, entry.record_id, match.score, entry.cost_usd)
                         return self._hit(ctx, entry, outcome)
-        ctx.cache = CacheOutcome("miss" if control == "use" else "bypass", key)
-        cache.count(ctx.cache.status)
-        ctx.keep(Pending(key, model, ttl_s, semantic, StreamAssembler(ctx.endpoint) if ctx.stream else None))
+        status = "miss" if control == "use" else "bypass"
+        ctx.cache = CacheOutcome(status, key)
+        cache.results[status].value += 1
+        ttl_s = (plan.ttl_s if plan is not None else None) or self.config.ttl_s
+        ctx.keep(Pending(key, model, ttl_s, semantic, StreamAssembler(endpoint) if ctx.stream else None))
         return None
 
     def _bypass(self, ctx: RequestContext) -> None:
@@ -157,16 +158,12 @@ class CacheFilter(Stage):
         else:
             body = reply.body
         usage = ctx.usage
-        entry = Entry(
-            body=body,
-            record_id=ctx.request_id,
-            created=time.time(),
-            project=ctx.principal.project,
-            model=pending.model,
-            served=ctx.served_model or (ctx.deployment.model if ctx.deployment else ""),
-            prompt_tokens=usage.prompt_tokens if usage is not None else 0,
-            completion_tokens=usage.completion_tokens if usage is not None else 0,
-            cost_usd=self.cost(ctx, usage) if usage is not None else None,
-        )
-        self.cache.keep(Write(pending.key, entry, pending.ttl_s, pending.semantic))
+        served = ctx.served_model or (ctx.deployment.model if ctx.deployment else "")
+        project = ctx.principal.project
+        if usage is not None:  # positional: a NamedTuple's keywords cost a slower call
+            entry = Entry(body, ctx.request_id, time.time(), project, pending.model, served,
+                          usage.prompt_tokens, usage.completion_tokens, self.cost(ctx, usage))  # fmt: skip
+        else:
+            entry = Entry(body, ctx.request_id, time.time(), project, pending.model, served, 0, 0, None)
+        self.cache.keep(pending.key, entry, pending.ttl_s, pending.semantic)
         return None

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from gateway.cache.entry import Entry
-from gateway.cache.service import ResponseCache, Write
+from gateway.cache.service import ResponseCache
 from gateway.config.cache import CacheConfig
 from gateway.telemetry.metrics import Metrics
 from tests.clock import FakeClock
@@ -85,22 +85,15 @@ async def test_answers_are_written_after_the_request_and_a_full_queue_drops_them
     cache = make(backend, clock, write_queue_size=1)
     cache.start()
     try:
-        cache.keep(Write("a", ENTRY, 60, None))
-        cache.keep(Write("b", ENTRY, 60, None))  # the queue holds one: dropped
+        cache.keep("a", ENTRY, 60, None)
+        cache.keep("b", ENTRY, 60, None)  # the queue holds one: dropped
         assert backend.entries == {}  # nothing written while the request runs
         for _ in range(10):
             await asyncio.sleep(0)
         assert list(backend.entries) == ["a"]
-        cache.keep(
-            Write(
-                "c",
-                ENTRY,
-                60,
-                None,
-            )
-        )
+        cache.keep("c", ENTRY, 60, None)
         big = ENTRY._replace(body=b"x" * 2_000_000)
-        cache.keep(Write("d", big, 60, None))  # past max_entry_kb: never queued
+        cache.keep("d", big, 60, None)  # past max_entry_kb: never queued
         for _ in range(10):
             await asyncio.sleep(0)
         assert list(backend.entries) == ["a", "c"]
