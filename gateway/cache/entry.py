@@ -6,6 +6,8 @@ from typing import NamedTuple
 
 import orjson
 
+ENTRY_OVERHEAD = 256  # bytes an entry holds beside its body, roughly
+
 
 class Entry(NamedTuple):
     """One answer as it was sent, whole (a streamed answer is assembled first), with what a hit's record says."""
@@ -22,7 +24,7 @@ class Entry(NamedTuple):
 
     @property
     def size(self) -> int:
-        return len(self.body) + 256  # the fields beside the body, roughly
+        return len(self.body) + ENTRY_OVERHEAD
 
     def encode(self) -> bytes:
         """A header line of JSON (orjson writes no newline), then the body as it is."""

@@ -20,7 +20,7 @@ from typing import NamedTuple
 from prometheus_client import Counter, Gauge
 
 from gateway.cache.backends import CacheBackend, MemoryBackend, RedisBackend
-from gateway.cache.entry import Entry
+from gateway.cache.entry import ENTRY_OVERHEAD, Entry
 from gateway.cache.index import Match, SemanticLookup
 from gateway.config.cache import CacheConfig
 from gateway.tasks import cancel, spawn
@@ -130,7 +130,7 @@ class ResponseCache:
 
     def keep(self, key: str, entry: Entry, ttl_s: float, semantic: tuple[str, str] | None) -> None:
         """Store an answer once the request is done: at once in memory, else through the writer's queue."""
-        size = entry.size
+        size = len(entry.body) + ENTRY_OVERHEAD
         if size > self.max_entry_bytes:
             self.errors["too_large"].inc()
             return
