@@ -382,3 +382,18 @@ def test_hits_and_misses_are_counted_in_the_metrics_under_their_model(cached: Ca
     assert re.search(r'gateway_cache_requests_total\{result="miss"\} 1\.0', metrics)
     assert re.search(r"gateway_cache_served_bytes_total [1-9]", metrics)
     assert f'model="{MODEL}",provider="none"' in metrics  # the hit, under its model group, served by no provider
+
+
+def test_embeddings_and_legacy_completions_are_served_from_the_cache(cached: Cached):
+    with sdk_client(cached.url) as client:
+        first = client.embeddings.with_raw_response.create(model=MODEL, input="hello")  # deterministic as it is
+        assert first.headers["x-gateway-cache"] == "miss"
+        again = client.embeddings.with_raw_response.create(model=MODEL, input="hello")
+        assert again.headers["x-gateway-cache"] == "hit"
+        assert again.parse().data[0].embedding == first.parse().data[0].embedding == [0.1, 0.2]
+        done = client.completions.with_raw_response.create(model=MODEL, prompt="Say", temperature=0)
+        assert done.headers["x-gateway-cache"] == "miss"
+        streamed = client.completions.with_raw_response.create(model=MODEL, prompt="Say", temperature=0, stream=True)
+        assert streamed.headers["x-gateway-cache"] == "hit"
+        assert "".join(chunk.choices[0].text for chunk in streamed.parse() if chunk.choices) == "done"
+    assert cached.calls() == 2
