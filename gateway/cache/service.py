@@ -49,6 +49,7 @@ class ResponseCache:
         *,
         backend: CacheBackend | None = None,
         semantic: SemanticLookup | None = None,
+        semantic_min_score: float = 1.0,
         clock: Clock = time.monotonic,
     ) -> None:
         self.config = config
@@ -61,6 +62,9 @@ class ResponseCache:
         # The memory backend is written at once (no I/O: a few dict operations); a shared one by the writer.
         self.memory = backend if isinstance(backend, MemoryBackend) else None
         self.semantic = semantic
+        # A semantic hit's least score when no policy sets one: the index's configured min_score, which whoever
+        # builds the index passes (cache.semantic.min_score); 1.0 until then.
+        self.semantic_min_score = semantic_min_score
         self.clock = clock
         self.max_entry_bytes = int(config.max_entry_kb * 1024)
         self.error = ""  # why the backend is skipped now; "" while it answers

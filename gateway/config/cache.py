@@ -28,7 +28,6 @@ class CacheConfig:
     # Only answers a request asks to be deterministic (temperature 0, or a seed) are cached and served; false: any.
     # Embeddings are deterministic whatever the request says.
     deterministic_only: bool = True
-    min_score: float = 0.95  # a semantic hit's least similarity, when the policy's action sets none
     # A rate limit counts a hit as a request; its tokens count too only when this is true (no upstream spent them).
     count_hit_tokens: bool = False
     # A Redis call with no answer within this long has failed: the request goes on without the cache.
@@ -37,8 +36,8 @@ class CacheConfig:
     retry_interval_s: float = 5.0
     # Answers waiting to be written (after they are sent); beyond, they are not cached, and counted.
     write_queue_size: int = 1000
-    # The semantic index's own settings (SemanticCacheConfig, gateway/config/cache_semantic.py) are wired in here
-    # as `semantic` when that part is merged.
+    # The semantic index's own settings (SemanticCacheConfig, gateway/config/cache_semantic.py, its min_score the
+    # default of a semantic hit's least score) are wired in here as `semantic` when that part is merged.
 
 
 def check_cache(config: GatewayConfig, problems: list[tuple[str, str]]) -> None:
@@ -48,5 +47,3 @@ def check_cache(config: GatewayConfig, problems: list[tuple[str, str]]) -> None:
     for key in ("ttl_s", "memory_max_mb", "max_entry_kb", "timeout_ms", "retry_interval_s", "write_queue_size"):
         if not getattr(cache, key) > 0:
             problems.append((f"cache.{key}", "must be positive"))
-    if not 0 < cache.min_score <= 1:
-        problems.append(("cache.min_score", "must be in (0, 1]"))

@@ -338,6 +338,7 @@ def test_semantic_mode_serves_another_wording_with_its_score_never_another_proje
     with running(make_config(**config)) as (url, gateway):
         assert gateway.cache is not None
         index = gateway.cache.semantic = FakeIndex()
+        gateway.cache.semantic_min_score = 0.9
         first = ask(url, text="What is 2 + 2?")
         assert first.headers["x-gateway-cache"] == "miss"
         assert wait_until(lambda: bool(index.entries))
