@@ -97,7 +97,7 @@ class ShadowOutcome:
 @dataclass(frozen=True, slots=True)
 class CachePlan:
     """A policy's `cache` action: the response cache's mode for the requests it matches, and its settings (None:
-    the config's `cache.ttl_s` and `cache.min_score`)."""
+    the config's `cache.ttl_s` and `cache.semantic.min_score`, which a policy's min_score may raise, not lower)."""
 
     mode: str = "exact"  # off | exact | semantic
     ttl_s: float | None = None

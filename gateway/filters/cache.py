@@ -106,7 +106,11 @@ class CacheFilter(Stage):
             if entry is not None:
                 return self._hit(ctx, entry, CacheOutcome("hit", key, entry.record_id, None, entry.cost_usd))
             if semantic is not None:
-                min_score = (plan.min_score if plan is not None else None) or cache.semantic_min_score
+                # A policy may raise the least score for its requests, never lower it below the index's own (the
+                # score its safety set was measured at).
+                min_score = cache.semantic_min_score
+                if plan is not None and plan.min_score is not None and plan.min_score > min_score:
+                    min_score = plan.min_score
                 match = await cache.lookup_similar(project, semantic[0], semantic[1], min_score)
                 if match is not None:
                     entry = await cache.get(project, model, match.key)

@@ -398,3 +398,28 @@ def test_embeddings_and_legacy_completions_are_served_from_the_cache(cached: Cac
         assert streamed.headers["x-gateway-cache"] == "hit"
         assert "".join(chunk.choices[0].text for chunk in streamed.parse() if chunk.choices) == "done"
     assert cached.calls() == 2
+
+
+def test_a_policys_min_score_raises_the_indexs_never_lowers_it(
+    make_config: Callable[..., GatewayConfig], upstream: tuple[str, Upstream], tmp_path: Path
+):
+    policy = tmp_path / "semantic.yaml"
+    policy.write_text(
+        "policies:\n"
+        "  - {name: strict, match: {project: p1}, actions: {cache: {mode: semantic, min_score: 0.99}}}\n"
+        "  - {name: loose, match: {project: p2}, actions: {cache: {mode: semantic, min_score: 0.5}}}\n"
+    )
+    up_url, _ = upstream
+    config = overrides(up_url)
+    config["features"] = {}
+    config["pipeline"] = ["auth", "policy", "cache", "route"]
+    config["policies"] = {"paths": [str(policy)]}
+    with running(make_config(**config)) as (url, gateway):
+        assert gateway.cache is not None
+        index = gateway.cache.semantic = FakeIndex()  # matches at 0.97
+        gateway.cache.semantic_min_score = 0.9
+        for key in (KEY, P2_KEY):
+            ask(url, key=key, text="What is 2 + 2?")
+        assert wait_until(lambda: len(index.entries) == 2)
+        assert ask(url, text="How much is two plus two?").headers["x-gateway-cache"] == "miss"  # asked at 0.99
+        assert ask(url, key=P2_KEY, text="How much is two plus two?").headers["x-gateway-cache"] == "semantic-hit"
