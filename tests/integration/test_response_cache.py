@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import anthropic
 import httpx
 import pytest
+import redis
 
 from gateway.config import GatewayConfig
 from gateway.runtime import Gateway
@@ -260,8 +261,6 @@ def test_a_policy_turns_the_cache_on_for_what_it_matches(
 @pytest.fixture
 def redis_url() -> str:
     url = require_redis()
-    import redis
-
     redis.Redis.from_url(url).flushdb()
     return url
 
@@ -423,3 +422,16 @@ def test_a_policys_min_score_raises_the_indexs_never_lowers_it(
         assert wait_until(lambda: len(index.entries) == 2)
         assert ask(url, text="How much is two plus two?").headers["x-gateway-cache"] == "miss"  # asked at 0.99
         assert ask(url, key=P2_KEY, text="How much is two plus two?").headers["x-gateway-cache"] == "semantic-hit"
+
+
+def test_redis_entries_expire_by_their_ttl(
+    make_config: Callable[..., GatewayConfig], upstream: tuple[str, Upstream], redis_url: str
+):
+    up_url, _ = upstream
+    with running(make_config(**overrides(up_url, backend=redis_url, ttl_s=2))) as (url, _):
+        ask(url)
+        assert wait_until(lambda: ask(url).headers["x-gateway-cache"] == "hit", timeout=10)
+        (name,) = redis.Redis.from_url(redis_url).keys("gw:cache:*")
+        assert 0 < redis.Redis.from_url(redis_url).pttl(name) <= 2000
+        assert wait_until(lambda: not redis.Redis.from_url(redis_url).exists(name), timeout=10)
+        assert ask(url).headers["x-gateway-cache"] == "miss"
