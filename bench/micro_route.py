@@ -11,6 +11,10 @@ Runs N requests one after another, in one process and one event loop (uvloop), a
   same provider and upstream: routing and the provider's call through aiohttp;
 - `full-mock`, `route-mock`: the same on the built-in mock provider (no upstream, no aiohttp): the gateway's own
   code around the call, with less of the noise that the event loop's timers and the sockets add.
+- `cache-off`, `cache-miss`, `cache-hit`: `full` with the response cache (issue 18): a deterministic body whose
+  text carries the request's number (the same bytes' length every time), without the cache filter, with it on
+  and every request a miss (each answer kept: the memory backend), and with it on and one body repeated (every
+  request after the first a hit, no upstream call).
 
 Background work that runs by the clock (loop lag's sampler, health sync, the telemetry writer) is set to long intervals:
 under callgrind a request takes some 50 times longer, and what a timer does per second would count per request.
@@ -86,7 +90,7 @@ class Upstream(asyncio.Protocol):
             self.transport.write(UPSTREAM_REPLY)
 
 
-def config(upstream_port: int, tmp: str, mock: bool) -> Any:
+def config(upstream_port: int, tmp: str, mock: bool, cache: bool = False) -> Any:
     upstream = {"type": "openai", "base_url": f"http://127.0.0.1:{upstream_port}/v1", "api_key": "sk-up"}
     data = {
         "server": {"access_log": False},
@@ -102,6 +106,9 @@ def config(upstream_port: int, tmp: str, mock: bool) -> Any:
             "pricing_file": str(ROOT / "config/pricing.yaml"),
         },
     }
+    if cache:
+        data["pipeline"] = ["auth", "cache", "route"]
+        data["features"] = {"defaults": {"cache": "exact"}}
     return parse_config(yaml.safe_dump(data), source="micro.yaml", env=os.environ, base_dir=str(ROOT))
 
 
@@ -150,6 +157,25 @@ async def full(n: int, gateway_config: Any) -> None:
         writer.close()
 
 
+async def numbered(n: int, gateway_config: Any, repeat: bool) -> None:
+    """`full`'s client with a body numbered per request (the same number each time when `repeat`)."""
+    async with serving(gateway_config) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\nauthorization: Bearer %s\r\n" % KEY.encode()
+        for i in range(WARMUP + n):
+            body = NUMBERED % (0 if repeat else i)
+            writer.write(head + b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+            answer = await reader.readuntil(b"\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 200"), answer
+            rest = b""
+            while not rest.endswith(b"0\r\n\r\n"):
+                rest += await reader.read(65536)
+        writer.close()
+
+
+NUMBERED = b'{"model":"gpt-4o-mini","temperature":0,"messages":[{"role":"user","content":"Say hello %07d."}]}'
+
+
 async def route(n: int, gateway_config: Any) -> None:
     app = build_app(gateway_config)
     gateway = app.state.gateway
@@ -171,7 +197,11 @@ async def main(mode: str, n: int) -> None:
     port = upstream.sockets[0].getsockname()[1]
     with tempfile.TemporaryDirectory() as tmp:
         run, _, provider = mode.partition("-")
-        await {"full": full, "route": route}[run](n, config(port, tmp, mock=provider == "mock"))
+        if run == "cache":
+            gateway_config = config(port, tmp, mock=False, cache=provider != "off")
+            await numbered(n, gateway_config, repeat=provider == "hit")
+        else:
+            await {"full": full, "route": route}[run](n, config(port, tmp, mock=provider == "mock"))
     upstream.close()
 
 

@@ -21,6 +21,7 @@ from gateway import memory
 from gateway.api.admin import DeploymentsEndpoint
 from gateway.api.analytics import SimilarityAnalyticsEndpoint, TelemetryStatusEndpoint, TimeseriesEndpoint
 from gateway.api.anthropic import CountTokensEndpoint, MessagesEndpoint
+from gateway.api.cache import CachePurgeEndpoint
 from gateway.api.features import FeaturesEndpoint
 from gateway.api.health import Live, MetricsEndpoint, Ready
 from gateway.api.http import scope_id_headers
@@ -72,6 +73,7 @@ def build_app(config: GatewayConfig, *, access_log_stream: Any = None) -> FastRo
         Route("/admin/keys/{key_id}/{action}", keys, methods=["POST"]),
         Route("/admin/usage", usage, methods=["GET"]),
         Route("/admin/usage/reset", usage, methods=["POST"]),
+        Route("/admin/cache/purge", CachePurgeEndpoint(gateway), methods=["POST"]),
         Route("/api/v1/analytics/similarity", SimilarityAnalyticsEndpoint(gateway), methods=["GET"]),
         Route("/api/v1/analytics/{kind}", TimeseriesEndpoint(gateway), methods=["GET"]),  # after similarity
         Route("/api/v1/usage", UsageReportEndpoint(gateway), methods=["GET"]),

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from gateway.cache.service import ResponseCache
     from gateway.config import GatewayConfig, ModelGroup
     from gateway.flags import Features
     from gateway.guardrails.build import CheckEnv
@@ -39,3 +40,4 @@ class Components:
     models: Mapping[str, ModelGroup]  # the model groups served (deployments of enabled providers)
     router: Router
     rate_limits: RateLimits | None  # the counters, when the pipeline limits anything (shared with /admin/usage)
+    cache: ResponseCache | None = None  # the response cache, when the pipeline names it (purged by /admin/cache)

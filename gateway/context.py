@@ -19,7 +19,17 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["ANONYMOUS", "NativeRequest", "Principal", "RequestContext", "RouteConstraints", "Span", "Usage", "Watched"]
+__all__ = [
+    "ANONYMOUS",
+    "CacheOutcome",
+    "NativeRequest",
+    "Principal",
+    "RequestContext",
+    "RouteConstraints",
+    "Span",
+    "Usage",
+    "Watched",
+]
 
 
 @dataclass(slots=True)
@@ -92,6 +102,22 @@ class NativeRequest:
     chat: bytes | None = None
 
 
+@dataclass(slots=True)
+class CacheOutcome:
+    """What the response cache did for a request (set by the cache filter; read by ratelimit, the record and the
+    answer's `x-gateway-cache` header). `status`: hit, semantic-hit, miss or bypass."""
+
+    status: str
+    key: str = ""  # the exact key's digest (hex); on a semantic hit, the key of the entry served
+    served_id: str = ""  # on a hit: the id of the record whose answer was served
+    score: float | None = None  # on a semantic hit: the similarity of the two requests' last user turns
+    saved_usd: float | None = None  # on a hit: what the upstream call would have cost
+
+    @property
+    def hit(self) -> bool:
+        return self.status in ("hit", "semantic-hit")
+
+
 class Watched(Protocol):
     """The request's watch on its client (gateway/api/watch.py), as the router sees it."""
 
@@ -147,6 +173,7 @@ class RequestContext:
         "_state",
         "watch",
         "native",
+        "cache",
         "_trace",
     )
 
@@ -219,6 +246,7 @@ class RequestContext:
         self.watch: Watched | None = None  # set by the endpoint once the body is read
         # Set by an ingress whose API some providers speak themselves (the Responses API): see NativeRequest.
         self.native: NativeRequest | None = None
+        self.cache: CacheOutcome | None = None  # set by the cache filter when the project's cache is on
         self._trace: tuple[str, str] | None = None
 
     def note_requested(self, body: dict[str, Any]) -> None:

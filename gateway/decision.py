@@ -94,6 +94,25 @@ class ShadowOutcome:
         return {"policy": self.policy, "actions": dict(self.actions)}
 
 
+@dataclass(frozen=True, slots=True)
+class CachePlan:
+    """A policy's `cache` action: the response cache's mode for the requests it matches, and its settings (None:
+    the config's `cache.ttl_s` and `cache.semantic.min_score`, which a policy's min_score may raise, not lower)."""
+
+    mode: str = "exact"  # off | exact | semantic
+    ttl_s: float | None = None
+    min_score: float | None = None
+    policy: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mode": self.mode}
+        if self.ttl_s is not None:
+            out["ttl_s"] = self.ttl_s
+        if self.min_score is not None:
+            out["min_score"] = self.min_score
+        return out
+
+
 NO_REWRITE = RewritePlan()
 NO_LIMIT = Limit()
 
@@ -111,6 +130,7 @@ class Decision:
     limit: Limit = NO_LIMIT
     guardrails: Mapping[str, GuardrailSpec] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
+    cache: CachePlan | None = None  # the first matching policy's cache action
     shadow: tuple[ShadowOutcome, ...] = ()
     # Actions a higher-priority policy overrode ("b: route.model 'x' overridden by a"), for explain and records.
     overridden: tuple[str, ...] = ()
@@ -147,6 +167,7 @@ class Decision:
             "limit": {k: v for k, v in self.limit.items() if v is not None},
             "guardrails": {name: spec.to_dict() for name, spec in self.guardrails.items()},
             "labels": dict(self.labels),
+            "cache": self.cache.to_dict() if self.cache is not None else None,
             "shadow": [s.to_dict() for s in self.shadow],
             "overridden": list(self.overridden),
         }

@@ -3,6 +3,7 @@
     cost_tracking        record each request's cost                           (default true)
     similarity           compare each prompt with the project's recent ones   (default true; needs similarity.enabled)
     content_logging      off | redacted | full                                (default telemetry.content.mode)
+    cache                off | exact | semantic: the response cache           (default off)
     sink.<name>          export records to the sink `name`                    (default true)
     guardrail.<check>    run the guardrail check `check` where policies ask   (default true)
 
@@ -57,6 +58,7 @@ class Features:
             "cost_tracking": True,
             "similarity": True,
             "content_logging": content_mode,
+            "cache": "off",
         }
         self._overrides: list[FlagOverride] = []
         self._revision = -1

@@ -35,6 +35,7 @@ FILTERS: dict[str, str] = {
     "policy": "gateway.filters.policy:PolicyFilter",
     "ratelimit": "gateway.filters.ratelimit:RateLimitFilter",
     "guardrails": "gateway.filters.guardrails:GuardrailsFilter",
+    "cache": "gateway.filters.cache:CacheFilter",
     "route": "gateway.filters.route:RouteFilter",
 }
 

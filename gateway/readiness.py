@@ -39,6 +39,10 @@ class PolicyState(Protocol):
     def error(self) -> str | None: ...
 
 
+class CacheState(Protocol):
+    def status(self) -> str: ...
+
+
 class Served(Protocol):
     """What readiness reads of the running gateway (gateway/runtime.py's Gateway): the parts, not the whole."""
 
@@ -56,6 +60,8 @@ class Served(Protocol):
     def health(self) -> HealthRegistry: ...
     @property
     def outboxes(self) -> Sequence[Outbox]: ...
+    @property
+    def cache(self) -> CacheState | None: ...
 
 
 class Readiness:
@@ -108,6 +114,8 @@ class Readiness:
             # details say so until the file is fixed.
             "policies": f"failed to reload: {gateway.policies.error}" if gateway.policies.error else "ok",
         }
+        if gateway.cache is not None:  # its backend: while it fails, requests go on without the cache (a miss each)
+            checks["cache"] = gateway.cache.status()
         return ready, checks
 
     def _serving(self) -> tuple[bool, dict[str, str]]:

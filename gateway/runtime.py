@@ -9,6 +9,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, cast
 
+from gateway.cache.service import ResponseCache
 from gateway.components import Components
 from gateway.config import GatewayConfig, ModelGroup
 from gateway.context import RequestContext
@@ -186,6 +187,8 @@ class Gateway:
             if "ratelimit" in config.pipeline
             else None
         )
+        # The response cache: built only when the pipeline names its filter (no Redis client otherwise).
+        self.cache = ResponseCache(config.cache, self.metrics) if "cache" in config.pipeline else None
         self.components = Components(
             config=config,
             registry=self.metrics.registry,
@@ -199,6 +202,7 @@ class Gateway:
             models=self.models,
             router=self.router,
             rate_limits=self.rate_limits,
+            cache=self.cache,
         )
         self.pipeline = build_pipeline(config.pipeline, self.components)
         self.ready = Readiness(self, self.metrics.registry)
@@ -366,6 +370,8 @@ class Gateway:
             self.maintenance.start()
         if self.similarity is not None:
             self.similarity.start()
+        if self.cache is not None:
+            self.cache.start()
         for outbox in self.outboxes:
             outbox.start()
         self.queue.start()
@@ -383,6 +389,8 @@ class Gateway:
         await self.pipeline.close()
         if self.rate_limits is not None:  # its Redis connection, and settlements still to send
             await self.rate_limits.close()
+        if self.cache is not None:
+            await self.cache.close()
         await self.queue.close(deadline_s=self.config.server.drain_timeout_s)
         if self.event_queue is not None:  # into the event sinks' outboxes, before those close
             await self.event_queue.close(deadline_s=min(5.0, self.config.server.drain_timeout_s))

@@ -61,6 +61,13 @@ def response_headers(ctx: RequestContext, reply: Reply) -> Headers:
         headers += _route_headers(ctx)
         if "fallback" in ctx.tags:
             headers.append((b"x-gateway-fallback", ctx.tags["fallback"].encode("latin-1", "replace")))
+    cache = ctx.cache
+    if cache is not None:
+        headers.append((b"x-gateway-cache", _CACHE_STATUS[cache.status]))
+        if cache.key:
+            headers.append((b"x-gateway-cache-key", cache.key.encode()))
+        if cache.score is not None:
+            headers.append((b"x-gateway-cache-score", b"%.4f" % cache.score))
     headers.append((b"x-gateway-overhead-ms", b"%.3f" % (ctx.overhead_ns(time.perf_counter_ns()) / 1e6)))
     if ctx.limit_headers:
         headers += ctx.limit_headers
@@ -69,6 +76,8 @@ def response_headers(ctx: RequestContext, reply: Reply) -> Headers:
             headers.append((name.encode("latin-1"), value.encode("latin-1")))
     return headers
 
+
+_CACHE_STATUS = {status: status.encode() for status in ("hit", "semantic-hit", "miss", "bypass")}
 
 # The headers that say how a request was routed, by what they say: made once per provider, model, attempts and
 # route reason (a few per deployment), not per answer. Cleared when it grows past _ROUTED_MAX (model names that

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
+from gateway.config.cache import CacheConfig, check_cache
 from gateway.config.console import ConsoleConfig, check_console
 from gateway.config.guardrails import GuardrailsConfig
 from gateway.config.responses import ResponsesConfig, check_responses
@@ -270,6 +271,7 @@ class GatewayConfig:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     responses: ResponsesConfig = field(default_factory=ResponsesConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     # Where the file was read from: relative paths inside it (pricing_file) resolve against its folder.
     base_dir: str = "."
 
@@ -483,6 +485,7 @@ def _check_references(config: GatewayConfig, problems: list[tuple[str, str]]) ->
         problems.append(("guardrails.stream_holdback_chars", "must not be negative"))
     check_telemetry(config, problems)
     check_responses(config, problems)
+    check_cache(config, problems)
     check_console(config.console, problems)
     for name, group in config.models.items():
         if not group.deployments:

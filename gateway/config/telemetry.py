@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from gateway.config.cache import CACHE_MODES
 from gateway.config.guardrails import GUARDRAIL_SETTINGS
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ class ContentConfig:
 class FeaturesConfig:
     """Feature flags (gateway/flags.py): a value per flag, overridden per project, and both again
     through the API (/api/v1/features). Flags: cost_tracking, similarity, content_logging (off|redacted|full),
+    cache (off|exact|semantic),
     sink.<name>, guardrail.<check>."""
 
     defaults: dict[str, FlagValue] = field(default_factory=dict)
@@ -116,13 +118,15 @@ def flag_problem(flag: str, value: Any, sinks: Iterable[str]) -> str | None:
     """Why `flag` cannot take `value` (None if it can): an unknown flag, or a value of the wrong kind."""
     if flag == "content_logging":
         return None if value in CONTENT_MODES else f"must be one of {', '.join(CONTENT_MODES)}"
+    if flag == "cache":
+        return None if value in CACHE_MODES else f"must be one of {', '.join(CACHE_MODES)}"
     known = flag in BOOLEAN_FLAGS
     if flag.startswith("sink."):
         known = flag.removeprefix("sink.") in set(sinks)
     elif flag.startswith("guardrail."):
         known = flag.removeprefix("guardrail.") in GUARDRAIL_SETTINGS
     if not known:
-        names = sorted([*BOOLEAN_FLAGS, "content_logging", *(f"sink.{s}" for s in sinks)])
+        names = sorted([*BOOLEAN_FLAGS, "content_logging", "cache", *(f"sink.{s}" for s in sinks)])
         names += [f"guardrail.{c}" for c in sorted(GUARDRAIL_SETTINGS)]
         return f"unknown flag (known: {', '.join(names)})"
     return None if isinstance(value, bool) else "must be true or false"

@@ -51,6 +51,7 @@ class RateLimitFilter(Stage):
         default_completion_tokens: int,
         trusted_proxies: list[str],
         registry: CollectorRegistry,
+        count_hit_tokens: bool = False,
     ) -> None:
         self.limits = limits
         self.tokens = tokens
@@ -59,6 +60,7 @@ class RateLimitFilter(Stage):
         self.models = models
         self.events = events
         self.default_completion_tokens = default_completion_tokens
+        self.count_hit_tokens = count_hit_tokens  # a cache hit's tokens count against TPM (no upstream spent them)
         self.client_address = ClientAddress(trusted_proxies)
         self._prices: dict[str, tuple[float, float] | None] = {}
         rejected = Counter(
@@ -81,6 +83,7 @@ class RateLimitFilter(Stage):
             default_completion_tokens=config.limits.default_completion_tokens,
             trusted_proxies=config.server.trusted_proxies,
             registry=components.registry,
+            count_hit_tokens=config.cache.count_hit_tokens,
         )
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
@@ -135,7 +138,10 @@ class RateLimitFilter(Stage):
             elif usage is None:
                 continue  # served without usage (counted later, off the request path): the estimate stands
             elif check.header == TOKENS:
-                items.append((check, usage.total_tokens - check.cost))
+                spent = usage.total_tokens
+                if ctx.cache is not None and ctx.cache.hit and not self.count_hit_tokens:
+                    spent = 0  # a hit counts as a request, its tokens were spent by the request it repeats
+                items.append((check, spent - check.cost))
             elif check.kind == BUDGET and actual_cost is not None:
                 items.append((check, actual_cost - check.cost))
         if items:

@@ -41,6 +41,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "GET /admin/usage": BILLING,
     # A budget's period started anew (its spend forgotten, an event left): admins only.
     "POST /admin/usage/reset": ADMIN,
+    # Cached answers removed (a project's, a model's, one entry): admins only.
+    "POST /admin/cache/purge": ADMIN,
     # What an exact or semantic cache would have served, from the prompt-similarity log (own project).
     "GET /api/v1/analytics/similarity": READERS | BILLING,
     "GET /api/v1/telemetry/status": READERS,

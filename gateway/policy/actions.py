@@ -18,6 +18,7 @@ from gateway.policy.model import (
     DEFAULT_STAGES,
     STAGES,
     Actions,
+    CachePlan,
     Deny,
     Guardrail,
     Limit,
@@ -54,13 +55,14 @@ def parse_actions(value: Any, policy: str, at: At) -> Actions | None:
         "limit": _limit,
         "guardrails": _guardrails,
         "tag": _tag,
+        "cache": lambda v, rel, at: _cache(v, policy, rel, at),
     }
     parts: dict[str, Any] = {
         name: parse(value[name], f"actions.{name}", at) for name, parse in parsers.items() if name in value
     }
     if "deny" in value:
         parts["deny"] = _deny(value["deny"], policy, at)
-        others = sorted(set(value) & {"route", "rewrite", "limit", "guardrails"})
+        others = sorted(set(value) & {"route", "rewrite", "limit", "guardrails", "cache"})
         if others:
             at.add("actions.deny", f"a deny cannot go with {', '.join(others)} (only with tag): they would never apply")
     if any(v is None for v in parts.values()):
@@ -72,6 +74,7 @@ def parse_actions(value: Any, policy: str, at: At) -> Actions | None:
         limit=parts.get("limit"),
         guardrails=parts.get("guardrails", ()),
         tag=parts.get("tag", {}),
+        cache=parts.get("cache"),
     )
 
 
@@ -233,3 +236,28 @@ def _tag(value: Any, rel: str, at: At) -> dict[str, str] | None:
         else:
             at.add(f"{rel}.{key}", f"expected a string, got {show(item)}")
     return out if len(out) == len(value) else None
+
+
+def _cache(value: Any, policy: str, rel: str, at: At) -> CachePlan | None:
+    if not mapping(value, rel, ("mode", "ttl_s", "min_score"), at, nonempty=True):
+        return None
+    mode = value.get("mode", "exact")
+    ok = True
+    if mode not in ("off", "exact", "semantic"):
+        at.add(f"{rel}.mode", f"must be one of off, exact, semantic, got {show(mode)}")
+        ok = False
+    ttl = value.get("ttl_s")
+    ok &= optional(ttl, f"{rel}.ttl_s", at, lambda v: is_number(v) and v > 0, "a positive number of seconds")
+    score = value.get("min_score")
+    ok &= optional(score, f"{rel}.min_score", at, lambda v: is_number(v) and 0 < v <= 1, "a number in (0, 1]")
+    if score is not None and mode != "semantic":
+        at.add(f"{rel}.min_score", "only for mode semantic")
+        ok = False
+    if not ok:
+        return None
+    return CachePlan(
+        mode=mode,
+        ttl_s=float(ttl) if ttl is not None else None,
+        min_score=float(score) if score is not None else None,
+        policy=policy,
+    )

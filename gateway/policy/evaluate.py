@@ -17,6 +17,7 @@ How matching policies combine:
 7. Guardrails. Per check, the settings of the first policy naming it, with the strictest action any matching
    policy asks for (block > redact > log; json_schema: block > retry > log) and the union of their stages.
 8. Tag. Per label, the first policy wins.
+9. Cache. The first policy with a cache action wins (its mode, ttl_s and min_score together).
 
 A PolicySet is immutable: a reload builds a new one and swaps the reference.
 """
@@ -40,7 +41,7 @@ from gateway.policy.decision import (
     Step,
 )
 from gateway.policy.facts import Facts
-from gateway.policy.model import ACTION_STRICTNESS, Deny, Limit, Policy
+from gateway.policy.model import ACTION_STRICTNESS, CachePlan, Deny, Limit, Policy
 from gateway.policy.problems import PolicyError, duplicate_problems
 
 _MAX_CACHED_DECISIONS = 4096
@@ -161,6 +162,7 @@ def combine(enforce: Sequence[Policy], shadow: Sequence[ShadowOutcome] = ()) -> 
         limit=Limit(**acc.limit) if acc.limit else NO_LIMIT,
         guardrails=acc.guardrails,
         labels=labels,
+        cache=acc.cache,
         shadow=tuple(shadow),
         overridden=tuple(acc.overridden),
     )
@@ -184,6 +186,7 @@ class _Accumulator:
         self.system: list[str] = []
         self.limit: dict[str, Any] = {}
         self.guardrails: dict[str, GuardrailSpec] = {}
+        self.cache: CachePlan | None = None
 
     def add(self, policy: Policy) -> None:
         actions = policy.actions
@@ -212,6 +215,8 @@ class _Accumulator:
             self.strip |= rewrite.strip
             if rewrite.system is not None:
                 self.system.append(rewrite.system)
+        if actions.cache is not None and self.cache is None:
+            self.cache = actions.cache
         if actions.limit is not None:
             for key, value in actions.limit.items():
                 if value is not None:

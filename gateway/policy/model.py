@@ -12,7 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gateway.decision import Deny as Deny, Limit as Limit  # a decision carries them too: defined in the leaf
+from gateway.decision import (
+    CachePlan as CachePlan,
+    Deny as Deny,
+    Limit as Limit,
+)  # a decision carries them too: defined in the leaf
 
 Mode = Literal["enforce", "shadow", "off"]
 MODES: tuple[Mode, ...] = ("enforce", "shadow", "off")
@@ -47,7 +51,7 @@ DEFAULT_STAGES: Mapping[str, str] = {
 }
 STAGES = ("input", "output", "both")
 
-ACTIONS = ("deny", "route", "rewrite", "limit", "guardrails", "tag")
+ACTIONS = ("deny", "route", "rewrite", "limit", "guardrails", "tag", "cache")
 BUDGET_PERIODS = ("day", "month")
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
@@ -130,6 +134,7 @@ class Actions:
     limit: Limit | None = None
     guardrails: tuple[Guardrail, ...] = ()
     tag: Mapping[str, str] = field(default_factory=dict)
+    cache: CachePlan | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The actions as the file could have written them (sets sorted): shadow records and explain show this."""
@@ -164,6 +169,8 @@ class Actions:
             }
         if self.tag:
             out["tag"] = dict(self.tag)
+        if self.cache is not None:
+            out["cache"] = self.cache.to_dict()
         return out
 
 

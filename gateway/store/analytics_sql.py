@@ -12,7 +12,7 @@ from gateway.store.rollup_sql import bucket_sql
 from gateway.store.rollups import KEY_SQL
 from gateway.store.trace_sql import Args, Dialect, TraceQuery, where
 
-Kind = Literal["costs", "usage", "performance", "errors", "models"]
+Kind = Literal["costs", "usage", "performance", "errors", "models", "cache"]
 GroupBy = Literal[
     "none", "model", "served_model", "provider", "deployment", "project", "team", "key", "user", "status", "error_type"
 ]
@@ -55,6 +55,13 @@ def _figures(kind: Kind, dialect: Dialect) -> list[str]:
         ]
     if kind == "models":
         return [requests, cost, total]
+    if kind == "cache":  # the response cache: what it served and what that saved
+        counts = [
+            f"sum(CASE WHEN cache = '{status}' THEN 1 ELSE 0 END) AS {name}"
+            for status, name in (("hit", "hits"), ("semantic-hit", "semantic_hits"), ("miss", "misses"),
+                                 ("bypass", "bypasses"))
+        ]  # fmt: skip
+        return [requests, *counts, cost, "coalesce(sum(coalesce(saved_usd, 0.0)), 0.0) AS saved_usd"]
     # performance: percentiles interpolated as PostgreSQL's percentile_cont does, in SQL both stores run. The
     # position is positive: SQLite's CAST truncates like floor() (which SQLite may lack); PostgreSQL's rounds.
     floor = "CAST({} AS INTEGER)" if dialect == "sqlite" else "CAST(floor({}) AS INTEGER)"
@@ -96,7 +103,7 @@ def build_timeseries(
             f", row_number() OVER (PARTITION BY {bucket}, {group} ORDER BY latency_ms) - 1 AS rn,"
             f" count(*) OVER (PARTITION BY {bucket}, {group}) AS n"
         )
-    columns = "latency_ms, status, cost_usd, prompt_tokens, completion_tokens, total_tokens"
+    columns = "latency_ms, status, cost_usd, prompt_tokens, completion_tokens, total_tokens, cache, saved_usd"
     sql = (
         f"WITH r AS (SELECT {bucket} AS bucket, {group} AS grp, {columns}{extra} FROM model_cost_logs{where})"
         f" SELECT bucket, grp, {', '.join(_figures(kind, dialect))} FROM r GROUP BY bucket, grp ORDER BY bucket, grp"
@@ -115,6 +122,10 @@ def timeseries_rows(kind: Kind, group_by: GroupBy, rows: Iterable[Mapping[str, A
         item.update({k: _plain(v) for k, v in row.items() if k not in ("bucket", "grp")})
         if kind == "errors":
             item["error_rate"] = item["errors"] / item["requests"] if item["requests"] else 0.0
+        elif kind == "cache":
+            served = item["hits"] + item["semantic_hits"]
+            looked_up = served + item["misses"]
+            item["hit_rate"] = served / looked_up if looked_up else 0.0
         out.append(item)
     return out
 

@@ -174,6 +174,9 @@ RECORD_FIELDS: dict[str, Kind] = {
     "content_output": TEXT,
     "metadata": MAP,
     "client_request_id": TEXT,  # the client's X-Request-ID; "id" is the gateway's
+    "cache": TEXT,  # the response cache: hit, semantic-hit, miss, bypass; "" when it was not on
+    "cache_source_id": TEXT,  # on a hit: the id of the record whose answer was served
+    "saved_usd": REAL_OR_NULL,  # on a hit: what the upstream call would have cost (cost_usd is 0)
 }
 RECORD_COLUMNS = tuple(RECORD_FIELDS)
 JSON_COLUMNS = frozenset(name for name, kind in RECORD_FIELDS.items() if kind in (LIST, MAP))

@@ -60,7 +60,9 @@ class Recorder:
         project = ctx.principal.project
         features = self.features
         if ctx.usage is not None and features.enabled("cost_tracking", project):
-            ctx.cost_usd = self.cost(ctx, ctx.usage)
+            cache = ctx.cache
+            # A hit cost nothing: what it saved is in its record (saved_usd), what it would have cost.
+            ctx.cost_usd = 0.0 if cache is not None and cache.hit else self.cost(ctx, ctx.usage)
         self.metrics.observe(ctx)
         if ctx.error is not None and self.events is not None:
             self._event(ctx, ctx.error)
@@ -226,6 +228,11 @@ class Recorder:
         record["content_output"] = ""
         record["metadata"] = _metadata(ctx.request_metadata())
         record["client_request_id"] = ctx.client_request_id  # the client's X-Request-ID; "id" is the gateway's
+        cache = ctx.cache
+        if cache is not None:  # else the empty record's values: "" and None
+            record["cache"] = cache.status
+            record["cache_source_id"] = cache.served_id
+            record["saved_usd"] = cache.saved_usd
         return typed(record)
 
 

@@ -90,6 +90,7 @@ def old_untyped_spool(folder: Path) -> list[str]:
         "upstream_ms": 0.5, "ttfb_ms": None, "ttft_ms": None, "overhead_ms": 0.1, "prompt_tokens": 1,
         "completion_tokens": 1, "cached_tokens": 0, "reasoning_tokens": 0, "total_tokens": 2, "cost_usd": None,
         "spans": [], "tags": {}, "attempts": 1, "guardrails": [], "metadata": {}, "model_requested": "demo",
+        "saved_usd": None,
     }  # fmt: skip
     records = [base | {"id": ids[0]}, base | {"id": ids[1], "model_requested": {"a": 1}}, base | {"id": ids[2]}]
     spool = Spool(folder, max_bytes=1 << 20)

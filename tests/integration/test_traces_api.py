@@ -44,7 +44,7 @@ def rec(ident: str, **values: Any) -> Record:
         upstream_ms=9.0, ttfb_ms=None, ttft_ms=None, overhead_ms=0.5, prompt_tokens=10, completion_tokens=5,
         cached_tokens=0, reasoning_tokens=0, total_tokens=15, cost_usd=None, usage_source="upstream", attempts=1,
         route_reason="weighted", spans=[{"name": "auth", "ms": 0.1}, {"name": "upstream", "ms": 9.0}], tags={},
-        guardrails=[], metadata={},
+        guardrails=[], metadata={}, saved_usd=None,
     )  # fmt: skip
     base.update(values)
     return base

@@ -152,3 +152,11 @@ def test_redaction_of_a_repeated_text_is_looked_up_and_long_texts_are_still_reda
     assert logger.render("full", "mail me at a@b.co") == "mail me at a@b.co"  # the cache is redaction's only
     long_text = "x " * 5000 + "card 4111 1111 1111 1111"  # beyond what is cached
     assert "4111" not in logger.render("redacted", long_text)
+
+
+def test_the_cache_flag_is_off_unless_a_project_says_exact_or_semantic():
+    assert flag_problem("cache", "semantic", []) is None
+    assert "one of off, exact, semantic" in (flag_problem("cache", True, []) or "")
+    features = Features(FeaturesConfig(projects={"faq": {"cache": "exact"}}))
+    assert (features.value("cache", "faq"), features.value("cache", "other")) == ("exact", "off")
+    assert features.snapshot("faq")["cache"] == {"value": "exact", "source": "config:project"}

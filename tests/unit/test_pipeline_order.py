@@ -11,6 +11,7 @@ from gateway import pipeline
 from gateway.components import Components
 from gateway.config import ConfigError
 from gateway.context import RequestContext
+from gateway.filters.cache import CacheFilter
 from gateway.load import parse_config
 from gateway.pipeline import Pipeline, Stage, build_pipeline, pipeline_problems
 
@@ -31,7 +32,7 @@ def test_the_shipped_orders_pass():
 def test_unknown_and_repeated_filters_are_named_by_their_key_path():
     problems = pipeline_problems(["auth", "nope", "auth", "route"])
     assert problems[0][0] == "pipeline[1]"
-    assert problems[0][1].startswith("unknown filter 'nope' (known: auth, guardrails, policy, ratelimit, route)")
+    assert problems[0][1].startswith("unknown filter 'nope' (known: auth, cache, guardrails, policy, ratelimit, route)")
     assert ("pipeline", "a filter is named twice") in problems
 
 
@@ -132,3 +133,9 @@ async def test_hooks_come_from_what_each_filter_declares():
     await built.authenticate(None)  # type: ignore[arg-type]
     await built.close()
     assert log == ["door.request", "door.close"]
+
+
+def test_the_cache_goes_after_the_stages_that_refuse_or_rewrite():
+    assert pipeline_problems(["auth", "policy", "ratelimit", "guardrails", "cache", "route"]) == []
+    problems = pipeline_problems(["auth", "cache", "policy", "route"])
+    assert problems == [("pipeline", f"policy must come before cache: {CacheFilter.order_note}")]

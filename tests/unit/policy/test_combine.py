@@ -178,3 +178,14 @@ def test_to_dict_is_plain_json():
     denied = of(p("d", deny={"message": "no"})).evaluate(ANY).to_dict()
     assert denied["decision"] == "deny"
     assert denied["deny"] == {"status": 403, "code": "policy_denied", "message": "no", "policy": "d"}
+
+
+def test_rule_9_the_first_cache_action_wins_whole():
+    decision = of(
+        p("a", 5, cache={"mode": "semantic", "min_score": 0.97}),
+        p("b", 1, cache={"mode": "exact", "ttl_s": 60}),
+    ).evaluate(ANY)
+    assert decision.cache is not None
+    assert (decision.cache.mode, decision.cache.ttl_s, decision.cache.min_score) == ("semantic", None, 0.97)
+    assert decision.to_dict()["cache"] == {"mode": "semantic", "min_score": 0.97}
+    assert of(p("a", tag={"x": "y"})).evaluate(ANY).cache is None

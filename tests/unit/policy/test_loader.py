@@ -75,7 +75,7 @@ def test_every_problem_is_reported_in_line_order_not_just_the_first():
         "test.yaml:3: policies[0].prority: unknown key (expected one of: name, description, priority, mode, match,"
         " when, actions)",
         "test.yaml:5: policies[0].actions.rout: unknown action (expected one of: deny, route, rewrite, limit,"
-        " guardrails, tag)",
+        " guardrails, tag, cache)",
         "test.yaml:7: policies[1].mode: must be one of enforce, shadow, off, got 'enforced'",
         "test.yaml:9: policies[1].actions.deny.status: expected a 4xx status code, got 200",
     ]

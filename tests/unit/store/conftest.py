@@ -21,7 +21,7 @@ def record(i: int, project: str = "p1", ts: float | None = None) -> dict:
         model_requested="demo", spans=[{"name": "auth", "ms": 0.01}], tags={"k": "v"}, cost_usd=None, stream=False,
         latency_ms=12.5, upstream_ms=10.0, ttfb_ms=None, ttft_ms=None, overhead_ms=0.5, prompt_tokens=10,
         completion_tokens=5, cached_tokens=0, reasoning_tokens=0, total_tokens=15, usage_source="upstream",
-        attempts=1, route_reason="weighted", metadata={},
+        attempts=1, route_reason="weighted", metadata={}, saved_usd=None,
     )  # fmt: skip
     return base
 

@@ -13,7 +13,7 @@ def record(i: int, project: str = "p1") -> dict:
     base.update(
         id=f"r{i}", ts=1000.0 + i, endpoint="chat/completions", project=project, status=200,
         model_requested="demo", spans=[{"name": "auth", "ms": 0.01}], tags={"k": "v"}, cost_usd=None,
-        stream=False, error_type="", usage_source="upstream",
+        stream=False, error_type="", usage_source="upstream", cache="", cache_source_id="", saved_usd=None,
     )  # fmt: skip
     for column in ("key_name", "key_id", "team", "user_id", "model_served", "provider", "deployment", "error_domain"):
         base[column] = ""

@@ -1,0 +1,151 @@
+"""Where cached answers live: in this process's memory (bounded by bytes, least recently used first out, each
+entry with its expiry) or in Redis (shared by every worker and replica, expired by Redis itself).
+
+Both answer `get` by the exact key and the two names it is filed under (project, model), so that Redis can purge
+a project's or a model's entries by pattern without an index to keep in step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from typing import Protocol
+
+from gateway.cache.entry import Entry
+from gateway.state.redis_client import RespClient
+from gateway.types import Clock
+
+
+class CacheBackend(Protocol):
+    name: str
+
+    async def get(self, project: str, model: str, key: str) -> Entry | None: ...
+
+    async def put(self, key: str, entry: Entry, ttl_s: float) -> None: ...
+
+    async def purge(self, project: str | None, model: str | None, key: str | None) -> int:
+        """Remove the entries that match every name given (at least one is); how many were removed."""
+        ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryBackend:
+    """Per process. `clock` is epoch seconds (injectable: tests step it past a TTL)."""
+
+    name = "memory"
+
+    def __init__(self, max_bytes: int, *, clock: Clock = time.time) -> None:
+        self.max_bytes = max_bytes
+        self.clock = clock
+        self.bytes = 0
+        self._entries: OrderedDict[str, tuple[Entry, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get_now(self, key: str) -> Entry | None:
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        entry, expires = found
+        if self.clock() >= expires:
+            self._remove(key)
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    async def get(self, project: str, model: str, key: str) -> Entry | None:
+        return self.get_now(key)  # the key is a digest of the project and model already
+
+    def put_now(self, key: str, entry: Entry, ttl_s: float, size: int | None = None) -> None:
+        if key in self._entries:
+            self._remove(key)
+        if size is None:
+            size = entry.size
+        if size > self.max_bytes:
+            return
+        self._entries[key] = (entry, self.clock() + ttl_s)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            self._remove(next(iter(self._entries)))
+
+    async def put(self, key: str, entry: Entry, ttl_s: float) -> None:
+        self.put_now(key, entry, ttl_s)
+
+    async def purge(self, project: str | None, model: str | None, key: str | None) -> int:
+        doomed = [
+            k
+            for k, (entry, _) in self._entries.items()
+            if (project is None or entry.project == project)
+            and (model is None or entry.model == model)
+            and (key is None or k == key)
+        ]
+        for k in doomed:
+            self._remove(k)
+        return len(doomed)
+
+    def _remove(self, key: str) -> None:
+        entry, _ = self._entries.pop(key)
+        self.bytes -= entry.size
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._entries.clear()
+        self.bytes = 0
+
+
+PREFIX = "gw:cache:"
+_SCAN_COUNT = 1000
+
+
+def _name(value: str) -> str:
+    """A project's or model's part of a Redis key: a digest, so that no name (with ':' or '*' in it) can reach
+    into another's pattern."""
+    return hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+def redis_key(project: str, model: str, key: str) -> str:
+    return f"{PREFIX}{_name(project)}:{_name(model)}:{key}"
+
+
+class RedisBackend:
+    """Shared. Every call is bounded by the client's timeout (a hung Redis fails the call, not the request)."""
+
+    name = "redis"
+
+    def __init__(self, url: str, *, timeout_s: float) -> None:
+        self.client = RespClient(url, timeout_s=timeout_s)
+
+    async def get(self, project: str, model: str, key: str) -> Entry | None:
+        data = await self.client.call("GET", redis_key(project, model, key))
+        return Entry.decode(data) if data is not None else None
+
+    async def put(self, key: str, entry: Entry, ttl_s: float) -> None:
+        ttl_ms = max(1, int(ttl_s * 1000))
+        await self.client.call("SET", redis_key(entry.project, entry.model, key), entry.encode(), "PX", ttl_ms)
+
+    async def purge(self, project: str | None, model: str | None, key: str | None) -> int:
+        pattern = (
+            f"{PREFIX}{_name(project) if project is not None else '*'}:"
+            f"{_name(model) if model is not None else '*'}:{key if key is not None else '*'}"
+        )
+        removed = 0
+        cursor = b"0"
+        while True:
+            cursor, keys = await self.client.call("SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT)
+            if keys:
+                removed += int(await self.client.call("UNLINK", *keys))
+            if cursor in (b"0", "0", 0):
+                return removed
+
+    async def ping(self) -> None:
+        await self.client.call("PING")
+
+    async def close(self) -> None:
+        await self.client.close()

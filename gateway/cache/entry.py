@@ -1,0 +1,44 @@
+"""A cached answer, and its bytes in a shared backend."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import orjson
+
+ENTRY_OVERHEAD = 256  # bytes an entry holds beside its body, roughly
+
+
+class Entry(NamedTuple):
+    """One answer as it was sent, whole (a streamed answer is assembled first), with what a hit's record says."""
+
+    body: bytes  # the answer's JSON in OpenAI's shape: a chat completion, a completion or an embeddings list
+    record_id: str  # the record of the request whose answer this is
+    created: float  # epoch seconds
+    project: str
+    model: str  # the model group asked for (the key's); `served` is the upstream's model name
+    served: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None  # what the upstream call cost: what each hit saves
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + ENTRY_OVERHEAD
+
+    def encode(self) -> bytes:
+        """A header line of JSON (orjson writes no newline), then the body as it is."""
+        head = orjson.dumps(list(self[1:]))
+        return head + b"\n" + self.body
+
+    @classmethod
+    def decode(cls, data: bytes) -> Entry | None:
+        """The entry, or None when the bytes are not one (written by another version, or damaged)."""
+        head, sep, body = data.partition(b"\n")
+        if not sep:
+            return None
+        try:
+            fields = orjson.loads(head)
+            return cls(body, *fields) if isinstance(fields, list) and len(fields) == len(cls._fields) - 1 else None
+        except (orjson.JSONDecodeError, TypeError):
+            return None

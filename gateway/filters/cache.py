@@ -1,0 +1,177 @@
+"""cache: answers served again from the response cache (gateway/cache/), per project, when the project turned it
+on — by a policy's `cache` action (mode, ttl_s, min_score) or by the `cache` feature flag (off | exact | semantic).
+
+On the request: a request that asks to skip the cache (Cache-Control: no-store, x-gateway-cache: bypass) or that
+is not deterministic (unless cache.deterministic_only is false) goes on as a `bypass`; otherwise its exact key is
+looked up, then, in semantic mode, the semantic index; a hit answers at once, whole or replayed as a stream in the
+ingress's format. A miss goes on to the upstream, and its answer (assembled from the chunks when streamed) is
+kept once the request is done: never one that failed, was cut short, or is not a 200.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from gateway.cache.entry import Entry
+from gateway.cache.keys import CACHEABLE, deterministic, exact_key, request_control, semantic_parts
+from gateway.cache.replay import StreamAssembler, replay, replay_chunks
+from gateway.cache.service import ResponseCache
+from gateway.context import CacheOutcome, RequestContext, Usage
+from gateway.filters.base import Stage
+from gateway.reply import Reply
+
+if TYPE_CHECKING:
+    from gateway.components import Components
+    from gateway.config import ModelGroup
+    from gateway.config.cache import CacheConfig
+    from gateway.flags import Features
+
+
+_new_tuple = tuple.__new__
+
+
+@dataclass(slots=True)
+class Pending:
+    """A miss whose answer is to be kept: what the cache filter holds between on_request and on_response."""
+
+    key: str
+    model: str
+    ttl_s: float
+    semantic: tuple[str, str] | None
+    assembler: StreamAssembler | None  # a streamed answer's chunks
+
+
+class CacheFilter(Stage):
+    name = "cache"
+    after = ("auth", "ratelimit", "guardrails", "policy")
+    order_note = "a hit answers only a caller the earlier stages let through, and the policy's rewrites are in its key"
+    sees_chunks = True
+
+    def __init__(
+        self,
+        cache: ResponseCache,
+        features: Features,
+        config: CacheConfig,
+        cost: Callable[[RequestContext, Usage], float | None],
+        group: Callable[[str], ModelGroup | None],
+    ) -> None:
+        self.cache = cache
+        self.group = group  # a hit's model group, for its metrics' model label (the router sets it on a miss)
+        self.features = features
+        self.config = config
+        self.cost = cost  # of a served answer, at the deployment that served it: what each later hit saves
+        self.deterministic_only = config.deterministic_only
+
+    @classmethod
+    def build(cls, components: Components) -> CacheFilter:
+        assert components.cache is not None, "the runtime builds the cache when the pipeline names this filter"
+        return cls(
+            components.cache,
+            components.features,
+            components.config.cache,
+            components.recorder.cost,
+            components.router.resolve,
+        )
+
+    async def on_request(self, ctx: RequestContext) -> Reply | None:
+        # The first matching policy's cache action, else the project's flag. Written out (no helper calls): this
+        # runs for every request of a project whose cache is on, and a miss must cost next to nothing.
+        decision = ctx.policy
+        plan = decision.cache if decision is not None else None
+        mode = plan.mode if plan is not None else self.features.value("cache", ctx.principal.project)
+        endpoint = ctx.endpoint
+        if mode == "off" or endpoint not in CACHEABLE:
+            return None
+        cache = self.cache
+        control = request_control(ctx.headers)
+        body = ctx.body
+        if control == "skip" or (self.deterministic_only and not deterministic(endpoint, body)):
+            self._bypass(ctx)
+            return None
+        project, model = ctx.principal.project, ctx.model
+        api = ctx.tags.get("api", "")
+        key = exact_key(project, endpoint, api, model, body)
+        if key is None:
+            self._bypass(ctx)
+            return None
+        semantic = semantic_parts(project, endpoint, api, model, body) if mode == "semantic" else None
+        if control == "use":
+            memory = cache.memory
+            entry = memory.get_now(key) if memory is not None else await cache.get(project, model, key)
+            if entry is not None:
+                return self._hit(ctx, entry, CacheOutcome("hit", key, entry.record_id, None, entry.cost_usd))
+            if semantic is not None:
+                # A policy may raise the least score for its requests, never lower it below the index's own (the
+                # score its safety set was measured at).
+                min_score = cache.semantic_min_score
+                if plan is not None and plan.min_score is not None and plan.min_score > min_score:
+                    min_score = plan.min_score
+                match = await cache.lookup_similar(project, semantic[0], semantic[1], min_score)
+                if match is not None:
+                    entry = await cache.get(project, model, match.key)
+                    if entry is not None:
+                        outcome = CacheOutcome("semantic-hit", match.key, entry.record_id, match.score, entry.cost_usd)
+                        return self._hit(ctx, entry, outcome)
+        status = "miss" if control == "use" else "bypass"
+        ctx.cache = CacheOutcome(status, key)
+        cache.results[status].value += 1
+        ttl_s = (plan.ttl_s if plan is not None else None) or self.config.ttl_s
+        ctx.keep(Pending(key, model, ttl_s, semantic, StreamAssembler(endpoint) if ctx.stream else None))
+        return None
+
+    def _bypass(self, ctx: RequestContext) -> None:
+        ctx.cache = CacheOutcome("bypass")
+        self.cache.count("bypass")
+
+    def _hit(self, ctx: RequestContext, entry: Entry, outcome: CacheOutcome) -> Reply:
+        ctx.cache = outcome
+        ctx.usage = Usage(entry.prompt_tokens, entry.completion_tokens, source="cache")
+        ctx.cost_usd = 0.0  # a budget settles a hit at nothing
+        ctx.served_model = entry.served
+        ctx.group = self.group(ctx.model)
+        cache = self.cache
+        cache.count(outcome.status)
+        cache.bytes_served.value += len(entry.body)
+        if ctx.stream and ctx.endpoint != "embeddings":
+            chunks = replay_chunks(ctx.endpoint, orjson.loads(entry.body), usage=ctx.client_wants_usage)
+            return Reply(stream=replay(chunks))
+        return Reply(body=entry.body)
+
+    def on_chunk(self, ctx: RequestContext, chunk: dict[str, Any]) -> dict[str, Any] | None:
+        pending = ctx.state(Pending)
+        if pending is not None and pending.assembler is not None:
+            pending.assembler.add(chunk)
+        return chunk
+
+    async def on_response(self, ctx: RequestContext, reply: Reply) -> Reply | None:
+        pending = ctx.state(Pending)
+        if pending is None:
+            outcome, usage = ctx.cache, ctx.usage
+            if outcome is not None and outcome.hit and usage is not None:
+                usage.source = "cache"  # a replayed stream's usage chunk was read as an upstream's
+            return None
+        if ctx.error is not None or reply.status != 200:
+            return None
+        if reply.stream is not None:
+            assembler = pending.assembler
+            if assembler is None or not assembler.complete:
+                return None
+            body = orjson.dumps(assembler.answer(ctx.usage))
+        else:
+            body = reply.body
+        usage = ctx.usage
+        served = ctx.served_model or (ctx.deployment.model if ctx.deployment else "")
+        project = ctx.principal.project
+        if usage is not None:
+            fields = (body, ctx.request_id, time.time(), project, pending.model, served,
+                      usage.prompt_tokens, usage.completion_tokens, self.cost(ctx, usage))  # fmt: skip
+        else:
+            fields = (body, ctx.request_id, time.time(), project, pending.model, served, 0, 0, None)
+        # tuple.__new__: a NamedTuple's own __new__ is a Python function, a frame more on every miss.
+        self.cache.keep(pending.key, _new_tuple(Entry, fields), pending.ttl_s, pending.semantic)
+        return None
