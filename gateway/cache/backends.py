@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.cache.entry import Entry
-from gateway.state.redis_client import RespClient
 from gateway.types import Clock
+
+if TYPE_CHECKING:
+    from gateway.state.redis_client import RespClient
 
 
 class CacheBackend(Protocol):
@@ -120,7 +122,10 @@ class RedisBackend:
     name = "redis"
 
     def __init__(self, url: str, *, timeout_s: float) -> None:
-        self.client = RespClient(url, timeout_s=timeout_s)
+        # redis-py (and the cryptography it pulls in) is imported only by a gateway that uses Redis.
+        from gateway.state.redis_client import RespClient
+
+        self.client: RespClient = RespClient(url, timeout_s=timeout_s)
 
     async def get(self, project: str, model: str, key: str) -> Entry | None:
         data = await self.client.call("GET", redis_key(project, model, key))

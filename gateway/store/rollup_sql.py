@@ -126,10 +126,10 @@ def build_timeseries(
     cannot serve it. Rows: bucket, grp and the kind's figures (performance: its bins; see timeseries_figures)."""
     if kind == "models" and group_by == "none":  # as the records' query: by the served model
         group_by = "served_model"
+    figures = _KIND_FIGURES.get(kind)  # the cache's figures (hits, savings) are not rolled up: the records serve them
     parts = plan(since, until, interval_s)
-    if parts is None or group_by not in GROUPS:
+    if figures is None or parts is None or group_by not in GROUPS:
         return None
-    figures = _KIND_FIGURES[kind]
     args = Args(dialect)
     union = _parts(parts, figures, group_by, interval_s, project, args)
     sql = f"SELECT bucket, grp, {', '.join(_sums(figures))} FROM ({union}) u GROUP BY bucket, grp ORDER BY bucket, grp"
