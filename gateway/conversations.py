@@ -41,11 +41,12 @@ _Found = TypeVar("_Found", StoredResponse | None, list[StoredResponse])
 # Responses written in one transaction at most: one commit for the responses of a busy moment, as records are
 # written in batches (a write per response cost the store's thread a commit each: +30 % CPU per request).
 BATCH = 256
-# How long the writer waits, once woken, for more responses to join the batch: a commit per 50 ms at most rather
-# than one per response or two (each commit writes the table's and its indexes' pages again: the writer with no
-# pause cost the stored path ~15 % more CPU per request than store: false). Another replica finds the response
-# that much later at worst, within FRESH_S's re-reads; this worker finds it in memory at once.
-LINGER_S = 0.05
+# How long the writer waits, once woken, for more responses to join the batch, by default: the runtime passes
+# telemetry.flush_interval_ms, so that responses are committed at the records' pace (a commit per response or few
+# cost the stored path its share of page writes, a thread hand-off and the writer's round; at 50 ms a quiet
+# gateway still committed one response or two at a time). Another replica finds the response that much later at
+# worst, within FRESH_S's re-reads; this worker finds it in memory at once, and close() writes what waits at once.
+LINGER_S = 0.2
 CLOSE_TIMEOUT_S = 5.0  # how long close() waits for the responses still unsaved
 _FIRST_BACKOFF_S = 0.5
 # A response made this recently, not found, may be on its way to the store from the worker or replica that made it:
@@ -68,23 +69,24 @@ class Conversations:
         read_timeout_s: float = 5.0,
         max_chain: int = 1000,
         max_backoff_s: float = 30.0,
+        linger_s: float = LINGER_S,
     ) -> None:
         """store: telemetry.store when it keeps responses (gateway.store.base.response_store), None for memory only.
         memory_max: responses.memory_max. write_timeout_s: a write with no answer within this long has failed
         (telemetry.write_timeout_s); read_timeout_s: likewise a read (telemetry.query_timeout_s). max_chain:
-        responses.max_chain, the most turns history() brings back."""
+        responses.max_chain, the most turns history() brings back. linger_s: how long the writer, woken by a
+        response, waits for others to share its transaction (telemetry.flush_interval_ms)."""
         self.store = store
         self.memory_max = memory_max
         self.memory_max_bytes = int(memory_max_mb * 1_048_576)
-        # The JSON size of each response in memory, and of each unsaved, and their sums: both are bounded by it.
-        self._memory_sizes: dict[str, int] = {}
-        self._unsaved_sizes: dict[str, int] = {}
+        # The sums of the JSON sizes of the responses in memory and of the unsaved: both are bounded by them.
         self._memory_bytes = 0
         self._unsaved_bytes = 0
         self.write_timeout_s = write_timeout_s
         self.read_timeout_s = read_timeout_s
         self.max_chain = max_chain
         self.max_backoff_s = max_backoff_s
+        self.linger_s = linger_s
         self._memory: OrderedDict[str, StoredResponse] = OrderedDict()  # least recently used first
         self._unsaved: dict[str, StoredResponse] = {}  # waiting for the store, oldest first
         self._writing: dict[str, asyncio.Event] = {}  # set when the write of that id is over
@@ -109,18 +111,22 @@ class Conversations:
 
     def save(self, r: StoredResponse) -> None:
         """Keep `r` (replacing a response of the same id): in memory now, in the store soon."""
-        self._remember(r)
+        size = len(r.response_json) + len(r.input_json)  # StoredResponse.size, inline: once per request
+        self._remember(r, size)
         if self.store is None or self._closing.is_set():
             return
-        self._forget_unsaved(r.id)
-        self._unsaved[r.id] = r
-        size = self._unsaved_sizes[r.id] = r.size
+        unsaved = self._unsaved
+        replaced = unsaved.pop(r.id, None)
+        if replaced is not None:
+            self._unsaved_bytes -= replaced.size
+        unsaved[r.id] = r
         self._unsaved_bytes += size
-        while len(self._unsaved) > self.memory_max or self._unsaved_bytes > self.memory_max_bytes:
-            self._forget_unsaved(next(iter(self._unsaved)))
+        while len(unsaved) > self.memory_max or self._unsaved_bytes > self.memory_max_bytes:
+            self._forget_unsaved(next(iter(unsaved)))
             self._not_stored.inc()
-        # gateway_responses_unsaved is set by the writer, around each batch: not once per response.
-        if self._task is None or self._task.done():  # done: a bug ended it (tasks.spawn logged it); a new one
+        # gateway_responses_unsaved is set by the writer, after each batch: not once per response.
+        task = self._task
+        if task is None or task.done():  # done: a bug ended it (tasks.spawn logged it); a new one
             self._task = tasks.spawn(self._writer(), name="responses-writer")
         self._wake.set()
 
@@ -226,24 +232,28 @@ class Conversations:
             return found
         return self._unsaved.get(response_id)
 
-    def _remember(self, r: StoredResponse) -> None:
+    def _remember(self, r: StoredResponse, size: int | None = None) -> None:
         """Into memory, the least recently used leaving past memory_max responses or memory_max_mb of their JSON
-        (a response with images in its input weighs megabytes)."""
-        self._forget(r.id)
-        self._memory[r.id] = r
-        size = self._memory_sizes[r.id] = r.size
-        self._memory_bytes += size
-        while len(self._memory) > self.memory_max or self._memory_bytes > self.memory_max_bytes:
-            self._forget(next(iter(self._memory)))
+        (a response with images in its input weighs megabytes). `size`: r.size, when the caller has it."""
+        memory = self._memory
+        replaced = memory.pop(r.id, None)
+        if replaced is not None:
+            self._memory_bytes -= replaced.size
+        memory[r.id] = r
+        self._memory_bytes += r.size if size is None else size
+        while len(memory) > self.memory_max or self._memory_bytes > self.memory_max_bytes:
+            self._forget(next(iter(memory)))
 
     def _forget(self, response_id: str) -> None:
         """Out of memory (it may still be unsaved)."""
-        if self._memory.pop(response_id, None) is not None:
-            self._memory_bytes -= self._memory_sizes.pop(response_id)
+        r = self._memory.pop(response_id, None)
+        if r is not None:
+            self._memory_bytes -= r.size
 
     def _forget_unsaved(self, response_id: str) -> None:
-        if self._unsaved.pop(response_id, None) is not None:
-            self._unsaved_bytes -= self._unsaved_sizes.pop(response_id)
+        r = self._unsaved.pop(response_id, None)
+        if r is not None:
+            self._unsaved_bytes -= r.size
 
     async def _read(self, read: Callable[[], Awaitable[_Found]], response_id: str) -> _Found:
         """One read of the store, within read_timeout_s; ServiceUnavailable when it fails or hangs."""
@@ -278,26 +288,23 @@ class Conversations:
         )
 
     async def _writer(self) -> None:
-        """Write what is unsaved, a batch (one transaction) at a time; after a failed batch, pause (backing off)."""
+        """Write what is unsaved, a batch (one transaction) at a time: a batch that is not full waits linger_s for
+        more first, also right after a write (else under load each write's duration set the pace, a commit per few
+        responses); after a failed batch, pause (backing off)."""
         delay = 0.0
         while True:
             if not self._unsaved:
                 if self._closing.is_set():
                     return
                 await tasks.wait_for_wakeup(self._wake, 60.0)
-                if not self._closing.is_set() and len(self._unsaved) < BATCH:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(LINGER_S):
-                            await self._closing.wait()  # closing: write at once
                 continue
             if delay:
                 if self._closing.is_set():
                     return  # the last try failed: close() counts what is left
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay * random.uniform(0.5, 1.0)):
-                        await self._closing.wait()  # closing: one last try at once
+                await self._pause(delay * random.uniform(0.5, 1.0))  # closing: one last try at once
+            elif len(self._unsaved) < BATCH:
+                await self._pause(self.linger_s)  # closing: write at once
             batch = list(itertools.islice(self._unsaved.values(), BATCH))
-            self._waiting.set(len(self._unsaved))
             over = asyncio.Event()
             for r in batch:  # before the write starts: a deletion from now on waits for it
                 self._writing[r.id] = over
@@ -309,6 +316,13 @@ class Conversations:
                 over.set()
             delay = 0.0 if written else min(max(delay * 2, _FIRST_BACKOFF_S), self.max_backoff_s)
             self._waiting.set(len(self._unsaved))
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait `seconds`, or less when close() is called."""
+        if not self._closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self._closing.wait()
 
     async def _write(self, batch: list[StoredResponse]) -> bool:
         """Responses to the store, one transaction; False when the store failed (they stay unsaved, to be tried

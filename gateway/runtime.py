@@ -174,6 +174,7 @@ class Gateway:
             read_timeout_s=config.telemetry.query_timeout_s,
             max_chain=config.responses.max_chain,
             registry=self.metrics.registry,
+            linger_s=config.telemetry.flush_interval_ms / 1000,  # committed at the records' pace
         )
         # The counters that the ratelimit filter reserves on and /admin/usage reads: without that filter nothing
         # is counted (and no Redis client is made), and /admin/usage reports no limit.

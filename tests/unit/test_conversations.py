@@ -437,6 +437,25 @@ async def test_responses_saved_together_are_written_in_batches() -> None:
     await conv.close()
 
 
+async def test_responses_saved_during_a_write_wait_linger_s_for_others_after_it() -> None:
+    """A batch that is not full waits linger_s, also right after a write: before, what came during a write was
+    written as soon as it ended, so that under load each write's duration set the pace (a commit per few)."""
+    store = SlowWrites(Batches())
+    conv = conversations(store, memory_max=1000, linger_s=60.0)
+    for n in range(1, 257):  # a full batch: written at once
+        conv.save(turn(n))
+    await store.started.wait()
+    conv.save(turn(257))  # during the write
+    store.release.set()
+    await until(lambda: store.store.batches == [256], 10)
+    for _ in range(20):
+        await asyncio.sleep(0.01)  # the writer's turns: the one left is not written alone
+    assert store.store.batches == [256]
+    conv.save(turn(258))
+    await conv.close()  # closing: what waits is written at once, one batch
+    assert store.store.batches == [256, 2]
+
+
 async def test_memory_is_bounded_by_the_responses_size_too() -> None:
     """A response whose input carries an image weighs megabytes: memory_max_mb bounds memory and the unsaved."""
     store = SlowWrites(Batches())  # the writer never finishes: everything stays unsaved
