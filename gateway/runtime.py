@@ -189,7 +189,7 @@ class Gateway:
             else None
         )
         # The response cache: built only when the pipeline names its filter (no Redis client otherwise).
-        self.cache = ResponseCache(config.cache, self.metrics) if "cache" in config.pipeline else None
+        self.cache = self._cache(self.router) if "cache" in config.pipeline else None
         self.components = Components(
             config=config,
             registry=self.metrics.registry,
@@ -283,6 +283,23 @@ class Gateway:
             flush_interval_s=webhook.flush_interval_ms / 1000,
         )
         return Events(self.metrics, queue), queue
+
+    def _cache(self, router: Router) -> ResponseCache:
+        settings = self.config.cache.semantic
+        # Imported only with the cache filter: the semantic index needs numpy. It is built whenever the filter is,
+        # since a policy or a flag may turn semantic mode on for a project at any time.
+        from gateway.cache.semantic import build_semantic_index
+
+        embed = None
+        if settings.embedding_model:  # through an embeddings deployment of the gateway's own
+            from gateway.routing.embedder import deployment_embedder
+
+            embed = deployment_embedder(router, settings.embedding_model)
+        state = self.config.state.backend
+        index = build_semantic_index(
+            settings, redis_url=state if state.startswith(("redis://", "rediss://", "unix://")) else "", embed=embed
+        )
+        return ResponseCache(self.config.cache, self.metrics, semantic=index, semantic_min_score=settings.min_score)
 
     def _similarity(self, router: Router) -> SimilarityWorker | None:
         settings = self.config.similarity

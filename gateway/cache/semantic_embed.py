@@ -8,7 +8,6 @@ normalizes it: what separates two wordings of one question (courtesy, contractio
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -16,12 +15,11 @@ import numpy.typing as npt
 
 from gateway.cache.semantic_text import normalize_turn
 from gateway.similarity.embedding import LocalEmbedding
+from gateway.similarity.worker import EmbedFn
 
 __all__ = ["DeploymentEmbedder", "EmbedFn", "Embedder", "LocalTurnEmbedder"]
 
 F32 = npt.NDArray[np.float32]
-# An embedding deployment: texts in, an (n, dim) matrix out (the caller routes it, e.g. through the router).
-EmbedFn = Callable[[Sequence[str]], Awaitable[F32]]
 
 
 class Embedder(Protocol):

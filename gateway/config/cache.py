@@ -7,8 +7,10 @@ The cache is off until a project turns it on: a policy's `cache` action, or the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
+
+from gateway.config.cache_semantic import SemanticCacheConfig, check_semantic_cache
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -36,8 +38,9 @@ class CacheConfig:
     retry_interval_s: float = 5.0
     # Answers waiting to be written (after they are sent); beyond, they are not cached, and counted.
     write_queue_size: int = 1000
-    # The semantic index's own settings (SemanticCacheConfig, gateway/config/cache_semantic.py, its min_score the
-    # default of a semantic hit's least score) are wired in here as `semantic` when that part is merged.
+    # The semantic index (mode semantic): its backend, the default least score of a semantic hit (a policy's
+    # min_score may raise it, never lower it), its bounds (gateway/config/cache_semantic.py).
+    semantic: SemanticCacheConfig = field(default_factory=SemanticCacheConfig)
 
 
 def check_cache(config: GatewayConfig, problems: list[tuple[str, str]]) -> None:
@@ -47,3 +50,4 @@ def check_cache(config: GatewayConfig, problems: list[tuple[str, str]]) -> None:
     for key in ("ttl_s", "memory_max_mb", "max_entry_kb", "timeout_ms", "retry_interval_s", "write_queue_size"):
         if not getattr(cache, key) > 0:
             problems.append((f"cache.{key}", "must be positive"))
+    check_semantic_cache(cache.semantic, "cache.semantic", problems)

@@ -356,6 +356,29 @@ def test_semantic_mode_serves_another_wording_with_its_score_never_another_proje
     assert len(up.requests) == 3
 
 
+def test_the_configured_semantic_index_serves_a_paraphrase_and_refuses_another_number(
+    make_config: Callable[..., GatewayConfig], upstream: tuple[str, Upstream]
+):
+    """The real index, as the runtime builds it from cache.semantic (no fake): a reworded question is a semantic
+    hit at the default min_score, the same question about another number goes upstream (the veto)."""
+    up_url, up = upstream
+    config = overrides(up_url)
+    config["features"] = {"defaults": {"cache": "semantic"}}
+    with running(make_config(**config)) as (url, gateway):
+        assert gateway.cache is not None
+        assert gateway.cache.semantic_min_score == gateway.config.cache.semantic.min_score == 0.5
+        index = gateway.cache.semantic
+        first = ask(url, text="What is the capital city of France?")
+        assert first.headers["x-gateway-cache"] == "miss"
+        assert wait_until(lambda: index.index.entries("p1") == 1)  # type: ignore[union-attr]  # added by the writer
+        other = ask(url, text="Could you tell me what the capital city of France is, please?")
+        assert other.headers["x-gateway-cache"] == "semantic-hit"
+        assert float(other.headers["x-gateway-cache-score"]) >= 0.5
+        assert ask(url, text="What was the capital city of France in 1790?").headers["x-gateway-cache"] == "miss"
+        assert ask(url, key=P2_KEY, text="What is the capital city of France?").headers["x-gateway-cache"] == "miss"
+    assert len(up.requests) == 3
+
+
 def test_a_rate_limit_counts_a_hit_as_a_request_but_not_its_tokens(
     make_config: Callable[..., GatewayConfig], upstream: tuple[str, Upstream]
 ):
