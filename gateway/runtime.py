@@ -297,7 +297,10 @@ class Gateway:
             embed = deployment_embedder(router, settings.embedding_model)
         state = self.config.state.backend
         index = build_semantic_index(
-            settings, redis_url=state if state.startswith(("redis://", "rediss://", "unix://")) else "", embed=embed
+            settings,
+            redis_url=state if state.startswith(("redis://", "rediss://", "unix://")) else "",
+            embed=embed,
+            registry=self.metrics.registry,
         )
         return ResponseCache(self.config.cache, self.metrics, semantic=index, semantic_min_score=settings.min_score)
 

@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+from prometheus_client import CollectorRegistry, Counter as PromCounter
 
 from gateway.cache.semantic_embed import DeploymentEmbedder, Embedder, EmbedFn, LocalTurnEmbedder
 from gateway.cache.semantic_index import Row, VectorIndex, signatures
@@ -119,6 +120,13 @@ class SemanticIndex:
         if self.sync is not None:
             await self.sync.close()
 
+    def health(self) -> str:
+        """For /health/ready: "" while the index is shared as configured, else why not."""
+        if self.sync is None or self.sync.healthy:
+            return ""
+        errors = self.sync.errors
+        return f"semantic index not shared: Redis unavailable, lookups from this copy ({errors} failed rounds)"
+
     async def _embed(self, text: str) -> tuple[npt.NDArray[np.float32], Fingerprint] | None:
         if len(text) > self.max_chars or not text.strip():
             self.stats.skipped += 1
@@ -146,6 +154,7 @@ def build_semantic_index(
     redis_url: str = "",
     embed: EmbedFn | None = None,
     clock: Callable[[], float] = time.time,
+    registry: CollectorRegistry | None = None,
 ) -> SemanticIndex:
     """The index `config` describes. `redis_url`: the Redis when config.redis_url is empty (the state backend's);
     `embed`: the embedding deployment config.embedding_model names, routed by the caller."""
@@ -153,6 +162,14 @@ def build_semantic_index(
     index = VectorIndex(max_entries=config.max_entries, max_projects=config.max_projects)
     sync = None
     if config.backend == "redis":
+        on_error = None
+        if registry is not None:
+            on_error = PromCounter(
+                "gateway_cache_semantic_sync_errors",
+                "Rounds in which the semantic cache could not share its index through Redis (lookups go on from "
+                "this replica's copy; /health/ready says so).",
+                registry=registry,
+            ).inc
         url = config.redis_url or redis_url
         if not url:
             raise ValueError("the semantic cache's redis backend needs a Redis URL")
@@ -166,6 +183,7 @@ def build_semantic_index(
             clock=clock,
             replica=os.urandom(8).hex(),
             queue_max=config.queue_max,
+            on_error=on_error,
         )
     return SemanticIndex(
         index, embedder, max_chars=config.max_chars, timeout_s=config.timeout_s, sync=sync, clock=clock

@@ -88,8 +88,10 @@ class RedisSync:
         clock: Callable[[], float],
         replica: str,
         queue_max: int = 10_000,
+        on_error: Callable[[], None] | None = None,
     ) -> None:
         self.index = index
+        self.on_error = on_error  # a failed round, for a metric (gateway_cache_semantic_sync_errors)
         self.stream = f"gateway:semcache:{embedder}"
         self.stream_max = stream_max
         self.interval_s = interval_s
@@ -145,9 +147,13 @@ class RedisSync:
                     logger.warning("semantic cache: Redis unavailable, serving from this replica's copy: %s", exc)
                 self.healthy = False
                 self.errors += 1
+                if self.on_error is not None:
+                    self.on_error()
                 more = False
                 backoff = min(MAX_BACKOFF_S, backoff * 2)
             else:
+                if not self.healthy:
+                    logger.warning("semantic cache: Redis answers again, sharing resumed")
                 self.healthy = True
                 backoff = self.interval_s
             self.rounds += 1

@@ -175,8 +175,10 @@ class ResponseCache:
             self.available.set(1)
 
     def status(self) -> str:
-        """For /health/ready: ok, or why the cache is skipped now."""
-        return f"skipped: {self.error}" if self.error else "ok"
+        """For /health/ready: ok, or why the cache is skipped now (or its semantic index not shared)."""
+        if self.error:
+            return f"skipped: {self.error}"
+        return (self.semantic.health() if self.semantic is not None else "") or "ok"
 
     # -- the admin API -------------------------------------------------------------------------------------------
 

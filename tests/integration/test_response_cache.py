@@ -327,6 +327,9 @@ class FakeIndex:
     async def close(self) -> None:
         return None
 
+    def health(self) -> str:
+        return ""
+
 
 def test_semantic_mode_serves_another_wording_with_its_score_never_another_projects(
     make_config: Callable[..., GatewayConfig], upstream: tuple[str, Upstream]

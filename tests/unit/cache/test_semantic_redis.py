@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from gateway.cache.semantic import SemanticIndex, build_semantic_index
 from gateway.cache.semantic_embed import LocalTurnEmbedder
@@ -40,10 +41,12 @@ async def redis_url() -> str:
     return url
 
 
-def replica(url: str, clock: FakeClock | None = None, **overrides: object) -> SemanticIndex:
+def replica(
+    url: str, clock: FakeClock | None = None, registry: CollectorRegistry | None = None, **overrides: object
+) -> SemanticIndex:
     settings: dict[str, object] = {"backend": "redis", "redis_url": url, "sync_interval_s": 0.01, "timeout_s": 0.3}
     config = SemanticCacheConfig(**{**settings, **overrides})  # type: ignore[arg-type]
-    return build_semantic_index(config, clock=(clock or FakeClock()).time)
+    return build_semantic_index(config, clock=(clock or FakeClock()).time, registry=registry)
 
 
 def sync_of(index: SemanticIndex):  # type: ignore[no-untyped-def]
@@ -106,19 +109,24 @@ async def test_a_replica_that_starts_later_reads_what_is_live(redis_url: str) ->
 
 
 async def test_redis_cut_lookups_go_on_and_writes_wait_for_its_return(redis_url: str) -> None:
+    registry = CollectorRegistry()
     with FaultyProxy.before(redis_url) as proxy:
-        one, two = replica(proxy.url(redis_url)), replica(redis_url)
+        one, two = replica(proxy.url(redis_url), registry=registry), replica(redis_url)
         try:
             await two.lookup("p1", "s", Q, 0.5)
+            assert one.health() == ""
             proxy.cut()
             await one.add("p1", "s", Q, key="k1", ttl_s=60)
             assert await one.lookup("p1", "s", PARAPHRASE, 0.5) is not None  # its own copy serves
             await until(lambda: sync_of(one).errors >= 1)
             assert not sync_of(one).healthy
+            assert one.health().startswith("semantic index not shared: Redis unavailable")  # /health/ready's words
+            assert (registry.get_sample_value("gateway_cache_semantic_sync_errors_total") or 0) >= 1
             assert two.index.entries("p1") == 0
             proxy.restore()
             await until(lambda: two.index.entries("p1") == 1)
             assert sync_of(one).healthy
+            assert one.health() == ""
         finally:
             await one.close()
             await two.close()

@@ -99,3 +99,36 @@ async def test_answers_are_written_after_the_request_and_a_full_queue_drops_them
         assert list(backend.entries) == ["a", "c"]
     finally:
         await cache.close()
+
+
+class UnsharedIndex:
+    """A semantic index whose sharing through Redis is down (SemanticIndex.health's words)."""
+
+    def __init__(self) -> None:
+        self.problem = "semantic index not shared: Redis unavailable, lookups from this copy (3 failed rounds)"
+
+    async def lookup(self, project: str, scope: str, text: str, min_score: float) -> None:
+        return None
+
+    async def add(self, project: str, scope: str, text: str, key: str, ttl_s: float) -> None:
+        return None
+
+    async def purge(self, project: str, scope: str | None = None) -> int:
+        return 0
+
+    async def close(self) -> None:
+        return None
+
+    def health(self) -> str:
+        return self.problem
+
+
+async def test_the_status_says_when_the_semantic_index_is_not_shared_and_the_backend_first():
+    backend, index = FlakyBackend(), UnsharedIndex()
+    cache = ResponseCache(CacheConfig(backend="redis://unused"), Metrics(), backend=backend, semantic=index)
+    assert cache.status() == index.problem
+    index.problem = ""
+    assert cache.status() == "ok"
+    backend.down = True
+    assert await cache.get("p1", "demo", "k") is None
+    assert cache.status().startswith("skipped: ConnectionError")  # the backend's outage is the greater news
