@@ -105,10 +105,16 @@ class ResponseCache:
 
     # -- the request path -------------------------------------------------------------------------------------------
 
+    def get_now(self, project: str, key: str) -> Entry | None:
+        """The memory backend's entry, without awaiting (the cache's memory must be on). As `get`: never another
+        project's answer, whatever the digest."""
+        assert self.memory is not None
+        entry = self.memory.get_now(key)
+        return entry if entry is None or entry.project == project else None
+
     async def get(self, project: str, model: str, key: str) -> Entry | None:
-        memory = self.memory
-        if memory is not None:
-            return memory.get_now(key)
+        if self.memory is not None:
+            return self.get_now(project, key)
         if self.error and self.clock() < self._retry_at:
             return None
         try:

@@ -101,8 +101,7 @@ class CacheFilter(Stage):
             return None
         semantic = semantic_parts(project, endpoint, api, model, body) if mode == "semantic" else None
         if control == "use":
-            memory = cache.memory
-            entry = memory.get_now(key) if memory is not None else await cache.get(project, model, key)
+            entry = cache.get_now(project, key) if cache.memory is not None else await cache.get(project, model, key)
             if entry is not None:
                 return self._hit(ctx, entry, CacheOutcome("hit", key, entry.record_id, None, entry.cost_usd))
             if semantic is not None:

@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from gateway.cache.backends import MemoryBackend
 from gateway.cache.entry import Entry
 from gateway.cache.service import ResponseCache
 from gateway.config.cache import CacheConfig
@@ -77,6 +78,15 @@ async def test_another_projects_entry_is_never_served_even_under_a_colliding_key
     backend, clock = FlakyBackend(), FakeClock()
     cache = make(backend, clock)
     backend.entries["k"] = ENTRY
+    assert await cache.get("p2", "demo", "k") is None
+
+
+async def test_the_memory_backend_never_serves_another_projects_entry_either():
+    memory = MemoryBackend(1 << 20)
+    cache = ResponseCache(CacheConfig(), Metrics(), backend=memory)
+    memory.put_now("k", ENTRY, 60)
+    assert cache.get_now("p1", "k") == ENTRY
+    assert cache.get_now("p2", "k") is None
     assert await cache.get("p2", "demo", "k") is None
 
 
