@@ -95,8 +95,8 @@ def issue(
         user_id=_text(fields, "user", ""),
         role=_choice(fields, "role", ROLES, "developer"),
         allowed_models=_models(fields.get("allowed_models", fields.get("models"))),
-        rpm=int(_number(fields, "rpm", 0) or 0),
-        tpm=int(_number(fields, "tpm", 0) or 0),
+        rpm=_limit(fields, "rpm"),
+        tpm=_limit(fields, "tpm"),
         budget_usd=budget,
         budget_period=period,
         expires_at=expires_at,
@@ -141,7 +141,7 @@ def edited(old: VirtualKey, fields: Mapping[str, Any]) -> VirtualKey:
         changes["allowed_models"] = _models(fields.get("allowed_models", fields.get("models")))
     for limit in ("rpm", "tpm"):
         if limit in fields:
-            changes[limit] = int(_number(fields, limit, 0) or 0)
+            changes[limit] = _limit(fields, limit)
     if "budget_usd" in fields or "budget_period" in fields:
         period = fields.get("budget_period")
         amount = fields.get("budget_usd", old.budget_usd)
@@ -202,6 +202,18 @@ def _number(fields: Mapping[str, Any], name: str, default: float | None) -> floa
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
         raise InvalidRequest(f"{name} must be a non-negative number.", param=name)
     return float(value)
+
+
+# A limit per minute beyond this is no limit anyone means, and past 2**63 the stores' integer columns cannot hold it.
+MAX_LIMIT = 10**12
+
+
+def _limit(fields: Mapping[str, Any], name: str) -> int:
+    """rpm or tpm: a whole number from 0 (no limit) to MAX_LIMIT."""
+    value = _number(fields, name, 0) or 0
+    if value > MAX_LIMIT:
+        raise InvalidRequest(f"{name} must be at most {MAX_LIMIT}.", param=name)
+    return int(value)
 
 
 def _models(value: Any) -> list[str]:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
+from gateway.errors import InvalidRequest
+from gateway.identity.keys import edited, issue
 from gateway.store.base import KeyStore, PolicyStore, RecordsRefused, StoreUnavailable
 from gateway.store.records import typed
 from gateway.store.rows import VirtualKey
 from tests.unit.store.conftest import record
 
 pytestmark = pytest.mark.anyio
+T = TypeVar("T")
 
 
 async def test_a_batch_reads_back_newest_first_with_its_json_columns(store):
@@ -128,3 +134,35 @@ async def test_an_edit_changes_the_editable_fields_only_and_never_a_revoked_key(
     assert await store.update_key(forged, now=15.0) is not None  # revoked later: still editable until then
     assert await store.update_key(forged, now=20.0) is None
     assert await store.update_key(key("nope"), now=1.0) is None
+
+
+# Values an admin's JSON can carry for a key's numeric fields: each is refused by name, or stored as it reads.
+HOSTILE_NUMBERS = (0, 1, -1, 0.5, 2**31, 2**53, 2**63, 2**64, 10**30, 1e300, 1.7e308, True, "5", [], {})
+
+
+def refused_or(make: Callable[[], T]) -> T | str:
+    """What make() returns, or the param its InvalidRequest names."""
+    try:
+        return make()
+    except InvalidRequest as exc:
+        return exc.param or "?"
+
+
+@pytest.mark.parametrize("field", ["rpm", "tpm", "budget_usd", "expires_at", "expires_days"])
+async def test_any_number_a_key_is_made_or_edited_with_is_refused_by_name_or_stored(store, field):
+    """Not one value that passes the checks can fail the store's write (an integer past its column: a 500)."""
+    for n, value in enumerate(HOSTILE_NUMBERS):
+        made = refused_or(lambda: issue({"name": "h", "project": "p1", field: value}, now=1.0))  # noqa: B023
+        if isinstance(made, str):
+            assert made == field
+        else:
+            await store.create_key(dataclasses.replace(made[1], id=f"made{n}", key_hash=f"made{n}"))
+            assert await store.get_key(f"made{n}") is not None
+        if field in ("expires_at", "expires_days"):
+            continue  # not editable: refused by name whatever the value
+        await store.create_key(key(f"old{n}"))
+        changed = refused_or(lambda: edited(key(f"old{n}"), {field: value}))  # noqa: B023
+        if isinstance(changed, str):
+            assert changed == field
+        else:
+            assert await store.update_key(changed, now=2.0) == await store.get_key(f"old{n}")
