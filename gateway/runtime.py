@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 from gateway.cache.service import ResponseCache
 from gateway.components import Components
 from gateway.config import GatewayConfig, ModelGroup
+from gateway.config.cache import semantic_redis_url
 from gateway.context import RequestContext
 from gateway.conversations import Conversations
 from gateway.flags import Features, FlagStore, ProjectGate
@@ -295,10 +296,9 @@ class Gateway:
             from gateway.routing.embedder import deployment_embedder
 
             embed = deployment_embedder(router, settings.embedding_model)
-        state = self.config.state.backend
         index = build_semantic_index(
             settings,
-            redis_url=state if state.startswith(("redis://", "rediss://", "unix://")) else "",
+            redis_url=semantic_redis_url(self.config),
             embed=embed,
             registry=self.metrics.registry,
         )

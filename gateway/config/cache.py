@@ -51,3 +51,12 @@ def check_cache(config: GatewayConfig, problems: list[tuple[str, str]]) -> None:
         if not getattr(cache, key) > 0:
             problems.append((f"cache.{key}", "must be positive"))
     check_semantic_cache(cache.semantic, "cache.semantic", problems)
+    if cache.semantic.backend == "redis" and not semantic_redis_url(config):
+        problems.append(("cache.semantic.redis_url", "the redis backend needs one, or a redis:// state.backend"))
+
+
+def semantic_redis_url(config: GatewayConfig) -> str:
+    """The Redis the semantic index shares itself through: its own redis_url, else the state backend's; "" if
+    neither is a Redis."""
+    state = config.state.backend
+    return config.cache.semantic.redis_url or (state if state.startswith(("redis://", "rediss://", "unix://")) else "")

@@ -139,3 +139,12 @@ def test_the_responses_settings_are_checked_and_their_retention_is_their_own():
         10_000,
         1000,
     )
+
+
+def test_a_shared_semantic_index_needs_a_redis_to_share_through():
+    """Caught by `gateway check`, not by the server's start (which it had failed with a traceback)."""
+    semantic = MINIMAL + "cache:\n  backend: redis://127.0.0.1:6379/8\n  semantic: {backend: redis}\n"
+    assert any("cache.semantic.redis_url" in line for line in problems(semantic))
+    parse_config(semantic + "state: {backend: 'redis://127.0.0.1:6379/8'}\n", source="g.yaml", env={})
+    own = MINIMAL + "cache:\n  semantic: {backend: redis, redis_url: 'redis://127.0.0.1:6379/8'}\n"
+    parse_config(own, source="g.yaml", env={})
