@@ -209,10 +209,10 @@ MAX_LIMIT = 10**12
 
 
 def _limit(fields: Mapping[str, Any], name: str) -> int:
-    """rpm or tpm: a whole number from 0 (no limit) to MAX_LIMIT."""
+    """rpm or tpm: a whole number from 0 (no limit) to MAX_LIMIT (1.5 requests a minute is not a limit to round)."""
     value = _number(fields, name, 0) or 0
-    if value > MAX_LIMIT:
-        raise InvalidRequest(f"{name} must be at most {MAX_LIMIT}.", param=name)
+    if value > MAX_LIMIT or value != int(value):
+        raise InvalidRequest(f"{name} must be a whole number from 0 to {MAX_LIMIT}.", param=name)
     return int(value)
 
 
