@@ -166,3 +166,10 @@ async def test_any_number_a_key_is_made_or_edited_with_is_refused_by_name_or_sto
             assert changed == field
         else:
             assert await store.update_key(changed, now=2.0) == await store.get_key(f"old{n}")
+
+
+@pytest.mark.parametrize("field", ["rpm", "tpm"])
+def test_a_limit_is_a_whole_number(field):
+    assert refused_or(lambda: issue({"name": "h", field: 1.5})) == field
+    assert refused_or(lambda: edited(key("k"), {field: 1.5})) == field
+    assert edited(key("k"), {field: 60.0}).rpm == (60 if field == "rpm" else 0)
