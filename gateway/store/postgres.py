@@ -2,10 +2,10 @@
 
 `telemetry.store: postgresql://user:password@host:5432/db` (or `postgres://`; `?schema=name` keeps the tables in a
 schema of their own, created if need be). The store connects at open and applies pending migrations
-(gateway/store/migrations/postgres) under a transaction-scoped advisory lock, so that gateways starting together
-never race. A store that cannot connect at open tries again on its next call, and a connection the server closed (a
-restart, a failover, pg_terminate_backend) is dropped and the call tried again on another. Every failure comes out
-as StoreUnavailable.
+(gateway/store/migrations/postgres, by gateway/store/migrate.py as `gateway migrate up` does) under the schema's
+advisory lock, so that gateways starting together never race. A store that cannot connect at open tries again on
+its next call, and a connection the server closed (a restart, a failover, pg_terminate_backend) is dropped and the
+call tried again on another. Every failure comes out as StoreUnavailable.
 
 model_cost_logs is range-partitioned by UTC day on `ts`: open() and ensure_partitions() create the days ahead, and
 retention() drops whole days. Rows no day holds yet go to the DEFAULT partition, so a missing day never fails a
@@ -48,9 +48,10 @@ from gateway.store.base import (
     Unsure,
     write_setting_aside_refused,
 )
+from gateway.store.migrate import LOCK_KEY, pg_migrate, pg_status, warn_if_ahead
 from gateway.store.records import json_bytes
 from gateway.store.rows import FlagOverride, VirtualKey
-from gateway.store.sqlite import RETENTION_TABLES, migrations
+from gateway.store.sqlite import RETENTION_TABLES
 from gateway.store.traces import TraceQueries
 
 T = TypeVar("T")
@@ -66,7 +67,7 @@ _PARTITIONS = (
     " WHERE i.inhparent = 'model_cost_logs'::regclass"
 )
 # One lock per schema for schema changes: migrations, partitions created or dropped.
-_LOCK = "SELECT pg_advisory_xact_lock(hashtext('gateway.schema:' || coalesce($1::text, current_schema(), '')))"
+_LOCK = f"SELECT pg_advisory_xact_lock({LOCK_KEY})"
 # The server closed the connection. InternalClientError: the server's goodbye arrived and was read, but the socket's
 # end was not yet, so the connection still looks open and refuses the next query with "another operation in progress".
 _LOST = (
@@ -228,31 +229,11 @@ class PostgresStore(TraceQueries):
     # -- migrations -------------------------------------------------------------------------------------------
 
     async def _migrate_up(self, conn: Any) -> None:
-        async with conn.transaction():
-            await conn.execute(_LOCK, self.schema)
-            if self.schema:
-                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations"
-                " (version integer PRIMARY KEY, name text NOT NULL, applied_at double precision NOT NULL)"
-            )
-            applied = {row[0] for row in await conn.fetch("SELECT version FROM schema_migrations")}
-            for version, name, up, _ in migrations("postgres"):
-                if version not in applied:
-                    await conn.execute(up)
-                    await conn.execute("INSERT INTO schema_migrations VALUES ($1, $2, $3)", version, name, time.time())
+        await pg_migrate(conn, self.schema, "up")  # gateway/store/migrate.py, as `gateway migrate up` does
+        warn_if_ahead(await pg_status(conn), f"postgres {self.where}")
 
     async def migrate_down(self, to_version: int = 0) -> None:
-        async def down(conn: Any) -> None:
-            async with conn.transaction():
-                await conn.execute(_LOCK, self.schema)
-                applied = {row[0] for row in await conn.fetch("SELECT version FROM schema_migrations")}
-                for version, _, _, down_sql in reversed(migrations("postgres")):
-                    if version in applied and version > to_version:
-                        await conn.execute(down_sql)
-                        await conn.execute("DELETE FROM schema_migrations WHERE version = $1", version)
-
-        await self._run(down, bounded=False)
+        await self._run(lambda conn: pg_migrate(conn, self.schema, "down", to_version), bounded=False)
 
     # -- records and events -----------------------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from importlib import resources
 from typing import Any, TypeVar
 
 import orjson
@@ -31,6 +30,7 @@ from gateway.store.base import (
     Unsure,
     write_setting_aside_refused,
 )
+from gateway.store.migrate import migrations as migrations, sqlite_migrate, sqlite_status, warn_if_ahead
 from gateway.store.records import FLAG, MAP, RECORD_FIELDS, json_bytes
 from gateway.store.rows import FlagOverride, VirtualKey
 from gateway.store.traces import TraceQueries
@@ -51,19 +51,6 @@ _EVENT_INSERT_NEW = (
     "INSERT INTO event_logs (id, ts, type, attrs) SELECT ?, ?, ?, ?"
     " WHERE NOT EXISTS (SELECT 1 FROM event_logs WHERE ts = ? AND id = ?)"
 )
-
-
-def migrations(kind: str = "sqlite") -> list[tuple[int, str, str, str]]:
-    """(version, name, up_sql, down_sql) in order, from gateway/store/migrations/<kind>/NNNN_name.up.sql."""
-    folder = resources.files("gateway.store").joinpath("migrations", kind)
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".up.sql"):
-            stem = entry.name.removesuffix(".up.sql")
-            version, _, name = stem.partition("_")
-            down = folder.joinpath(f"{stem}.down.sql")
-            found.append((int(version), name, entry.read_text(), down.read_text() if down.is_file() else ""))
-    return sorted(found)
 
 
 class SQLiteStore(TraceQueries):
@@ -101,37 +88,11 @@ class SQLiteStore(TraceQueries):
         self._migrate_up(conn)
 
     def _migrate_up(self, conn: sqlite3.Connection) -> None:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)"
-        )
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-            for version, name, up, _ in migrations():
-                if version not in applied:
-                    _run_script(conn, up)
-                    conn.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, time.time()))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        sqlite_migrate(conn, "up")
+        warn_if_ahead(sqlite_status(conn), f"sqlite {self.path}")
 
     async def migrate_down(self, to_version: int = 0) -> None:
-        def down() -> None:
-            conn = self._require()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-                for version, _, _, down_sql in reversed(migrations()):
-                    if version in applied and version > to_version:
-                        _run_script(conn, down_sql)
-                        conn.execute("DELETE FROM schema_migrations WHERE version = ?", (version,))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-
-        await self._call(down)
+        await self._call(lambda: sqlite_migrate(self._require(), "down", to_version))
 
     def _require(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -386,10 +347,3 @@ _row = _compile_row()
 
 def _event_row(event: Record) -> Row:
     return (str(event["id"]), float(event["ts"]), str(event["type"]), _json(event["attrs"]))
-
-
-def _run_script(conn: sqlite3.Connection, script: str) -> None:
-    # executescript would COMMIT the open transaction; run the statements one by one inside it instead.
-    for statement in script.split(";"):
-        if statement.strip():
-            conn.execute(statement)
