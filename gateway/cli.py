@@ -1,4 +1,5 @@
-"""The command line: `gateway serve`, `gateway check` and `gateway keys ...` (cli_keys.py)."""
+"""The command line: `gateway serve`, `gateway check`, `gateway keys ...` (cli_keys.py), `gateway policy ...`
+(cli_policy.py), `gateway migrate ...` and `gateway store check` (cli_store.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-from gateway import __version__, cli_keys, cli_policy
+from gateway import __version__, cli_keys, cli_policy, cli_store
 from gateway.config import ConfigError, GatewayConfig
 from gateway.load import load_config
 
@@ -32,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("-c", "--config", default="gateway.yaml", help="config file (default: gateway.yaml)")
     cli_keys.add_parser(commands)
     cli_policy.add_parser(commands)
+    cli_store.add_parser(commands)
 
     args = parser.parse_args(argv)
     if args.command == "policy":  # policy files stand alone: no gateway.yaml needed
@@ -45,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "keys":
         return cli_keys.run(config, args)
+    if args.command in ("migrate", "store"):
+        return cli_store.run(config, args)
     if args.command == "check":
         _check_runtime(config, args.config)
         print(f"{args.config}: ok ({len(config.models)} models, {len(config.providers)} providers)")

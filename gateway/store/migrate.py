@@ -64,6 +64,10 @@ class MigrationRefused(Exception):
     target); nothing was changed."""
 
 
+class SchemaAhead(MigrationRefused):
+    """A down below a migration this code does not know (a newer gateway applied it, and has its down file)."""
+
+
 class MigratorBusy(Exception):
     """Another migrator held the schema's lock for longer than this one would wait."""
 
@@ -114,7 +118,7 @@ def plan(status: SchemaStatus, direction: Direction, to: int | None) -> list[Mig
     if to is None or to < 0:
         raise MigrationRefused("down needs a target version (0 or more)")
     if above := [a.version for a in status.unknown if a.version > to]:
-        raise MigrationRefused(
+        raise SchemaAhead(
             f"the schema has migration(s) {', '.join(map(str, above))} that this gateway does not know: run down"
             " with the gateway version that applied them first"
         )

@@ -39,7 +39,19 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
     (
         "face",
         frozenset(
-            {"api", "console", "server", "readiness", "runtime", "app", "cli", "cli_keys", "cli_policy", "__main__"}
+            {
+                "api",
+                "console",
+                "server",
+                "readiness",
+                "runtime",
+                "app",
+                "cli",
+                "cli_keys",
+                "cli_policy",
+                "cli_store",
+                "__main__",
+            }
         ),
     ),
 ]
