@@ -1,0 +1,190 @@
+"""`gateway migrate` and `gateway store check` as an operator runs them: what they print and the exit code each
+outcome has (cli_store.py's docstring), on SQLite and on PostgreSQL, reachable, refused, and hung."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from gateway import cli_store
+from gateway.cli import main
+from gateway.store.migrate import migrations
+from tests.services import drop_schema, free_port, postgres_fetch, require_postgres
+
+LATEST = migrations()[-1].version
+
+
+def config_file(tmp_path: Path, store: str) -> str:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        "providers: {mock: {type: mock}}\n"
+        "models: {m: {deployments: [{provider: mock, model: m}]}}\n"
+        f"telemetry: {{store: '{store}'}}\n"
+    )
+    return str(path)
+
+
+@pytest.fixture
+def sqlite_config(tmp_path: Path) -> str:
+    return config_file(tmp_path, f"sqlite:///{tmp_path / 'g.db'}")
+
+
+SCHEMA = f"gw_test_{uuid.uuid4().hex[:12]}"  # each test drops it after itself
+
+
+@pytest.fixture
+def postgres_config(tmp_path: Path) -> Iterator[str]:
+    dsn = require_postgres()
+    try:
+        yield config_file(tmp_path, f"{dsn}?schema={SCHEMA}")
+    finally:
+        drop_schema(dsn, SCHEMA)
+
+
+def versions(db: Path) -> list[int]:
+    conn = sqlite3.connect(db)
+    try:
+        return [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+    finally:
+        conn.close()
+
+
+def test_status_up_and_check_on_sqlite(sqlite_config: str, tmp_path: Path, capsys) -> None:
+    db = tmp_path / "g.db"
+    assert main(["store", "check", "-c", sqlite_config]) == cli_store.BEHIND
+    assert not db.exists()  # a check or a status never makes the file
+    assert main(["migrate", "status", "-c", sqlite_config]) == cli_store.OK
+    out = capsys.readouterr().out
+    assert f"schema: version 0, this gateway's latest {LATEST}: behind" in out
+    assert "  0001 request_logs" in out
+    assert "pending" in out
+
+    assert main(["migrate", "up", "--to", "3", "-c", sqlite_config]) == cli_store.OK
+    assert versions(db) == [1, 2, 3]
+    assert "up 0003 virtual_keys" in capsys.readouterr().out
+    assert main(["migrate", "up", "--to", str(LATEST + 1), "-c", sqlite_config]) == cli_store.USAGE
+    assert f"no migration {LATEST + 1}" in capsys.readouterr().err
+    assert main(["migrate", "up", "-c", sqlite_config]) == cli_store.OK
+    assert versions(db) == [m.version for m in migrations()]
+    assert main(["store", "check", "-c", sqlite_config]) == cli_store.OK
+    assert f"schema: version {LATEST}, this gateway's latest {LATEST}: current" in capsys.readouterr().out
+    assert main(["migrate", "up", "-c", sqlite_config]) == cli_store.OK
+    assert "nothing to do" in capsys.readouterr().out
+
+
+def test_down_needs_a_target_and_a_confirmation(sqlite_config: str, tmp_path: Path, capsys, monkeypatch) -> None:
+    db = tmp_path / "g.db"
+    assert main(["migrate", "up", "-c", sqlite_config]) == cli_store.OK
+    with pytest.raises(SystemExit) as exited:
+        main(["migrate", "down", "-c", sqlite_config])  # no --to: argparse refuses
+    assert exited.value.code == 2
+    capsys.readouterr()
+
+    # Not a terminal, no --yes: what would be dropped is said, and nothing is.
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    assert main(["migrate", "down", "--to", "11", "-c", sqlite_config]) == cli_store.USAGE
+    err = capsys.readouterr().err
+    assert "0013 response_cache: ALTER TABLE model_cost_logs DROP COLUMN saved_usd" in err
+    assert "0012 usage_rollups: DROP TABLE usage_rollups" in err
+    assert "refusing without --yes" in err
+    assert versions(db)[-1] == LATEST
+
+    # A terminal: asked, and only "yes" goes on.
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: "no")
+    assert main(["migrate", "down", "--to", "11", "-c", sqlite_config]) == cli_store.USAGE
+    assert versions(db)[-1] == LATEST
+    monkeypatch.setattr("builtins.input", lambda prompt: "yes")
+    assert main(["migrate", "down", "--to", "11", "-c", sqlite_config]) == cli_store.OK
+    assert versions(db)[-1] == 11
+    assert main(["migrate", "down", "--to", "0", "--yes", "-c", sqlite_config]) == cli_store.OK
+    assert versions(db) == []
+    assert main(["store", "check", "-c", sqlite_config]) == cli_store.BEHIND
+
+
+def test_a_schema_newer_than_the_gateway(sqlite_config: str, tmp_path: Path, capsys) -> None:
+    assert main(["migrate", "up", "-c", sqlite_config]) == cli_store.OK
+    conn = sqlite3.connect(tmp_path / "g.db")
+    conn.execute("INSERT INTO schema_migrations VALUES (9999, 'from_the_future', 0)")
+    conn.commit()
+    conn.close()
+    capsys.readouterr()
+    assert main(["store", "check", "-c", sqlite_config]) == cli_store.AHEAD
+    assert "applied by a newer gateway: 9999 from_the_future" in capsys.readouterr().out
+    assert main(["migrate", "status", "-c", sqlite_config]) == cli_store.AHEAD
+    assert "9999 from_the_future" in capsys.readouterr().out
+    assert main(["migrate", "down", "--to", "0", "--yes", "-c", sqlite_config]) == cli_store.AHEAD
+    assert "does not know" in capsys.readouterr().err
+    assert versions(tmp_path / "g.db")[-1] == 9999
+
+
+def test_postgres_status_up_down_and_check(postgres_config: str, capsys) -> None:
+    assert main(["store", "check", "-c", postgres_config]) == cli_store.BEHIND
+    assert main(["migrate", "up", "-c", postgres_config]) == cli_store.OK
+    assert main(["store", "check", "-c", postgres_config]) == cli_store.OK
+    out = capsys.readouterr().out
+    assert "answered in" in out
+    assert "postgres 127.0.0.1" in out or "postgres localhost" in out
+    assert main(["migrate", "down", "--to", "10", "--yes", "-c", postgres_config]) == cli_store.OK
+    assert main(["migrate", "status", "-c", postgres_config]) == cli_store.OK
+    out = capsys.readouterr().out
+    assert "schema: version 10" in out
+    assert "0011 drop_ts_index" in out
+
+
+def test_a_second_migrator_on_postgres_gives_up_with_its_own_exit_code(postgres_config: str, capsys) -> None:
+    dsn = require_postgres()
+
+    async def scenario() -> int:
+        conn = await asyncpg.connect(dsn)  # another migrator, mid-run
+        try:
+            await conn.execute("SELECT pg_advisory_lock(hashtext('gateway.schema:' || $1::text))", SCHEMA)
+            command = ["migrate", "up", "--lock-timeout", "0.2", "-c", postgres_config]
+            return await asyncio.get_running_loop().run_in_executor(None, main, command)
+        finally:
+            await conn.close()
+
+    assert asyncio.run(scenario()) == cli_store.BUSY
+    assert "another migrator" in capsys.readouterr().err
+    assert main(["migrate", "up", "-c", postgres_config]) == cli_store.OK  # the lock went with its session
+    rows = postgres_fetch(dsn, f"SELECT count(*) FROM {SCHEMA}.schema_migrations")
+    assert rows[0][0] == LATEST
+
+
+def test_a_store_that_refuses_connections_is_unreachable(tmp_path: Path, capsys) -> None:
+    config = config_file(tmp_path, f"postgresql://postgres@127.0.0.1:{free_port()}/none")
+    assert main(["store", "check", "-c", config, "--timeout", "2"]) == cli_store.UNAVAILABLE
+    assert "cannot connect" in capsys.readouterr().err
+    assert main(["migrate", "status", "-c", config]) == cli_store.UNAVAILABLE
+
+
+def test_a_hung_postgres_fails_the_check_within_its_timeout(tmp_path: Path, capsys) -> None:
+    """A server that accepts and never says a word (the kernel completes the handshake of a listening socket
+    nobody reads): the check gives up after its timeout, it does not hang."""
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)
+        port = hung.getsockname()[1]
+        config = config_file(tmp_path, f"postgresql://postgres:s3cret@127.0.0.1:{port}/db")
+        started = time.monotonic()
+        assert main(["store", "check", "-c", config, "--timeout", "0.5"]) == cli_store.UNAVAILABLE
+        # Bounded by the timeout, far from "forever"; the margin is generous for a busy machine.
+        assert time.monotonic() - started < 30
+    err = capsys.readouterr().err
+    assert "no answer within 0.5 s" in err
+    assert "s3cret" not in err
+
+
+def test_no_store_configured(tmp_path: Path, capsys) -> None:
+    config = config_file(tmp_path, "none")
+    assert main(["store", "check", "-c", config]) == cli_store.OK
+    assert main(["migrate", "up", "-c", config]) == cli_store.USAGE
+    assert "telemetry.store is none" in capsys.readouterr().err
