@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import signal
@@ -195,3 +196,43 @@ class Upstream:
         return JSONResponse({"id": "cmpl-up", "object": "text_completion", "created": 1, "model": body["model"],
                              "choices": [{"index": 0, "text": "done", "finish_reason": "stop", "logprobs": None}],
                              "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})  # fmt: skip
+
+
+WRITE_KEY = "2Ab3wrItEkEy9"  # a RudderStack source's write key, for DataPlane
+
+
+class DataPlane:
+    """RudderStack's /v1/batch, as strict as it is about the source's credentials; what it took, event by event."""
+
+    def __init__(self, write_key: str) -> None:
+        self.write_key = write_key
+        self.events: list[dict] = []
+        self.refused = 0
+
+    def app(self) -> Starlette:
+        async def batch(request: Request) -> Response:
+            scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+            user, _, password = base64.b64decode(encoded or "").decode().partition(":")
+            if scheme != "Basic" or user != self.write_key or password:
+                self.refused += 1
+                return JSONResponse({"message": "Invalid write key"}, status_code=401)
+            assert request.headers["content-type"] == "application/json"
+            body = orjson.loads(await request.body())
+            assert set(body) == {"batch", "sentAt"}
+            for event in body["batch"]:
+                assert event["type"] == "track"
+                assert event["event"] == "LLM Request"
+                assert event.get("userId") or event.get("anonymousId")
+                assert isinstance(event["properties"], dict)
+                assert event["timestamp"].endswith("Z")
+            self.events += body["batch"]
+            return Response("OK")
+
+        return Starlette(routes=[Route("/v1/batch", batch, methods=["POST"])])
+
+
+@contextlib.contextmanager
+def data_plane(write_key: str = WRITE_KEY) -> Iterator[tuple[str, DataPlane]]:
+    plane = DataPlane(write_key)
+    with serve(plane.app()) as url:
+        yield url, plane

@@ -29,11 +29,15 @@ class SinkConfig:
 
     type: SinkType
     # langfuse: the host (https://cloud.langfuse.com); otlp: the collector's base (http://collector:4318);
-    # webhook: the full URL batches are POSTed to.
-    url: str
+    # webhook: the full URL batches are POSTed to (or data_plane_url with a write key).
+    url: str = ""
     public_key: str = ""  # langfuse
-    secret_key: str = ""  # langfuse
-    secret: str = ""  # webhook: the HMAC-SHA256 key signing each batch (X-Gateway-Signature); empty: unsigned
+    secret_key: str = field(default="", repr=False)  # langfuse
+    secret: str = field(default="", repr=False)  # webhook: the HMAC-SHA256 key signing each batch; empty: unsigned
+    # webhook, as RudderStack and Segment take it: batches go to <data_plane_url>/v1/batch with HTTP Basic auth,
+    # the write key as user and an empty password. Both or neither; data_plane_url instead of url.
+    write_key: str = field(default="", repr=False)
+    data_plane_url: str = ""
     headers: dict[str, str] = field(default_factory=dict)
     # Records per request to the sink, at most. A record is about seven OTLP spans and two Langfuse events: 128
     # make a body of half a megabyte or so. Bigger bodies cost more CPU per record to build (4 -> 9 µs at 512, on
@@ -132,6 +136,29 @@ def flag_problem(flag: str, value: Any, sinks: Iterable[str]) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
 
 
+def _check_sink_target(sink: SinkConfig, path: str, problems: list[tuple[str, str]]) -> None:
+    """Where a sink posts, and as whom: url, or for a webhook data_plane_url with write_key (RudderStack, Segment)."""
+    http = ("http://", "https://")
+    if sink.type != "webhook":
+        for key in ("write_key", "data_plane_url"):
+            if getattr(sink, key):
+                problems.append((f"{path}.{key}", "only a webhook sink takes it (RudderStack, Segment)"))
+    elif sink.write_key or sink.data_plane_url:
+        if not sink.data_plane_url:
+            problems.append((path, "write_key needs data_plane_url (RudderStack's data plane, https://api.segment.io)"))
+        elif not sink.write_key:
+            problems.append((path, "data_plane_url needs write_key (the source's write key, from the environment)"))
+        elif not sink.data_plane_url.startswith(http):
+            problems.append((f"{path}.data_plane_url", "must be an http:// or https:// URL"))
+        if sink.data_plane_url and sink.url:
+            problems.append((path, "url or data_plane_url, not both (batches go to <data_plane_url>/v1/batch)"))
+        if sink.write_key and any(h.lower() == "authorization" for h in sink.headers):
+            problems.append((f"{path}.headers", "the write key makes the authorization header: leave it out"))
+        return
+    if not sink.url.startswith(http):
+        problems.append((f"{path}.url", "must be an http:// or https:// URL"))
+
+
 def check_telemetry(config: GatewayConfig, problems: list[tuple[str, str]]) -> None:
     telemetry = config.telemetry
     for name, sink in telemetry.sinks.items():
@@ -140,8 +167,7 @@ def check_telemetry(config: GatewayConfig, problems: list[tuple[str, str]]) -> N
             problems.append((path, "a sink's name is letters, digits, _ and - (it names its spool folder)"))
         elif name in ("store", "tail", "access_log", "event_log", "events_webhook"):
             problems.append((path, f"{name!r} is the name of a built-in sink (and of its spool folder)"))
-        if not sink.url.startswith(("http://", "https://")):
-            problems.append((f"{path}.url", "must be an http:// or https:// URL"))
+        _check_sink_target(sink, path, problems)
         if sink.type == "langfuse" and not (sink.public_key and sink.secret_key):
             problems.append((path, "a langfuse sink needs public_key and secret_key"))
         for key in ("batch_size", "queue_size", "flush_interval_ms"):

@@ -533,11 +533,21 @@ def segment_event(record: Record) -> dict[str, Any]:
 
 class WebhookBatchSink(_HttpSink):
     """POSTs {"batch": [track...], "sentAt": ...} to the configured URL, as Segment's and RudderStack's batch APIs
-    take it; signed with X-Gateway-Signature (see `sign`) when a secret is set. Put the destination's own
-    credentials (Authorization: Basic <write key>) in the sink's headers."""
+    take it; signed with X-Gateway-Signature (see `sign`) when a secret is set. With a write key and a data plane
+    URL, to <data_plane_url>/v1/batch as RudderStack and Segment authenticate a source: HTTP Basic, the write key
+    as user and an empty password."""
 
     kind = "webhook"
     max_batch_bytes = 500_000  # Segment's limit for one batch request
+
+    def __init__(self, name: str, config: SinkConfig, transport: Transport | None = None) -> None:
+        super().__init__(name, config, transport)
+        self.url = config.url
+        self._headers = {"content-type": "application/json", **config.headers}
+        if config.data_plane_url:
+            self.url = config.data_plane_url.rstrip("/") + "/v1/batch"
+            credentials = base64.b64encode(f"{config.write_key}:".encode()).decode()
+            self._headers["authorization"] = f"Basic {credentials}"
 
     async def write(self, records: Sequence[Record]) -> None:
         encoded = await map_in_slices(_segment_json, records, _SLICE)
@@ -545,11 +555,11 @@ class WebhookBatchSink(_HttpSink):
         refused = _Refused(self.name, len(records))
         for start, end in split_by_size([len(e) for e in encoded], self.max_bytes, overhead):
             body = _SEGMENT_BODY % (b",".join(encoded[start:end]), iso(time.time()).encode())
-            headers = {"content-type": "application/json", **self.config.headers}
+            headers = self._headers
             if self.config.secret:
-                headers[SIGNATURE_HEADER] = sign(self.config.secret, body, int(time.time()))
+                headers = {**headers, SIGNATURE_HEADER: sign(self.config.secret, body, int(time.time()))}
             with refused.part(end - start):
-                await self._post(self.config.url, body, headers)
+                await self._post(self.url, body, headers)
         refused.raise_if_any()
 
 
