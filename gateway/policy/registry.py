@@ -1,7 +1,9 @@
 """PolicyRegistry: the PolicySet in force, rebuilt when a policy file changes or a policy is saved through the API.
 
-Files are polled (their paths, mtimes and sizes) rather than watched: polling works the same on every platform,
-in containers and on network mounts, and one stat per file per second costs nothing. API-created policies live
+Files are polled (their paths, inodes, mtimes and sizes) rather than watched: polling works the same on every
+platform, in containers and on network mounts, and one stat per file per second costs nothing. The inode is what
+sees a Kubernetes ConfigMap update: the kubelet writes the new files into a new directory and swaps a symlink
+(`..data`) to it, so the path read is another file, whose mtime (a coarse clock's) and size may be the old one's. API-created policies live
 in the store; each process polls the store's policy revision, so a policy saved through one replica is in force
 everywhere within a poll interval or two.
 
@@ -53,7 +55,7 @@ class PolicyRegistry:
         self.error = ""  # what keeps the set in force from being the latest (files, store, set); empty when none
         self._errors: dict[str, str] = {}
         self.loaded_at = 0.0
-        self._files_seen: tuple[tuple[str, int, int], ...] = ()
+        self._files_seen: tuple[tuple[str, int, int, int], ...] = ()
         self._revision_seen = -1
         self._poller: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -70,10 +72,11 @@ class PolicyRegistry:
 
     def load_files_now(self) -> None:
         """Load the files at start-up; a broken file here stops the gateway (raises PolicyError)."""
+        # Seen before it is read: a file that changes in between is read again at the next poll, never missed.
+        self._files_seen = self._file_signature()
         policy_set = load_policies(self.paths) if self.paths else PolicySet()
         self.check_guardrails(policy_set.policies)
         self.file_policies = policy_set.policies
-        self._files_seen = self._file_signature()
         self._install(policy_set)
 
     async def open(self) -> None:
@@ -179,19 +182,20 @@ class PolicyRegistry:
         self.api_versions = {v.name: v for v in live}
         self._rebuild()
 
-    def _file_signature(self) -> tuple[tuple[str, int, int], ...]:
+    def _file_signature(self) -> tuple[tuple[str, int, int, int], ...]:
         signature = []
         for file in policy_files(self.paths, []):
             try:
-                stat = os.stat(file)
+                stat = os.stat(file)  # through symlinks: the file that a read would open now
             except OSError:
                 continue
-            signature.append((str(file), stat.st_mtime_ns, stat.st_size))
+            signature.append((str(file), stat.st_ino, stat.st_mtime_ns, stat.st_size))
         for path in self.paths:  # a file added to or removed from a folder changes the folder's mtime
             try:
-                signature.append((str(path), os.stat(path).st_mtime_ns, -1))
+                stat = os.stat(path)
+                signature.append((str(path), stat.st_ino, stat.st_mtime_ns, -1))
             except OSError:
-                signature.append((str(path), 0, -1))
+                signature.append((str(path), 0, 0, -1))
         return tuple(signature)
 
     async def _poll(self) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import anyio
 import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.config import PoliciesConfig
 from gateway.policy.registry import PolicyRegistry
 from gateway.store.base import PolicyVersion, StoreUnavailable
+from tests.kubelet import ConfigMapVolume
 
 pytestmark = pytest.mark.anyio
 
@@ -59,5 +62,52 @@ async def test_store_down_at_start_is_reported_until_it_answers(tmp_path: Path) 
         assert "bogus" in registry.error
         assert metrics.get_sample_value("gateway_policy_reload_failed") == 1
         assert sorted(p.name for p in registry.current.policies) == ["from-api", "from-file", "other"]
+    finally:
+        await registry.close()
+
+
+def _policy(name: str) -> str:
+    return f"policies: [{{name: {name}, actions: {{tag: {{a: b}}}}}}]\n"
+
+
+def _names(registry: PolicyRegistry) -> list[str]:
+    return sorted(p.name for p in registry.current.policies)
+
+
+async def _wait_for(registry: PolicyRegistry, names: list[str]) -> None:
+    """Until the poller has installed exactly these policies; the deadline is only reached by a failing test."""
+    with anyio.fail_after(30):
+        while _names(registry) != names:
+            await anyio.sleep(0.01)
+
+
+@pytest.mark.parametrize("mount", ["folder", "file"])
+async def test_a_configmap_update_is_hot_reloaded(tmp_path: Path, mount: str) -> None:
+    """The kubelet's symlink swap (tests/kubelet.py), with the new files stamped with the old ones' mtime and of the
+    same size, as a coarse clock and a one-letter edit make them: the swap itself must be seen. The old directory's
+    removal breaks nothing, and later swaps (a key added, one removed) are picked up as well."""
+    volume = ConfigMapVolume(tmp_path / "policies", {"a.yaml": _policy("one")})
+    stamp = os.stat(tmp_path / "policies" / "a.yaml").st_mtime_ns
+    path = tmp_path / "policies" if mount == "folder" else tmp_path / "policies" / "a.yaml"
+    metrics = CollectorRegistry()
+    registry = PolicyRegistry(
+        PoliciesConfig(paths=[str(path)], poll_interval_s=0.01), resolve=Path, store=None, registry=metrics
+    )
+    await registry.open()
+    try:
+        assert _names(registry) == ["one"]
+        volume.update({"a.yaml": _policy("two")}, mtime_ns=stamp)
+        await _wait_for(registry, ["two"])
+        volume.update({"a.yaml": _policy("six")}, mtime_ns=stamp)
+        await _wait_for(registry, ["six"])
+        if mount == "folder":
+            volume.update({"a.yaml": _policy("six"), "b.yaml": _policy("ten")}, mtime_ns=stamp)
+            await _wait_for(registry, ["six", "ten"])
+            volume.update({"b.yaml": _policy("ten")}, mtime_ns=stamp)
+            await _wait_for(registry, ["ten"])
+        assert registry.error == ""
+        assert metrics.get_sample_value("gateway_policy_reload_failed") == 0
+        # The files the set names are the mounted paths, never the timestamped directory that the next swap removes.
+        assert all("..2026" not in file for file in registry.current.files)
     finally:
         await registry.close()
