@@ -3,9 +3,9 @@
 Files are polled (their paths, inodes, mtimes and sizes) rather than watched: polling works the same on every
 platform, in containers and on network mounts, and one stat per file per second costs nothing. The inode is what
 sees a Kubernetes ConfigMap update: the kubelet writes the new files into a new directory and swaps a symlink
-(`..data`) to it, so the path read is another file, whose mtime (a coarse clock's) and size may be the old one's. API-created policies live
-in the store; each process polls the store's policy revision, so a policy saved through one replica is in force
-everywhere within a poll interval or two.
+(`..data`) to it, so the path read is another file, whose mtime (a coarse clock's) and size may be the old one's.
+API-created policies live in the store; each process polls the store's policy revision, so a policy saved through
+one replica is in force everywhere within a poll interval or two.
 
 A rebuild compiles a whole new PolicySet and swaps one reference: a request reads `current` once and never sees
 half a set. A rebuild that fails (a broken file, a name used twice) keeps the last good set, logs the problems,

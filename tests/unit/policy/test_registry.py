@@ -77,7 +77,7 @@ def _names(registry: PolicyRegistry) -> list[str]:
 async def _wait_for(registry: PolicyRegistry, names: list[str]) -> None:
     """Until the poller has installed exactly these policies; the deadline is only reached by a failing test."""
     with anyio.fail_after(30):
-        while _names(registry) != names:
+        while _names(registry) != names:  # noqa: ASYNC110 - polling what the poller under test swaps
             await anyio.sleep(0.01)
 
 
