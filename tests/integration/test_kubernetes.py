@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -27,6 +28,7 @@ from gateway.server.watch import CUT_MARGIN_S
 from tests import kustomize
 from tests.conftest import ROOT, running
 from tests.dockerfile import Dockerfile, assemble
+from tests.services import drop_schema, require_postgres, require_redis
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yaml"
@@ -486,6 +488,32 @@ def test_the_small_overlays_gateway_answers_its_probes_and_scrape(
         for path in [p["path"] for p in probes] + [e["path"] for e in scrape]:
             response = httpx.get(url + path, timeout=10)
             assert response.status_code == 200, f"{path}: {response.status_code} {response.text}"
+
+
+def test_the_production_overlays_gateway_serves_on_redis_and_postgres(tmp_path: Path) -> None:
+    """The production overlay rendered with its Secret pointing at a real Redis and PostgreSQL: its gateway starts,
+    is ready with both reachable, and serves the client's key from the Secret."""
+    schema = f"gw_k8s_{uuid.uuid4().hex[:10]}"
+    dsn = require_postgres()
+    secrets = {**SECRETS, "GATEWAY_REDIS_URL": require_redis(), "GATEWAY_DATABASE_URL": f"{dsn}?schema={schema}"}
+    tree = tmp_path / "kubernetes"
+    shutil.copytree(KUBERNETES, tree, ignore=shutil.ignore_patterns("secrets.env"))
+    folder = tree / "overlays" / "production"
+    keys = kustomize.env_file((folder / "secrets.env.example").read_text())
+    (folder / "secrets.env").write_text("".join(f"{key}={secrets[key]}\n" for key in keys))
+    pod = lay_out(kustomize.render(folder), tmp_path / "pod")
+    try:
+        with running(loaded(pod)) as (url, _):
+            ready = httpx.get(f"{url}/health/ready", timeout=10)
+            assert ready.status_code == 200, ready.text
+            assert (ready.json()["checks"]["state"], ready.json()["checks"]["store"]) == ("ok", "ok")
+            answer = httpx.post(
+                f"{url}/v1/chat/completions", headers={"authorization": f"Bearer {SECRETS['GATEWAY_KEY']}"},
+                json={"model": "demo", "messages": [{"role": "user", "content": "hello"}]}, timeout=10,
+            )  # fmt: skip
+            assert answer.status_code == 200, answer.text
+    finally:
+        drop_schema(dsn, schema)
 
 
 def test_the_shipped_policies_are_the_repositorys() -> None:
