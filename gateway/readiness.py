@@ -21,12 +21,13 @@ from typing import Any, Literal, Protocol
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from gateway.routing.health import HealthRegistry
+from gateway.routing.health import DeploymentHealth, HealthRegistry
 from gateway.sinks.outbox import Outbox, SinkState
 
 State = SinkState | Literal["down"]
 STATES: tuple[State, ...] = ("ok", "spooling", "retrying", "stalled", "down")
 PING_TIMEOUT_S = 0.5  # a probe's own timeout is often 1 s: a hung dependency must not make readiness miss it
+DEPLOYMENT_STATES = ("closed", "half-open", "open", "drained")  # gateway_deployments{state}
 STATE_BACKEND = "state_backend"  # the component label of the state backend; the store and sinks go by their names
 
 
@@ -79,6 +80,13 @@ class Readiness:
             registry=registry,
             multiprocess_mode="livemax",
         )
+        self._deployments = Gauge(
+            "gateway_deployments",
+            "Deployments by the state of their breaker as this replica sees it (closed, half-open, open), or drained.",
+            ["state"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
         # What the last pings found: between them (a /metrics scrape) the states are told without network I/O.
         self._pinged: dict[str, State | None] = {}
 
@@ -100,6 +108,7 @@ class Readiness:
         """(ready, checks) from what is known now, without I/O; sets the gauges."""
         gateway = self.gateway
         ready, serving = self._serving()
+        self._count_deployments()
         components = self._components()
         self._ready.set(1 if ready else 0)
         for component, state in components.items():
@@ -137,6 +146,14 @@ class Readiness:
         }
         return not gateway.draining and bool(gateway.models) and available > 0, checks
 
+    def _count_deployments(self) -> None:
+        counts = dict.fromkeys(DEPLOYMENT_STATES, 0)
+        now = time.monotonic()
+        for health in self.gateway.health.deployments.values():
+            counts[_deployment_state(health, now)] += 1
+        for state, count in counts.items():
+            self._deployments.labels(state).set(count)
+
     def _components(self) -> dict[str, State]:
         gateway = self.gateway
         states: dict[str, State] = {STATE_BACKEND: self._pinged.get(STATE_BACKEND) or "ok"}
@@ -149,6 +166,16 @@ class Readiness:
                 state = pinged
             states[outbox.name] = state
         return states
+
+
+def _deployment_state(health: DeploymentHealth, now: float) -> str:
+    """An open breaker whose cooldown is over is half-open: the next request probes it (Breaker.allow)."""
+    if health.drained:
+        return "drained"
+    breaker = health.breaker
+    if breaker.state == "open" and now < breaker.open_until:
+        return "open"
+    return "closed" if breaker.state == "closed" else "half-open"
 
 
 async def _none() -> tuple[State | None, str]:

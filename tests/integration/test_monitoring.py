@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import parse_config
 from gateway.errors import Domain
-from gateway.readiness import STATES
+from gateway.readiness import DEPLOYMENT_STATES, STATES
 from tests.conftest import KEY, ROOT, base_config, merge, running
 from tests.integration.helpers import wait_until
 
@@ -82,6 +82,7 @@ def closed_label_values() -> dict[tuple[str, str], set[str]]:
         ("gateway_events_total", "type"): emitted,
         ("gateway_errors_total", "domain"): set(get_args(Domain)),
         ("gateway_component_state", "state"): set(STATES),
+        ("gateway_deployments", "state"): set(DEPLOYMENT_STATES),
     }
 
 
@@ -192,7 +193,10 @@ def exposition(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         # The records reach the store (the outbox's counters) before the scrape.
         assert wait_until(lambda: gateway.metrics.registry.get_sample_value(
             "gateway_sink_records_total", {"sink": "store", "outcome": "sent"}) or False)  # fmt: skip
-        yield client.get("/metrics").text
+        exposition = client.get("/metrics").text
+        # The broken deployment's breaker opened (one failure, a 600 s cooldown) and is counted as open.
+        assert 'gateway_deployments{state="open"} 1.0' in exposition
+        yield exposition
 
 
 def families(exposition: str) -> dict[str, tuple[set[str], set[str] | None]]:
