@@ -48,16 +48,18 @@ def serve(app: Any, **options: Any) -> Iterator[str]:
 
 @contextlib.contextmanager
 def gateway_process(
-    tmp_path: Path, *args: str, name: str = "gateway", **overrides: object
+    tmp_path: Path, *args: str, name: str = "gateway", port: int | None = None, **overrides: object
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`gateway serve` in a process of its own, on a free port, with base_config plus overrides."""
+    """`gateway serve` in a process of its own, on a free port (or `port`: a replica restarted where its load
+    balancer expects it), with base_config plus overrides. The log `<name>.log` is appended to, so a process
+    started again under the same name keeps the first one's lines."""
     from tests.conftest import base_config, merge
     from tests.services import free_port
 
     config = tmp_path / f"{name}.yaml"
     config.write_text(yaml.safe_dump(merge(base_config(tmp_path), overrides)))
-    port = free_port()
-    log = (tmp_path / f"{name}.log").open("wb")
+    port = port or free_port()
+    log = (tmp_path / f"{name}.log").open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "-c", str(config), "--port", str(port), *args],
         stdout=log,

@@ -92,14 +92,14 @@ def assert_sdk_error(exc: openai.APIStatusError, status: int) -> dict[str, Any]:
     return body
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.01) -> bool:
     """Poll until the predicate holds. The deadline is generous: it is reached only when the test is failing, and a
-    busy machine must not fail a test that would pass."""
+    busy machine must not fail a test that would pass. A predicate that asks servers may want a longer interval."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return True
-        time.sleep(0.01)
+        time.sleep(interval)
     return predicate()
 
 
