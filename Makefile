@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 CHROMIUM ?= /usr/bin/chromium
+NGINX ?= /usr/sbin/nginx
 
-.PHONY: run test lint check bench clean chromium
+.PHONY: run test lint check bench clean chromium nginx
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,7 +34,13 @@ chromium:
 	@test -x $(CHROMIUM) || { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 		else echo "$(CHROMIUM) missing: the console's browser tests will skip (apt-get install chromium)"; fi; }
 
-test: lint check chromium
+# The replica test (tests/integration/test_replicas.py) balances three gateways with Debian's nginx, run from a
+# config of its own in the test's folder (the system's nginx is neither started nor used): installed likewise.
+nginx:
+	@test -x $(NGINX) || { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq nginx; \
+		else echo "$(NGINX) missing: the replica test will skip (apt-get install nginx)"; fi; }
+
+test: lint check chromium nginx
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
