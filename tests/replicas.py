@@ -109,7 +109,9 @@ class Load:
                     with self._lock:
                         self.statuses[0] += 1
                     continue
-                answer = Answer(n, time.monotonic(), served_by(response), response.headers.get("x-gateway-request-id", ""))
+                answer = Answer(
+                    n, time.monotonic(), served_by(response), response.headers.get("x-gateway-request-id", "")
+                )
                 with self._lock:
                     self.statuses[response.status_code] += 1
                     if response.status_code == 200:
