@@ -89,13 +89,15 @@ class Breaker:
         self._probing = False
         self._window.clear()
 
-    def force_open(self, open_until: float, level: int) -> None:
-        """Another worker opened this breaker (through the state backend)."""
-        if open_until > self.open_until:
-            self.state = "open"
-            self.open_until = open_until
-            self.level = max(self.level, level)
-            self._probing = False
+    def force_open(self, open_until: float, level: int) -> bool:
+        """Another worker opened this breaker (through the state backend); whether that opened or prolonged it."""
+        if open_until <= self.open_until:
+            return False
+        self.state = "open"
+        self.open_until = open_until
+        self.level = max(self.level, level)
+        self._probing = False
+        return True
 
     def reset(self) -> None:
         self.consecutive = 0

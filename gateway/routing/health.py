@@ -35,8 +35,8 @@ def _ewma(current: float, sample: float) -> float:
 
 class DeploymentHealth:
     __slots__ = (
-        "deployment", "id", "span", "breaker", "budget", "in_flight", "latency_s", "ttft_s", "drained", "_minute",
-        "_rpm", "_tpm",
+        "deployment", "id", "span", "breaker", "budget", "in_flight", "latency_s", "ttft_s", "drained", "opened_at",
+        "_minute", "_rpm", "_tpm",
     )  # fmt: skip
 
     def __init__(self, deployment: Deployment, config: RoutingConfig) -> None:
@@ -49,6 +49,7 @@ class DeploymentHealth:
         self.latency_s = 0.0  # EWMA of whole-answer latency (shared)
         self.ttft_s = 0.0  # EWMA of time to first token of streams (shared)
         self.drained = False
+        self.opened_at = 0.0  # wall time this worker last opened the breaker, or took it open from another
         self._minute = 0
         self._rpm = 0
         self._tpm = 0
@@ -148,7 +149,8 @@ class HealthRegistry:
         if transition == "opened":
             cooldown = breaker.cooldown_s()
             self.events.emit("breaker_open", deployment=deployment_id, cooldown_s=cooldown, reason=reason)
-            until = self.wall() + cooldown
+            health.opened_at = self.wall()
+            until = health.opened_at + cooldown
             spawn(self._share(f"gw:brk:{deployment_id}", {"until": str(until), "level": str(breaker.level)}, cooldown),
                   name="breaker-share")  # fmt: skip
         else:
@@ -174,10 +176,15 @@ class HealthRegistry:
             await self.state.delete(f"gw:drain:{deployment_id}")
 
     async def reset(self, deployment_id: str) -> None:
+        """Close the breaker here and, through the state backend, in every worker and replica: an operator's reset
+        reaches one replica through a load balancer, and the deployment must come back on all. The mark says when:
+        a worker closes a breaker it opened (or took open) before then, not one that opened again since."""
         health = self.deployments[deployment_id]
         health.breaker.reset()
         self.events.emit("breaker_reset", deployment=deployment_id)
-        await self.state.delete(f"gw:brk:{deployment_id}")
+        mark = {"until": "0", "level": "0", "reset": repr(self.wall())}
+        # Kept as long as a breaker can stay open: a worker that syncs later still sees it.
+        await self.state.hset(f"gw:brk:{deployment_id}", mark, ttl_s=self.config.breaker.max_cooldown_s + 1)
 
     # -- background sync -----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -203,8 +210,12 @@ class HealthRegistry:
             shared = await self.state.hgetall(f"gw:brk:{deployment_id}")
             if shared:
                 remaining = float(shared.get("until", 0)) - now_wall
-                if remaining > 0:
-                    health.breaker.force_open(now + remaining, int(shared.get("level", 0)))
+                if remaining > 0 and health.breaker.force_open(now + remaining, int(shared.get("level", 0))):
+                    health.opened_at = now_wall
+                reset_at = float(shared.get("reset", 0))
+                if health.breaker.state != "closed" and health.opened_at < reset_at:
+                    health.breaker.reset()  # reset by an operator elsewhere (who had the event emitted)
+                    logger.info("routing: breaker of %s reset through another worker or replica", deployment_id)
             health.drained = await self.state.get(f"gw:drain:{deployment_id}") == "1"
             key = f"gw:lat:{deployment_id}"
             if health.latency_s or health.ttft_s:

@@ -232,6 +232,23 @@ def test_a_breaker_opened_on_one_replica_stops_the_traffic_of_all(cluster: Clust
         assert {a.json()["model"] for a in answers} == {"steady"}
         assert {served_by(a) for a in answers} == {r.address for r in cluster.replicas}
         assert sum(1 for r in up.requests if r["body"]["model"] == "toggle") == calls_before
+
+        # The upstream is back and an operator resets the breaker through the load balancer, so on one replica:
+        # every replica takes the deployment back.
+        up.failing = False
+        reset = httpx.post(f"{cluster.lb}/admin/deployments/{cluster.flaky}/reset", headers=admin(), timeout=10)
+        assert reset.status_code == 200, reset.text
+        reset_at = time.monotonic()
+        closed: dict[str, float] = {}
+
+        def all_closed() -> bool:
+            for replica in cluster.replicas:
+                if replica.name not in closed and deployment(replica, cluster.flaky)["breaker"] == "closed":
+                    closed[replica.name] = time.monotonic() - reset_at
+            return len(closed) == len(cluster.replicas)
+
+        assert wait_until(all_closed, 30, 0.05), closed
+        print(f"breaker reset through {served_by(reset)}, closed on all after {closed} s")
     finally:
         up.failing = False
         for replica in cluster.replicas:  # the breaker closed again, for whatever runs after

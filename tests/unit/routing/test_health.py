@@ -81,3 +81,49 @@ async def test_a_breaker_opened_in_one_worker_lasts_its_cooldown_in_another() ->
     assert other.available(two.clock())
     await two.sync()  # past its end, the shared breaker opens nothing again
     assert other.available(two.clock())
+
+
+async def _shared(one: HealthRegistry) -> None:
+    for _ in range(3):
+        await asyncio.sleep(0)  # the share is sent in the background
+
+
+@pytest.mark.anyio
+async def test_a_reset_in_one_worker_closes_the_breaker_in_every_other() -> None:
+    # An operator's reset reaches one replica through a load balancer; the others had the breaker open, by their own
+    # failures or from the shared state, and must take the deployment back within a sync.
+    clock = FakeClock()
+    state = MemoryState(clock=clock.monotonic)
+    one, two, three = registry(clock, state), registry(clock, state), registry(clock, state)
+    for worker in (one, three):  # one and three open it on their own failures
+        dep = worker.get(DEPLOYMENT)
+        worker.failed(dep, "upstream_unavailable")
+        worker.failed(dep, "upstream_unavailable")
+        await _shared(worker)
+    await two.sync()  # two takes it open from the shared state
+    assert [w.get(DEPLOYMENT).breaker.state for w in (one, two, three)] == ["open"] * 3
+    clock.advance(1)
+    await two.reset(DEPLOYMENT.id)
+    clock.advance(1)
+    for worker in (one, two, three):
+        await worker.sync()
+    assert [w.get(DEPLOYMENT).breaker.state for w in (one, two, three)] == ["closed"] * 3
+    assert all(w.get(DEPLOYMENT).available(w.clock()) for w in (one, two, three))
+
+
+@pytest.mark.anyio
+async def test_a_breaker_opened_after_a_reset_is_not_undone_by_it() -> None:
+    clock = FakeClock()
+    state = MemoryState(clock=clock.monotonic)
+    one, two = registry(clock, state), registry(clock, state)
+    await two.reset(DEPLOYMENT.id)  # an old reset, still in the shared state
+    clock.advance(1)
+    dep = one.get(DEPLOYMENT)
+    one.failed(dep, "upstream_unavailable")
+    one.failed(dep, "upstream_unavailable")
+    await _shared(one)
+    clock.advance(1)
+    await one.sync()
+    await two.sync()
+    assert dep.breaker.state == "open"
+    assert two.get(DEPLOYMENT).breaker.state == "open"  # taken from one, after the reset
