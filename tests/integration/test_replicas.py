@@ -21,7 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import KEY
+from tests.conftest import KEY, merge
+from tests.faults import FaultyProxy
 from tests.integration.helpers import wait_until
 from tests.nginx import require_nginx, round_robin, served_by
 from tests.replicas import Load, Replica
@@ -48,6 +49,7 @@ class Cluster:
     dsn: str
     schema: str
     run: str  # in key and provider names: this run's Redis keys are its own, whatever an earlier run left
+    victim_store: FaultyProxy  # between replicas[1] and PostgreSQL
 
     @property
     def flaky(self) -> str:
@@ -80,7 +82,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     schema = f"gw_replicas_{run}"
     tmp_path = tmp_path_factory.mktemp("replicas")
     upstream = Upstream()
-    with serve(upstream.app()) as up_url:
+    with serve(upstream.app()) as up_url, FaultyProxy.before(dsn) as store_proxy:
         overrides: dict[str, Any] = {
             "pipeline": ["auth", "policy", "ratelimit", "route"],
             "auth": {
@@ -110,42 +112,64 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             },
             "telemetry": {"store": f"{dsn}?schema={schema}", "flush_interval_ms": 200},
         }
-        replicas = [Replica(tmp_path, f"replica{i}", overrides) for i in range(3)]
+        # The second replica, the kill test's victim, reaches PostgreSQL through a proxy that the test can cut.
+        victim = merge(overrides, {"telemetry": {"store": f"{store_proxy.url(dsn)}?schema={schema}"}})
+        replicas = [Replica(tmp_path, f"replica{i}", victim if i == 1 else overrides) for i in range(3)]
         try:
             for replica in replicas:
                 replica.start()
             with round_robin(tmp_path / "nginx", [r.port for r in replicas]) as lb:
-                yield Cluster(lb, replicas, upstream, dsn, schema, run)
+                yield Cluster(lb, replicas, upstream, dsn, schema, run, store_proxy)
         finally:
             for replica in replicas:
                 replica.stop()
             drop_schema(dsn, schema)
 
 
+def telemetry(replica: Replica) -> dict[str, Any]:
+    answer = httpx.get(f"{replica.url}/api/v1/telemetry/status", headers=admin(), timeout=10)
+    answer.raise_for_status()
+    return dict(answer.json())
+
+
+def spooled(replica: Replica) -> int:
+    return int(telemetry(replica)["sinks"]["store"]["spooled"])
+
+
 def settled(replica: Replica) -> bool:
     """Nothing of this replica's records waits, in memory or in its spool."""
-    status = httpx.get(f"{replica.url}/api/v1/telemetry/status", headers=admin(), timeout=10).json()
+    status = telemetry(replica)
     store = status["sinks"]["store"]
     return bool(status["records"]["queued"] == 0 and store["queued"] == 0 and store["spooled"] == 0)
 
 
-def test_load_goes_on_through_a_kill_9_and_every_answer_outside_the_window_is_recorded(cluster: Cluster) -> None:
-    run = f"load-{cluster.run}"
+@pytest.mark.parametrize("victim_store", ["up", "down"])
+def test_load_goes_on_through_a_kill_9_and_every_answer_outside_the_window_is_recorded(
+    cluster: Cluster, victim_store: str
+) -> None:
+    """The victim is killed with its store up (its records in memory or written), or gone for seconds (its
+    records in its spool, which it replays once started again)."""
+    run = f"load-{victim_store}-{cluster.run}"
     victim = cluster.replicas[1]
+
+    def answered_before(replica: Replica, since: float) -> int:  # older than the window, with a second to spare
+        return load.by_replica(since, time.monotonic() - WINDOW_S - 1)[replica.address]
+
     with Load(cluster.lb, KEY, run) as load:
         started = time.monotonic()
-
-        def warm() -> bool:  # long enough that some of the victim's answers are older than the window
-            early = load.by_replica(until=time.monotonic() - WINDOW_S - 1)
-            return all(early[r.address] >= 20 for r in cluster.replicas)
-
-        assert wait_until(warm, 120, 0.05), load.by_replica()
+        assert wait_until(lambda: all(answered_before(r, 0.0) >= 20 for r in cluster.replicas), 120, 0.05)
+        cut_at = time.monotonic()
+        if victim_store == "down":
+            cluster.victim_store.cut()
+            assert wait_until(lambda: answered_before(victim, cut_at) >= 20 and spooled(victim) > 0, 120, 0.05)
         victim.kill9()
         killed_at = time.monotonic()  # it is dead (reaped); an answer it sent may still be on its way to a client
         # The load goes on: the two others answer, nginx skipping the dead one.
         assert wait_until(lambda: sum(load.by_replica(killed_at).values()) >= 100, 120, 0.05), load.statuses
         restarted_at = time.monotonic()
         assert load.by_replica(killed_at + 1, restarted_at)[victim.address] == 0
+        cluster.victim_store.restore()
+        in_store_before_restart = set(cluster.numbered(run))
         victim.start()  # same port, same spool: what it had spooled is replayed
         assert wait_until(lambda: load.by_replica(restarted_at)[victim.address] >= 20, 120, 0.05), load.by_replica(
             restarted_at
@@ -160,15 +184,21 @@ def test_load_goes_on_through_a_kill_9_and_every_answer_outside_the_window_is_re
     # May be lost: what the victim answered within the window before the kill (its records were in memory).
     at_risk = {a.n for a in answers if a.replica == victim.address and killed_at - WINDOW_S < a.at < restarted_at}
     wanted = {a.n for a in answers} - at_risk
-
     missing = lambda: wanted - set(cluster.numbered(run))  # noqa: E731
     assert wait_until(lambda: not missing(), 60, 0.5), sorted(missing())
     recorded = cluster.numbered(run)
     assert all(recorded[a.n] == a.record_id for a in answers if a.n in recorded)  # the ids the clients were given
     lost = sorted(killed_at - a.at for a in answers if a.n in at_risk and a.n not in recorded)
-    print(f"{len(answers)} answered, {len(wanted)} outside the window all recorded; of the {len(at_risk)} the victim "
-          f"answered in the {WINDOW_S:g} s before its kill (the load ran {killed_at - started:.1f} s before it), "
-          f"{len(lost)} lost, answered {lost[:1]}-{lost[-1:]} s before it")  # fmt: skip
+    # With its store gone, what the victim answered after the cut reached PostgreSQL after its restart, from its spool.
+    replayed = {a.n for a in answers if a.replica == victim.address and cut_at < a.at < killed_at} & set(recorded)
+    if victim_store == "down":
+        assert replayed
+        assert not replayed & in_store_before_restart
+    print(f"store {victim_store}: {len(answers)} answered, {len(wanted)} outside the window all recorded "
+          f"({len(replayed - in_store_before_restart)} from the victim's spool after its restart); of the "
+          f"{len(at_risk)} the victim answered in the {WINDOW_S:g} s before its kill (the load ran "
+          f"{killed_at - started:.1f} s before it), {len(lost)} lost, answered {lost[:1]}-{lost[-1:]} s "
+          "before it")  # fmt: skip
 
 
 def test_a_keys_rpm_admits_exactly_that_many_across_the_replicas(cluster: Cluster) -> None:
