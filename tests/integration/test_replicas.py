@@ -1,7 +1,9 @@
 """Three gateway replicas behind Debian's nginx (round robin), sharing one Redis database and one PostgreSQL schema,
 as operators run them (issue 19): load survives a replica's kill -9 and restart, and every answer it gave more than
-the README's crash window before the kill is recorded; a key's rate limit holds across the three; a breaker opened
-on one stops traffic on all; a policy saved through one is in force on all; any replica's API reads every trace.
+the README's crash window before the kill is recorded (with its store up, or cut and its records in its spool until
+the restart); a key's rate limit holds across the three; a breaker opened on one stops traffic on all, and a reset
+through the balancer brings it back on all; a policy saved through one is in force on all; any replica's API reads
+every trace.
 
 Each replica is a `gateway serve` process on a port of its own (tests/replicas.py), nginx runs from a config in the
 test's folder (tests/nginx.py), and the upstream is the built-in mock plus, for the breaker, the recording upstream
