@@ -26,7 +26,6 @@ from gateway.types import Clock
 logger = logging.getLogger("gateway.routing")
 
 EWMA_ALPHA = 0.3
-WORKER = f"{os.getpid()}-{os.urandom(3).hex()}"
 
 
 def _ewma(current: float, sample: float) -> float:
@@ -121,6 +120,7 @@ class HealthRegistry:
             self.deployments.setdefault(deployment.id, DeploymentHealth(deployment, config))
         self._task: asyncio.Task[None] | None = None
         self.state_errors = 0
+        self.worker = f"{os.getpid()}-{os.urandom(3).hex()}"  # this registry's field in the shared latency hashes
 
     def get(self, deployment: Deployment) -> DeploymentHealth:
         health = self.deployments.get(deployment.id)
@@ -219,8 +219,16 @@ class HealthRegistry:
             health.drained = await self.state.get(f"gw:drain:{deployment_id}") == "1"
             key = f"gw:lat:{deployment_id}"
             if health.latency_s or health.ttft_s:
-                await self.state.hset(key, {WORKER: f"{health.latency_s:.6f},{health.ttft_s:.6f}"}, ttl_s=ttl)
-            samples = [tuple(map(float, v.split(","))) for v in (await self.state.hgetall(key)).values()]
+                value = f"{health.latency_s:.6f},{health.ttft_s:.6f},{now_wall:.3f}"
+                await self.state.hset(key, {self.worker: value}, ttl_s=ttl)
+            # The hash's TTL is renewed by every write, so the field of a worker that is gone (a replica killed or
+            # replaced, a worker restarted) would stay and weigh on the average for ever: each value is dated and
+            # one older than the TTL left out. (A value without a date is from a gateway before this one.)
+            samples = [
+                sample
+                for sample in (tuple(map(float, v.split(","))) for v in (await self.state.hgetall(key)).values())
+                if len(sample) < 3 or now_wall - sample[2] <= ttl
+            ]
             latencies = [s[0] for s in samples if s[0]]
             ttfts = [s[1] for s in samples if len(s) > 1 and s[1]]
             if latencies:

@@ -127,3 +127,23 @@ async def test_a_breaker_opened_after_a_reset_is_not_undone_by_it() -> None:
     await two.sync()
     assert dep.breaker.state == "open"
     assert two.get(DEPLOYMENT).breaker.state == "open"  # taken from one, after the reset
+
+
+@pytest.mark.anyio
+async def test_the_latency_of_a_worker_that_is_gone_leaves_the_shared_average() -> None:
+    # Two replicas share their latency averages; one is killed while the deployment was slow. The other's writes
+    # keep the shared hash alive, but the dead one's value must not weigh on the average for ever.
+    clock = FakeClock()
+    state = MemoryState(clock=clock.monotonic)
+    dead, live = registry(clock, state), registry(clock, state)
+    dead.succeeded(dead.get(DEPLOYMENT), latency_s=5.0)
+    await dead.sync()
+    live.succeeded(live.get(DEPLOYMENT), latency_s=0.1)
+    await live.sync()
+    assert live.get(DEPLOYMENT).latency_s == pytest.approx(2.55)  # both count while both are there
+    for _ in range(30):  # the live one goes on syncing, each second, its answers taking 0.1 s
+        clock.advance(1)
+        live.succeeded(live.get(DEPLOYMENT), latency_s=0.1)
+        await live.sync()
+    # Had the dead value stayed, the average would have stayed near it (the live one's value is pulled toward it).
+    assert live.get(DEPLOYMENT).latency_s == pytest.approx(0.1, abs=0.01)
