@@ -8,7 +8,8 @@ Exit codes (the README's "Command line" lists them too):
     3  the store cannot be reached, or did not answer within the timeout
     4  store check: the schema is behind (migrations pending, which the gateway applies when it starts)
     5  the schema has migrations this gateway does not know (a newer gateway applied them)
-    6  another migrator held the schema's lock for longer than --lock-timeout (PostgreSQL)
+    6  another migrator held the schema's lock for longer than --lock-timeout (on SQLite: the file's write lock,
+       which a gateway writing holds too)
 """
 
 from __future__ import annotations
@@ -61,7 +62,11 @@ def add_parser(commands: Any) -> None:
 
 def run(config: GatewayConfig, args: argparse.Namespace) -> int:
     timeout = args.timeout if args.command == "store" else 10.0
-    schema = schema_of(config.telemetry.store, timeout_s=timeout, lock_wait_s=getattr(args, "lock_timeout", 60.0))
+    try:
+        schema = schema_of(config.telemetry.store, timeout_s=timeout, lock_wait_s=getattr(args, "lock_timeout", 60.0))
+    except ValueError:  # what the config's check lets by; not the message, which may hold the URL and its password
+        print("error: telemetry.store: not a store URL this gateway can open (see `gateway check`)", file=sys.stderr)
+        return USAGE
     if schema is None:
         print("telemetry.store is none: no schema to check or migrate", file=sys.stderr)
         return OK if args.command == "store" else USAGE

@@ -25,7 +25,13 @@ from gateway.config.cache import CacheConfig, check_cache
 from gateway.config.console import ConsoleConfig, check_console
 from gateway.config.guardrails import GuardrailsConfig
 from gateway.config.responses import ResponsesConfig, check_responses
-from gateway.config.telemetry import FeaturesConfig, SimilarityConfig, TelemetryConfig, check_telemetry
+from gateway.config.telemetry import (
+    FeaturesConfig,
+    SimilarityConfig,
+    TelemetryConfig,
+    check_telemetry,
+    store_problem,
+)
 
 ProviderType = Literal["openai", "azure", "anthropic", "gemini", "mock"]
 AuthMode = Literal["none", "keys"]
@@ -552,11 +558,8 @@ def _check_references(config: GatewayConfig, problems: list[tuple[str, str]]) ->
     for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s"):
         if not getattr(config.server, name) > 0:
             problems.append((f"server.{name}", "must be positive"))
-    if not (
-        config.telemetry.store.startswith(("sqlite://", "postgres://", "postgresql://"))
-        or config.telemetry.store in ("", "none")
-    ):
-        problems.append(("telemetry.store", "supported: sqlite:///path, postgresql://user@host:5432/db, or none"))
+    if (store := store_problem(config.telemetry.store)) is not None:
+        problems.append(("telemetry.store", store))
     for table, days in config.telemetry.retention_days.items():  # responses: check_responses says where it is set
         tables = "model_cost_logs, event_logs, prompt_similarity_logs"
         if table not in tables.split(", ") and table != "responses":

@@ -7,12 +7,16 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
 from gateway.config.cache import CACHE_MODES
 from gateway.config.guardrails import GUARDRAIL_SETTINGS
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
+
+# A PostgreSQL store's ?schema=: it is spliced into statements (CREATE SCHEMA, search_path), so only this.
+STORE_SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 SinkType = Literal["langfuse", "otlp", "webhook"]
 ContentMode = Literal["off", "redacted", "full"]
@@ -157,6 +161,25 @@ def _check_sink_target(sink: SinkConfig, path: str, problems: list[tuple[str, st
         return
     if not sink.url.startswith(http):
         problems.append((f"{path}.url", "must be an http:// or https:// URL"))
+
+
+def store_problem(url: str) -> str | None:
+    """What is wrong with telemetry.store, found without connecting (a scheme, a port, a schema name), so that
+    `gateway check` names it rather than the store failing with a traceback when it opens. Never the URL itself:
+    it holds the password."""
+    if url in ("", "none") or url.startswith("sqlite://"):
+        return None
+    if not url.startswith(("postgres://", "postgresql://")):
+        return "supported: sqlite:///path, postgresql://user@host:5432/db, or none"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsed only to be refused here, not when the store opens
+    except ValueError:  # not its message: some name the host and password part
+        return "its host and port cannot be read (a port is a number from 1 to 65535, an IPv6 address in [...])"
+    schemas = [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k == "schema"]
+    if schemas and not STORE_SCHEMA.fullmatch(schemas[-1]):
+        return "?schema=: lower-case letters, digits and _ only (at most 63)"
+    return None
 
 
 def check_telemetry(config: GatewayConfig, problems: list[tuple[str, str]]) -> None:

@@ -18,6 +18,8 @@ warning; `gateway store check` reports it, and `down` refuses to go below a step
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 import sqlite3
@@ -40,17 +42,35 @@ class Migration(NamedTuple):
     down: str  # "" when the migration has no down file
 
 
+_FILE = re.compile(r"(\d{4})_([a-z0-9_]+)\.(up|down)\.sql")
+
+
 def migrations(dialect: Dialect = "sqlite") -> list[Migration]:
-    """The migrations this code knows, by version, from gateway/store/migrations/<dialect>/."""
+    """The migrations this code knows, by version, from gateway/store/migrations/<dialect>/. A file there that is
+    not NNNN_name.up.sql or .down.sql, a version twice, or a down without its up is a broken install (a file left
+    by hand, a bad merge): ValueError naming it, rather than a step silently skipped or run under another's
+    version."""
     folder = resources.files("gateway.store").joinpath("migrations", dialect)
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".up.sql"):
-            stem = entry.name.removesuffix(".up.sql")
-            version, _, name = stem.partition("_")
-            down = folder.joinpath(f"{stem}.down.sql")
-            found.append(Migration(int(version), name, entry.read_text(), down.read_text() if down.is_file() else ""))
-    return sorted(found)
+    found: dict[int, Migration] = {}
+    downs: dict[str, str] = {}
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.startswith(".") or entry.name == "__pycache__" or entry.name.endswith(".py"):
+            continue
+        match = _FILE.fullmatch(entry.name)
+        if match is None:
+            raise ValueError(f"migrations/{dialect}/{entry.name}: not a migration (NNNN_name.up.sql or .down.sql)")
+        version, name, direction = int(match[1]), match[2], match[3]
+        if direction == "down":
+            downs[f"{match[1]}_{name}"] = entry.name
+            continue
+        if version in found:
+            raise ValueError(f"migrations/{dialect}: version {version:04d} twice ({found[version].name}, {name})")
+        down = folder.joinpath(f"{match[1]}_{name}.down.sql")
+        found[version] = Migration(version, name, entry.read_text(), down.read_text() if down.is_file() else "")
+    for stem, file in downs.items():
+        if not folder.joinpath(f"{stem}.up.sql").is_file():
+            raise ValueError(f"migrations/{dialect}/{file}: a down migration without its up")
+    return sorted(found.values())
 
 
 class Applied(NamedTuple):
@@ -224,40 +244,63 @@ async def pg_migrate(
     to: int | None = None,
     *,
     lock_wait_s: float | None = None,
+    query_timeout_s: float | None = None,
     on_step: Callable[[Migration], None] | None = None,
 ) -> list[Migration]:
     """Run the steps to `to` under the schema's lock (waiting for it `lock_wait_s` at most, MigratorBusy past
     that; None: as long as it takes), one transaction each; the steps run, in order. `schema`: made first when
-    going up (the connection's search path names it)."""
+    going up (the connection's search path names it). `query_timeout_s` bounds every statement but the steps'
+    own (which may take long on a big table), so that a server that stops answering between two steps fails the
+    run with TimeoutError rather than hanging it for good; None: unbounded."""
     try:
         await conn.execute(f"SELECT pg_advisory_lock({LOCK_KEY})", schema, timeout=lock_wait_s)
     except TimeoutError:
         raise MigratorBusy(f"another migrator held the schema's lock for more than {lock_wait_s:g} s") from None
     try:
-        if direction == "up":
-            if schema:
-                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-            await conn.execute(_PG_TABLE)
+        async with asyncio.timeout(query_timeout_s):
+            if direction == "up":
+                if schema:
+                    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+                await conn.execute(_PG_TABLE)
         done: list[Migration] = []
         while True:
-            async with conn.transaction():
-                steps = plan(await pg_status(conn), direction, to)
-                if steps:
-                    step = steps[0]
-                    await conn.execute(step.up if direction == "up" else step.down)
-                    if direction == "up":
-                        await conn.execute(
-                            "INSERT INTO schema_migrations VALUES ($1, $2, $3)", step.version, step.name, time.time()
-                        )
-                    else:
-                        await conn.execute("DELETE FROM schema_migrations WHERE version = $1", step.version)
-            if not steps:
+            step = await _pg_step(conn, direction, to, query_timeout_s)
+            if step is None:
                 return done
-            done.append(steps[0])
+            done.append(step)
             if on_step is not None:
-                on_step(steps[0])
+                on_step(step)
     finally:
         await _unlock(conn, schema)
+
+
+async def _pg_step(conn: Any, direction: Direction, to: int | None, timeout_s: float | None) -> Migration | None:
+    """The next step, run in a transaction of its own; None when there is none."""
+    transaction = conn.transaction()
+    async with asyncio.timeout(timeout_s):
+        await transaction.start()
+    try:
+        async with asyncio.timeout(timeout_s):
+            steps = plan(await pg_status(conn), direction, to)
+        if steps:
+            step = steps[0]
+            await conn.execute(step.up if direction == "up" else step.down)  # unbounded: see pg_migrate
+            async with asyncio.timeout(timeout_s):
+                if direction == "up":
+                    await conn.execute(
+                        "INSERT INTO schema_migrations VALUES ($1, $2, $3)", step.version, step.name, time.time()
+                    )
+                else:
+                    await conn.execute("DELETE FROM schema_migrations WHERE version = $1", step.version)
+    except BaseException:
+        if not conn.is_closed():
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(timeout_s):
+                    await transaction.rollback()
+        raise
+    async with asyncio.timeout(timeout_s):
+        await transaction.commit()
+    return steps[0] if steps else None
 
 
 async def _unlock(conn: Any, schema: str | None) -> None:

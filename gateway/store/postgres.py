@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg  # type: ignore[import-untyped]
 import orjson
 
-from gateway.config.telemetry import FlagValue
+from gateway.config.telemetry import STORE_SCHEMA, FlagValue
 from gateway.store import (
     postgres_flags,
     postgres_keys,
@@ -60,7 +60,6 @@ logger = logging.getLogger("gateway.store")
 _DAY = 86_400
 _ROLLUP_UPSERT = rollups.upsert_sql("postgres")
 _EVENT_COLUMNS = ("id", "ts", "type", "attrs")
-_SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _PARTITION = re.compile(r"model_cost_logs_p(\d{8})")
 _PARTITIONS = (
     "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
@@ -108,7 +107,7 @@ class PostgresStore(TraceQueries):
         if any(k == "schema" for k, _ in query):  # ?schema=name: ours, not a server setting for asyncpg to pass on
             schema = schema or [v for k, v in query if k == "schema"][-1]
             dsn = urlunsplit(url._replace(query=urlencode([(k, v) for k, v in query if k != "schema"])))
-        if schema is not None and not _SCHEMA.fullmatch(schema):
+        if schema is not None and not STORE_SCHEMA.fullmatch(schema):
             raise ValueError(f"schema {schema!r}: lower-case letters, digits and _ only")
         self.dsn = dsn
         self.schema = schema

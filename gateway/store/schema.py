@@ -15,6 +15,7 @@ from gateway.store.base import StoreUnavailable, describe, open_store
 from gateway.store.migrate import (
     Direction,
     Migration,
+    MigratorBusy,
     SchemaStatus,
     migrations,
     pg_migrate,
@@ -48,7 +49,7 @@ def schema_of(url: str, *, timeout_s: float = 10.0, lock_wait_s: float = 60.0) -
     from gateway.store.sqlite import SQLiteStore
 
     if isinstance(store, SQLiteStore):
-        return SQLiteSchema(store.path)
+        return SQLiteSchema(store.path, timeout_s=timeout_s, lock_wait_s=lock_wait_s)
     from gateway.store.postgres import PostgresStore
 
     assert isinstance(store, PostgresStore)
@@ -57,29 +58,33 @@ def schema_of(url: str, *, timeout_s: float = 10.0, lock_wait_s: float = 60.0) -
 
 class SQLiteSchema:
     """SQLite's calls run on the caller's thread: a command line has nothing else for its loop to do, and a local
-    file does not hang (a write lock held by a gateway is waited for up to busy_timeout, then an error)."""
+    file does not hang. A lock held by a gateway or another migrator is waited for (busy_timeout) as long as the
+    command's timeout says: `timeout_s` for reading the schema, `lock_wait_s` for a migration, then MigratorBusy."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, timeout_s: float = 10.0, lock_wait_s: float = 60.0) -> None:
         self.path = path
+        self.timeout_s = timeout_s
+        self.lock_wait_s = lock_wait_s
         self.where = f"sqlite {path}"
         self.missing = path != ":memory:" and not os.path.exists(path)
 
-    def _connect(self, *, create: bool) -> sqlite3.Connection:
+    def _connect(self, *, create: bool, wait_s: float) -> sqlite3.Connection:
         try:
             if create or self.path == ":memory:":
                 conn = sqlite3.connect(self.path, isolation_level=None)
             else:  # read only: a status or a down must not leave an empty file behind where none was
                 uri = Path(self.path).absolute().as_uri() + "?mode=rw"
                 conn = sqlite3.connect(uri, uri=True, isolation_level=None)
-            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute(f"PRAGMA busy_timeout={max(0, int(wait_s * 1000))}")
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"{self.where}: {describe(exc)}") from exc
         return conn
 
     async def status(self) -> SchemaStatus:
-        if self.missing:  # nothing applied yet: the gateway makes the file when it starts
+        if self.missing:  # nothing applied yet: the gateway makes the file when it starts, if it can
+            self._check_folder()
             return SchemaStatus((), tuple(migrations()))
-        conn = self._connect(create=False)
+        conn = self._connect(create=False, wait_s=self.timeout_s)
         try:
             return sqlite_status(conn)
         except sqlite3.Error as exc:
@@ -87,10 +92,24 @@ class SQLiteSchema:
         finally:
             conn.close()
 
+    def _check_folder(self) -> None:
+        """StoreUnavailable when the file cannot be made where the path says (no folder, or not writable)."""
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(folder):
+            raise StoreUnavailable(f"{self.where}: no such file, and no folder {folder} to make it in")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise StoreUnavailable(f"{self.where}: no such file, and the folder {folder} is not writable")
+
     async def migrate(self, direction: Direction, to: int | None, *, on_step: OnStep | None = None) -> list[Migration]:
-        conn = self._connect(create=direction == "up")
+        conn = self._connect(create=direction == "up", wait_s=self.lock_wait_s)
         try:
             return sqlite_migrate(conn, direction, to, on_step=on_step)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):  # extended codes too
+                raise
+            raise MigratorBusy(
+                f"the file was locked (by a gateway writing or another migrator) for more than {self.lock_wait_s:g} s"
+            ) from None
         finally:
             conn.close()
             self.missing = False
@@ -141,7 +160,13 @@ class PostgresSchema:
 
     async def migrate(self, direction: Direction, to: int | None, *, on_step: OnStep | None = None) -> list[Migration]:
         conn = await self._connection()
-        return await pg_migrate(conn, self.schema, direction, to, lock_wait_s=self.lock_wait_s, on_step=on_step)
+        try:
+            return await pg_migrate(
+                conn, self.schema, direction, to,
+                lock_wait_s=self.lock_wait_s, query_timeout_s=self.timeout_s, on_step=on_step,
+            )  # fmt: skip
+        except TimeoutError as exc:  # between two steps: the step before is committed, the next one never began
+            raise StoreUnavailable(f"{self.where}: no answer within {self.timeout_s:g} s") from exc
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None

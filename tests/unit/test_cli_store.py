@@ -17,6 +17,7 @@ import pytest
 from gateway import cli_store
 from gateway.cli import main
 from gateway.store.migrate import migrations
+from tests.faults import FaultyProxy
 from tests.services import drop_schema, free_port, postgres_fetch, require_postgres
 
 LATEST = migrations()[-1].version
@@ -188,3 +189,104 @@ def test_no_store_configured(tmp_path: Path, capsys) -> None:
     assert main(["store", "check", "-c", config]) == cli_store.OK
     assert main(["migrate", "up", "-c", config]) == cli_store.USAGE
     assert "telemetry.store is none" in capsys.readouterr().err
+
+
+PASSWORD = "pw-never-shown"
+
+
+@pytest.mark.parametrize(
+    "store",
+    [
+        f"postgresql://postgres:{PASSWORD}@127.0.0.1:notaport/db",
+        f"postgresql://postgres:{PASSWORD}@127.0.0.1:99999/db",
+        f"postgresql://postgres:{PASSWORD}@[::1/db",
+        f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/db?schema=Bad-Name",
+        f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/db?schema=x;drop%20table%20y",
+        f"postgresq://postgres:{PASSWORD}@127.0.0.1:5432/db",
+        f"mysql://root:{PASSWORD}@db/x",
+    ],
+)
+@pytest.mark.parametrize(
+    "command", [["check"], ["store", "check"], ["migrate", "status"], ["migrate", "up"], ["migrate", "down", "--to=0"]]
+)
+def test_a_store_url_that_cannot_be_opened_is_a_config_problem(
+    tmp_path: Path, capsys, store: str, command: list[str]
+) -> None:
+    """Found before connecting, by `gateway check` as by these commands: a one-line problem naming
+    telemetry.store (exit 2), never a traceback, never the password."""
+    config = config_file(tmp_path, store)
+    assert main([*command, "-c", config]) == cli_store.USAGE
+    captured = capsys.readouterr()
+    output = captured.out + captured.err
+    assert "telemetry.store:" in output
+    assert "Traceback" not in output
+    assert PASSWORD not in output
+
+
+def test_a_sqlite_file_that_cannot_be_made_is_unreachable(tmp_path: Path, capsys) -> None:
+    # The check used to say "behind, the gateway applies them when it starts": it could not have.
+    config = config_file(tmp_path, f"sqlite:///{tmp_path / 'no' / 'such' / 'g.db'}")
+    assert main(["store", "check", "-c", config]) == cli_store.UNAVAILABLE
+    assert "no folder" in capsys.readouterr().err
+    assert main(["migrate", "status", "-c", config]) == cli_store.UNAVAILABLE
+
+
+def test_a_sqlite_file_locked_by_a_writer_is_waited_for_within_the_commands_limits(
+    sqlite_config: str, tmp_path: Path, capsys
+) -> None:
+    """A gateway (or another migrator) in a write transaction: `migrate up` waits --lock-timeout, then says who
+    may hold it (exit 6, as on PostgreSQL); `store check` reads on, within --timeout."""
+    assert main(["migrate", "up", "--to", "3", "-c", sqlite_config]) == cli_store.OK
+    writer = sqlite3.connect(tmp_path / "g.db", isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        assert main(["migrate", "up", "--lock-timeout", "0.3", "-c", sqlite_config]) == cli_store.BUSY
+        assert time.monotonic() - started < 30  # bounded; generous for a busy machine
+        assert "locked (by a gateway writing or another migrator) for more than 0.3 s" in capsys.readouterr().err
+        assert main(["store", "check", "--timeout", "0.3", "-c", sqlite_config]) == cli_store.BEHIND
+    finally:
+        writer.close()
+    assert versions(tmp_path / "g.db") == [1, 2, 3]
+    assert main(["migrate", "up", "-c", sqlite_config]) == cli_store.OK
+
+
+def test_a_postgres_that_stops_answering_between_two_steps_fails_the_run(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Frozen after the first step (the fault proxy passes nothing more): the run gives up within its timeout,
+    exit 3 with a one-line message, where it had hung for good; the step before is committed."""
+    dsn = require_postgres()
+    with FaultyProxy.before(dsn) as proxy:
+        config = config_file(tmp_path, f"{proxy.url(dsn)}?schema={SCHEMA}")
+
+        async def scenario() -> int:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, main, ["migrate", "up", "-c", config])
+
+        original = cli_store._migrate
+
+        async def freezing(schema, status, args):  # type: ignore[no-untyped-def]
+            real = schema.migrate
+
+            async def migrate(direction, to, *, on_step=None):  # type: ignore[no-untyped-def]
+                def step(done: object) -> None:
+                    if on_step is not None:
+                        on_step(done)
+                    proxy.freeze()
+
+                return await real(direction, to, on_step=step)
+
+            schema.migrate = migrate
+            return await original(schema, status, args)
+
+        monkeypatch.setattr(cli_store, "_migrate", freezing)
+        started = time.monotonic()
+        assert asyncio.run(scenario()) == cli_store.UNAVAILABLE
+        assert time.monotonic() - started < 60  # 10 s bound, and the lock's release (5 s); far from forever
+    err = capsys.readouterr().err
+    assert "no answer within 10 s" in err
+    assert "Traceback" not in err
+    try:
+        rows = postgres_fetch(dsn, f"SELECT version FROM {SCHEMA}.schema_migrations")
+        assert [r[0] for r in rows] == [1]
+    finally:
+        drop_schema(dsn, SCHEMA)

@@ -268,3 +268,34 @@ async def _wait_for(condition: Callable[[], Awaitable[bool]], deadline_s: float 
     while not await condition():
         assert loop.time() < end, "condition not met in time"
         await asyncio.sleep(0.02)
+
+
+def test_the_shipped_migrations_are_one_sequence_in_both_dialects() -> None:
+    sqlite, postgres = migrations("sqlite"), migrations("postgres")
+    assert [m.version for m in sqlite] == list(range(1, len(sqlite) + 1))
+    assert [(m.version, m.name) for m in postgres] == [(m.version, m.name) for m in sqlite]
+    assert all(m.down.strip() for m in (*sqlite, *postgres))
+
+
+@pytest.mark.parametrize(
+    ("files", "named"),
+    [
+        ({"README.up.sql": "", "0001_a.up.sql": ""}, "README.up.sql: not a migration"),
+        ({"0001_a.up.sql": "", "0001-b.up.sql": ""}, "0001-b.up.sql: not a migration"),
+        ({"0001_a.up.sql": "", "0001_a.sql": ""}, "0001_a.sql: not a migration"),
+        ({"0001_a.up.sql": "", "0001_b.up.sql": ""}, "version 0001 twice (a, b)"),
+        ({"0001_a.up.sql": "", "0002_b.down.sql": ""}, "0002_b.down.sql: a down migration without its up"),
+    ],
+)
+def test_a_stray_file_among_the_migrations_is_named_not_skipped(
+    tmp_path, monkeypatch, files: dict[str, str], named: str
+) -> None:
+    """A file left by hand or a bad merge: had it been skipped, a step would be missing or applied under another's
+    version (two files of one version: the second never runs, its version counted as done)."""
+    folder = tmp_path / "migrations" / "sqlite"
+    folder.mkdir(parents=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    monkeypatch.setattr(migrate.resources, "files", lambda package: tmp_path)
+    with pytest.raises(ValueError, match=named.replace("(", r"\(").replace(")", r"\)")):
+        migrations("sqlite")
