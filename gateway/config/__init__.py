@@ -70,9 +70,9 @@ class Timeouts:
 class ProviderConfig:
     type: ProviderType
     base_url: str = ""
-    api_key: str = ""
+    api_key: str = field(default="", repr=False)
     api_version: str = ""
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
     max_connections: int = 1000
     optional: bool = False
     latency_ms: float = 0.0
@@ -144,8 +144,8 @@ class BreakerConfig:
 
 @dataclass(frozen=True, slots=True)
 class WebhookConfig:
-    url: str = ""
-    headers: dict[str, str] = field(default_factory=dict)
+    url: str = field(default="", repr=False)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
     batch_size: int = 100
     flush_interval_ms: int = 1000
     timeout_s: float = 5.0
@@ -167,8 +167,8 @@ class RoutingConfig:
 @dataclass(frozen=True, slots=True)
 class KeyConfig:
     name: str
-    key: str = ""
-    key_sha256: str = ""
+    key: str = field(default="", repr=False)
+    key_sha256: str = field(default="", repr=False)
     project: str = "default"
     team: str = ""
     user: str = ""
@@ -188,7 +188,7 @@ class JwtClaims:
 
 @dataclass(frozen=True, slots=True)
 class JwtConfig:
-    hs256_secret: str = ""
+    hs256_secret: str = field(default="", repr=False)
     jwks_url: str = ""
     issuer: str = ""
     audience: str = ""
@@ -208,7 +208,7 @@ class JwtConfig:
 class AuthConfig:
     mode: AuthMode = "keys"
     keys: list[KeyConfig] = field(default_factory=list)
-    admin_key: str = ""
+    admin_key: str = field(default="", repr=False)
     cache_ttl_s: float = 10.0  # how long a worker trusts a virtual key it has read: revocation lags this much
     negative_cache_ttl_s: float = 2.0  # unknown keys, so that a flood of bad keys cannot hammer the store
     # A virtual key's lookup with no answer from the store within this long fails the request with 503 (a key read
@@ -219,7 +219,7 @@ class AuthConfig:
 
 @dataclass(frozen=True, slots=True)
 class StateConfig:
-    backend: str = "memory"
+    backend: str = field(default="memory", repr=False)
 
 
 LimitScope = Literal["key", "user", "team", "project", "model", "global", "ip"]
@@ -243,7 +243,7 @@ class LimitRule:
 
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
-    backend: str = "memory"  # or redis://host:port/db
+    backend: str = field(default="memory", repr=False)  # or redis://host:port/db
     algorithm: Literal["token-bucket", "sliding-window"] = "token-bucket"
     fail: Literal["open", "closed"] = "open"  # when Redis is unreachable
     default_completion_tokens: int = 1000  # the reservation when a request sets no max_tokens
@@ -354,7 +354,7 @@ def parse_config(
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_SECRET_WORDS = ("key", "secret", "password", "token")
+_SECRET_WORDS = ("key", "secret", "password", "token", "url", "store", "backend", "dsn")
 
 
 def _interpolate(value: Any, env: Mapping[str, str], path: str, problems: list[tuple[str, str]]) -> Any:
@@ -382,7 +382,10 @@ def _join(path: str, key: str) -> str:
 
 
 def _show(path: str, value: Any) -> str:
-    if any(word in path.rsplit(".", 1)[-1].lower() for word in _SECRET_WORDS):
+    """A value for a problem's message: never a secret's, nor a header's (Authorization, api-key), nor a URL's that
+    may carry a password (a store, a Redis backend, a webhook)."""
+    parts = [re.sub(r"\[\d+\]$", "", part).lower() for part in path.split(".")]
+    if "headers" in parts or any(word in parts[-1] for word in _SECRET_WORDS):
         return "(hidden)"
     return repr(value)
 

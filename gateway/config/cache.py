@@ -23,7 +23,7 @@ CACHE_MODES: tuple[CacheMode, ...] = ("off", "exact", "semantic")
 class CacheConfig:
     # memory: per process, bounded by memory_max_mb, least recently used first out. redis://host:port/db: shared by
     # every worker and replica, entries expire by their TTL.
-    backend: str = "memory"
+    backend: str = field(default="memory", repr=False)
     ttl_s: float = 3600.0  # an entry's life when the policy's action sets none
     memory_max_mb: float = 256.0  # the memory backend's bound, answers' bytes counted
     max_entry_kb: float = 1024.0  # an answer bigger than this is not cached (Redis's memory is shared)

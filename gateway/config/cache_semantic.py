@@ -4,7 +4,7 @@ finds a cached answer for a reworded question. It sits under `cache.semantic` in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 SemanticBackend = Literal["memory", "redis"]
@@ -16,7 +16,7 @@ class SemanticCacheConfig:
     # others' from it into its own copy, so lookups never wait on the network (README, "Semantic cache").
     backend: SemanticBackend = "memory"
     # The Redis of the redis backend (redis://host:port/db); empty: the caller's (the state backend's) Redis.
-    redis_url: str = ""
+    redis_url: str = field(default="", repr=False)
     # Cosine similarity (of the built-in embedding) at and above which a cached turn may answer, if the veto lets
     # it. At 0.5 the labelled set (bench/semantic_pairs.py) gets 0 of 600 near misses served and 62% of the
     # paraphrases; at 0.7, 22%. The veto, not the score, is what refuses another number, name, date or unit.

@@ -3,7 +3,7 @@ it as part of GatewayConfig."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MIN_SECRET_CHARS = 32
 
@@ -15,7 +15,7 @@ class ConsoleConfig:
     # The HMAC key that signs session cookies (at least 32 characters; ${ENV} works). Empty: one derived from
     # auth.admin_key (the same in every worker and replica; rotating the admin key ends the sessions), or without
     # an admin key a random one made at start (sessions end with the process, and each worker has its own).
-    session_secret: str = ""
+    session_secret: str = field(default="", repr=False)
     # How long a session lasts after sign-in (a JWT's session ends with the token's exp if that comes first).
     session_ttl_s: float = 8 * 3600.0
     # Mark the cookies Secure even when the request came over plain HTTP (TLS ended at a proxy in front).

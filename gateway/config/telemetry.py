@@ -34,7 +34,7 @@ class SinkConfig:
     type: SinkType
     # langfuse: the host (https://cloud.langfuse.com); otlp: the collector's base (http://collector:4318);
     # webhook: the full URL batches are POSTed to (or data_plane_url with a write key).
-    url: str = ""
+    url: str = field(default="", repr=False)
     public_key: str = ""  # langfuse
     secret_key: str = field(default="", repr=False)  # langfuse
     secret: str = field(default="", repr=False)  # webhook: the HMAC-SHA256 key signing each batch; empty: unsigned
@@ -42,7 +42,7 @@ class SinkConfig:
     # the write key as user and an empty password. Both or neither; data_plane_url instead of url.
     write_key: str = field(default="", repr=False)
     data_plane_url: str = ""
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
     # Records per request to the sink, at most. A record is about seven OTLP spans and two Langfuse events: 128
     # make a body of half a megabyte or so. Bigger bodies cost more CPU per record to build (4 -> 9 µs at 512, on
     # the telemetry bench) and come nearer the size a collector or Langfuse accepts in one request.
@@ -80,7 +80,7 @@ class FeaturesConfig:
 
 @dataclass(frozen=True, slots=True)
 class TelemetryConfig:
-    store: str = "sqlite:///gateway.db"
+    store: str = field(default="sqlite:///gateway.db", repr=False)
     queue_size: int = 100_000
     batch_size: int = 1000
     flush_interval_ms: int = 200
