@@ -36,6 +36,13 @@ class StateBackend(Protocol):
 
     async def hgetall(self, key: str) -> dict[str, str]: ...
 
+    async def hgetall_ttl(self, key: str) -> tuple[dict[str, str], float | None]:
+        """A hash and the seconds it has left (None: no hash, or one that does not expire), read together: a time
+        left is the one timer that all replicas read alike, whatever their clocks say."""
+
+    async def hdel(self, key: str, fields: list[str]) -> None:
+        """Remove these fields of a hash (those it has)."""
+
 
 def open_state(url: str) -> StateBackend:
     if url == "memory":

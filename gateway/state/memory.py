@@ -64,6 +64,17 @@ class MemoryState:
     async def hgetall(self, key: str) -> dict[str, str]:
         return dict(self._live_hash(key) or {})
 
+    async def hgetall_ttl(self, key: str) -> tuple[dict[str, str], float | None]:
+        fields = self._live_hash(key)
+        if fields is None:
+            return {}, None
+        expires = self._hashes[key][1]
+        return dict(fields), None if expires is None else expires - self.clock()
+
+    async def hdel(self, key: str, fields: list[str]) -> None:
+        for name in fields:
+            (self._live_hash(key) or {}).pop(name, None)
+
     def _live_hash(self, key: str) -> dict[str, str] | None:
         item = self._hashes.get(key)
         if item is None:

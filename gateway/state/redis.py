@@ -21,6 +21,10 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 if tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return 1
 """
+# A hash and its time left, in one round trip.
+_HGETALL_TTL = """
+return {redis.call('PTTL', KEYS[1]), redis.call('HGETALL', KEYS[1])}
+"""
 TIMEOUT_S = 1.0
 
 
@@ -33,6 +37,7 @@ class RedisState:
         self._client = RespClient(url, timeout_s=TIMEOUT_S)
         self._incr = Script(self._client, _INCR)
         self._hset = Script(self._client, _HSET)
+        self._hgetall_ttl = Script(self._client, _HGETALL_TTL)
 
     async def open(self) -> None:
         return None
@@ -68,6 +73,18 @@ class RedisState:
     async def hgetall(self, key: str) -> dict[str, str]:
         flat = await self._call("HGETALL", key) or []
         return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+
+    async def hgetall_ttl(self, key: str) -> tuple[dict[str, str], float | None]:
+        try:
+            ttl_ms, flat = await self._hgetall_ttl(keys=[key], args=[])
+        except RedisUnavailable as exc:
+            raise StateUnavailable(str(exc)) from exc
+        fields = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+        return fields, int(ttl_ms) / 1000 if int(ttl_ms) >= 0 else None  # -1: no expiry, -2: no key
+
+    async def hdel(self, key: str, fields: list[str]) -> None:
+        if fields:
+            await self._call("HDEL", key, *fields)
 
     async def set(self, key: str, value: str, ttl_s: float | None = None) -> None:
         if ttl_s:
