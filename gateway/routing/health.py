@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import Iterable
@@ -32,9 +33,18 @@ def _ewma(current: float, sample: float) -> float:
     return sample if current == 0.0 else current + EWMA_ALPHA * (sample - current)
 
 
+def _number(text: str | None) -> float:
+    """A number from the shared state; 0 for none or one this code cannot read (another version's, a hand edit)."""
+    try:
+        value = float(text or 0)
+    except ValueError:
+        return 0.0
+    return value if math.isfinite(value) else 0.0
+
+
 class DeploymentHealth:
     __slots__ = (
-        "deployment", "id", "span", "breaker", "budget", "in_flight", "latency_s", "ttft_s", "drained", "opened_at",
+        "deployment", "id", "span", "breaker", "budget", "in_flight", "latency_s", "ttft_s", "drained", "reset_seen",
         "_minute", "_rpm", "_tpm",
     )  # fmt: skip
 
@@ -48,7 +58,7 @@ class DeploymentHealth:
         self.latency_s = 0.0  # EWMA of whole-answer latency (shared)
         self.ttft_s = 0.0  # EWMA of time to first token of streams (shared)
         self.drained = False
-        self.opened_at = 0.0  # wall time this worker last opened the breaker, or took it open from another
+        self.reset_seen = ""  # the last operator's reset (its id in the shared breaker) this worker applied or made
         self._minute = 0
         self._rpm = 0
         self._tpm = 0
@@ -121,6 +131,8 @@ class HealthRegistry:
         self._task: asyncio.Task[None] | None = None
         self.state_errors = 0
         self.worker = f"{os.getpid()}-{os.urandom(3).hex()}"  # this registry's field in the shared latency hashes
+        # Per shared latency hash, per field: its value when last seen to change, and when (this worker's clock).
+        self._latency_seen: dict[str, dict[str, tuple[str, float]]] = {}
 
     def get(self, deployment: Deployment) -> DeploymentHealth:
         health = self.deployments.get(deployment.id)
@@ -149,10 +161,10 @@ class HealthRegistry:
         if transition == "opened":
             cooldown = breaker.cooldown_s()
             self.events.emit("breaker_open", deployment=deployment_id, cooldown_s=cooldown, reason=reason)
-            health.opened_at = self.wall()
-            until = health.opened_at + cooldown
-            spawn(self._share(f"gw:brk:{deployment_id}", {"until": str(until), "level": str(breaker.level)}, cooldown),
-                  name="breaker-share")  # fmt: skip
+            until = self.wall() + cooldown
+            # An opening clears the mark of an earlier reset (see reset): that reset is over, this one must stand.
+            shared = {"until": str(until), "level": str(breaker.level), "reset": ""}
+            spawn(self._share(f"gw:brk:{deployment_id}", shared, cooldown), name="breaker-share")
         else:
             self.events.emit("breaker_close", deployment=deployment_id)
             spawn(self._unshare(f"gw:brk:{deployment_id}"), name="breaker-share")
@@ -178,11 +190,18 @@ class HealthRegistry:
     async def reset(self, deployment_id: str) -> None:
         """Close the breaker here and, through the state backend, in every worker and replica: an operator's reset
         reaches one replica through a load balancer, and the deployment must come back on all. The mark says when:
-        a worker closes a breaker it opened (or took open) before then, not one that opened again since."""
+        a worker closes a breaker it opened (or took open) before then, not one that opened again since.
+
+        "Before" is told by the shared hash's order, not by clocks: the reset writes a mark with an id of its own,
+        and an opening anywhere clears it. A worker that finds a mark it has not applied yet closes its breaker
+        once; one opened since has cleared the mark. (A reset's wall time, compared with each replica's, had let a
+        replica whose clock was ahead close breakers opened after the reset for as long as it was ahead, and one
+        that was behind leave open those opened before it.)"""
         health = self.deployments[deployment_id]
         health.breaker.reset()
         self.events.emit("breaker_reset", deployment=deployment_id)
-        mark = {"until": "0", "level": "0", "reset": repr(self.wall())}
+        health.reset_seen = f"{self.worker}-{os.urandom(4).hex()}"
+        mark = {"until": "0", "level": "0", "reset": health.reset_seen}
         # Kept as long as a breaker can stay open: a worker that syncs later still sees it.
         await self.state.hset(f"gw:brk:{deployment_id}", mark, ttl_s=self.config.breaker.max_cooldown_s + 1)
 
@@ -201,34 +220,64 @@ class HealthRegistry:
             except StateUnavailable as exc:
                 self.state_errors += 1
                 logger.warning("routing: cannot sync deployment health through the state backend: %s", exc)
+            except Exception:  # a bug, or a value in the shared state this code cannot read: the next round goes on
+                self.state_errors += 1
+                logger.exception("routing: deployment health sync failed")
+
+    async def _live_latencies(self, key: str, ttl_s: float) -> list[str]:
+        """The values in a shared latency hash of the workers that are still writing, each sync; the others' fields
+        are removed. The hash's TTL is renewed by every write, so the field of a worker that is gone (a replica
+        killed or replaced, a worker restarted) would stay for ever: weighing on the average, and the hash growing
+        with every restart. Each value is dated by its writer, so it changes at every write; one that has not
+        changed for the TTL, on this worker's clock, is a dead worker's. No clocks are compared: a replica whose
+        clock is ahead or behind is neither kept when gone nor left out when alive."""
+        fields = await self.state.hgetall(key)
+        now = self.clock()
+        seen = self._latency_seen.setdefault(key, {})
+        for name in set(seen) - set(fields):
+            del seen[name]
+        live, dead = [], []
+        for name, value in fields.items():
+            before = seen.get(name)
+            if before is None or before[0] != value:
+                seen[name] = (value, now)
+            elif now - before[1] > ttl_s:
+                dead.append(name)
+                continue
+            live.append(value)
+        if dead:
+            await self.state.hdel(key, dead)
+            for name in dead:
+                del seen[name]
+        return live
 
     async def sync(self) -> None:
         """Pull breakers and drains opened elsewhere; push this worker's latency averages, pull everyone's."""
         ttl = self.config.breaker.sync_interval_s * 5
         now_wall, now = self.wall(), self.clock()
         for deployment_id, health in list(self.deployments.items()):
-            shared = await self.state.hgetall(f"gw:brk:{deployment_id}")
+            shared, left_s = await self.state.hgetall_ttl(f"gw:brk:{deployment_id}")
             if shared:
-                remaining = float(shared.get("until", 0)) - now_wall
-                if remaining > 0 and health.breaker.force_open(now + remaining, int(shared.get("level", 0))):
-                    health.opened_at = now_wall
-                reset_at = float(shared.get("reset", 0))
-                if health.breaker.state != "closed" and health.opened_at < reset_at:
-                    health.breaker.reset()  # reset by an operator elsewhere (who had the event emitted)
-                    logger.info("routing: breaker of %s reset through another worker or replica", deployment_id)
+                # Open while the opener's hash lives (its TTL is the cooldown and 1 s: see _share), on a timer all
+                # replicas read alike: a wall-clock `until` compared with each replica's clock had kept a breaker
+                # open for as long again as the opener's clock was ahead, and never if it was a cooldown behind.
+                # `until` is still written, for a gateway before this one.
+                opened = _number(shared.get("until")) > 0
+                remaining = left_s - 1 if opened and left_s is not None else 0.0
+                if remaining > 0:
+                    health.breaker.force_open(now + remaining, int(_number(shared.get("level"))))
+                mark = shared.get("reset", "")
+                if mark and mark != health.reset_seen:
+                    health.reset_seen = mark
+                    if health.breaker.state != "closed":
+                        health.breaker.reset()  # reset by an operator elsewhere (who had the event emitted)
+                        logger.info("routing: breaker of %s reset through another worker or replica", deployment_id)
             health.drained = await self.state.get(f"gw:drain:{deployment_id}") == "1"
             key = f"gw:lat:{deployment_id}"
             if health.latency_s or health.ttft_s:
                 value = f"{health.latency_s:.6f},{health.ttft_s:.6f},{now_wall:.3f}"
                 await self.state.hset(key, {self.worker: value}, ttl_s=ttl)
-            # The hash's TTL is renewed by every write, so the field of a worker that is gone (a replica killed or
-            # replaced, a worker restarted) would stay and weigh on the average for ever: each value is dated and
-            # one older than the TTL left out. (A value without a date is from a gateway before this one.)
-            samples = [
-                sample
-                for sample in (tuple(map(float, v.split(","))) for v in (await self.state.hgetall(key)).values())
-                if len(sample) < 3 or now_wall - sample[2] <= ttl
-            ]
+            samples = [tuple(map(_number, v.split(","))) for v in await self._live_latencies(key, ttl)]
             latencies = [s[0] for s in samples if s[0]]
             ttfts = [s[1] for s in samples if len(s) > 1 and s[1]]
             if latencies:

@@ -147,3 +147,138 @@ async def test_the_latency_of_a_worker_that_is_gone_leaves_the_shared_average() 
         await live.sync()
     # Had the dead value stayed, the average would have stayed near it (the live one's value is pulled toward it).
     assert live.get(DEPLOYMENT).latency_s == pytest.approx(0.1, abs=0.01)
+
+
+def skewed(clock: FakeClock, state: MemoryState, ahead_s: float) -> HealthRegistry:
+    """A replica whose wall clock is `ahead_s` ahead of the others' (behind when negative)."""
+    return HealthRegistry(
+        [DEPLOYMENT], ROUTING, state, Events(Metrics()), clock=clock.monotonic, wall=lambda: clock.time() + ahead_s
+    )
+
+
+async def _open(worker: HealthRegistry) -> None:
+    dep = worker.get(DEPLOYMENT)
+    worker.failed(dep, "upstream_unavailable")
+    worker.failed(dep, "upstream_unavailable")
+    await _shared(worker)
+
+
+SKEWS = [-10.0, 0.0, 10.0]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("resetter_skew", SKEWS)
+@pytest.mark.parametrize("other_skew", SKEWS)
+async def test_a_reset_closes_what_opened_before_it_whatever_the_clocks(
+    resetter_skew: float, other_skew: float
+) -> None:
+    # A reset through a replica whose clock is 10 s behind had left open the breakers opened up to 10 s before it.
+    clock = FakeClock()
+    state = MemoryState(clock=clock.monotonic)
+    resetter, other = skewed(clock, state, resetter_skew), skewed(clock, state, other_skew)
+    await _open(other)
+    clock.advance(1)
+    await resetter.reset(DEPLOYMENT.id)
+    clock.advance(1)
+    await other.sync()
+    assert other.get(DEPLOYMENT).breaker.state == "closed"
+    clock.advance(1)
+    await other.sync()  # applied once: the mark does not close it again
+    assert other.get(DEPLOYMENT).available(other.clock())
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("resetter_skew", SKEWS)
+@pytest.mark.parametrize("other_skew", SKEWS)
+async def test_a_breaker_opened_after_a_reset_stays_open_whatever_the_clocks(
+    resetter_skew: float, other_skew: float
+) -> None:
+    # A reset through a replica whose clock is 10 s ahead had closed, at every sync for 10 s, the breakers opened
+    # after it: the deployment failing again was never kept out meanwhile, on any replica.
+    clock = FakeClock()
+    state = MemoryState(clock=clock.monotonic)
+    resetter, other, third = (skewed(clock, state, s) for s in (resetter_skew, other_skew, 0.0))
+    await resetter.reset(DEPLOYMENT.id)
+    await third.sync()  # a replica that saw the mark before the breaker opened again
+    clock.advance(1)
+    await _open(other)
+    for _ in range(3):
+        clock.advance(1)
+        await other.sync()
+        await resetter.sync()
+        await third.sync()
+        assert other.get(DEPLOYMENT).breaker.state == "open"
+    assert resetter.get(DEPLOYMENT).breaker.state == "open"  # taken from other
+    assert third.get(DEPLOYMENT).breaker.state == "open"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("live_skew", SKEWS)
+async def test_gone_workers_leave_the_latency_hash_and_a_skewed_live_one_stays(live_skew: float) -> None:
+    """Many restarts: each worker that is gone leaves its field in the shared hash, which every live write keeps
+    alive; they are removed, so the hash holds the live workers only. A live replica whose clock is 10 s behind
+    (its values dated 10 s in the past) is counted all the same, and one 10 s ahead is dropped once gone."""
+    clock = FakeClock()
+    state = MemoryState(clock=clock.monotonic)
+    observer = registry(clock, state)
+    for _ in range(200):  # workers that served, synced once and were killed
+        gone = skewed(clock, state, 10.0)
+        gone.succeeded(gone.get(DEPLOYMENT), latency_s=5.0)
+        await gone.sync()
+    live = skewed(clock, state, live_skew)
+    for _ in range(30):
+        clock.advance(1)
+        live.succeeded(live.get(DEPLOYMENT), latency_s=0.1)
+        await live.sync()
+        observer.succeeded(observer.get(DEPLOYMENT), latency_s=0.1)
+        await observer.sync()
+    fields = await state.hgetall(f"gw:lat:{DEPLOYMENT.id}")
+    assert sorted(fields) == sorted([live.worker, observer.worker])
+    assert observer.get(DEPLOYMENT).latency_s == pytest.approx(0.1, abs=0.01)
+    assert live.get(DEPLOYMENT).latency_s == pytest.approx(0.1, abs=0.01)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "shared",
+    [
+        {"brk": {"until": "abc", "level": "x"}},
+        {"brk": {"until": "inf", "level": "1"}},
+        {"brk": {"until": "nan"}},
+        {"lat": {"other": "fast,slow,now"}},
+        {"lat": {"other": "inf"}},
+    ],
+)
+async def test_a_value_in_the_shared_state_that_cannot_be_read_opens_nothing_and_stops_nothing(
+    shared: dict[str, dict[str, str]],
+) -> None:
+    # A float("abc") had raised out of sync(): the background task, which only caught StateUnavailable, died, and
+    # the worker shared no breaker again until restarted. "inf" had opened the breaker for good.
+    clock = FakeClock()
+    state = MemoryState(clock=clock.monotonic)
+    for kind, values in shared.items():
+        await state.hset(f"gw:{kind}:{DEPLOYMENT.id}", values, ttl_s=60)
+    worker = registry(clock, state)
+    await worker.sync()
+    dep = worker.get(DEPLOYMENT)
+    assert dep.breaker.state == "closed"
+    assert dep.latency_s == 0.0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("opener_skew", SKEWS)
+async def test_a_shared_breaker_lasts_its_cooldown_elsewhere_whatever_the_openers_clock(opener_skew: float) -> None:
+    # The opener's wall-clock `until` read on another replica's clock had kept the breaker open 20 s there when
+    # the opener was 10 s ahead, and not at all when it was 10 s behind (a 10 s cooldown).
+    clock = FakeClock()
+    state = MemoryState(clock=clock.monotonic)
+    opener, other = skewed(clock, state, opener_skew), registry(clock, state)
+    await _open(opener)
+    clock.advance(1)
+    await other.sync()
+    dep = other.get(DEPLOYMENT)
+    assert dep.breaker.state == "open"
+    clock.advance(8.9)
+    assert not dep.available(other.clock())
+    clock.advance(0.2)
+    assert dep.available(other.clock())
