@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from gateway.api.access import AdminEndpoint, authorize
-from gateway.errors import NotFound
+from gateway.errors import NotFound, ServiceUnavailable
+from gateway.state.base import StateUnavailable
 from gateway.types import Receive, Scope
 
 if TYPE_CHECKING:
@@ -57,8 +58,16 @@ async def act_on_deployment(gateway: Gateway, deployment_id: str, action: str | 
     health = gateway.health
     if deployment_id not in health.deployments or action not in ACTIONS:
         raise NotFound(f"No deployment {deployment_id!r} (see GET /admin/deployments).")
-    if action == "reset":
-        await health.reset(deployment_id)
-    else:
-        await health.drain(deployment_id, action == "drain")
+    try:
+        if action == "reset":
+            await health.reset(deployment_id)
+        else:
+            await health.drain(deployment_id, action == "drain")
+    except StateUnavailable as exc:
+        # Done here, not shared: behind a load balancer the other replicas keep the deployment as it was (a
+        # breaker open until its cooldown ends). A 503 says so and that a retry is safe, not a bare 500.
+        raise ServiceUnavailable(
+            f"{action} done on this replica only: the state backend that shares it with the others cannot be"
+            f" reached ({exc}); try again."
+        ) from None
     return health.deployments[deployment_id].snapshot(health.clock())
