@@ -20,6 +20,8 @@ import orjson
 
 # No type stubs are installed for jsonschema (types-jsonschema is not a dev dependency).
 from jsonschema import Draft202012Validator, SchemaError, ValidationError  # type: ignore[import-untyped]
+from referencing import Registry
+from referencing.exceptions import NoSuchResource
 
 from gateway.guardrails.base import CheckResult, Finding
 
@@ -58,7 +60,9 @@ class _ValidatorCache:
             Draft202012Validator.check_schema(schema)
         except SchemaError as exc:
             raise ValueError(f"invalid JSON schema: {exc.message}") from None
-        validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+        validator = Draft202012Validator(
+            schema, format_checker=Draft202012Validator.FORMAT_CHECKER, registry=_LOCAL_ONLY
+        )
         with self._lock:
             self._items[key] = validator
             while len(self._items) > self.size:
@@ -67,6 +71,17 @@ class _ValidatorCache:
 
 
 _CACHE = _ValidatorCache(CACHE_SIZE)
+
+
+def _refuse_retrieval(uri: str) -> Any:
+    # jsonschema fetches a $ref to an http(s) URL by default (urllib, no timeout, on the thread that validates: the
+    # event loop). The schema is the client's (response_format): that would fetch any URL the gateway can reach
+    # (a cloud's metadata service, an internal admin page) and stall every request meanwhile. Only references
+    # inside the schema itself ("#/$defs/...") resolve.
+    raise NoSuchResource(ref=uri)  # type: ignore[call-arg]  # an attrs class
+
+
+_LOCAL_ONLY: Registry[Any] = Registry(retrieve=_refuse_retrieval)  # type: ignore[call-arg]  # attrs
 
 
 def validator_for(schema: Mapping[str, Any]) -> Draft202012Validator:

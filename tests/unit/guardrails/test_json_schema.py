@@ -127,3 +127,47 @@ def test_invalid_schema_is_a_value_error() -> None:
 )
 def test_schema_from_response_format(response_format: Any, expected: dict[str, Any] | None) -> None:
     assert schema_from_response_format(response_format) == expected
+
+
+@pytest.mark.parametrize("where", ["$ref", "$dynamicRef", "nested"])
+def test_a_schema_never_makes_the_gateway_fetch_a_url(where: str) -> None:
+    """The schema is the client's (response_format). jsonschema fetches an http(s) $ref by default, with urllib,
+    on the event loop and without a timeout: a request to any host the gateway reaches (a metadata service). The
+    reference is refused instead, and the answer's check fails as a schema at fault does."""
+    import http.server
+    import threading
+
+    fetched: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            fetched.append(self.path)
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"type": "string"}')
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/latest/meta-data"
+    schema: dict[str, Any] = {
+        "$ref": {"$ref": url},
+        "$dynamicRef": {"$dynamicRef": url},
+        "nested": {"type": "object", "properties": {"a": {"items": {"$ref": url}}}},
+    }[where]
+    try:
+        with pytest.raises(ValueError, match="the schema cannot be applied"):
+            JsonSchemaCheck(schema).check('{"a": [1]}' if where == "nested" else "5")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert fetched == []
+
+
+def test_references_inside_the_schema_still_resolve() -> None:
+    schema = {"$defs": {"price": {"type": "number"}}, "type": "object", "properties": {"p": {"$ref": "#/$defs/price"}}}
+    assert not JsonSchemaCheck(schema).check('{"p": 1.5}').triggered
+    assert JsonSchemaCheck(schema).check('{"p": "x"}').triggered
