@@ -46,6 +46,9 @@ def add_parser(commands: Any) -> None:
     down = actions.add_parser("down", help="revert the migrations above --to, newest first (destroys their data)")
     down.add_argument("--to", type=int, required=True, help="the version to go back to (0: an empty schema)")
     down.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    down.add_argument(
+        "--force", action="store_true", help="go on while gateways are connected to the database (PostgreSQL)"
+    )
     for name in ("up", "down"):
         actions.choices[name].add_argument(
             "--lock-timeout", type=float, default=60.0, help="seconds to wait for another migrator (default: 60)"
@@ -138,6 +141,15 @@ async def _migrate(schema: Schema, status: SchemaStatus, args: argparse.Namespac
     if not steps:
         print(f"{schema.where}: nothing to do (version {status.version})")
         return AHEAD if status.unknown else OK
+    if args.action == "down" and not args.force and (live := await schema.gateways_connected()):
+        # What down drops, serving gateways write to: their records fail and spool meanwhile, or land in tables
+        # that an `up` made again. The README's rolling back stops them first.
+        print(
+            f"error: {schema.where}: {live} gateway connection(s) open on this database: stop the gateways before"
+            " going down (or --force if they are another schema's)",
+            file=sys.stderr,
+        )
+        return USAGE
     if args.action == "down" and not args.yes and not _confirmed(schema, steps):
         return USAGE
 

@@ -100,7 +100,7 @@ class PostgresStore(TraceQueries):
         command_timeout_s: float = 60.0,
         ping_timeout_s: float = 2.0,
         query_timeout_s: float = 5.0,
-        application_name: str = "gateway",
+        application_name: str = "gateway",  # `gateway migrate down` looks for it (schema.GATEWAY_APPLICATION)
     ) -> None:
         url = urlsplit(dsn)
         query = parse_qsl(url.query, keep_blank_values=True)

@@ -25,6 +25,7 @@ from gateway.store.migrate import (
 )
 
 OnStep = Callable[[Migration], None]
+GATEWAY_APPLICATION = "gateway"  # a serving gateway's connections, as pg_stat_activity names them (postgres.py)
 
 
 class Schema(Protocol):
@@ -35,6 +36,9 @@ class Schema(Protocol):
 
     async def migrate(self, direction: Direction, to: int | None, *, on_step: OnStep | None = None) -> list[Migration]:
         """The steps run, in order. MigrationRefused, MigratorBusy, or the driver's error on a failing step."""
+
+    async def gateways_connected(self) -> int:
+        """How many connections gateways have open on this database now (0 where that cannot be told: SQLite)."""
 
     async def close(self) -> None: ...
 
@@ -114,6 +118,9 @@ class SQLiteSchema:
             conn.close()
             self.missing = False
 
+    async def gateways_connected(self) -> int:
+        return 0  # a file does not say who has it open
+
     async def close(self) -> None:
         pass
 
@@ -167,6 +174,23 @@ class PostgresSchema:
             )  # fmt: skip
         except TimeoutError as exc:  # between two steps: the step before is committed, the next one never began
             raise StoreUnavailable(f"{self.where}: no answer within {self.timeout_s:g} s") from exc
+
+    async def gateways_connected(self) -> int:
+        import asyncpg
+
+        conn = await self._connection()
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                count = await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND application_name = $1 AND pid <> pg_backend_pid()",
+                    GATEWAY_APPLICATION,
+                )
+        except TimeoutError as exc:
+            raise StoreUnavailable(f"{self.where}: no answer within {self.timeout_s:g} s") from exc
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise StoreUnavailable(f"{self.where}: {describe(exc)}") from exc
+        return int(count)
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None

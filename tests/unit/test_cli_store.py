@@ -17,6 +17,7 @@ import pytest
 from gateway import cli_store
 from gateway.cli import main
 from gateway.store.migrate import migrations
+from gateway.store.postgres import PostgresStore
 from tests.faults import FaultyProxy
 from tests.services import drop_schema, free_port, postgres_fetch, require_postgres
 
@@ -134,7 +135,8 @@ def test_postgres_status_up_down_and_check(postgres_config: str, capsys) -> None
     out = capsys.readouterr().out
     assert "answered in" in out
     assert "postgres 127.0.0.1" in out or "postgres localhost" in out
-    assert main(["migrate", "down", "--to", "10", "--yes", "-c", postgres_config]) == cli_store.OK
+    # --force: a gateway of another test may be connected to this database (see the test of the refusal below).
+    assert main(["migrate", "down", "--to", "10", "--yes", "--force", "-c", postgres_config]) == cli_store.OK
     assert main(["migrate", "status", "-c", postgres_config]) == cli_store.OK
     out = capsys.readouterr().out
     assert "schema: version 10" in out
@@ -290,3 +292,31 @@ def test_a_postgres_that_stops_answering_between_two_steps_fails_the_run(tmp_pat
         assert [r[0] for r in rows] == [1]
     finally:
         drop_schema(dsn, SCHEMA)
+
+
+def test_down_refuses_while_gateways_are_connected(postgres_config: str, capsys) -> None:
+    """Down on a live store: the serving gateways write to what it drops (records failing and spooling, or landing
+    in tables an `up` made again). It names them and stops, --yes or not, unless --force."""
+    dsn = require_postgres()
+    assert main(["migrate", "up", "-c", postgres_config]) == cli_store.OK
+
+    async def scenario() -> tuple[int, int]:
+        store = PostgresStore(dsn, schema=SCHEMA)  # a serving gateway's connections
+        await store.open()
+        try:
+            loop = asyncio.get_running_loop()
+            refused = await loop.run_in_executor(
+                None, main, ["migrate", "down", "--to=11", "--yes", "-c", postgres_config]
+            )
+            forced = await loop.run_in_executor(
+                None, main, ["migrate", "down", "--to=11", "--yes", "--force", "-c", postgres_config]
+            )
+            return refused, forced
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) == (cli_store.USAGE, cli_store.OK)
+    err = capsys.readouterr().err
+    assert "gateway connection(s) open on this database: stop the gateways" in err
+    rows = postgres_fetch(dsn, f"SELECT max(version) FROM {SCHEMA}.schema_migrations")
+    assert rows[0][0] == 11  # down by the forced run only
