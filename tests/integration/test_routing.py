@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from gateway.config import GatewayConfig
+from gateway.state.memory import MemoryState
 from tests.clock import FakeClock
 from tests.conftest import KEY, running
 from tests.integration.helpers import RawUpstream, wait_until
@@ -162,6 +163,9 @@ def test_a_failing_deployment_opens_its_breaker_is_probed_with_backoff_and_recov
     # ended until the clock is advanced past it (on a loaded machine, 6 requests once outlasted a 0.3 s cooldown).
     clock = FakeClock()
     gateway.health.clock, gateway.health.wall = clock.monotonic, clock.time
+    # The shared breaker's time left (its hash's TTL) is on the state backend's clock: the same one.
+    assert isinstance(gateway.health.state, MemoryState)
+    gateway.health.state.clock = clock.monotonic
     up.failing = True
     statuses = [chat(url, "pair").status_code for _ in range(4)]
     assert statuses.count(500) == 2  # round robin sent two to the failing one: then the breaker opened
