@@ -27,6 +27,9 @@ from gateway.types import Clock
 logger = logging.getLogger("gateway.routing")
 
 EWMA_ALPHA = 0.3
+# The reset mark an opening leaves: none. A number, as a gateway before this one reads the mark ("" had stopped its
+# sync); its 0 is older than any opening, so it closes nothing there either.
+NO_RESET = "0"
 
 
 def _ewma(current: float, sample: float) -> float:
@@ -163,7 +166,7 @@ class HealthRegistry:
             self.events.emit("breaker_open", deployment=deployment_id, cooldown_s=cooldown, reason=reason)
             until = self.wall() + cooldown
             # An opening clears the mark of an earlier reset (see reset): that reset is over, this one must stand.
-            shared = {"until": str(until), "level": str(breaker.level), "reset": ""}
+            shared = {"until": str(until), "level": str(breaker.level), "reset": NO_RESET}
             spawn(self._share(f"gw:brk:{deployment_id}", shared, cooldown), name="breaker-share")
         else:
             self.events.emit("breaker_close", deployment=deployment_id)
@@ -200,7 +203,8 @@ class HealthRegistry:
         health = self.deployments[deployment_id]
         health.breaker.reset()
         self.events.emit("breaker_reset", deployment=deployment_id)
-        health.reset_seen = f"{self.worker}-{os.urandom(4).hex()}"
+        # Its wall time, as a gateway before this one wrote it and still reads it (a number), taken as an id here.
+        health.reset_seen = repr(self.wall())
         mark = {"until": "0", "level": "0", "reset": health.reset_seen}
         # Kept as long as a breaker can stay open: a worker that syncs later still sees it.
         await self.state.hset(f"gw:brk:{deployment_id}", mark, ttl_s=self.config.breaker.max_cooldown_s + 1)
@@ -267,7 +271,7 @@ class HealthRegistry:
                 if remaining > 0:
                     health.breaker.force_open(now + remaining, int(_number(shared.get("level"))))
                 mark = shared.get("reset", "")
-                if mark and mark != health.reset_seen:
+                if mark not in ("", NO_RESET) and mark != health.reset_seen:
                     health.reset_seen = mark
                     if health.breaker.state != "closed":
                         health.breaker.reset()  # reset by an operator elsewhere (who had the event emitted)

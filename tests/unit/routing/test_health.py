@@ -282,3 +282,23 @@ async def test_a_shared_breaker_lasts_its_cooldown_elsewhere_whatever_the_opener
     assert not dep.available(other.clock())
     clock.advance(0.2)
     assert dep.available(other.clock())
+
+
+@pytest.mark.anyio
+async def test_the_shared_breaker_stays_readable_by_the_gateway_before_this_one() -> None:
+    # A rolling upgrade runs both versions on one Redis; the one before reads every field of gw:brk:<id> as a
+    # number (float(...)), and a value that is not one stops its health sync for good.
+    clock = FakeClock()
+    state = MemoryState(clock=clock.monotonic)
+    worker = registry(clock, state)
+    key = f"gw:brk:{DEPLOYMENT.id}"
+    await _open(worker)
+    written = [await state.hgetall(key)]
+    await worker.reset(DEPLOYMENT.id)
+    written.append(await state.hgetall(key))
+    await _open(worker)
+    written.append(await state.hgetall(key))
+    for values in written:
+        assert all(isinstance(float(value), float) for value in values.values()), values
+    assert float(written[1]["reset"]) > 0  # the previous gateway's reset, which it applies as before
+    assert float(written[2]["reset"]) == 0  # after an opening: no reset for either version
