@@ -21,7 +21,8 @@ async def exercise(state, prefix: str, advance) -> None:
     assert await state.hgetall(f"{prefix}:h") == {"a": "1"}
     fields, left = await state.hgetall_ttl(f"{prefix}:h")
     assert fields == {"a": "1"}
-    assert left is not None and 0 < left <= 0.3
+    assert left is not None
+    assert 0 < left <= 0.3
     await state.hset(f"{prefix}:d", {"a": "1", "b": "2", "c": "3"})
     await state.hdel(f"{prefix}:d", ["a", "c", "missing"])
     assert await state.hgetall_ttl(f"{prefix}:d") == ({"b": "2"}, None)  # no TTL
