@@ -106,7 +106,10 @@ class AiohttpTransport:
     async def __call__(self, url: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]:
         if self._session is None:  # made in the running loop, on first use
             self._session = aiohttp.ClientSession(timeout=self.timeout)
-        async with self._session.post(url, data=body, headers=dict(headers)) as response:
+        # Never followed: aiohttp would turn a 301/302/303 into a GET without the body, which the target may answer
+        # 200 to (the batch counted sent, and lost), and send the credentials to wherever Location points. A 3xx
+        # is the sink's answer, mapped as any other (status_failure).
+        async with self._session.post(url, data=body, headers=dict(headers), allow_redirects=False) as response:
             return response.status, await response.read()
 
     async def close(self) -> None:

@@ -687,3 +687,55 @@ async def test_a_request_refused_in_the_middle_of_a_batch_costs_only_its_records
     assert len([p for p in paths if p != "/v1/metrics"]) == 4  # one request a record, none skipped
     if kind == "otlp":
         assert paths[-1] == "/v1/metrics"  # every record counted in the metrics, once
+
+
+# Redirects, through the real transport (aiohttp)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["langfuse", "otlp", "webhook"])
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_a_redirect_is_the_sinks_answer_never_followed(kind: str, status: int) -> None:
+    """aiohttp had followed it: a 301/302/303 as a GET without the body, which the target answered 200, so that the
+    batch was counted sent and lost; and the credentials went wherever Location pointed. Now the 3xx is refused
+    like any answer that is not a success, so the records go to the dead letters, and nothing follows."""
+    import http.server
+    import threading
+
+    seen: list[tuple[str, str]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            seen.append((self.command, self.path))
+            if self.path.startswith("/elsewhere"):
+                self.send_response(200)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+                return
+            self.send_response(status)
+            self.send_header("location", "/elsewhere")
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    options = {"public_key": "pk", "secret_key": "sk"} if kind == "langfuse" else {}
+    sink = build_sink("s", SinkConfig(type=kind, url=base + ("/hook" if kind == "webhook" else ""), **options))  # type: ignore[arg-type]
+    try:
+        with pytest.raises(SinkRejected) as refused:
+            await sink.write([record()])
+    finally:
+        await sink.close()
+        server.shutdown()
+        server.server_close()
+    assert f"HTTP {status}" in str(refused.value)
+    assert seen
+    assert not any(path.startswith("/elsewhere") for _, path in seen)
