@@ -154,6 +154,12 @@ def _check_sink_target(sink: SinkConfig, path: str, problems: list[tuple[str, st
             problems.append((path, "data_plane_url needs write_key (the source's write key, from the environment)"))
         elif not sink.data_plane_url.startswith(http):
             problems.append((f"{path}.data_plane_url", "must be an http:// or https:// URL"))
+        elif (plane := urlsplit(sink.data_plane_url)).query or plane.fragment:
+            problems.append((f"{path}.data_plane_url", "the data plane's base URL, without ?query or #fragment"))
+        elif plane.path.rstrip("/").endswith("/v1/batch"):
+            # Posted to <data_plane_url>/v1/batch: this one would go to .../v1/batch/v1/batch, a 404, every record
+            # in the dead letters.
+            problems.append((f"{path}.data_plane_url", "the data plane's base URL: leave /v1/batch out"))
         if sink.data_plane_url and sink.url:
             problems.append((path, "url or data_plane_url, not both (batches go to <data_plane_url>/v1/batch)"))
         if sink.write_key and any(h.lower() == "authorization" for h in sink.headers):

@@ -79,3 +79,21 @@ def test_config_needs_both_or_neither() -> None:
     )
     assert config.telemetry.sinks["rs"].write_key == WRITE_KEY
     assert WRITE_KEY not in problems(f"{{type: webhook, write_key: {WRITE_KEY}}}")
+
+
+@pytest.mark.parametrize(
+    ("data_plane_url", "problem"),
+    [
+        ("https://dp.test/v1/batch", "leave /v1/batch out"),
+        ("https://dp.test/v1/batch/", "leave /v1/batch out"),
+        ("https://dp.test/?writeKey=x", "without ?query"),
+        ("https://dp.test/#x", "without ?query or #fragment"),
+    ],
+)
+def test_a_data_plane_url_that_would_post_elsewhere_is_a_problem(data_plane_url: str, problem: str) -> None:
+    # Batches go to <data_plane_url>/v1/batch: these would go to a 404 or to a path past a query string, and every
+    # record to the dead letters.
+    text = problems(f"{{type: webhook, data_plane_url: '{data_plane_url}', write_key: k}}")
+    assert "telemetry.sinks.rs.data_plane_url:" in text
+    assert problem in text
+    assert parse_config("telemetry: {sinks: {rs: {type: webhook, data_plane_url: 'https://dp.test/x/', write_key: k}}}")
