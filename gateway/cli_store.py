@@ -177,5 +177,9 @@ def _confirmed(schema: Schema, steps: list[Migration]) -> bool:
     if not sys.stdin.isatty():
         print("refusing without --yes: the data of what is dropped is lost", file=sys.stderr)
         return False
-    answer = input("type yes to go on: ")
+    try:
+        answer = input("type yes to go on: ")
+    except (EOFError, KeyboardInterrupt):  # Ctrl-D or Ctrl-C at the prompt: a no, not a traceback
+        print(file=sys.stderr)
+        return False
     return answer.strip().lower() == "yes"

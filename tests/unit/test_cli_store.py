@@ -104,6 +104,14 @@ def test_down_needs_a_target_and_a_confirmation(sqlite_config: str, tmp_path: Pa
     monkeypatch.setattr("builtins.input", lambda prompt: "no")
     assert main(["migrate", "down", "--to", "11", "-c", sqlite_config]) == cli_store.USAGE
     assert versions(db)[-1] == LATEST
+    for gone in (EOFError, KeyboardInterrupt):  # Ctrl-D, Ctrl-C at the prompt: a no, not a traceback
+
+        def leave(prompt: str, gone: type[BaseException] = gone) -> str:
+            raise gone
+
+        monkeypatch.setattr("builtins.input", leave)
+        assert main(["migrate", "down", "--to", "11", "-c", sqlite_config]) == cli_store.USAGE
+        assert versions(db)[-1] == LATEST
     monkeypatch.setattr("builtins.input", lambda prompt: "yes")
     assert main(["migrate", "down", "--to", "11", "-c", sqlite_config]) == cli_store.OK
     assert versions(db)[-1] == 11
