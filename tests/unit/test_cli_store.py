@@ -4,8 +4,12 @@ outcome has (cli_store.py's docstring), on SQLite and on PostgreSQL, reachable, 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -328,3 +332,40 @@ def test_down_refuses_while_gateways_are_connected(postgres_config: str, capsys)
     assert "gateway connection(s) open on this database: stop the gateways" in err
     rows = postgres_fetch(dsn, f"SELECT max(version) FROM {SCHEMA}.schema_migrations")
     assert rows[0][0] == 11  # down by the forced run only
+
+
+def test_a_migrator_stopped_then_killed_holds_the_lock_then_lets_it_go(postgres_config: str, capsys) -> None:
+    """Another migrator's process, frozen (SIGSTOP) while it holds the schema's lock: this one gives up past
+    --lock-timeout with exit 6. Killed (-9): the server ends its session and the lock with it, and this one runs."""
+    dsn = require_postgres()
+    command = [sys.executable, "-c", HOLDER, dsn, SCHEMA]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as holder:
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline().strip() == "locked"
+            os.kill(holder.pid, signal.SIGSTOP)
+            assert main(["migrate", "up", "--lock-timeout", "0.5", "-c", postgres_config]) == cli_store.BUSY
+            assert "another migrator held the schema's lock for more than 0.5 s" in capsys.readouterr().err
+            os.kill(holder.pid, signal.SIGKILL)
+            holder.wait(30)
+            # Waited for as long as the server takes to see the session gone (at once: the socket is closed).
+            assert main(["migrate", "up", "--lock-timeout", "30", "-c", postgres_config]) == cli_store.OK
+        finally:
+            if holder.poll() is None:
+                holder.kill()
+    rows = postgres_fetch(dsn, f"SELECT count(*) FROM {SCHEMA}.schema_migrations")
+    assert rows[0][0] == LATEST
+
+
+HOLDER = """
+import asyncio, sys
+import asyncpg
+
+async def main():
+    conn = await asyncpg.connect(sys.argv[1])
+    await conn.execute("SELECT pg_advisory_lock(hashtext('gateway.schema:' || $1::text))", sys.argv[2])
+    print("locked", flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
