@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 import time
 from typing import Any
@@ -36,6 +37,18 @@ from gateway.store.schema import Schema, schema_of
 OK, FAILED, USAGE, UNAVAILABLE, BEHIND, AHEAD, BUSY = 0, 1, 2, 3, 4, 5, 6
 
 
+def seconds(text: str) -> float:
+    """A time limit: a positive, finite number of seconds (0, a negative or nan had been taken, and told as "no
+    answer within 0 s" or "the lock held for more than nan s", of a store that was fine)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return value
+
+
 def add_parser(commands: Any) -> None:
     migrate = commands.add_parser("migrate", help="show, apply or revert the store's schema migrations")
     migrate.add_argument("-c", "--config", default="gateway.yaml", help="config file (default: gateway.yaml)")
@@ -51,13 +64,13 @@ def add_parser(commands: Any) -> None:
     )
     for name in ("up", "down"):
         actions.choices[name].add_argument(
-            "--lock-timeout", type=float, default=60.0, help="seconds to wait for another migrator (default: 60)"
+            "--lock-timeout", type=seconds, default=60.0, help="seconds to wait for another migrator (default: 60)"
         )
     store = commands.add_parser("store", help="check the configured store")
     store.add_argument("-c", "--config", default="gateway.yaml", help="config file (default: gateway.yaml)")
     store_actions = store.add_subparsers(dest="action", required=True)
     check = store_actions.add_parser("check", help="connectivity and schema version; the exit code says which")
-    check.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the store (default: 5)")
+    check.add_argument("--timeout", type=seconds, default=5.0, help="seconds to wait for the store (default: 5)")
     # `--config` is accepted before or after the action (`gateway migrate up --config F`), as `keys` takes it.
     for action in (*actions.choices.values(), check):
         action.add_argument("-c", "--config", dest="config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)

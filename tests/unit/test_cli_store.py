@@ -369,3 +369,16 @@ async def main():
 
 asyncio.run(main())
 """
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "-inf", "soon"])
+@pytest.mark.parametrize("command", [["store", "check", "--timeout"], ["migrate", "up", "--lock-timeout"]])
+def test_a_time_limit_is_a_positive_number_of_seconds(
+    sqlite_config: str, capsys, command: list[str], value: str
+) -> None:
+    # Taken, they had been told as "no answer within 0 s" (exit 3) or "another migrator held the lock for more than
+    # nan s" (exit 6), of a store that was fine.
+    with pytest.raises(SystemExit) as exited:
+        main([*command[:-1], f"{command[-1]}={value}", "-c", sqlite_config])  # =: "-1" is not taken for an option
+    assert exited.value.code == cli_store.USAGE
+    assert "seconds" in capsys.readouterr().err
