@@ -10,6 +10,7 @@ cross-references (and runs the `checks` of the layers above: gateway/load.py add
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -548,8 +549,7 @@ def _check_references(config: GatewayConfig, problems: list[tuple[str, str]]) ->
         problems.append(("routing.events_webhook.spool_max_mb", "must not be negative"))
     if not 0 <= config.routing.retry_budget.ratio <= 1:
         problems.append(("routing.retry_budget.ratio", "must be between 0 and 1"))
-    if not 0 < config.routing.breaker.error_rate <= 1:
-        problems.append(("routing.breaker.error_rate", "must be in (0, 1]"))
+    _check_breaker(config.routing.breaker, problems)
     if config.server.max_body_mb <= 0:
         problems.append(("server.max_body_mb", "must be positive"))
     if config.server.workers < 1:
@@ -579,6 +579,22 @@ def _check_references(config: GatewayConfig, problems: list[tuple[str, str]]) ->
     if not (config.state.backend == "memory" or config.state.backend.startswith(("redis://", "rediss://"))):
         problems.append(("state.backend", "supported: memory, redis://host:port/db"))
     _check_limits(config, problems)
+
+
+def _check_breaker(breaker: BreakerConfig, problems: list[tuple[str, str]]) -> None:
+    # Each of these taken as it was had been a fault of its own: a sync interval of 0, negative or nan runs the
+    # sync in a busy loop against Redis (and its TTLs of 5 intervals never expire); a max_cooldown_s of 0 or less
+    # opens a breaker for no time and gives the reset mark a TTL that never expires. (A cooldown_s above
+    # max_cooldown_s is capped to it, as documented.)
+    if not 0 < breaker.error_rate <= 1:
+        problems.append(("routing.breaker.error_rate", "must be in (0, 1]"))
+    for name in ("sync_interval_s", "cooldown_s", "max_cooldown_s", "window_s"):
+        value = getattr(breaker, name)
+        if not (math.isfinite(value) and value > 0):
+            problems.append((f"routing.breaker.{name}", "must be a positive number of seconds"))
+    for name in ("consecutive_failures", "min_requests"):
+        if getattr(breaker, name) < 1:
+            problems.append((f"routing.breaker.{name}", "must be at least 1"))
 
 
 def _check_limits(config: GatewayConfig, problems: list[tuple[str, str]]) -> None:

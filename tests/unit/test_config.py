@@ -148,3 +148,24 @@ def test_a_shared_semantic_index_needs_a_redis_to_share_through():
     parse_config(semantic + "state: {backend: 'redis://127.0.0.1:6379/8'}\n", source="g.yaml", env={})
     own = MINIMAL + "cache:\n  semantic: {backend: redis, redis_url: 'redis://127.0.0.1:6379/8'}\n"
     parse_config(own, source="g.yaml", env={})
+
+
+@pytest.mark.parametrize(
+    ("setting", "problem"),
+    [
+        ("sync_interval_s: 0", "routing.breaker.sync_interval_s: must be a positive number of seconds"),
+        ("sync_interval_s: -1", "routing.breaker.sync_interval_s: must be a positive number of seconds"),
+        ("sync_interval_s: .nan", "routing.breaker.sync_interval_s: must be a positive number of seconds"),
+        ("cooldown_s: 0", "routing.breaker.cooldown_s: must be a positive number of seconds"),
+        ("window_s: -3", "routing.breaker.window_s: must be a positive number of seconds"),
+        ("max_cooldown_s: -5", "routing.breaker.max_cooldown_s: must be a positive number of seconds"),
+        ("max_cooldown_s: .inf", "routing.breaker.max_cooldown_s: must be a positive number of seconds"),
+        ("consecutive_failures: 0", "routing.breaker.consecutive_failures: must be at least 1"),
+        ("min_requests: 0", "routing.breaker.min_requests: must be at least 1"),
+        ("error_rate: 0", "routing.breaker.error_rate: must be in (0, 1]"),
+    ],
+)
+def test_a_breaker_setting_that_would_break_the_breakers_is_refused_by_name(setting: str, problem: str) -> None:
+    breaker = setting if setting.startswith("{") else f"{{{setting}}}"
+    text = "providers: {m: {type: mock}}\nmodels: {x: {deployments: [{provider: m, model: x}]}}\n"
+    assert problem in "\n".join(problems(f"{text}routing: {{breaker: {breaker}}}\n"))
