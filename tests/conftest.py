@@ -92,3 +92,13 @@ def upstream() -> Iterator[tuple[str, Upstream]]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A Redis Cluster of three masters and three replicas on loopback, for the session (tests/redis_cluster.py);
+    each test starts from empty masters."""
+    from tests.redis_cluster import redis_cluster as start
+
+    with start(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster

@@ -16,7 +16,7 @@ from gateway.cache.entry import Entry
 from gateway.types import Clock
 
 if TYPE_CHECKING:
-    from gateway.state.redis_client import RespClient
+    from gateway.state.redis_client import RedisClient
 
 
 class CacheBackend(Protocol):
@@ -123,9 +123,10 @@ class RedisBackend:
 
     def __init__(self, url: str, *, timeout_s: float) -> None:
         # redis-py (and the cryptography it pulls in) is imported only by a gateway that uses Redis.
-        from gateway.state.redis_client import RespClient
+        from gateway.state.redis_client import connect
 
-        self.client: RespClient = RespClient(url, timeout_s=timeout_s)
+        # Keys carry no hash tag: on a Redis Cluster entries spread over every slot (each call touches one key).
+        self.client: RedisClient = connect(url, timeout_s=timeout_s)
 
     async def get(self, project: str, model: str, key: str) -> Entry | None:
         data = await self.client.call("GET", redis_key(project, model, key))
@@ -140,14 +141,7 @@ class RedisBackend:
             f"{PREFIX}{_name(project) if project is not None else '*'}:"
             f"{_name(model) if model is not None else '*'}:{key if key is not None else '*'}"
         )
-        removed = 0
-        cursor = b"0"
-        while True:
-            cursor, keys = await self.client.call("SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT)
-            if keys:
-                removed += int(await self.client.call("UNLINK", *keys))
-            if cursor in (b"0", "0", 0):
-                return removed
+        return await self.client.unlink_matching(pattern, _SCAN_COUNT)  # on a cluster, every master scanned
 
     async def ping(self) -> None:
         await self.client.call("PING")

@@ -29,7 +29,7 @@ import orjson
 
 from gateway.cache.semantic_index import WORDS, Row, VectorIndex, quantize
 from gateway.cache.veto import Fingerprint
-from gateway.state.redis_client import RedisUnavailable, RespClient
+from gateway.state.redis_client import RedisUnavailable, connect
 from gateway.tasks import cancel, spawn, wait_for_wakeup
 
 __all__ = ["RedisSync", "decode_row", "encode_row"]
@@ -98,7 +98,8 @@ class RedisSync:
         self.clock = clock
         self.replica = replica
         self.queue_max = queue_max
-        self._client = RespClient(url, timeout_s=timeout_s)
+        # One stream, one key: on a Redis Cluster it lives in one slot, which every replica reads.
+        self._client = connect(url, timeout_s=timeout_s)
         self._pending: deque[list[Field]] = deque()
         self._rows_pending = 0
         self._last_id = "0-0"

@@ -25,6 +25,7 @@ import yaml
 from gateway.config.cache import CacheConfig, check_cache
 from gateway.config.console import ConsoleConfig, check_console
 from gateway.config.guardrails import GuardrailsConfig
+from gateway.config.redis_url import redis_url_problem
 from gateway.config.responses import ResponsesConfig, check_responses
 from gateway.config.telemetry import (
     FeaturesConfig,
@@ -220,7 +221,7 @@ class AuthConfig:
 
 @dataclass(frozen=True, slots=True)
 class StateConfig:
-    backend: str = field(default="memory", repr=False)
+    backend: str = field(default="memory", repr=False)  # or redis://host:port/db, redis+cluster://host:port,...
 
 
 LimitScope = Literal["key", "user", "team", "project", "model", "global", "ip"]
@@ -244,7 +245,7 @@ class LimitRule:
 
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
-    backend: str = field(default="memory", repr=False)  # or redis://host:port/db
+    backend: str = field(default="memory", repr=False)  # or redis://host:port/db, redis+cluster://host:port,...
     algorithm: Literal["token-bucket", "sliding-window"] = "token-bucket"
     fail: Literal["open", "closed"] = "open"  # when Redis is unreachable
     default_completion_tokens: int = 1000  # the reservation when a request sets no max_tokens
@@ -576,8 +577,9 @@ def _check_references(config: GatewayConfig, problems: list[tuple[str, str]]) ->
         problems.append(("similarity.near_duplicate_threshold", "must be in (0, 1]"))
     if config.telemetry.maintenance_interval_s <= 0:
         problems.append(("telemetry.maintenance_interval_s", "must be positive"))
-    if not (config.state.backend == "memory" or config.state.backend.startswith(("redis://", "rediss://"))):
-        problems.append(("state.backend", "supported: memory, redis://host:port/db"))
+    for path, url in (("state.backend", config.state.backend), ("limits.backend", config.limits.backend)):
+        if problem := redis_url_problem(url):
+            problems.append((path, problem))
     _check_limits(config, problems)
 
 
@@ -601,8 +603,6 @@ def _check_limits(config: GatewayConfig, problems: list[tuple[str, str]]) -> Non
     import ipaddress
 
     limits = config.limits
-    if not (limits.backend == "memory" or limits.backend.startswith(("redis://", "rediss://"))):
-        problems.append(("limits.backend", "supported: memory, redis://host:port/db"))
     if not 0 < limits.soft_pct <= 100:
         problems.append(("limits.soft_pct", "must be in (0, 100]"))
     if limits.default_completion_tokens < 0:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from gateway.config.cache_semantic import SemanticCacheConfig, check_semantic_cache
+from gateway.config.redis_url import is_redis, redis_url_problem
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -21,8 +22,8 @@ CACHE_MODES: tuple[CacheMode, ...] = ("off", "exact", "semantic")
 
 @dataclass(frozen=True, slots=True)
 class CacheConfig:
-    # memory: per process, bounded by memory_max_mb, least recently used first out. redis://host:port/db: shared by
-    # every worker and replica, entries expire by their TTL.
+    # memory: per process, bounded by memory_max_mb, least recently used first out. redis://host:port/db (or
+    # redis+cluster://host:port[,host:port...]): shared by every worker and replica, entries expire by their TTL.
     backend: str = field(default="memory", repr=False)
     ttl_s: float = 3600.0  # an entry's life when the policy's action sets none
     memory_max_mb: float = 256.0  # the memory backend's bound, answers' bytes counted
@@ -45,8 +46,8 @@ class CacheConfig:
 
 def check_cache(config: GatewayConfig, problems: list[tuple[str, str]]) -> None:
     cache = config.cache
-    if not (cache.backend == "memory" or cache.backend.startswith(("redis://", "rediss://"))):
-        problems.append(("cache.backend", "supported: memory, redis://host:port/db"))
+    if problem := redis_url_problem(cache.backend):
+        problems.append(("cache.backend", problem))
     for key in ("ttl_s", "memory_max_mb", "max_entry_kb", "timeout_ms", "retry_interval_s", "write_queue_size"):
         if not getattr(cache, key) > 0:
             problems.append((f"cache.{key}", "must be positive"))
@@ -59,4 +60,4 @@ def semantic_redis_url(config: GatewayConfig) -> str:
     """The Redis the semantic index shares itself through: its own redis_url, else the state backend's; "" if
     neither is a Redis."""
     state = config.state.backend
-    return config.cache.semantic.redis_url or (state if state.startswith(("redis://", "rediss://", "unix://")) else "")
+    return config.cache.semantic.redis_url or (state if is_redis(state) or state.startswith("unix://") else "")

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from gateway.config.redis_url import is_cluster, is_redis, redis_url_problem
+
 SemanticBackend = Literal["memory", "redis"]
 
 
@@ -47,8 +49,10 @@ def check_semantic_cache(config: SemanticCacheConfig, path: str, problems: list[
     for key in positive:
         if not getattr(config, key) > 0:
             problems.append((f"{path}.{key}", "must be positive"))
-    if config.redis_url and not config.redis_url.startswith(("redis://", "rediss://", "unix://")):
-        problems.append((f"{path}.redis_url", "must be a redis://, rediss:// or unix:// URL"))
+    if config.redis_url and not (is_redis(config.redis_url) or config.redis_url.startswith("unix://")):
+        problems.append((f"{path}.redis_url", "must be a redis://, rediss://, unix:// or redis+cluster:// URL"))
+    elif is_cluster(config.redis_url) and (problem := redis_url_problem(config.redis_url)):
+        problems.append((f"{path}.redis_url", problem))
 
 
 def parse_semantic_cache(

@@ -1,18 +1,29 @@
 """Limits in Redis, shared by every worker and replica: limits.lua checks and reserves every limit of a request
 in one round trip. Settlements (the other half of each request) never hold a request up: they are queued and
 sent in batches, one script call per batch, by a background task.
+
+On a Redis Cluster one script call may only touch keys of one hash slot, and a request's counters (its key's,
+its team's, a global one) have a slot each (ratelimits.py tags them by subject). The checks are then grouped by
+slot and the groups reserved at once, one call each, in parallel: still one round trip. If a group is refused
+(or fails), what the others reserved is given back by a settlement, so nothing is ever admitted over a limit;
+in the moment between, a concurrent request may see those counters higher than they end up (a refusal where a
+single call would have admitted, only when two limits of one request are both at their edge).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from importlib import resources
+from typing import Any
+
+from redis.crc import key_slot
 
 from gateway import tasks
 from gateway.state.limiter import Check, LimiterUnavailable, Outcome
-from gateway.state.redis_client import RedisUnavailable, RespClient, Script
+from gateway.state.redis_client import RedisUnavailable, Script, connect
 
 logger = logging.getLogger("gateway.limits")
 
@@ -23,8 +34,9 @@ class RedisLimiter:
     name = "redis"
 
     def __init__(self, url: str, *, timeout_s: float = 0.25, on_error: Callable[[], None] | None = None) -> None:
-        self._client = RespClient(url, timeout_s=timeout_s)
+        self._client = connect(url, timeout_s=timeout_s)
         self._script = Script(self._client, _SCRIPT)
+        self._cluster = self._client.cluster
         self._on_error = on_error
         self._pending: list[tuple[Check, float]] = []
         self._wake = asyncio.Event()
@@ -33,34 +45,63 @@ class RedisLimiter:
         self._idle.set()
 
     async def reserve(self, checks: list[Check]) -> Outcome:
-        args: list[float | int | str] = ["r"]
-        for check in checks:
-            args += check.args(check.cost)
-        try:
-            raw = await self._script(keys=[c.key for c in checks], args=args)
-        except RedisUnavailable as exc:
-            raise LimiterUnavailable(f"redis: {exc}") from exc
-        if int(raw[0]) == 0:
-            return Outcome(ok=False, failed=int(raw[1]) - 1, retry_ms=float(raw[2]))
-        n = len(checks)
-        return Outcome(
-            ok=True,
-            remaining=[float(v) for v in raw[1 : n + 1]],
-            reset_ms=[float(v) for v in raw[n + 1 : 2 * n + 1]],
-            soft_crossed=[int(v) - 1 for v in raw[2 * n + 1 :]],
-        )
+        groups = _by_slot(checks) if self._cluster else [list(range(len(checks)))]
+        if len(groups) == 1:
+            try:
+                return _outcome(await self._call("r", checks, [c.cost for c in checks]), len(checks))
+            except RedisUnavailable as exc:
+                raise LimiterUnavailable(f"redis: {exc}") from exc
+        return await self._reserve_by_slot(checks, groups)
+
+    async def _reserve_by_slot(self, checks: list[Check], groups: list[list[int]]) -> Outcome:
+        calls = [self._call("r", [checks[i] for i in group], [checks[i].cost for i in group]) for group in groups]
+        replies = await asyncio.gather(*calls, return_exceptions=True)
+        merged = Outcome(ok=True, remaining=[0.0] * len(checks), reset_ms=[0.0] * len(checks))
+        refused: Outcome | None = None
+        failure: BaseException | None = None
+        taken: list[int] = []  # checks of the groups that admitted
+        for reply, group in zip(replies, groups, strict=True):
+            if isinstance(reply, BaseException):
+                failure = failure or reply
+                continue  # raised below, once what the others took is given back
+            outcome = _outcome(reply, len(group))
+            if not outcome.ok:
+                failed = group[outcome.failed]
+                if refused is None or failed < refused.failed:  # the first refusing check, as one call would say
+                    refused = Outcome(ok=False, failed=failed, retry_ms=outcome.retry_ms)
+                continue
+            taken += group
+            for j, i in enumerate(group):
+                merged.remaining[i], merged.reset_ms[i] = outcome.remaining[j], outcome.reset_ms[j]
+            merged.soft_crossed += [group[j] for j in outcome.soft_crossed]
+        if failure is None and refused is None:
+            merged.soft_crossed.sort()
+            return merged
+        # All or nothing: what the groups that admitted took is given back (a settlement, sent in the background).
+        if taken:
+            self.settle([(checks[i], -checks[i].cost) for i in taken])
+        if isinstance(failure, RedisUnavailable):
+            raise LimiterUnavailable(f"redis: {failure}") from failure
+        if failure is not None:
+            raise failure
+        assert refused is not None
+        return refused
 
     async def peek(self, checks: list[Check]) -> list[float]:
         if not checks:
             return []
-        args: list[float | int | str] = ["p"]
-        for check in checks:
-            args += check.args(0.0)
-        try:
-            raw = await self._script(keys=[c.key for c in checks], args=args)
-        except RedisUnavailable as exc:
-            raise LimiterUnavailable(f"redis: {exc}") from exc
-        return [float(v) for v in raw]
+        groups = _by_slot(checks) if self._cluster else [list(range(len(checks)))]
+        taken = [0.0] * len(checks)
+        calls = [self._call("p", [checks[i] for i in g], [0.0] * len(g)) for g in groups]
+        replies = await asyncio.gather(*calls, return_exceptions=True)  # every call ended, whatever one raised
+        for reply, group in zip(replies, groups, strict=True):
+            if isinstance(reply, RedisUnavailable):
+                raise LimiterUnavailable(f"redis: {reply}") from reply
+            if isinstance(reply, BaseException):
+                raise reply
+            for i, value in zip(group, reply, strict=True):
+                taken[i] = float(value)
+        return taken
 
     def settle(self, items: list[tuple[Check, float]]) -> None:
         self._pending.extend(items)
@@ -88,17 +129,22 @@ class RedisLimiter:
             self._idle.set()
 
     async def _send(self, batch: list[tuple[Check, float]]) -> None:
-        args: list[float | int | str] = ["s"]
-        for check, delta in batch:
-            args += check.args(delta)
-        try:
-            await self._script(keys=[c.key for c, _ in batch], args=args)
-        except RedisUnavailable as exc:
+        groups = _by_slot([check for check, _ in batch]) if self._cluster else [list(range(len(batch)))]
+        calls = [self._call("s", [batch[i][0] for i in g], [batch[i][1] for i in g]) for g in groups]
+        replies = await asyncio.gather(*calls, return_exceptions=True)
+        for exc in (r for r in replies if isinstance(r, RedisUnavailable)):
             # Lost settlements leave a reservation standing: tokens come back as the bucket refills, a
             # concurrency slot when its lease expires. Counted, not retried, so a dead Redis cannot pile them up.
             logger.debug("ratelimit settlements dropped: %s", exc)
             if self._on_error is not None:
                 self._on_error()
+
+    async def _call(self, mode: str, checks: list[Check], amounts: list[float]) -> Any:
+        """One script call on checks of one slot: reserve (r), settle (s) or peek (p), each with its amount."""
+        args: list[float | int | str] = [mode]
+        for check, amount in zip(checks, amounts, strict=True):
+            args += check.args(amount)
+        return await self._script(keys=[c.key for c in checks], args=args)
 
     async def close(self) -> None:
         if self._pending:
@@ -109,3 +155,29 @@ class RedisLimiter:
                 pass
         await tasks.cancel(self._flusher)
         await self._client.close()
+
+
+def _outcome(raw: Any, n: int) -> Outcome:
+    """limits.lua's reply to a reservation of n checks."""
+    if int(raw[0]) == 0:
+        return Outcome(ok=False, failed=int(raw[1]) - 1, retry_ms=float(raw[2]))
+    return Outcome(
+        ok=True,
+        remaining=[float(v) for v in raw[1 : n + 1]],
+        reset_ms=[float(v) for v in raw[n + 1 : 2 * n + 1]],
+        soft_crossed=[int(v) - 1 for v in raw[2 * n + 1 :]],
+    )
+
+
+def _by_slot(checks: list[Check]) -> list[list[int]]:
+    """Indexes of the checks, grouped by hash slot, in order of first appearance."""
+    groups: dict[int, list[int]] = {}
+    for i, check in enumerate(checks):
+        groups.setdefault(slot(check.key), []).append(i)
+    return list(groups.values())
+
+
+@functools.lru_cache(maxsize=65_536)
+def slot(key: str) -> int:
+    """The Redis Cluster hash slot of a key (CRC16 of its {tag}); remembered, as a subject's keys recur."""
+    return key_slot(key.encode())

@@ -16,15 +16,23 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from gateway.config import LimitRule, LimitsConfig
+from gateway.config.redis_url import is_cluster
 from gateway.state.limiter import BUCKET, BUDGET, CONCURRENCY, REQUESTS, TOKENS, WINDOW, Check, Limiter, Outcome
 from gateway.state.limiter_failover import Failover
 from gateway.state.limiter_memory import MemoryLimiter
 from gateway.types import Clock
 
-# One hash tag for every counter: a request's counters (its key, team, project, model, global...) must share a
-# slot for one script to touch them all on Redis Cluster. The price is that one shard holds every limit; sharding
-# by tenant instead (a tag per project) would scale out but could not include global or model-wide limits.
+# Counter keys. On one Redis (and in memory) every counter shares one hash tag, as it always has: the names stay
+# those of earlier versions, so an upgrade keeps what was counted and spent. On a Redis Cluster each subject (a key,
+# team, project, model, IP, or the global counter) has its own tag, `gw:rl:{scope:ident}:...`: its counters share a
+# slot, and the subjects spread over every master. A request whose limits name several subjects reserves them
+# slot by slot (limiter_redis.py).
 PREFIX = "{gw:rl}:"
+
+
+def counter_prefix(scope: str, ident: str, *, cluster: bool) -> str:
+    """What every counter key of one subject begins with."""
+    return f"gw:rl:{{{scope}:{ident}}}:" if cluster else f"{PREFIX}{scope}:{ident}:"
 
 
 class RateLimits:
@@ -35,6 +43,7 @@ class RateLimits:
         self.rules = list(config.rules)
         self.has_ip_rules = any(r.scope == "ip" for r in self.rules)
         self.soft = config.soft_pct / 100
+        self.cluster = is_cluster(config.backend)
         # A slot held by a process that died comes back when its lease lapses: longer than any request may take.
         self.lease_ms = lease_ms
         self.clock = clock
@@ -77,7 +86,8 @@ class RateLimits:
         for rule in [*rules, own] if own is not None else rules:
             self.add(found, scope, ident, rule)
             if rule.budget_usd:
-                periods[f"{PREFIX}{scope}:{ident}:usd:{self.period(rule.period)[0]}"] = rule.period
+                base = counter_prefix(scope, ident, cluster=self.cluster)
+                periods[f"{base}usd:{self.period(rule.period)[0]}"] = rule.period
         checks = list(found.values())
         taken = await self.failover.peek(checks) if checks else []
         return [(check, periods.get(check.key, ""), used) for check, used in zip(checks, taken, strict=True)]
@@ -113,7 +123,7 @@ class RateLimits:
 
     def _make(self, scope: str, ident: str, rule: LimitRule) -> tuple[Check, ...]:
         found: dict[str, Check] = {}
-        base = f"{PREFIX}{scope}:{ident}:"
+        base = counter_prefix(scope, ident, cluster=self.cluster)
         kind, letter = (WINDOW, "w") if self.sliding else (BUCKET, "b")
         # One counter per scope, identity and kind, whatever its limit: a policy's `limit` or a changed rule then
         # applies to the requests already counted, and two rules on one counter keep the stricter.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.state.base import StateUnavailable
-from gateway.state.redis_client import RedisUnavailable, RespClient, Script
+from gateway.state.redis_client import RedisUnavailable, Script, connect
 
 # INCRBY then PEXPIRE only when the key is new, atomically, in one round trip.
 _INCR = """
@@ -34,7 +34,8 @@ class RedisState:
     def __init__(self, url: str) -> None:
         self.url = url
         # Connects on first use: a Redis that is down at start-up must not stop the gateway.
-        self._client = RespClient(url, timeout_s=TIMEOUT_S)
+        # Every call touches one key: on a Redis Cluster, each goes to its own slot's master.
+        self._client = connect(url, timeout_s=TIMEOUT_S)
         self._incr = Script(self._client, _INCR)
         self._hset = Script(self._client, _HSET)
         self._hgetall_ttl = Script(self._client, _HGETALL_TTL)

@@ -15,10 +15,14 @@ import hashlib
 import ssl
 import time
 from collections import deque
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import hiredis
 from redis.asyncio.connection import SSLConnection, parse_url
+
+from gateway.config.redis_url import is_cluster
+
+Arg = str | bytes | int | float
 
 
 def _pack(args: tuple[str | bytes | int | float, ...]) -> bytes:
@@ -29,6 +33,30 @@ def _pack(args: tuple[str | bytes | int | float, ...]) -> bytes:
 
 class RedisUnavailable(Exception):
     """The connection could not be made, was lost, timed out, or Redis answered with an error."""
+
+
+class RedisClient(Protocol):
+    """What the gateway asks of Redis, one server (RespClient) or a cluster (redis_cluster.ClusterClient): raw
+    replies as hiredis gives them, every failure a RedisUnavailable after at most the client's timeout."""
+
+    cluster: bool  # keys of one call must then share a hash slot
+
+    async def call(self, *args: Arg) -> Any: ...
+
+    async def unlink_matching(self, pattern: str, count: int) -> int:
+        """Remove every key that matches `pattern` (SCAN's MATCH), `count` a step; how many were removed."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def connect(url: str, *, timeout_s: float) -> RedisClient:
+    """The client for `url`: redis+cluster:// a Redis Cluster, anything else one server. Connects on first use."""
+    if is_cluster(url):
+        from gateway.state.redis_cluster import ClusterClient
+
+        return ClusterClient(url, timeout_s=timeout_s)
+    return RespClient(url, timeout_s=timeout_s)
 
 
 class _Protocol(asyncio.Protocol):
@@ -98,13 +126,15 @@ class RespClient:
     """One pipelined connection to the Redis of `url` (redis://, rediss://, unix://), made on first use and
     again after a failure."""
 
+    cluster = False
+
     def __init__(self, url: str, *, timeout_s: float) -> None:
         self.params = parse_url(url)
         self.timeout_s = timeout_s
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
 
-    async def call(self, *args: str | bytes | int | float) -> Any:
+    async def call(self, *args: Arg) -> Any:
         """One command; Redis's error replies raise RedisUnavailable with Redis's message."""
         protocol = self._protocol
         if protocol is None or protocol.lost is not None:
@@ -113,6 +143,16 @@ class RespClient:
         if isinstance(reply, hiredis.ReplyError):
             raise RedisUnavailable(f"redis: {reply}")
         return reply
+
+    async def unlink_matching(self, pattern: str, count: int) -> int:
+        removed = 0
+        cursor = b"0"
+        while True:
+            cursor, keys = await self.call("SCAN", cursor, "MATCH", pattern, "COUNT", count)
+            if keys:
+                removed += int(await self.call("UNLINK", *keys))
+            if cursor in (b"0", "0", 0):
+                return removed
 
     async def close(self) -> None:
         protocol, self._protocol = self._protocol, None
@@ -171,7 +211,7 @@ class Script:
     """A Lua script run by its SHA; loaded again (EVAL) when Redis does not know it (after a restart or a
     SCRIPT FLUSH)."""
 
-    def __init__(self, client: RespClient, source: str) -> None:
+    def __init__(self, client: RedisClient, source: str) -> None:
         self.client = client
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
