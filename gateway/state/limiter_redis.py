@@ -132,6 +132,8 @@ class RedisLimiter:
         groups = _by_slot([check for check, _ in batch]) if self._cluster else [list(range(len(batch)))]
         calls = [self._call("s", [batch[i][0] for i in g], [batch[i][1] for i in g]) for g in groups]
         replies = await asyncio.gather(*calls, return_exceptions=True)
+        for bug in (r for r in replies if isinstance(r, BaseException) and not isinstance(r, RedisUnavailable)):
+            raise bug
         for exc in (r for r in replies if isinstance(r, RedisUnavailable)):
             # Lost settlements leave a reservation standing: tokens come back as the bucket refills, a
             # concurrency slot when its lease expires. Counted, not retried, so a dead Redis cannot pile them up.
