@@ -37,6 +37,7 @@ def require_redis_server() -> tuple[str, str]:
 class Node:
     port: int
     process: subprocess.Popen[bytes]
+    args: list[str]
 
 
 @dataclass
@@ -105,6 +106,23 @@ class Cluster:
         self.wait_healthy()
         return replica
 
+    def kill(self, port: int) -> None:
+        """kill -9: no goodbye to the cluster, which notices after NODE_TIMEOUT_MS and promotes the replica."""
+        node = next(n for n in self.nodes if n.port == port)
+        node.process.kill()
+        node.process.wait(timeout=10)
+
+    def restart(self, port: int) -> None:
+        """A killed node started again on its port with its nodes.conf: it rejoins, as a replica of its successor."""
+        node = next(n for n in self.nodes if n.port == port)
+        node.process = subprocess.Popen(node.args, stdout=subprocess.DEVNULL)
+        self.wait_healthy()
+        deadline = time.monotonic() + 60
+        while self.role(port) != "slave" or "master_link_status:up" not in self.redis(port, "INFO", "replication"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"node {port} did not rejoin as a replica")
+            time.sleep(0.1)
+
     def flush(self) -> None:
         for port in self.masters():
             self.redis(port, "FLUSHALL")
@@ -134,7 +152,7 @@ def redis_cluster(workdir: Path, replicas: int = 1) -> Iterator[Cluster]:
                     "--cluster-enabled", "yes", "--cluster-config-file", str(home / "nodes.conf"),
                     "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--dir", str(home), "--save", "",
                     "--appendonly", "no", "--logfile", str(home / "redis.log")]  # fmt: skip
-            cluster.nodes.append(Node(port, subprocess.Popen(args, stdout=subprocess.DEVNULL)))
+            cluster.nodes.append(Node(port, subprocess.Popen(args, stdout=subprocess.DEVNULL), args))
         for node in cluster.nodes:
             deadline = time.monotonic() + 30
             while cluster.redis(node.port, "PING") != "PONG":
