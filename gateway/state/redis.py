@@ -1,5 +1,5 @@
-"""State in Redis, shared by every worker and replica. One round trip per operation, on the same lean RESP
-connection as the rate limiter (state/redis_client.py): one Redis client in the gateway, not two."""
+"""State in Redis, shared by every worker and replica. One round trip per operation, on the same kind of client
+as the rate limiter (state/redis_client.py's connect: the lean RESP connection, or the cluster client)."""
 
 from __future__ import annotations
 
