@@ -51,15 +51,23 @@ class ClusterClient:
 
     async def call(self, *args: Arg, **route: Any) -> Any:
         """One command, routed by its keys (every key of it in one slot), or to `target_nodes`."""
+        task = asyncio.current_task()
+        before = task.cancelling() if task is not None else 0
+        deadline = asyncio.timeout(self.timeout_s)
         try:
-            async with asyncio.timeout(self.timeout_s), self._slots:
-                return await self._redis.execute_command(*args, **route)
-        except NoScriptError as exc:  # Script loads it again when the message says so, as on one server
-            raise RedisUnavailable(f"redis cluster: NOSCRIPT {exc}") from exc
-        except TimeoutError as exc:
-            raise RedisUnavailable(f"redis cluster: no answer within {self.timeout_s * 1000:.0f} ms") from exc
-        except (RedisError, RedisClusterException, OSError) as exc:  # the second is not the first's subclass
+            async with deadline, self._slots:
+                reply = await self._redis.execute_command(*args, **route)
+        except (TimeoutError, RedisError, RedisClusterException, OSError) as exc:  # the third is not a RedisError
+            if _cancelled(task, before, deadline):
+                raise asyncio.CancelledError from exc
+            if isinstance(exc, NoScriptError):  # Script loads it again when the message says so, as on one server
+                raise RedisUnavailable(f"redis cluster: NOSCRIPT {exc}") from exc
+            if isinstance(exc, TimeoutError):
+                raise RedisUnavailable(f"redis cluster: no answer within {self.timeout_s * 1000:.0f} ms") from exc
             raise RedisUnavailable(f"redis cluster: {type(exc).__name__}: {exc}") from exc
+        if _cancelled(task, before, deadline):
+            raise asyncio.CancelledError
+        return reply
 
     async def unlink_matching(self, pattern: str, count: int) -> int:
         """SCAN on every master (each holds its own slots' keys), UNLINK by slot (one call, one slot)."""
@@ -80,3 +88,17 @@ class ClusterClient:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _cancelled(task: asyncio.Task[Any] | None, before: int, deadline: asyncio.Timeout) -> bool:
+    """Whether the caller was cancelled during a call. redis-py can swallow a cancellation (seen with 8.2: XREAD
+    answered normally after the task that awaited it was cancelled), and a background loop stopped at shutdown
+    would then go on forever: the cancellation is raised again here. A cancellation by the call's own deadline
+    that it swallowed is taken back instead (the task would otherwise stay "cancelling")."""
+    if task is None:
+        return False
+    pending = task.cancelling() - before
+    if pending > 0 and deadline.expired():
+        task.uncancel()
+        pending -= 1
+    return pending > 0

@@ -79,3 +79,34 @@ async def test_limits_on_an_unreachable_cluster_degrade_as_with_one_redis() -> N
         assert (registry.get_sample_value("gateway_ratelimit_backend_errors_total") or 0) >= 1
     finally:
         await limits.close()
+
+
+async def test_a_cancellation_that_redis_py_swallows_is_raised_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # redis-py 8.2 was seen answering an XREAD normally after the task awaiting it had been cancelled: the
+    # semantic index's sync loop then never stopped at shutdown. A stand-in that does the same, on purpose.
+    from redis.asyncio.cluster import RedisCluster
+
+    started = asyncio.Event()
+
+    async def swallowing(self: RedisCluster, *args: object, **options: object) -> bytes:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            return b"answered anyway"
+        return b"answered"
+
+    monkeypatch.setattr(RedisCluster, "execute_command", swallowing)
+    client = ClusterClient(f"redis+cluster://127.0.0.1:{free_port()}", timeout_s=30)
+    call = asyncio.ensure_future(client.call("GET", "k"))
+    await started.wait()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+
+    # Its own deadline, swallowed the same way: the answer stands and the task is not left "cancelling".
+    quick = ClusterClient(f"redis+cluster://127.0.0.1:{free_port()}", timeout_s=0.05)
+    assert await quick.call("GET", "k") == b"answered anyway"
+    task = asyncio.current_task()
+    assert task is not None
+    assert task.cancelling() == 0
