@@ -20,8 +20,8 @@ from gateway.state.redis_client import Arg, RedisUnavailable
 
 # Replies stay raw, as hiredis gives them on the one-server client: redis-py's parsers for the commands the
 # gateway sends are removed (its own topology commands keep theirs).
-_RAW = ("PING", "GET", "SET", "DEL", "UNLINK", "INCRBY", "HSET", "HGETALL", "PEXPIRE", "EVAL", "EVALSHA", "XADD",
-        "XREAD", "SCAN")  # fmt: skip
+_RAW = ("PING", "GET", "SET", "DEL", "UNLINK", "INCRBY", "HSET", "HDEL", "HGETALL", "PEXPIRE", "EVAL", "EVALSHA",
+        "XADD", "XREAD", "SCAN")  # fmt: skip
 # Connections per node. redis-py raises when a node's pool is exhausted, so calls beyond wait for a slot here.
 MAX_CONNECTIONS = 64
 

@@ -140,6 +140,12 @@ async def test_state_on_a_cluster(cluster: Cluster) -> None:
         assert await two.hgetall("gw:brk:d7") == {"state": "open", "until": "5"}
         assert await two.incr("gw:n:d7", 3, ttl_s=60) == 5
         assert await two.get("gw:drain:d29") == "1"
+        fields, left_s = await two.hgetall_ttl("gw:brk:d3")  # a breaker and the time left of its cooldown
+        assert fields == {"state": "open", "until": "5"}
+        assert left_s is not None
+        assert 0 < left_s <= 60
+        await two.hdel("gw:brk:d3", ["until"])
+        assert await one.hgetall("gw:brk:d3") == {"state": "open"}
         await two.delete("gw:drain:d29")
         assert await one.get("gw:drain:d29") is None
     finally:
