@@ -9,7 +9,7 @@ A cluster URL lists seed nodes, any of which tells the client the rest of the cl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 PLAIN = ("redis://", "rediss://")
 CLUSTER = ("redis+cluster://", "rediss+cluster://")
@@ -55,12 +55,30 @@ def parse_cluster(url: str) -> ClusterURL:
 
 def redis_url_problem(url: str) -> str | None:
     """What is wrong with a backend URL (state, limits, cache): None when it is memory or a Redis it can use."""
-    if url == "memory" or url.startswith(PLAIN):
+    if url == "memory":
         return None
+    if url.startswith(PLAIN):
+        return _plain_problem(url)
     if not is_cluster(url):
         return f"supported: {SUPPORTED}"
     try:
         parse_cluster(url)
     except ValueError as exc:
         return str(exc)
+    return None
+
+
+def _plain_problem(url: str) -> str | None:
+    # What the client's parse (redis-py's parse_url, when it connects) would raise at start-up, said here instead:
+    # a port that is not a number, no host, a database that is not one.
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        return f"not a Redis URL: {exc}"
+    if not parts.hostname:
+        return "a Redis URL names a host: redis://host:port/db"
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        return f"the database is a number (redis://host:port/0), not {db!r}"
     return None

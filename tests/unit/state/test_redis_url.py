@@ -58,3 +58,15 @@ def test_gateway_check_takes_cluster_urls_and_names_bad_ones() -> None:
         )
     paths = [path for path, _ in caught.value]
     assert sorted(paths) == ["cache.backend", "cache.semantic.redis_url", "limits.backend", "state.backend"]
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:notaport/0", "redis://[::1:6379/0", "redis://:6379/0", "redis://h:6379/zero"]
+)
+def test_a_plain_url_the_client_could_not_parse_is_a_problem(url: str) -> None:
+    assert redis_url_problem(url) is not None
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/15", "rediss://h:6380", "redis://u:p%40ss@h:1/", "redis://h"])
+def test_a_plain_url_the_client_parses_is_no_problem(url: str) -> None:
+    assert redis_url_problem(url) is None
