@@ -67,8 +67,10 @@ class Monitor:
                     kind = "other"
                     if event.get("client_type") == "lua":
                         kind = "in scripts"  # run by a script inside Redis: no round trip of its own
-                    elif name in ("EVALSHA", "EVAL") and len(words) > 2:
-                        numkeys = int(words[2])
+                    elif name == "EVALSHA" and len(words) > 2 and words[2].strip("'\"").isdigit():
+                        # (An EVAL carries the script's text, spaces and all: a script's first call, after a
+                        # NOSCRIPT, on a Redis that had not seen it; counted as `other`.)
+                        numkeys = int(words[2].strip("'\""))
                         mode = words[3 + numkeys].strip("'\"") if len(words) > 3 + numkeys else ""
                         kind = {"r": "reserve", "s": "settle", "p": "peek"}.get(mode, "other")
                         with self._lock:
