@@ -6,10 +6,10 @@ Runs N requests one after another, in one process and one event loop (uvloop), a
 - `full`: chat completions over loopback into the gateway under uvicorn and the gateway's HTTP protocol, as
   `gateway serve` runs it (bench/reference.yaml's pipeline, auth and route, minus the store and the access log),
   routed to an OpenAI-type provider whose upstream is a canned answer on loopback: server, request driver,
-  auth, routing, the provider's call through aiohttp, response, record;
+  auth, routing, the provider's call through its upstream client, response, record;
 - `route`: the router alone, called as the route stage calls it (Router.send then Router.finished), on the
-  same provider and upstream: routing and the provider's call through aiohttp;
-- `full-mock`, `route-mock`: the same on the built-in mock provider (no upstream, no aiohttp): the gateway's own
+  same provider and upstream: routing and the provider's call through its upstream client;
+- `full-mock`, `route-mock`: the same on the built-in mock provider (no upstream, no HTTP client): the gateway's own
   code around the call, with less of the noise that the event loop's timers and the sockets add.
 - `cache-off`, `cache-miss`, `cache-hit`: `full` with the response cache (issue 18): a deterministic body whose
   text carries the request's number (the same bytes' length every time), without the cache filter, with it on

@@ -12,7 +12,8 @@ figures to $BENCH_RUN_DIR/profile.json, beside py-spy's collapsed stacks (profil
 
 A sample belongs to the deepest frame of the gateway's own code in its stack (a library under it, orjson under
 the recorder, counts as the recorder's), except that a few libraries are components in their own right wherever
-they are called from: the garbage collector, prometheus_client (metrics) and the upstream client (aiohttp).
+they are called from: the garbage collector, prometheus_client (metrics) and the upstream client
+(gateway/providers/http; aiohttp, the sinks' client, counts as the sink that calls it).
 The collector's own share comes from the gateway's gateway_gc_pause_seconds (a sampler without native frames
 puts a collection's samples on the code that allocated when it began). Samples with no gateway frame go by the
 library at their top: uvicorn and httptools are the server, asyncio and
@@ -66,7 +67,7 @@ GATEWAY_RULES: list[tuple[str, str]] = [
 ANYWHERE_RULES: list[tuple[str, str]] = [
     ("garbage collection", r"\bgc_collect|\bcollect_with_callback|\bgc_collect_main|_PyObject_GC_Alloc.*collect"),
     ("metrics", r"prometheus_client/"),
-    ("upstream call (provider)", r"aiohttp/|multidict/|yarl/"),
+    ("upstream call (provider)", r"gateway/providers/http/"),
 ]
 # Samples without any gateway frame, by the library at their top.
 LIBRARY_RULES: list[tuple[str, str]] = [

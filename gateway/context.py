@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
@@ -336,8 +335,3 @@ class RequestContext:
         end = now_ns or self.finished_ns or time.perf_counter_ns()
         spent = end - self.started_ns - self.upstream_ns
         return spent if spent > 0 else 0
-
-
-# The request an upstream call is made for, set by the router before each attempt: the providers' connector
-# (gateway/providers/base.py TimedConnector) runs in that request's task, several layers of aiohttp below them.
-upstream_request: ContextVar[RequestContext | None] = ContextVar("upstream_request", default=None)

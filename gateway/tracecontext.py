@@ -15,8 +15,6 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 
-from multidict import CIMultiDict
-
 from gateway.ids import new_span_id
 
 _TRACEPARENT = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
@@ -44,11 +42,10 @@ def upstream_headers(headers: Mapping[str, str], trace_id: str) -> dict[str, str
     return {**headers, "traceparent": traceparent(trace_id, new_span_id())}
 
 
-def upstream_traceparent(trace_id: str) -> CIMultiDict[str]:
-    """The `traceparent` of a new span, the gateway's upstream call, alone: what a call adds to the headers its
-    session sends with every call (the provider's). A CIMultiDict, which aiohttp merges as it is, where a dict would
-    first be copied into one."""
-    return CIMultiDict(traceparent=f"00-{trace_id}-{new_span_id()}-01")
+def traceparent_line(trace_id: str) -> bytes:
+    """The `traceparent` header of a new span, the gateway's upstream call, as a line of the request's head: what a
+    call adds to the provider's headers, which the upstream client has as bytes already."""
+    return f"traceparent: 00-{trace_id}-{new_span_id()}-01\r\n".encode("ascii")
 
 
 def project_trace_id(project: str, trace_id: str) -> str:

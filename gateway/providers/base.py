@@ -11,15 +11,15 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Generic, Protocol, TypeVar
 
-import aiohttp
 import orjson
 
 from gateway.config import Deployment, ProviderConfig, Timeouts
-from gateway.context import RequestContext, Usage, upstream_request
+from gateway.context import RequestContext, Usage
 from gateway.errors import UpstreamRejected, UpstreamTimeout, UpstreamUnavailable
+from gateway.providers.http import Client, ClientError, ConnectError, Response, header_block
 from gateway.providers.sse import DONE, SSEDecoder
 from gateway.reply import Reply
-from gateway.tracecontext import upstream_traceparent
+from gateway.tracecontext import traceparent_line
 
 
 class Provider(Protocol):
@@ -48,23 +48,6 @@ PROVIDERS: dict[str, str] = {
 }
 
 
-class TimedConnector(aiohttp.TCPConnector):
-    """aiohttp's connector, telling the request it serves when opening a new connection (DNS, TCP, TLS) began and
-    ended: the upstream call's `connect` phase. A connection from the pool opens nothing.
-
-    It wraps TCPConnector._create_connection, aiohttp's one path to a new connection, rather than using aiohttp's
-    TraceConfig, whose signals would run on every request for an event most requests never have."""
-
-    async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109 - aiohttp's signature
-        started = time.perf_counter_ns()
-        try:
-            return await super()._create_connection(req, traces, timeout)
-        finally:
-            ctx = upstream_request.get()
-            if ctx is not None:
-                ctx.upstream_connect = (started, time.perf_counter_ns())
-
-
 class UnsupportedRequest(ValueError):
     """A request that cannot be expressed in a provider's API: HTTPProvider answers it with a 400 that names the
     parameter (code unsupported_parameter). Raised by the providers' pure translations, which know no provider."""
@@ -79,8 +62,8 @@ Call = TypeVar("Call")
 
 
 class HTTPProvider(Generic[Call]):
-    """What every HTTP provider shares: one aiohttp ClientSession, made at start-up (on this machine aiohttp's
-    client costs about a tenth of httpx's default transport per request), one ClientTimeout per Timeouts, and the
+    """What every HTTP provider shares: one upstream client (gateway/providers/http: pooled, kept-alive HTTP/1.1
+    connections; made at start-up), the provider's headers as the bytes of a request head, made once, and the
     call itself: `send` posts, checks the status, maps errors, and reads a whole answer or hands over a stream.
 
     A provider fills in:
@@ -103,39 +86,21 @@ class HTTPProvider(Generic[Call]):
     def __init__(self, name: str, config: ProviderConfig) -> None:
         self.name = name
         self.config = config
-        self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
-        self._last: tuple[Timeouts | None, aiohttp.ClientTimeout] = (None, aiohttp.ClientTimeout())
+        self._client: Client | None = None
+        self._head = b""
 
     async def open(self) -> None:
-        connector = TimedConnector(limit=self.config.max_connections, ttl_dns_cache=300)
-        # The provider's headers are the session's: a call adds only its traceparent (aiohttp merges the two as
-        # the call's own dict was merged before, with fewer headers to copy and check per call).
-        self._session = aiohttp.ClientSession(
-            connector=connector, skip_auto_headers=("User-Agent",), headers=self.headers
-        )
+        # Besides the provider's headers, what aiohttp sent (no User-Agent): the upstream sees the request it saw.
+        self._head = header_block({"accept": "*/*", "accept-encoding": "gzip, deflate", **self.headers})
+        self._client = Client(self.config.max_connections)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    def timeout(self, timeouts: Timeouts) -> aiohttp.ClientTimeout:
-        if timeouts is self._last[0]:  # nearly every call asks for the same as the last (no hash of the dataclass)
-            return self._last[1]
-        timeout = self._timeouts.get(timeouts)
-        if timeout is None:
-            # sock_read bounds the wait for the first byte (and any single read); the idle time between stream
-            # chunks is enforced by the relay, which knows where events begin and end.
-            timeout = aiohttp.ClientTimeout(
-                total=timeouts.total_s, sock_connect=timeouts.connect_s, sock_read=timeouts.first_byte_s
-            )
-            self._timeouts[timeouts] = timeout
-        self._last = (timeouts, timeout)
-        return timeout
+        if self._client is not None:
+            await self._client.close()
 
     async def send(self, ctx: RequestContext, deployment: Deployment, timeouts: Timeouts) -> Reply:
-        session = self._session
-        if session is None:
+        client = self._client
+        if client is None:
             raise UpstreamUnavailable(f"The provider {self.name!r} is not open.", provider=self.name)
         try:
             url, body, call = self.request(ctx, deployment)
@@ -153,9 +118,7 @@ class HTTPProvider(Generic[Call]):
         ctx.upstream_start_ns = time.perf_counter_ns()
         # map_transport_errors' mapping, written as an except clause: no context manager made per call.
         try:
-            response = await session.post(
-                url, data=body, headers=upstream_traceparent(ctx.trace_id), timeout=self.timeout(timeouts)
-            )
+            response = await client.post(url, self._head + traceparent_line(ctx.trace_id), body, timeouts, ctx)
             ctx.upstream_headers_ns = time.perf_counter_ns()
             if response.status >= 400:
                 content = await response.read()
@@ -181,12 +144,10 @@ class HTTPProvider(Generic[Call]):
     def answer(self, ctx: RequestContext, deployment: Deployment, status: int, content: bytes, call: Call) -> Reply:
         raise NotImplementedError
 
-    def stream(
-        self, ctx: RequestContext, deployment: Deployment, response: aiohttp.ClientResponse, call: Call
-    ) -> Reply:
+    def stream(self, ctx: RequestContext, deployment: Deployment, response: Response, call: Call) -> Reply:
         raise NotImplementedError
 
-    def streams(self, ctx: RequestContext, response: aiohttp.ClientResponse) -> bool:
+    def streams(self, ctx: RequestContext, response: Response) -> bool:
         return True
 
     @staticmethod
@@ -202,14 +163,15 @@ def build_provider(name: str, config: ProviderConfig) -> Provider:
 
 
 # The upstream client's errors that become UpstreamErrors (transport_error says which).
-TRANSPORT_ERRORS = (TimeoutError, aiohttp.ClientError, ConnectionError)
+TRANSPORT_ERRORS = (TimeoutError, ClientError, ConnectionError)
 
 
 def transport_error(provider: str, exc: BaseException) -> UpstreamTimeout | UpstreamUnavailable:
-    """One of TRANSPORT_ERRORS as the gateway's error, most specific first."""
-    if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
+    """One of TRANSPORT_ERRORS as the gateway's error, most specific first. The messages are those clients saw
+    when aiohttp was the client: the client's error classes keep aiohttp's names where a message shows one."""
+    if isinstance(exc, TimeoutError):
         return UpstreamTimeout(f"The upstream provider {provider!r} timed out.", provider=provider)
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, ConnectError):
         return UpstreamUnavailable(f"Cannot connect to the upstream provider {provider!r}.", provider=provider)
     return UpstreamUnavailable(
         f"The connection to the upstream provider {provider!r} failed: {type(exc).__name__}.", provider=provider
@@ -307,7 +269,7 @@ _UNGUARDED: AbstractContextManager[None] = contextlib.nullcontext()
 async def translated_stream(
     provider: str,
     ctx: RequestContext,
-    response: aiohttp.ClientResponse,
+    response: Response,
     decoder: SSEDecoder,
     translator: StreamTranslator,
     guard: Callable[[str], AbstractContextManager[None]] | None = None,
@@ -351,7 +313,7 @@ async def translated_stream(
         end_stream(ctx, response, finished)
 
 
-def end_stream(ctx: RequestContext, response: aiohttp.ClientResponse, finished: bool) -> None:
+def end_stream(ctx: RequestContext, response: Response, finished: bool) -> None:
     """A stream's last word: its end time, and its connection back to the pool only if it was read whole — one
     left early (client gone, idle timeout, error) is closed instead."""
     ctx.upstream_end_ns = time.perf_counter_ns()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.config import Deployment, ModelGroup, RoutingConfig
-from gateway.context import RequestContext, RouteConstraints, upstream_request
+from gateway.context import RequestContext, RouteConstraints
 from gateway.errors import ModelNotFound, NoDeploymentAvailable, UpstreamError
 from gateway.reply import Reply
 from gateway.routing import strategies
@@ -226,8 +226,6 @@ class Router:
         health.started(now)
         start = time.perf_counter_ns()
         ctx.upstream_connect = None  # this attempt's, not an earlier one's
-        # Only for the call: a task spawned later from this request's task would copy it, and keep ctx alive.
-        token = upstream_request.set(ctx)
         try:
             reply = await self.providers[deployment.provider].send(
                 ctx, deployment, deployment.timeouts or self.config.timeouts
@@ -236,8 +234,6 @@ class Router:
             health.in_flight -= 1
             ctx.add_span(f"{health.span}:failed", start)
             raise
-        finally:
-            upstream_request.reset(token)
         # One span per attempt, in the record's spans beside the filters' (for a stream: until its headers).
         ctx.add_span(health.span, start)
         if reply.stream is not None:

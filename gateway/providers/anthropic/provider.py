@@ -2,12 +2,11 @@
 are beside it: the request and the whole answer (and the choices made where the two APIs differ) in translate.py,
 the stream's events in stream.py, the errors in errors.py.
 
-One aiohttp ClientSession per provider, made at start-up, as for OpenAI (see providers/base.py for why aiohttp).
+One upstream client per provider (gateway/providers/http), made at start-up, as for OpenAI.
 """
 
 from __future__ import annotations
 
-import aiohttp
 import orjson
 
 from gateway.config import Deployment, ProviderConfig
@@ -17,6 +16,7 @@ from gateway.providers.anthropic.errors import rejected
 from gateway.providers.anthropic.stream import StreamTranslator
 from gateway.providers.anthropic.translate import to_anthropic, to_openai, usage_of
 from gateway.providers.base import HTTPProvider, json_answer, translated_stream
+from gateway.providers.http import Response
 from gateway.providers.sse import SSEDecoder
 from gateway.reply import Reply
 
@@ -62,9 +62,7 @@ class AnthropicProvider(HTTPProvider[str | None]):
             ctx.served_model = message["model"]
         return Reply(status=200, body=orjson.dumps(answer), headers=_JSON)
 
-    def stream(
-        self, ctx: RequestContext, deployment: Deployment, response: aiohttp.ClientResponse, call: str | None
-    ) -> Reply:
+    def stream(self, ctx: RequestContext, deployment: Deployment, response: Response, call: str | None) -> Reply:
         translator = StreamTranslator(deployment.model, int(ctx.started_at), call)
         return Reply(status=200, stream=translated_stream(self.name, ctx, response, SSEDecoder(), translator))
 

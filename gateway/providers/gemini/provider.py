@@ -17,7 +17,7 @@ Embeddings: Google AI's {base}/models/{model}:batchEmbedContents (one call for e
 batchEmbedContents, so there {base}/models/{model}:predict, the text-embedding API, whose token counts are used.
 Google AI gives no token count for embeddings: prompt_tokens is then estimated as ceil(characters / 4) per input.
 
-One aiohttp ClientSession per provider, made at start-up, as for OpenAI (see providers/base.py for why aiohttp).
+One upstream client per provider (gateway/providers/http), made at start-up, as for OpenAI.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 
 from gateway.config import Deployment, ProviderConfig
@@ -43,6 +42,7 @@ from gateway.providers.gemini.embeddings import (
 from gateway.providers.gemini.errors import malformed, rejected, unreadable_as_malformed
 from gateway.providers.gemini.stream import StreamTranslator, event_decoder
 from gateway.providers.gemini.translate import prompt_block, to_gemini, to_openai, usage_of
+from gateway.providers.http import Response
 from gateway.reply import Reply
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
@@ -94,12 +94,10 @@ class GeminiProvider(HTTPProvider[list[str] | None]):
         method = "streamGenerateContent?alt=sse" if ctx.stream else "generateContent"
         return self.url(deployment.model, method), body, None
 
-    def streams(self, ctx: RequestContext, response: aiohttp.ClientResponse) -> bool:
+    def streams(self, ctx: RequestContext, response: Response) -> bool:
         return ctx.endpoint == "chat/completions"  # embeddings are whole, whatever the request says
 
-    def stream(
-        self, ctx: RequestContext, deployment: Deployment, response: aiohttp.ClientResponse, call: list[str] | None
-    ) -> Reply:
+    def stream(self, ctx: RequestContext, deployment: Deployment, response: Response, call: list[str] | None) -> Reply:
         translator = StreamTranslator(deployment.model, int(ctx.started_at), os.urandom(6).hex())
         stream = translated_stream(self.name, ctx, response, event_decoder(), translator, unreadable_as_malformed)
         return Reply(status=200, stream=stream)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 
-import aiohttp
 import orjson
 
 from gateway.config import Deployment, ProviderConfig
 from gateway.context import RequestContext, Usage
 from gateway.errors import UpstreamUnavailable
 from gateway.providers.base import HTTPProvider, end_stream, json_answer, map_transport_errors, translated_stream
+from gateway.providers.http import Response
 from gateway.providers.openai.responses import native
 from gateway.providers.sse import DONE, SSEDecoder
 from gateway.reply import Reply
@@ -61,7 +61,7 @@ class OpenAIProvider(HTTPProvider[Call]):
             return f"{deployment_url}/{ctx.endpoint}?api-version={self.config.api_version}", body, None
         return f"{self.base_url}/{ctx.endpoint}", body, None
 
-    def streams(self, ctx: RequestContext, response: aiohttp.ClientResponse) -> bool:
+    def streams(self, ctx: RequestContext, response: Response) -> bool:
         # A server that ignores `stream` answers a whole JSON body: it is read as one.
         return response.content_type == "text/event-stream"
 
@@ -84,9 +84,7 @@ class OpenAIProvider(HTTPProvider[Call]):
             ctx.served_model = model
         return Reply(status=status, body=content, headers=_JSON, decoded_body=(content, data))
 
-    def stream(
-        self, ctx: RequestContext, deployment: Deployment, response: aiohttp.ClientResponse, call: Call
-    ) -> Reply:
+    def stream(self, ctx: RequestContext, deployment: Deployment, response: Response, call: Call) -> Reply:
         if call == "responses":
             translator = native.ChatFromResponses(deployment.model)
             return Reply(
@@ -95,7 +93,7 @@ class OpenAIProvider(HTTPProvider[Call]):
             )
         return Reply(status=response.status, stream=self._events(ctx, response))
 
-    async def _events(self, ctx: RequestContext, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    async def _events(self, ctx: RequestContext, response: Response) -> AsyncIterator[bytes]:
         """The upstream's payloads as they come. A stream that ends with neither `[DONE]` nor a finish_reason was
         cut (a proxy or the server gone between two events): an UpstreamUnavailable (incomplete_stream), so that
         the client's stream ends with an error rather than as a whole answer (and the Responses API does not
