@@ -69,11 +69,16 @@ class Client:
         if target is None:
             target = self._target(url)
         pool = target.pool
-        connection = await pool.acquire(timeouts, timing)
+        connection = pool.idle_one()
+        if connection is None:
+            connection = await pool.connect(timeouts, timing)
         head = b"%s%scontent-length: %d\r\n\r\n" % (target.line, headers, len(body))
         try:
             connection.send(head, body, timeouts.first_byte_s, timeouts.total_s)
-            await connection.head()
+            while not connection.head_done:  # connection.head(), inlined: one coroutine less a call
+                if connection.error is not None:
+                    raise connection.error
+                await connection.wait()
         except (ServerDisconnectedError, ClientOSError):
             stale = connection.served > 0 and not connection.got_bytes
             pool.release(connection, False)

@@ -203,19 +203,22 @@ class Connection(asyncio.Protocol):
         self.got_bytes = True
         if self.head_done:
             self._feed(data)
-            return
-        # The head is fed at most MAX_HEAD_BYTES in all: past that, without its end, it is refused.
+        else:
+            self._feed_head(data)
+
+    def _feed_head(self, data: bytes) -> None:
+        """The head is fed at most MAX_HEAD_BYTES in all: past that, without its end, it is refused."""
         room = MAX_HEAD_BYTES - self.head_bytes
         self.head_bytes += len(data)
         if len(data) <= room:
-            self._feed(data)
-            if self.head_done or self.head_bytes < MAX_HEAD_BYTES:
+            if not self._feed(data) or self.head_done or self.head_bytes < MAX_HEAD_BYTES:
                 return
-        elif self._feed(data[:room]) and self.head_done:
+        elif not self._feed(data[:room]):
+            return
+        elif self.head_done:
             self._feed(data[room:])
             return
-        if not self.head_done and self.error is None:
-            self._fail(ClientResponseError(f"The answer's head is larger than {MAX_HEAD_BYTES} bytes."))
+        self._fail(ClientResponseError(f"The answer's head is larger than {MAX_HEAD_BYTES} bytes."))
 
     def _feed(self, data: bytes) -> bool:
         """Parse; False when the answer turned out not to be HTTP (the exchange has failed)."""

@@ -79,8 +79,8 @@ class Pool:
         self.waiters: deque[asyncio.Future[Connection | None]] = deque()
         self._sweep: asyncio.TimerHandle | None = None
 
-    async def acquire(self, timeouts: Timeouts, timing: ConnectTiming | None) -> Connection:
-        """A kept-alive connection if one is idle (nothing awaited), else a new one."""
+    def idle_one(self) -> Connection | None:
+        """The kept-alive connection released last, if one is idle (else `connect`)."""
         idle = self.idle
         while idle:
             connection = idle.pop()
@@ -88,7 +88,7 @@ class Pool:
             if not connection.closed:
                 return connection
             self._gone(connection)
-        return await self.connect(timeouts, timing)
+        return None
 
     async def connect(self, timeouts: Timeouts, timing: ConnectTiming | None) -> Connection:
         """A new connection, or one handed back while this call waited for its turn; the wait for a turn, DNS, TCP

@@ -115,7 +115,10 @@ class Response:
             connection = self._connection
             if connection is None:
                 raise ClientPayloadError("The answer was released before its body was read.")
-            self._body = await connection.read()
+            if connection.complete and connection.error is None:  # all in already: no coroutine to await
+                self._body = connection.take()
+            else:
+                self._body = await connection.read()
         return self._body
 
     def release(self) -> None:
@@ -125,6 +128,15 @@ class Response:
             self._pool.release(connection, True)
 
     def close(self) -> None:
+        connection = self._connection
+        if connection is not None:
+            self._connection = None
+            self._pool.release(connection, False)
+
+    def __del__(self) -> None:
+        # An answer dropped without release() or close(): a stream whose generator never started (a filter replaced
+        # the reply; the client left first) is closed without running its finally. Its connection is closed here,
+        # else its pool slot would be held for ever (aiohttp's ClientResponse does the same).
         connection = self._connection
         if connection is not None:
             self._connection = None

@@ -210,3 +210,12 @@ def test_the_default_context_checks_hostnames() -> None:
     context = default_ssl_context()
     assert context.check_hostname
     assert context.verify_mode == ssl.CERT_REQUIRED
+
+
+async def test_an_answer_dropped_unreleased_frees_its_slot() -> None:
+    async with upstream(echo) as up:
+        client = Client(1)
+        response = await client.post(f"http://127.0.0.1:{up.port}/", HEADERS, b"{}", Timeouts())
+        del response  # a stream nobody iterated: never released nor closed
+        assert await post(client, f"http://127.0.0.1:{up.port}/") == (200, b"2:0")
+        await client.close()

@@ -286,3 +286,13 @@ async def test_a_stream_that_trickles_past_the_total_times_out() -> None:
         response.close()
         assert chunks
         await client.close()
+
+
+async def test_a_large_body_in_the_heads_packet_is_not_a_large_head() -> None:
+    body = b"x" * (4 * MAX_HEAD_BYTES)
+
+    async def handler(ex: Exchange) -> None:
+        ex.answer(answer(body))  # one write: head and body reach the client together
+
+    async with upstream(handler) as up:
+        assert await call(up.port) == (200, body)
