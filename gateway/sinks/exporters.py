@@ -96,8 +96,9 @@ Transport = Callable[[str, bytes, Mapping[str, str]], Awaitable[tuple[int, bytes
 
 
 class AiohttpTransport:
-    """aiohttp's client, as for upstream calls: sinks post on the event loop that serves requests, and httpx's
-    client cost about 4% of the gateway's CPU there (py-spy, the telemetry bench)."""
+    """aiohttp's client: sinks post on the event loop that serves requests, and httpx's client cost about 4% of the
+    gateway's CPU there (py-spy, the telemetry bench). Upstream calls have their own leaner client
+    (gateway/providers/http); a sink posts in batches, off the request path, where aiohttp's cost a call is small."""
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
