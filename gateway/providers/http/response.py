@@ -7,6 +7,7 @@ either, and a provider's code reads as it did.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -140,4 +141,5 @@ class Response:
         connection = self._connection
         if connection is not None:
             self._connection = None
-            self._pool.release(connection, False)
+            with contextlib.suppress(RuntimeError):  # the loop closed already (the process is ending)
+                self._pool.release(connection, False)
