@@ -261,12 +261,20 @@ class Connection(asyncio.Protocol):
 
     # -- httptools' callbacks ----------------------------------------------------------------------------------------
 
+    # Bytes past the answer's end (a server speaking out of turn, in the same packet) parse as another answer: each
+    # callback ignores them, and the connection is not reused.
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.complete:
+            return
         self.headers.append((name, value))
         if len(name) == 16 and name.lower() == b"content-encoding":
             self._decode_as(value.strip().lower())
 
     def on_headers_complete(self) -> None:
+        if self.complete:
+            self.keep_alive = False
+            return
         status = self.parser.get_status_code()
         if status < 200:  # 100 Continue, 103 Early Hints: the answer comes after
             self.headers = []
@@ -277,6 +285,8 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        if self.complete:
+            return
         if self.decoder is not None:
             try:
                 body = self.decoder.decompress(body)
@@ -292,6 +302,9 @@ class Connection(asyncio.Protocol):
             self._wake()
 
     def on_message_complete(self) -> None:
+        if self.complete:
+            self.keep_alive = False
+            return
         if not self.head_done:
             return  # the end of a 1xx answer
         self.keep_alive = self.parser.should_keep_alive()

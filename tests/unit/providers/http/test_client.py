@@ -155,12 +155,46 @@ async def test_a_fresh_connection_is_never_retried() -> None:
     assert len(up.requests) == 1
 
 
-async def test_a_refused_connection_is_a_connect_error() -> None:
+async def test_a_refused_connection_is_a_connect_error_with_its_timing() -> None:
     client = Client(10)
+    timing = Timing()
     with pytest.raises(ConnectError, match="Cannot connect"):
-        await post(client, f"http://127.0.0.1:{free_port()}/")
+        await post(client, f"http://127.0.0.1:{free_port()}/", timing)
+    assert timing.upstream_connect is not None  # the trace shows the failed connect too
     assert next(iter(client._pools.values())).size == 0  # the failed attempt's slot is free again
     await client.close()
+
+
+async def test_bytes_on_an_idle_connection_close_it() -> None:
+    client = Client(10)
+
+    async def handler(ex: Exchange) -> None:
+        await echo(ex)
+        if ex.connection == 1:
+            pool = next(iter(client._pools.values()))
+            await until(lambda: bool(pool.idle), "the answer to be read and its connection idle")
+            ex.answer(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n\r\n")  # out of turn
+
+    async with upstream(handler) as up:
+        await post(client, f"http://127.0.0.1:{up.port}/")
+        pool = next(iter(client._pools.values()))
+        await until(lambda: pool.size == 0, "the connection that spoke out of turn to be dropped")
+        assert await post(client, f"http://127.0.0.1:{up.port}/") == (200, b"2:0")
+        await client.close()
+
+
+async def test_bytes_past_the_answer_in_its_packet_are_ignored_and_the_connection_dropped() -> None:
+    async def handler(ex: Exchange) -> None:
+        extra = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 4\r\n\r\nnope" if ex.connection == 1 else b""
+        ex.answer(answer(b"%d:%d" % (ex.connection, ex.index)) + extra)  # one write, one packet
+
+    async with upstream(handler) as up:
+        client = Client(10)
+        response = await client.post(f"http://127.0.0.1:{up.port}/", HEADERS, b"{}", Timeouts())
+        assert (response.status, await response.read(), len(response.headers)) == (200, b"1:0", 1)
+        response.release()
+        assert await post(client, f"http://127.0.0.1:{up.port}/") == (200, b"2:0")
+        await client.close()
 
 
 async def test_tls_with_sni_against_a_certificate_made_here(tmp_path: Path) -> None:
