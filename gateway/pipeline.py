@@ -87,8 +87,12 @@ class Pipeline:
         self.filters = tuple(filters)
         self.chunk_filters: tuple[Filter, ...] = tuple(f for f in reversed(self.filters) if f.sees_chunks)
         self.door: tuple[Filter, ...] = tuple(f for f in self.filters if f.at_door)
-        # The stages with a response phase of their own: Stage's no-op on_response is not awaited for the others.
-        self.settling = frozenset(id(f) for f in self.filters if type(f).on_response is not _NO_RESPONSE_PHASE)
+        # The stages with a response phase of their own: Stage's no-op on_response is not awaited for the others,
+        # and a `settles_now` stage's is called as a plain function.
+        self.settling = frozenset(
+            id(f) for f in self.filters if f.settles_now or type(f).on_response is not _NO_RESPONSE_PHASE
+        )
+        self.settling_now = frozenset(id(f) for f in self.filters if f.settles_now)
 
     async def authenticate(self, ctx: RequestContext) -> None:
         """For endpoints outside the pipeline (the models list): the door's stages run whole (identify, then
@@ -125,9 +129,13 @@ class Pipeline:
     async def complete(self, ctx: RequestContext, reply: Reply, entered: list[Filter]) -> Reply:
         """The response phase, in reverse order. For a stream, called after it has ended."""
         for stage in reversed(entered):
-            if id(stage) not in self.settling:
+            key = id(stage)
+            if key not in self.settling:
                 continue
             try:
+                if key in self.settling_now:
+                    stage.settle(ctx, reply)
+                    continue
                 replaced = await stage.on_response(ctx, reply)
             except GatewayError as exc:
                 ctx.error = exc

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 class RouteFilter(Stage):
     name = "route"
     terminal = True
+    settles_now = True
 
     def __init__(self, router: Router) -> None:
         self.router = router
@@ -42,9 +43,8 @@ class RouteFilter(Stage):
                 code="no_compliant_deployment",
             ) from None
 
-    async def on_response(self, ctx: RequestContext, reply: Reply) -> Reply | None:
+    def settle(self, ctx: RequestContext, reply: Reply) -> None:
         self.router.finished(ctx)
-        return None
 
 
 def _describe(ctx: RequestContext) -> str:

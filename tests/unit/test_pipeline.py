@@ -90,3 +90,37 @@ async def test_on_response_may_replace_a_whole_reply_but_not_a_stream():
     streamed = await run(Pipeline([Replacing("g", []), Recording("route", [], Reply(stream=chunks()))]), make_ctx())
     assert streamed.status == 200
     assert streamed.stream is not None
+
+
+class Settling(Recording):
+    """A stage whose response phase is a plain function (the route and cache filters')."""
+
+    settles_now = True
+
+    def __init__(self, name: str, log: list[str], answer: Reply | None = None, fail: bool = False) -> None:
+        super().__init__(name, log, answer)
+        self.fail = fail
+
+    async def on_response(self, ctx: RequestContext, reply: Reply) -> Reply | None:
+        raise AssertionError("a settles_now stage's on_response is not awaited")
+
+    def settle(self, ctx: RequestContext, reply: Reply) -> None:
+        self.log.append(f"{self.name}.settle:{reply.status}")
+        if self.fail:
+            raise RuntimeError("a bug")
+
+
+@pytest.mark.anyio
+async def test_a_settles_now_stage_is_settled_in_its_turn_and_its_failure_spares_the_others():
+    log: list[str] = []
+    stages = [Recording("a", log), Settling("cache", log), Settling("route", log, Reply(status=200))]
+    reply = await run(Pipeline(stages), make_ctx())
+    assert reply.status == 200
+    assert log == ["a.request", "cache.request", "route.request", "route.settle:200", "cache.settle:200",
+                   "a.response:200"]  # fmt: skip
+    log.clear()
+    ctx = make_ctx()
+    stages = [Recording("a", log), Settling("cache", log, fail=True), Settling("route", log, Reply(status=200))]
+    reply = await run(Pipeline(stages), ctx)
+    assert reply.status == 500  # as a failing on_response
+    assert log[-2:] == ["cache.settle:200", "a.response:500"]
