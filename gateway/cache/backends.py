@@ -64,16 +64,19 @@ class MemoryBackend:
         return self.get_now(key)  # the key is a digest of the project and model already
 
     def put_now(self, key: str, entry: Entry, ttl_s: float, size: int | None = None) -> None:
-        if key in self._entries:
-            self._remove(key)
+        """`size`: entry.size, when the caller has it."""
+        entries = self._entries
+        replaced = entries.pop(key, None)
+        if replaced is not None:
+            self.bytes -= replaced[0].size
         if size is None:
             size = entry.size
         if size > self.max_bytes:
             return
-        self._entries[key] = (entry, self.clock() + ttl_s)
+        entries[key] = (entry, self.clock() + ttl_s)
         self.bytes += size
         while self.bytes > self.max_bytes:
-            self._remove(next(iter(self._entries)))
+            self._remove(next(iter(entries)))
 
     async def put(self, key: str, entry: Entry, ttl_s: float) -> None:
         self.put_now(key, entry, ttl_s)

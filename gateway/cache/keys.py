@@ -27,6 +27,7 @@ _DELIVERY_FIELDS = frozenset(
     {"stream", "stream_options", "user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"}
 )
 _KEY_OPTIONS = orjson.OPT_SORT_KEYS
+_dumps, _blake2b = orjson.dumps, hashlib.blake2b
 
 # What a request asks of the cache, from its headers: use it (read and write), refresh it (no-cache: do not serve
 # from it, but keep the fresh answer) or skip it (no-store: neither).
@@ -37,10 +38,14 @@ _CONTROL_HEADERS = frozenset({b"cache-control", GATEWAY_HEADER})
 
 def exact_key(project: str, endpoint: str, api: str, model: str, body: dict[str, Any]) -> str | None:
     """The exact key (32 hex digits); None when the body cannot be encoded (nested past orjson's depth)."""
-    if _DELIVERY_FIELDS.isdisjoint(body):  # as most bodies are: hashed as they are, without a copy
-        return _digest([project, endpoint, api, model, body])
-    fields = {name: value for name, value in body.items() if name not in _DELIVERY_FIELDS}
-    return _digest([project, endpoint, api, model, fields])
+    if not _DELIVERY_FIELDS.isdisjoint(body):  # most bodies have none: hashed as they are, without a copy
+        body = {name: value for name, value in body.items() if name not in _DELIVERY_FIELDS}
+    # _digest, written out: once per request of a project whose cache is on.
+    try:
+        payload = _dumps([project, endpoint, api, model, body], option=_KEY_OPTIONS)
+    except (orjson.JSONEncodeError, TypeError):
+        return None
+    return _blake2b(payload, digest_size=16).hexdigest()
 
 
 def semantic_parts(project: str, endpoint: str, api: str, model: str, body: dict[str, Any]) -> tuple[str, str] | None:
@@ -80,10 +85,10 @@ def _text_of(content: Any) -> str:
 
 def _digest(value: Any) -> str | None:
     try:
-        payload = orjson.dumps(value, option=_KEY_OPTIONS)
+        payload = _dumps(value, option=_KEY_OPTIONS)
     except (orjson.JSONEncodeError, TypeError):
         return None
-    return hashlib.blake2b(payload, digest_size=16).hexdigest()
+    return _blake2b(payload, digest_size=16).hexdigest()
 
 
 def deterministic(endpoint: str, body: dict[str, Any]) -> bool:

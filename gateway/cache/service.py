@@ -31,7 +31,6 @@ logger = logging.getLogger("gateway.cache")
 RESULTS = ("hit", "semantic-hit", "miss", "bypass")
 _SEMANTIC_ADD_S = 10.0
 _PURGE_S = 30.0  # a purge scans the backend's keys: longer than a request's call, still bounded
-_GAUGE_EVERY = 64
 
 
 class Write(NamedTuple):
@@ -84,11 +83,13 @@ class ResponseCache:
         self.bytes_stored = metrics.counter(
             Counter("gateway_cache_stored_bytes", "Bytes of answers written to the cache.", registry=registry)
         )
-        self._kept = 0  # answers kept in memory: the memory gauge is set every _GAUGE_EVERY of them
         self.memory_bytes = Gauge(
             "gateway_cache_memory_bytes", "Bytes the memory backend holds.", registry=registry,
             multiprocess_mode="livesum",
         )  # fmt: skip
+        memory = self.memory
+        if memory is not None:  # read when the metrics are: not set on every answer kept
+            metrics.level(self.memory_bytes, lambda: memory.bytes)
         errors = Counter(
             "gateway_cache_errors",
             "Cache operations that failed: unavailable (the backend failed or hung: skipped), dropped (the write "
@@ -148,9 +149,6 @@ class ResponseCache:
         if memory is not None and semantic is None:
             memory.put_now(key, entry, ttl_s, size)
             self.bytes_stored.value += size
-            self._kept += 1
-            if not self._kept % _GAUGE_EVERY:
-                self.memory_bytes.set(memory.bytes)
             return
         queue = self._queue
         if queue is None or queue.full():
@@ -195,8 +193,6 @@ class ResponseCache:
             removed = await self.backend.purge(project, model, key)
         if self.semantic is not None and project is not None and model is None and key is None:
             await self.semantic.purge(project)
-        if self.memory is not None:
-            self.memory_bytes.set(self.memory.bytes)
         return removed
 
     # -- the writer ------------------------------------------------------------------------------------------------
@@ -222,8 +218,6 @@ class ResponseCache:
                 continue
             self._answered()
             self.bytes_stored.value += write.entry.size
-            if self.memory is not None:
-                self.memory_bytes.set(self.memory.bytes)
             if write.semantic is not None and self.semantic is not None:
                 scope, text = write.semantic
                 try:  # an embedding may be computed: bounded apart from the backend's calls

@@ -36,14 +36,15 @@ _new_tuple = tuple.__new__
 
 
 @dataclass(slots=True)
-class Pending:
-    """A miss whose answer is to be kept: what the cache filter holds between on_request and on_response."""
+class Pending(CacheOutcome):
+    """A miss (or a refresh) whose answer is to be kept: the request's outcome itself (ctx.cache, which the record
+    and the answer's headers read), carrying what on_response needs. One object a miss, not an outcome and a state
+    kept beside it: this runs for every request of a project whose cache is on."""
 
-    key: str
-    model: str
-    ttl_s: float
-    semantic: tuple[str, str] | None
-    assembler: StreamAssembler | None  # a streamed answer's chunks
+    model: str = ""
+    ttl_s: float = 0.0
+    semantic: tuple[str, str] | None = None
+    assembler: StreamAssembler | None = None  # a streamed answer's chunks
 
 
 class CacheFilter(Stage):
@@ -51,6 +52,7 @@ class CacheFilter(Stage):
     after = ("auth", "ratelimit", "guardrails", "policy")
     order_note = "a hit answers only a caller the earlier stages let through, and the policy's rewrites are in its key"
     sees_chunks = True
+    settles_now = True  # the answer is kept without awaiting: in memory at once, else queued for the writer
 
     def __init__(
         self,
@@ -66,6 +68,7 @@ class CacheFilter(Stage):
         self.config = config
         self.cost = cost  # of a served answer, at the deployment that served it: what each later hit saves
         self.deterministic_only = config.deterministic_only
+        self.ttl_s = config.ttl_s
 
     @classmethod
     def build(cls, components: Components) -> CacheFilter:
@@ -117,10 +120,10 @@ class CacheFilter(Stage):
                         outcome = CacheOutcome("semantic-hit", match.key, entry.record_id, match.score, entry.cost_usd)
                         return self._hit(ctx, entry, outcome)
         status = "miss" if control == "use" else "bypass"
-        ctx.cache = CacheOutcome(status, key)
         cache.results[status].value += 1
-        ttl_s = (plan.ttl_s if plan is not None else None) or self.config.ttl_s
-        ctx.keep(Pending(key, model, ttl_s, semantic, StreamAssembler(endpoint) if ctx.stream else None))
+        ttl_s = (plan.ttl_s if plan is not None else None) or self.ttl_s
+        assembler = StreamAssembler(endpoint) if ctx.stream else None
+        ctx.cache = Pending(status, key, "", None, None, model, ttl_s, semantic, assembler)
         return None
 
     def _bypass(self, ctx: RequestContext) -> None:
@@ -142,35 +145,36 @@ class CacheFilter(Stage):
         return Reply(body=entry.body)
 
     def on_chunk(self, ctx: RequestContext, chunk: dict[str, Any]) -> dict[str, Any] | None:
-        pending = ctx.state(Pending)
-        if pending is not None and pending.assembler is not None:
+        pending = ctx.cache
+        if type(pending) is Pending and pending.assembler is not None:
             pending.assembler.add(chunk)
         return chunk
 
-    async def on_response(self, ctx: RequestContext, reply: Reply) -> Reply | None:
-        pending = ctx.state(Pending)
-        if pending is None:
-            outcome, usage = ctx.cache, ctx.usage
-            if outcome is not None and outcome.hit and usage is not None:
-                usage.source = "cache"  # a replayed stream's usage chunk was read as an upstream's
-            return None
+    def settle(self, ctx: RequestContext, reply: Reply) -> None:
+        pending = ctx.cache
+        if type(pending) is not Pending:
+            if pending is not None and pending.hit and ctx.usage is not None:
+                ctx.usage.source = "cache"  # a replayed stream's usage chunk was read as an upstream's
+            return
         if ctx.error is not None or reply.status != 200:
-            return None
+            return
         if reply.stream is not None:
             assembler = pending.assembler
             if assembler is None or not assembler.complete:
-                return None
+                return
             body = orjson.dumps(assembler.answer(ctx.usage))
         else:
             body = reply.body
         usage = ctx.usage
         served = ctx.served_model or (ctx.deployment.model if ctx.deployment else "")
-        project = ctx.principal.project
         if usage is not None:
-            fields = (body, ctx.request_id, time.time(), project, pending.model, served,
-                      usage.prompt_tokens, usage.completion_tokens, self.cost(ctx, usage))  # fmt: skip
+            # The request's cost, computed once: the record (Recorder.finish) and a budget's settlement read it.
+            cost = ctx.cost_usd
+            if cost is None:
+                cost = ctx.cost_usd = self.cost(ctx, usage)
+            fields = (body, ctx.request_id, time.time(), ctx.principal.project, pending.model, served,
+                      usage.prompt_tokens, usage.completion_tokens, cost)  # fmt: skip
         else:
-            fields = (body, ctx.request_id, time.time(), project, pending.model, served, 0, 0, None)
+            fields = (body, ctx.request_id, time.time(), ctx.principal.project, pending.model, served, 0, 0, None)
         # tuple.__new__: a NamedTuple's own __new__ is a Python function, a frame more on every miss.
         self.cache.keep(pending.key, _new_tuple(Entry, fields), pending.ttl_s, pending.semantic)
-        return None

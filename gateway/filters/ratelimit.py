@@ -128,7 +128,9 @@ class RateLimitFilter(Stage):
             release = False
         actual_cost: float | None = None
         if usage is not None:
-            actual_cost = ctx.cost_usd if ctx.cost_usd is not None else self.cost(ctx, usage)
+            actual_cost = ctx.cost_usd
+            if actual_cost is None:  # computed once: the record reads it (Recorder.finish)
+                actual_cost = ctx.cost_usd = self.cost(ctx, usage)
         items: list[tuple[Check, float]] = []
         for check in checks:
             if check.kind == CONCURRENCY:

@@ -12,6 +12,7 @@ import math
 import os
 import time
 from bisect import bisect_right
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import (
@@ -88,6 +89,20 @@ class _Counter:
             self.value = 0.0
 
 
+class _Level:
+    """A gauge child set, at each flush, to what `read` returns: for a level that requests change (no set() on the
+    request path)."""
+
+    __slots__ = ("child", "read")
+
+    def __init__(self, child: Any, read: Callable[[], float]) -> None:
+        self.child = child
+        self.read = read
+
+    def flush(self) -> None:
+        self.child.set(self.read())
+
+
 class _Flush:
     """Registered first in the registry: whatever collects it (a scrape, get_sample_value) has what the requests
     observed so far written to the metrics first."""
@@ -110,7 +125,7 @@ class Metrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self._pending: list[_Histogram | _Counter] = []  # every accumulator made, flushed together
+        self._pending: list[_Histogram | _Counter | _Level] = []  # every accumulator made, flushed together
         self._unflushed = 0  # requests observed since the last flush
         r.register(_Flush(self.flush))
         route = ["endpoint", "model", "provider"]
@@ -188,6 +203,10 @@ class Metrics:
         """A counter child whose increments (`.value += n`) are added up here and written to it when the metrics
         are read or flushed: for a component's own counters on the request path."""
         return self._counter(child)
+
+    def level(self, child: Any, read: Callable[[], float]) -> None:
+        """A gauge child set to read() whenever the metrics are read or flushed."""
+        self._pending.append(_Level(child, read))
 
     def _route(self, endpoint: str, model: str, provider: str) -> tuple[Any, ...]:
         key = (endpoint, model, provider)

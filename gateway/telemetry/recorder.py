@@ -60,9 +60,12 @@ class Recorder:
         project = ctx.principal.project
         features = self.features
         if ctx.usage is not None and features.enabled("cost_tracking", project):
-            cache = ctx.cache
-            # A hit cost nothing: what it saved is in its record (saved_usd), what it would have cost.
-            ctx.cost_usd = 0.0 if cache is not None and cache.hit else self.cost(ctx, ctx.usage)
+            # Computed once: a hit's is 0.0 already (what it saved is in its record, saved_usd), and the cache
+            # filter computed a miss's when it kept the answer.
+            if ctx.cost_usd is None:
+                ctx.cost_usd = self.cost(ctx, ctx.usage)
+        elif ctx.cost_usd:  # a miss's, computed for the cache's entry: not recorded with cost tracking off
+            ctx.cost_usd = None
         self.metrics.observe(ctx)
         if ctx.error is not None and self.events is not None:
             self._event(ctx, ctx.error)

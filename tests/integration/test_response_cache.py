@@ -218,6 +218,25 @@ def test_records_say_hit_or_miss_the_record_served_and_the_cost_saved(cached: Ca
     assert row["saved_usd"] == pytest.approx(row["hits"] * miss["cost_usd"])
 
 
+def test_with_cost_tracking_off_a_miss_records_no_cost_and_its_hits_still_say_what_they_saved(
+    make_config: Callable[..., GatewayConfig], upstream: tuple[str, Upstream], db_path: Path
+):
+    # The cache computes a miss's cost for its entry (what each hit saves): the record does not take it over.
+    up_url, up = upstream
+    settings = overrides(up_url)
+    settings["features"]["defaults"]["cost_tracking"] = False
+    with running(make_config(**settings)) as (url, _):
+        first = ask(url)
+        assert wait_until(lambda: ask(url).headers["x-gateway-cache"] == "hit", timeout=10)
+        miss = record_of(db_path, first.headers["x-gateway-request-id"])
+        served = record_of(db_path, ask(url).headers["x-gateway-request-id"])
+    assert miss["cache"] == "miss"
+    assert miss["cost_usd"] is None
+    assert served["cache"] == "hit"
+    assert served["cost_usd"] == 0
+    assert served["saved_usd"] > 0
+
+
 def test_purge_removes_a_projects_or_one_keys_entries_for_admins_only(cached: Cached):
     first = ask(cached.url)
     ask(cached.url, text="Another question")
