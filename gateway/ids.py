@@ -85,6 +85,12 @@ def id_time_s(record_id: str) -> float | None:
 _HEX = frozenset("0123456789abcdef")
 
 
+def id_floor(at_s: float) -> str:
+    """What every record id made at `at_s` (Unix seconds) or later sorts after, and every one made before sorts
+    below (its first 12 digits): a bound for a range of ids by age, served by an index on them."""
+    return f"{int(at_s * 1000) & 0xFFFF_FFFF_FFFF:012x}"
+
+
 def new_span_id() -> str:
     """A new W3C span id: 64 random bits as 16 hex digits, never all zeros (the invalid span id)."""
     global _spans

@@ -34,6 +34,7 @@ from gateway.store import (
     postgres_keys,
     postgres_policies,
     postgres_responses,
+    responses_sql,
     rollups,
     similarity_sql,
 )
@@ -327,6 +328,9 @@ class PostgresStore(TraceQueries):
                     async with conn.transaction():
                         await conn.execute(_LOCK, self.schema)
                         await conn.execute(f"DROP TABLE IF EXISTS {', '.join(old)}")
+            if table == "responses":  # by the primary key's index: the table has none on ts
+                status = await conn.execute(responses_sql.retention("$"), responses_sql.retention_bound(cutoff), cutoff)
+                return int(status.split()[-1])
             status = await conn.execute(f"DELETE FROM {table} WHERE ts < $1", cutoff)
             if table == "model_cost_logs":  # the rollups go with their records: a period once all of it is past
                 await conn.execute(rollups.RETENTION_SQL.replace("?", "$1"), cutoff)

@@ -6,7 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from gateway.ids import id_floor
 from gateway.store.base import StoredResponse
+
+RESPONSE_ID_PREFIX = "resp_"  # the Responses API's ids: resp_ and the record's id (gateway/api/responses.py)
 
 COLUMNS = ("id", "project", "ts", "previous_response_id", "response", "input_items")
 _LISTED = ", ".join(COLUMNS)
@@ -31,6 +34,18 @@ def statements(mark: str) -> dict[str, str]:
         f" WHERE r.project = {mark}2 AND c.depth < {mark}3"
         f") SELECT {_LISTED} FROM chain ORDER BY depth DESC",
     }
+
+
+def retention(mark: str) -> str:
+    """The deletion of the responses made before a time: ids below `{mark}1` (`retention_bound`), a range of the
+    primary key's index (an id is resp_ and a UUIDv7, its time first), with no index on ts to keep up to date at
+    every write; `ts < {mark}2` as well, so that a row whose id is not the gateway's is never removed early."""
+    return f"DELETE FROM responses WHERE id < {mark}1 AND ts < {mark}2"
+
+
+def retention_bound(cutoff_s: float) -> str:
+    """The id below which every stored response was made before cutoff_s."""
+    return RESPONSE_ID_PREFIX + id_floor(cutoff_s)
 
 
 def row(r: StoredResponse) -> tuple[Any, ...]:

@@ -16,7 +16,15 @@ from typing import Any, TypeVar
 import orjson
 
 from gateway.config.telemetry import FlagValue
-from gateway.store import rollups, similarity_sql, sqlite_flags, sqlite_keys, sqlite_policies, sqlite_responses
+from gateway.store import (
+    responses_sql,
+    rollups,
+    similarity_sql,
+    sqlite_flags,
+    sqlite_keys,
+    sqlite_policies,
+    sqlite_responses,
+)
 from gateway.store.base import (
     JSON_COLUMNS,
     RECORD_COLUMNS,
@@ -193,6 +201,9 @@ class SQLiteStore(TraceQueries):
 
         def delete() -> int:
             conn = self._require()
+            if table == "responses":  # by the primary key's index: the table has none on ts
+                bound = responses_sql.retention_bound(cutoff)
+                return int(conn.execute(responses_sql.retention("?"), (bound, cutoff)).rowcount)
             removed = conn.execute(f"DELETE FROM {table} WHERE ts < ?", (cutoff,)).rowcount
             if table == "model_cost_logs":  # the rollups go with their records: a period once all of it is past
                 conn.execute(rollups.RETENTION_SQL, (cutoff,))

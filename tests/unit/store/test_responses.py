@@ -10,9 +10,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.config.telemetry import TelemetryConfig
+from gateway.ids import id_floor
+from gateway.store import responses_sql
 from gateway.store.base import StoredResponse, response_store
 from gateway.store.maintenance import StoreMaintenance
-from gateway.store.sqlite import SQLiteStore
+from gateway.store.sqlite import SQLiteStore, migrations
 
 pytestmark = pytest.mark.anyio
 
@@ -102,21 +104,48 @@ async def test_a_cycle_ends_at_max_depth(store) -> None:
     assert [r.id for r in chain] == ["resp_2", "resp_1", "resp_2", "resp_1", "resp_2"]
 
 
+def made_at(ts: float, n: int) -> StoredResponse:
+    """A response as the gateway stores it: its id is resp_ and a record id, whose first digits are its time."""
+    r = stored(n, ts=ts)
+    return r._replace(id=f"resp_{id_floor(ts)}{n:020x}")
+
+
 async def test_retention_removes_the_responses_past_their_own_days(store) -> None:
     now = time.time()
-    await store.save_responses([stored(1, ts=now - 40 * DAY)])
-    await store.save_responses([stored(2, ts=now - 10 * DAY)])
-    await store.save_responses([stored(3, ts=now - 60)])
+    old, recent, young = made_at(now - 40 * DAY, 1), made_at(now - 10 * DAY, 2), made_at(now - 60, 3)
+    await store.save_responses([old, recent, young])
     registry = CollectorRegistry()
     # telemetry.retention_days says nothing of responses; responses.retention_days is theirs.
     maintenance = StoreMaintenance(store, TelemetryConfig(), registry, responses_retention_days=30)
     assert await maintenance.run_once() == {"responses": 1}
-    assert await store.get_response("resp_1", project="p1") is None
-    assert await store.get_response("resp_2", project="p1") is not None
+    assert await store.get_response(old.id, project="p1") is None
+    assert await store.get_response(recent.id, project="p1") is not None
     assert registry.get_sample_value("gateway_store_retention_removed_total", {"table": "responses"}) == 1
     shorter = StoreMaintenance(store, TelemetryConfig(), CollectorRegistry(), responses_retention_days=7)
     assert await shorter.run_once() == {"responses": 1}
-    assert await store.get_response("resp_3", project="p1") is not None
+    assert await store.get_response(young.id, project="p1") is not None
+
+
+async def test_retention_goes_by_the_id_and_never_removes_a_row_early(store) -> None:
+    now = time.time()
+    # An id that is not the gateway's sorts after every one of its ids: left to a deletion by hand.
+    foreign = stored(1, ts=now - 40 * DAY)
+    # Its time in its id and its ts disagree (no response the gateway makes): the younger of the two wins.
+    odd = made_at(now - 40 * DAY, 2)._replace(created_at=now - 60)
+    await store.save_responses([foreign, odd, made_at(now - 40 * DAY, 3)])
+    assert await store.retention("responses", 30 * DAY) == 1
+    assert await store.get_response(foreign.id, project="p1") is not None
+    assert await store.get_response(odd.id, project="p1") is not None
+
+
+def test_sqlite_finds_the_responses_past_retention_by_the_primary_key(tmp_path) -> None:
+    conn = sqlite3.connect(tmp_path / "g.db")
+    for _, _, up, _ in migrations():
+        conn.executescript(up)
+    plan = conn.execute(
+        "EXPLAIN QUERY PLAN " + responses_sql.retention("?"), (responses_sql.retention_bound(time.time()), 0.0)
+    ).fetchall()
+    assert "USING INDEX sqlite_autoindex_responses_1 (id<?)" in " ".join(row[-1] for row in plan), plan
 
 
 async def test_an_id_the_store_cannot_hold_is_simply_not_there(store) -> None:

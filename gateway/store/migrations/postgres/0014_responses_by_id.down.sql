@@ -1,0 +1,1 @@
+CREATE INDEX responses_ts ON responses (ts);
