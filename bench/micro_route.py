@@ -16,8 +16,9 @@ Runs N requests one after another, in one process and one event loop (uvloop), a
   and every request a miss (each answer kept: the memory backend), and with it on and one body repeated (every
   request after the first a hit, no upstream call).
 
-Background work that runs by the clock (loop lag's sampler, health sync, the telemetry writer) is set to long intervals:
-under callgrind a request takes some 50 times longer, and what a timer does per second would count per request.
+Background work that runs by the clock (loop lag's sampler, health sync, the telemetry writer, uvicorn's 0.1 s tick,
+the disconnect watch's 25 ms sweep) is set to long intervals: under callgrind a request takes some 50 times longer,
+and what a timer does per second would count per request, more of it the busier the machine.
 
 The client and the upstream are a few lines of asyncio each, the same in every run. Instructions per request are
 the difference between two runs, N=1200 and N=200, over 1000 (start-up and warm-up cancel out):
@@ -47,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 from gateway.app import build_app  # noqa: E402
 from gateway.config import parse_config  # noqa: E402
 from gateway.context import RequestContext  # noqa: E402
-from gateway.server import uvicorn_options  # noqa: E402
+from gateway.server import uvicorn_options, watch  # noqa: E402
 
 WARMUP = 200
 KEY = "sk-bench-micro"
@@ -118,6 +119,12 @@ async def serving(gateway_config: Any) -> AsyncIterator[int]:
     work that runs by the clock set to long intervals."""
     app = build_app(gateway_config)
     app.state.gateway.loop_lag.interval_s = 3600
+    # A request starts listening for its client's disconnect once it has run for LISTEN_AFTER_S (25 ms), found by
+    # a sweep every 25 ms: under callgrind (some 100 times slower) nearly every request outlived it, the more of
+    # them the busier the machine, and the count of a mode moved by tens of thousands between two runs (the
+    # listening, the sweep's timers) where a gateway at full speed, a request done in a millisecond or a few
+    # (S1's 50 connections on one core: ~15 ms), spends nothing of it.
+    watch.LISTEN_AFTER_S = 3600.0
     async with serving_app(app, proxy_headers=False, **uvicorn_options(gateway_config.server)) as port:
         yield port
 
@@ -130,6 +137,15 @@ async def serving_app(app: Any, **options: Any) -> AsyncIterator[int]:
         app, host="127.0.0.1", port=0, lifespan="on", log_level="warning", access_log=False, **options
     )
     server = uvicorn.Server(config)
+    stopped = asyncio.Event()
+
+    async def main_loop() -> None:
+        # uvicorn's own loop wakes every 0.1 s (its Date header, should_exit): per second, not per request, so
+        # under callgrind it counted per request as the machine was slow. One tick at the start, then the stop.
+        await server.on_tick(0)
+        await stopped.wait()
+
+    server.main_loop = main_loop  # type: ignore[method-assign]
     running = asyncio.ensure_future(server.serve())
     while not server.started:  # noqa: ASYNC110 - uvicorn's Server has no event for it
         await asyncio.sleep(0.01)
@@ -137,6 +153,7 @@ async def serving_app(app: Any, **options: Any) -> AsyncIterator[int]:
         yield server.servers[0].sockets[0].getsockname()[1]
     finally:
         server.should_exit = True
+        stopped.set()
         await running
 
 
