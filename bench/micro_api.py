@@ -87,13 +87,16 @@ def config(upstream_port: int, tmp: str) -> Any:
     return parse_config(yaml.safe_dump(data), source="micro.yaml", env=os.environ, base_dir=str(ROOT))
 
 
-async def client(port: int, request: bytes, count: int) -> None:
+async def client(port: int, request: bytes, count: int, expect: bytes | None = None) -> None:
+    """`count` requests one after another on one kept-alive connection; each answer a 200 whose head (lowercased)
+    holds `expect` when given."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     for _ in range(count):
         writer.write(request)
         head = await reader.readuntil(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200"), head
         lowered = head.lower()
+        assert expect is None or lowered.find(expect) >= 0, head  # find: bytes' `in` raises and clears a TypeError
         start = lowered.find(b"content-length:")
         if start >= 0:
             await reader.readexactly(int(lowered[start + 15 : lowered.find(b"\r\n", start)]))
