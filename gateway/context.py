@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 import orjson
 
 from gateway.decision import RouteConstraints
+from gateway.tracecontext import incoming
 
 if TYPE_CHECKING:
     from gateway.config import Deployment, ModelGroup
@@ -278,9 +279,9 @@ class RequestContext:
         return self._trace_context()[1]
 
     def _trace_context(self) -> tuple[str, str]:
-        if self._trace is None:  # read from the headers once, when first needed
-            from gateway.tracecontext import incoming
-
+        # Read from the headers once, when first needed (every record needs it). `incoming` is imported with the
+        # module: an import statement run per request cost ~8,800 instructions, the module already loaded.
+        if self._trace is None:
             trace, parent = incoming(self.headers)
             self._trace = (trace or self.request_id, parent)
         return self._trace
