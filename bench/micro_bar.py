@@ -85,10 +85,14 @@ async def drained(gw: Any) -> None:
     written: gateway/store/base.py Unsure), a per-row INSERT ... WHERE NOT EXISTS, ~68,000 instructions a request.
     After the counted requests: the shutdown cancels a write still out, and writes its rows again through that
     check; on a loaded machine one was out, on a quiet one not, and the count followed the machine's load."""
-    await gw.queue.flush_once()
+    gw.queue._wakeup.set()  # its own writer flushes (a second flush_once beside it would race for the same batch)
+    deadline = asyncio.get_running_loop().time() + 600
+    while len(gw.queue):
+        if asyncio.get_running_loop().time() > deadline:
+            raise SystemExit("the telemetry queue was not flushed in 600 s")
+        await asyncio.sleep(0.05)
     for outbox in gw.outboxes:
         outbox._wakeup.set()  # a bench's nudge: the outbox writes a full batch, or after its (hour-long) interval
-    deadline = asyncio.get_running_loop().time() + 600
     while any(outbox.stats()["queued"] for outbox in gw.outboxes):
         if asyncio.get_running_loop().time() > deadline:
             raise SystemExit("the records were not written in 600 s")
