@@ -259,7 +259,9 @@ async def test_a_stream_that_goes_silent_times_out_at_the_first_byte_bound() -> 
 
     async with upstream(handler) as up:
         client = Client(1)
-        response = await client.post(f"http://127.0.0.1:{up.port}/", HEADERS, b"{}", Timeouts(first_byte_s=0.2))
+        # The head must come within the same bound that the silence then exceeds: 1 s, not a tight 0.2, so that
+        # a busy machine's slow head is never taken for the silence.
+        response = await client.post(f"http://127.0.0.1:{up.port}/", HEADERS, b"{}", Timeouts(first_byte_s=1.0))
         chunks: list[bytes] = []
         with pytest.raises(ReadTimeout):
             await collect(response, chunks)
