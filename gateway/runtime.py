@@ -65,6 +65,12 @@ class Gateway:
         enabled = config.enabled_providers()
         for name in config.providers.keys() - enabled.keys():
             logger.warning("provider %s is optional and has no api_key: its deployments are left out", name)
+        if not config.auth.admin_key and not any(key.role == "admin" for key in config.auth.keys):
+            jwt = config.auth.jwt.hs256_secret or config.auth.jwt.jwks_url
+            logger.warning(
+                "no auth.admin_key and no config key with role admin: %s",
+                "only a JWT with the admin role reaches the admin API" if jwt else "nobody can use the admin API",
+            )
         self.providers: dict[str, Provider] = {name: build_provider(name, p) for name, p in enabled.items()}
         self.models: dict[str, ModelGroup] = {}
         for name, group in config.models.items():

@@ -364,11 +364,14 @@ def _interpolate(value: Any, env: Mapping[str, str], path: str, problems: list[t
 
         def substitute(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
-            if name in env and (env[name] != "" or default is None):
+            if env.get(name):
                 return env[name]
             if default is not None:
                 return default
-            problems.append((path, f"environment variable {name} is not set (use ${{{name}:-default}})"))
+            # `${VAR}` asks for a value: set but empty (a blank Secret, `VAR=` in an env file) is as good as unset,
+            # and would otherwise turn, say, the admin key off without a word. `${VAR:-}` allows empty.
+            state = "is empty" if name in env else "is not set"
+            problems.append((path, f"environment variable {name} {state} (use ${{{name}:-default}})"))
             return ""
 
         return _VAR.sub(substitute, value)

@@ -69,6 +69,16 @@ def test_an_unset_variable_without_default_is_an_error():
     ]
 
 
+def test_a_variable_set_but_empty_is_an_error_unless_a_default_allows_it():
+    # A blank Secret or `GATEWAY_ADMIN_KEY=` in an env file must not turn the admin key off without a word.
+    text = MINIMAL + "auth: {admin_key: '${ADMIN}'}\n"
+    assert problems(text, env={"ADMIN": ""}) == [
+        "g.yaml: auth.admin_key: environment variable ADMIN is empty (use ${ADMIN:-default})"
+    ]
+    assert parse_config(MINIMAL + "auth: {admin_key: '${ADMIN:-}'}\n", env={"ADMIN": ""}).auth.admin_key == ""
+    assert parse_config(MINIMAL + "auth: {admin_key: '${ADMIN:-sk-a}'}\n", env={"ADMIN": ""}).auth.admin_key == "sk-a"
+
+
 def test_secrets_are_never_printed():
     lines = problems(MINIMAL + "auth: {admin_key: [sk-very-secret]}\nproviders: {mock: {type: mock, api_key: 42.5}}\n")
     assert not any("sk-very-secret" in line for line in lines)
