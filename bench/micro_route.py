@@ -11,6 +11,11 @@ Runs N requests one after another, in one process and one event loop (uvloop), a
   same provider and upstream: routing and the provider's call through its upstream client;
 - `full-mock`, `route-mock`: the same on the built-in mock provider (no upstream, no HTTP client): the gateway's own
   code around the call, with less of the noise that the event loop's timers and the sockets add.
+- `stream`, `stream-step`: `full` with a streamed answer (bench/chat.lua's body with "stream": true) from an
+  upstream that streams bench/upstream.py's 20 events and `[DONE]` as chunks of a chunked body: in one write
+  (`stream`: the gateway reads them all at once), or one event a write, the next written only once the client has
+  read the previous one (`stream-step`: one upstream read per event, as a model's tokens come; the usage chunk and
+  `[DONE]` come together in the last write, the usage chunk stripped by the gateway);
 - `cache-off`, `cache-miss`, `cache-hit`: `full` with the response cache (issue 18): a deterministic body whose
   text carries the request's number (the same bytes' length every time), without the cache filter, with it on
   and every request a miss (each answer kept: the memory backend), and with it on and one body repeated (every
@@ -68,6 +73,22 @@ UPSTREAM_REPLY = (
 )
 
 
+def _stream_writes() -> list[bytes]:
+    """The streamed answer's writes, one per event but the usage chunk and `[DONE]` together (the client never sees
+    the usage chunk: it did not ask for it), each event a chunk of a chunked body, the first after the head."""
+    from upstream import stream_events  # bench/upstream.py: the shared bench's mock stream
+
+    events = [b"%x\r\n%s\r\n" % (len(event), event) for event in stream_events()]
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    return [head + events[0], *events[1:-2], events[-2] + events[-1] + b"0\r\n\r\n"]
+
+
+STREAM_BODY = (
+    b'{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},'
+    b'{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":64,"temperature":0,"stream":true}'
+)
+
+
 class Upstream(asyncio.Protocol):
     """Answers every request on a kept-alive connection with the same chat completion."""
 
@@ -87,8 +108,24 @@ class Upstream(asyncio.Protocol):
             end = head_end + 4 + length
             if len(self.buffer) < end:
                 return
+            streamed = self.buffer.find(b'"stream":true', head_end) >= 0
             self.buffer = self.buffer[end:]
-            self.transport.write(UPSTREAM_REPLY)
+            if not streamed:
+                self.transport.write(UPSTREAM_REPLY)
+            elif STEPPED:
+                STEPPED[0] = self
+                self.writes = iter(STREAM_WRITES)
+                self.step()
+            else:
+                self.transport.write(b"".join(STREAM_WRITES))
+
+    def step(self) -> None:
+        """`stream-step`: the stream's next write (the client calls it when it has read the previous event)."""
+        self.transport.write(next(self.writes))
+
+
+STREAM_WRITES: list[bytes] = []
+STEPPED: list[Any] = []  # `stream-step`: [the upstream connection whose stream is under way]
 
 
 def config(upstream_port: int, tmp: str, mock: bool, cache: bool = False) -> Any:
@@ -190,6 +227,35 @@ async def numbered(n: int, gateway_config: Any, repeat: bool) -> None:
         writer.close()
 
 
+async def streamed(n: int, gateway_config: Any, step: bool) -> None:
+    """`full` with a streamed answer, read to its last chunk; with `step`, the upstream writes the next event each
+    time the client has read one more."""
+    STREAM_WRITES[:] = _stream_writes()
+    if step:
+        STEPPED[:] = [None]
+    async with serving(gateway_config) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        request = (
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\nauthorization: Bearer %s\r\n"
+            b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+            % (KEY.encode(), len(STREAM_BODY), STREAM_BODY)
+        )
+        for _ in range(WARMUP + n):
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), head
+            body = b""
+            events = 0
+            while not body.endswith(b"0\r\n\r\n"):
+                body += await reader.read(65536)
+                if step and body.count(b"\n\n") > events and not body.endswith(b"0\r\n\r\n"):
+                    events = body.count(b"\n\n")
+                    STEPPED[0].step()
+            assert body.find(b"data: [DONE]") >= 0, body
+            assert body.count(b"\n\n") == 19, body
+        writer.close()
+
+
 NUMBERED = b'{"model":"gpt-4o-mini","temperature":0,"messages":[{"role":"user","content":"Say hello %07d."}]}'
 
 
@@ -214,7 +280,9 @@ async def main(mode: str, n: int) -> None:
     port = upstream.sockets[0].getsockname()[1]
     with tempfile.TemporaryDirectory() as tmp:
         run, _, provider = mode.partition("-")
-        if run == "cache":
+        if run == "stream":
+            await streamed(n, config(port, tmp, mock=False), step=provider == "step")
+        elif run == "cache":
             gateway_config = config(port, tmp, mock=False, cache=provider != "off")
             await numbered(n, gateway_config, repeat=provider == "hit")
         else:
@@ -223,4 +291,5 @@ async def main(mode: str, n: int) -> None:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT / "bench"))
     uvloop.run(main(sys.argv[1], int(sys.argv[2])))
