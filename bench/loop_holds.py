@@ -12,7 +12,10 @@ so that every callback can be timed: `Handle._run` is wrapped, and tasks are asy
 names its coroutine. Each callback that runs for more than 0.5 ms is kept with its cause:
 - a task's step: its coroutine, and the innermost function it resumed in (`Outbox._run < SQLiteStore.write`);
 - an I/O callback: the protocol it reads for (`read BoundedHttpToolsProtocol`); a timer or call_soon: its function;
-- a collection of the garbage collector, from gc.callbacks, by generation, whatever thread it ran in.
+- a collection of the garbage collector, from gc.callbacks, by generation, whatever thread it ran in;
+- a job of a worker thread (the SQLite store's, to_thread's), by its function: its CPU time is an upper bound of
+  how long it held the GIL (sqlite3 lets it go while SQLite steps, a write() while the system writes), and the
+  loop, when it wants the GIL back, waits up to sys.getswitchinterval() for a thread running Python.
 `wall` is the callback's time on the clock; `cpu` the main thread's CPU time in it (time.thread_time): what the
 wall has beyond it, the loop waited (for the GIL a worker thread held, or for a core another process had). On a
 loaded machine read `cpu` (and the gc rows): the wall also counts the other processes' turns.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.events
+import concurrent.futures.thread
 import gc
 import os
 import subprocess
@@ -179,6 +183,17 @@ class Holds:
 
         asyncio.events.Handle._run = traced  # type: ignore[method-assign]
         gc.callbacks.append(self._gc)
+        work = concurrent.futures.thread._WorkItem.run  # type: ignore[attr-defined]
+
+        def timed_work(item: Any) -> None:
+            wall, cpu = time.perf_counter(), time.thread_time()
+            work(item)
+            wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+            if holds.counting and (wall > KEEP_S or cpu > KEEP_S):
+                name = getattr(item.fn, "__qualname__", type(item.fn).__name__)
+                holds.kept[f"thread {threading.current_thread().name.rpartition('_')[0]}: {name}"].append((wall, cpu))
+
+        concurrent.futures.thread._WorkItem.run = timed_work  # type: ignore[attr-defined]
 
     def _gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":

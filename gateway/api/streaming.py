@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any, Protocol
 
 import orjson
@@ -32,6 +32,7 @@ from gateway.errors import (
 )
 from gateway.pipeline import Filter
 from gateway.providers.sse import DONE, DONE_FRAME, frame
+from gateway.server.protocol import chunk_writer
 from gateway.server.watch import Watch
 from gateway.types import Headers, Send
 
@@ -128,17 +129,43 @@ async def _forward(
     """Send the stream's events; the error that ended it early, if one did (the relay sends it and the end)."""
     strip_usage = not ctx.client_wants_usage
     loop = asyncio.get_running_loop()
+    write = chunk_writer(send)  # uvicorn's own send: chunks written straight to the transport
+    pending: list[bytes] = []  # what the payloads of one upstream read make, written together
+    idle: _Idle | None = None
     try:
-        async with asyncio.timeout(idle_s) as deadline:
-            async for payload in stream:
+        async with asyncio.timeout(None) as deadline:
+            idle = _Idle(loop, idle_s, deadline)
+            next_payload = stream.__anext__
+            while True:
+                # The next payload, driven by hand to see whether the stream has it at once (the rest of the
+                # upstream read in hand) or must wait for the upstream: then what is pending is written first.
+                step = next_payload().__await__()  # an async generator's asend: itself
+                try:
+                    signal = step.send(None)
+                except StopIteration as ready:
+                    payload = ready.value
+                except StopAsyncIteration:
+                    break
+                else:
+                    if pending:
+                        await _write(pending, write, send)
+                    try:
+                        payload = await _Resumed(step, signal)
+                    except StopAsyncIteration:
+                        break
                 if payload == DONE:
                     break
                 data = _process(ctx, payload, strip_usage, chunk_filters, encoder)
                 if data:
-                    await send({"type": "http.response.body", "body": data, "more_body": True})
+                    if write is not None:
+                        pending.append(data)
+                    else:
+                        await send({"type": "http.response.body", "body": data, "more_body": True})
                 if ctx.error is not None:
                     break  # an error event of the upstream's (forwarded as it came), or a filter's
-                deadline.reschedule(loop.time() + idle_s)
+                idle.last = loop.time()
+            if pending:
+                await _write(pending, write, send)
             if ctx.error is None:
                 for data in _ending(ctx, chunk_filters, encoder):
                     await send({"type": "http.response.body", "body": data, "more_body": True})
@@ -151,7 +178,81 @@ async def _forward(
     except Exception:  # a bug in a provider or filter: the client still gets an error event and [DONE]
         logger.exception("stream of request %s failed", ctx.request_id)
         return InternalError("The gateway could not relay the upstream stream.")
+    finally:
+        if idle is not None:
+            idle.cancel()
+        if pending:  # the stream failed, or was cut, after payloads of the read in hand: they go before its end
+            await _write(pending, write, send)
     return None
+
+
+async def _write(pending: list[bytes], write: Callable[[bytes], bool] | None, send: Send) -> None:
+    """The pending payloads' bytes, in one write when it can be made at once."""
+    data = pending[0] if len(pending) == 1 else b"".join(pending)
+    pending.clear()
+    if write is None or not write(data):
+        await send({"type": "http.response.body", "body": data, "more_body": True})
+
+
+class _Resumed:
+    """The rest of an awaitable whose first step was taken by hand (`signal`: what that step yielded, the future
+    it waits on): awaited, it yields that up to the task, then drives the awaitable on as `await` would, passing
+    in what the task sends and throws (a cancellation)."""
+
+    __slots__ = ("step", "signal")
+
+    def __init__(self, step: Any, signal: Any) -> None:
+        self.step = step
+        self.signal = signal
+
+    def __await__(self) -> Generator[Any, Any, bytes]:
+        signal = self.signal
+        while True:
+            try:
+                value = yield signal
+            except BaseException as exc:  # noqa: BLE001 - thrown into the awaitable, as await does
+                try:
+                    signal = self.step.throw(exc)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+                continue
+            try:
+                signal = self.step.send(value)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+
+class _Idle:
+    """The stream's idle timeout without a timer per chunk (a deadline rescheduled per chunk cancels one timer and
+    makes another): each chunk notes its time in `last`, and one timer, due idle_s after the last chunk it knew of,
+    looks when it fires. Silent for idle_s: the deadline expires at once; a chunk came since: due again idle_s after
+    that one."""
+
+    __slots__ = ("loop", "idle_s", "deadline", "last", "handle")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, idle_s: float, deadline: asyncio.Timeout) -> None:
+        self.loop = loop
+        self.idle_s = idle_s
+        self.deadline = deadline
+        self.last = loop.time()
+        self.handle: asyncio.TimerHandle | None = loop.call_at(self.last + idle_s, self._check)
+
+    def _check(self) -> None:
+        due = self.last + self.idle_s
+        now = self.loop.time()
+        if now + _EARLY_S >= due:  # a timer may fire a clock tick early
+            self.handle = None
+            self.deadline.reschedule(now)  # expires now: the stream is cancelled, and the timeout raised
+        else:
+            self.handle = self.loop.call_at(due, self._check)
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+
+_EARLY_S = 0.001
 
 
 def _ending(ctx: RequestContext, chunk_filters: tuple[Filter, ...], encoder: Encoder) -> list[bytes]:

@@ -33,7 +33,8 @@ class SSEDecoder:
         self._bare_json = bare_json
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        if b"\r" in chunk:
+        # find(), not `in`: bytes' `in` first tries its operand as an int, and raises and clears a TypeError.
+        if chunk.find(b"\r") >= 0:
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buffer = self._buffer + chunk if self._buffer else chunk
         events = buffer.split(b"\n\n")
@@ -56,7 +57,7 @@ class SSEDecoder:
 
 
 def _data_of(event: bytes) -> bytes | None:
-    if event.startswith(b"data:") and b"\n" not in event:  # the common case: one data line
+    if event.startswith(b"data:") and event.find(b"\n") < 0:  # the common case: one data line
         return event[6:] if event[5:6] == b" " else event[5:]
     lines = [line for line in event.split(b"\n") if line.startswith(b"data:")]
     if not lines:

@@ -345,6 +345,34 @@ def send_whole(send: Callable[..., Any], status: int, headers: list[tuple[bytes,
     return True
 
 
+def chunk_writer(send: Callable[..., Any]) -> Callable[[bytes], bool] | None:
+    """For a streamed answer whose head is out, when `send` is uvicorn's own (the cycle's bound method) and the body
+    is chunked: a function that writes one chunk of it straight to the transport, as uvicorn's send writes an
+    http.response.body message with more_body, without the message, the send's coroutine and its checks. It
+    returns False (nothing written) when writes are paused or the client is gone: the caller then sends the chunk
+    through the ASGI message, which waits for the drain or drops it as uvicorn does. None when `send` is not the
+    cycle's, or the answer is not one this applies to."""
+    cycle = getattr(send, "__self__", None)
+    if (
+        type(cycle) is not TimedCycle
+        or not cycle.response_started
+        or cycle.response_complete
+        or not cycle.chunked_encoding
+        or cycle.scope["method"] == "HEAD"
+    ):
+        return None
+    flow = cycle.flow
+    write = cycle.transport.write
+
+    def write_chunk(data: bytes) -> bool:
+        if flow.write_paused or cycle.disconnected:
+            return False
+        write(b"%x\r\n%s\r\n" % (len(data), data))
+        return True
+
+    return write_chunk
+
+
 def body_received(receive: Callable[..., Any]) -> bytes | None:
     """The request's body when it has arrived whole and `receive` is uvicorn's own (the cycle's bound method): what
     its receive() would return as the one http.request message, taken as it takes it, without the coroutines of
