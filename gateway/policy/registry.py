@@ -92,7 +92,9 @@ class PolicyRegistry:
         """Check files and the store now (the poller's one step; the API calls it after a save)."""
         async with self._lock:
             if self.config.reload:
-                signature = self._file_signature()
+                # In a thread: listing the folders and a stat per file and folder, every poll_interval_s, held the
+                # event loop ~1 ms a poll (bench/loop_holds.py, the shipped policies).
+                signature = await asyncio.to_thread(self._file_signature)
                 if signature != self._files_seen:
                     self._files_seen = signature
                     try:
