@@ -32,7 +32,7 @@ from gateway.errors import (
 )
 from gateway.pipeline import Filter
 from gateway.providers.sse import DONE, DONE_FRAME, frame
-from gateway.server.protocol import chunk_writer
+from gateway.server.protocol import chunk_writer, end_chunked
 from gateway.server.watch import Watch
 from gateway.types import Headers, Send
 
@@ -92,12 +92,13 @@ async def relay(
     the stream did not end by itself."""
     started = False
     error: GatewayError | None = None
+    pending: list[bytes] = []  # what the last upstream read made, when the stream ended well: written with the end
     try:
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
         started = True
         ctx.status = 200
         ctx.completion_text = []
-        error = await _forward(ctx, stream, send, chunk_filters, idle_s, encoder)
+        error = await _forward(ctx, stream, send, chunk_filters, idle_s, encoder, pending)
     except asyncio.CancelledError:  # the client left, or the shutdown's drain time is over
         error = watch.absorb()
     finally:
@@ -115,7 +116,13 @@ async def relay(
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
         await send({"type": "http.response.body", "body": encoder.error(error), "more_body": True})
     watch.close()
-    await send({"type": "http.response.body", "body": encoder.end(), "more_body": False})
+    end = encoder.end()
+    if pending:
+        data = b"".join(pending)
+        if end_chunked(send, data + end):  # the last read's events and the end in one write
+            return
+        await send({"type": "http.response.body", "body": data, "more_body": True})
+    await send({"type": "http.response.body", "body": end, "more_body": False})
 
 
 async def _forward(
@@ -125,12 +132,15 @@ async def _forward(
     chunk_filters: tuple[Filter, ...],
     idle_s: float,
     encoder: Encoder,
+    pending: list[bytes],
 ) -> GatewayError | None:
-    """Send the stream's events; the error that ended it early, if one did (the relay sends it and the end)."""
+    """Send the stream's events; the error that ended it early, if one did (the relay sends it and the end).
+    What the payloads of one upstream read make is written together (`pending`), when the stream must wait for
+    the next read; when the stream ends well, what the last read made is left in `pending` for the relay."""
     strip_usage = not ctx.client_wants_usage
     loop = asyncio.get_running_loop()
     write = chunk_writer(send)  # uvicorn's own send: chunks written straight to the transport
-    pending: list[bytes] = []  # what the payloads of one upstream read make, written together
+    ended = False
     idle: _Idle | None = None
     try:
         async with asyncio.timeout(None) as deadline:
@@ -164,11 +174,13 @@ async def _forward(
                 if ctx.error is not None:
                     break  # an error event of the upstream's (forwarded as it came), or a filter's
                 idle.last = loop.time()
-            if pending:
-                await _write(pending, write, send)
             if ctx.error is None:
                 for data in _ending(ctx, chunk_filters, encoder):
-                    await send({"type": "http.response.body", "body": data, "more_body": True})
+                    if write is not None:
+                        pending.append(data)
+                    else:
+                        await send({"type": "http.response.body", "body": data, "more_body": True})
+        ended = True
     except TimeoutError:
         return UpstreamTimeout(
             f"The upstream stream sent nothing for {idle_s:g} s.", provider=ctx.provider, code="stream_idle_timeout"
@@ -181,7 +193,7 @@ async def _forward(
     finally:
         if idle is not None:
             idle.cancel()
-        if pending:  # the stream failed, or was cut, after payloads of the read in hand: they go before its end
+        if pending and not ended:  # the stream failed, or was cut: the read in hand goes before its error
             await _write(pending, write, send)
     return None
 

@@ -373,6 +373,30 @@ def chunk_writer(send: Callable[..., Any]) -> Callable[[bytes], bool] | None:
     return write_chunk
 
 
+def end_chunked(send: Callable[..., Any], data: bytes) -> bool:
+    """The last bytes of a chunked answer and its end in one write, the cycle completed as uvicorn's send completes
+    it for an http.response.body message without more_body; False (nothing written) when `send` is not the cycle's,
+    the answer is not one this applies to, writes are paused, the client is gone or the connection is to close: the
+    caller then sends the messages."""
+    cycle = getattr(send, "__self__", None)
+    if (
+        type(cycle) is not TimedCycle
+        or not cycle.response_started
+        or cycle.response_complete
+        or not cycle.chunked_encoding
+        or not cycle.keep_alive
+        or cycle.disconnected
+        or cycle.flow.write_paused
+        or cycle.scope["method"] == "HEAD"
+    ):
+        return False
+    cycle.transport.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data) if data else b"0\r\n\r\n")
+    cycle.response_complete = True
+    cycle.message_event.set()
+    cycle.on_response()
+    return True
+
+
 def body_received(receive: Callable[..., Any]) -> bytes | None:
     """The request's body when it has arrived whole and `receive` is uvicorn's own (the cycle's bound method): what
     its receive() would return as the one http.request message, taken as it takes it, without the coroutines of

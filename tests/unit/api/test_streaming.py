@@ -33,7 +33,10 @@ def cycle(writes: list[bytes], *, paused: bool = False) -> TimedCycle:
         chunked_encoding=None,
         scope={"method": "POST"},
         flow=SimpleNamespace(write_paused=paused),
+        keep_alive=True,
         transport=SimpleNamespace(write=writes.append),
+        message_event=asyncio.Event(),
+        on_response=lambda: None,
     )
     return made
 
@@ -69,12 +72,18 @@ async def relayed(stream: AsyncIterator[bytes], send: Any, idle_s: float = 5.0) 
 async def test_the_payloads_of_one_read_go_out_in_one_write() -> None:
     writes: list[bytes] = []
     messages: list[dict[str, Any]] = []
+    made = cycle(writes)
     stream = reads([payload("a"), payload("b"), payload("c")], [payload("d")], [payload("e"), b"[DONE]"])
-    ctx = await relayed(stream, sender(cycle(writes), messages))
+    ctx = await relayed(stream, sender(made, messages))
     events = [b"data: %s\n\n" % payload(t) for t in "abcde"]
-    assert writes == [b"%x\r\n%s\r\n" % (len(data), data) for data in (b"".join(events[:3]), events[3], events[4])]
-    assert [m["type"] for m in messages] == ["http.response.start", "http.response.body"]
-    assert messages[-1] == {"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False}
+    last = events[4] + b"data: [DONE]\n\n"  # the last read's events and the end: one write, the body's last chunk
+    assert writes == [
+        *(b"%x\r\n%s\r\n" % (len(data), data) for data in (b"".join(events[:3]), events[3])),
+        b"%x\r\n%s\r\n0\r\n\r\n" % (len(last), last),
+    ]
+    assert [m["type"] for m in messages] == ["http.response.start"]
+    assert made.response_complete
+    assert made.message_event.is_set()
     assert ctx.completion_text == list("abcde")
 
 
