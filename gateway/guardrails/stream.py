@@ -99,6 +99,11 @@ class StreamGuard:
         if not isinstance(choices, list) or not choices:
             return chunk
         self.last = chunk
+        if not self.redacting and not self.blocking:
+            # Only `log` checks, which read the whole answer at the end: nothing to hold back nor change, and the
+            # chunk goes on as it came (the relay sends the upstream's own bytes).
+            self._keep_texts(choices)
+            return chunk
         # A changed copy: the relay sends the upstream's own bytes for a chunk it gets back unchanged (the same
         # object), so the redacted text must come back as a new one.
         chunk = {**chunk, "choices": [_copy(c) for c in choices]}
@@ -131,6 +136,15 @@ class StreamGuard:
             elif _has_more_than_text(choice):
                 keep = True
         return chunk if keep or chunk.get("usage") else None
+
+    def _keep_texts(self, choices: list[Any]) -> None:
+        for choice in choices:
+            if isinstance(choice, dict):
+                index = choice.get("index", 0)
+                for key, holder, field in _text_fields(index if isinstance(index, int) else 0, _copy(choice)):
+                    content = holder.get(field)
+                    if isinstance(content, str) and content:
+                        self.texts.setdefault(key, []).append(content)
 
     def _flush_into(self, index: int, choice: dict[str, Any]) -> None:
         """The end of one choice: what its windows still hold goes out with its finish chunk."""

@@ -211,6 +211,19 @@ async def test_text_still_held_when_the_stream_ends_goes_out_in_one_last_chunk()
 
 
 @pytest.mark.anyio
+async def test_a_stream_with_only_log_checks_goes_out_as_it_came_and_is_checked_whole_at_the_end():
+    filt, registry = make(holdback=32)
+    ctx = guarded(chat("who?", stream=True), spec("pii", "log", "output"))
+    await filt.on_request(ctx)
+    chunks = [delta("mail ann@exa"), delta("mple.com now"), delta("", finish="stop")]
+    out = [filt.on_chunk(ctx, chunk) for chunk in chunks]
+    assert all(sent is chunk for sent, chunk in zip(out, chunks, strict=True))  # as it came: the relay sends its bytes
+    assert filt.on_stream_end(ctx) == []
+    await filt.on_response(ctx, Reply(stream=object()))  # type: ignore[arg-type]
+    assert checks(registry, "pii", "output", "log") == 1  # the whole answer, the address across two chunks
+
+
+@pytest.mark.anyio
 async def test_a_blocking_check_ends_a_stream_with_the_guardrail_s_error():
     filt, registry = make(holdback=8)
     ctx = guarded(chat("how?", stream=True), spec("keywords", "block", "output", deny=["build a bomb"]))
