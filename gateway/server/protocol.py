@@ -475,11 +475,21 @@ class _Sweep:
             loop.call_later(tick_s, sweep.run, state)
 
     def run(self, state: ServerState) -> None:
+        self._check([*self.connections], 0, state)  # a websocket's protocol is there too
+
+    def _check(self, connections: list[Any], start: int, state: ServerState) -> None:
+        # A slice at a time: with thousands of connections open one pass would hold the loop for milliseconds.
         now = self.loop.time()
-        for connection in [*self.connections]:  # a websocket's protocol is there too
+        end = start + SWEEP_SLICE
+        for connection in connections[start:end]:
             if isinstance(connection, BoundedHttpToolsProtocol):
                 connection.check_deadline(now)
-        if self.connections:
+        if end < len(connections):
+            self.loop.call_soon(self._check, connections, end, state)
+        elif self.connections:
             self.loop.call_later(self.tick_s, self.run, state)
         else:
             del self._running[state]
+
+
+SWEEP_SLICE = 128  # connections checked by one step of the sweep (each a few µs)

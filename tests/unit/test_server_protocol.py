@@ -17,8 +17,10 @@ from uvicorn.server import ServerState
 from gateway.server.protocol import (
     _NAME_REFUSED,
     _VALUE_REFUSED,
+    SWEEP_SLICE,
     BoundedHttpToolsProtocol,
     EdgeLimits,
+    _Sweep,
     body_received,
     send_whole,
 )
@@ -296,3 +298,39 @@ def test_an_idle_kept_alive_connection_is_closed_by_the_sweep_after_keep_alive_s
         return seen
 
     assert asyncio.run(serve()) == [False, False, True]
+
+
+def test_the_sweep_checks_every_connection_a_slice_per_loop_step():
+    """With many connections open, one step of the sweep checks at most SWEEP_SLICE of them (a pass over thousands
+    would hold the loop for milliseconds); the others are checked in the steps that follow, and the sweep ticks on."""
+
+    class Connection(BoundedHttpToolsProtocol):
+        def __init__(self, log: list[tuple[int, int]], step: list[int], index: int) -> None:
+            self.log, self.step, self.index = log, step, index
+
+        def check_deadline(self, now: float) -> None:
+            self.log.append((self.step[0], self.index))
+
+    async def sweep() -> tuple[list[tuple[int, int]], bool]:
+        loop = asyncio.get_running_loop()
+        log: list[tuple[int, int]] = []
+        step = [0]
+        state = ServerState()
+        count = 2 * SWEEP_SLICE + 5
+        state.connections.update(Connection(log, step, i) for i in range(count))
+        sweep = _Sweep(loop, state.connections, tick_s=3600)
+        _Sweep._running[state] = sweep
+        sweep.run(state)
+        while len(log) < count:
+            step[0] += 1
+            await asyncio.sleep(0)  # one loop step: the next slice runs
+        ticking = any(handle._callback == sweep.run for handle in loop._scheduled)  # type: ignore[attr-defined]
+        return log, ticking
+
+    log, ticking = asyncio.run(sweep())
+    assert sorted(index for _, index in log) == list(range(2 * SWEEP_SLICE + 5))  # each connection once
+    per_step: dict[int, int] = {}
+    for step, _ in log:
+        per_step[step] = per_step.get(step, 0) + 1
+    assert list(per_step.values()) == [SWEEP_SLICE, SWEEP_SLICE, 5]
+    assert ticking  # the next pass is due a tick later
