@@ -279,7 +279,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         self.flow.resume_reading()  # keep reading, to drop what comes rather than reset the connection
         if transport.can_write_eof():
-            transport.write_eof()
+            try:
+                transport.write_eof()
+            except OSError:  # asyncio's own transport shuts the socket at once: a peer already gone raises
+                transport.close()
+                return
         self.loop.call_later(LINGER_S, transport.close)
 
 

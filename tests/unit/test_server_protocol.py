@@ -334,3 +334,25 @@ def test_the_sweep_checks_every_connection_a_slice_per_loop_step():
         per_step[step] = per_step.get(step, 0) + 1
     assert list(per_step.values()) == [SWEEP_SLICE, SWEEP_SLICE, 5]
     assert ticking  # the next pass is due a tick later
+
+
+def test_a_refused_connection_whose_peer_is_gone_is_closed_without_an_error():
+    """asyncio's own transport shuts the socket down in write_eof(): a peer already gone makes it raise. The
+    refusal past max_connections must then close the connection, not fail in connection_made."""
+
+    class GoneTransport(Transport):
+        def write_eof(self) -> None:
+            raise OSError(107, "Transport endpoint is not connected")
+
+    async def refuse() -> GoneTransport:
+        config = Config(echo_length, lifespan="off", log_level="critical", access_log=False)
+        state = ServerState()
+        state.connections.update(object() for _ in range(2))  # already at the cap
+        protocol = BoundedHttpToolsProtocol(config, state, {}, limits=EdgeLimits(max_connections=2))
+        transport = GoneTransport()
+        protocol.connection_made(transport)
+        return transport
+
+    transport = asyncio.run(refuse())
+    assert transport.written.startswith(b"HTTP/1.1 503 ")
+    assert transport.closing
