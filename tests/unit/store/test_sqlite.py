@@ -49,3 +49,38 @@ async def test_reopening_applies_nothing_twice_and_down_migrations_drop_the_sche
     await store.close()
     tables = {row[0] for row in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "model_cost_logs" not in tables
+
+
+@pytest.mark.anyio
+async def test_columns_left_at_their_default_are_stored_as_if_bound(tmp_path):
+    """The writer leaves out of its INSERT the columns whose value is the table's default ('', '[]', '{}', NULL):
+    each row reads back value for value, type for type, as the same record bound whole, whatever its shape, and
+    rows of mixed shapes keep the batch's order."""
+    from gateway.store.records import typed
+    from gateway.store.sqlite import _INSERT, _row
+
+    def full(i: int, **values: object) -> dict:
+        made = typed(record(i))
+        made.update(values)
+        return made
+
+    records = [
+        full(1),
+        full(2, spans=[], tags={}, guardrails=[], metadata={}, cost_usd=0.0, ttfb_ms=None),
+        full(3, team="t", cache="hit", cache_source_id="r1", saved_usd=0.25, ttft_ms=1.5, content_input="hi"),
+        full(4),
+        full(5, provider="", usage_source="", key_name="", project="", model_requested="", trace_id=""),
+    ]
+    path = str(tmp_path / "g.db")
+    store = SQLiteStore(path)
+    await store.open()
+    await store.write(records)
+    await store.close()
+    conn = sqlite3.connect(path)
+    typeof = ", ".join(f"{c}, typeof({c})" for c in RECORD_COLUMNS)
+    written = conn.execute(f"SELECT {typeof} FROM model_cost_logs ORDER BY rowid").fetchall()
+    conn.execute("DELETE FROM model_cost_logs")
+    conn.executemany(_INSERT, [_row(r) for r in records])
+    bound = conn.execute(f"SELECT {typeof} FROM model_cost_logs ORDER BY rowid").fetchall()
+    assert written == bound
+    assert [row[0] for row in written] == ["r1", "r2", "r3", "r4", "r5"]
