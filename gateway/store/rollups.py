@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from gateway.store.records import RECORD_COLUMNS
@@ -43,48 +43,13 @@ MAX_TOKENS, MAX_COST_USD, MAX_LATENCY_MS = 2**31, 1e6, 1e9
 _KEY_LENGTH = 2 + len(DIMENSIONS)
 _SLICE = 256  # rows summed between pauses: a big batch never holds the event loop long
 
-_at = {name: RECORD_COLUMNS.index(name) for name in RECORD_COLUMNS}
-
 
 def latency_bin(ms: float) -> int:
     return bisect_right(EDGES, ms)
 
 
-def _held(value: Any, limit: float) -> Any:
-    return value if 0 <= value < limit else (0 if value < 0 else limit)
-
-
-def _add(into: list[Any], row: Row) -> None:
-    """One record's figures added. A value no request can have (a negative or huge token count, cost or latency,
-    which a record keeps as it came) is held within bounds here, so that no sum can overflow its column and fail
-    the write of records the table takes."""
-    status = row[_at["status"]]
-    latency = _held(row[_at["latency_ms"]], MAX_LATENCY_MS)
-    into[0] += 1
-    if status >= 400:
-        into[1] += 1
-        if status < 500:
-            into[2] += 1
-        else:
-            into[3] += 1
-    into[4] += _held(row[_at["prompt_tokens"]], MAX_TOKENS)
-    into[5] += _held(row[_at["completion_tokens"]], MAX_TOKENS)
-    into[6] += _held(row[_at["total_tokens"]], MAX_TOKENS)
-    into[7] += _held(row[_at["cost_usd"]] or 0.0, MAX_COST_USD)
-    into[8] += latency
-    if latency > into[9]:
-        into[9] = latency
-    into[10 + bisect_right(EDGES, latency)] += 1
-
-
 def _empty() -> list[Any]:
     return [0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0] + [0] * len(BINS)
-
-
-def _dimensions(row: Row) -> tuple[str, ...]:
-    key = row[_at["key_id"]] or row[_at["key_name"]]
-    return (row[_at["project"]], key, row[_at["team"]], row[_at["model_requested"]], row[_at["model_served"]],
-            row[_at["provider"]])  # fmt: skip
 
 
 def summed(rows: Sequence[Row]) -> list[Row]:
@@ -106,12 +71,52 @@ async def summed_async(rows: Sequence[Row]) -> list[Row]:
     return _with_longer(hours)
 
 
-def _count(hours: dict[tuple[Any, ...], list[Any]], row: Row) -> None:
-    key = (HOUR, int(row[_at["ts"]] // HOUR) * HOUR, *_dimensions(row))
-    figures = hours.get(key)
-    if figures is None:
-        figures = hours[key] = _empty()
-    _add(figures, row)
+def _compile_count() -> Callable[[dict[tuple[Any, ...], list[Any]], Row], None]:
+    """_count, written out with the record columns' positions as constants: a dict lookup per column read and a call
+    per bound held cost more than the sums."""
+    at = {name: RECORD_COLUMNS.index(name) for name in RECORD_COLUMNS}
+    lines = [
+        "def _count(hours, row, HOUR=HOUR, _empty=_empty, bisect_right=bisect_right, EDGES=EDGES):",
+        f"    key = (HOUR, int(row[{at['ts']}] // HOUR) * HOUR, row[{at['project']}],"
+        f" row[{at['key_id']}] or row[{at['key_name']}], row[{at['team']}], row[{at['model_requested']}],"
+        f" row[{at['model_served']}], row[{at['provider']}])",
+        "    into = hours.get(key)",
+        "    if into is None:",
+        "        into = hours[key] = _empty()",
+        f"    status = row[{at['status']}]",
+        f"    latency = row[{at['latency_ms']}]",
+        f"    if not 0 <= latency < {MAX_LATENCY_MS!r}:",
+        f"        latency = 0 if latency < 0 else {MAX_LATENCY_MS!r}",
+        "    into[0] += 1",
+        "    if status >= 400:",
+        "        into[1] += 1",
+        "        if status < 500:",
+        "            into[2] += 1",
+        "        else:",
+        "            into[3] += 1",
+    ]
+    for i, column, limit in (
+        (4, "prompt_tokens", MAX_TOKENS), (5, "completion_tokens", MAX_TOKENS), (6, "total_tokens", MAX_TOKENS),
+        (7, "cost_usd", MAX_COST_USD),
+    ):  # fmt: skip
+        value = f"row[{at[column]}] or 0.0" if column == "cost_usd" else f"row[{at[column]}]"
+        lines += [f"    v = {value}", f"    into[{i}] += v if 0 <= v < {limit!r} else (0 if v < 0 else {limit!r})"]
+    lines += [
+        "    into[8] += latency",
+        "    if latency > into[9]:",
+        "        into[9] = latency",
+        "    into[10 + bisect_right(EDGES, latency)] += 1",
+    ]
+    scope: dict[str, Any] = {"HOUR": HOUR, "_empty": _empty, "bisect_right": bisect_right, "EDGES": EDGES}
+    exec("\n".join(lines), scope)  # code made from the columns above, never from input
+    count: Callable[[dict[tuple[Any, ...], list[Any]], Row], None] = scope["_count"]
+    count.__doc__ = """One record row counted in its hour's figures (made empty when it is the first). A value no
+    request can have (a negative or huge token count, cost or latency, which a record keeps as it came) is held within
+    bounds here, so that no sum can overflow its column and fail the write of records the table takes."""
+    return count
+
+
+_count = _compile_count()
 
 
 def _with_longer(hours: dict[tuple[Any, ...], list[Any]]) -> list[Row]:
