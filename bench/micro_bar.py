@@ -1,6 +1,6 @@
 """Issue 15's bars in instructions: the gateway on a bench config against the bare passthrough, under callgrind.
 
-    bash bench/micro_bar.sh passthrough|direct|reference|policies|hit     # needs valgrind
+    bash bench/micro_bar.sh passthrough|direct|reference|policies|hit|full     # needs valgrind
 
 S1's ratio (gateway req/s ÷ the bare passthrough's, one core each) is the ratio of their CPU per request; on a
 shared machine wall-clock figures are not honest, instruction counts are. This runs, in one process and one event
@@ -13,6 +13,10 @@ loop (uvloop), bench/micro_api.py's harness: CONNS clients on kept-alive connect
 - `hit`: the gateway on bench/reference-cache.yaml (reference.yaml with the exact cache on in memory), warmed by the
   warm-up's requests: every counted request is a hit, no upstream call (each answer's x-gateway-cache is checked);
   issue 18's bar is a hit at half the passthrough's CPU, a ratio of 2;
+- `full`: the gateway on bench/reference-full.yaml, every filter on (issue 15's last row): the shipped policies
+  and guardrails, Redis limits (BENCH_REDIS), the PostgreSQL store (BENCH_PG), Langfuse and OTLP sinks to
+  bench/sink_mock.py (started here in a process of its own, not counted: in S1 it runs on the load's core),
+  similarity, redacted content; the store's writer, the sinks' encoding and their HTTP client are counted;
 - `direct`: the clients straight to the upstream: what the harness itself costs, to subtract from the others
   (in S1 the load and the upstream run on the other core and are not counted).
 
@@ -27,6 +31,7 @@ import asyncio
 import contextlib
 import importlib.util
 import os
+import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -47,12 +52,16 @@ CONFIGS = {
     "reference": "bench/reference.yaml",
     "policies": "bench/reference-policies.yaml",
     "hit": "bench/reference-cache.yaml",
+    "full": "bench/reference-full.yaml",
 }
 PASSTHROUGH = os.environ.get("PASSTHROUGH", str(ROOT.parent / "shared/bench/examples/passthrough_proxy.py"))
 
 
-def gateway_config(name: str, upstream_port: int, tmp: str) -> Any:
+def gateway_config(name: str, upstream_port: int, tmp: str, sink_port: int = 0) -> Any:
     data = yaml.safe_load((ROOT / CONFIGS[name]).read_text())
+    for sink in data["telemetry"].get("sinks", {}).values():  # full: to the sink mock, in full batches
+        sink["url"] = f"http://127.0.0.1:{sink_port}"
+        sink["flush_interval_ms"] = 3_600_000
     data.setdefault("routing", {})["breaker"] = {"sync_interval_s": 3600}
     telemetry = data["telemetry"]
     telemetry["flush_interval_ms"] = 3_600_000  # full batches, as under load
@@ -100,6 +109,28 @@ async def drained(gw: Any) -> None:
 
 
 @contextlib.asynccontextmanager
+async def sink_mock() -> AsyncIterator[int]:
+    """bench/sink_mock.py in a process of its own (not counted: in S1 it runs on the load's core), on a free port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "bench/sink_mock.py"), str(port), stdout=asyncio.subprocess.DEVNULL
+    )
+    try:
+        while True:
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            await asyncio.sleep(0.1)
+        yield port
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+@contextlib.asynccontextmanager
 async def passthrough(upstream_port: int) -> AsyncIterator[tuple[int, None]]:
     os.environ.update(MOCK_BASE_URL=f"http://127.0.0.1:{upstream_port}/v1", GATEWAY_PORT="0")
     spec = importlib.util.spec_from_file_location("passthrough_proxy", PASSTHROUGH)
@@ -132,19 +163,27 @@ async def main(mode: str, n: int) -> None:
         b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (path, KEY.encode(), len(raw), raw)
     )
     with tempfile.TemporaryDirectory() as tmp:
-        if mode == "passthrough":
-            target = passthrough(upstream_port)
-        elif mode == "direct":
-            target = direct(upstream_port)
-        else:
-            target = gateway(gateway_config(mode, upstream_port, tmp))
-        async with target as (port, gw):  # the gateway's lifespan drains the record's writer at its end
-            await load(port, request, WARMUP, None)  # a hit's run: the first answers are misses, kept
-            if gw is not None:
-                await drained(gw)
-            await load(port, request, n, b"\r\nx-gateway-cache: hit\r\n" if mode == "hit" else None)
-            if gw is not None:
-                await drained(gw)
+        async with sink_mock() if mode == "full" else contextlib.nullcontext(0) as sink_port:
+            if mode == "passthrough":
+                target = passthrough(upstream_port)
+            elif mode == "direct":
+                target = direct(upstream_port)
+            else:
+                target = gateway(gateway_config(mode, upstream_port, tmp, sink_port))
+            async with target as (port, gw):  # the gateway's lifespan drains the record's writer at its end
+                await load(port, request, WARMUP, None)  # a hit's run: the first answers are misses, kept
+                if gw is not None:
+                    await drained(gw)
+                await load(port, request, n, b"\r\nx-gateway-cache: hit\r\n" if mode == "hit" else None)
+                if gw is not None:
+                    await drained(gw)
+            if mode == "full":  # the sinks delivered: the sink mock counted the counted requests' events
+                reader, writer = await asyncio.open_connection("127.0.0.1", sink_port)
+                writer.write(b"GET /stats HTTP/1.1\r\nhost: sink\r\nconnection: close\r\n\r\n")
+                stats = orjson.loads((await reader.read()).partition(b"\r\n\r\n")[2])
+                writer.close()
+                if stats["langfuse_events"] < n or stats["otlp_traces"] < 1:
+                    raise SystemExit(f"the sinks did not deliver: {stats}")
     upstream.close()
 
 

@@ -13,7 +13,7 @@ configs=()
 for mode in "${modes[@]}"; do
   case $mode in
     direct | passthrough) ;;
-    reference | policies | hit) configs+=("$mode") ;;
+    reference | policies | hit | full) configs+=("$mode") ;;
     *) echo "unknown mode $mode" >&2; exit 2 ;;
   esac
 done
