@@ -35,11 +35,15 @@ class Check:
     header: int = NO_HEADER
     label: str = ""  # names the limit in a 429's message: "tpm of team t1"
     soft: float = 0.0  # BUDGET: spend that fires the soft threshold; 0: none
+    # The shared check this one was taken from (taking): what a backend caches about the fields that do not change
+    # with the request (key, kind, limit, capacity, window, soft) is kept there, made once for every request.
+    origin: Check | None = field(default=None, compare=False, repr=False)
+    encoded: tuple[bytes, bytes, bytes] | None = field(default=None, compare=False, repr=False)  # limiter_redis.py
 
     def taking(self, cost: float) -> Check:
         """This check with this request's cost: checks are shared by the requests of one caller."""
         return Check(self.key, self.kind, self.limit, self.capacity, self.window_ms, cost, self.header, self.label,
-                     self.soft)  # fmt: skip
+                     self.soft, self.origin or self)  # fmt: skip
 
     def args(self, amount: float) -> list[float | int]:
         """The six script arguments of this check, with `amount` as the cost (reserve) or delta (settle)."""

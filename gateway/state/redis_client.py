@@ -144,6 +144,16 @@ class RespClient:
             raise RedisUnavailable(f"redis: {reply}")
         return reply
 
+    async def call_packed(self, packed: bytes) -> Any:
+        """`call` of a command already in RESP (a caller that encodes the parts that repeat once: the limiter)."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None:
+            protocol = await self._connect()
+        reply = await protocol.request(packed)
+        if isinstance(reply, hiredis.ReplyError):
+            raise RedisUnavailable(f"redis: {reply}")
+        return reply
+
     async def unlink_matching(self, pattern: str, count: int) -> int:
         removed = 0
         cursor = b"0"
@@ -215,6 +225,8 @@ class Script:
         self.client = client
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
+        self._evalsha = _pack(("EVALSHA", self.sha))[4:]  # the two bulk strings, without the array's header
+        self._eval = _pack(("EVAL", source))[4:]
 
     async def __call__(self, keys: list[str], args: list[str | int | float]) -> Any:
         try:
@@ -223,3 +235,28 @@ class Script:
             if "NOSCRIPT" not in str(exc):
                 raise
         return await self.client.call("EVAL", self.source, len(keys), *keys, *args)
+
+    async def call_packed(self, client: RespClient, items: int, tail: bytes) -> Any:
+        """The script on one server, its arguments already in RESP: `tail` holds `items` bulk strings, the number
+        of keys, the keys, then the arguments (what `__call__` would have hiredis pack)."""
+        head = b"*%d\r\n" % (items + 2)
+        try:
+            return await client.call_packed(head + self._evalsha + tail)
+        except RedisUnavailable as exc:
+            if "NOSCRIPT" not in str(exc):
+                raise
+        return await client.call_packed(head + self._eval + tail)
+
+
+def bulk(value: Arg) -> bytes:
+    """One argument as a RESP bulk string, as hiredis.pack_command writes it: text in UTF-8, an int in decimal,
+    a float as its repr."""
+    if isinstance(value, str):
+        data = value.encode()
+    elif isinstance(value, bytes):
+        data = value
+    elif isinstance(value, float):
+        data = repr(value).encode()
+    else:
+        data = b"%d" % value
+    return b"$%d\r\n%s\r\n" % (len(data), data)
