@@ -90,17 +90,15 @@ class RateLimitFilter(Stage):
         checks = self._checks(ctx)
         if not checks:
             return None
-        tokens = cost = 0.0
-        if any(c.header == TOKENS or c.kind == BUDGET for c in checks):
-            tokens, cost = self._estimate(ctx)
-            checks = [
-                check.taking(tokens)
-                if check.header == TOKENS
-                else check.taking(cost)
-                if check.kind == BUDGET
-                else check
-                for check in checks
-            ]
+        # The checks are this request's own list (shared Check objects in it): those that take tokens or dollars
+        # are replaced by copies with this request's estimate, made once.
+        estimate: tuple[float, float] | None = None
+        for i, check in enumerate(checks):
+            if check.header == TOKENS or check.kind == BUDGET:
+                if estimate is None:
+                    estimate = self._estimate(ctx)
+                checks[i] = check.taking(estimate[0] if check.header == TOKENS else estimate[1])
+        if estimate is not None:
             self._refuse_oversized(ctx, checks)
         outcome, limiter = await self.limits.reserve(checks)
         if not outcome.ok:
@@ -281,9 +279,10 @@ def _headers(checks: list[Check], outcome: Outcome) -> list[tuple[bytes, bytes]]
     for header in sorted(tightest):
         i = tightest[header]
         limit, left, reset = _HEADER_NAMES[header]
+        left_n = math.floor(remaining[i])  # max(0, ...) is a call with keyword parsing in 3.11: compared instead
         headers += (
             (limit, b"%d" % checks[i].limit),
-            (left, b"%d" % max(0, math.floor(remaining[i]))),
+            (left, b"%d" % left_n if left_n > 0 else b"0"),
             (reset, _reset_bytes(math.ceil(outcome.reset_ms[i]))),
         )
     return headers

@@ -187,19 +187,41 @@ def _root_attributes(record: Record) -> bytes:
     if type(cost) is float:
         parts.append(_COST % orjson.dumps(cost))
         cost = None
-    items: dict[str, object] = {
-        "gateway.cost_usd": cost,
-        "gateway.ttft_ms": record.get("ttft_ms"),
-        "gateway.client_request_id": record.get("client_request_id"),
-    }
-    for key, tag in (record.get("tags") or {}).items():
-        items[f"gateway.tag.{key}"] = tag
-    for key, meta in (record.get("metadata") or {}).items():
-        items[f"gateway.metadata.{key}"] = meta
-    others = attributes(items)
-    if others:
-        parts.append(orjson.dumps(others)[1:-1])
+    ttft_ms = record.get("ttft_ms")
+    client_request_id = record.get("client_request_id")
+    if cost is not None or ttft_ms is not None or client_request_id:
+        items: dict[str, object] = {
+            "gateway.cost_usd": cost,
+            "gateway.ttft_ms": ttft_ms,
+            "gateway.client_request_id": client_request_id,
+        }
+        parts.append(orjson.dumps(attributes(items))[1:-1])
+    tags = record.get("tags")
+    metadata = record.get("metadata")
+    if metadata:
+        parts.append(_labels(tags or {}, metadata))
+    elif tags:
+        # A request's tags (its policies' labels) repeat from request to request: encoded once per distinct set
+        # of text values (a cache key must not take 1, 1.0 and True for one value: they encode differently).
+        pairs = tuple(tags.items())
+        if all(type(tag) is str for _, tag in pairs):
+            parts.append(_text_tags(pairs))
+        else:
+            parts.append(_labels(tags, {}))
     return b"[" + b",".join(part for part in parts if part) + b"]"
+
+
+def _labels(tags: Mapping[str, object], metadata: Mapping[str, object]) -> bytes:
+    """The request's tags and metadata as attributes (JSON list items, no brackets)."""
+    items = {f"gateway.tag.{key}": tag for key, tag in tags.items()}
+    for key, meta in metadata.items():
+        items[f"gateway.metadata.{key}"] = meta
+    return orjson.dumps(attributes(items))[1:-1]
+
+
+@lru_cache(maxsize=1024)
+def _text_tags(pairs: tuple[tuple[str, str], ...]) -> bytes:
+    return _labels(dict(pairs), {})
 
 
 @lru_cache(maxsize=4096)
