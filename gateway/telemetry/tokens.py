@@ -64,11 +64,6 @@ CHUNK_CHARS = 8192
 # Texts this short have their counts kept (up to SHORT_KEPT of them): roles, names, tool ids.
 SHORT_CHARS = 16
 SHORT_KEPT = 4096
-# Texts up to this long have their counts kept too, the last RECENT_KEPT of them (then forgotten at once): a short
-# prompt or instruction that comes back (the rate limiter counts every prompt before it is sent) costs a lookup
-# instead of a tiktoken call (~25,000-45,000 instructions however short its text). At most ~1 MB of text.
-RECENT_CHARS = 256
-RECENT_KEPT = 4096
 # The most characters one count (a prompt, a completion) gives tiktoken: ~40 ms of the event loop at worst, and
 # ~64,000 tokens, past which a count is extrapolated from windows spread over the rest (see _Budget).
 EXACT_CHARS = 262_144
@@ -316,24 +311,14 @@ def _encoder_count(encoder: tiktoken.Encoding) -> Count:
     # Roles and names, the same few short strings in every message: a call into tiktoken costs ~25,000
     # instructions however short its text, a lookup here a hundredth of that.
     short: dict[str, int] = {}
-    recent: dict[str, int] = {}
 
     def count(text: str) -> int:
-        size = len(text)
-        if size <= SHORT_CHARS:
+        if len(text) <= SHORT_CHARS:
             tokens = short.get(text)
             if tokens is None:
                 tokens = len(encode(text))
                 if len(short) < SHORT_KEPT:
                     short[text] = tokens
-            return tokens
-        if size <= RECENT_CHARS:
-            tokens = recent.get(text)
-            if tokens is None:
-                tokens = len(encode(text))
-                if len(recent) >= RECENT_KEPT:
-                    recent.clear()
-                recent[text] = tokens
             return tokens
         if len(text) <= CHUNK_CHARS:
             return len(encode(text))
