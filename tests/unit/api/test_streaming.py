@@ -13,6 +13,7 @@ import pytest
 
 from gateway.api.streaming import relay
 from gateway.context import RequestContext
+from gateway.errors import ClientClosed, ServerShuttingDown
 from gateway.server.timing import TimedCycle
 from gateway.server.watch import OpenRequests
 
@@ -157,3 +158,86 @@ async def test_chunks_that_keep_coming_within_the_idle_time_are_never_cut() -> N
     ctx = await relayed(steady(), sender(cycle([]), messages), idle_s=0.1)
     assert ctx.error is None
     assert ctx.completion_text == [str(i) for i in range(12)]
+
+
+
+class _Stalled:
+    """A stream whose first read gives two payloads and whose second never comes; says when it waits, and when it
+    was closed."""
+
+    def __init__(self) -> None:
+        self.waiting = asyncio.Event()
+        self.closed = asyncio.Event()
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        try:
+            yield payload("a")
+            yield payload("b")
+            self.waiting.set()
+            await asyncio.Future()  # the upstream's next read, that never comes
+            yield b"[DONE]"
+        finally:
+            self.closed.set()
+
+
+def slow_client(made: TimedCycle, messages: list[dict[str, Any]], drained: asyncio.Event) -> Any:
+    """uvicorn's send to a client that reads nothing for now: a body waits for the drain while writes are paused,
+    and returns at once once the client is gone."""
+
+    async def send(self: TimedCycle, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.response_started = True
+            self.chunked_encoding = True
+        elif self.disconnected:
+            return
+        elif self.flow.write_paused:
+            await drained.wait()
+        messages.append(message)
+
+    return send.__get__(made)
+
+
+@pytest.mark.parametrize("how", ["idle_timeout", "client_left", "shutdown_cut"])
+async def test_a_stream_cut_while_a_read_waits_for_a_paused_client_is_closed(how: str) -> None:
+    """The stream's next step is taken by hand before the last read's payloads are written: a cut (the idle time,
+    the client leaving, the shutdown) while those wait for a client that does not read must go into that step and
+    close the stream, not leave its generator running (aclose(): asynchronous generator is already running)."""
+    messages: list[dict[str, Any]] = []
+    drained = asyncio.Event()
+    upstream = _Stalled()
+    made = cycle([], paused=True)
+    ctx = RequestContext(request_id="r" * 32, endpoint="chat/completions", headers=[], raw_body=b"", body={})
+    ctx.client_wants_usage = True
+    requests = OpenRequests()
+
+    async def run() -> None:
+        watch = requests.watch()
+        idle_s = 0.05 if how == "idle_timeout" else 3600.0
+        await relay(ctx, upstream.stream(), slow_client(made, messages, drained), watch, [], (), idle_s)
+
+    task = asyncio.ensure_future(run())
+    await upstream.waiting.wait()
+    if how == "client_left":  # as uvicorn's connection_lost: the cycle disconnected, writes resumed
+        made.disconnected = True
+        drained.set()
+    if how != "idle_timeout":
+        (watch,) = requests.watches
+        watch.stop(ClientClosed() if how == "client_left" else ServerShuttingDown())
+    closed = asyncio.ensure_future(upstream.closed.wait())
+    await asyncio.wait([task, closed], return_when=asyncio.FIRST_COMPLETED)
+    made.flow.write_paused = False  # the client reads again: what the relay still has goes out
+    drained.set()
+    await task  # the relay ends by itself: no RuntimeError from the stream's aclose
+    assert upstream.closed.is_set()
+    assert ctx.error is not None
+    if how == "idle_timeout":
+        assert ctx.error.code == "stream_idle_timeout"
+    else:
+        assert isinstance(ctx.error, ClientClosed if how == "client_left" else ServerShuttingDown)
+    bodies = [m["body"] for m in messages if m["type"] == "http.response.body"]
+    if how == "client_left":
+        assert bodies == []
+    else:  # the read in hand, then the error, then the end
+        assert bodies[0] == b"data: %s\n\ndata: %s\n\n" % (payload("a"), payload("b"))
+        assert bodies[1].startswith(b'data: {"error"')
+        assert bodies[2:] == [b"data: [DONE]\n\n"]
