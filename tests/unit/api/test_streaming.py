@@ -160,7 +160,6 @@ async def test_chunks_that_keep_coming_within_the_idle_time_are_never_cut() -> N
     assert ctx.completion_text == [str(i) for i in range(12)]
 
 
-
 class _Stalled:
     """A stream whose first read gives two payloads and whose second never comes; says when it waits, and when it
     was closed."""
