@@ -157,12 +157,16 @@ async def _forward(
                 except StopAsyncIteration:
                     break
                 else:
-                    if pending:
-                        await _write(pending, write, send)
+                    if pending and write is not None and write(_joined(pending)):
+                        pending.clear()
                     try:
                         payload = await _Resumed(step, signal)
                     except StopAsyncIteration:
                         break
+                    if pending:
+                        # Writes were paused: sent now, waiting for the drain, once the stream's step is over (a
+                        # cut while that step is under way must go into it, or the generator is left running).
+                        await _write(pending, write, send)
                 if payload == DONE:
                     break
                 data = _process(ctx, payload, strip_usage, chunk_filters, encoder)
@@ -200,10 +204,14 @@ async def _forward(
 
 async def _write(pending: list[bytes], write: Callable[[bytes], bool] | None, send: Send) -> None:
     """The pending payloads' bytes, in one write when it can be made at once."""
-    data = pending[0] if len(pending) == 1 else b"".join(pending)
+    data = _joined(pending)
     pending.clear()
     if write is None or not write(data):
         await send({"type": "http.response.body", "body": data, "more_body": True})
+
+
+def _joined(pending: list[bytes]) -> bytes:
+    return pending[0] if len(pending) == 1 else b"".join(pending)
 
 
 class _Resumed:

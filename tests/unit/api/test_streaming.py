@@ -13,6 +13,7 @@ import pytest
 
 from gateway.api.streaming import relay
 from gateway.context import RequestContext
+from gateway.errors import ClientClosed, GatewayError, ServerShuttingDown
 from gateway.server.timing import TimedCycle
 from gateway.server.watch import OpenRequests
 
@@ -39,6 +40,12 @@ def cycle(writes: list[bytes], *, paused: bool = False) -> TimedCycle:
         on_response=lambda: None,
     )
     return made
+
+
+def _unchunked(write: bytes) -> bytes:
+    """The body bytes of one write of chunked framing (one chunk, maybe the last)."""
+    size, _, rest = write.partition(b"\r\n")
+    return rest[: int(size, 16)]
 
 
 def sender(made: TimedCycle, messages: list[dict[str, Any]]) -> Any:
@@ -157,3 +164,147 @@ async def test_chunks_that_keep_coming_within_the_idle_time_are_never_cut() -> N
     ctx = await relayed(steady(), sender(cycle([]), messages), idle_s=0.1)
     assert ctx.error is None
     assert ctx.completion_text == [str(i) for i in range(12)]
+
+
+class _Stalled:
+    """A stream whose first read gives two payloads and whose second never comes; says when it waits, and when it
+    was closed."""
+
+    def __init__(self) -> None:
+        self.waiting = asyncio.Event()
+        self.closed = asyncio.Event()
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        try:
+            yield payload("a")
+            yield payload("b")
+            self.waiting.set()
+            await asyncio.Future()  # the upstream's next read, that never comes
+            yield b"[DONE]"
+        finally:
+            self.closed.set()
+
+
+def slow_client(made: TimedCycle, messages: list[dict[str, Any]], drained: asyncio.Event | None) -> Any:
+    """uvicorn's send to a client that reads nothing for now: a body waits for the drain while writes are paused
+    (drained None: a slow client, that drains a loop step later), and returns at once once the client is gone."""
+
+    async def send(self: TimedCycle, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.response_started = True
+            self.chunked_encoding = True
+        elif self.disconnected:
+            return
+        elif self.flow.write_paused:
+            await (asyncio.sleep(0) if drained is None else drained.wait())
+        messages.append(message)
+
+    return send.__get__(made)
+
+
+@pytest.mark.parametrize("how", ["idle_timeout", "client_left", "shutdown_cut"])
+async def test_a_stream_cut_while_a_read_waits_for_a_paused_client_is_closed(how: str) -> None:
+    """The stream's next step is taken by hand before the last read's payloads are written: a cut (the idle time,
+    the client leaving, the shutdown) while those wait for a client that does not read must go into that step and
+    close the stream, not leave its generator running (aclose(): asynchronous generator is already running)."""
+    messages: list[dict[str, Any]] = []
+    drained = asyncio.Event()
+    upstream = _Stalled()
+    made = cycle([], paused=True)
+    ctx = RequestContext(request_id="r" * 32, endpoint="chat/completions", headers=[], raw_body=b"", body={})
+    ctx.client_wants_usage = True
+    requests = OpenRequests()
+
+    async def run() -> None:
+        watch = requests.watch()
+        idle_s = 0.05 if how == "idle_timeout" else 3600.0
+        await relay(ctx, upstream.stream(), slow_client(made, messages, drained), watch, [], (), idle_s)
+
+    task = asyncio.ensure_future(run())
+    await upstream.waiting.wait()
+    if how == "client_left":  # as uvicorn's connection_lost: the cycle disconnected, writes resumed
+        made.disconnected = True
+        drained.set()
+    if how != "idle_timeout":
+        (watch,) = requests.watches
+        watch.stop(ClientClosed() if how == "client_left" else ServerShuttingDown())
+    closed = asyncio.ensure_future(upstream.closed.wait())
+    await asyncio.wait([task, closed], return_when=asyncio.FIRST_COMPLETED)
+    made.flow.write_paused = False  # the client reads again: what the relay still has goes out
+    drained.set()
+    await task  # the relay ends by itself: no RuntimeError from the stream's aclose
+    assert upstream.closed.is_set()
+    assert ctx.error is not None
+    if how == "idle_timeout":
+        assert ctx.error.code == "stream_idle_timeout"
+    else:
+        assert isinstance(ctx.error, ClientClosed if how == "client_left" else ServerShuttingDown)
+    bodies = [m["body"] for m in messages if m["type"] == "http.response.body"]
+    if how == "client_left":
+        assert bodies == []
+    else:  # the read in hand, then the error, then the end
+        assert bodies[0] == b"data: %s\n\ndata: %s\n\n" % (payload("a"), payload("b"))
+        assert bodies[1].startswith(b'data: {"error"')
+        assert bodies[2:] == [b"data: [DONE]\n\n"]
+
+
+@pytest.mark.parametrize("paused", [False, True])
+@pytest.mark.parametrize("how", ["client_left", "shutdown_cut", "upstream_reset", "idle_timeout"])
+@pytest.mark.parametrize("at", range(7))
+async def test_a_stream_ended_at_any_moment_ends_once_and_leaves_nothing_behind(
+    at: int, how: str, paused: bool
+) -> None:
+    """Reads of two payloads; before read `at` (0: before the first) the stream is cut, fails or goes silent, with
+    the client reading at once or slowly (writes paused, each drained a loop step later): the relay ends by itself,
+    the stream is closed, the payloads read before go out in order and once, the end once (none when the client
+    left), and no task or timer of the relay's is left."""
+    from gateway.errors import UpstreamUnavailable
+
+    messages: list[dict[str, Any]] = []
+    made = cycle([], paused=paused)
+    made.transport.write = lambda w: messages.append({"type": "http.response.body", "body": _unchunked(w)})
+    closed = asyncio.Event()
+    requests = OpenRequests()
+    loop = asyncio.get_running_loop()
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            for i in range(at):
+                await asyncio.sleep(0)  # a read
+                yield payload(f"{i}a")
+                yield payload(f"{i}b")
+            if how == "upstream_reset":
+                raise UpstreamUnavailable("reset mid-stream")
+            if how in ("client_left", "shutdown_cut"):
+                (watch,) = requests.watches
+                if how == "client_left":
+                    made.disconnected = True  # as uvicorn's connection_lost: writes resumed
+                watch.stop(ClientClosed() if how == "client_left" else ServerShuttingDown())
+            await asyncio.Future()  # silent, or cut here
+            yield b"[DONE]"
+        finally:
+            closed.set()
+
+    ctx = RequestContext(request_id="r" * 32, endpoint="chat/completions", headers=[], raw_body=b"", body={})
+    ctx.client_wants_usage = True
+    tasks = asyncio.all_tasks()
+
+    async def run() -> None:
+        idle_s = 0.02 if how == "idle_timeout" else 3600.0
+        await relay(ctx, stream(), slow_client(made, messages, None), requests.watch(), [], (), idle_s)
+
+    await asyncio.ensure_future(run())
+    assert closed.is_set()
+    assert asyncio.all_tasks() == tasks
+    assert not [h for h in loop._scheduled if not h.cancelled() and "_Idle" in repr(h)]  # type: ignore[attr-defined]
+    expected_error = {"client_left": ClientClosed, "shutdown_cut": ServerShuttingDown}.get(how, GatewayError)
+    assert isinstance(ctx.error, expected_error)
+    sent = b"".join(m["body"] for m in messages if m["type"] == "http.response.body")  # in order, both ways
+    events = [e for e in sent.split(b"\n\n") if e]
+    data = [b"data: " + payload(f"{i}{s}") for i in range(at) for s in "ab"]
+    if how == "client_left":
+        assert events == data[: len(events)]  # what went out before the client left, nothing after
+    else:
+        assert events[: len(data)] == data
+        assert events[len(data)].startswith(b'data: {"error"')
+        assert events[len(data) + 1 :] == [b"data: [DONE]"]
