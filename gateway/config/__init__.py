@@ -53,6 +53,7 @@ class ServerConfig:
     header_timeout_s: float = 30.0
     body_timeout_s: float = 30.0
     keep_alive_s: float = 5.0
+    write_timeout_s: float = 60.0
     drain_timeout_s: float = 30.0
     drain_delay_s: float = 0.0
     access_log: bool = True
@@ -549,7 +550,7 @@ def _check_references(config: GatewayConfig, problems: list[tuple[str, str]]) ->
         problems.append(("server.max_connections", "must be at least 1"))
     if config.server.max_header_bytes < 1024:
         problems.append(("server.max_header_bytes", "must be at least 1024"))
-    for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s"):
+    for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s", "write_timeout_s"):
         if not getattr(config.server, name) > 0:
             problems.append((f"server.{name}", "must be positive"))
     if (store := store_problem(config.telemetry.store)) is not None:

@@ -56,18 +56,20 @@ class EdgeLimits:
     header_timeout_s: float = 30.0
     body_timeout_s: float = 30.0
     keep_alive_s: float = 5.0
+    write_timeout_s: float = 60.0
 
     @classmethod
     def of(cls, server: ServerConfig) -> EdgeLimits:
         return cls(
             server.max_connections, server.max_header_bytes, server.header_timeout_s, server.body_timeout_s,
-            server.keep_alive_s,
+            server.keep_alive_s, server.write_timeout_s,
         )  # fmt: skip
 
     @property
     def tick_s(self) -> float:
         """How often the sweep runs: a tenth of the shortest timeout, between 20 ms and 1 s."""
-        return min(1.0, max(0.02, min(self.header_timeout_s, self.body_timeout_s, self.keep_alive_s) / 10))
+        shortest = min(self.header_timeout_s, self.body_timeout_s, self.keep_alive_s, self.write_timeout_s)
+        return min(1.0, max(0.02, shortest / 10))
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -98,6 +100,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.phase = _NEW
         self.phase_since = 0.0  # loop.time() when the phase began; for a body, when its last bytes came
         self.head_bytes = 0  # bytes of the head arriving
+        self.write_paused_since = 0.0  # loop.time() when the transport last asked the writes to pause
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -212,8 +215,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     # Deadlines.
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.write_paused_since = self.loop.time()
+
     def check_deadline(self, now: float) -> None:
         """Called by the sweep: act on a phase that has lasted too long."""
+        if self.flow.write_paused and now - self.write_paused_since >= self.limits.write_timeout_s:
+            # The client reads nothing of what it is sent: the answer's writer would wait for it for ever, holding
+            # its request (a stream's upstream too). Aborted, not closed: close() would wait to send the buffer first.
+            self.phase = _CLOSING
+            self.transport.abort()  # connection_lost follows: the request sees a client gone (499 client_closed)
+            return
         phase = self.phase
         if phase == _REQUEST:
             cycle = self.cycle

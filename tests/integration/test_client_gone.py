@@ -368,3 +368,36 @@ def test_leaving_while_the_key_is_checked_calls_no_upstream(
             leave(sock)
             assert_cut_by_client(only_record(db_path))
             assert gateway.providers["mock"].calls == {}  # type: ignore[attr-defined]
+
+
+def test_a_client_that_stops_reading_a_stream_is_disconnected_after_write_timeout_s(
+    make_config: Callable[..., GatewayConfig], probe: tuple[str, ProbeUpstream], db_path: Path
+) -> None:
+    """A client that keeps its connection but reads nothing: once its buffers are full the relay waits on it, and
+    without a bound it would hold the request and the upstream stream for ever. After server.write_timeout_s of
+    paused writes the gateway drops the connection: the record is 499 client_closed and the upstream is closed."""
+    url, upstream = probe
+    upstream.drip_interval_s = 0.0  # a chunk every loop step: the client's buffers fill in a moment
+    overrides = probe_overrides(url)
+    with running(make_config(server={"write_timeout_s": 1.0}, **overrides)) as (gateway_url, _):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window stays small
+        host, port = gateway_url.removeprefix("http://").split(":")
+        sock.connect((host, int(port)))
+        try:
+            sock.sendall(request_bytes("/v1/chat/completions", chat("drip", stream=True), AUTH))
+            # ... and nothing is read. The record comes when the gateway gives up on the client.
+            record = only_record_within(db_path, timeout=60)
+            assert_cut_by_client(record)
+            assert record["stream"] == 1
+            (seen,) = upstream.requests
+            assert wait_until(lambda: upstream.connection_closed(seen.connection) is not None, timeout=10)
+        finally:
+            sock.close()
+
+
+def only_record_within(db_path: Path, timeout: float) -> dict[str, Any]:
+    assert wait_until(lambda: len(records(db_path)) >= 1, timeout=timeout), "no record"
+    rows = records(db_path)
+    assert len(rows) == 1, rows
+    return rows[0]

@@ -43,6 +43,7 @@ class Transport(asyncio.Transport):
         super().__init__()
         self.written = bytearray()
         self.closing = False
+        self.aborted = False
         self.reading = True
 
     def write(self, data: Any) -> None:
@@ -53,6 +54,9 @@ class Transport(asyncio.Transport):
 
     def close(self) -> None:
         self.closing = True
+
+    def abort(self) -> None:
+        self.closing = self.aborted = True
 
     def can_write_eof(self) -> bool:
         return True
@@ -356,3 +360,23 @@ def test_a_refused_connection_whose_peer_is_gone_is_closed_without_an_error():
     transport = asyncio.run(refuse())
     assert transport.written.startswith(b"HTTP/1.1 503 ")
     assert transport.closing
+
+
+def test_a_client_that_reads_nothing_for_write_timeout_s_is_disconnected():
+    """Writes paused (the client's buffers full) for write_timeout_s: the sweep aborts the connection (close() would
+    wait to send the buffer first), whatever the phase; paused for less, or resumed since, it is left alone."""
+
+    async def sweep(paused_for: float, resumed: bool) -> Transport:
+        config = Config(echo_length, lifespan="off", log_level="critical", access_log=False)
+        protocol = BoundedHttpToolsProtocol(config, ServerState(), {}, limits=EdgeLimits(write_timeout_s=10.0))
+        transport = Transport()
+        protocol.connection_made(transport)
+        protocol.pause_writing()
+        if resumed:
+            protocol.resume_writing()
+        protocol.check_deadline(protocol.write_paused_since + paused_for)
+        return transport
+
+    assert asyncio.run(sweep(10.0, resumed=False)).aborted
+    assert not asyncio.run(sweep(9.9, resumed=False)).closing
+    assert not asyncio.run(sweep(10.0, resumed=True)).closing
