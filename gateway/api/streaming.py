@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from typing import Any, Protocol
 
 import orjson
@@ -166,7 +166,7 @@ async def _forward(
                     if pending:
                         # Writes were paused: sent now, waiting for the drain, once the stream's step is over (a
                         # cut while that step is under way must go into it, or the generator is left running).
-                        await _write(pending, write, send)
+                        await idle.client(_write(pending, write, send))
                 if payload == DONE:
                     break
                 data = _process(ctx, payload, strip_usage, chunk_filters, encoder)
@@ -174,7 +174,7 @@ async def _forward(
                     if write is not None:
                         pending.append(data)
                     else:
-                        await send({"type": "http.response.body", "body": data, "more_body": True})
+                        await idle.client(send({"type": "http.response.body", "body": data, "more_body": True}))
                 if ctx.error is not None:
                     break  # an error event of the upstream's (forwarded as it came), or a filter's
                 idle.last = loop.time()
@@ -248,18 +248,29 @@ class _Idle:
     looks when it fires. Silent for idle_s: the deadline expires at once; a chunk came since: due again idle_s after
     that one."""
 
-    __slots__ = ("loop", "idle_s", "deadline", "last", "handle")
+    __slots__ = ("loop", "idle_s", "deadline", "last", "handle", "on_client")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, idle_s: float, deadline: asyncio.Timeout) -> None:
         self.loop = loop
         self.idle_s = idle_s
         self.deadline = deadline
         self.last = loop.time()
+        self.on_client = False  # waiting for the client to take what was written: not the upstream's silence
         self.handle: asyncio.TimerHandle | None = loop.call_at(self.last + idle_s, self._check)
 
+    async def client(self, write: Awaitable[None]) -> None:
+        """A write that waits for the client's drain: that time is not counted against the upstream (a client that
+        reads nothing is the server's write_timeout_s to end, as client_closed, not a stream_idle_timeout)."""
+        self.on_client = True
+        try:
+            await write
+        finally:
+            self.on_client = False
+            self.last = self.loop.time()
+
     def _check(self) -> None:
-        due = self.last + self.idle_s
         now = self.loop.time()
+        due = now + self.idle_s if self.on_client else self.last + self.idle_s
         if now + _EARLY_S >= due:  # a timer may fire a clock tick early
             self.handle = None
             self.deadline.reschedule(now)  # expires now: the stream is cancelled, and the timeout raised

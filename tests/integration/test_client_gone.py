@@ -370,15 +370,19 @@ def test_leaving_while_the_key_is_checked_calls_no_upstream(
             assert gateway.providers["mock"].calls == {}  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("idle_s", [5.0, 0.3])
 def test_a_client_that_stops_reading_a_stream_is_disconnected_after_write_timeout_s(
-    make_config: Callable[..., GatewayConfig], probe: tuple[str, ProbeUpstream], db_path: Path
+    make_config: Callable[..., GatewayConfig], probe: tuple[str, ProbeUpstream], db_path: Path, idle_s: float
 ) -> None:
     """A client that keeps its connection but reads nothing: once its buffers are full the relay waits on it, and
     without a bound it would hold the request and the upstream stream for ever. After server.write_timeout_s of
-    paused writes the gateway drops the connection: the record is 499 client_closed and the upstream is closed."""
+    paused writes the gateway drops the connection: the record is 499 client_closed and the upstream is closed.
+    The wait for the client is not the upstream's silence: a stream idle timeout shorter than write_timeout_s does
+    not fire during it (the upstream would be blamed, stream_idle_timeout, for the client's stall)."""
     url, upstream = probe
     upstream.drip_interval_s = 0.0  # a chunk every loop step: the client's buffers fill in a moment
     overrides = probe_overrides(url)
+    overrides["routing"]["timeouts"]["idle_s"] = idle_s
     with running(make_config(server={"write_timeout_s": 1.0}, **overrides)) as (gateway_url, _):
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window stays small
