@@ -109,7 +109,8 @@ class ResponsesEndpoint(PipelineEndpoint):
         turn = _turn(ctx)
 
         def completed(response: dict[str, Any]) -> None:
-            self._keep(ctx, turn, response)
+            if turn.store:  # encoded only then
+                self._keep(ctx, turn, response["id"], json_bytes(response))
 
         return ResponsesEncoder(
             turn.request, request_id=ctx.request_id, model=ctx.model, created_at=ctx.started_at, on_complete=completed
@@ -132,14 +133,20 @@ class ResponsesEndpoint(PipelineEndpoint):
                 if native is not None and native.answer is not None and reply.body is native.chat:
                     # Served in the Responses API and left as it came by every filter: sent as it came (with the
                     # items a chat answer has no place for), under the gateway's id.
-                    response = as_served(native.answer, turn.request, response_id=response_id(ctx))
+                    body = json_bytes(as_served(native.answer, turn.request, response_id=response_id(ctx)))
                 else:
-                    response = to_response(
-                        chat, turn.request, request_id=ctx.request_id, model=ctx.model, created_at=ctx.started_at,
-                        usage=ctx.usage,
-                    )  # fmt: skip
-                body = json_bytes(response)
-                self._keep(ctx, turn, response, body)
+                    body = json_bytes(
+                        to_response(
+                            chat,
+                            turn.request,
+                            request_id=ctx.request_id,
+                            model=ctx.model,
+                            created_at=ctx.started_at,
+                            usage=ctx.usage,
+                        )  # fmt: skip
+                    )
+                if turn.store:
+                    self._keep(ctx, turn, response_id(ctx), body)
                 ctx.status = reply.status
                 ctx.response_body = reply.body  # the answer in OpenAI's chat shape: what content logging reads
                 await send_json(send, reply.status, body, response_headers(ctx, reply))
@@ -149,20 +156,17 @@ class ResponsesEndpoint(PipelineEndpoint):
         ctx.response_body = reply.body
         await send_json(send, reply.status, reply.body, response_headers(ctx, reply))
 
-    def _keep(self, ctx: RequestContext, turn: Turn, response: dict[str, Any], body: bytes | None = None) -> None:
-        """Store the response when the turn asks to; `body`: its JSON, when the answer has it encoded already."""
-        if not turn.store:
-            return
+    def _keep(self, ctx: RequestContext, turn: Turn, stored_id: str, body: bytes) -> None:
+        """Store the response `stored_id`, `body` its JSON (the turn asks to: turn.store)."""
         previous = turn.request.get("previous_response_id")
         self.gateway.conversations.save(
-            StoredResponse.of(
-                response["id"],
+            StoredResponse(
+                stored_id,
                 ctx.principal.project,
                 ctx.started_at,
                 previous if isinstance(previous, str) else None,
-                response,
-                turn.input_items,
-                response_json=body,
+                body,
+                json_bytes(turn.input_items),
             )
         )
 

@@ -109,6 +109,24 @@ def to_response(
     """A whole chat completion as a Response: the message item (its text, its refusal) and a function_call item
     per tool call. `usage` is the gateway's (the answer's own when None); `model` is used when the answer names
     none. A finish_reason of "length" or "content_filter" makes the response incomplete, as OpenAI's are."""
+    output, reason, usage, served = _answered(chat, request_id, model, usage)
+    return response_object(
+        request,
+        response_id=f"resp_{request_id}",
+        model=served,
+        created_at=created_at,
+        status="incomplete" if reason else "completed",
+        output=output,
+        usage=usage,
+        incomplete_details={"reason": reason} if reason else None,
+    )
+
+
+def _answered(
+    chat: dict[str, Any], request_id: str, model: str, usage: Usage | None
+) -> tuple[list[dict[str, Any]], str | None, Usage | None, str]:
+    """What a Response takes from a whole chat completion: (its output items, why it is incomplete or None, its
+    usage, the model that served it)."""
     choices = chat.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
     message = choice.get("message")
@@ -116,36 +134,32 @@ def to_response(
     finish = choice.get("finish_reason")
     reason = INCOMPLETE_REASONS.get(finish) if isinstance(finish, str) else None
     calls = message.get("tool_calls")
-    function_calls = [
-        function_call_item(call, request_id, n)
-        for n, call in enumerate(calls if isinstance(calls, list) else ())
-        if isinstance(call, dict) and isinstance(call.get("function"), dict)
-    ]
+    function_calls = (
+        [
+            function_call_item(call, request_id, n)
+            for n, call in enumerate(calls)
+            if isinstance(call, dict) and isinstance(call.get("function"), dict)
+        ]
+        if calls and isinstance(calls, list)
+        else []
+    )
     parts = []
     text = message.get("content")
     if isinstance(text, str) and (text or not function_calls):
-        parts.append(output_text(text))
+        parts.append({"type": "output_text", "text": text, "annotations": [], "logprobs": []})  # output_text()
     refusal = message.get("refusal")
     if isinstance(refusal, str) and refusal:
         parts.append({"type": "refusal", "refusal": refusal})
     output = []
     if parts or not function_calls:  # an answer with nothing in it still has its (empty) message
         output.append(message_item(request_id, parts or [output_text("")], "incomplete" if reason else "completed"))
-    output.extend(function_calls)
+    if function_calls:
+        output += function_calls
     if usage is None:
         reported = chat.get("usage")
         usage = Usage.from_openai(reported) if isinstance(reported, dict) else None
     served = chat.get("model")
-    return response_object(
-        request,
-        response_id=f"resp_{request_id}",
-        model=served if isinstance(served, str) and served else model,
-        created_at=created_at,
-        status="incomplete" if reason else "completed",
-        output=output,
-        usage=usage,
-        incomplete_details={"reason": reason} if reason else None,
-    )
+    return output, reason, usage, served if isinstance(served, str) and served else model
 
 
 def message_item(request_id: str, parts: list[dict[str, Any]], status: str) -> dict[str, Any]:

@@ -61,7 +61,12 @@ def to_chat_request(
     instructions = body.get("instructions")
     if instructions is not None and checks.string(instructions, "instructions"):
         messages.append({"role": "system", "content": instructions})
-    messages.extend(items_to_messages(history + items if history else items))
+    if history:
+        messages.extend(items_to_messages(history + items))
+    elif type(body["input"]) is str:  # items_to_messages' message for normalise_input's one item, made directly
+        messages.append({"role": "user", "content": body["input"]})
+    else:
+        messages.extend(items_to_messages(items))
     if not messages:
         raise InvalidRequest(
             "Invalid 'input': empty array. Expected an array with minimum length 1, but got an empty array instead.",
