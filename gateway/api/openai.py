@@ -63,9 +63,10 @@ def response_headers(ctx: RequestContext, reply: Reply) -> Headers:
             headers.append((b"x-gateway-fallback", ctx.tags["fallback"].encode("latin-1", "replace")))
     cache = ctx.cache
     if cache is not None:
-        headers.append((b"x-gateway-cache", _CACHE_STATUS[cache.status]))
         if cache.key:
-            headers.append((b"x-gateway-cache-key", cache.key.encode()))
+            headers += (_CACHE_HEADER[cache.status], (b"x-gateway-cache-key", cache.key.encode()))
+        else:
+            headers.append(_CACHE_HEADER[cache.status])
         if cache.score is not None:
             headers.append((b"x-gateway-cache-score", b"%.4f" % cache.score))
     headers.append((b"x-gateway-overhead-ms", b"%.3f" % (ctx.overhead_ns(time.perf_counter_ns()) / 1e6)))
@@ -77,7 +78,7 @@ def response_headers(ctx: RequestContext, reply: Reply) -> Headers:
     return headers
 
 
-_CACHE_STATUS = {status: status.encode() for status in ("hit", "semantic-hit", "miss", "bypass")}
+_CACHE_HEADER = {status: (b"x-gateway-cache", status.encode()) for status in ("hit", "semantic-hit", "miss", "bypass")}
 
 # The headers that say how a request was routed, by what they say: made once per provider, model, attempts and
 # route reason (a few per deployment), not per answer. Cleared when it grows past _ROUTED_MAX (model names that

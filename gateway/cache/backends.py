@@ -44,20 +44,22 @@ class MemoryBackend:
         self.max_bytes = max_bytes
         self.clock = clock
         self.bytes = 0
-        self._entries: OrderedDict[str, tuple[Entry, float]] = OrderedDict()
+        # key -> (entry, expiry), least recently used first. Read and written by ResponseCache too: a miss's lookup
+        # and the keeping of its answer, without a call each.
+        self.entries: OrderedDict[str, tuple[Entry, float]] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.entries)
 
     def get_now(self, key: str) -> Entry | None:
-        found = self._entries.get(key)
+        found = self.entries.get(key)
         if found is None:
             return None
         entry, expires = found
         if self.clock() >= expires:
             self._remove(key)
             return None
-        self._entries.move_to_end(key)
+        self.entries.move_to_end(key)
         return entry
 
     async def get(self, project: str, model: str, key: str) -> Entry | None:
@@ -65,7 +67,7 @@ class MemoryBackend:
 
     def put_now(self, key: str, entry: Entry, ttl_s: float, size: int | None = None) -> None:
         """`size`: entry.size, when the caller has it."""
-        entries = self._entries
+        entries = self.entries
         replaced = entries.pop(key, None)
         if replaced is not None:
             self.bytes -= replaced[0].size
@@ -84,7 +86,7 @@ class MemoryBackend:
     async def purge(self, project: str | None, model: str | None, key: str | None) -> int:
         doomed = [
             k
-            for k, (entry, _) in self._entries.items()
+            for k, (entry, _) in self.entries.items()
             if (project is None or entry.project == project)
             and (model is None or entry.model == model)
             and (key is None or k == key)
@@ -94,14 +96,14 @@ class MemoryBackend:
         return len(doomed)
 
     def _remove(self, key: str) -> None:
-        entry, _ = self._entries.pop(key)
+        entry, _ = self.entries.pop(key)
         self.bytes -= entry.size
 
     async def ping(self) -> None:
         return None
 
     async def close(self) -> None:
-        self._entries.clear()
+        self.entries.clear()
         self.bytes = 0
 
 

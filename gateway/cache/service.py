@@ -147,7 +147,13 @@ class ResponseCache:
             return
         memory = self.memory
         if memory is not None and semantic is None:
-            memory.put_now(key, entry, ttl_s, size)
+            entries = memory.entries
+            if key not in entries and memory.bytes + size <= memory.max_bytes:
+                # put_now's common case, written out (no entry replaced, none evicted): once per answer kept.
+                entries[key] = (entry, memory.clock() + ttl_s)
+                memory.bytes += size
+            else:
+                memory.put_now(key, entry, ttl_s, size)
             self.bytes_stored.value += size
             return
         queue = self._queue

@@ -3,12 +3,22 @@ through this protocol only; a filter module subclasses Stage and names what it u
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, final
 
 if TYPE_CHECKING:
     from gateway.components import Components
     from gateway.context import RequestContext
     from gateway.reply import Reply
+
+
+@final
+class Later:
+    """The type of LATER, what `decide` returns when the stage must await: its on_request runs instead."""
+
+    __slots__ = ()
+
+
+LATER: Final = Later()
 
 
 class Filter(Protocol):
@@ -30,6 +40,9 @@ class Filter(Protocol):
     # Its response phase never awaits nor replaces the answer: the pipeline calls `settle`, a plain function,
     # instead of awaiting on_response (a coroutine a request less for each such stage).
     settles_now: ClassVar[bool]
+    # Its request phase mostly decides without awaiting: the pipeline calls `decide`, a plain function, and awaits
+    # on_request only when decide returns LATER (a coroutine a request less for each such stage, most of the time).
+    decides_now: ClassVar[bool]
 
     @classmethod
     def build(cls, components: Components) -> Filter:
@@ -41,6 +54,10 @@ class Filter(Protocol):
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         """None: go on. A Reply: answer now. Refuse by raising a GatewayError."""
+
+    def decide(self, ctx: RequestContext) -> Reply | Later | None:
+        """The request phase of a `decides_now` filter, called in on_request's place: as on_request, or LATER,
+        having changed nothing, when it must await (on_request is then awaited and does the whole of it)."""
 
     async def on_response(self, ctx: RequestContext, reply: Reply) -> Reply | None:
         """Reverse order, for the stages whose on_request ran. A Reply replaces the answer (not for streams)."""
@@ -71,12 +88,16 @@ class Stage:
     sees_chunks: ClassVar[bool] = False
     at_door: ClassVar[bool] = False
     settles_now: ClassVar[bool] = False
+    decides_now: ClassVar[bool] = False
 
     async def identify(self, ctx: RequestContext) -> None:
         return None
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         return None
+
+    def decide(self, ctx: RequestContext) -> Reply | Later | None:
+        return LATER
 
     async def on_response(self, ctx: RequestContext, reply: Reply) -> Reply | None:
         if self.settles_now:

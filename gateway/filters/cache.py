@@ -22,7 +22,7 @@ from gateway.cache.keys import CACHEABLE, deterministic, exact_key, request_cont
 from gateway.cache.replay import StreamAssembler, replay, replay_chunks
 from gateway.cache.service import ResponseCache
 from gateway.context import CacheOutcome, RequestContext, Usage
-from gateway.filters.base import Stage
+from gateway.filters.base import LATER, Later, Stage
 from gateway.reply import Reply
 
 if TYPE_CHECKING:
@@ -52,6 +52,7 @@ class CacheFilter(Stage):
     after = ("auth", "ratelimit", "guardrails", "policy")
     order_note = "a hit answers only a caller the earlier stages let through, and the policy's rewrites are in its key"
     sees_chunks = True
+    decides_now = True  # in memory and exact mode, a request's lookup and its miss need no await
     settles_now = True  # the answer is kept without awaiting: in memory at once, else queued for the writer
 
     def __init__(
@@ -69,6 +70,9 @@ class CacheFilter(Stage):
         self.cost = cost  # of a served answer, at the deployment that served it: what each later hit saves
         self.deterministic_only = config.deterministic_only
         self.ttl_s = config.ttl_s
+        self.results = cache.results
+        # The memory backend's entries, for a lookup without a call (None for a shared backend: its lookups await).
+        self.entries = cache.memory.entries if cache.memory is not None else None
 
     @classmethod
     def build(cls, components: Components) -> CacheFilter:
@@ -81,15 +85,66 @@ class CacheFilter(Stage):
             components.router.resolve,
         )
 
+    def decide(self, ctx: RequestContext) -> Reply | Later | None:
+        """The request phase without awaiting, for the memory backend in exact mode (LATER otherwise, having done
+        nothing: on_request does the whole of it). Written out (no helper calls): this runs for every request of a
+        project whose cache is on, and a miss must cost next to nothing."""
+        # The first matching policy's cache action, else the project's flag.
+        decision = ctx.policy
+        plan = decision.cache if decision is not None else None
+        project = ctx.principal.project
+        mode: str | bool
+        if plan is not None:
+            mode = plan.mode
+        else:
+            features = self.features  # features.value("cache", project), without the call
+            mode = features.cache_modes.get(project, features.cache_mode)
+        endpoint = ctx.endpoint
+        if mode == "off" or endpoint not in CACHEABLE:
+            return None
+        entries = self.entries
+        if entries is None or mode != "exact":
+            return LATER
+        control = request_control(ctx.headers)
+        body = ctx.body
+        if control == "skip":
+            self._bypass(ctx)
+            return None
+        if self.deterministic_only and endpoint != "embeddings":
+            # keys.deterministic, written out: temperature 0 or a seed.
+            temperature = body.get("temperature")
+            zero = temperature is not None and type(temperature) is not bool and temperature == 0
+            if not zero and type(body.get("seed")) is not int:
+                self._bypass(ctx)
+                return None
+        model = ctx.model
+        key = exact_key(project, endpoint, ctx.tags.get("api", ""), model, body)
+        if key is None:
+            self._bypass(ctx)
+            return None
+        if control == "use":
+            if key in entries:  # else a miss, without a call (most keys of a cache that misses are new)
+                entry = self.cache.get_now(project, key)
+                if entry is not None:
+                    return self._hit(ctx, entry, CacheOutcome("hit", key, entry.record_id, None, entry.cost_usd))
+            status = "miss"
+        else:
+            status = "bypass"
+        self.results[status].value += 1
+        ttl_s = (plan.ttl_s if plan is not None else None) or self.ttl_s
+        ctx.cache = Pending(status, key, "", None, None, model, ttl_s, None,
+                            StreamAssembler(endpoint) if ctx.stream else None)  # fmt: skip
+        return None
+
     async def on_request(self, ctx: RequestContext) -> Reply | None:
-        # The first matching policy's cache action, else the project's flag. Written out (no helper calls): this
-        # runs for every request of a project whose cache is on, and a miss must cost next to nothing.
+        decided = self.decide(ctx)
+        if type(decided) is not Later:
+            return decided
+        # A shared backend, or the semantic mode: lookups that await.
         decision = ctx.policy
         plan = decision.cache if decision is not None else None
         mode = plan.mode if plan is not None else self.features.value("cache", ctx.principal.project)
         endpoint = ctx.endpoint
-        if mode == "off" or endpoint not in CACHEABLE:
-            return None
         cache = self.cache
         control = request_control(ctx.headers)
         body = ctx.body
@@ -104,7 +159,7 @@ class CacheFilter(Stage):
             return None
         semantic = semantic_parts(project, endpoint, api, model, body) if mode == "semantic" else None
         if control == "use":
-            entry = cache.get_now(project, key) if cache.memory is not None else await cache.get(project, model, key)
+            entry = await cache.get(project, model, key)
             if entry is not None:
                 return self._hit(ctx, entry, CacheOutcome("hit", key, entry.record_id, None, entry.cost_usd))
             if semantic is not None:
