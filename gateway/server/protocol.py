@@ -28,10 +28,14 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from asyncio import Event
 from collections.abc import Callable
 from dataclasses import dataclass
+from time import perf_counter_ns
 from typing import Any
+from urllib.parse import unquote
 
+from httptools import parse_url
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
@@ -40,6 +44,7 @@ from gateway.config import ServerConfig
 from gateway.errors import GatewayError, InvalidRequest, RequestHeadersTooLarge, RequestTimeout, ServiceUnavailable
 from gateway.server.timing import TimedCycle, response_time
 
+_new_object = object.__new__
 LINGER_S = 2.0
 # The scope key under which a request finds its connection (`lost`, `on_lost`).
 CONNECTION_KEY = "gateway.connection"
@@ -101,6 +106,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.phase_since = 0.0  # loop.time() when the phase began; for a body, when its last bytes came
         self.head_bytes = 0  # bytes of the head arriving
         self.write_paused_since = 0.0  # loop.time() when the transport last asked the writes to pause
+        # on_headers_complete's lean path covers the settings the gateway runs with; any other goes through uvicorn's.
+        self.lean = not self.root_path and self.limit_concurrency is None and not config.reset_contextvars
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -154,7 +161,61 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.phase = _HEAD
 
     def on_headers_complete(self) -> None:
-        head_ns = time.perf_counter_ns()  # X-Response-Time counts from here
+        """uvicorn's, lean: the same scope (the same keys and values, in the same order) and the cycle made a
+        TimedCycle at once, its attributes set as uvicorn's constructor sets them, the task started (or the request
+        queued behind a running one) as uvicorn does. An upgrade, a root_path, limit_concurrency or
+        reset_contextvars go through uvicorn's own (then re-classed). tests/unit/test_server_heads.py compares the
+        two on many heads and pins the uvicorn code this follows."""
+        head_ns = perf_counter_ns()  # X-Response-Time counts from here
+        parser = self.parser
+        if not self.lean or parser.should_upgrade():
+            self._uvicorn_headers_complete(head_ns)
+            return
+        http_version = parser.get_http_version()
+        scope = self.scope
+        scope["method"] = parser.get_method().decode("ascii")
+        if http_version != "1.1":
+            scope["http_version"] = http_version
+        url = parse_url(self.url)
+        raw_path = url.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = unquote(path)
+        scope["path"] = path
+        scope["raw_path"] = raw_path
+        scope["query_string"] = url.query or b""
+        scope[CONNECTION_KEY] = self  # type: ignore[literal-required]
+        cycle = _new_object(TimedCycle)
+        cycle.scope = scope
+        cycle.transport = self.cycle_transport  # type: ignore[assignment]
+        cycle.flow = self.flow
+        cycle.logger = self.logger
+        cycle.access_logger = self.access_logger
+        cycle.access_log = self.access_log
+        cycle.__dict__["default_headers"] = self.server_state.default_headers
+        cycle.message_event = Event()
+        cycle.on_response = self.on_response_complete
+        cycle.disconnected = False
+        cycle.keep_alive = http_version != "1.0" and parser.should_keep_alive()
+        cycle.waiting_for_100_continue = self.expect_100_continue
+        cycle.body = bytearray()
+        cycle.more_body = True
+        cycle.response_started = False
+        cycle.response_complete = False
+        cycle.chunked_encoding = None
+        cycle.expected_content_length = 0
+        cycle.head_ns = head_ns
+        existing = self.cycle
+        self.cycle = cycle
+        if existing is None or existing.response_complete:
+            task = self.loop.create_task(cycle.run_asgi(self.app))
+            task.add_done_callback(self.tasks.discard)
+            self.tasks.add(task)
+        else:  # pipelined: queued behind the running request
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, self.app))
+
+    def _uvicorn_headers_complete(self, head_ns: int) -> None:
         previous = self.cycle
         super().on_headers_complete()
         cycle = self.cycle
