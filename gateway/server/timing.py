@@ -25,8 +25,8 @@ def response_time(since_ns: int) -> tuple[bytes, bytes]:
 class TimedCycle(RequestResponseCycle):
     """uvicorn's request cycle with x-response-time on its answer.
 
-    uvicorn makes the cycle when a head is read; the protocol turns it into this class at once (protocol.py,
-    on_headers_complete: a class swap, no object made) and notes `head_ns`. uvicorn reads `default_headers` (the
+    The protocol makes the cycle as this class when a head is read (protocol.py, on_headers_complete; when it
+    lets uvicorn make it, it swaps the class at once) and notes `head_ns`. uvicorn reads `default_headers` (the
     server's date and server headers) once per answer, when it writes the answer's head, and so does send_whole:
     computed at that moment, they carry the answer's time too."""
 
