@@ -423,13 +423,8 @@ def send_whole(send: Callable[..., Any], status: int, headers: list[tuple[bytes,
     return True
 
 
-def chunk_writer(send: Callable[..., Any]) -> Callable[[bytes], bool] | None:
-    """For a streamed answer whose head is out, when `send` is uvicorn's own (the cycle's bound method) and the body
-    is chunked: a function that writes one chunk of it straight to the transport, as uvicorn's send writes an
-    http.response.body message with more_body, without the message, the send's coroutine and its checks. It
-    returns False (nothing written) when writes are paused or the client is gone: the caller then sends the chunk
-    through the ASGI message, which waits for the drain or drops it as uvicorn does. None when `send` is not the
-    cycle's, or the answer is not one this applies to."""
+def _chunked_cycle(send: Callable[..., Any]) -> TimedCycle | None:
+    """The cycle of uvicorn's own `send` (its bound method) when its answer is a chunked body under way."""
     cycle = getattr(send, "__self__", None)
     if (
         type(cycle) is not TimedCycle
@@ -438,6 +433,19 @@ def chunk_writer(send: Callable[..., Any]) -> Callable[[bytes], bool] | None:
         or not cycle.chunked_encoding
         or cycle.scope["method"] == "HEAD"
     ):
+        return None
+    return cycle
+
+
+def chunk_writer(send: Callable[..., Any]) -> Callable[[bytes], bool] | None:
+    """For a streamed answer whose head is out, when `send` is uvicorn's own (the cycle's bound method) and the body
+    is chunked: a function that writes one chunk of it straight to the transport, as uvicorn's send writes an
+    http.response.body message with more_body, without the message, the send's coroutine and its checks. It
+    returns False (nothing written) when writes are paused or the client is gone: the caller then sends the chunk
+    through the ASGI message, which waits for the drain or drops it as uvicorn does. None when `send` is not the
+    cycle's, or the answer is not one this applies to."""
+    cycle = _chunked_cycle(send)
+    if cycle is None:
         return None
     flow = cycle.flow
     write = cycle.transport.write
@@ -456,17 +464,8 @@ def end_chunked(send: Callable[..., Any], data: bytes) -> bool:
     it for an http.response.body message without more_body; False (nothing written) when `send` is not the cycle's,
     the answer is not one this applies to, writes are paused, the client is gone or the connection is to close: the
     caller then sends the messages."""
-    cycle = getattr(send, "__self__", None)
-    if (
-        type(cycle) is not TimedCycle
-        or not cycle.response_started
-        or cycle.response_complete
-        or not cycle.chunked_encoding
-        or not cycle.keep_alive
-        or cycle.disconnected
-        or cycle.flow.write_paused
-        or cycle.scope["method"] == "HEAD"
-    ):
+    cycle = _chunked_cycle(send)
+    if cycle is None or not cycle.keep_alive or cycle.disconnected or cycle.flow.write_paused:
         return False
     cycle.transport.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data) if data else b"0\r\n\r\n")
     cycle.response_complete = True
