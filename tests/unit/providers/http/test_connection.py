@@ -32,6 +32,20 @@ async def collect(response: Response, into: list[bytes]) -> None:
         into.append(chunk)
 
 
+async def stream_until_it_fails(port: int, error: type[Exception], timeouts: Timeouts, match: str = "") -> list[bytes]:
+    """A stream read until it fails with `error`: the chunks that came before."""
+    client = Client(1)
+    try:
+        response = await client.post(f"http://127.0.0.1:{port}/", HEADERS, b"{}", timeouts)
+        chunks: list[bytes] = []
+        with pytest.raises(error, match=match or None):
+            await collect(response, chunks)
+        response.close()
+        return chunks
+    finally:
+        await client.close()
+
+
 async def call(port: int, timeouts: Timeouts | None = None, client: Client | None = None) -> tuple[int, bytes]:
     own = client is None
     client = client or Client(10)
@@ -206,14 +220,7 @@ async def test_a_chunked_stream_cut_short_yields_what_came_then_fails() -> None:
         ex.close()
 
     async with upstream(handler) as up:
-        client = Client(1)
-        response = await client.post(f"http://127.0.0.1:{up.port}/", HEADERS, b"{}", Timeouts())
-        chunks: list[bytes] = []
-        with pytest.raises(ClientPayloadError):
-            await collect(response, chunks)
-        response.close()
-        assert chunks == [b"first"]
-        await client.close()
+        assert await stream_until_it_fails(up.port, ClientPayloadError, Timeouts()) == [b"first"]
 
 
 async def test_a_connection_closed_before_the_head_is_a_disconnect() -> None:
@@ -258,16 +265,9 @@ async def test_a_stream_that_goes_silent_times_out_at_the_first_byte_bound() -> 
         await ex.hang()
 
     async with upstream(handler) as up:
-        client = Client(1)
         # The head must come within the same bound that the silence then exceeds: 1 s, not a tight 0.2, so that
         # a busy machine's slow head is never taken for the silence.
-        response = await client.post(f"http://127.0.0.1:{up.port}/", HEADERS, b"{}", Timeouts(first_byte_s=1.0))
-        chunks: list[bytes] = []
-        with pytest.raises(ReadTimeout):
-            await collect(response, chunks)
-        response.close()
-        assert chunks == [b"one"]
-        await client.close()
+        assert await stream_until_it_fails(up.port, ReadTimeout, Timeouts(first_byte_s=1.0)) == [b"one"]
 
 
 async def test_a_stream_that_trickles_past_the_total_times_out() -> None:
@@ -278,16 +278,9 @@ async def test_a_stream_that_trickles_past_the_total_times_out() -> None:
             await asyncio.sleep(0.02)
 
     async with upstream(handler) as up:
-        client = Client(1)
-        response = await client.post(
-            f"http://127.0.0.1:{up.port}/", HEADERS, b"{}", Timeouts(first_byte_s=5, total_s=0.3)
-        )
-        chunks: list[bytes] = []
-        with pytest.raises(ReadTimeout, match="longer than 0.3 s"):
-            await collect(response, chunks)
-        response.close()
-        assert chunks
-        await client.close()
+        # total_s leaves a busy machine's head time to come (it counts from the call), then the trickle outlasts it.
+        timeouts = Timeouts(first_byte_s=5, total_s=1.0)
+        assert await stream_until_it_fails(up.port, ReadTimeout, timeouts, match="longer than 1 s")
 
 
 async def test_a_large_body_in_the_heads_packet_is_not_a_large_head() -> None:
