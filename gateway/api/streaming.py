@@ -246,7 +246,7 @@ class _Idle:
     """The stream's idle timeout without a timer per chunk (a deadline rescheduled per chunk cancels one timer and
     makes another): each chunk notes its time in `last`, and one timer, due idle_s after the last chunk it knew of,
     looks when it fires. Silent for idle_s: the deadline expires at once; a chunk came since: due again idle_s after
-    that one."""
+    that one. It never expires before idle_s of silence, by the loop's clock, however early the timer fires."""
 
     __slots__ = ("loop", "idle_s", "deadline", "last", "handle", "on_client")
 
@@ -256,7 +256,7 @@ class _Idle:
         self.deadline = deadline
         self.last = loop.time()
         self.on_client = False  # waiting for the client to take what was written: not the upstream's silence
-        self.handle: asyncio.TimerHandle | None = loop.call_at(self.last + idle_s, self._check)
+        self.handle: asyncio.TimerHandle | None = loop.call_at(self.last + idle_s + _SLACK_S, self._check)
 
     async def client(self, write: Awaitable[None]) -> None:
         """A write that waits for the client's drain: that time is not counted against the upstream (a client that
@@ -271,11 +271,11 @@ class _Idle:
     def _check(self) -> None:
         now = self.loop.time()
         due = now + self.idle_s if self.on_client else self.last + self.idle_s
-        if now + _EARLY_S >= due:  # a timer may fire a clock tick early
+        if now >= due:  # never before idle_s of silence, whatever the timer's precision
             self.handle = None
             self.deadline.reschedule(now)  # expires now: the stream is cancelled, and the timeout raised
         else:
-            self.handle = self.loop.call_at(due, self._check)
+            self.handle = self.loop.call_at(due + _SLACK_S, self._check)
 
     def cancel(self) -> None:
         if self.handle is not None:
@@ -283,7 +283,11 @@ class _Idle:
             self.handle = None
 
 
-_EARLY_S = 0.001
+# How late after its due time the timer is asked for: a loop's timer may fire before it (uvloop rounds a delay to
+# the millisecond, and its clock is the millisecond's start), and an early check would be made again at once, and
+# again, until the clock reaches the due time. A millisecond late, it finds the due time passed (the timeout ends at
+# most ~1.5 ms after idle_s of silence, never before).
+_SLACK_S = 0.001
 
 
 def _ending(ctx: RequestContext, chunk_filters: tuple[Filter, ...], encoder: Encoder) -> list[bytes]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, strategies as st
 
 from gateway.api.streaming import relay
 from gateway.context import RequestContext
@@ -308,3 +309,62 @@ async def test_a_stream_ended_at_any_moment_ends_once_and_leaves_nothing_behind(
         assert events[: len(data)] == data
         assert events[len(data)].startswith(b'data: {"error"')
         assert events[len(data) + 1 :] == [b"data: [DONE]"]
+
+
+class _VirtualLoop:
+    """A loop's clock and timers in virtual time, whose timers fire early by up to `early_s` (uvloop fires one up
+    to half a millisecond before its time: it rounds the delay to the millisecond)."""
+
+    def __init__(self, draws: Any, early_s: float) -> None:
+        self.now = 0.0
+        self.draws = draws
+        self.early_s = early_s
+        self.timers: list[tuple[float, Any]] = []
+        self.fired = 0
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Any) -> Any:
+        entry = (when, callback)
+        self.timers.append(entry)
+        return SimpleNamespace(cancel=lambda: self.timers.remove(entry) if entry in self.timers else None)
+
+    def next_fire(self) -> float:
+        when = self.timers[0][0]
+        return max(self.now, when - self.draws.draw(st.floats(0.0, self.early_s)))
+
+    def fire(self, at: float) -> None:
+        self.now = at
+        self.fired += 1
+        self.timers.pop(0)[1]()
+
+
+@given(
+    draws=st.data(),
+    idle_s=st.sampled_from([0.005, 0.02, 1.0, 30.0]),
+    gaps=st.lists(st.floats(0.0, 2.0), max_size=12),
+    early_s=st.sampled_from([0.0, 0.0005, 0.0009]),
+)
+def test_idle_never_ends_a_stream_before_idle_s_of_silence(
+    draws: Any, idle_s: float, gaps: list[float], early_s: float
+) -> None:
+    """Whatever the chunks' times and however early the loop's timers fire (within a millisecond), the idle timeout
+    expires no sooner than idle_s after the last chunk, by the loop's clock, and at most a couple of milliseconds
+    after; and its timer fires a bounded number of times (no spin while the clock catches up)."""
+    from gateway.api.streaming import _Idle
+
+    loop = _VirtualLoop(draws, early_s)
+    expired: list[float] = []
+    idle = _Idle(loop, idle_s, SimpleNamespace(reschedule=expired.append))  # type: ignore[arg-type]
+    arrivals = [sum(g * idle_s for g in gaps[: i + 1]) for i in range(len(gaps))]
+    while not expired:
+        fire = loop.next_fire()
+        if arrivals and arrivals[0] < fire:
+            loop.now = arrivals.pop(0)
+            idle.last = loop.now  # a chunk
+            continue
+        loop.fire(fire)
+    assert expired[0] >= idle.last + idle_s
+    assert expired[0] <= idle.last + idle_s + 0.002
+    assert loop.fired <= len(gaps) + 2
