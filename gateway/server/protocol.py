@@ -42,6 +42,7 @@ from uvicorn.server import ServerState
 
 from gateway.config import ServerConfig
 from gateway.errors import GatewayError, InvalidRequest, RequestHeadersTooLarge, RequestTimeout, ServiceUnavailable
+from gateway.server.http10 import Http10Cycle
 from gateway.server.timing import TimedCycle, response_time
 
 _new_object = object.__new__
@@ -174,8 +175,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         http_version = parser.get_http_version()
         scope = self.scope
         scope["method"] = parser.get_method().decode("ascii")
+        made = TimedCycle
         if http_version != "1.1":
             scope["http_version"] = http_version
+            if http_version == "1.0":
+                made = Http10Cycle  # its answer is never chunked (http10.py)
         url = parse_url(self.url)
         raw_path = url.path
         path = raw_path.decode("ascii")
@@ -185,7 +189,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         scope["raw_path"] = raw_path
         scope["query_string"] = url.query or b""
         scope[CONNECTION_KEY] = self  # type: ignore[literal-required]
-        cycle = _new_object(TimedCycle)
+        cycle = _new_object(made)
         cycle.scope = scope
         cycle.transport = self.cycle_transport  # type: ignore[assignment]
         cycle.flow = self.flow
@@ -220,7 +224,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not previous:  # a request's cycle (an upgrade to a websocket makes none)
-            cycle.__class__ = TimedCycle  # its answer's head carries x-response-time (timing.py)
+            # Its answer's head carries x-response-time (timing.py); an HTTP/1.0 one's is never chunked (http10.py).
+            cycle.__class__ = Http10Cycle if cycle.scope["http_version"] == "1.0" else TimedCycle
             cycle.head_ns = head_ns  # type: ignore[attr-defined]
             cycle.transport = self.cycle_transport  # type: ignore[assignment]
             cycle.scope[CONNECTION_KEY] = self  # type: ignore[literal-required]

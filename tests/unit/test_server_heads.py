@@ -18,6 +18,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
+from gateway.server.http10 import Http10Cycle
 from gateway.server.protocol import CONNECTION_KEY, BoundedHttpToolsProtocol, EdgeLimits
 from gateway.server.timing import TimedCycle
 from tests.unit.test_server_protocol import Transport
@@ -109,7 +110,7 @@ async def serve(raw: bytes, lean: bool, app: Any = None) -> tuple[list[Any], byt
 
     async def echo(scope: Any, receive: Any, send: Any) -> None:
         cycle = receive.__self__
-        assert type(cycle) is TimedCycle
+        assert type(cycle) is (Http10Cycle if scope["http_version"] == "1.0" else TimedCycle)
         seen.append(state_of(cycle, protocol))
         body = b""
         more = True
