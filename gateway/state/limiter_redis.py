@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
@@ -40,6 +41,7 @@ class RedisLimiter:
         # One server: the script's command is written from each check's encoding, made once (_fixed), not packed
         # from Python values by hiredis on every call (~100,000 instructions a request for three checks).
         self._one = self._client if isinstance(self._client, RespClient) else None
+        self._clock = RedisClock(timeout_s)
         self._on_error = on_error
         self._pending: list[tuple[Check, float]] = []
         self._wake = asyncio.Event()
@@ -50,11 +52,20 @@ class RedisLimiter:
     async def reserve(self, checks: list[Check]) -> Outcome:
         one = self._one
         if one is not None:
+            clock = self._clock
+            amounts = [c.cost for c in checks]
             try:
-                reply = await self._script.call_packed(one, *_command(b"r", checks, [c.cost for c in checks]))
+                if not clock.base:  # no reply yet: Redis's clock first, so that no reservation goes without a bound
+                    await clock.learn(one)
+                sent = time.monotonic()
+                reply = await self._script.call_packed(one, *_command(b"r", checks, amounts, clock.stale_after(sent)))
+                if reply[0] == 2:  # stale by the bound of Redis's clock: that clock stepped forward; once without
+                    clock.saw(reply[1], sent)
+                    reply = await self._script.call_packed(one, *_command(b"r", checks, amounts, NEVER_STALE))
             except RedisUnavailable as exc:
                 raise LimiterUnavailable(f"redis: {exc}") from exc
-            return _outcome(reply, len(checks))
+            clock.saw(reply[-1], sent)
+            return _outcome(reply, len(checks), timed=True)
         groups = _by_slot(checks) if self._cluster else [list(range(len(checks)))]
         if len(groups) == 1:
             try:
@@ -185,16 +196,72 @@ def _fixed(check: Check) -> tuple[bytes, bytes, bytes]:
 _MODES = {mode: bulk(mode) for mode in (b"r", b"s", b"p")}
 
 
-def _command(mode: bytes, checks: list[Check], amounts: list[float]) -> tuple[int, bytes]:
+def _command(
+    mode: bytes, checks: list[Check], amounts: list[float], stale_after: bytes | None = None
+) -> tuple[int, bytes]:
     """limits.lua's arguments after its SHA, as `_call`'s list packed by hiredis gives them (the key count, the
-    keys, the mode, six per check: Check.args), and how many bulk strings they are."""
+    keys, the mode, six per check: Check.args, then, when given, the bulk string of the time past which a
+    reservation is stale), and how many bulk strings they are."""
     fixed = [_fixed(check) for check in checks]
     parts = [bulk(len(checks))]
     parts += [key for key, _, _ in fixed]
     parts.append(_MODES[mode])
     for (_, head, soft), amount in zip(fixed, amounts, strict=True):
         parts += (head, _amount(amount), soft)
-    return 2 + 7 * len(checks), b"".join(parts)
+    if stale_after is None:
+        return 2 + 7 * len(checks), b"".join(parts)
+    parts.append(stale_after)
+    return 3 + 7 * len(checks), b"".join(parts)
+
+
+class RedisClock:
+    """A bound of Redis's clock (TIME, in ms), so that a reservation Redis runs only after its caller gave up on it
+    is not applied.
+
+    A reservation that gets no answer within the timeout fails (the request goes on per-process limits), but its
+    command may be in Redis's socket already: a Redis stalled (SIGSTOP, a long fork, a swapped-out page) runs it
+    when it resumes, and the counters then hold a reservation no request uses: a rate limit stricter than it is
+    until it refills, a concurrency slot taken until its lease ends (26-29 of 30 admitted, by hrev's test). So each
+    reservation says when it is stale, by Redis's clock: later than its send and the timeout. Each reply says when
+    it ran (Redis's now); Redis's clock at the next send is at most that now plus the local time elapsed since the
+    call that got it was sent (it ran after its send), so a call answered within its timeout is never stale, clock
+    skew between the hosts whatever. A reply that says stale all the same (Redis's clock stepped forward) teaches
+    the clock again, and the call is made once more without the bound. Before its first reservation, the limiter
+    asks Redis's clock (one TIME call), so that none is ever sent without a bound."""
+
+    __slots__ = ("timeout_ms", "base", "sent")
+
+    MARGIN_MS = 5  # TIME's milliseconds are floored, and two clocks' rates differ a little
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_ms = timeout_s * 1000
+        # The bound of a call sent at s (time.monotonic()) is base + s * 1000; 0: no reply yet, no bound.
+        self.base = 0.0
+        self.sent = 0.0  # time.monotonic() when the call of the last reply was sent
+
+    def stale_after(self, sent: float) -> bytes:
+        """For a call sent at `sent` (time.monotonic()): the time, by Redis's clock, past which it is stale, as the
+        script's last argument (a RESP bulk string; 0: never)."""
+        if not self.base:
+            return NEVER_STALE
+        digits = b"%d" % (self.base + sent * 1000)
+        return b"$%d\r\n%s\r\n" % (len(digits), digits)
+
+    async def learn(self, client: RespClient) -> None:
+        """Redis's clock, asked (TIME): what the first reservation's bound is made from. Redis stalled, this call
+        fails, and no reservation is left in its socket."""
+        sent = time.monotonic()
+        seconds, micros = await client.call("TIME")
+        self.saw(int(seconds) * 1000 + int(micros) // 1000, sent)
+
+    def saw(self, redis_ms: int, sent: float) -> None:
+        """A reply of a call sent at `sent` ran at `redis_ms`."""
+        if sent >= self.sent:
+            self.sent = sent
+            self.base = redis_ms - sent * 1000 + self.timeout_ms + self.MARGIN_MS
+
+
+NEVER_STALE = bulk(0)
 
 
 _AMOUNTS: dict[float, bytes] = {}
@@ -213,15 +280,15 @@ def _amount(value: float) -> bytes:
     return encoded
 
 
-def _outcome(raw: Any, n: int) -> Outcome:
-    """limits.lua's reply to a reservation of n checks."""
+def _outcome(raw: Any, n: int, *, timed: bool = False) -> Outcome:
+    """limits.lua's reply to a reservation of n checks (timed: made with a stale_after, its last item Redis's now)."""
     if int(raw[0]) == 0:
         return Outcome(ok=False, failed=int(raw[1]) - 1, retry_ms=float(raw[2]))
     return Outcome(
         ok=True,
         remaining=[float(v) for v in raw[1 : n + 1]],
         reset_ms=[float(v) for v in raw[n + 1 : 2 * n + 1]],
-        soft_crossed=[int(v) - 1 for v in raw[2 * n + 1 :]],
+        soft_crossed=[int(v) - 1 for v in raw[2 * n + 1 : -1 if timed else None]],
     )
 
 

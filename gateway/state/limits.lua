@@ -5,6 +5,10 @@
 -- Then 6 ARGV per check (model.py Check.args): kind, limit, capacity, window_ms, amount, soft.
 -- Kinds: 1 token bucket, 2 sliding window, 3 concurrency, 4 budget.
 -- "r" returns {1, remaining..., reset_ms..., crossed budgets...} or {0, failed check (1-based), retry_ms}.
+-- "r" may have one ARGV more, last: the time (Redis's clock, ms) past which the call is stale, 0 for never. Its
+-- caller has given up on it by then (no answer within its timeout: Redis was stalled, and runs it on resuming):
+-- applied, it would take what no request uses. A stale call takes nothing and returns {2, now}. With that ARGV,
+-- every reply of "r" ends with now, which the caller uses to bound Redis's clock (limiter_redis.py).
 -- The clock is Redis's own (TIME), so that every gateway process agrees on it.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -70,6 +74,8 @@ local function apply(i, kind, limit, cap, win, s, amount)
   redis.call('PEXPIRE', KEYS[i], math.ceil(ttl))
 end
 
+local stale_after = tonumber(ARGV[2 + 6 * n])
+
 if ARGV[1] == 'p' then
   local out = {}
   for i = 1, n do
@@ -91,12 +97,13 @@ if ARGV[1] == 's' then
   return 1
 end
 
+if stale_after and stale_after > 0 and now > stale_after then return {2, now} end
 local states, left, reset = {}, {}, {}
 for i = 1, n do
   local kind, limit, cap, win, cost = arg(i, 1), arg(i, 2), arg(i, 3), arg(i, 4), arg(i, 5)
   local s = current(i, kind, limit, cap, win)
   local ok, wait, rem, until_ms = try(kind, limit, cap, win, s, cost)
-  if not ok then return {0, i, tostring(wait)} end
+  if not ok then return {0, i, tostring(wait), now} end
   states[i] = s; left[i] = tostring(rem); reset[i] = tostring(until_ms)
 end
 local out = {1}
@@ -111,4 +118,5 @@ for i = 1, n do
   end
   apply(i, kind, arg(i, 2), arg(i, 3), arg(i, 4), s, cost)
 end
+if stale_after then out[#out + 1] = now end
 return out
