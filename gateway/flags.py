@@ -81,6 +81,20 @@ class Features:
     def content_mode(self, project: str) -> str:
         return str(self.value("content_logging", project))
 
+    def record_flags(self, project: str) -> tuple[bool, bool, str]:
+        """enabled("cost_tracking"), enabled("similarity") and content_mode() of a project at once, written out:
+        the recorder reads the three for every request, and each through value() was two calls."""
+        values = self._projects.get(project, self._global)
+        cost = values.get("cost_tracking")
+        similarity = values.get("similarity")
+        content = values.get("content_logging")
+        defaults = self.defaults
+        return (
+            (cost if cost is not None else defaults["cost_tracking"]) is True,
+            (similarity if similarity is not None else defaults["similarity"]) is True,
+            str(content if content is not None else defaults["content_logging"]),
+        )
+
     def any_off(self, prefix: str) -> bool:
         """Whether some project (or all) turned off a flag starting with `prefix`: lets a caller skip the lookups."""
         return prefix in self._off_prefixes

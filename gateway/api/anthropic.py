@@ -104,7 +104,8 @@ class CountTokensEndpoint:
         body_read = False
         try:
             for stage in gateway.pipeline.door:  # the key, before a byte of the body is read (api/flow.py)
-                await stage.identify(ctx)
+                if not stage.identify_now(ctx):
+                    await stage.identify(ctx)
             raw = await read_body(scope, receive, self.max_body)
             body_read = True
             chat = to_chat_request(parse_json_object(raw), counting=True)

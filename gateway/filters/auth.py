@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from gateway.context import ANONYMOUS, Principal, RequestContext
 from gateway.errors import PermissionDenied
-from gateway.filters.base import Stage
+from gateway.filters.base import LATER, Later, Stage
 from gateway.identity import roles
 from gateway.identity.authenticator import presented_key
 from gateway.identity.keys import key_digest
@@ -31,14 +31,18 @@ class Identity(Protocol):
 class AuthFilter(Stage):
     name = "auth"
     at_door = True
+    decides_now = True  # a caller identified at the door (every pipeline request) needs no await here
 
-    def __init__(self, identity: Identity, mode: str) -> None:
+    def __init__(self, identity: Identity, mode: str, known: dict[str, Principal] | None = None) -> None:
         self.mode = mode
         self.identity = identity
+        # Tokens whose principal is known without a lookup that awaits (the authenticator's config keys already
+        # matched): identify_now answers for them without a coroutine.
+        self.known: dict[str, Principal] = known if known is not None else {}
 
     @classmethod
     def build(cls, components: Components) -> AuthFilter:
-        return cls(components.identity, components.config.auth.mode)
+        return cls(components.identity, components.config.auth.mode, components.identity.seen)
 
     async def identify(self, ctx: RequestContext) -> None:
         """Who is calling, and whether their role may call the route, from the headers alone: the endpoints call
@@ -50,15 +54,42 @@ class AuthFilter(Stage):
             route = ctx.tags.get("api") or ctx.endpoint
             roles.require(roles.V1_ROUTES.get(route, route), principal)
 
+    def identify_now(self, ctx: RequestContext) -> bool:
+        """identify for a token already known (a config key), without a coroutine; False for any other."""
+        if self.mode == "none":
+            return True
+        token = presented_key(ctx.headers)
+        principal = self.known.get(token) if token else None
+        if principal is None:
+            return False
+        ctx.principal = principal
+        route = ctx.tags.get("api") or ctx.endpoint
+        roles.require(roles.V1_ROUTES.get(route, route), principal)
+        return True
+
+    def decide(self, ctx: RequestContext) -> Later | None:
+        """on_request without a coroutine for a caller identified at the door (every pipeline request); LATER for
+        one that was not."""
+        if self.mode == "none":
+            return None
+        principal = ctx.principal
+        if principal is ANONYMOUS:  # not identified at the door (the models list, a direct caller)
+            return LATER
+        allowed = principal.allowed_models
+        if allowed and ctx.endpoint != "models" and ctx.model not in allowed:
+            raise _not_allowed(ctx)
+        return None
+
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         if self.mode == "none":
             return None
-        if ctx.principal is ANONYMOUS:  # not identified at the door (the models list, a direct caller)
+        if ctx.principal is ANONYMOUS:
             await self.identify(ctx)
-        principal = ctx.principal
-        allowed = principal.allowed_models
+        allowed = ctx.principal.allowed_models
         if allowed and ctx.endpoint != "models" and ctx.model not in allowed:
-            raise PermissionDenied(
-                f"This key may not use the model {ctx.model!r}.", code="model_not_allowed", param="model"
-            )
+            raise _not_allowed(ctx)
         return None
+
+
+def _not_allowed(ctx: RequestContext) -> PermissionDenied:
+    return PermissionDenied(f"This key may not use the model {ctx.model!r}.", code="model_not_allowed", param="model")

@@ -52,6 +52,10 @@ class Filter(Protocol):
     async def identify(self, ctx: RequestContext) -> None:
         """Before the body is read (for `at_door` filters): who is calling, from the headers alone."""
 
+    def identify_now(self, ctx: RequestContext) -> bool:
+        """identify without awaiting when it can (a caller already known): True when done, False when identify
+        must be awaited (having changed nothing)."""
+
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         """None: go on. A Reply: answer now. Refuse by raising a GatewayError."""
 
@@ -92,6 +96,9 @@ class Stage:
 
     async def identify(self, ctx: RequestContext) -> None:
         return None
+
+    def identify_now(self, ctx: RequestContext) -> bool:
+        return False
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         return None

@@ -187,12 +187,12 @@ class CacheFilter(Stage):
 
     def _hit(self, ctx: RequestContext, entry: Entry, outcome: CacheOutcome) -> Reply:
         ctx.cache = outcome
-        ctx.usage = Usage(entry.prompt_tokens, entry.completion_tokens, source="cache")
+        ctx.usage = Usage(entry.prompt_tokens, entry.completion_tokens, 0, 0, 0, "cache")  # positional: no keywords
         ctx.cost_usd = 0.0  # a budget settles a hit at nothing
         ctx.served_model = entry.served
         ctx.group = self.group(ctx.model)
         cache = self.cache
-        cache.count(outcome.status)
+        self.results[outcome.status].value += 1  # cache.count, written out
         cache.bytes_served.value += len(entry.body)
         if ctx.stream and ctx.endpoint != "embeddings":
             chunks = replay_chunks(ctx.endpoint, orjson.loads(entry.body), usage=ctx.client_wants_usage)

@@ -231,7 +231,10 @@ class Metrics:
         list appends, written to the metrics by flush() (at the latest every FLUSH_EVERY requests)."""
         model = ctx.model if ctx.group is not None else "unknown"
         key = (ctx.endpoint, model, ctx.provider or "none")
-        total, upstream, ttft, prompt, completion, cached, reasoning, cost = self._route(*key)
+        children = self._children.get(key)  # _route's lookup, written out: the call only for a new key
+        if children is None:
+            children = self._route(*key)
+        total, upstream, ttft, prompt, completion, cached, reasoning, cost = children
         status_class = ctx.status // 100
         counter = self._status.get((*key, status_class))
         if counter is None:

@@ -58,8 +58,8 @@ class Recorder:
         if ctx.error is not None:
             release_frames(ctx.error)
         project = ctx.principal.project
-        features = self.features
-        if ctx.usage is not None and features.enabled("cost_tracking", project):
+        cost_tracking, similar, mode = self.features.record_flags(project)
+        if ctx.usage is not None and cost_tracking:
             # Computed once: a hit's is 0.0 already (what it saved is in its record, saved_usd), and the cache
             # filter computed a miss's when it kept the answer.
             if ctx.cost_usd is None:
@@ -70,7 +70,7 @@ class Recorder:
         if ctx.error is not None and self.events is not None:
             self._event(ctx, ctx.error)
         similarity = self.similarity
-        if similarity is not None and ctx.status < 400 and features.enabled("similarity", project):
+        if similarity is not None and ctx.status < 400 and similar:
             text = prompt_text(ctx.endpoint, ctx.body, similarity.max_chars)
             similarity.offer(SimilarityItem(ctx.request_id, ctx.started_at, project, ctx.model, text))
         if self.queue is not None:
@@ -82,7 +82,6 @@ class Recorder:
                 self.queue.put(ctx)
                 return
             record = self.to_record(ctx)
-            mode = features.content_mode(project)
             if mode != "off":
                 streamed = ctx.completion_text if ctx.stream else None
                 record[_RAW_CONTENT] = (mode, input_text(ctx.endpoint, ctx.body), ctx.response_body, streamed)
@@ -225,8 +224,7 @@ class Recorder:
         record["route_reason"] = ctx.route_reason
         # What each guardrail check found: types and positions, never the text.
         record["guardrails"] = ctx.guardrails or []
-        record["trace_id"] = ctx.trace_id
-        record["parent_span_id"] = ctx.parent_span_id
+        record["trace_id"], record["parent_span_id"] = ctx.trace_context()  # one call, not two properties
         record["content_input"] = ""
         record["content_output"] = ""
         record["metadata"] = _metadata(ctx.request_metadata())

@@ -53,6 +53,24 @@ def test_project_values_beat_global_ones_and_defaults_fill_the_rest():
 
 
 @pytest.mark.anyio
+async def test_record_flags_say_what_enabled_and_content_mode_say():
+    store = FakeFlagStore()
+    f = features(
+        store,
+        defaults={"cost_tracking": False, "content_logging": "full"},
+        projects={"a": {"cost_tracking": True, "similarity": False}, "c": {"content_logging": "redacted"}},
+    )
+    await f.refresh()
+    await f.set("similarity", False, project="c", author="admin")
+    for project in ("a", "b", "c", ""):
+        expected = (f.enabled("cost_tracking", project), f.enabled("similarity", project), f.content_mode(project))
+        assert f.record_flags(project) == expected
+    assert f.record_flags("a") == (True, False, "full")
+    assert f.record_flags("c") == (False, False, "redacted")
+    assert features().record_flags("x") == (True, True, "off")  # the defaults
+
+
+@pytest.mark.anyio
 async def test_api_overrides_beat_the_config_at_their_level_and_removing_one_restores_it():
     store = FakeFlagStore()
     f = features(store, defaults={"content_logging": "full"}, projects={"a": {"content_logging": "redacted"}})

@@ -7,6 +7,7 @@ import pytest
 from gateway.context import ANONYMOUS, Principal
 from gateway.errors import AuthenticationFailed, PermissionDenied
 from gateway.filters.auth import AuthFilter
+from gateway.filters.base import LATER
 from tests.unit.filters.helpers import chat, make_ctx
 
 BEARER = [(b"authorization", b"Bearer sk-good")]
@@ -91,3 +92,35 @@ async def test_a_key_limited_to_some_models_may_not_use_another():
     listing = make_ctx({}, endpoint="models", headers=BEARER)
     await auth.identify(listing)
     assert await auth.on_request(listing) is None
+
+
+@pytest.mark.anyio
+async def test_a_known_token_is_identified_without_a_coroutine_and_any_other_is_left_to_identify():
+    app = Principal(name="app", project="p1")
+    keys = Keys(app)
+    auth = AuthFilter(keys, "keys", known={"sk-good": app})
+    ctx = make_ctx(headers=BEARER)
+    assert auth.identify_now(ctx) is True
+    assert ctx.principal is app
+    assert keys.asked == []  # the lookup that awaits was not asked
+    assert auth.decide(ctx) is None  # and the request phase needs no coroutine either
+    unknown = make_ctx(headers=[(b"authorization", b"Bearer sk-other")])
+    assert auth.identify_now(unknown) is False
+    assert unknown.principal is ANONYMOUS  # changed nothing: identify does the whole of it
+    assert auth.identify_now(make_ctx()) is False  # no key at all: identify refuses it
+    assert AuthFilter(keys, "none").identify_now(make_ctx()) is True  # nothing to identify
+
+
+@pytest.mark.anyio
+async def test_a_known_token_is_still_held_to_the_role_matrix_and_its_models():
+    viewer = Principal(name="auditor", role="viewer")
+    with pytest.raises(PermissionDenied):
+        AuthFilter(Keys(viewer), "keys", known={"sk-good": viewer}).identify_now(make_ctx(headers=BEARER))
+    limited = Principal(name="app", allowed_models=frozenset({"demo"}))
+    auth = AuthFilter(Keys(limited), "keys", known={"sk-good": limited})
+    other = make_ctx(chat("hi", model="gpt-4o"), headers=BEARER)
+    assert auth.identify_now(other)
+    with pytest.raises(PermissionDenied) as info:
+        auth.decide(other)
+    assert info.value.code == "model_not_allowed"
+    assert auth.decide(make_ctx(headers=BEARER)) is LATER  # not identified at the door: on_request asks
