@@ -78,7 +78,8 @@ class Recorder:
             # until the next flush made the garbage collector's work grow with the request rate. Only a request
             # whose usage must be counted waits in the queue as it is. Logged content travels as plain text (no
             # containers for the collector to walk), to be rendered off the request path.
-            if self._needs_count(ctx):
+            # _needs_count, written out: a call less per request.
+            if ctx.usage is None and ctx.deployment is not None and ctx.status < 400 and ctx.upstream_start_ns:
                 self.queue.put(ctx)
                 return
             record = self.to_record(ctx)
@@ -104,10 +105,6 @@ class Recorder:
             self.events.emit("guardrail_blocked", check=error.check, stage=error.stage, **who)
         elif isinstance(error, BudgetExceeded):
             self.events.emit("budget_exceeded", code=error.code, **who)
-
-    @staticmethod
-    def _needs_count(ctx: RequestContext) -> bool:
-        return ctx.usage is None and ctx.deployment is not None and ctx.status < 400 and bool(ctx.upstream_start_ns)
 
     def cost(self, ctx: RequestContext, usage: Usage) -> float | None:
         deployment = ctx.deployment
@@ -227,7 +224,8 @@ class Recorder:
         record["trace_id"], record["parent_span_id"] = ctx.trace_context()  # one call, not two properties
         record["content_input"] = ""
         record["content_output"] = ""
-        record["metadata"] = _metadata(ctx.request_metadata())
+        metadata = ctx.body.get("metadata") if ctx.metadata is None else ctx.metadata  # request_metadata()
+        record["metadata"] = _metadata(metadata) if metadata else {}  # most requests send none: no call
         record["client_request_id"] = ctx.client_request_id  # the client's X-Request-ID; "id" is the gateway's
         cache = ctx.cache
         if cache is not None:  # else the empty record's values: "" and None
