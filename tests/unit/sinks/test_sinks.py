@@ -405,6 +405,23 @@ async def test_otlp_span_ids_are_stable_across_resends() -> None:
     assert ids[0] == ids[1]
 
 
+@pytest.mark.parametrize("root", [1, 0x1234_5678_9ABC_DE00, 0x1234_5678_9ABC_DEF5, 2**64 - 3, 2**64 - 1])
+@pytest.mark.parametrize("children", [0, 1, 9, 11, 300])
+def test_otlp_child_span_ids_follow_the_root_past_a_carry_and_the_wrap(
+    monkeypatch: pytest.MonkeyPatch, root: int, children: int
+) -> None:
+    # A child's id is the root's plus its rank, written as 16 hex digits, skipping the invalid all-zero id on
+    # wrapping past 2**64: the last byte from a table while no carry leaves it, formatted in full otherwise.
+    monkeypatch.setattr(otel, "_span_number", lambda record_id: root)
+    phases = [{"name": f"p{i}", "start_ms": 0.5 * i, "ms": 0.25} for i in range(children)]
+    spans = orjson.loads(b"[" + otel.spans(record(spans=phases)) + b"]")
+    assert spans[0]["spanId"] == f"{root:016x}"
+    expected = [f"{(root + i) & (2**64 - 1) or 1:016x}" for i in range(1, children + 1)]
+    assert [s["spanId"] for s in spans[1:]] == expected
+    assert {s["parentSpanId"] for s in spans[1:]} <= {f"{root:016x}"}
+    assert [s["name"] for s in spans[1:]] == [p["name"] for p in phases]
+
+
 @pytest.mark.anyio
 async def test_otlp_sends_token_and_duration_metrics() -> None:
     upstream = Upstream()
