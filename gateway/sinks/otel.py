@@ -204,11 +204,13 @@ def _root_attributes(record: Record) -> bytes:
         # A request's tags (its policies' labels) repeat from request to request: encoded once per distinct set
         # of text values (a cache key must not take 1, 1.0 and True for one value: they encode differently).
         pairs = tuple(tags.items())
-        if all(type(tag) is str for _, tag in pairs):
-            parts.append(_text_tags(pairs))
+        for _, tag in pairs:  # a loop, not all() over a generator: a generator's frame costs more than the test
+            if type(tag) is not str:
+                parts.append(_labels(tags, {}))
+                break
         else:
-            parts.append(_labels(tags, {}))
-    return b"[" + b",".join(part for part in parts if part) + b"]"
+            parts.append(_text_tags(pairs))
+    return b"[" + b",".join(filter(None, parts)) + b"]"  # an empty part (no attribute) leaves no comma
 
 
 def _labels(tags: Mapping[str, object], metadata: Mapping[str, object]) -> bytes:

@@ -366,6 +366,9 @@ async def test_otlp_root_attributes_are_each_records_own() -> None:
         record(id="r5"),
         # r2 but for attempts True: to a plain cache key, True and 1 are the same.
         record(id="r6", stream=True, attempts=True, cost_usd=None, ttft_ms=None, tags={}, metadata={}),
+        # Tags that are not all text (encoded apart, never cached as r1's), and one whose only tag is left out.
+        record(id="r7", tags={"env": "prod", "tier": 2}, metadata={}),
+        record(id="r8", tags={"env": None}, metadata={}, cost_usd=None, ttft_ms=None),
     ]
     await OtlpSink("otel", config("otlp"), upstream.client()).write(records)
     roots = [
@@ -393,6 +396,9 @@ async def test_otlp_root_attributes_are_each_records_own() -> None:
     assert by_id["r6"]["gateway.attempts"] == {"boolValue": True}
     assert by_id["r4"]["gateway.project"] == {"stringValue": "other"}
     assert by_id["r4"]["gateway.metadata.tenant"] == {"stringValue": 'quote " and \\ slash'}
+    assert by_id["r7"]["gateway.tag.env"] == {"stringValue": "prod"}
+    assert by_id["r7"]["gateway.tag.tier"] == {"intValue": "2"}
+    assert "gateway.tag.env" not in by_id["r8"]
 
 
 @pytest.mark.anyio
