@@ -411,6 +411,13 @@ async def test_otlp_span_ids_are_stable_across_resends() -> None:
     assert ids[0] == ids[1]
 
 
+def test_otlp_root_span_id_is_pinned_to_the_record_id() -> None:
+    # A resent batch, even from another version (the spool), must give the same span ids.
+    for record_id in ("req-1", "", "é", *(f"r{i}" for i in range(50))):
+        expected = int.from_bytes(hashlib.blake2b(record_id.encode(), digest_size=8).digest(), "big") or 1
+        assert otel._span_number(record_id) == expected
+
+
 @pytest.mark.parametrize("root", [1, 0x1234_5678_9ABC_DE00, 0x1234_5678_9ABC_DEF5, 2**64 - 3, 2**64 - 1])
 @pytest.mark.parametrize("children", [0, 1, 9, 11, 300])
 def test_otlp_child_span_ids_follow_the_root_past_a_carry_and_the_wrap(
