@@ -36,7 +36,7 @@ _BLAKE2B_16 = hashlib.blake2b(digest_size=16)
 # from it, but keep the fresh answer) or skip it (no-store: neither).
 Control = Literal["use", "refresh", "skip"]
 GATEWAY_HEADER = b"x-gateway-cache"  # the gateway's own request header: bypass | no-store | no-cache
-_CONTROL_HEADERS = frozenset({b"cache-control", GATEWAY_HEADER})
+CONTROL_HEADERS = frozenset({b"cache-control", GATEWAY_HEADER})  # the request headers request_control reads
 
 
 def exact_key(project: str, endpoint: str, api: str, model: str, body: dict[str, Any]) -> str | None:
@@ -114,7 +114,7 @@ def request_control(headers: Headers) -> Control:
     `no-store` skip it; `Cache-Control: no-cache` (or the gateway's `no-cache`) refreshes it."""
     control: Control = "use"
     for name, value in headers:
-        if name not in _CONTROL_HEADERS:  # as nearly every header is: one set lookup each
+        if name not in CONTROL_HEADERS:  # as nearly every header is: one set lookup each
             continue
         if name == b"cache-control":
             directives = {d.strip() for d in value.lower().split(b",")}

@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway.cache.entry import Entry
-from gateway.cache.keys import CACHEABLE, deterministic, exact_key, request_control, semantic_parts
+from gateway.cache.keys import (
+    CACHEABLE,
+    CONTROL_HEADERS,
+    Control,
+    deterministic,
+    exact_key,
+    request_control,
+    semantic_parts,
+)
 from gateway.cache.replay import StreamAssembler, replay, replay_chunks
 from gateway.cache.service import ResponseCache
 from gateway.context import CacheOutcome, RequestContext, Usage
@@ -105,7 +113,13 @@ class CacheFilter(Stage):
         entries = self.entries
         if entries is None or mode != "exact":
             return LATER
-        control = request_control(ctx.headers)
+        # request_control without the call when, as for nearly every request, neither of its headers came.
+        headers = ctx.headers
+        control: Control = "use"
+        for name, _ in headers:
+            if name in CONTROL_HEADERS:
+                control = request_control(headers)
+                break
         body = ctx.body
         if control == "skip":
             self._bypass(ctx)
