@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from gateway.routing.router import Router
     from gateway.state.ratelimits import RateLimits
     from gateway.telemetry.events import Events
+    from gateway.telemetry.metrics import Metrics
     from gateway.telemetry.recorder import Recorder
     from gateway.telemetry.tokens import TokenCounter
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 class Components:
     config: GatewayConfig  # each filter reads its own section
     registry: CollectorRegistry  # the gateway's metrics registry, for a filter's own metrics
+    metrics: Metrics  # its batched counters (Metrics.counter), for a filter's counters on the request path
     identity: Authenticator  # keys, virtual keys, JWTs: who is calling
     policies: PolicyRegistry  # the policies in force (hot-reloaded)
     check_env: CheckEnv  # what guardrail checks share: token counting, known abuse prompts

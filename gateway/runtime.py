@@ -200,6 +200,7 @@ class Gateway:
         self.components = Components(
             config=config,
             registry=self.metrics.registry,
+            metrics=self.metrics,
             identity=self.identity,
             policies=self.policies,
             check_env=self.policies.check_env,

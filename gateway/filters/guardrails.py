@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import Counter
 
 from gateway.context import RequestContext, Usage
 from gateway.errors import GuardrailBlocked, InvalidRequest
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from gateway.guardrails.build import CheckEnv
     from gateway.guardrails.json_schema import JsonSchemaCheck
     from gateway.routing.router import Router
+    from gateway.telemetry.metrics import Metrics
 
 logger = logging.getLogger("gateway.guardrails")
 
@@ -61,9 +62,7 @@ class GuardrailsFilter(Stage):
     order_note = "policies choose which checks run"
     sees_chunks = True
 
-    def __init__(
-        self, env: CheckEnv, features: Features, resend: Resend, *, holdback: int, registry: CollectorRegistry
-    ) -> None:
+    def __init__(self, env: CheckEnv, features: Features, resend: Resend, *, holdback: int, metrics: Metrics) -> None:
         self.resend = resend
         self.env = env
         self.holdback = holdback
@@ -72,8 +71,12 @@ class GuardrailsFilter(Stage):
         # What a decision's checks ask of each request, worked out once per decision (a PolicySet caches its
         # decisions, so their guardrails mappings are the same objects request after request).
         self._plans: dict[int, _Plan] = {}
+        # The counters' children as Metrics.counter accumulators: a plain addition per request, written to
+        # prometheus_client when the metrics are read or flushed (an inc() is four Python calls and a lock).
+        self.metrics = metrics
         self._check_children: dict[tuple[str, str, str], Any] = {}
         self._finding_children: dict[tuple[str, str], Any] = {}
+        registry = metrics.registry
         self._checks = Counter(
             "gateway_guardrail_checks", "Guardrail checks run, by check, stage and outcome (pass or the action).",
             ["check", "stage", "outcome"], registry=registry,
@@ -90,7 +93,7 @@ class GuardrailsFilter(Stage):
             components.features,
             resend_through(components.router),
             holdback=components.config.guardrails.stream_holdback_chars,
-            registry=components.registry,
+            metrics=components.metrics,
         )
 
     def _active(self, ctx: RequestContext, specs: Mapping[str, GuardrailSpec]) -> Mapping[str, GuardrailSpec]:
@@ -329,14 +332,14 @@ class GuardrailsFilter(Stage):
         key = (spec.name, stage, outcome)
         child = self._check_children.get(key)
         if child is None:
-            child = self._check_children[key] = self._checks.labels(*key)
-        child.inc()
+            child = self._check_children[key] = self.metrics.counter(self._checks.labels(*key))
+        child.value += 1
         for finding in result.findings:
             found = (spec.name, finding.type)
             child = self._finding_children.get(found)
             if child is None:
-                child = self._finding_children[found] = self._findings.labels(*found)
-            child.inc()
+                child = self._finding_children[found] = self.metrics.counter(self._findings.labels(*found))
+            child.value += 1
 
 
 def _drop_logprobs(answer: dict[str, Any]) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import Counter
 
 from gateway.context import RequestContext, RouteConstraints
 from gateway.errors import PolicyDenied
@@ -25,21 +25,25 @@ if TYPE_CHECKING:
     from gateway.components import Components
     from gateway.policy.evaluate import PolicySet
     from gateway.policy.registry import PolicyRegistry
+    from gateway.telemetry.metrics import Metrics
     from gateway.telemetry.tokens import TokenCounter
 
 
 class PolicyFilter(Stage):
     name = "policy"
 
-    def __init__(self, policies: PolicyRegistry, tokens: TokenCounter, registry: CollectorRegistry) -> None:
+    def __init__(self, policies: PolicyRegistry, tokens: TokenCounter, metrics: Metrics) -> None:
         self.registry = policies  # its `current` PolicySet is read once per request: a reload swaps it
         self.tokens = tokens
+        self.metrics = metrics
+        registry = metrics.registry
         self._decisions = Counter(
             "gateway_policy_decisions",
             "Policies that matched a request, by policy and outcome (deny, applied, shadow).",
             ["policy", "outcome"],
             registry=registry,
         )
+        # Metrics.counter accumulators: a plain addition per request, written when the metrics are read or flushed.
         self._children: dict[tuple[str, str], Any] = {}
         # Decisions by the facts they were made on, for the PolicySet in force (see _decide).
         self._decided: dict[tuple[Any, ...], tuple[dict[str, str], Decision]] = {}
@@ -47,7 +51,7 @@ class PolicyFilter(Stage):
 
     @classmethod
     def build(cls, components: Components) -> PolicyFilter:
-        return cls(components.policies, components.tokens, components.registry)
+        return cls(components.policies, components.tokens, components.metrics)
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         policies = self.registry.current
@@ -150,8 +154,8 @@ class PolicyFilter(Stage):
     def _count(self, policy: str, outcome: str) -> None:
         child = self._children.get((policy, outcome))
         if child is None:  # labels() costs a lock and a dict lookup per call: keep the children
-            child = self._children[(policy, outcome)] = self._decisions.labels(policy, outcome)
-        child.inc()
+            child = self._children[(policy, outcome)] = self.metrics.counter(self._decisions.labels(policy, outcome))
+        child.value += 1
 
 
 def _intersect(current: RouteConstraints | None, new: RouteConstraints) -> RouteConstraints | None:

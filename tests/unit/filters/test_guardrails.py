@@ -16,6 +16,7 @@ from gateway.guardrails.build import CheckEnv
 from gateway.guardrails.stream import StreamGuard
 from gateway.pipeline import Reply
 from gateway.policy.decision import Decision, GuardrailSpec
+from gateway.telemetry.metrics import Metrics
 from tests.unit.filters.helpers import chat, make_ctx
 
 EMAIL = "ann@example.com"
@@ -48,9 +49,9 @@ class Resend:
 
 
 def make(*off: str, resend: Resend | None = None, holdback: int = 64) -> tuple[GuardrailsFilter, CollectorRegistry]:
-    registry = CollectorRegistry()
-    filt = GuardrailsFilter(CheckEnv(), Flags(*off), resend or Resend(), holdback=holdback, registry=registry)  # type: ignore[arg-type]
-    return filt, registry
+    metrics = Metrics()  # its registry flushes the filter's batched counters when read
+    filt = GuardrailsFilter(CheckEnv(), Flags(*off), resend or Resend(), holdback=holdback, metrics=metrics)  # type: ignore[arg-type]
+    return filt, metrics.registry
 
 
 def spec(name: str, action: str, stages: str = "input", **settings: Any) -> GuardrailSpec:

@@ -13,6 +13,7 @@ from gateway.context import Principal, RouteConstraints
 from gateway.errors import PolicyDenied
 from gateway.filters.policy import PolicyFilter
 from gateway.policy import PolicySet, parse_policies
+from gateway.telemetry.metrics import Metrics
 from tests.unit.filters.helpers import chat, make_ctx
 
 
@@ -28,9 +29,10 @@ class Tokens:
 
 def policy_filter(text: str, tokens: int = 10) -> tuple[PolicyFilter, Tokens, CollectorRegistry]:
     policies = PolicySet(parse_policies(textwrap.dedent(text), "test.yaml")) if text else PolicySet()
-    registry = CollectorRegistry()
+    metrics = Metrics()  # its registry flushes the filter's batched counters when read
     counter = Tokens(tokens)
-    return PolicyFilter(SimpleNamespace(current=policies), counter, registry), counter, registry  # type: ignore[arg-type]
+    filt = PolicyFilter(SimpleNamespace(current=policies), counter, metrics)  # type: ignore[arg-type]
+    return filt, counter, metrics.registry
 
 
 def decisions(registry: CollectorRegistry, policy: str, outcome: str) -> Any:
