@@ -311,11 +311,18 @@ class InjectionCheck:
         for word in words:
             for i, bit in self._index[word]:
                 lit[i] = lit.get(i, 0) | bit
-        runs = sorted([
-            *self._always,
-            *(i for i, hint, case_sensitive in self._hinted if hint in (text if case_sensitive else low)),
-            *(i for i, bits in lit.items() if bits == self._full[i]),
-        ])  # fmt: skip
+        # Plain loops, not generators: on most prompts no rule runs, and this is then most of the check's cost.
+        runs = list(self._always)
+        for i, hint, case_sensitive in self._hinted:
+            if hint in (text if case_sensitive else low):
+                runs.append(i)
+        full = self._full
+        for i, bits in lit.items():
+            if bits == full[i]:
+                runs.append(i)
+        if not runs:
+            return CheckResult(self.name)
+        runs.sort()
         miss = 1.0
         findings: list[Finding] = []
         categories: dict[str, None] = {}

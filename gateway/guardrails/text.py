@@ -104,4 +104,5 @@ def _content_slots(holder: dict[str, Any], key: str, role: str, slots: list[Slot
 
 
 def joined(slots: list[Slot]) -> str:
-    return "\n".join(slot.text for slot in slots)
+    # A list, not a generator, and the holders read directly: this runs for every check of every request.
+    return "\n".join([slot.holder[slot.key] for slot in slots])
