@@ -43,9 +43,11 @@ from uvicorn.server import ServerState
 from gateway.config import ServerConfig
 from gateway.errors import GatewayError, InvalidRequest, RequestHeadersTooLarge, RequestTimeout, ServiceUnavailable
 from gateway.server.http10 import Http10Cycle
+from gateway.server.log_throttle import throttle_uvicorn_warnings
 from gateway.server.timing import TimedCycle, response_time
 
 _new_object = object.__new__
+_warnings_throttled = False
 LINGER_S = 2.0
 # The scope key under which a request finds its connection (`lost`, `on_lost`).
 CONNECTION_KEY = "gateway.connection"
@@ -98,6 +100,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits
+        global _warnings_throttled
+        if not _warnings_throttled:  # a client's garbage must not write a log line per request (log_throttle.py)
+            throttle_uvicorn_warnings()
+            _warnings_throttled = True
         # The request's hook for a client that leaves (gateway/api/watch.py): found in the scope under
         # CONNECTION_KEY, called from connection_lost. Noticing a disconnect this way costs nothing per request;
         # through the ASGI receive() it costs a task per request.
