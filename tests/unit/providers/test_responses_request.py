@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings, strategies as st
 from openai.types.responses import ResponseItem
 from pydantic import TypeAdapter
 
 from gateway.errors import InvalidRequest
+from gateway.providers.openai.responses import request as request_module
 from gateway.providers.openai.responses.answer import to_response
 from gateway.providers.openai.responses.request import to_chat_request
 
@@ -554,3 +556,49 @@ def test_metadata_keys_and_values_are_bounded_as_openai_bounds_them() -> None:
         assert caught.value.param == param
         assert caught.value.code == "string_above_max_length"
     to_chat_request({"model": "m", "input": "hi", "metadata": {"k" * 64: "v" * 512}}, [], "r1")
+
+
+# -- the plain request's direct translation ------------------------------------------------------------------------
+
+PLAIN_VALUES = {
+    "model": st.sampled_from(["demo", "", 3, None]),
+    "input": st.sampled_from(["hi", "", ["x"], 1]),
+    "instructions": st.sampled_from(["be brief", "", None, 2]),
+    "max_output_tokens": st.sampled_from([16, 15, 64, 16.0, True, "64", None]),
+    "temperature": st.sampled_from([0, 2, 0.5, 2.5, -1, True, "1", None]),
+    "top_p": st.sampled_from([0, 1, 0.3, 1.5, False, None]),
+    "store": st.sampled_from([True, False, None, 1]),
+    "stream": st.sampled_from([True, False, None, "yes"]),
+    "user": st.sampled_from(["u-1", "", None, 5]),
+}
+
+
+def general(body: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """to_chat_request's result (its chat body's bytes, its items) or its error, by the general path alone."""
+    with monkeypatch.context() as patched:
+        patched.setattr(request_module, "_plain", lambda body, request_id: None)
+        return outcome(body)
+
+
+def outcome(body: dict[str, Any]) -> Any:
+    try:
+        chat, normalised = to_chat_request(body, [], RID)
+    except InvalidRequest as exc:
+        return ("refused", str(exc), exc.param)
+    return orjson.dumps(chat), normalised  # bytes: the keys' order is the upstream body's
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.fixed_dictionaries({}, optional=PLAIN_VALUES))
+def test_a_plain_request_translates_as_the_general_path_does(body: dict[str, Any]) -> None:
+    # _plain answers the bodies it can (a string input, scalar options of their types, within bounds) and leaves
+    # every other to the general path: either way the chat body (key for key, in order), the items and the error
+    # are the general path's.
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        assert outcome(body) == general(body, monkeypatch)
+
+
+def test_a_plain_request_is_translated_directly() -> None:
+    body = {"model": "demo", "input": "hi", "instructions": "be brief", "temperature": 0, "max_output_tokens": 64}
+    assert request_module._plain(body, RID) is not None
+    assert request_module._plain({**body, "temperature": 3}, RID) is None  # the general path's error to say

@@ -32,8 +32,7 @@ def normalise_input(value: Any, request_id: str, history: list[dict[str, Any]]) 
     """This turn's input as normalised items. An item without an id gets `in_<request_id>_<n>`; an
     item_reference is replaced by the earlier item (of `history`) it names."""
     if type(value) is str:
-        part = {"type": "input_text", "text": value}
-        return [_message_item(f"in_{request_id}_0", "user", [part])]
+        return [string_input(value, request_id)]
     items = checks.array(value, "input")
     earlier: dict[str, dict[str, Any]] | None = None
     out = []
@@ -58,6 +57,17 @@ def normalise_input(value: Any, request_id: str, history: list[dict[str, Any]]) 
         item_id = given if type(given) is str and given else f"in_{request_id}_{n}"
         out.append(_NORMALISERS[kind](item, item_id, at))
     return out
+
+
+def string_input(text: str, request_id: str) -> dict[str, Any]:
+    """The one item of a string input: a user message (_message_item's, made in one step)."""
+    return {
+        "id": f"in_{request_id}_0",
+        "type": "message",
+        "role": "user",
+        "status": "completed",
+        "content": [{"type": "input_text", "text": text}],
+    }
 
 
 def _message(item: dict[str, Any], item_id: str, at: str) -> dict[str, Any]:
