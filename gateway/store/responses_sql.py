@@ -13,16 +13,17 @@ RESPONSE_ID_PREFIX = "resp_"  # the Responses API's ids: resp_ and the record's 
 
 COLUMNS = ("id", "project", "ts", "previous_response_id", "response", "input_items")
 _LISTED = ", ".join(COLUMNS)
+_FIRST_COLUMNS = tuple(c for c in COLUMNS if c != "previous_response_id")
 
 
 def statements(mark: str) -> dict[str, str]:
     """upsert, get, delete and chain, with `mark` ("?" or "$") before each parameter's number."""
-    values = ", ".join(f"{mark}{i}" for i in range(1, len(COLUMNS) + 1))
-    updated = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[2:])
     return {
-        # An id is the gateway's and unpredictable: another project's row under it is never replaced.
-        "upsert": f"INSERT INTO responses ({_LISTED}) VALUES ({values}) ON CONFLICT (id) DO UPDATE SET {updated}"
-        " WHERE responses.project = excluded.project",
+        "upsert": _upsert(mark, COLUMNS),
+        # A first turn's (no previous_response_id): the column left to its default, NULL, which SQLite's driver
+        # would otherwise bind through its adapter lookup (an AttributeError raised and cleared, ~3,000
+        # instructions a row on the store's thread). `excluded.previous_response_id` is NULL all the same.
+        "upsert_first": _upsert(mark, _FIRST_COLUMNS),
         "get": f"SELECT {_LISTED} FROM responses WHERE id = {mark}1 AND project = {mark}2",
         "delete": f"DELETE FROM responses WHERE id = {mark}1 AND project = {mark}2",
         # From the response back along previous_response_id, within the project, max_depth links at most (which
@@ -34,6 +35,16 @@ def statements(mark: str) -> dict[str, str]:
         f" WHERE r.project = {mark}2 AND c.depth < {mark}3"
         f") SELECT {_LISTED} FROM chain ORDER BY depth DESC",
     }
+
+
+def _upsert(mark: str, columns: tuple[str, ...]) -> str:
+    values = ", ".join(f"{mark}{i}" for i in range(1, len(columns) + 1))
+    updated = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[2:])
+    # An id is the gateway's and unpredictable: another project's row under it is never replaced.
+    return (
+        f"INSERT INTO responses ({', '.join(columns)}) VALUES ({values}) ON CONFLICT (id) DO UPDATE SET {updated}"
+        " WHERE responses.project = excluded.project"
+    )
 
 
 def retention(mark: str) -> str:
@@ -53,6 +64,11 @@ def row(r: StoredResponse) -> tuple[Any, ...]:
     return (
         r.id, r.project, float(r.created_at), r.previous_response_id, r.response_json.decode(), r.input_json.decode(),
     )  # fmt: skip
+
+
+def first_row(r: StoredResponse) -> tuple[Any, ...]:
+    """The row of a response with no previous_response_id, for the `upsert_first` statement."""
+    return r.id, r.project, float(r.created_at), r.response_json.decode(), r.input_json.decode()
 
 
 def stored(values: Sequence[Any]) -> StoredResponse:

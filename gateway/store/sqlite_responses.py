@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from collections.abc import Sequence
 
@@ -14,11 +15,20 @@ _SQL = responses_sql.statements("?")
 def save(conn: sqlite3.Connection, responses: Sequence[StoredResponse]) -> None:
     conn.execute("BEGIN")
     try:
-        conn.executemany(_SQL["upsert"], [responses_sql.row(r) for r in responses])
+        # Runs of consecutive rows of one shape, in the batch's order (an id saved twice keeps its last version).
+        for first, run in itertools.groupby(responses, _is_first):
+            if first:
+                conn.executemany(_SQL["upsert_first"], [responses_sql.first_row(r) for r in run])
+            else:
+                conn.executemany(_SQL["upsert"], [responses_sql.row(r) for r in run])
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _is_first(r: StoredResponse) -> bool:
+    return r.previous_response_id is None
 
 
 def get(conn: sqlite3.Connection, response_id: str, project: str) -> StoredResponse | None:

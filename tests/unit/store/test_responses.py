@@ -63,6 +63,19 @@ async def test_saving_again_replaces_the_response(store) -> None:
     assert await store.get_response("resp_1", project="p1") == newer
 
 
+async def test_a_batch_of_first_and_later_turns_is_saved_in_its_order(store) -> None:
+    # SQLite writes the first turns (no previous_response_id) by a statement of their own: one batch mixes both
+    # shapes, and an id saved twice in it keeps its last version, whichever shape each has.
+    first, later = stored(1), stored(2, previous="resp_1")
+    again_later = stored(3, previous="resp_2")
+    again_first = StoredResponse.of("resp_3", "p1", 7.0, None, {"status": "incomplete"}, [])
+    await store.save_responses([first, later, again_later, again_first, stored(4, previous="resp_3")])
+    assert await store.get_response("resp_1", project="p1") == first
+    assert await store.get_response("resp_2", project="p1") == later
+    assert await store.get_response("resp_3", project="p1") == again_first  # its previous_response_id NULL again
+    assert [r.id for r in await store.response_chain("resp_4", project="p1")] == ["resp_3", "resp_4"]
+
+
 async def test_another_project_neither_reads_nor_deletes_nor_replaces_a_response(store) -> None:
     r = stored(1, project="p1")
     await store.save_responses([r])
