@@ -37,9 +37,10 @@ def response_object(
     response["incomplete_details"] = incomplete_details
     response["model"] = model
     response["output"] = output
-    for name in _ECHOED.intersection(request):  # what the client sent (not null) is echoed, else the API's default
-        value = request[name]
-        if value is not None:
+    # What the client sent (not null) is echoed, else the API's default: the body's few fields walked (a set made
+    # by intersection() and a lookup per field cost some 3,000 instructions more).
+    for name, value in request.items():
+        if name in _ECHOED and value is not None:
             response[name] = value
     get = request.get
     reasoning = get("reasoning")
