@@ -4,12 +4,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
-import shutil
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ import redis
 from gateway.app import build_app
 from gateway.config import GatewayConfig
 from tests.conftest import KEY, running
+from tests.faults import redis_server
 from tests.integration.helpers import sdk_client, user, wait_settled
 from tests.servers import serve
 from tests.services import free_port, require_redis
@@ -149,34 +147,6 @@ def test_tokens_and_budget_never_overshoot_and_unused_reservations_return(
         assert response.status_code == 200  # room again once reconciled
         assert int(response.headers["x-ratelimit-remaining-tokens"]) > 5000 - 1100 - 3 * 30
         assert client.pttl(tokens_key) > 0
-
-
-@contextlib.contextmanager
-def redis_server(port: int, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.02)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        proc.wait(5)
 
 
 def metric(url: str, name: str) -> float:

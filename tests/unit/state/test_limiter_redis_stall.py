@@ -7,12 +7,10 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -20,6 +18,7 @@ from hypothesis import given, strategies as st
 
 from gateway.state.limiter import BUCKET, CONCURRENCY, WINDOW, Check, LimiterUnavailable
 from gateway.state.limiter_redis import RedisClock, RedisLimiter
+from tests.faults import redis_server
 from tests.services import free_port
 
 TIMEOUT_S = 0.1
@@ -27,33 +26,9 @@ TIMEOUT_S = 0.1
 
 @pytest.fixture(scope="module")
 def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
     port = free_port()
-    folder: Path = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(folder)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.02)
-    try:
+    with redis_server(port, tmp_path_factory.mktemp("redis")) as proc:
         yield port, proc
-    finally:
-        os.kill(proc.pid, signal.SIGCONT)
-        proc.terminate()
-        proc.wait(5)
 
 
 def commands_run(client: redis.Redis) -> int:
