@@ -8,6 +8,10 @@ MODE=${1:-full}
 SCRIPT=${SCRIPT:-bench/micro_route.py}
 # numpy's OpenBLAS threads spin while idle, for as long as the run lasts: one thread, none spinning.
 export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
+# str hashes are salted per process: the collisions in the dicts a request reads, and so the count, moved by up to
+# ~10,000 a request between runs of the same code. One seed makes a run repeatable; to compare two versions of the
+# code, whose strings differ, run both under two or three seeds (PYTHONHASHSEED=1 ... bash bench/micro_route.sh).
+export PYTHONHASHSEED=${PYTHONHASHSEED:-0}
 OUT=${OUT:-/tmp/micro_route}
 mkdir -p "$OUT"
 # A run outside callgrind first: the sources changed since the last run are compiled (__pycache__) before either
