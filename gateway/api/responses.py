@@ -30,7 +30,7 @@ from gateway.api.openai import response_headers
 from gateway.api.streaming import Encoder
 from gateway.context import NativeRequest, RequestContext
 from gateway.errors import GatewayError, InvalidRequest, NotFound, UpstreamUnavailable
-from gateway.providers.openai.responses.answer import to_response
+from gateway.providers.openai.responses.answer import response_bytes, to_response
 from gateway.providers.openai.responses.native import as_served, native_body
 from gateway.providers.openai.responses.request import to_chat_request
 from gateway.providers.openai.responses.stream import ResponsesEncoder
@@ -135,16 +135,16 @@ class ResponsesEndpoint(PipelineEndpoint):
                     # items a chat answer has no place for), under the gateway's id.
                     body = json_bytes(as_served(native.answer, turn.request, response_id=response_id(ctx)))
                 else:
-                    body = json_bytes(
+                    # The common answer (a message of text alone) straight to its bytes; the stored row shares them.
+                    body = response_bytes(
+                        chat, turn.request, request_id=ctx.request_id, model=ctx.model, created_at=ctx.started_at,
+                        usage=ctx.usage,
+                    ) or json_bytes(
                         to_response(
-                            chat,
-                            turn.request,
-                            request_id=ctx.request_id,
-                            model=ctx.model,
-                            created_at=ctx.started_at,
+                            chat, turn.request, request_id=ctx.request_id, model=ctx.model, created_at=ctx.started_at,
                             usage=ctx.usage,
-                        )  # fmt: skip
-                    )
+                        )
+                    )  # fmt: skip
                 if turn.store:
                     self._keep(ctx, turn, response_id(ctx), body)
                 ctx.status = reply.status

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
+from hypothesis import given, settings, strategies as st
 from openai.types.responses import Response
 
 from gateway.context import Usage
-from gateway.providers.openai.responses.answer import error_json, response_object, to_response
+from gateway.providers.openai.responses.answer import error_json, response_bytes, response_object, to_response
+from gateway.store.records import json_bytes
 
 REQUEST: dict[str, Any] = {"model": "demo", "input": "hi"}
 
@@ -158,3 +161,84 @@ def test_a_failed_response_carries_an_error_the_sdk_knows(status: int, code: str
     parsed = Response.model_validate(failed)
     assert parsed.error is not None
     assert parsed.error.code == code
+
+
+# -- response_bytes: the common answer straight to its JSON -------------------------------------------------------
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=10,
+)
+_ECHO_KEYS = sorted(
+    (
+        "instructions", "max_output_tokens", "max_tool_calls", "parallel_tool_calls", "previous_response_id",
+        "safety_identifier", "prompt_cache_key", "store", "temperature", "tool_choice", "top_p", "truncation", "user",
+        "reasoning", "text", "tools", "metadata", "model", "input", "stream",
+    )
+)  # fmt: skip
+_REQUESTS = st.dictionaries(st.sampled_from(_ECHO_KEYS) | st.text(max_size=4), _JSON, max_size=8)
+_MESSAGES = st.fixed_dictionaries(
+    {"role": st.just("assistant")},
+    optional={
+        "content": st.none() | st.text(max_size=12) | _JSON,
+        "refusal": st.none() | st.just("") | st.text(max_size=4) | _JSON,
+        "tool_calls": st.none() | st.just([]) | _JSON,
+    },
+)
+_CHATS = st.fixed_dictionaries(
+    {
+        "choices": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "message": _MESSAGES | _JSON,
+                    "finish_reason": st.sampled_from(["stop", "length", "content_filter", None, 3]),
+                }
+            ),
+            max_size=2,
+        )
+        | _JSON
+    },
+    optional={
+        "model": st.sampled_from(["served", "", None, 7]),
+        "usage": st.fixed_dictionaries({"prompt_tokens": st.integers(0, 99), "completion_tokens": st.integers(0, 99)})
+        | _JSON,
+    },
+)
+_USAGES = st.none() | st.builds(
+    Usage,
+    prompt_tokens=st.integers(0, 10**6),
+    completion_tokens=st.integers(0, 10**6),
+    cached_tokens=st.integers(0, 99),
+    reasoning_tokens=st.integers(0, 99),
+    cache_write_tokens=st.integers(0, 99),
+)
+
+
+@settings(max_examples=500, database=None, deadline=None)
+@given(chat=_CHATS, request=_REQUESTS, request_id=st.text(max_size=6), created=st.floats(0, 2e9), usage=_USAGES)
+def test_response_bytes_are_the_general_paths_json(
+    chat: dict[str, Any], request: dict[str, Any], request_id: str, created: float, usage: Usage | None
+) -> None:
+    fast = response_bytes(chat, request, request_id=request_id, model="demo", created_at=created, usage=usage)
+    general = json_bytes(
+        to_response(chat, request, request_id=request_id, model="demo", created_at=created, usage=usage)
+    )
+    assert fast is None or fast == general  # byte for byte: the same object, its keys in the same order
+
+
+def test_response_bytes_take_the_plain_answer() -> None:
+    request = {"model": "m", "input": "hi", "instructions": "be brief", "max_output_tokens": 64, "temperature": 0}
+    for finish in ("stop", "length"):
+        answer = chat({"content": "Hello", "refusal": None}, finish, usage={"prompt_tokens": 3, "completion_tokens": 2})
+        fast = response_bytes(answer, request, request_id="r1", model="demo", created_at=1.5, usage=None)
+        assert fast is not None
+        assert orjson.loads(fast) == respond(answer, request) | {"created_at": 1}
+    # What the general path builds from the request or the answer is left to it.
+    for odd in ({"metadata": {"a": "b"}}, {"tools": [{"type": "function", "name": "f"}]}, {"reasoning": {}}):
+        assert (
+            response_bytes(chat({"content": "x"}), request | odd, request_id="r1", model="d", created_at=1, usage=None)
+            is None
+        )
+    for message in ({"content": None, "tool_calls": [{"id": "c", "function": {"name": "f"}}]}, {"refusal": "no"}):
+        assert response_bytes(chat(message), request, request_id="r1", model="d", created_at=1, usage=None) is None

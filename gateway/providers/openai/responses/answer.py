@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from gateway.context import Usage
 
 # finish_reason -> incomplete_details.reason: the answers that stopped before the model was done.
@@ -89,6 +91,20 @@ _TEMPLATE: dict[str, Any] = {
     "user": None,
     "metadata": None,
 }
+# _TEMPLATE with the defaults of the fields response_object() builds from the request already JSON, for
+# response_bytes(): its requests send none of them (_BUILT).
+_FAST_TEMPLATE: dict[str, Any] = {
+    **_TEMPLATE,
+    "reasoning": orjson.Fragment(b'{"effort":null,"summary":null}'),
+    "text": orjson.Fragment(b'{"format":{"type":"text"},"verbosity":"medium"}'),
+    "tools": orjson.Fragment(b"[]"),
+    "metadata": orjson.Fragment(b"{}"),
+}
+_BUILT = frozenset(("reasoning", "text", "tools", "metadata"))
+_USAGE = (
+    b'{"input_tokens":%d,"input_tokens_details":{"cached_tokens":%d,"cache_write_tokens":%d},"output_tokens":%d,'
+    b'"output_tokens_details":{"reasoning_tokens":%d},"total_tokens":%d}'
+)
 # The request's fields a Response echoes as they came.
 _ECHOED = frozenset(
     (
@@ -121,6 +137,80 @@ def to_response(
         usage=usage,
         incomplete_details={"reason": reason} if reason else None,
     )
+
+
+def response_bytes(
+    chat: dict[str, Any],
+    request: dict[str, Any],
+    *,
+    request_id: str,
+    model: str,
+    created_at: float,
+    usage: Usage | None,
+) -> bytes | None:
+    """json_bytes(to_response(...)), byte for byte, for the common answer: a message of text alone (no tool calls,
+    no refusal) to a request that echoes no reasoning, text, tools or metadata. One orjson call on a copy of a
+    template whose fixed parts are already JSON (orjson.Fragment), filled in place: no Response dict of nested
+    dicts built and then encoded. None for anything else: to_response() makes it."""
+    choices = chat.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(message, dict) or message.get("tool_calls") or message.get("refusal"):
+        return None
+    response = _FAST_TEMPLATE.copy()
+    for name, value in request.items():
+        if name in _ECHOED:
+            if value is not None:
+                response[name] = value
+        elif name in _BUILT and value is not None:  # echoed as built from what it holds: to_response()'s work
+            return None
+    text = message.get("content")
+    finish = choice.get("finish_reason")  # type: ignore[union-attr]  # a dict: message is one
+    reason = INCOMPLETE_REASONS.get(finish) if isinstance(finish, str) else None
+    status = "incomplete" if reason else "completed"
+    if usage is None:
+        reported = chat.get("usage")
+        usage = Usage.from_openai(reported) if isinstance(reported, dict) else None
+    served = chat.get("model")
+    response["id"] = f"resp_{request_id}"
+    response["created_at"] = int(created_at)
+    response["status"] = status
+    if reason:
+        response["incomplete_details"] = {"reason": reason}
+    response["model"] = served if isinstance(served, str) and served else model
+    response["output"] = [
+        {
+            "id": f"msg_{request_id}",
+            "type": "message",
+            "role": "assistant",
+            "status": status,
+            "content": [
+                {
+                    "type": "output_text",
+                    "text": text if isinstance(text, str) else "",
+                    "annotations": [],
+                    "logprobs": [],
+                }
+            ],
+        }
+    ]
+    if usage is not None:  # usage_json()'s, as JSON: its three dicts neither built nor walked
+        prompt, completion = usage.prompt_tokens, usage.completion_tokens
+        response["usage"] = orjson.Fragment(
+            _USAGE
+            % (
+                prompt,
+                usage.cached_tokens,
+                usage.cache_write_tokens,
+                completion,
+                usage.reasoning_tokens,
+                prompt + completion,
+            )
+        )
+    try:
+        return orjson.dumps(response)
+    except TypeError:  # what JSON has no type for (a filter's doing): json_bytes() of to_response()'s answer
+        return None
 
 
 def _answered(
