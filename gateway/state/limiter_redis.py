@@ -8,6 +8,10 @@ slot and the groups reserved at once, one call each, in parallel: still one roun
 (or fails), what the others reserved is given back by a settlement, so nothing is ever admitted over a limit;
 in the moment between, a concurrent request may see those counters higher than they end up (a refusal where a
 single call would have admitted, only when two limits of one request are both at their edge).
+
+A reservation its caller gave up on (no answer within the timeout) takes nothing when Redis runs it later
+(RedisClock): on one server by that server's clock; on a cluster by a clock kept for each master, since each call
+runs on the master of its slot and the masters' clocks need not agree.
 """
 
 from __future__ import annotations
@@ -18,13 +22,16 @@ import logging
 import time
 from collections.abc import Callable
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from redis.crc import key_slot
 
 from gateway import tasks
 from gateway.state.limiter import Check, LimiterUnavailable, Outcome
 from gateway.state.redis_client import RedisUnavailable, RespClient, Script, bulk, connect
+
+if TYPE_CHECKING:
+    from gateway.state.redis_cluster import ClusterClient
 
 logger = logging.getLogger("gateway.limits")
 
@@ -42,6 +49,8 @@ class RedisLimiter:
         # from Python values by hiredis on every call (~100,000 instructions a request for three checks).
         self._one = self._client if isinstance(self._client, RespClient) else None
         self._clock = RedisClock(timeout_s)
+        self._timeout_s = timeout_s
+        self._clocks: dict[str, RedisClock] = {}  # on a cluster: one a master (host:port), as its clock is its own
         self._on_error = on_error
         self._pending: list[tuple[Check, float]] = []
         self._wake = asyncio.Event()
@@ -69,13 +78,38 @@ class RedisLimiter:
         groups = _by_slot(checks) if self._cluster else [list(range(len(checks)))]
         if len(groups) == 1:
             try:
-                return _outcome(await self._call("r", checks, [c.cost for c in checks]), len(checks))
+                return _outcome(await self._reserve_on_master(checks), len(checks), timed=True)
             except RedisUnavailable as exc:
                 raise LimiterUnavailable(f"redis: {exc}") from exc
         return await self._reserve_by_slot(checks, groups)
 
+    async def _reserve_on_master(self, checks: list[Check]) -> Any:
+        """A cluster's reservation of checks of one slot, bounded by the clock of the master serving it (asked first
+        if it has none yet), as reserve() does on one server: its reply, timed (its last item that master's now).
+
+        A call redirected (MOVED, ASK: the slot moved, a replica took over) runs on a master whose clock is not the
+        one its bound was made from: found stale, it is made once more without the bound, as when a clock steps;
+        not found stale, it is applied as before there was a bound. The map is right again after the redirection."""
+        client = cast("ClusterClient", self._client)
+        node = await client.master_of(checks[0].key)
+        clock = self._clocks.get(node.name)
+        if clock is None:
+            if len(self._clocks) >= 64:  # masters come and go with failovers: the clocks of gone ones are dropped
+                self._clocks.clear()
+            clock = self._clocks[node.name] = RedisClock(self._timeout_s)
+        if not clock.base:  # no reply yet: this master's clock first, so that no reservation goes without a bound
+            await clock.learn(client, node)
+        amounts = [c.cost for c in checks]
+        sent = time.monotonic()
+        reply = await self._call("r", checks, amounts, clock.bound(sent))
+        if reply[0] == 2:  # stale by the bound: that master's clock stepped forward (or another master ran it)
+            clock.saw(int(reply[1]), sent)
+            reply = await self._call("r", checks, amounts, 0)
+        clock.saw(int(reply[-1]), sent)
+        return reply
+
     async def _reserve_by_slot(self, checks: list[Check], groups: list[list[int]]) -> Outcome:
-        calls = [self._call("r", [checks[i] for i in group], [checks[i].cost for i in group]) for group in groups]
+        calls = [self._reserve_on_master([checks[i] for i in group]) for group in groups]
         replies = await asyncio.gather(*calls, return_exceptions=True)
         merged = Outcome(ok=True, remaining=[0.0] * len(checks), reset_ms=[0.0] * len(checks))
         refused: Outcome | None = None
@@ -85,7 +119,7 @@ class RedisLimiter:
             if isinstance(reply, BaseException):
                 failure = failure or reply
                 continue  # raised below, once what the others took is given back
-            outcome = _outcome(reply, len(group))
+            outcome = _outcome(reply, len(group), timed=True)
             if not outcome.ok:
                 failed = group[outcome.failed]
                 if refused is None or failed < refused.failed:  # the first refusing check, as one call would say
@@ -162,13 +196,16 @@ class RedisLimiter:
             if self._on_error is not None:
                 self._on_error()
 
-    async def _call(self, mode: str, checks: list[Check], amounts: list[float]) -> Any:
-        """One script call on checks of one slot: reserve (r), settle (s) or peek (p), each with its amount."""
+    async def _call(self, mode: str, checks: list[Check], amounts: list[float], stale_after: int | None = None) -> Any:
+        """One script call on checks of one slot: reserve (r), settle (s) or peek (p), each with its amount; a
+        reservation's stale_after, when given, is the script's last argument (RedisClock.bound, 0: never)."""
         if self._one is not None:
             return await self._script.call_packed(self._one, *_command(mode.encode(), checks, amounts))
         args: list[float | int | str] = [mode]
         for check, amount in zip(checks, amounts, strict=True):
             args += check.args(amount)
+        if stale_after is not None:
+            args.append(stale_after)
         return await self._script(keys=[c.key for c in checks], args=args)
 
     async def close(self) -> None:
@@ -244,14 +281,21 @@ class RedisClock:
         script's last argument (a RESP bulk string; 0: never)."""
         if not self.base:
             return NEVER_STALE
-        digits = b"%d" % (self.base + sent * 1000)
+        digits = b"%d" % (self.base + sent * 1000)  # not bound(): one call fewer a request
         return b"$%d\r\n%s\r\n" % (len(digits), digits)
 
-    async def learn(self, client: RespClient) -> None:
-        """Redis's clock, asked (TIME): what the first reservation's bound is made from. Redis stalled, this call
-        fails, and no reservation is left in its socket."""
+    def bound(self, sent: float) -> int:
+        """stale_after's time as a number (0: never)."""
+        return int(self.base + sent * 1000) if self.base else 0
+
+    async def learn(self, client: RespClient | ClusterClient, node: Any = None) -> None:
+        """Redis's clock, asked (TIME; on a cluster, of the master `node`): what the first reservation's bound is made
+        from. Redis stalled, this call fails, and no reservation is left in its socket."""
         sent = time.monotonic()
-        seconds, micros = await client.call("TIME")
+        if node is None:
+            seconds, micros = await client.call("TIME")
+        else:
+            seconds, micros = await cast("ClusterClient", client).call("TIME", target_nodes=node)
         self.saw(int(seconds) * 1000 + int(micros) // 1000, sent)
 
     def saw(self, redis_ms: int, sent: float) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, SlotNotCoveredError
 
 from gateway.config.redis_url import parse_cluster
 from gateway.state.redis_client import Arg, RedisUnavailable
@@ -68,6 +68,18 @@ class ClusterClient:
         if _cancelled(task, before, deadline):
             raise asyncio.CancelledError
         return reply
+
+    async def master_of(self, key: str) -> ClusterNode:
+        """The master serving key's slot, by this client's map of the cluster (loaded first if it is not yet): where
+        a call on key goes, barring a redirection."""
+        try:
+            return self._redis.nodes_manager.get_node_from_slot(key_slot(key.encode()))
+        except SlotNotCoveredError:
+            await self.call("PING")  # the map of the cluster, made or refreshed
+        try:
+            return self._redis.nodes_manager.get_node_from_slot(key_slot(key.encode()))
+        except SlotNotCoveredError as exc:
+            raise RedisUnavailable(f"redis cluster: {exc}") from exc
 
     async def unlink_matching(self, pattern: str, count: int) -> int:
         """SCAN on every master (each holds its own slots' keys), UNLINK by slot (one call, one slot)."""
