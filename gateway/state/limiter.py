@@ -5,8 +5,10 @@ arithmetic, so that a gateway that falls back from Redis to memory keeps the sam
 
     BUCKET       token bucket: `capacity` (the burst) refills at `limit` per minute; a request takes `cost`
     WINDOW       sliding window (two fixed windows of `window_ms`, the older weighted by its remaining overlap)
-    CONCURRENCY  requests in flight, released when the request ends; the counter expires after `window_ms`
-                 so that slots a crashed process held come back
+    CONCURRENCY  requests in flight, released when the request ends; `window_ms` is a lease: slots are counted
+                 by generation of one lease each, and a generation is dropped a lease after it ended, so that
+                 slots a killed process held (or whose settlement was lost) come back within two leases, however
+                 busy the subject (the counter's expiry, renewed by every request, would not bring them back)
     BUDGET       US dollars spent in a period (day or month, in the key's name); `window_ms` is the time to the
                  period's end, `soft` the spend at which the soft threshold fires (once per period)
 
@@ -39,15 +41,23 @@ class Check:
     # with the request (key, kind, limit, capacity, window, soft) is kept there, made once for every request.
     origin: Check | None = field(default=None, compare=False, repr=False)
     encoded: tuple[bytes, bytes, bytes] | None = field(default=None, compare=False, repr=False)  # limiter_redis.py
+    # CONCURRENCY: when this request's slot was taken, by the clock of the backend that took it (0: not taken), so
+    # that its settlement leaves the generation it was counted in (Limiter.reserve sets it: held_since).
+    since_ms: float = 0.0
 
     def taking(self, cost: float) -> Check:
         """This check with this request's cost: checks are shared by the requests of one caller."""
         return Check(self.key, self.kind, self.limit, self.capacity, self.window_ms, cost, self.header, self.label,
                      self.soft, self.origin or self)  # fmt: skip
 
+    def held_since(self, at_ms: float) -> Check:
+        """This (CONCURRENCY) check, its slot taken at `at_ms`."""
+        return Check(self.key, self.kind, self.limit, self.capacity, self.window_ms, self.cost, self.header,
+                     self.label, self.soft, self.origin or self, since_ms=at_ms)  # fmt: skip
+
     def args(self, amount: float) -> list[float | int]:
         """The six script arguments of this check, with `amount` as the cost (reserve) or delta (settle)."""
-        return [self.kind, self.limit, self.capacity, self.window_ms, amount, self.soft]
+        return [self.kind, self.limit, self.capacity, self.window_ms, amount, self.soft or self.since_ms]
 
 
 @dataclass(slots=True)
@@ -75,7 +85,10 @@ class LimiterUnavailable(Exception):
 class Limiter(Protocol):
     name: str
 
-    async def reserve(self, checks: list[Check]) -> Outcome: ...
+    async def reserve(self, checks: list[Check]) -> Outcome:
+        """All the checks or none. Admitted, each CONCURRENCY check in `checks` is replaced by its copy that says
+        when its slot was taken (Check.held_since): what the request settles with."""
+        ...
 
     async def peek(self, checks: list[Check]) -> list[float]:
         """How much of each counter is taken now, without taking anything (GET /admin/usage): the spend

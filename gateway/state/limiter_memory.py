@@ -48,6 +48,8 @@ class MemoryLimiter:
                 crossed.append(i)
             _apply(check, state, now, check.cost)
             self._state[check.key] = state
+            if check.kind == CONCURRENCY:
+                checks[i] = check.held_since(now)
         return Outcome(ok=True, remaining=remaining, reset_ms=reset, soft_crossed=crossed)
 
     async def peek(self, checks: list[Check]) -> list[float]:
@@ -74,7 +76,8 @@ class MemoryLimiter:
         if state is None or state[3] <= now:
             if check.kind == BUCKET:
                 return [check.capacity, now, 0.0, 0.0]
-            return [0.0, 0.0, math.floor(now / check.window_ms) if check.kind == WINDOW else 0.0, 0.0]
+            rolls = check.kind == WINDOW or check.kind == CONCURRENCY
+            return [0.0, 0.0, math.floor(now / check.window_ms) if rolls else 0.0, 0.0]
         state = list(state)
         if check.kind == BUCKET:
             rate = check.limit / 60000
@@ -87,6 +90,14 @@ class MemoryLimiter:
             elif state[2] != index:
                 state[0], state[1] = 0.0, 0.0
             state[2] = index
+        elif check.kind == CONCURRENCY:  # slots by generation of one lease each, as in limits.lua (no older counters)
+            index = math.floor(now / check.window_ms)
+            if state[2] == index - 1:
+                state[0] -= state[1]
+                state[1] = state[0]
+            elif state[2] < index - 1:
+                state[0], state[1] = 0.0, 0.0
+            state[2] = max(state[2], index)
         return state
 
     def _sweep(self, now: float) -> None:
@@ -145,7 +156,14 @@ def _apply(check: Check, state: list[float], now: float, amount: float) -> None:
         state[0] = max(0.0, state[0] + amount)
         state[3] = now + 2 * check.window_ms + 1000
     elif check.kind == CONCURRENCY:
+        if amount < 0:  # from the generation it was taken in; gone already if that one was dropped
+            generation = math.floor(check.since_ms / check.window_ms) if check.since_ms else state[2] - 1
+            if generation < state[2] - 1:
+                amount = 0.0
+            elif generation == state[2] - 1:
+                state[1] = max(0.0, state[1] + amount)
         state[0] = max(0.0, state[0] + amount)
+        state[1] = min(state[1], state[0])
         state[3] = now + check.window_ms
     else:
         state[0] = max(0.0, state[0] + amount)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 from redis.crc import key_slot
 
 from gateway import tasks
-from gateway.state.limiter import Check, LimiterUnavailable, Outcome
+from gateway.state.limiter import CONCURRENCY, Check, LimiterUnavailable, Outcome
 from gateway.state.redis_client import RedisUnavailable, RespClient, Script, bulk, connect
 
 if TYPE_CHECKING:
@@ -74,11 +74,11 @@ class RedisLimiter:
             except RedisUnavailable as exc:
                 raise LimiterUnavailable(f"redis: {exc}") from exc
             clock.saw(reply[-1], sent)
-            return _outcome(reply, len(checks), timed=True)
+            return _outcome(reply, checks)
         groups = _by_slot(checks) if self._cluster else [list(range(len(checks)))]
         if len(groups) == 1:
             try:
-                return _outcome(await self._reserve_on_master(checks), len(checks), timed=True)
+                return _outcome(await self._reserve_on_master(checks), checks)
             except RedisUnavailable as exc:
                 raise LimiterUnavailable(f"redis: {exc}") from exc
         return await self._reserve_by_slot(checks, groups)
@@ -119,7 +119,10 @@ class RedisLimiter:
             if isinstance(reply, BaseException):
                 failure = failure or reply
                 continue  # raised below, once what the others took is given back
-            outcome = _outcome(reply, len(group), timed=True)
+            own = [checks[i] for i in group]
+            outcome = _outcome(reply, own)
+            for j, i in enumerate(group):
+                checks[i] = own[j]  # a slot's check, marked with when its master took it
             if not outcome.ok:
                 failed = group[outcome.failed]
                 if refused is None or failed < refused.failed:  # the first refusing check, as one call would say
@@ -243,8 +246,9 @@ def _command(
     parts = [bulk(len(checks))]
     parts += [key for key, _, _ in fixed]
     parts.append(_MODES[mode])
-    for (_, head, soft), amount in zip(fixed, amounts, strict=True):
-        parts += (head, _amount(amount), soft)
+    for check, (_, head, soft), amount in zip(checks, fixed, amounts, strict=True):
+        # A slot's settlement says when it was taken (Check.since_ms), in the place of a budget's soft threshold.
+        parts += (head, _amount(amount), bulk(check.since_ms) if check.since_ms else soft)
     if stale_after is None:
         return 2 + 7 * len(checks), b"".join(parts)
     parts.append(stale_after)
@@ -324,15 +328,20 @@ def _amount(value: float) -> bytes:
     return encoded
 
 
-def _outcome(raw: Any, n: int, *, timed: bool = False) -> Outcome:
-    """limits.lua's reply to a reservation of n checks (timed: made with a stale_after, its last item Redis's now)."""
+def _outcome(raw: Any, checks: list[Check]) -> Outcome:
+    """limits.lua's reply to a reservation of checks, made with a stale_after (its last item Redis's now). Admitted,
+    each concurrency slot's check is marked with when it was taken (Limiter.reserve)."""
     if int(raw[0]) == 0:
         return Outcome(ok=False, failed=int(raw[1]) - 1, retry_ms=float(raw[2]))
+    n = len(checks)
+    for i, check in enumerate(checks):
+        if check.kind == CONCURRENCY:
+            checks[i] = check.held_since(float(raw[-1]))
     return Outcome(
         ok=True,
         remaining=[float(v) for v in raw[1 : n + 1]],
         reset_ms=[float(v) for v in raw[n + 1 : 2 * n + 1]],
-        soft_crossed=[int(v) - 1 for v in raw[2 * n + 1 : -1 if timed else None]],
+        soft_crossed=[int(v) - 1 for v in raw[2 * n + 1 : -1]],
     )
 
 

@@ -2,7 +2,8 @@
 -- KEYS: one counter (a hash: a, b, c) per check, all in one hash slot ({gw:rl}) so that Redis Cluster runs it.
 -- ARGV[1]: "r" to check and reserve (all or nothing), "s" to settle (apply signed deltas), "p" to peek
 -- (read only: what each counter has taken, as memory.py's _used computes it).
--- Then 6 ARGV per check (model.py Check.args): kind, limit, capacity, window_ms, amount, soft.
+-- Then 6 ARGV per check (limiter.py Check.args): kind, limit, capacity, window_ms, amount, and soft (a budget's)
+-- or since_ms (a concurrency slot's settlement: when it was taken, by this script's clock).
 -- Kinds: 1 token bucket, 2 sliding window, 3 concurrency, 4 budget.
 -- "r" returns {1, remaining..., reset_ms..., crossed budgets...} or {0, failed check (1-based), retry_ms}.
 -- "r" may have one ARGV more, last: the time (Redis's clock, ms) past which the call is stale, 0 for never. Its
@@ -20,7 +21,7 @@ local function current(i, kind, limit, cap, win)
   local v = redis.call('HMGET', KEYS[i], 'a', 'b', 'c')
   if not v[1] then
     if kind == 1 then return {cap, now, 0} end
-    if kind == 2 then return {0, 0, math.floor(now / win)} end
+    if kind == 2 or kind == 3 then return {0, 0, math.floor(now / win)} end
     return {0, 0, 0}
   end
   local s = {tonumber(v[1]), tonumber(v[2]), tonumber(v[3])}
@@ -32,6 +33,16 @@ local function current(i, kind, limit, cap, win)
     if s[3] == index - 1 then s[2] = s[1]; s[1] = 0
     elseif s[3] ~= index then s[1] = 0; s[2] = 0 end
     s[3] = index
+  elseif kind == 3 then
+    -- Slots by generation, one lease (win) each: a all of them, b the previous generation's, c the current one's
+    -- index. A generation is dropped a lease after it ended: a slot that old has lost its request (a gateway
+    -- killed, a settlement lost), and each reservation renews the key's expiry, so it would otherwise stay for as
+    -- long as the subject has traffic. A counter of an earlier version (c = 0): its slots, the current generation's.
+    local index = math.floor(now / win)
+    if s[3] == 0 then s[3] = index
+    elseif s[3] == index - 1 then s[1] = s[1] - s[2]; s[2] = s[1]
+    elseif s[3] < index - 1 then s[1] = 0; s[2] = 0 end
+    s[3] = math.max(s[3], index)
   end
   return s
 end
@@ -67,7 +78,16 @@ local function apply(i, kind, limit, cap, win, s, amount)
     s[1] = math.min(cap, s[1] - amount); s[2] = now
     ttl = (cap - s[1]) / limit * 60000 + 1000
   else
+    if kind == 3 and amount < 0 then
+      -- A slot given back leaves the generation it was taken in (ARGV 6: when, by this clock, from the reply of
+      -- its reservation); one whose generation was dropped is gone already. No time (a gateway of an earlier
+      -- version): the previous generation, which errs towards counting a slot a little longer, never shorter.
+      local at, gen = arg(i, 6), s[3] - 1
+      if at > 0 then gen = math.floor(at / win) end
+      if gen < s[3] - 1 then amount = 0 elseif gen == s[3] - 1 then s[2] = math.max(0, s[2] + amount) end
+    end
     s[1] = math.max(0, s[1] + amount)
+    if kind == 3 then s[2] = math.min(s[2], s[1]) end
     if kind == 2 then ttl = 2 * win + 1000 elseif kind == 3 then ttl = win else ttl = win + 86400000 end
   end
   redis.call('HSET', KEYS[i], 'a', tostring(s[1]), 'b', tostring(s[2]), 'c', tostring(s[3]))

@@ -116,3 +116,50 @@ def test_peek_reads_what_each_counter_took_and_changes_nothing() -> None:
     taken = limiter.peek_now([bucket, window, budget], now_ms=1000)
     assert taken == [pytest.approx(1), pytest.approx(2), pytest.approx(3.0)]  # one request refilled in a second
     assert limiter.peek_now([bucket, window, budget], now_ms=1000) == taken
+
+
+def take(limiter: MemoryLimiter, slot: Check, now_ms: float) -> Check | None:
+    """One request's slot: its check as the limiter marked it (when it was taken), or None if refused."""
+    checks = [slot]
+    return checks[0] if limiter.reserve_now(checks, now_ms=now_ms).ok else None
+
+
+def test_slots_a_killed_process_held_come_back_within_two_leases_under_steady_traffic() -> None:
+    """Slots never given back (their gateway was killed, their settlement lost) are dropped with their generation
+    (one lease each) a lease after it ended, though every request renews the counter's expiry."""
+    limiter = MemoryLimiter()
+    slot = Check("k:conc", CONCURRENCY, 3, 3, 1_000, 1.0, REQUESTS)
+    assert take(limiter, slot, 500)
+    assert take(limiter, slot, 500)
+    now = 500.0
+    while now < 2_000:  # steady traffic, one request at a time, each settled: room for one only
+        held = take(limiter, slot, now)
+        assert held is not None
+        assert held.since_ms == now
+        assert take(limiter, slot, now) is None
+        limiter.settle([(held, -1.0)], now_ms=now + 10)
+        now += 50
+    assert limiter.peek_now([slot], now_ms=2_000) == [0.0]  # the generation of 0-1 s dropped at 2 s
+    assert all(take(limiter, slot, 2_000) for _ in range(3))
+
+
+def test_a_slot_in_use_is_never_dropped_and_a_late_release_takes_no_other() -> None:
+    limiter = MemoryLimiter()
+    slot = Check("k:conc", CONCURRENCY, 3, 3, 1_000, 1.0, REQUESTS)
+    a = take(limiter, slot, 2_900)  # in use across its generation's end
+    b = take(limiter, slot, 3_100)
+    assert a is not None
+    assert b is not None
+    limiter.settle([(b, -1.0)], now_ms=3_200)  # taken from the generation b was counted in, not a's
+    assert limiter.peek_now([slot], now_ms=3_999) == [1.0]
+    assert limiter.peek_now([slot], now_ms=4_000) == [0.0]  # a, a lease old at least: dropped (its gateway died)
+    c = take(limiter, slot, 4_100)
+    limiter.settle([(a, -1.0)], now_ms=4_200)  # a's release after all, late: its slot is gone already
+    assert limiter.peek_now([slot], now_ms=4_300) == [1.0]  # c still counted
+    limiter.settle([(c, -1.0)], now_ms=4_400)
+    assert limiter.peek_now([slot], now_ms=4_500) == [0.0]
+
+    limiter = MemoryLimiter()
+    a = take(limiter, slot, 2_900)
+    limiter.settle([(a, -1.0)], now_ms=3_500)  # released in the next generation, from its own
+    assert limiter.peek_now([slot], now_ms=3_600) == [0.0]
