@@ -28,6 +28,10 @@ class Seen:
 @dataclass
 class ProbeUpstream:
     drip_interval_s: float = 0.05
+    drip_pad: int = 0  # characters of content added to each drip chunk (big chunks fill buffers fast)
+    # connection -> bytes the probe holds in its own write buffer, not yet taken by the gateway (at the last drip):
+    # growing, it shows the gateway stopped reading (backpressure from a client that reads nothing)
+    backlog: dict[int, int] = field(default_factory=dict)
     requests: list[Seen] = field(default_factory=list)
     closed: dict[int, float] = field(default_factory=dict)  # connection -> time.monotonic() it was closed
     _count: int = 0
@@ -127,9 +131,11 @@ class _Protocol(asyncio.Protocol):
         if self.transport.is_closing():
             return
         chunk = {"id": "chatcmpl-probe", "object": "chat.completion.chunk", "created": 1, "model": model,
-                 "choices": [{"index": 0, "delta": {"content": f"w{n} "}, "finish_reason": None}]}  # fmt: skip
+                 "choices": [{"index": 0, "delta": {"content": f"w{n} " + "x" * self.upstream.drip_pad},
+                              "finish_reason": None}]}  # fmt: skip
         event = b"data: " + orjson.dumps(chunk) + b"\n\n"
         self.transport.write(b"%x\r\n%s\r\n" % (len(event), event))
+        self.upstream.backlog[self.id] = self.transport.get_write_buffer_size()
         self.drip = asyncio.get_running_loop().call_later(self.upstream.drip_interval_s, self._drip, model, n + 1)
 
 

@@ -405,3 +405,32 @@ def only_record_within(db_path: Path, timeout: float) -> dict[str, Any]:
     rows = records(db_path)
     assert len(rows) == 1, rows
     return rows[0]
+
+
+def test_a_stream_to_a_client_that_stops_reading_holds_a_bounded_amount_and_is_recorded_once(
+    make_config: Callable[..., GatewayConfig], probe: tuple[str, ProbeUpstream], db_path: Path
+) -> None:
+    """While a client reads nothing, the gateway stops reading its upstream (the upstream's own buffer grows: what
+    the gateway holds is its socket buffers, not the stream), and after write_timeout_s the request ends once:
+    one record, 499, the upstream closed, and no second record after."""
+    url, upstream = probe
+    upstream.drip_interval_s = 0.0
+    upstream.drip_pad = 16_384  # 16 KB a chunk: the buffers between fill within a second
+    with running(make_config(server={"write_timeout_s": 4.0}, **probe_overrides(url))) as (gateway_url, _):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        host, port = gateway_url.removeprefix("http://").split(":")
+        sock.connect((host, int(port)))
+        try:
+            sock.sendall(request_bytes("/v1/chat/completions", chat("drip", stream=True), AUTH))
+            assert wait_until(lambda: max(upstream.backlog.values(), default=0) > 4_000_000, timeout=3.5), (
+                f"the gateway went on reading its upstream: {upstream.backlog}"
+            )
+            record = only_record_within(db_path, timeout=60)
+            assert_cut_by_client(record)
+            (seen,) = upstream.requests
+            assert wait_until(lambda: upstream.connection_closed(seen.connection) is not None, timeout=10)
+            time.sleep(1.0)
+            assert len(records(db_path)) == 1
+        finally:
+            sock.close()
