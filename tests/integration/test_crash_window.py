@@ -61,6 +61,13 @@ class Load:
                     self.answered[n] = time.monotonic()
 
 
+def store_settled(url: str) -> bool:
+    """Whether a gateway (with admin key sk-admin) has its store up and nothing left in the store's spool."""
+    status = httpx.get(f"{url}/api/v1/telemetry/status", headers={"authorization": "Bearer sk-admin"})
+    store_status = status.json()["sinks"]["store"]
+    return bool(store_status["state"] == "ok" and store_status["spooled"] == 0)
+
+
 # (fault, seconds from the fault to the kill): a hang just past write_timeout_s and spill_after_ms is the worst case,
 # records having waited in memory behind the hung write until they were spilled.
 CASES = [("up", 4.0), ("down", 4.0), ("hung", 4.0), ("hung", 0.9)]
@@ -91,13 +98,7 @@ def test_a_kill_9_loses_no_record_answered_more_than_3_s_before_it(tmp_path, fau
             answered = dict(load.answered)
             recover()
             with gateway_process(tmp_path, name="restarted", auth={"admin_key": "sk-admin"}, **settings) as (url, _):
-
-                def settled() -> bool:
-                    status = httpx.get(f"{url}/api/v1/telemetry/status", headers={"authorization": "Bearer sk-admin"})
-                    store_status = status.json()["sinks"]["store"]
-                    return store_status["state"] == "ok" and store_status["spooled"] == 0
-
-                assert wait_until(settled, 60)
+                assert wait_until(lambda: store_settled(url), 60)
                 time.sleep(0.5)
             rows = postgres_fetch(dsn, f"SELECT metadata->>'n' AS n, id FROM {schema}.model_cost_logs")
         finally:

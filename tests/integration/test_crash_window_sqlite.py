@@ -14,11 +14,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.integration.helpers import wait_until
-from tests.integration.test_crash_window import WINDOW_S, Load
+from tests.integration.test_crash_window import WINDOW_S, Load, store_settled
 from tests.servers import gateway_process
 
 
@@ -52,13 +51,7 @@ def test_a_kill_9_on_sqlite_loses_no_record_answered_more_than_3_s_before_it(
             proc.wait(10)
         answered = dict(load.answered)
     with gateway_process(tmp_path, name="restarted", auth={"admin_key": "sk-admin"}, **settings) as (url, _):
-
-        def settled() -> bool:
-            status = httpx.get(f"{url}/api/v1/telemetry/status", headers={"authorization": "Bearer sk-admin"})
-            store_status = status.json()["sinks"]["store"]
-            return store_status["state"] == "ok" and store_status["spooled"] == 0
-
-        assert wait_until(settled, 60)
+        assert wait_until(lambda: store_settled(url), 60)
         time.sleep(0.5)
     with contextlib.closing(sqlite3.connect(db)) as conn:
         rows = conn.execute("SELECT json_extract(metadata, '$.n'), id FROM model_cost_logs").fetchall()
