@@ -91,7 +91,7 @@ class RedisLimiter:
         one its bound was made from: found stale, it is made once more without the bound, as when a clock steps;
         not found stale, it is applied as before there was a bound. The map is right again after the redirection."""
         client = cast("ClusterClient", self._client)
-        node = await client.master_of(checks[0].key)
+        node = await client.master_of(slot(checks[0].key))
         clock = self._clocks.get(node.name)
         if clock is None:
             if len(self._clocks) >= 64:  # masters come and go with failovers: the clocks of gone ones are dropped

@@ -69,15 +69,15 @@ class ClusterClient:
             raise asyncio.CancelledError
         return reply
 
-    async def master_of(self, key: str) -> ClusterNode:
-        """The master serving key's slot, by this client's map of the cluster (loaded first if it is not yet): where
-        a call on key goes, barring a redirection."""
+    async def master_of(self, slot: int) -> ClusterNode:
+        """The master serving a slot, by this client's map of the cluster (loaded first if it is not yet): where a
+        call on its keys goes, barring a redirection."""
         try:
-            return self._redis.nodes_manager.get_node_from_slot(key_slot(key.encode()))
+            return self._redis.nodes_manager.get_node_from_slot(slot)
         except SlotNotCoveredError:
             await self.call("PING")  # the map of the cluster, made or refreshed
         try:
-            return self._redis.nodes_manager.get_node_from_slot(key_slot(key.encode()))
+            return self._redis.nodes_manager.get_node_from_slot(slot)
         except SlotNotCoveredError as exc:
             raise RedisUnavailable(f"redis cluster: {exc}") from exc
 
