@@ -103,7 +103,7 @@ class RateLimitFilter(Stage):
         outcome, limiter = await self.limits.reserve(checks)
         if not outcome.ok:
             self._refuse(ctx, checks[outcome.failed], outcome)
-        ctx.limit_reservation = Reservation(limiter, checks)
+        ctx.limit_reservation = Reservation(limiter, checks, outcome.at_ms)
         ctx.limit_headers = _headers(checks, outcome)
         for i in outcome.soft_crossed:
             check = checks[i]
@@ -132,7 +132,7 @@ class RateLimitFilter(Stage):
         items: list[tuple[Check, float]] = []
         for check in checks:
             if check.kind == CONCURRENCY:
-                items.append((check, -1.0))
+                items.append((reservation.release(check), -1.0))
             elif release:
                 items.append((check, -check.cost))
             elif usage is None:

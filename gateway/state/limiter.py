@@ -36,14 +36,14 @@ class Check:
     cost: float  # what this request takes
     header: int = NO_HEADER
     label: str = ""  # names the limit in a 429's message: "tpm of team t1"
-    soft: float = 0.0  # BUDGET: spend that fires the soft threshold; 0: none
+    # BUDGET: spend that fires the soft threshold, 0: none. CONCURRENCY: when this request's slot was taken, by the
+    # clock of the backend that took it, 0: not taken (Limiter.reserve sets it: held_since), so that its release
+    # leaves the generation it was counted in.
+    soft: float = 0.0
     # The shared check this one was taken from (taking): what a backend caches about the fields that do not change
     # with the request (key, kind, limit, capacity, window, soft) is kept there, made once for every request.
     origin: Check | None = field(default=None, compare=False, repr=False)
     encoded: tuple[bytes, bytes, bytes] | None = field(default=None, compare=False, repr=False)  # limiter_redis.py
-    # CONCURRENCY: when this request's slot was taken, by the clock of the backend that took it (0: not taken), so
-    # that its settlement leaves the generation it was counted in (Limiter.reserve sets it: held_since).
-    since_ms: float = 0.0
 
     def taking(self, cost: float) -> Check:
         """This check with this request's cost: checks are shared by the requests of one caller."""
@@ -51,13 +51,14 @@ class Check:
                      self.soft, self.origin or self)  # fmt: skip
 
     def held_since(self, at_ms: float) -> Check:
-        """This (CONCURRENCY) check, its slot taken at `at_ms`."""
+        """This (CONCURRENCY) check, its slot taken at `at_ms`: a check of its own (no origin), as its encoding
+        differs from the shared one's."""
         return Check(self.key, self.kind, self.limit, self.capacity, self.window_ms, self.cost, self.header,
-                     self.label, self.soft, self.origin or self, since_ms=at_ms)  # fmt: skip
+                     self.label, at_ms)  # fmt: skip
 
     def args(self, amount: float) -> list[float | int]:
         """The six script arguments of this check, with `amount` as the cost (reserve) or delta (settle)."""
-        return [self.kind, self.limit, self.capacity, self.window_ms, amount, self.soft or self.since_ms]
+        return [self.kind, self.limit, self.capacity, self.window_ms, amount, self.soft]
 
 
 @dataclass(slots=True)
@@ -68,14 +69,24 @@ class Outcome:
     remaining: list[float] = field(default_factory=list)  # per check, after the reservation
     reset_ms: list[float] = field(default_factory=list)  # per check: until the counter is back to empty
     soft_crossed: list[int] = field(default_factory=list)  # indexes of budgets that crossed `soft` just now
+    # When it was admitted, by the clock of the backend that admitted it (Redis's TIME, ms): what a concurrency
+    # slot's release says (Check.held_since), so that it leaves the generation it was counted in.
+    at_ms: float = 0.0
 
 
 @dataclass(slots=True)
 class Reservation:
-    """What a request reserved, to settle once it has ended: on this limiter (the one that answered), these checks."""
+    """What a request reserved, to settle once it has ended: on this limiter (the one that answered), these checks,
+    at this time (Outcome.at_ms)."""
 
     limiter: Limiter
     checks: list[Check]
+    at_ms: float = 0.0
+
+    def release(self, check: Check) -> Check:
+        """A concurrency check of this reservation, as its release gives it: saying when its slot was taken (unless
+        the limiter said so already: on a cluster, each master by its own clock)."""
+        return check if check.soft else check.held_since(self.at_ms)
 
 
 class LimiterUnavailable(Exception):
@@ -86,8 +97,8 @@ class Limiter(Protocol):
     name: str
 
     async def reserve(self, checks: list[Check]) -> Outcome:
-        """All the checks or none. Admitted, each CONCURRENCY check in `checks` is replaced by its copy that says
-        when its slot was taken (Check.held_since): what the request settles with."""
+        """All the checks or none; admitted, when (Outcome.at_ms). A limiter may replace a CONCURRENCY check in
+        `checks` by its copy that says when its slot was taken (Check.held_since), what the request settles with."""
         ...
 
     async def peek(self, checks: list[Check]) -> list[float]:

@@ -48,9 +48,7 @@ class MemoryLimiter:
                 crossed.append(i)
             _apply(check, state, now, check.cost)
             self._state[check.key] = state
-            if check.kind == CONCURRENCY:
-                checks[i] = check.held_since(now)
-        return Outcome(ok=True, remaining=remaining, reset_ms=reset, soft_crossed=crossed)
+        return Outcome(ok=True, remaining=remaining, reset_ms=reset, soft_crossed=crossed, at_ms=now)
 
     async def peek(self, checks: list[Check]) -> list[float]:
         return self.peek_now(checks)
@@ -157,7 +155,7 @@ def _apply(check: Check, state: list[float], now: float, amount: float) -> None:
         state[3] = now + 2 * check.window_ms + 1000
     elif check.kind == CONCURRENCY:
         if amount < 0:  # from the generation it was taken in; gone already if that one was dropped
-            generation = math.floor(check.since_ms / check.window_ms) if check.since_ms else state[2] - 1
+            generation = math.floor(check.soft / check.window_ms) if check.soft else state[2] - 1
             if generation < state[2] - 1:
                 amount = 0.0
             elif generation == state[2] - 1:

@@ -119,10 +119,7 @@ class RedisLimiter:
             if isinstance(reply, BaseException):
                 failure = failure or reply
                 continue  # raised below, once what the others took is given back
-            own = [checks[i] for i in group]
-            outcome = _outcome(reply, own)
-            for j, i in enumerate(group):
-                checks[i] = own[j]  # a slot's check, marked with when its master took it
+            outcome = _outcome(reply, [checks[i] for i in group])
             if not outcome.ok:
                 failed = group[outcome.failed]
                 if refused is None or failed < refused.failed:  # the first refusing check, as one call would say
@@ -131,6 +128,9 @@ class RedisLimiter:
             taken += group
             for j, i in enumerate(group):
                 merged.remaining[i], merged.reset_ms[i] = outcome.remaining[j], outcome.reset_ms[j]
+                if checks[i].kind == CONCURRENCY:  # by its own master's clock (merged.at_ms is one master's)
+                    checks[i] = checks[i].held_since(outcome.at_ms)
+            merged.at_ms = outcome.at_ms
             merged.soft_crossed += [group[j] for j in outcome.soft_crossed]
         if failure is None and refused is None:
             merged.soft_crossed.sort()
@@ -246,9 +246,8 @@ def _command(
     parts = [bulk(len(checks))]
     parts += [key for key, _, _ in fixed]
     parts.append(_MODES[mode])
-    for check, (_, head, soft), amount in zip(checks, fixed, amounts, strict=True):
-        # A slot's settlement says when it was taken (Check.since_ms), in the place of a budget's soft threshold.
-        parts += (head, _amount(amount), bulk(check.since_ms) if check.since_ms else soft)
+    for (_, head, soft), amount in zip(fixed, amounts, strict=True):
+        parts += (head, _amount(amount), soft)
     if stale_after is None:
         return 2 + 7 * len(checks), b"".join(parts)
     parts.append(stale_after)
@@ -329,16 +328,14 @@ def _amount(value: float) -> bytes:
 
 
 def _outcome(raw: Any, checks: list[Check]) -> Outcome:
-    """limits.lua's reply to a reservation of checks, made with a stale_after (its last item Redis's now). Admitted,
-    each concurrency slot's check is marked with when it was taken (Limiter.reserve)."""
+    """limits.lua's reply to a reservation of checks, made with a stale_after (its last item Redis's now, the
+    reservation's at_ms)."""
     if int(raw[0]) == 0:
         return Outcome(ok=False, failed=int(raw[1]) - 1, retry_ms=float(raw[2]))
     n = len(checks)
-    for i, check in enumerate(checks):
-        if check.kind == CONCURRENCY:
-            checks[i] = check.held_since(float(raw[-1]))
     return Outcome(
         ok=True,
+        at_ms=raw[-1],
         remaining=[float(v) for v in raw[1 : n + 1]],
         reset_ms=[float(v) for v in raw[n + 1 : 2 * n + 1]],
         soft_crossed=[int(v) - 1 for v in raw[2 * n + 1 : -1]],

@@ -2,8 +2,8 @@
 -- KEYS: one counter (a hash: a, b, c) per check, all in one hash slot ({gw:rl}) so that Redis Cluster runs it.
 -- ARGV[1]: "r" to check and reserve (all or nothing), "s" to settle (apply signed deltas), "p" to peek
 -- (read only: what each counter has taken, as memory.py's _used computes it).
--- Then 6 ARGV per check (limiter.py Check.args): kind, limit, capacity, window_ms, amount, and soft (a budget's)
--- or since_ms (a concurrency slot's settlement: when it was taken, by this script's clock).
+-- Then 6 ARGV per check (limiter.py Check.args): kind, limit, capacity, window_ms, amount, and soft: a budget's
+-- threshold, or when a concurrency slot a settlement releases was taken (by this script's clock).
 -- Kinds: 1 token bucket, 2 sliding window, 3 concurrency, 4 budget.
 -- "r" returns {1, remaining..., reset_ms..., crossed budgets...} or {0, failed check (1-based), retry_ms}.
 -- "r" may have one ARGV more, last: the time (Redis's clock, ms) past which the call is stale, 0 for never. Its

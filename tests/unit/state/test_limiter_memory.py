@@ -6,7 +6,7 @@ import pytest
 
 from gateway.filters.ratelimit import format_reset
 from gateway.identity.client_address import ClientAddress
-from gateway.state.limiter import BUCKET, BUDGET, CONCURRENCY, REQUESTS, TOKENS, WINDOW, Check
+from gateway.state.limiter import BUCKET, BUDGET, CONCURRENCY, REQUESTS, TOKENS, WINDOW, Check, Reservation
 from gateway.state.limiter_memory import MemoryLimiter
 
 
@@ -119,9 +119,10 @@ def test_peek_reads_what_each_counter_took_and_changes_nothing() -> None:
 
 
 def take(limiter: MemoryLimiter, slot: Check, now_ms: float) -> Check | None:
-    """One request's slot: its check as the limiter marked it (when it was taken), or None if refused."""
+    """One request's slot: its check as its release gives it (saying when it was taken), or None if refused."""
     checks = [slot]
-    return checks[0] if limiter.reserve_now(checks, now_ms=now_ms).ok else None
+    outcome = limiter.reserve_now(checks, now_ms=now_ms)
+    return Reservation(limiter, checks, outcome.at_ms).release(checks[0]) if outcome.ok else None
 
 
 def test_slots_a_killed_process_held_come_back_within_two_leases_under_steady_traffic() -> None:
@@ -135,7 +136,7 @@ def test_slots_a_killed_process_held_come_back_within_two_leases_under_steady_tr
     while now < 2_000:  # steady traffic, one request at a time, each settled: room for one only
         held = take(limiter, slot, now)
         assert held is not None
-        assert held.since_ms == now
+        assert held.soft == now
         assert take(limiter, slot, now) is None
         limiter.settle([(held, -1.0)], now_ms=now + 10)
         now += 50

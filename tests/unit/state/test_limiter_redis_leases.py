@@ -11,7 +11,7 @@ import time
 
 import redis
 
-from gateway.state.limiter import CONCURRENCY, REQUESTS, Check
+from gateway.state.limiter import CONCURRENCY, REQUESTS, Check, Reservation
 from gateway.state.limiter_redis import RedisLimiter
 from tests.services import require_redis
 
@@ -24,7 +24,8 @@ def slot_check(name: str) -> Check:
 
 async def take(limiter: RedisLimiter, slot: Check) -> Check | None:
     checks = [slot]
-    return checks[0] if (await limiter.reserve(checks)).ok else None
+    outcome = await limiter.reserve(checks)
+    return Reservation(limiter, checks, outcome.at_ms).release(checks[0]) if outcome.ok else None
 
 
 def test_slots_never_given_back_come_back_within_two_leases_under_steady_traffic() -> None:
@@ -39,7 +40,7 @@ def test_slots_never_given_back_come_back_within_two_leases_under_steady_traffic
         while time.monotonic() - leaked_at < 2 * LEASE_MS / 1000 + 0.05:  # steady traffic, each request settled
             held = await take(limiter, slot)
             assert held is not None
-            assert held.since_ms > 0
+            assert held.soft > 0
             limiter.settle([(held, -1.0)])
             await limiter.flush()
             await asyncio.sleep(0.02)
