@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from gateway.filters.ratelimit import format_reset
 from gateway.identity.client_address import ClientAddress
@@ -164,3 +165,43 @@ def test_a_slot_in_use_is_never_dropped_and_a_late_release_takes_no_other() -> N
     a = take(limiter, slot, 2_900)
     limiter.settle([(a, -1.0)], now_ms=3_500)  # released in the next generation, from its own
     assert limiter.peek_now([slot], now_ms=3_600) == [0.0]
+
+
+@settings(max_examples=400)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from([0, 10, 100, 250, 400]), st.sampled_from(["take", "release", "leak"]), st.integers(0, 50)
+        ),
+        min_size=1,
+        max_size=80,
+    )
+)
+def test_a_concurrency_count_is_never_below_the_slots_in_use_nor_keeps_a_leaked_one_two_leases(steps) -> None:
+    """Any interleaving of requests taking slots, releasing them (late or not) and leaking them (their gateway
+    killed), on a clock that moves forward, requests lasting less than a lease: the count is at least the slots in
+    use (never admits over the limit) and at most those plus the slots leaked within the last two leases."""
+    lease = 1_000
+    limiter = MemoryLimiter()
+    slot = Check("k:conc", CONCURRENCY, 1_000, 1_000, lease, 1.0, REQUESTS)
+    now = 10_000.0
+    held: list[tuple[float, Check]] = []  # (taken at, its released form)
+    leaked: list[float] = []
+    for gap, action, pick in steps:
+        now += gap
+        # Requests last less than a lease: those that would not have are released now.
+        for at, check in [h for h in held if now - h[0] >= lease - 1]:
+            held.remove((at, check))
+            limiter.settle([(check, -1.0)], now_ms=now)
+        if action == "take":
+            taken = take(limiter, slot, now)
+            assert taken is not None
+            held.append((now, taken))
+        elif held and action == "release":
+            at, check = held.pop(pick % len(held))
+            limiter.settle([(check, -1.0)], now_ms=now)
+        elif held:
+            leaked.append(held.pop(pick % len(held))[0])
+        (count,) = limiter.peek_now([slot], now_ms=now)
+        assert count >= len(held)
+        assert count <= len(held) + sum(1 for at in leaked if now - at < 2 * lease)
