@@ -106,12 +106,50 @@ class Pipeline:
         for stage in self.filters:
             await stage.close()
 
-    async def run(self, ctx: RequestContext, entered: list[Filter]) -> Reply:
-        """Run the request phase, appending each stage to `entered` as it starts, for `complete`. The caller owns
-        that list so that a request cancelled midway (its client left) still settles the stages it entered."""
-        reply: Reply | None = None
+    def run_now(self, ctx: RequestContext, entered: list[Filter]) -> Reply | int:
+        """The request phase without a coroutine, as far as it goes without awaiting: `run`'s work for the first
+        stages that decide now (a hit's whole request phase: auth and the cache in memory). A Reply, as `run`'s,
+        when one answered or refused; else an int, and `run(ctx, entered, that int)` goes on from the stage at
+        len(entered): 0 when that stage has no `decide`, else the clock (perf_counter_ns) when its `decide` said
+        LATER, which then entered it (its on_request is awaited next, its span timed from then)."""
+        reply: Reply | Later | None = None
         try:
             for stage in self.filters:
+                if not stage.decides_now:
+                    return 0
+                entered.append(stage)
+                start = _perf_ns()
+                try:
+                    reply = stage.decide(ctx)
+                    if type(reply) is Later:
+                        return start
+                finally:
+                    if type(reply) is not Later:  # else run's own span, once on_request has run
+                        ctx.spans.append(_new_tuple(Span, (stage.name, start - ctx.started_ns, _perf_ns() - start)))
+                if reply is not None:
+                    return reply
+        except GatewayError as exc:
+            ctx.error = exc
+            return Reply.from_error(exc)
+        # Every stage decided now and none answered: only when a pipeline has no terminal stage (config forbids it).
+        ctx.error = GatewayError("The pipeline produced no answer.")
+        return Reply.from_error(ctx.error)
+
+    async def run(self, ctx: RequestContext, entered: list[Filter], resume: int = 0) -> Reply:
+        """Run the request phase, appending each stage to `entered` as it starts, for `complete`. The caller owns
+        that list so that a request cancelled midway (its client left) still settles the stages it entered.
+        From the stage at len(entered) on (every stage, when called first): after run_now, with what it returned
+        (`resume`, nonzero when the last stage entered said LATER at that time: its on_request is awaited first)."""
+        reply: Reply | None = None
+        first = len(entered)
+        try:
+            if resume:
+                stage = entered[-1]
+                try:
+                    reply = await stage.on_request(ctx)
+                finally:
+                    ctx.spans.append(_new_tuple(Span, (stage.name, resume - ctx.started_ns, _perf_ns() - resume)))
+            for stage in self.filters[first:] if reply is None else ():
                 entered.append(stage)
                 start = _perf_ns()
                 try:
@@ -131,6 +169,30 @@ class Pipeline:
         if reply is None:  # only when a pipeline has no terminal stage, which config checks forbid
             ctx.error = GatewayError("The pipeline produced no answer.")
             reply = Reply.from_error(ctx.error)
+        return reply
+
+    def complete_now(self, ctx: RequestContext, reply: Reply, entered: list[Filter]) -> Reply | None:
+        """`complete` without a coroutine, when every stage entered that has a response phase settles now (a
+        hit's: the cache's); None, having done nothing, when one must be awaited: `complete` then does it all."""
+        settling, settling_now = self.settling, self.settling_now
+        for stage in entered:
+            key = id(stage)
+            if key in settling and key not in settling_now:
+                return None
+        for stage in reversed(entered):
+            if id(stage) not in settling_now:
+                continue
+            try:
+                stage.settle(ctx, reply)
+            except GatewayError as exc:
+                ctx.error = exc
+                if reply.stream is None:
+                    reply = Reply.from_error(exc)
+            except Exception:  # as complete: a bug in one stage must not skip the others' settlement
+                logger.exception("%s.on_response failed for request %s", stage.name, ctx.request_id)
+                ctx.error = InternalError()
+                if reply.stream is None:
+                    reply = Reply.from_error(ctx.error)
         return reply
 
     async def complete(self, ctx: RequestContext, reply: Reply, entered: list[Filter]) -> Reply:

@@ -60,6 +60,17 @@ class PipelineEndpoint:
         what the body refers to (the Responses API's previous_response_id, of the caller's project)."""
         raise NotImplementedError
 
+    # parse_now is parse without a coroutine (an ingress whose parse never awaits says so).
+    parses_now: ClassVar[bool] = False
+
+    def parse_now(self, ctx: RequestContext, body: dict[str, Any], raw: bytes) -> tuple[dict[str, Any], bytes]:
+        raise NotImplementedError
+
+    def answer_now(self, ctx: RequestContext, reply: Reply, send: Send) -> bool:
+        """`answer` without a coroutine when it can (uvicorn's send, an ordinary answer): True when sent; False
+        when `answer` must be awaited (it sends the whole reply, as if this had not been called)."""
+        return False
+
     async def answer(self, ctx: RequestContext, reply: Reply, send: Send) -> None:
         """Send a whole reply, an error's included (the pipeline's replies carry OpenAI's error JSON and ctx.error
         the error itself); set ctx.status to the status sent."""
@@ -104,11 +115,16 @@ class PipelineEndpoint:
                 body_read = True
                 decoded = parse_json_object(raw)
                 ctx.note_requested(decoded)  # a body refused below is still recorded with what it asked for
-                body, raw = await self.parse(ctx, decoded, raw)
+                if self.parses_now:  # a coroutine less
+                    body, raw = self.parse_now(ctx, decoded, raw)
+                else:
+                    body, raw = await self.parse(ctx, decoded, raw)
                 ctx.set_body(raw, body)
                 watch.listen(receive, scope)
                 ctx.watch = watch
-                reply = await gateway.pipeline.run(ctx, entered)
+                pipeline = gateway.pipeline
+                ran = pipeline.run_now(ctx, entered)  # a hit's whole request phase, without a coroutine
+                reply = await pipeline.run(ctx, entered, ran) if isinstance(ran, int) else ran
                 if reply.stream is not None:
                     await relay(
                         ctx,
@@ -130,7 +146,8 @@ class PipelineEndpoint:
                 reply = Reply.from_error(ctx.error)
             watch.hold()
             if entered:
-                reply = await gateway.pipeline.complete(ctx, reply, entered)
+                settled = gateway.pipeline.complete_now(ctx, reply, entered)
+                reply = await gateway.pipeline.complete(ctx, reply, entered) if settled is None else settled
             gone = watch.cut if isinstance(watch.cut, ClientClosed) else ctx.error
             if isinstance(gone, ClientClosed):  # nobody to answer; the record says why
                 ctx.error = gone
@@ -139,7 +156,8 @@ class PipelineEndpoint:
             if (not body_read and unread_body(scope["headers"])) or watch.cut is not None:
                 reply.headers["connection"] = "close"
             watch.close()
-            await self.answer(ctx, reply, send)
+            if not self.answer_now(ctx, reply, send):
+                await self.answer(ctx, reply, send)
         except Exception:
             # A bug becomes a 500 in the ingress's shape, never a stack trace.
             logger.exception("unhandled error in %s, request %s", self.endpoint, ctx.request_id)
