@@ -258,8 +258,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         cycle = self.cycle
-        if cycle is not None and cycle.response_complete and not self.parser.should_upgrade():
-            cycle.more_body = False  # the end of a body dropped after an early answer: the next head may come
+        if cycle is not None and not self.parser.should_upgrade():
+            # uvicorn's, written out (a call less a request), and for the end of a body dropped after an early
+            # answer too: its more_body ends, and the next head may come.
+            cycle.more_body = False
+            if not cycle.response_complete:
+                cycle.message_event.set()
             return
         super().on_message_complete()
 
@@ -379,6 +383,13 @@ _NAME_REFUSED = bytes(range(0x20)) + b'\x7f()<>@,;:[]={} \t\\"' + bytes(range(or
 _VALUE_REFUSED = bytes(range(0x09)) + bytes(range(0x0A, 0x20)) + b"\x7f"
 
 
+# The joined header names send_whole has found acceptable: their checks (a table walk and three searches, ~2,500
+# instructions an answer) read those bytes alone, so they are made once for each join met (an endpoint's answers
+# share a few), and a join found in the set passes them as it would again.
+_NAMES_SENT_WHOLE: set[bytes] = set()
+_NAMES_MAX = 256
+
+
 def send_whole(send: Callable[..., Any], status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
     """Send a whole answer in one write, when `send` is uvicorn's own (the cycle's bound method) and the answer is
     an ordinary one; False (nothing sent) otherwise, and the caller sends it through the ASGI messages.
@@ -402,17 +413,22 @@ def send_whole(send: Callable[..., Any], status: int, headers: list[tuple[bytes,
         return False
     names = b"".join([name for name, _ in headers])
     values = b"".join([value for _, value in headers])
-    if (
-        len(names.translate(None, _NAME_REFUSED)) != len(names)
-        or len(values.translate(None, _VALUE_REFUSED)) != len(values)
-        # names that make uvicorn's cycle frame the body otherwise (or close the connection): an answer with one of
-        # them goes through its send. find(), not `in`: bytes' `in` first tries its operand as an int, and raises
-        # and clears a TypeError, ~1,800 instructions each.
-        or names.find(b"content-length") >= 0
-        or names.find(b"transfer-encoding") >= 0
-        or names.find(b"connection") >= 0
-    ):
+    if len(values.translate(None, _VALUE_REFUSED)) != len(values):
         return False
+    if names not in _NAMES_SENT_WHOLE:  # the names' checks, once per set of names (an endpoint's answers share one)
+        if (
+            len(names.translate(None, _NAME_REFUSED)) != len(names)
+            # names that make uvicorn's cycle frame the body otherwise (or close the connection): an answer with one
+            # of them goes through its send. find(), not `in`: bytes' `in` first tries its operand as an int, and
+            # raises and clears a TypeError, ~1,800 instructions each.
+            or names.find(b"content-length") >= 0
+            or names.find(b"transfer-encoding") >= 0
+            or names.find(b"connection") >= 0
+        ):
+            return False
+        if len(_NAMES_SENT_WHOLE) >= _NAMES_MAX:  # names an app passes on from elsewhere: the set stays small
+            _NAMES_SENT_WHOLE.clear()
+        _NAMES_SENT_WHOLE.add(names)
     parts = [STATUS_LINE[status]]
     for name, value in cycle.__dict__["default_headers"]:  # the server's (TimedCycle adds x-response-time)
         parts += (name, b": ", value, b"\r\n")

@@ -190,6 +190,28 @@ def test_a_whole_answer_is_sent_as_uvicorns_send_would(answer):
     assert sent_whole == (answer in ANSWERS[:2])  # the others went through uvicorn's send
 
 
+@pytest.mark.parametrize("seed", range(30))
+def test_a_whole_answer_is_sent_as_uvicorns_send_would_the_first_time_and_again(seed):
+    """send_whole's checks of the names are made once per join of them: the same answer a second time (the names
+    found acceptable, or not, before), and one whose names join to the same bytes differently split, are sent as
+    uvicorn's send would, byte for byte, and through send_whole exactly when the names are acceptable."""
+    rng = random.Random(seed)
+    pool = [b"x-a", b"x-b", b"content-type", b"X-Up", b"x y", b"connection", b"content-length", b"x-c\x01", b"ok"]
+    headers = [(rng.choice(pool), rng.choice([b"1", b"v\x7f", b"a b"])) for _ in range(rng.randint(1, 4))]
+    first = asyncio.run(answer_both_ways(200, headers, b"x"))
+    again = asyncio.run(answer_both_ways(200, headers, b"x"))
+    assert first[0] == first[1]
+    assert again == first
+    names = b"".join(name for name, _ in headers)
+    resplit = [(names[:1], b"1"), (names[1:], b"2")]
+    through_send, whole, sent_whole = asyncio.run(answer_both_ways(200, resplit, b"x"))
+    assert whole == through_send
+    # What the names' checks decide, from the join alone (values b"1", b"2" pass theirs).
+    lowered_or_refused = any(HEADER_RE.search(bytes([c])) or bytes([c]).lower() != bytes([c]) for c in names)
+    framing = any(word in names for word in (b"content-length", b"transfer-encoding", b"connection"))
+    assert sent_whole == (not lowered_or_refused and not framing)
+
+
 def test_send_whole_refuses_the_header_bytes_uvicorns_send_refuses_or_lowers():
     """Byte by byte: what send_whole's tables delete is what uvicorn's expressions find (and, in a name, upper case,
     which uvicorn lower-cases)."""
