@@ -14,8 +14,15 @@ import yaml
 from gateway.config import GatewayConfig, parse_config
 from gateway.runtime import Gateway
 from tests.conftest import ROOT, base_config, running
-from tests.integration.helpers import RawUpstream, sdk_client
+from tests.integration.helpers import RawUpstream, close_sdk_clients, sdk_client
 from tests.servers import serve
+
+
+@pytest.fixture(autouse=True)
+def _sdk_clients_closed() -> Iterator[None]:
+    yield
+    close_sdk_clients()
+
 
 # Client-facing model name -> the upstream model (the name steers the upstream's behaviour, see tests/servers.py).
 UPSTREAM_MODELS = {

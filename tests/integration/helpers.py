@@ -42,8 +42,21 @@ class RawUpstream(Upstream):
         return await super().chat(request)
 
 
+# Every sdk_client made in a test, closed when it ends (conftest.py's close_sdk_clients): a client left to the
+# collector closes its kept-alive socket whenever the collector runs, and the ResourceWarning then fails whichever
+# test is running at that moment (filterwarnings = error), not the one that leaked it.
+_clients: list[openai.OpenAI] = []
+
+
 def sdk_client(url: str, key: str = KEY, **options: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=10, **options)
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=10, **options)
+    _clients.append(client)
+    return client
+
+
+def close_sdk_clients() -> None:
+    while _clients:
+        _clients.pop().close()
 
 
 def async_sdk_client(url: str, key: str = KEY, **options: Any) -> openai.AsyncOpenAI:
