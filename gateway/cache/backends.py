@@ -12,11 +12,13 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Protocol
 
-from gateway.cache.entry import Entry
+from gateway.cache.entry import ENTRY_OVERHEAD, Entry, EntryFields
 from gateway.types import Clock
 
 if TYPE_CHECKING:
     from gateway.state.redis_client import RedisClient
+
+_new_tuple = tuple.__new__
 
 
 class CacheBackend(Protocol):
@@ -44,9 +46,10 @@ class MemoryBackend:
         self.max_bytes = max_bytes
         self.clock = clock
         self.bytes = 0
-        # key -> (entry, expiry), least recently used first. Read and written by ResponseCache too: a miss's lookup
-        # and the keeping of its answer, without a call each.
-        self.entries: OrderedDict[str, tuple[Entry, float]] = OrderedDict()
+        # key -> (the entry's fields, expiry), least recently used first: plain tuples of plain values, which the
+        # collector stops tracking (EntryFields). Read and written by ResponseCache too: a miss's lookup and the
+        # keeping of its answer, without a call each.
+        self.entries: OrderedDict[str, tuple[EntryFields, float]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -55,27 +58,28 @@ class MemoryBackend:
         found = self.entries.get(key)
         if found is None:
             return None
-        entry, expires = found
+        fields, expires = found
         if self.clock() >= expires:
             self._remove(key)
             return None
         self.entries.move_to_end(key)
-        return entry
+        return _new_tuple(Entry, fields)
 
     async def get(self, project: str, model: str, key: str) -> Entry | None:
         return self.get_now(key)  # the key is a digest of the project and model already
 
-    def put_now(self, key: str, entry: Entry, ttl_s: float, size: int | None = None) -> None:
-        """`size`: entry.size, when the caller has it."""
+    def put_now(self, key: str, entry: EntryFields, ttl_s: float, size: int | None = None) -> None:
+        """`entry`: an Entry or its fields as a plain tuple; `size`: entry.size, when the caller has it."""
         entries = self.entries
         replaced = entries.pop(key, None)
         if replaced is not None:
-            self.bytes -= replaced[0].size
+            self.bytes -= len(replaced[0][0]) + ENTRY_OVERHEAD
         if size is None:
-            size = entry.size
+            size = len(entry[0]) + ENTRY_OVERHEAD
         if size > self.max_bytes:
             return
-        entries[key] = (entry, self.clock() + ttl_s)
+        fields: EntryFields = entry if type(entry) is tuple else _new_tuple(tuple, entry)  # an Entry: its plain fields
+        entries[key] = (fields, self.clock() + ttl_s)
         self.bytes += size
         while self.bytes > self.max_bytes:
             self._remove(next(iter(entries)))
@@ -86,9 +90,9 @@ class MemoryBackend:
     async def purge(self, project: str | None, model: str | None, key: str | None) -> int:
         doomed = [
             k
-            for k, (entry, _) in self.entries.items()
-            if (project is None or entry.project == project)
-            and (model is None or entry.model == model)
+            for k, (fields, _) in self.entries.items()
+            if (project is None or fields[3] == project)  # Entry.project
+            and (model is None or fields[4] == model)  # Entry.model
             and (key is None or k == key)
         ]
         for k in doomed:
@@ -96,8 +100,8 @@ class MemoryBackend:
         return len(doomed)
 
     def _remove(self, key: str) -> None:
-        entry, _ = self.entries.pop(key)
-        self.bytes -= entry.size
+        fields, _ = self.entries.pop(key)
+        self.bytes -= len(fields[0]) + ENTRY_OVERHEAD
 
     async def ping(self) -> None:
         return None

@@ -7,6 +7,10 @@ from typing import NamedTuple
 import orjson
 
 ENTRY_OVERHEAD = 256  # bytes an entry holds beside its body, roughly
+# An Entry's fields as a plain tuple: what the memory backend holds. A plain tuple of str, bytes and numbers is
+# untracked by the garbage collector at its first pass; an Entry (a tuple subclass) stays tracked and is traversed
+# by every later full collection, for as long as it is kept.
+EntryFields = tuple[bytes, str, float, str, str, str, int, int, "float | None"]
 
 
 class Entry(NamedTuple):

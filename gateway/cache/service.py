@@ -20,7 +20,7 @@ from typing import NamedTuple
 from prometheus_client import Counter, Gauge
 
 from gateway.cache.backends import CacheBackend, MemoryBackend, RedisBackend
-from gateway.cache.entry import ENTRY_OVERHEAD, Entry
+from gateway.cache.entry import ENTRY_OVERHEAD, Entry, EntryFields
 from gateway.cache.index import Match, SemanticLookup
 from gateway.config.cache import CacheConfig
 from gateway.tasks import cancel, spawn
@@ -28,6 +28,8 @@ from gateway.telemetry.metrics import Metrics
 from gateway.types import Clock
 
 logger = logging.getLogger("gateway.cache")
+_new_tuple = tuple.__new__
+_epoch = time.time
 RESULTS = ("hit", "semantic-hit", "miss", "bypass")
 _SEMANTIC_ADD_S = 10.0
 _PURGE_S = 30.0  # a purge scans the backend's keys: longer than a request's call, still bounded
@@ -139,18 +141,22 @@ class ResponseCache:
             logger.debug("semantic lookup failed", exc_info=True)
             return None
 
-    def keep(self, key: str, entry: Entry, ttl_s: float, semantic: tuple[str, str] | None) -> None:
-        """Store an answer once the request is done: at once in memory, else through the writer's queue."""
-        size = len(entry.body) + ENTRY_OVERHEAD
+    def keep(self, key: str, entry: EntryFields, ttl_s: float, semantic: tuple[str, str] | None) -> None:
+        """Store an answer once the request is done: at once in memory, else through the writer's queue. `entry`:
+        an Entry, or its fields as a plain tuple (the cache filter's: what the memory backend holds)."""
+        size = len(entry[0]) + ENTRY_OVERHEAD
         if size > self.max_entry_bytes:
             self.errors["too_large"].inc()
             return
         memory = self.memory
         if memory is not None and semantic is None:
             entries = memory.entries
-            if key not in entries and memory.bytes + size <= memory.max_bytes:
-                # put_now's common case, written out (no entry replaced, none evicted): once per answer kept.
-                entries[key] = (entry, memory.clock() + ttl_s)
+            if key not in entries and memory.bytes + size <= memory.max_bytes and type(entry) is tuple:
+                # put_now's common case, written out (no entry replaced, none evicted): once per answer kept. The
+                # expiry from the entry's own time (its `created`, just read) when the backend's clock is the epoch's:
+                # one clock call less.
+                clock = memory.clock
+                entries[key] = (entry, (entry[2] if clock is _epoch else clock()) + ttl_s)
                 memory.bytes += size
             else:
                 memory.put_now(key, entry, ttl_s, size)
@@ -160,7 +166,7 @@ class ResponseCache:
         if queue is None or queue.full():
             self.errors["dropped"].inc()
             return
-        queue.put_nowait(Write(key, entry, ttl_s, semantic))
+        queue.put_nowait(Write(key, entry if type(entry) is Entry else _new_tuple(Entry, entry), ttl_s, semantic))
 
     def count(self, result: str) -> None:
         self.results[result].value += 1

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -41,18 +40,6 @@ if TYPE_CHECKING:
 
 
 _new_tuple = tuple.__new__
-
-
-@dataclass(slots=True)
-class Pending(CacheOutcome):
-    """A miss (or a refresh) whose answer is to be kept: the request's outcome itself (ctx.cache, which the record
-    and the answer's headers read), carrying what on_response needs. One object a miss, not an outcome and a state
-    kept beside it: this runs for every request of a project whose cache is on."""
-
-    model: str = ""
-    ttl_s: float = 0.0
-    semantic: tuple[str, str] | None = None
-    assembler: StreamAssembler | None = None  # a streamed answer's chunks
 
 
 class CacheFilter(Stage):
@@ -146,8 +133,9 @@ class CacheFilter(Stage):
             status = "bypass"
         self.results[status].value += 1
         ttl_s = (plan.ttl_s if plan is not None else None) or self.ttl_s
-        ctx.cache = Pending(status, key, "", None, None, model, ttl_s, None,
-                            StreamAssembler(endpoint) if ctx.stream else None)  # fmt: skip
+        # The outcome, pending: its answer is to be kept (tuple.__new__: a NamedTuple's own __new__ is a frame more).
+        ctx.cache = _new_tuple(CacheOutcome, (status, key, "", None, None, True, model, ttl_s, None,
+                                              StreamAssembler(endpoint) if ctx.stream else None))  # fmt: skip
         return None
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
@@ -192,7 +180,7 @@ class CacheFilter(Stage):
         cache.results[status].value += 1
         ttl_s = (plan.ttl_s if plan is not None else None) or self.ttl_s
         assembler = StreamAssembler(endpoint) if ctx.stream else None
-        ctx.cache = Pending(status, key, "", None, None, model, ttl_s, semantic, assembler)
+        ctx.cache = CacheOutcome(status, key, "", None, None, True, model, ttl_s, semantic, assembler)
         return None
 
     def _bypass(self, ctx: RequestContext) -> None:
@@ -215,13 +203,13 @@ class CacheFilter(Stage):
 
     def on_chunk(self, ctx: RequestContext, chunk: dict[str, Any]) -> dict[str, Any] | None:
         pending = ctx.cache
-        if type(pending) is Pending and pending.assembler is not None:
+        if pending is not None and pending.assembler is not None:
             pending.assembler.add(chunk)
         return chunk
 
     def settle(self, ctx: RequestContext, reply: Reply) -> None:
         pending = ctx.cache
-        if type(pending) is not Pending:
+        if pending is None or not pending.pending:
             if pending is not None and pending.hit and ctx.usage is not None:
                 ctx.usage.source = "cache"  # a replayed stream's usage chunk was read as an upstream's
             return
@@ -245,5 +233,5 @@ class CacheFilter(Stage):
                       usage.prompt_tokens, usage.completion_tokens, cost)  # fmt: skip
         else:
             fields = (body, ctx.request_id, time.time(), ctx.principal.project, pending.model, served, 0, 0, None)
-        # tuple.__new__: a NamedTuple's own __new__ is a Python function, a frame more on every miss.
-        self.cache.keep(pending.key, _new_tuple(Entry, fields), pending.ttl_s, pending.semantic)
+        # The Entry's fields as a plain tuple: what the memory backend keeps (no Entry made on a miss).
+        self.cache.keep(pending.key, fields, pending.ttl_s, pending.semantic)
