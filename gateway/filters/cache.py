@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -39,7 +40,16 @@ if TYPE_CHECKING:
     from gateway.flags import Features
 
 
-_new_tuple = tuple.__new__
+@dataclass(slots=True)
+class Pending(CacheOutcome):
+    """A miss (or a refresh) whose answer is to be kept: the request's outcome itself (ctx.cache, which the record
+    and the answer's headers read), carrying what on_response needs. One object a miss, not an outcome and a state
+    kept beside it: this runs for every request of a project whose cache is on."""
+
+    model: str = ""
+    ttl_s: float = 0.0
+    semantic: tuple[str, str] | None = None
+    assembler: StreamAssembler | None = None  # a streamed answer's chunks
 
 
 class CacheFilter(Stage):
@@ -133,9 +143,8 @@ class CacheFilter(Stage):
             status = "bypass"
         self.results[status].value += 1
         ttl_s = (plan.ttl_s if plan is not None else None) or self.ttl_s
-        # The outcome, pending: its answer is to be kept (tuple.__new__: a NamedTuple's own __new__ is a frame more).
-        ctx.cache = _new_tuple(CacheOutcome, (status, key, "", None, None, True, model, ttl_s, None,
-                                              StreamAssembler(endpoint) if ctx.stream else None))  # fmt: skip
+        ctx.cache = Pending(status, key, "", None, None, model, ttl_s, None,
+                            StreamAssembler(endpoint) if ctx.stream else None)  # fmt: skip
         return None
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
@@ -180,7 +189,7 @@ class CacheFilter(Stage):
         cache.results[status].value += 1
         ttl_s = (plan.ttl_s if plan is not None else None) or self.ttl_s
         assembler = StreamAssembler(endpoint) if ctx.stream else None
-        ctx.cache = CacheOutcome(status, key, "", None, None, True, model, ttl_s, semantic, assembler)
+        ctx.cache = Pending(status, key, "", None, None, model, ttl_s, semantic, assembler)
         return None
 
     def _bypass(self, ctx: RequestContext) -> None:
@@ -203,13 +212,13 @@ class CacheFilter(Stage):
 
     def on_chunk(self, ctx: RequestContext, chunk: dict[str, Any]) -> dict[str, Any] | None:
         pending = ctx.cache
-        if pending is not None and pending.assembler is not None:
+        if type(pending) is Pending and pending.assembler is not None:
             pending.assembler.add(chunk)
         return chunk
 
     def settle(self, ctx: RequestContext, reply: Reply) -> None:
         pending = ctx.cache
-        if pending is None or not pending.pending:
+        if type(pending) is not Pending:
             if pending is not None and pending.hit and ctx.usage is not None:
                 ctx.usage.source = "cache"  # a replayed stream's usage chunk was read as an upstream's
             return
