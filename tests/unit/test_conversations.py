@@ -471,3 +471,23 @@ async def test_memory_is_bounded_by_the_responses_size_too() -> None:
     assert await conv.get("resp_1", project="p1") is None  # the oldest were given up
     store.release.set()
     await conv.close()
+
+
+async def test_a_response_saved_again_replaces_the_first_and_the_sizes_add_up(sqlite_store) -> None:
+    """save() replaces an unsaved or remembered response of the same id (its size taken back), and the writer's
+    batch gives back exactly what it wrote: the bounds' sums end at nothing once the store has everything."""
+    conv = conversations(sqlite_store, memory_max=1000)
+    first = StoredResponse.of("resp_1", "p1", 0.0, None, {"output": ["a"]}, [])
+    again = StoredResponse.of("resp_1", "p1", 0.0, None, {"output": ["a much longer answer"]}, [{"type": "x"}])
+    conv.save(first)
+    conv.save(turn(2))
+    conv.save(again)
+    assert list(conv._unsaved) == ["resp_2", "resp_1"]  # the new version waits behind the others
+    assert conv._unsaved_bytes == conv._memory_bytes == again.size + turn(2).size
+    await until(lambda: not conv._unsaved, 10)
+    assert conv._unsaved_bytes == 0
+    assert conv._writing == {}
+    found = await sqlite_store.get_response("resp_1", project="p1")
+    assert found is not None
+    assert found.response_json == again.response_json
+    await conv.close()
