@@ -242,3 +242,11 @@ def test_response_bytes_take_the_plain_answer() -> None:
         )
     for message in ({"content": None, "tool_calls": [{"id": "c", "function": {"name": "f"}}]}, {"refusal": "no"}):
         assert response_bytes(chat(message), request, request_id="r1", model="d", created_at=1, usage=None) is None
+    # A text orjson refuses (a lone surrogate, which hypothesis's text never draws) is the general path's to make safe.
+    assert (
+        response_bytes(chat({"content": "\ud800"}), request, request_id="r1", model="d", created_at=1, usage=None)
+        is None
+    )
+    assert response_bytes(chat({"content": "ok"}), request, request_id='r"1', model="d", created_at=1, usage=None) == (
+        json_bytes(to_response(chat({"content": "ok"}), request, request_id='r"1', model="d", created_at=1, usage=None))
+    )

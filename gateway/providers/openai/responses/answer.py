@@ -101,6 +101,13 @@ _FAST_TEMPLATE: dict[str, Any] = {
     "metadata": orjson.Fragment(b"{}"),
 }
 _BUILT = frozenset(("reasoning", "text", "tools", "metadata"))
+# response_bytes()'s output item around its id, status and text (message_item() of output_text(), as JSON).
+_OUTPUT_HEAD = b'[{"id":'
+_OUTPUT_STATUS = b',"type":"message","role":"assistant","status":'
+_COMPLETED, _INCOMPLETE = b'"completed"', b'"incomplete"'
+_OUTPUT_TEXT = b',"content":[{"type":"output_text","text":'
+_OUTPUT_TAIL = b',"annotations":[],"logprobs":[]}]}]'
+_dumps = orjson.dumps
 _USAGE = (
     b'{"input_tokens":%d,"input_tokens_details":{"cached_tokens":%d,"cache_write_tokens":%d},"output_tokens":%d,'
     b'"output_tokens_details":{"reasoning_tokens":%d},"total_tokens":%d}'
@@ -178,22 +185,23 @@ def response_bytes(
     if reason:
         response["incomplete_details"] = {"reason": reason}
     response["model"] = served if isinstance(served, str) and served else model
-    response["output"] = [
-        {
-            "id": f"msg_{request_id}",
-            "type": "message",
-            "role": "assistant",
-            "status": status,
-            "content": [
-                {
-                    "type": "output_text",
-                    "text": text if isinstance(text, str) else "",
-                    "annotations": [],
-                    "logprobs": [],
-                }
-            ],
-        }
-    ]
+    # The output, one message item, as JSON spliced from its fixed parts: no item, part and lists built, then walked
+    # (some 2,000 instructions fewer).
+    try:
+        output = b"".join(
+            (
+                _OUTPUT_HEAD,
+                _dumps(f"msg_{request_id}"),
+                _OUTPUT_STATUS,
+                _INCOMPLETE if reason else _COMPLETED,
+                _OUTPUT_TEXT,
+                _dumps(text if isinstance(text, str) else ""),
+                _OUTPUT_TAIL,
+            )
+        )
+    except TypeError:  # a lone surrogate: json_bytes() of to_response()'s answer makes it safe
+        return None
+    response["output"] = orjson.Fragment(output)
     if usage is not None:  # usage_json()'s, as JSON: its three dicts neither built nor walked
         prompt, completion = usage.prompt_tokens, usage.completion_tokens
         response["usage"] = orjson.Fragment(
