@@ -76,6 +76,18 @@ async def test_a_batch_of_first_and_later_turns_is_saved_in_its_order(store) -> 
     assert [r.id for r in await store.response_chain("resp_4", project="p1")] == ["resp_3", "resp_4"]
 
 
+async def test_a_batch_of_first_turns_alone_is_saved_as_one_run(store) -> None:
+    # SQLite's common batch (first turns only) skips the runs' split: each row still as it was saved, the last
+    # version of an id saved twice kept.
+    again = StoredResponse.of("resp_2", "p1", 9.0, None, {"status": "incomplete"}, [{"type": "message"}])
+    batch = [stored(1), stored(2), stored(3), again]
+    await store.save_responses(batch)
+    assert await store.get_response("resp_1", project="p1") == batch[0]
+    assert await store.get_response("resp_2", project="p1") == again
+    assert await store.get_response("resp_3", project="p1") == batch[2]
+    assert [r.id for r in await store.response_chain("resp_3", project="p1")] == ["resp_3"]
+
+
 async def test_another_project_neither_reads_nor_deletes_nor_replaces_a_response(store) -> None:
     r = stored(1, project="p1")
     await store.save_responses([r])
