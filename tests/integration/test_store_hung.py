@@ -40,7 +40,7 @@ def test_a_hung_postgresql_delays_no_request_holds_a_bounded_amount_and_loses_no
                     "store": store,
                     "flush_interval_ms": 20,
                     "batch_size": 20,
-                    "write_timeout_s": 0.5,
+                    "write_timeout_s": 2.0,  # a request that waited on the store would take this long
                     "query_timeout_s": 1.0,
                 },
                 auth={"admin_key": "sk-admin"},
@@ -75,7 +75,8 @@ def test_a_hung_postgresql_delays_no_request_holds_a_bounded_amount_and_loses_no
                 load(2.0)
                 fds = open_fds()
                 slowest = load(4.0)
-                assert slowest < 0.4, f"a request waited {slowest:.2f} s on the hung store"
+                # Below write_timeout_s with room for a busy machine: a request that waited for the store takes it all.
+                assert slowest < 1.5, f"a request waited {slowest:.2f} s on the hung store"
                 assert open_fds() - fds < 10, "sockets pile up while the store hangs"
                 status = client.get("/api/v1/telemetry/status", headers=admin).json()["sinks"]["store"]
                 assert status["state"] in ("stalled", "spooling"), status
@@ -90,7 +91,7 @@ def test_a_hung_postgresql_delays_no_request_holds_a_bounded_amount_and_loses_no
                 turn = client.post("/v1/responses", json={"model": "demo", "input": "hi", "store": True}, headers=AUTH)
                 assert turn.status_code == 200
                 sent += 1
-                assert time.monotonic() - started < 0.4
+                assert time.monotonic() - started < 1.5
                 unknown = "resp_" + uuid.uuid4().hex
                 reads = [("GET", f"/v1/responses/{unknown}"), ("GET", f"/v1/responses/{unknown}/input_items"),
                          ("DELETE", f"/v1/responses/{stored}")]  # fmt: skip
@@ -98,7 +99,7 @@ def test_a_hung_postgresql_delays_no_request_holds_a_bounded_amount_and_loses_no
                     started = time.monotonic()
                     answer = client.request(method, path, headers=AUTH)
                     assert answer.status_code == 503, (method, path, answer.status_code, answer.text)
-                    assert time.monotonic() - started < 1.0 + 1.0, (method, path)
+                    assert time.monotonic() - started < 1.0 + 2.0, (method, path)  # query_timeout_s and room
                 metrics = client.get("/metrics").text
                 assert 'gateway_component_state{component="store",state="ok"} 0.0' in metrics
                 proxy.thaw()
