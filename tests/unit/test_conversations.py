@@ -318,12 +318,14 @@ async def check_a_hung_store(store, hang, recover, caplog: pytest.LogCaptureFixt
     started = time.monotonic()
     conv.save(made[1])
     conv.save(made[2])
-    assert time.monotonic() - started < 0.25  # save() never waits for the store (its writes time out at 0.3 s)
+    # save() never waits for the store: one that did would be held by the hang (SQLite's 5 s busy_timeout, the
+    # frozen proxy), far past BOUND_S, which leaves room for a busy machine.
+    assert time.monotonic() - started < BOUND_S
     # Memory answers for what it holds, at once.
-    started = time.monotonic()
+    # Not reads of the store: the hung store cannot answer them (a read fails as unavailable once its 0.5 s bound
+    # passes), so what memory holds is what comes back.
     assert await conv.get("resp_3", project="p1") == made[2]
     assert await conv.history("resp_3", project="p1") == made
-    assert time.monotonic() - started < 0.25  # not a read of the store (bounded at 0.5 s)
     # What only the store could say fails within the read bound, as the store's being unavailable.
     await until(lambda: (registry.get_sample_value("gateway_responses_persist_failures_total") or 0) >= 1, 20)
     other = conversations(store)
