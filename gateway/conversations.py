@@ -354,6 +354,6 @@ class Conversations:
         for r in batch:  # _forget_unsaved's work, inline: a call per response less
             if unsaved.get(r.id) is r:
                 del unsaved[r.id]
-                written += len(r.response_json) + len(r.input_json)
+                written += r.size
         self._unsaved_bytes -= written
         return True

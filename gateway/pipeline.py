@@ -184,15 +184,11 @@ class Pipeline:
                 continue
             try:
                 stage.settle(ctx, reply)
-            except GatewayError as exc:
-                ctx.error = exc
+            # As complete: a bug in one stage must not skip the others' settlement (logged by _settlement_failed).
+            except Exception as exc:  # noqa: BLE001
+                failed = _settlement_failed(stage, ctx, exc)
                 if reply.stream is None:
-                    reply = Reply.from_error(exc)
-            except Exception:  # as complete: a bug in one stage must not skip the others' settlement
-                logger.exception("%s.on_response failed for request %s", stage.name, ctx.request_id)
-                ctx.error = InternalError()
-                if reply.stream is None:
-                    reply = Reply.from_error(ctx.error)
+                    reply = failed
         return reply
 
     async def complete(self, ctx: RequestContext, reply: Reply, entered: list[Filter]) -> Reply:
@@ -206,13 +202,20 @@ class Pipeline:
                     stage.settle(ctx, reply)
                     continue
                 replaced = await stage.on_response(ctx, reply)
-            except GatewayError as exc:
-                ctx.error = exc
-                replaced = Reply.from_error(exc)
-            except Exception:  # a bug in one stage must not skip the others' settlement (a held rate-limit slot)
-                logger.exception("%s.on_response failed for request %s", stage.name, ctx.request_id)
-                ctx.error = InternalError()
-                replaced = Reply.from_error(ctx.error)
+            # A bug in one stage must not skip the others' settlement (a held rate-limit slot); logged there.
+            except Exception as exc:  # noqa: BLE001
+                replaced = _settlement_failed(stage, ctx, exc)
             if replaced is not None and reply.stream is None:
                 reply = replaced
         return reply
+
+
+def _settlement_failed(stage: Filter, ctx: RequestContext, exc: Exception) -> Reply:
+    """The error reply of a stage whose response phase raised (called in its except clause): a GatewayError as
+    itself, anything else logged with its traceback and answered as an internal error."""
+    if isinstance(exc, GatewayError):
+        ctx.error = exc
+    else:
+        logger.exception("%s.on_response failed for request %s", stage.name, ctx.request_id)
+        ctx.error = InternalError()
+    return Reply.from_error(ctx.error)

@@ -3,7 +3,7 @@ same statements, with SQLite's `?1` or PostgreSQL's `$1` for the numbered parame
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from gateway.ids import id_floor
@@ -66,9 +66,10 @@ def row(r: StoredResponse) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def first_row(r: StoredResponse) -> tuple[Any, ...]:
-    """The row of a response with no previous_response_id, for the `upsert_first` statement."""
-    return r.id, r.project, float(r.created_at), r.response_json.decode(), r.input_json.decode()
+def first_rows(responses: Iterable[StoredResponse]) -> list[tuple[Any, ...]]:
+    """The rows of responses with no previous_response_id, for the `upsert_first` statement (built inline: a call
+    per row less on the store's thread)."""
+    return [(r.id, r.project, float(r.created_at), r.response_json.decode(), r.input_json.decode()) for r in responses]
 
 
 def stored(values: Sequence[Any]) -> StoredResponse:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import itertools
 import operator
 import sqlite3
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from gateway.store import responses_sql
 from gateway.store.base import StoredResponse
@@ -18,12 +17,12 @@ def save(conn: sqlite3.Connection, responses: Sequence[StoredResponse]) -> None:
     conn.execute("BEGIN")
     try:
         if list(map(_PREVIOUS, responses)).count(None) == len(responses):  # first turns alone: one run, found in C
-            conn.executemany(_SQL["upsert_first"], _first_rows(responses))
+            conn.executemany(_SQL["upsert_first"], responses_sql.first_rows(responses))
         else:
             # Runs of consecutive rows of one shape, in the batch's order (an id saved twice keeps its last version).
             for first, run in itertools.groupby(responses, _is_first):
                 if first:
-                    conn.executemany(_SQL["upsert_first"], _first_rows(run))
+                    conn.executemany(_SQL["upsert_first"], responses_sql.first_rows(run))
                 else:
                     conn.executemany(_SQL["upsert"], [responses_sql.row(r) for r in run])
         conn.execute("COMMIT")
@@ -33,11 +32,6 @@ def save(conn: sqlite3.Connection, responses: Sequence[StoredResponse]) -> None:
 
 
 _PREVIOUS = operator.attrgetter("previous_response_id")
-
-
-def _first_rows(responses: Iterable[StoredResponse]) -> list[tuple[Any, ...]]:
-    """responses_sql.first_row() of each, inline: a call per row less on the store's thread."""
-    return [(r.id, r.project, float(r.created_at), r.response_json.decode(), r.input_json.decode()) for r in responses]
 
 
 def _is_first(r: StoredResponse) -> bool:
