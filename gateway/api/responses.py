@@ -30,6 +30,7 @@ from gateway.api.openai import response_headers
 from gateway.api.streaming import Encoder
 from gateway.context import NativeRequest, RequestContext
 from gateway.errors import GatewayError, InvalidRequest, NotFound, UpstreamUnavailable
+from gateway.memory import right_sized
 from gateway.providers.openai.responses.answer import response_bytes, to_response
 from gateway.providers.openai.responses.native import as_served, native_body
 from gateway.providers.openai.responses.request import to_chat_request
@@ -157,7 +158,8 @@ class ResponsesEndpoint(PipelineEndpoint):
         await send_json(send, reply.status, reply.body, response_headers(ctx, reply))
 
     def _keep(self, ctx: RequestContext, turn: Turn, stored_id: str, body: bytes) -> None:
-        """Store the response `stored_id`, `body` its JSON (the turn asks to: turn.store)."""
+        """Store the response `stored_id`, `body` its JSON (the turn asks to: turn.store). Both JSONs kept
+        right-sized: memory holds them until they are the least recently used of memory_max."""
         previous = turn.request.get("previous_response_id")
         self.gateway.conversations.save(
             StoredResponse(
@@ -165,8 +167,8 @@ class ResponsesEndpoint(PipelineEndpoint):
                 ctx.principal.project,
                 ctx.started_at,
                 previous if isinstance(previous, str) else None,
-                body,
-                json_bytes(turn.input_items),
+                right_sized(body),
+                right_sized(json_bytes(turn.input_items)),
             )
         )
 

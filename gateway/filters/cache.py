@@ -31,6 +31,7 @@ from gateway.cache.replay import StreamAssembler, replay, replay_chunks
 from gateway.cache.service import ResponseCache
 from gateway.context import CacheOutcome, RequestContext, Usage
 from gateway.filters.base import LATER, Later, Stage
+from gateway.memory import right_sized
 from gateway.reply import Reply
 
 if TYPE_CHECKING:
@@ -231,6 +232,10 @@ class CacheFilter(Stage):
             body = orjson.dumps(assembler.answer(ctx.usage))
         else:
             body = reply.body
+        # Kept until it expires or is evicted: in its own length's allocation (a provider's translated answer, and
+        # the assembled one, are orjson's bytes, in a buffer up to ten times their length), so that the memory
+        # backend's bound on the sum of the lengths is a bound on what they hold.
+        body = right_sized(body)
         usage = ctx.usage
         served = ctx.served_model or (ctx.deployment.model if ctx.deployment else "")
         if usage is not None:

@@ -1,0 +1,86 @@
+"""What the gateway keeps in memory for long weighs what its bounds count.
+
+responses.memory_max_mb and the memory cache's max_mb bound the sums of the kept JSONs' lengths. orjson (3.12
+and later) hands its bytes back in the buffer it wrote them into, never shrunk: 4 KiB for a JSON of 100 bytes, 16 KiB
+for one of 1.5 KiB. Kept as they came, ten thousand stored responses held 200 MB where the bound counted 13.
+
+Each test has the gateway keep answers made the ways it makes them (a translated Responses answer, its input items,
+a streamed answer assembled for the cache), then measures with tracemalloc what memory gives back when its kept
+objects are dropped, against the lengths the bound counted."""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import httpx
+
+from tests.conftest import KEY, running
+from tests.integration.helpers import wait_until
+
+N = 60
+HEADERS = {"authorization": f"Bearer {KEY}"}
+# What each kept object holds beside the bytes its bound counts: the tuple, its strings, the dict's slot.
+PER_OBJECT_OVERHEAD = 1024
+
+
+@contextmanager
+def traced() -> Iterator[None]:
+    tracemalloc.start()
+    try:
+        yield
+    finally:
+        tracemalloc.stop()
+
+
+def held_by(drop: Callable[[], None]) -> int:
+    """The bytes the traced allocations shrink by when `drop` lets the kept objects go."""
+    gc.collect()
+    before = tracemalloc.get_traced_memory()[0]
+    drop()
+    gc.collect()
+    return before - tracemalloc.get_traced_memory()[0]
+
+
+def test_stored_responses_hold_what_memory_max_mb_counts(make_config) -> None:
+    with running(make_config()) as (url, gateway), httpx.Client(base_url=url, headers=HEADERS, timeout=30) as client:
+        conversations = gateway.conversations
+        with traced():
+            for n in range(N):
+                r = client.post("/v1/responses", json={"model": "demo", "input": f"Turn {n}: say hello."})
+                assert r.status_code == 200, r.text
+            wait_until(lambda: not conversations._unsaved, timeout=10)
+            counted = conversations._memory_bytes
+            assert len(conversations._memory) == N
+            assert counted > N * 500  # each answer's JSON is some 1 KB
+
+            def drop() -> None:
+                conversations._memory.clear()
+
+            held = held_by(drop)
+        conversations._memory_bytes = 0
+    assert held <= counted + N * PER_OBJECT_OVERHEAD, (held, counted)
+
+
+def test_cached_answers_hold_what_the_memory_backends_bound_counts(make_config) -> None:
+    config = make_config(pipeline=["auth", "cache", "route"], features={"defaults": {"cache": "exact"}})
+    with running(config) as (url, gateway), httpx.Client(base_url=url, headers=HEADERS, timeout=30) as client:
+        memory = gateway.cache.memory
+        with traced():
+            for n in range(N):  # streamed: each answer is assembled from its chunks and encoded to be kept
+                body = {"model": "demo", "stream": True, "temperature": 0,
+                        "messages": [{"role": "user", "content": f"Question {n}: what is 2 + {n}?"}]}  # fmt: skip
+                r = client.post("/v1/chat/completions", json=body)
+                assert r.status_code == 200, r.text
+                assert r.headers["x-gateway-cache"] == "miss"
+            wait_until(lambda: len(memory.entries) == N, timeout=10)
+            counted = memory.bytes  # each entry's body and ENTRY_OVERHEAD
+
+            def drop() -> None:
+                memory.entries.clear()
+
+            held = held_by(drop)
+        memory.bytes = 0
+    assert held <= counted + N * PER_OBJECT_OVERHEAD, (held, counted)
