@@ -26,6 +26,7 @@ from typing import Any
 
 import asyncpg
 
+from gateway.ids import new_id
 from gateway.store import rollups
 from gateway.store.base import RECORD_COLUMNS, Store
 from gateway.store.postgres import PostgresStore
@@ -35,7 +36,7 @@ from gateway.store.sqlite import SQLiteStore
 def record(i: int, now: float) -> dict[str, Any]:
     """A record shaped like the recorder's: three spans, a couple of tags."""
     out: dict[str, Any] = {c: "" for c in RECORD_COLUMNS}
-    record_id = uuid.uuid4().hex
+    record_id = new_id()  # time-ordered, as the gateway's ids: appended to the id index
     out.update(
         id=record_id, trace_id=record_id, ts=now + i / 1000, endpoint="chat/completions",
         key_name="bench", key_id="k1",
