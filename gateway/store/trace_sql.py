@@ -209,9 +209,9 @@ def where(q: TraceQuery, args: Args) -> list[str]:
     if q.key is not None:
         clauses.append(f"(key_id = {args.add(q.key)} OR key_name = {args.add(q.key)})")
     if q.trace_id is not None:
-        clauses.append(trace_clause(q.trace_id, args))
+        clauses.append(_trace_clause(q.trace_id, args))
     if q.client_request_id is not None:
-        clauses.append(request_id_clause(q.client_request_id, args))
+        clauses.append(_request_id_clause(q.client_request_id, args))
     if q.error_type is not None:  # and the class names that older records kept for it
         clauses.append(f"error_type IN ({', '.join(args.add(v) for v in error_type_values(q.error_type))})")
     for column, wanted in (("tags", q.tags), ("metadata", q.metadata)):
@@ -240,15 +240,15 @@ def where(q: TraceQuery, args: Args) -> list[str]:
     return clauses
 
 
-def trace_clause(trace_id: str, args: Args) -> str:
+def _trace_clause(trace_id: str, args: Args) -> str:
     """trace_id = the value, as the two indexes that hold it can answer (migration 0015): the trace index holds the
     rows of a client's trace (trace_id <> id), the id index the one record whose own id is the trace id. The
-    predicate is written as the index's, for SQLite and PostgreSQL both match a partial index by its text."""
-    first, again, third = args.add(trace_id), args.add(trace_id), args.add(trace_id)
-    return f"((trace_id = {first} AND trace_id <> id) OR (id = {again} AND trace_id = {third}))"
+    predicate is spelled as the index's: SQLite and PostgreSQL match a partial index by its terms."""
+    a, b, c = (args.add(trace_id) for _ in range(3))
+    return f"((trace_id = {a} AND trace_id <> id) OR (id = {b} AND trace_id = {c}))"
 
 
-def request_id_clause(request_id: str, args: Args) -> str:
+def _request_id_clause(request_id: str, args: Args) -> str:
     """client_request_id = the value; its index holds only the rows that have one (migration 0015), and is used
     when the query says so (neither store infers `<> ''` from an equality with a parameter). '' asks for the rows
     without one: the index cannot serve that, the table is read."""
