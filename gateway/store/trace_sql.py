@@ -94,8 +94,7 @@ _COMPARE = {
     "since": ("ts", ">="), "until": ("ts", "<"), "project": ("project", "="), "model": ("model_requested", "="),
     "served_model": ("model_served", "="), "provider": ("provider", "="), "deployment": ("deployment", "="),
     "status": ("status", "="), "error_domain": ("error_domain", "="),
-    "user": ("user_id", "="), "team": ("team", "="), "trace_id": ("trace_id", "="),
-    "client_request_id": ("client_request_id", "="),
+    "user": ("user_id", "="), "team": ("team", "="),
     "min_latency_ms": ("latency_ms", ">="), "max_latency_ms": ("latency_ms", "<="),
     "min_cost_usd": ("cost_usd", ">="), "max_cost_usd": ("cost_usd", "<="),  # NULL (unknown) compares to nothing
     "min_total_tokens": ("total_tokens", ">="), "max_total_tokens": ("total_tokens", "<="),
@@ -209,6 +208,10 @@ def where(q: TraceQuery, args: Args) -> list[str]:
         clauses.append(f"status >= {low} AND status < {high}")
     if q.key is not None:
         clauses.append(f"(key_id = {args.add(q.key)} OR key_name = {args.add(q.key)})")
+    if q.trace_id is not None:
+        clauses.append(_trace_clause(q.trace_id, args))
+    if q.client_request_id is not None:
+        clauses.append(_request_id_clause(q.client_request_id, args))
     if q.error_type is not None:  # and the class names that older records kept for it
         clauses.append(f"error_type IN ({', '.join(args.add(v) for v in error_type_values(q.error_type))})")
     for column, wanted in (("tags", q.tags), ("metadata", q.metadata)):
@@ -235,6 +238,23 @@ def where(q: TraceQuery, args: Args) -> list[str]:
         else:
             clauses.append(f"id = ANY({args.add(list(q.ids))}::text[])")
     return clauses
+
+
+def _trace_clause(trace_id: str, args: Args) -> str:
+    """trace_id = the value, as the two indexes that hold it can answer (migration 0015): the trace index holds the
+    rows of a client's trace (trace_id <> id), the id index the one record whose own id is the trace id. The
+    predicate is spelled as the index's: SQLite and PostgreSQL match a partial index by its terms."""
+    a, b, c = (args.add(trace_id) for _ in range(3))
+    return f"((trace_id = {a} AND trace_id <> id) OR (id = {b} AND trace_id = {c}))"
+
+
+def _request_id_clause(request_id: str, args: Args) -> str:
+    """client_request_id = the value; its index holds only the rows that have one (migration 0015), and is used
+    when the query says so (neither store infers `<> ''` from an equality with a parameter). '' asks for the rows
+    without one: the index cannot serve that, the table is read."""
+    if request_id == "":
+        return f"client_request_id = {args.add(request_id)}"
+    return f"client_request_id = {args.add(request_id)} AND client_request_id <> ''"
 
 
 def build_select(q: TraceQuery, dialect: Dialect) -> tuple[str, list[Any]]:
