@@ -14,9 +14,12 @@ import gc
 import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
+import orjson
 
+from gateway.guardrails import json_schema
 from tests.conftest import KEY, running
 from tests.integration.helpers import wait_until
 
@@ -84,3 +87,26 @@ def test_cached_answers_hold_what_the_memory_backends_bound_counts(make_config) 
             held = held_by(drop)
         memory.bytes = 0
     assert held <= counted + N * PER_OBJECT_OVERHEAD, (held, counted)
+
+
+def test_cached_schema_validators_hold_what_their_bound_counts() -> None:
+    """response_format's schemas are the clients', as large as a body: the validators' LRU is bounded by what they
+    hold (json_schema._held's count), and its keys are digests, not orjson's over-sized JSON."""
+    cache = json_schema._ValidatorCache(json_schema.CACHE_SIZE, max_bytes=128 << 10)
+
+    def schema(n: int) -> dict[str, Any]:
+        properties = {f"field_{n}_{i}": {"type": "string", "description": "d" * 20, "maxLength": i} for i in range(5)}
+        return {"type": "object", "properties": properties, "required": [f"field_{n}_0"]}
+
+    with traced():
+        for n in range(N):
+            cache.get(orjson.loads(orjson.dumps(schema(n))))  # parsed as a request's body is: the cache's own copy
+        counted = cache.bytes
+        kept = len(cache._items)
+        assert 10 < kept < N  # some evicted by the byte bound, not by the count
+        held = held_by(cache._items.clear)
+    assert counted <= cache.max_bytes
+    assert held <= counted, (held, counted)
+    huge = {"type": "object", "properties": {f"f{i}": {"type": "string", "description": "d" * 200} for i in range(200)}}
+    cache.get(huge)  # counted as more than an eighth of the bound: validated, not kept
+    assert not cache._items
