@@ -25,7 +25,8 @@ from tests.integration.helpers import wait_until
 
 N = 60
 HEADERS = {"authorization": f"Bearer {KEY}"}
-# What each kept object holds beside the bytes its bound counts: the tuple, its strings, the dict's slot.
+# What a stored response holds beside the bytes memory_max_mb counts (the JSONs): the StoredResponse, its strings,
+# the LRU's slot; memory_max bounds their number.
 PER_OBJECT_OVERHEAD = 1024
 
 
@@ -78,7 +79,8 @@ def test_cached_answers_hold_what_the_memory_backends_bound_counts(make_config) 
                 r = client.post("/v1/chat/completions", json=body)
                 assert r.status_code == 200, r.text
                 assert r.headers["x-gateway-cache"] == "miss"
-            wait_until(lambda: len(memory.entries) == N, timeout=10)
+            # The records written, so that what the writer frees meanwhile is not counted as the entries'.
+            wait_until(lambda: len(memory.entries) == N and not len(gateway.queue), timeout=10)
             counted = memory.bytes  # each entry's body and ENTRY_OVERHEAD
 
             def drop() -> None:
@@ -86,7 +88,9 @@ def test_cached_answers_hold_what_the_memory_backends_bound_counts(make_config) 
 
             held = held_by(drop)
         memory.bytes = 0
-    assert held <= counted + N * PER_OBJECT_OVERHEAD, (held, counted)
+    # ENTRY_OVERHEAD counts what an entry holds beside its body (at 256: 51,707 held, 37,710 counted); 64 bytes an
+    # entry for what other threads free while it is measured.
+    assert held <= counted + N * 64, (held, counted)
 
 
 def test_cached_schema_validators_hold_what_their_bound_counts() -> None:
