@@ -10,6 +10,7 @@ objects are dropped, against the lengths the bound counted."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 import orjson
+from prometheus_client import CollectorRegistry
 
 from gateway.guardrails import json_schema
 from tests.conftest import KEY, running
@@ -114,3 +116,21 @@ def test_cached_schema_validators_hold_what_their_bound_counts() -> None:
     huge = {"type": "object", "properties": {f"f{i}": {"type": "string", "description": "d" * 200} for i in range(200)}}
     cache.get(huge)  # counted as more than an eighth of the bound: validated, not kept
     assert not cache._items
+
+
+def test_the_similarity_workers_vectors_hold_one_row_each() -> None:
+    """The recent prompts' vectors (cache_size of them) are rows of the batches they were embedded in: each must
+    hold its own row, not the batch's matrix that a view of it keeps alive."""
+    from gateway.similarity.prompt import SimilarityItem
+    from gateway.similarity.worker import SimilarityWorker
+
+    worker = SimilarityWorker(store=None, registry=CollectorRegistry(), cache_size=1)
+    batch = [
+        SimilarityItem(f"r{n}", 0.0, "p1", "demo", f"Prompt number {n}: tell me about {n} things") for n in range(N)
+    ]
+    with traced():
+        asyncio.run(worker.process(batch))
+        assert len(worker._vectors) == 1
+        row_bytes = next(iter(worker._vectors.values())).nbytes
+        held = held_by(worker._vectors.popitem)  # the entry alone: clear() would free the dict's table too
+    assert held <= row_bytes + PER_OBJECT_OVERHEAD, (held, row_bytes)  # a view held N rows: 60 x 2 KB
