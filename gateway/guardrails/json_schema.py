@@ -1,7 +1,9 @@
 """The JSON-schema check: does a model's answer parse as JSON and satisfy the request's schema?
 
 The schema comes with each request (`response_format`), so checks are built per request; the costly part, the
-validator, is cached by the schema's canonical JSON in a small LRU, and most traffic reuses a few schemas.
+validator, is cached by the digest of the schema's canonical JSON in a small LRU, and most traffic reuses a few
+schemas. The LRU is bounded by what its entries hold as well as by their number: a client's schema can be as large
+as its body.
 
 The check's message is written for the model as much as for a person: on a failed answer the gateway retries with
 "your previous answer failed validation: <message>", so it names each error's JSON path and what was wrong
@@ -10,6 +12,7 @@ The check's message is written for the model as much as for a person: on a faile
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -33,27 +36,45 @@ MAX_ERRORS_COUNTED = 100
 # An error message quotes the offending value, which can be a whole object.
 MAX_ERROR_CHARS = 200
 CACHE_SIZE = 256
+# What the cached validators may hold, in all, as counted by _held. A schema is the client's and may be as large as
+# its body (server.max_body_mb): 256 of them were bounded by nothing but that.
+CACHE_BYTES = 16 << 20
+# What a cached validator holds, measured with tracemalloc (tests/integration/test_kept_memory.py): the validator's
+# own objects, about 1 KiB, and the parsed schema, about 5 bytes per byte of its JSON (60 B to 85 KB measured).
+_ENTRY_OVERHEAD = 2048
+_PER_JSON_BYTE = 6
+
+
+def _held(json_length: int) -> int:
+    return _ENTRY_OVERHEAD + _PER_JSON_BYTE * json_length
 
 
 class _ValidatorCache:
-    """Validators by canonical schema JSON, least recently used evicted first. The lock makes it safe to share
-    with worker threads; on the event loop it is never contended."""
+    """Validators by the digest of the canonical schema JSON, least recently used evicted first, at most `size` of
+    them holding at most `max_bytes` (_held's count); a schema that would take more than an eighth of that is
+    validated without being kept. The lock makes it safe to share with worker threads; on the event loop it is
+    never contended."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, max_bytes: int = CACHE_BYTES) -> None:
         self.size = size
+        self.max_bytes = max_bytes
+        self.bytes = 0  # _held's count of what the kept validators hold
         self._lock = threading.Lock()
-        self._items: OrderedDict[bytes, Draft202012Validator] = OrderedDict()
+        # The key is a digest, not the JSON: orjson's bytes sit in the buffer it grew (up to ten times their length).
+        self._items: OrderedDict[bytes, tuple[Draft202012Validator, int]] = OrderedDict()
 
     def get(self, schema: Mapping[str, Any]) -> Draft202012Validator:
         try:
-            key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+            canonical = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
         except TypeError as exc:
             raise ValueError(f"the JSON schema is not JSON: {exc}") from None
+        key = hashlib.blake2b(canonical, digest_size=16).digest()
+        held = _held(len(canonical))
         with self._lock:
-            validator = self._items.get(key)
-            if validator is not None:
+            item = self._items.get(key)
+            if item is not None:
                 self._items.move_to_end(key)
-                return validator
+                return item[0]
         # Built outside the lock: checking a schema can take a while, and two threads building the same one is
         # harmless.
         try:
@@ -63,10 +84,14 @@ class _ValidatorCache:
         validator = Draft202012Validator(
             schema, format_checker=Draft202012Validator.FORMAT_CHECKER, registry=_LOCAL_ONLY
         )
+        if held > self.max_bytes // 8:
+            return validator
         with self._lock:
-            self._items[key] = validator
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+            if key not in self._items:
+                self._items[key] = (validator, held)
+                self.bytes += held
+            while len(self._items) > self.size or self.bytes > self.max_bytes:
+                self.bytes -= self._items.popitem(last=False)[1][1]
         return validator
 
 

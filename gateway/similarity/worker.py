@@ -306,7 +306,9 @@ class SimilarityWorker:
     def _remember(self, digests: list[str], vectors: F32, known: dict[str, F32]) -> None:
         cache = self._vectors
         for digest, vector in zip(digests, vectors, strict=True):
-            cache[digest] = known[digest] = vector
+            # A copy of the row: a row of the batch's matrix is a view that keeps the whole matrix alive, and the
+            # cache's bound of cache_size rows held up to that many batches (256 rows of 2 KB each).
+            cache[digest] = known[digest] = vector.copy()
         while len(cache) > self.cache_size:
             cache.popitem(last=False)
 

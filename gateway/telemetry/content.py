@@ -18,7 +18,8 @@ from gateway.guardrails.text import answer_slots, prompt_slots
 _TRUNCATED = "…[truncated]"
 # Redaction runs a dozen regular expressions over a text. Prompts and answers repeat exactly more often than not
 # (templates, retries: what the similarity report's exact duplicates count), so a repeat's redaction is looked up;
-# only texts up to this size, so that the cache stays within 1,024 x 8,192 characters.
+# only texts up to this size, so that the cache stays within 1,024 x 2 x 8,192 characters (a text and its redaction:
+# 16 MB of ASCII, up to four times that of characters beyond the BMP).
 _CACHED_MAX_CHARS = 8192
 _CACHED_TEXTS = 1024
 
