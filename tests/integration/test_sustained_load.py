@@ -43,11 +43,13 @@ def overrides(upstream: str) -> dict[str, Any]:
         "providers": {"up": {"type": "openai", "base_url": f"{upstream}/v1", "api_key": "sk-up"}},
         "models": {
             "fail": {"deployments": [{"provider": "mock", "model": "demo-error-500"}]},
-            "hang": {"deployments": [{"provider": "mock", "model": "demo-hang"}]},
+            # Its own first-byte timeout: the others keep the default, so that a busy machine's slow answer is
+            # never a 504 where the test expects a 200.
+            "hang": {"deployments": [{"provider": "mock", "model": "demo-hang", "timeouts": {"first_byte_s": 0.05}}]},
             "up": {"deployments": [{"provider": "up", "model": "gpt-up"}]},
         },
         # The breakers' windows of a second each (30 by default): bounded by time, they would grow all along.
-        "routing": {"timeouts": {"first_byte_s": 0.05}, "retries": 0, "breaker": {"window_s": 1}},
+        "routing": {"retries": 0, "breaker": {"window_s": 1}},
         "pipeline": ["auth", "ratelimit", "cache", "route"],
         "features": {"defaults": {"cache": "exact"}},
         "cache": {"memory_max_mb": 0.01},
@@ -162,10 +164,11 @@ def test_memory_does_not_grow_with_requests(make_config: Callable[..., GatewayCo
             for n in range(1, WARM_UP):
                 load.round(n)
             before, snapshot = settled(), tracemalloc.take_snapshot()
-            for n in range(WARM_UP, WARM_UP + ROUNDS):
-                assert load.round(n)[14] == 429
+            limited = [load.round(n)[14] for n in range(WARM_UP, WARM_UP + ROUNDS)]
             after = settled()
             grown = tracemalloc.take_snapshot().compare_to(snapshot, "lineno")[:5]
         finally:
             tracemalloc.stop()
     assert after - before < GROWTH, (after - before, [str(stat) for stat in grown])
+    # The limited key's bucket (1 a minute) refused them; a run slower than a minute may see one refilled.
+    assert limited.count(429) >= ROUNDS - 1, limited
