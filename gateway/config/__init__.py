@@ -498,6 +498,8 @@ def _check_references(config: GatewayConfig, problems: list[tuple[str, str]]) ->
         problems.append(("policies.poll_interval_s", "must be positive"))
     if config.guardrails.stream_holdback_chars < 0:
         problems.append(("guardrails.stream_holdback_chars", "must not be negative"))
+    if not config.guardrails.json_schema_max_kb > 0:
+        problems.append(("guardrails.json_schema_max_kb", "must be positive"))
     check_telemetry(config, problems)
     check_responses(config, problems)
     check_cache(config, problems)

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 class GuardrailsConfig:
     stream_holdback_chars: int = 64  # streamed answers: text held back so that a match split across chunks is seen
     abuse_prompts_file: str = "config/abuse_prompts.txt"  # known abuse prompts for the `abuse` check
+    # The largest response_format schema (its JSON) the json_schema check takes; a larger one is refused (400) where
+    # the check applies. Checking a new schema costs some 10 µs of CPU a byte (on a worker thread).
+    json_schema_max_kb: float = 32.0
 
 
 GUARDRAIL_SETTINGS: Mapping[str, frozenset[str]] = {

@@ -62,8 +62,18 @@ class GuardrailsFilter(Stage):
     order_note = "policies choose which checks run"
     sees_chunks = True
 
-    def __init__(self, env: CheckEnv, features: Features, resend: Resend, *, holdback: int, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        env: CheckEnv,
+        features: Features,
+        resend: Resend,
+        *,
+        holdback: int,
+        metrics: Metrics,
+        schema_max_bytes: int = 32 << 10,
+    ) -> None:
         self.resend = resend
+        self.schema_max_bytes = schema_max_bytes  # guardrails.json_schema_max_kb
         self.env = env
         self.holdback = holdback
         self.features = features
@@ -94,6 +104,7 @@ class GuardrailsFilter(Stage):
             resend_through(components.router),
             holdback=components.config.guardrails.stream_holdback_chars,
             metrics=components.metrics,
+            schema_max_bytes=int(components.config.guardrails.json_schema_max_kb * 1024),
         )
 
     def _active(self, ctx: RequestContext, specs: Mapping[str, GuardrailSpec]) -> Mapping[str, GuardrailSpec]:
@@ -124,7 +135,8 @@ class GuardrailsFilter(Stage):
             return None
         plan = self._plan(ctx, decision.guardrails)
         if plan.schema_spec is not None:
-            _schema_check(ctx, plan.schema_spec)  # a schema that cannot be used fails now, before the upstream call
+            # A schema that cannot be used fails now, before the upstream call.
+            await _schema_check(ctx, plan.schema_spec, self.schema_max_bytes)
         if plan.inputs and has_token_arrays(ctx.body):
             raise InvalidRequest(
                 "This request's prompt is token ids, which the guardrails that apply to it cannot read: send text.",
@@ -248,7 +260,7 @@ class GuardrailsFilter(Stage):
         self, ctx: RequestContext, spec: GuardrailSpec, answer: dict[str, Any]
     ) -> dict[str, Any] | None:
         """Validate; on `retry`, ask once more. Returns the new answer when a retry produced one."""
-        check = _schema_check(ctx, spec)
+        check = await _schema_check(ctx, spec, self.schema_max_bytes)
         slots = answer_slots(answer)
         if check is None or not slots:
             return None
@@ -352,15 +364,16 @@ def _drop_logprobs(answer: dict[str, Any]) -> bool:
     return dropped
 
 
-def _schema_check(ctx: RequestContext, spec: GuardrailSpec) -> JsonSchemaCheck | None:
-    """The json_schema check of this request: the policy's schema, else the request's response_format's."""
-    from gateway.guardrails.json_schema import JsonSchemaCheck, schema_from_response_format
+async def _schema_check(ctx: RequestContext, spec: GuardrailSpec, max_bytes: int) -> JsonSchemaCheck | None:
+    """The json_schema check of this request: the policy's schema, else the request's response_format's (at most
+    max_bytes of JSON, its validator built off the event loop)."""
+    from gateway.guardrails.json_schema import JsonSchemaCheck, schema_from_response_format, validator_off_loop
 
     schema = spec.settings.get("schema") or schema_from_response_format(ctx.body.get("response_format"))
     if not schema:
         return None
     try:
-        return JsonSchemaCheck(schema)
+        return JsonSchemaCheck(schema, await validator_off_loop(schema, max_bytes))
     except ValueError as exc:
         raise InvalidRequest(f"response_format's schema cannot be used: {exc}", param="response_format") from None
 

@@ -23,10 +23,12 @@ def config_with(make_config, tmp_path: Path, policies: str, **overrides):
     folder.mkdir(exist_ok=True)
     (folder / "test.yaml").write_text(policies)
     return make_config(
-        pipeline=["auth", "policy", "guardrails", "route"],
-        policies={"paths": [str(folder)]},
-        guardrails={"stream_holdback_chars": 32},
-        **overrides,
+        **{
+            "pipeline": ["auth", "policy", "guardrails", "route"],
+            "policies": {"paths": [str(folder)]},
+            "guardrails": {"stream_holdback_chars": 32},
+            **overrides,
+        }
     )
 
 
@@ -282,3 +284,61 @@ def test_held_text_goes_out_when_a_stream_ends_without_a_finish_chunk(make_confi
                 if c.choices
             ]
             assert "".join(pieces).strip() == text.replace(PHONE, "[PHONE]")
+
+
+def _wide_schema(fields: int) -> dict:
+    return {"type": "object", "properties": {f"field_{n}": {"type": "string"} for n in range(fields)}}
+
+
+def test_a_schema_past_json_schema_max_kb_is_refused_before_the_upstream(make_config, tmp_path: Path):
+    config = config_with(
+        make_config, tmp_path, schema_policy("block"), guardrails={"json_schema_max_kb": 1, "stream_holdback_chars": 32}
+    )
+    with running(config) as (url, gateway):
+        mock = gateway.providers["mock"]
+        before = sum(mock.calls.values())
+        with pytest.raises(openai.BadRequestError) as caught:
+            sdk_client(url).chat.completions.create(
+                model="demo",
+                messages=user("hello"),
+                response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": _wide_schema(60)}},
+            )
+        error = assert_sdk_error(caught.value, 400)
+        assert error["param"] == "response_format"
+        assert "json_schema_max_kb" in error["message"]
+        assert sum(mock.calls.values()) == before
+
+
+def test_a_new_schema_is_checked_off_the_event_loop(make_config, tmp_path: Path, monkeypatch):
+    """Checking a schema costs ~10 µs a byte (0.75 s for 74 KB): a client sending new ones must not hold every other
+    request. The check is held on a worker thread here; another request is answered meanwhile."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Event
+
+    from gateway.guardrails import json_schema
+
+    started, release = Event(), Event()
+    build = json_schema._CACHE.build
+
+    def held_build(*args):
+        started.set()
+        assert release.wait(30)
+        return build(*args)
+
+    monkeypatch.setattr(json_schema._CACHE, "build", held_build)
+    schema = {"type": "object", "properties": {"held": {"type": "string"}}}
+    with running(config_with(make_config, tmp_path, schema_policy("block"))) as (url, _), ThreadPoolExecutor(1) as pool:
+        try:
+            held = pool.submit(
+                sdk_client(url).chat.completions.create,
+                model="demo",
+                messages=user('{"held": "yes"}'),
+                response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}},
+            )
+            assert started.wait(30)
+            other = sdk_client(url).chat.completions.create(model="demo", messages=user("hi"))
+            assert other.choices
+            assert not held.done()  # still waiting for its schema while the other was answered
+        finally:
+            release.set()
+        assert held.result(timeout=30).choices
