@@ -13,17 +13,17 @@ RESPONSE_ID_PREFIX = "resp_"  # the Responses API's ids: resp_ and the record's 
 
 COLUMNS = ("id", "project", "ts", "previous_response_id", "response", "input_items")
 _LISTED = ", ".join(COLUMNS)
-_FIRST_COLUMNS = tuple(c for c in COLUMNS if c != "previous_response_id")
+FIRST_COLUMNS = tuple(c for c in COLUMNS if c != "previous_response_id")
 
 
 def statements(mark: str) -> dict[str, str]:
     """upsert, get, delete and chain, with `mark` ("?" or "$") before each parameter's number."""
     return {
-        "upsert": _upsert(mark, COLUMNS),
+        "upsert": upsert_rows(mark, COLUMNS, 1),
         # A first turn's (no previous_response_id): the column left to its default, NULL, which SQLite's driver
         # would otherwise bind through its adapter lookup (an AttributeError raised and cleared, ~3,000
         # instructions a row on the store's thread). `excluded.previous_response_id` is NULL all the same.
-        "upsert_first": _upsert(mark, _FIRST_COLUMNS),
+        "upsert_first": upsert_rows(mark, FIRST_COLUMNS, 1),
         "get": f"SELECT {_LISTED} FROM responses WHERE id = {mark}1 AND project = {mark}2",
         "delete": f"DELETE FROM responses WHERE id = {mark}1 AND project = {mark}2",
         # From the response back along previous_response_id, within the project, max_depth links at most (which
@@ -37,12 +37,17 @@ def statements(mark: str) -> dict[str, str]:
     }
 
 
-def _upsert(mark: str, columns: tuple[str, ...]) -> str:
-    values = ", ".join(f"{mark}{i}" for i in range(1, len(columns) + 1))
+def upsert_rows(mark: str, columns: tuple[str, ...], rows: int) -> str:
+    """The upsert of `rows` rows of `columns` in one statement, their parameters one row after the other (rows in
+    the order given: an id twice in them keeps the later)."""
+    width = len(columns)
+    values = ", ".join(
+        "(" + ", ".join(f"{mark}{r * width + i}" for i in range(1, width + 1)) + ")" for r in range(rows)
+    )
     updated = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[2:])
     # An id is the gateway's and unpredictable: another project's row under it is never replaced.
     return (
-        f"INSERT INTO responses ({', '.join(columns)}) VALUES ({values}) ON CONFLICT (id) DO UPDATE SET {updated}"
+        f"INSERT INTO responses ({', '.join(columns)}) VALUES {values} ON CONFLICT (id) DO UPDATE SET {updated}"
         " WHERE responses.project = excluded.project"
     )
 

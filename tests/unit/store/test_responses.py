@@ -88,6 +88,33 @@ async def test_a_batch_of_first_turns_alone_is_saved_as_one_run(store) -> None:
     assert [r.id for r in await store.response_chain("resp_3", project="p1")] == ["resp_3"]
 
 
+async def test_a_batch_larger_than_a_statement_keeps_every_row_and_the_last_version(store) -> None:
+    # SQLite writes a run in statements of many rows (64, then 32, 16...): 103 rows are four statements, the ids
+    # saved twice across their bounds, the later shape between first turns.
+    batch = [stored(i) for i in range(1, 101)]
+    batch[70] = stored(71, previous="resp_70")
+    again = [StoredResponse.of(f"resp_{i}", "p1", 9.0, None, {"v": 2}, []) for i in (3, 64, 65)]
+    await store.save_responses(batch + again)
+    expected = {r.id: r for r in batch + again}
+    for rid, r in expected.items():
+        assert await store.get_response(rid, project="p1") == r
+    assert [r.id for r in await store.response_chain("resp_71", project="p1")] == ["resp_70", "resp_71"]
+
+
+async def test_sqlite_writes_a_run_of_rows_in_few_statements(tmp_path) -> None:
+    # sqlite3 lets the GIL go and takes it back at every statement it steps: executemany once per row, each time
+    # a hand-off with the event loop when it holds the GIL. A run of 100 rows: 64 + 32 + 4, three INSERTs.
+    store = SQLiteStore(str(tmp_path / "g.db"))
+    await store.open()
+    try:
+        inserts: list[str] = []
+        store._require().set_trace_callback(lambda sql: inserts.append(sql) if sql.startswith("INSERT") else None)
+        await store.save_responses([stored(i) for i in range(1, 101)])
+        assert len(inserts) == 3
+    finally:
+        await store.close()
+
+
 async def test_another_project_neither_reads_nor_deletes_nor_replaces_a_response(store) -> None:
     r = stored(1, project="p1")
     await store.save_responses([r])
