@@ -1,6 +1,6 @@
 """Issue 15's bars in instructions: the gateway on a bench config against the bare passthrough, under callgrind.
 
-    bash bench/micro_bar.sh passthrough|direct|reference|policies|hit|full     # needs valgrind
+    bash bench/micro_bar.sh passthrough|direct|reference|policies|hit|full|off|miss     # needs valgrind
 
 S1's ratio (gateway req/s ÷ the bare passthrough's, one core each) is the ratio of their CPU per request; on a
 shared machine wall-clock figures are not honest, instruction counts are. This runs, in one process and one event
@@ -13,6 +13,10 @@ loop (uvloop), bench/micro_api.py's harness: CONNS clients on kept-alive connect
 - `hit`: the gateway on bench/reference-cache.yaml (reference.yaml with the exact cache on in memory), warmed by the
   warm-up's requests: every counted request is a hit, no upstream call (each answer's x-gateway-cache is checked);
   issue 18's bar is a hit at half the passthrough's CPU, a ratio of 2;
+- `miss`, `off`: issue 18's miss bar as S1 measures it. `miss`: bench/reference-cache.yaml with
+  `x-gateway-cache: no-cache` on every request (S1's BENCH_EXTRA_HEADERS), the path it takes (the key, no read,
+  the answer kept, the upstream call), each answer's `x-gateway-cache: bypass` checked; `off`: bench/reference.yaml
+  with the same header (which a gateway without the cache ignores), so that the two differ by the cache alone;
 - `full`: the gateway on bench/reference-full.yaml, every filter on (issue 15's last row): the shipped policies
   and guardrails, Redis limits (BENCH_REDIS), the PostgreSQL store (BENCH_PG), Langfuse and OTLP sinks to
   bench/sink_mock.py (started here in a process of its own, not counted: in S1 it runs on the load's core),
@@ -53,6 +57,8 @@ CONFIGS = {
     "reference": "bench/reference.yaml",
     "policies": "bench/reference-policies.yaml",
     "hit": "bench/reference-cache.yaml",
+    "miss": "bench/reference-cache.yaml",
+    "off": "bench/reference.yaml",
     "full": "bench/reference-full.yaml",
 }
 PASSTHROUGH = os.environ.get("PASSTHROUGH", str(ROOT.parent / "shared/bench/examples/passthrough_proxy.py"))
@@ -171,10 +177,18 @@ async def main(mode: str, n: int) -> None:
     upstream_port = upstream.sockets[0].getsockname()[1]
     path, body = BODIES["chat"]
     raw = orjson.dumps(body)
+    extra = b"x-gateway-cache: no-cache\r\n" if mode in ("miss", "off") else b""
     request = (
-        b"POST %s HTTP/1.1\r\nhost: gateway\r\nauthorization: Bearer %s\r\n"
-        b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (path, KEY.encode(), len(raw), raw)
+        b"POST %s HTTP/1.1\r\nhost: gateway\r\nauthorization: Bearer %s\r\n%s"
+        b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (path, KEY.encode(), extra, len(raw), raw)
     )
+    # off checks a header as miss does (the client's search through the head, ~1,500 instructions, is the same in
+    # both, not the cache's): one that the gateway writes after the cache's.
+    expect = {
+        "hit": b"\r\nx-gateway-cache: hit\r\n",
+        "miss": b"\r\nx-gateway-cache: bypass\r\n",
+        "off": b"\r\nx-gateway-overhead-ms: ",
+    }.get(mode)
     with tempfile.TemporaryDirectory() as tmp:
         async with sink_mock() if mode == "full" else contextlib.nullcontext(0) as sink_port:
             if mode == "passthrough":
@@ -187,7 +201,7 @@ async def main(mode: str, n: int) -> None:
                 await load(port, request, WARMUP, None)  # a hit's run: the first answers are misses, kept
                 if gw is not None:
                     await drained(gw)
-                await load(port, request, n, b"\r\nx-gateway-cache: hit\r\n" if mode == "hit" else None)
+                await load(port, request, n, expect)
                 if gw is not None:
                     await drained(gw)
             if mode == "full":  # the sinks delivered: the sink mock counted the counted requests' events
