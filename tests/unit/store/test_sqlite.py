@@ -125,3 +125,17 @@ async def test_a_run_of_one_shape_goes_in_statements_of_many_rows_stored_as_if_b
     bound = conn.execute(f"SELECT {typeof} FROM model_cost_logs ORDER BY rowid").fetchall()
     assert written == bound
     assert [row[0] for row in written] == ["r200"] + [f"r{i}" for i in range(109)]
+
+
+def test_only_the_first_shapes_met_get_statements_of_many_rows():
+    """Three statements of many rows a shape, for 16 shapes at most: with the responses' 14 they stay within
+    sqlite3's cache of 128 statements a connection; a shape met later runs by executemany."""
+    from gateway.store.migrate import sqlite_migrate
+    from gateway.store.sqlite import _MULTI_SHAPES, _RowShapes
+
+    conn = sqlite3.connect(":memory:")
+    sqlite_migrate(conn, "up")
+    shapes = _RowShapes(conn)
+    made = [shapes._statement(tuple(bool(i >> b & 1) for b in range(len(shapes._omissible)))) for i in range(20)]
+    assert [s.sizes for s in made] == [(64, 16, 4, 1)] * _MULTI_SHAPES + [(1,)] * (20 - _MULTI_SHAPES)
+    assert 3 * _MULTI_SHAPES + 14 < 128
