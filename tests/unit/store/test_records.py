@@ -162,9 +162,12 @@ class FaultyConnection:
         self.poison = poison
 
     def execute(self, *args: Any) -> Any:
-        # A batch that may be in the table already is inserted row by row (the rows inserted are counted).
-        if len(args) > 1 and args[0].startswith("INSERT INTO model_cost_logs") and args[1][0] in self.poison:
-            raise self.poison[args[1][0]]
+        # A batch that may be in the table already is inserted row by row (the rows inserted are counted), and a
+        # run of rows of one shape in statements of many rows: a poisoned id among the values bound fails it.
+        if len(args) > 1 and args[0].startswith("INSERT INTO model_cost_logs"):
+            for value in args[1]:
+                if isinstance(value, str) and value in self.poison:
+                    raise self.poison[value]
         return self.conn.execute(*args)
 
     def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> Any:

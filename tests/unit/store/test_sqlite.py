@@ -74,7 +74,8 @@ async def test_columns_left_at_their_default_are_stored_as_if_bound(tmp_path):
     path = str(tmp_path / "g.db")
     store = SQLiteStore(path)
     await store.open()
-    await store.write(records)
+    await store.write(records[:1])  # the first batch after opening is checked row by row, all columns bound
+    await store.write(records[1:])
     await store.close()
     conn = sqlite3.connect(path)
     typeof = ", ".join(f"{c}, typeof({c})" for c in RECORD_COLUMNS)
@@ -84,3 +85,57 @@ async def test_columns_left_at_their_default_are_stored_as_if_bound(tmp_path):
     bound = conn.execute(f"SELECT {typeof} FROM model_cost_logs ORDER BY rowid").fetchall()
     assert written == bound
     assert [row[0] for row in written] == ["r1", "r2", "r3", "r4", "r5"]
+
+
+@pytest.mark.anyio
+async def test_a_run_of_one_shape_goes_in_statements_of_many_rows_stored_as_if_bound(tmp_path):
+    """A run of rows of one shape is written in statements of 64, 16, 4 and 1 rows, not one statement a row: 85
+    rows of one shape, 3 of another, 21 of the first are 2 + 1 + 2 statements. Each row reads back value for
+    value, type for type, in the batch's order, as the same records bound whole one by one."""
+    from gateway.store.records import typed
+    from gateway.store.sqlite import _INSERT, _row
+
+    def full(i: int, **values: object) -> dict:
+        made = typed(record(i))
+        made.update(values)
+        return made
+
+    records = [full(i) for i in range(85)]
+    records += [full(i, team="t", cache="hit", saved_usd=0.25, ttft_ms=1.5) for i in range(85, 88)]
+    records += [full(i) for i in range(88, 109)]
+    path = str(tmp_path / "g.db")
+    store = SQLiteStore(path)
+    await store.open()
+    # The first batch after opening is checked row by row against what the table holds (a previous process may
+    # have written it): the batch under test comes after it.
+    await store.write([full(200)])
+    records.insert(0, full(200))
+    inserts: list[str] = []
+    store._require().set_trace_callback(
+        lambda sql: inserts.append(sql) if sql.startswith("INSERT INTO model_cost_logs") else None
+    )
+    await store.write(records[1:])
+    await store.close()
+    assert [sql.count("), (") + 1 for sql in inserts] == [64, 16, 4, 1, 1, 1, 1, 16, 4, 1]
+    conn = sqlite3.connect(path)
+    typeof = ", ".join(f"{c}, typeof({c})" for c in RECORD_COLUMNS)
+    written = conn.execute(f"SELECT {typeof} FROM model_cost_logs ORDER BY rowid").fetchall()
+    conn.execute("DELETE FROM model_cost_logs")
+    conn.executemany(_INSERT, [_row(r) for r in records])
+    bound = conn.execute(f"SELECT {typeof} FROM model_cost_logs ORDER BY rowid").fetchall()
+    assert written == bound
+    assert [row[0] for row in written] == ["r200"] + [f"r{i}" for i in range(109)]
+
+
+def test_only_the_first_shapes_met_get_statements_of_many_rows():
+    """Three statements of many rows a shape, for 16 shapes at most: with the responses' 14 they stay within
+    sqlite3's cache of 128 statements a connection; a shape met later runs by executemany."""
+    from gateway.store.migrate import sqlite_migrate
+    from gateway.store.sqlite import _MULTI_SHAPES, _RowShapes
+
+    conn = sqlite3.connect(":memory:")
+    sqlite_migrate(conn, "up")
+    shapes = _RowShapes(conn)
+    made = [shapes._statement(tuple(bool(i >> b & 1) for b in range(len(shapes._omissible)))) for i in range(20)]
+    assert [s.sizes for s in made] == [(64, 16, 4, 1)] * _MULTI_SHAPES + [(1,)] * (20 - _MULTI_SHAPES)
+    assert 3 * _MULTI_SHAPES + 14 < 128
