@@ -66,9 +66,11 @@ async def faulty_store(request, tmp_path: Path, monkeypatch):
             real_execute = conn.execute
 
             def execute(*args: Any) -> Any:
-                # A batch that may be in the table already is inserted row by row (the rows inserted are counted).
+                # A batch that may be in the table already is inserted row by row (the rows inserted are counted),
+                # and a run of rows of one shape in statements of many rows: each value bound is looked at as an id
+                # (a poisoned one anywhere fails the statement, as the driver would).
                 if len(args) > 1 and args[0].startswith("INSERT INTO model_cost_logs"):
-                    faults.check([args[1]])
+                    faults.check([(value,) for value in args[1]])
                 return real_execute(*args)
 
             conn.executemany = executemany  # type: ignore[method-assign]
