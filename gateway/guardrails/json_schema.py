@@ -64,9 +64,9 @@ class _ValidatorCache:
         # The key is a digest, not the JSON: orjson's bytes sit in the buffer it grew (up to ten times their length).
         self._items: OrderedDict[bytes, tuple[Draft202012Validator, int]] = OrderedDict()
 
-    def get(self, schema: Mapping[str, Any], max_bytes: int | None = None) -> Draft202012Validator:
+    def get(self, schema: Mapping[str, Any]) -> Draft202012Validator:
         """The validator, built here when it is not kept (see lookup and build)."""
-        found, key, held = self.lookup(schema, max_bytes)
+        found, key, held = self.lookup(schema)
         return found if found is not None else self.build(schema, key, held)
 
     def lookup(

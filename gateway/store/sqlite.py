@@ -7,7 +7,6 @@ absolute.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -43,6 +42,7 @@ from gateway.store.base import (
 from gateway.store.migrate import migrations as migrations, sqlite_migrate, sqlite_status, warn_if_ahead
 from gateway.store.records import FLAG, MAP, REAL_OR_NULL, RECORD_FIELDS, json_bytes
 from gateway.store.rows import FlagOverride, VirtualKey
+from gateway.store.sqlite_batches import insert_in_statements
 from gateway.store.traces import TraceQueries
 
 T = TypeVar("T")
@@ -389,15 +389,7 @@ class _RowShapes:
             if len(shape.sizes) == 1:
                 conn.executemany(shape.sql(1), rows)
                 continue
-            start, left = 0, len(rows)
-            for size in shape.sizes:
-                if left < size:
-                    continue
-                sql = shape.sql(size)
-                while left >= size:
-                    conn.execute(sql, tuple(itertools.chain.from_iterable(rows[start : start + size])))
-                    start += size
-                    left -= size
+            insert_in_statements(conn, rows, shape.sizes, shape.sql)
 
 
 class _Shape:

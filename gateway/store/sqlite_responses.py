@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from gateway.store import responses_sql
 from gateway.store.base import StoredResponse
+from gateway.store.sqlite_batches import insert_in_statements
 
 _SQL = responses_sql.statements("?")
 
@@ -32,24 +33,16 @@ def save(conn: sqlite3.Connection, responses: Sequence[StoredResponse]) -> None:
 
 
 _PREVIOUS = operator.attrgetter("previous_response_id")
-# A run of rows is written in statements of many rows each, not by executemany: sqlite3 steps a statement per row
-# there, each step letting the GIL go and taking it back (a wait for the event loop when it holds the GIL, on a
-# busy gateway) and running the statement's program from its start. 64 rows to a statement, the rest in powers of
-# two: fourteen statements in all, which stay in sqlite3's cache (128). The row alone, in batches of 64
-# (callgrind, --toggle-collect=functools_reduce): 26,574 -> 20,866 instructions.
+# A run of rows in statements of 64 rows, the rest in powers of two (sqlite_batches): fourteen statements in all,
+# which stay in sqlite3's cache (128). The row alone, in batches of 64 (callgrind,
+# --toggle-collect=functools_reduce): 26,574 -> 20,866 instructions.
 _SIZES = (64, 32, 16, 8, 4, 2, 1)
 _FIRST = {k: responses_sql.upsert_rows("?", responses_sql.FIRST_COLUMNS, k) for k in _SIZES}
 _ANY = {k: responses_sql.upsert_rows("?", responses_sql.COLUMNS, k) for k in _SIZES}
 
 
 def _upsert(conn: sqlite3.Connection, statements: dict[int, str], rows: list[tuple[object, ...]]) -> None:
-    """`rows` in their order, in as few statements of `statements`' sizes as make them up."""
-    chunk, start, left = _SIZES[0], 0, len(rows)
-    while left:
-        size = chunk if left >= chunk else 1 << (left.bit_length() - 1)
-        conn.execute(statements[size], tuple(itertools.chain.from_iterable(rows[start : start + size])))
-        start += size
-        left -= size
+    insert_in_statements(conn, rows, _SIZES, statements.__getitem__)
 
 
 def _is_first(r: StoredResponse) -> bool:

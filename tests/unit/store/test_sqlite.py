@@ -57,7 +57,6 @@ async def test_columns_left_at_their_default_are_stored_as_if_bound(tmp_path):
     each row reads back value for value, type for type, as the same record bound whole, whatever its shape, and
     rows of mixed shapes keep the batch's order."""
     from gateway.store.records import typed
-    from gateway.store.sqlite import _INSERT, _row
 
     def full(i: int, **values: object) -> dict:
         made = typed(record(i))
@@ -77,14 +76,23 @@ async def test_columns_left_at_their_default_are_stored_as_if_bound(tmp_path):
     await store.write(records[:1])  # the first batch after opening is checked row by row, all columns bound
     await store.write(records[1:])
     await store.close()
+    written, bound = _written_and_bound(path, records)
+    assert written == bound
+    assert [row[0] for row in written] == ["r1", "r2", "r3", "r4", "r5"]
+
+
+def _written_and_bound(path: str, records: list[dict]) -> tuple[list[tuple], list[tuple]]:
+    """(each column and its typeof as the store wrote the rows, the same for the records bound whole one by one)."""
+    from gateway.store.sqlite import _INSERT, _row
+
     conn = sqlite3.connect(path)
     typeof = ", ".join(f"{c}, typeof({c})" for c in RECORD_COLUMNS)
     written = conn.execute(f"SELECT {typeof} FROM model_cost_logs ORDER BY rowid").fetchall()
     conn.execute("DELETE FROM model_cost_logs")
     conn.executemany(_INSERT, [_row(r) for r in records])
     bound = conn.execute(f"SELECT {typeof} FROM model_cost_logs ORDER BY rowid").fetchall()
-    assert written == bound
-    assert [row[0] for row in written] == ["r1", "r2", "r3", "r4", "r5"]
+    conn.close()
+    return written, bound
 
 
 @pytest.mark.anyio
@@ -93,7 +101,6 @@ async def test_a_run_of_one_shape_goes_in_statements_of_many_rows_stored_as_if_b
     rows of one shape, 3 of another, 21 of the first are 2 + 1 + 2 statements. Each row reads back value for
     value, type for type, in the batch's order, as the same records bound whole one by one."""
     from gateway.store.records import typed
-    from gateway.store.sqlite import _INSERT, _row
 
     def full(i: int, **values: object) -> dict:
         made = typed(record(i))
@@ -117,12 +124,7 @@ async def test_a_run_of_one_shape_goes_in_statements_of_many_rows_stored_as_if_b
     await store.write(records[1:])
     await store.close()
     assert [sql.count("), (") + 1 for sql in inserts] == [64, 16, 4, 1, 1, 1, 1, 16, 4, 1]
-    conn = sqlite3.connect(path)
-    typeof = ", ".join(f"{c}, typeof({c})" for c in RECORD_COLUMNS)
-    written = conn.execute(f"SELECT {typeof} FROM model_cost_logs ORDER BY rowid").fetchall()
-    conn.execute("DELETE FROM model_cost_logs")
-    conn.executemany(_INSERT, [_row(r) for r in records])
-    bound = conn.execute(f"SELECT {typeof} FROM model_cost_logs ORDER BY rowid").fetchall()
+    written, bound = _written_and_bound(path, records)
     assert written == bound
     assert [row[0] for row in written] == ["r200"] + [f"r{i}" for i in range(109)]
 
